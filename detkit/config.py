@@ -1,0 +1,475 @@
+"""Python config files: real classes called lazily, inheritance by ``_base_``, overrides.
+
+A config is a Python file. Components are written as lazy calls of the real classes, so grep
+and go-to-definition lead from a config line to the code::
+
+    from detkit.config import L
+    from detkit.assigners import ATSSAssigner
+
+    _base_ = ["common/models/yolov4.py"]          # paths relative to this file, merged in order
+    model = dict(head=dict(assigner=L(ATSSAssigner)(topk=9)))
+
+``L(Cls)(**kwargs)`` records the call as a :class:`ConfigDict` with ``_target_ = Cls``; nothing
+is built until :func:`instantiate`. Merging rules (child over base, override over config):
+
+* plain dicts merge key by key, recursively;
+* a lazy call merges into a base lazy call of the same class (change one argument);
+* a lazy call of a *different* class replaces the base value whole (swap a component: the old
+  component's arguments do not leak into the new one);
+* anything else replaces.
+
+Command-line overrides (``--cfg-options a.b.c=VALUE``) take Python literals (``0.5``, ``[1, 2]``,
+``'str'``, ``None``) or a call that replaces a whole component::
+
+    model.head.assigner="MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)"
+
+A bare class name is looked up among detkit's public components (and the config's own imports);
+a dotted path (``mypkg.assign.MyAssigner(...)``) imports any class. Every lazy call's arguments
+are checked against the constructor signature when the config loads, so a typo fails before
+training starts with the config path, the key and the accepted arguments in the message.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib
+import inspect
+import os
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "ConfigDict",
+    "ConfigError",
+    "L",
+    "LazyCall",
+    "apply_overrides",
+    "format_config",
+    "instantiate",
+    "load_config",
+    "resolve_name",
+]
+
+TARGET_KEY = "_target_"
+BASE_KEY = "_base_"
+
+# Modules searched, in order, for a bare class name in an override such as
+# ``model.head.assigner=MaxIoUAssigner(...)``. Missing modules are skipped.
+SEARCH_MODULES = (
+    "detkit.assigners",
+    "detkit.samplers",
+    "detkit.coders",
+    "detkit.losses",
+    "detkit.anchors",
+    "detkit.models",
+    "detkit.models.backbones",
+    "detkit.models.necks",
+    "detkit.models.heads",
+    "detkit.models.layers",
+    "detkit.data",
+    "detkit.data.transforms",
+    "detkit.engine",
+    "torch.optim",
+    "torch.optim.lr_scheduler",
+)
+
+
+class ConfigError(ValueError):
+    """A mistake in a config file or an override; the message names the file and the key."""
+
+
+class ConfigDict(dict):
+    """A dict with attribute access. A lazy call is a ConfigDict holding ``_target_``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"config has no key {name!r}; keys: {sorted(self)}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        del self[name]
+
+    def __deepcopy__(self, memo: dict) -> ConfigDict:
+        # Targets are classes/functions: share them, copy the rest.
+        out = ConfigDict()
+        memo[id(self)] = out
+        for k, v in self.items():
+            out[k] = v if k == TARGET_KEY else copy.deepcopy(v, memo)
+        return out
+
+    @property
+    def target(self) -> Callable | None:
+        return self.get(TARGET_KEY)
+
+
+class LazyCall:
+    """``L(Cls)(**kwargs)`` -> a ConfigDict describing the call ``Cls(**kwargs)``."""
+
+    def __init__(self, target: Callable) -> None:
+        if not callable(target):
+            raise TypeError(f"LazyCall needs a class or function, got {target!r}")
+        self._target = target
+
+    def __call__(self, **kwargs: Any) -> ConfigDict:
+        node = ConfigDict({TARGET_KEY: self._target})
+        node.update({k: _to_config(v) for k, v in kwargs.items()})
+        return node
+
+
+L = LazyCall
+
+
+def is_lazy(node: Any) -> bool:
+    """True for a ConfigDict/dict that records a lazy call."""
+    return isinstance(node, Mapping) and TARGET_KEY in node
+
+
+def _to_config(value: Any) -> Any:
+    """Turn nested plain dicts into ConfigDicts (lists are kept, their items converted)."""
+    if isinstance(value, ConfigDict):
+        return value
+    if isinstance(value, Mapping):
+        return ConfigDict({k: (v if k == TARGET_KEY else _to_config(v)) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_to_config(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_to_config(v) for v in value)
+    return value
+
+
+def target_name(target: Callable) -> str:
+    """``module.QualName`` of a class or function."""
+    return f"{target.__module__}.{target.__qualname__}"
+
+
+# ----------------------------------------------------------------------------------------------
+# merging
+# ----------------------------------------------------------------------------------------------
+
+
+def merge(base: Any, child: Any) -> Any:
+    """Merge ``child`` over ``base`` following the rules in the module docstring."""
+    if isinstance(child, Mapping) and isinstance(base, Mapping):
+        child_t, base_t = child.get(TARGET_KEY), base.get(TARGET_KEY)
+        if child_t is not None and child_t is not base_t:
+            return _to_config(child)  # a different component: replace whole
+        out = ConfigDict(base)
+        for k, v in child.items():
+            out[k] = merge(base[k], v) if k in base and k != TARGET_KEY else _to_config(v)
+        return out
+    return _to_config(child)
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------------
+
+
+def _exec_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run a config file; return (config values, the file's namespace)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    namespace: dict[str, Any] = {"__file__": path, "__name__": "detkit_config"}
+    try:
+        exec(compile(source, path, "exec"), namespace)
+    except ConfigError:
+        raise
+    except Exception as e:  # a config that does not run is a config error, with its path
+        raise ConfigError(f"{path}: failed to execute config: {type(e).__name__}: {e}") from e
+    values = {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("__")
+        and not isinstance(v, (types.ModuleType, types.FunctionType, type, LazyCall))
+        and not (k.startswith("_") and k != BASE_KEY)
+    }
+    return values, namespace
+
+
+def _load_tree(path: str, stack: tuple[str, ...] = ()) -> tuple[ConfigDict, dict[str, Any]]:
+    path = os.path.abspath(path)
+    if path in stack:
+        raise ConfigError(f"{path}: circular _base_ chain: {' -> '.join(stack + (path,))}")
+    values, namespace = _exec_file(path)
+    bases = values.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged = ConfigDict()
+    names: dict[str, Any] = {}
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(path), base)
+        base_cfg, base_ns = _load_tree(base_path, stack + (path,))
+        merged = merge(merged, base_cfg)
+        names.update(base_ns)
+    merged = merge(merged, values)
+    names.update(namespace)
+    return merged, names
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ConfigDict:
+    """Load a config file, its ``_base_`` chain and command-line style overrides.
+
+    Args:
+        path: the config file.
+        overrides: ``"a.b.c=VALUE"`` strings (see the module docstring).
+
+    Returns:
+        The merged config. ``cfg._filename`` is the file it came from.
+
+    Raises:
+        ConfigError: unknown file, bad override, or arguments a constructor does not accept.
+    """
+    path = os.fspath(path)
+    cfg, namespace = _load_tree(path)
+    apply_overrides(cfg, overrides, namespace=namespace, source=path)
+    check_signatures(cfg, source=path)
+    dict.__setattr__(cfg, "_filename", path)  # not a key: kept out of dumps
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# overrides
+# ----------------------------------------------------------------------------------------------
+
+
+def resolve_name(name: str, namespace: Mapping[str, Any] | None = None) -> Callable:
+    """Find a class/function by bare name (config imports, then detkit) or dotted path."""
+    if namespace and name in namespace and callable(namespace[name]):
+        return namespace[name]
+    if "." in name:
+        module_name, _, attr = name.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"cannot import {name!r}: {e}") from e
+    for module_name in SEARCH_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise ConfigError(
+        f"unknown name {name!r}: not imported by the config and not found in "
+        f"{', '.join(SEARCH_MODULES)}; use a dotted path like 'package.module.{name}'"
+    )
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    raise ConfigError(f"expected a name, got {ast.unparse(node)!r}")
+
+
+def _eval_value(node: ast.AST, namespace: Mapping[str, Any] | None) -> Any:
+    """Evaluate a literal, or a call of a class with literal/call arguments, into config."""
+    if isinstance(node, ast.Call):
+        if node.args:
+            raise ConfigError(f"use keyword arguments in {ast.unparse(node)!r}")
+        target = resolve_name(_dotted(node.func), namespace)
+        kwargs = {kw.arg: _eval_value(kw.value, namespace) for kw in node.keywords if kw.arg}
+        return L(target)(**kwargs)
+    if isinstance(node, ast.List):
+        return [_eval_value(e, namespace) for e in node.elts]
+    if isinstance(node, ast.Tuple):
+        return tuple(_eval_value(e, namespace) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return ConfigDict(
+            {ast.literal_eval(k): _eval_value(v, namespace) for k, v in zip(node.keys, node.values)}
+        )
+    return ast.literal_eval(node)
+
+
+def parse_value(text: str, namespace: Mapping[str, Any] | None = None) -> Any:
+    """Parse the VALUE of ``key=VALUE``: a literal, a call, or else the raw string."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        return text
+    if isinstance(tree, ast.Name) and tree.id in ("true", "false", "none", "null"):
+        return {"true": True, "false": False}.get(tree.id)
+    try:
+        return _eval_value(tree, namespace)
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        return text  # not a literal: take the string as written (e.g. a path)
+
+
+def apply_overrides(
+    cfg: ConfigDict,
+    overrides: Sequence[str],
+    namespace: Mapping[str, Any] | None = None,
+    source: str = "<overrides>",
+) -> ConfigDict:
+    """Apply ``a.b.c=VALUE`` overrides in place (merge rules as for ``_base_``)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{source}: override {item!r} is not of the form key=value")
+        try:
+            value = parse_value(text, namespace)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: override {key!r}: {e}") from e
+        parts = key.strip().split(".")
+        node: Any = cfg
+        for depth, part in enumerate(parts[:-1]):
+            node = _child(node, part, ".".join(parts[: depth + 1]), source)
+        last = parts[-1]
+        if isinstance(node, list):
+            idx = _index(node, last, key, source)
+            node[idx] = merge(node[idx], value)
+        elif isinstance(node, Mapping):
+            node[last] = merge(node[last], value) if last in node else _to_config(value)
+        else:
+            raise ConfigError(f"{source}: override {key!r}: {'.'.join(parts[:-1])} is not a dict")
+    return cfg
+
+
+def _index(node: list, part: str, key: str, source: str) -> int:
+    try:
+        idx = int(part)
+        node[idx]
+    except (ValueError, IndexError):
+        raise ConfigError(f"{source}: override {key!r}: bad list index {part!r}") from None
+    return idx
+
+
+def _child(node: Any, part: str, key: str, source: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, key, source)]
+    if isinstance(node, Mapping):
+        if part not in node:
+            raise ConfigError(f"{source}: no key {key!r}; keys there: {sorted(map(str, node))}")
+        return node[part]
+    raise ConfigError(f"{source}: {key!r} is not a dict or list")
+
+
+# ----------------------------------------------------------------------------------------------
+# signature checks and instantiation
+# ----------------------------------------------------------------------------------------------
+
+
+def _walk(node: Any, key: str = ""):
+    """Yield (dotted key, node) for every dict/list node below ``node``."""
+    if isinstance(node, Mapping):
+        yield key, node
+        for k, v in node.items():
+            if k != TARGET_KEY:
+                yield from _walk(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{key}.{i}")
+
+
+def _accepted(target: Callable) -> tuple[list[str], bool]:
+    """(parameter names, takes **kwargs) of a constructor/function."""
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return [], True
+    names = [p.name for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return names, any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def check_signatures(cfg: Mapping, source: str = "<config>") -> None:
+    """Raise ConfigError for any lazy-call argument its target does not accept."""
+    for key, node in _walk(cfg):
+        target = node.get(TARGET_KEY) if isinstance(node, Mapping) else None
+        if target is None:
+            continue
+        names, var_kw = _accepted(target)
+        if var_kw:
+            continue
+        bad = [k for k in node if k != TARGET_KEY and k not in names]
+        if bad:
+            raise ConfigError(
+                f"{source}: key {key or '<root>'!r}: {target.__qualname__} got unexpected "
+                f"argument(s) {', '.join(map(repr, bad))}; accepted: {', '.join(names) or '(none)'}"
+            )
+
+
+def instantiate(node: Any, **extra: Any) -> Any:
+    """Build the object a config node describes (recursively); plain values pass through.
+
+    ``extra`` keyword arguments are added to (and override) the top node's arguments, for values
+    only known at run time (``instantiate(cfg.optimizer, params=model.parameters())``).
+    """
+    if isinstance(node, Mapping):
+        if TARGET_KEY not in node:
+            out = {k: instantiate(v) for k, v in node.items()}
+            out.update(extra)
+            return ConfigDict(out)
+        target = node[TARGET_KEY]
+        kwargs = {k: instantiate(v) for k, v in node.items() if k != TARGET_KEY}
+        kwargs.update(extra)
+        try:
+            return target(**kwargs)
+        except TypeError as e:
+            names, _ = _accepted(target)
+            raise ConfigError(
+                f"cannot build {target.__qualname__}({', '.join(kwargs)}): {e}; "
+                f"accepted: {', '.join(names)}"
+            ) from e
+    if isinstance(node, list):
+        return [instantiate(v) for v in node]
+    if isinstance(node, tuple):
+        return tuple(instantiate(v) for v in node)
+    return node
+
+
+# ----------------------------------------------------------------------------------------------
+# printing
+# ----------------------------------------------------------------------------------------------
+
+
+def _format(value: Any, imports: set[tuple[str, str]], indent: int) -> str:
+    pad, inner = " " * indent, " " * (indent + 4)
+    if isinstance(value, Mapping):
+        target = value.get(TARGET_KEY)
+        items = [(k, v) for k, v in value.items() if k != TARGET_KEY]
+        if target is not None:
+            imports.add((target.__module__, target.__qualname__.split(".")[0]))
+            head, close = f"L({target.__qualname__})(", ")"
+        else:
+            head, close = "dict(", ")"
+        if all(isinstance(k, str) and k.isidentifier() for k, _ in items):
+            body = [f"{inner}{k}={_format(v, imports, indent + 4)}," for k, v in items]
+        else:
+            head, close = ("{", "}") if target is None else (head, close)
+            body = [f"{inner}{k!r}: {_format(v, imports, indent + 4)}," for k, v in items]
+        if not body:
+            return head + close
+        return head + "\n" + "\n".join(body) + "\n" + pad + close
+    if isinstance(value, (list, tuple)):
+        open_, close = ("[", "]") if isinstance(value, list) else ("(", ")")
+        parts = [_format(v, imports, indent + 4) for v in value]
+        if isinstance(value, tuple) and len(parts) == 1:
+            parts[0] += ","
+        flat = open_ + ", ".join(parts) + close
+        if len(flat) <= 90 and "\n" not in flat:
+            return flat
+        return open_ + "\n" + "".join(f"{inner}{p},\n" for p in parts) + pad + close
+    if callable(value):
+        imports.add((value.__module__, value.__qualname__.split(".")[0]))
+        return value.__qualname__
+    return repr(value)
+
+
+def format_config(cfg: Mapping) -> str:
+    """Python source for a merged config; loading it gives the same config back."""
+    imports: set[tuple[str, str]] = set()
+    body = [f"{k} = {_format(v, imports, 0)}" for k, v in cfg.items()]
+    lines = ["from detkit.config import L"]
+    lines += [f"from {m} import {n}" for m, n in sorted(imports)]
+    return "\n".join(lines) + "\n\n" + "\n".join(body) + "\n"
