@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.detkit-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench bench-setup clean
+.PHONY: setup test demo bench clean
 
 setup: $(STAMP)
 
@@ -28,12 +28,17 @@ demo: setup
 
 # Comparison tools (ultralytics, faster-coco-eval) live only in the benchmark's own venv.
 BENCH_VENV := .venv-bench
-bench-setup: setup
-	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(BENCH_VENV)
+BENCH_STAMP := $(BENCH_VENV)/.detkit-installed
+bench-setup: $(BENCH_STAMP)
+$(BENCH_STAMP): setup.cfg pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q torch torchvision
 	$(BENCH_VENV)/bin/python -m pip install -q -e . ultralytics faster-coco-eval
+	touch $@
 
-bench: setup
-	$(PY) benchmarks/run_all.py
+bench: setup bench-setup
+	$(BENCH_VENV)/bin/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache
