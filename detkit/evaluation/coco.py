@@ -1,0 +1,193 @@
+"""COCO box evaluation: pycocotools' COCOeval, or faster-coco-eval when installed (same numbers).
+
+    evaluator = COCOEvaluator("data/coco/annotations/instances_val2017.json")
+    metrics = evaluator.evaluate(results)      # results: COCO result dicts
+    metrics["AP"], metrics["AP50"], metrics["AP/person"]
+    print(evaluator.summary())                 # the standard 12-line COCO summary
+    print(evaluator.per_class_table())
+
+``results`` are COCO result dicts ``{"image_id": int, "category_id": int, "bbox": [x, y, w, h],
+"score": float}`` in original-image pixels (:func:`detkit.evaluation.detections_to_coco_results`
+makes them from a detector's output).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import io
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detkit.evaluation.report import SUMMARY_KEYS, format_per_class_table, format_summary
+
+__all__ = ["BACKENDS", "COCOEvaluator", "faster_coco_eval_available"]
+
+BACKENDS = ("auto", "pycocotools", "faster")
+
+
+def faster_coco_eval_available() -> bool:
+    """True when the ``faster_coco_eval`` package can be imported."""
+    return importlib.util.find_spec("faster_coco_eval") is not None
+
+
+def _backend_classes(backend: str) -> tuple[type, type, str]:
+    """(COCO class, COCOeval class, resolved backend name) for ``backend``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown COCO evaluation backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    if backend == "faster" or (backend == "auto" and faster_coco_eval_available()):
+        try:
+            from faster_coco_eval import COCO, COCOeval_faster
+        except ImportError as e:
+            raise ValueError(
+                "backend='faster' needs the faster-coco-eval package (pip install faster-coco-eval); "
+                "use backend='pycocotools' or 'auto'"
+            ) from e
+        return COCO, COCOeval_faster, "faster"
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    return COCO, COCOeval, "pycocotools"
+
+
+class COCOEvaluator:
+    """Box AP of COCO-style results against a COCO annotation file.
+
+    Args:
+        ann_file: path of a COCO instances json, or the loaded json dict.
+        backend: ``"auto"`` (faster-coco-eval when installed, else pycocotools), ``"pycocotools"``
+            or ``"faster"``. Both give the same numbers.
+        class_names: optional names per category, in the order of the json's categories sorted by
+            id; the json's own names are used otherwise.
+
+    After :meth:`evaluate`, ``self.stats`` holds the 12 COCO summary numbers and ``self.precision``
+    the precision array ``(T=10 IoU thresholds, R=101 recall points, K classes, A=4 areas, M=3
+    max-dets)`` (``-1`` where a class has no GT), for :meth:`summary`, :meth:`per_class_table`
+    and :func:`detkit.viz.plot_pr_curves`.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | os.PathLike | Mapping[str, Any],
+        backend: str = "auto",
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        self._coco_cls, self._eval_cls, self.backend = _backend_classes(backend)
+        if isinstance(ann_file, Mapping):
+            dataset = copy.deepcopy(dict(ann_file))
+        else:
+            path = Path(ann_file)
+            if not path.is_file():
+                raise ValueError(
+                    f"COCO annotation file not found: {path}; expected a COCO instances json such as "
+                    "data/coco/annotations/instances_val2017.json"
+                )
+            dataset = json.loads(path.read_text())
+        for key in ("images", "annotations", "categories"):
+            if key not in dataset:
+                raise ValueError(f"COCO annotations lack the {key!r} list; keys present: {sorted(dataset)}")
+        self.ann_file = None if isinstance(ann_file, Mapping) else str(ann_file)
+        self.gt = self._make_coco(dataset)
+        self.cat_ids: list[int] = sorted(c["id"] for c in dataset["categories"])
+        self.image_ids: list[int] = sorted(im["id"] for im in dataset["images"])
+        names = {c["id"]: str(c.get("name", c["id"])) for c in dataset["categories"]}
+        if class_names is not None:
+            if len(class_names) != len(self.cat_ids):
+                raise ValueError(
+                    f"class_names has {len(class_names)} names but the annotations have "
+                    f"{len(self.cat_ids)} categories; pass one name per category or None"
+                )
+            names = dict(zip(self.cat_ids, map(str, class_names)))
+        self.class_names: list[str] = [names[c] for c in self.cat_ids]
+        gt_cats = {a["category_id"] for a in dataset["annotations"]}
+        self._has_gt = np.array([c in gt_cats for c in self.cat_ids])
+        self.stats = np.zeros(len(SUMMARY_KEYS))
+        self.precision: np.ndarray | None = None
+        self.per_class_ap: dict[str, float] = {}
+
+    def _make_coco(self, dataset: dict) -> Any:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = self._coco_cls()
+            coco.dataset = dataset
+            coco.createIndex()
+        return coco
+
+    def _check_results(self, results: Sequence[Mapping[str, Any]]) -> list[dict]:
+        known = set(self.image_ids)
+        out = []
+        for i, r in enumerate(results):
+            missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in r]
+            if missing:
+                raise ValueError(
+                    f"result {i} lacks {missing}; a COCO result is "
+                    "{'image_id', 'category_id', 'bbox': [x, y, w, h], 'score'}"
+                )
+            if int(r["image_id"]) not in known:
+                raise ValueError(f"result {i} has image_id {r['image_id']} which is not in the annotations")
+            out.append(
+                {"image_id": int(r["image_id"]), "category_id": int(r["category_id"]),
+                 "bbox": [float(v) for v in r["bbox"]], "score": float(r["score"])}
+            )
+        return out
+
+    def evaluate(self, results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        """Run COCO box evaluation.
+
+        Args:
+            results: COCO result dicts (``image_id``, ``category_id``, ``bbox`` xywh, ``score``).
+
+        Returns:
+            ``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl`` (0..1, ``-1`` where the
+            annotations have no object of that size, as pycocotools reports) and ``AP/<class name>``
+            for every class that has ground truth. Empty results give zeros.
+        """
+        dets = self._check_results(results)
+        if not dets:
+            # pycocotools cannot load an empty result list; nothing detected means zero AP/AR.
+            self.stats = np.zeros(len(SUMMARY_KEYS))
+            self.precision = None
+            self.per_class_ap = {n: 0.0 for n, g in zip(self.class_names, self._has_gt) if g}
+            return self._metrics()
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt = self.gt.loadRes(dets)
+            kwargs = {"print_function": lambda *a, **k: None} if self.backend == "faster" else {}
+            ev = self._eval_cls(self.gt, dt, "bbox", **kwargs)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        self.stats = np.asarray(ev.stats[: len(SUMMARY_KEYS)], dtype=np.float64)
+        self.precision = np.asarray(ev.eval["precision"], dtype=np.float64)
+        self.per_class_ap = self._per_class(self.precision, ev.params.catIds)
+        return self._metrics()
+
+    def _per_class(self, precision: np.ndarray, cat_ids: Sequence[int]) -> dict[str, float]:
+        """AP (IoU .50:.95, all areas, 100 dets) per class that has GT."""
+        out: dict[str, float] = {}
+        for k, cat in enumerate(cat_ids):
+            idx = self.cat_ids.index(cat)
+            if not self._has_gt[idx]:
+                continue
+            p = precision[:, :, k, 0, -1]  # (T, R) for area "all", maxDets 100
+            p = p[p > -1]
+            out[self.class_names[idx]] = float(p.mean()) if p.size else 0.0
+        return out
+
+    def _metrics(self) -> dict[str, float]:
+        metrics = {k: float(v) for k, v in zip(SUMMARY_KEYS, self.stats)}
+        metrics.update({f"AP/{name}": ap for name, ap in self.per_class_ap.items()})
+        return metrics
+
+    def summary(self) -> str:
+        """The standard 12-line COCO summary of the last :meth:`evaluate`."""
+        return format_summary(self.stats)
+
+    def per_class_table(self) -> str:
+        """A table of per-class AP of the last :meth:`evaluate` (classes without GT shown as ``-``)."""
+        aps = [self.per_class_ap.get(n) for n in self.class_names]
+        return format_per_class_table(self.class_names, aps)
