@@ -1,0 +1,19 @@
+"""Models: backbones, necks, heads, the detector and post-processing."""
+
+from detkit.models.backbones import CSPDarknet, ResNet
+from detkit.models.detector import Detector
+from detkit.models.heads import YOLOHead
+from detkit.models.necks import ASFF, FPN, PAN
+from detkit.models.postprocess import postprocess, undo_letterbox
+
+__all__ = [
+    "ASFF",
+    "CSPDarknet",
+    "Detector",
+    "FPN",
+    "PAN",
+    "ResNet",
+    "YOLOHead",
+    "postprocess",
+    "undo_letterbox",
+]

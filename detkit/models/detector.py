@@ -1,0 +1,112 @@
+"""One-stage detector: backbone -> neck -> head, with inference mapped to original images."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detkit.models.postprocess import undo_letterbox
+
+__all__ = ["Detector"]
+
+
+class Detector(nn.Module):
+    """``backbone -> neck -> head``.
+
+    The neck's and head's input channels are read from the part before them when their
+    configs leave ``in_channels`` out (``neck.bind(backbone.out_channels)``,
+    ``head.bind(neck.out_channels)``); given explicitly, they must agree.
+
+    Args:
+        backbone: module with ``out_channels`` and ``strides``, returning a list of maps.
+        neck: module with ``bind``/``out_channels`` (or None to feed the backbone to the head).
+        head: a :class:`~detkit.models.heads.YOLOHead` (``forward``, ``loss``, ``predict``).
+    """
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module | None, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        channels = list(backbone.out_channels)
+        if neck is not None:
+            neck.bind(channels)
+            channels = list(neck.out_channels)
+        head.bind(channels)
+        self.strides: list[int] = [int(s) for s in backbone.strides]
+        gen_strides = getattr(getattr(head, "prior_generator", None), "strides", None)
+        if gen_strides is not None and [int(s) for s in gen_strides] != self.strides:
+            raise ValueError(
+                f"the head's prior generator has strides {list(gen_strides)} but the backbone's "
+                f"levels have strides {self.strides}; make them agree in the config"
+            )
+
+    @property
+    def size_divisor(self) -> int:
+        """Input H and W must be multiples of this (the largest stride)."""
+        return max(self.strides)
+
+    def check_input(self, images: Tensor) -> None:
+        """ValueError unless ``images`` is ``(B, 3, H, W)`` with H, W multiples of the stride."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+        h, w = images.shape[-2:]
+        d = self.size_divisor
+        if h % d or w % d:
+            raise ValueError(
+                f"input size {h}x{w} (HxW) is not a multiple of the largest stride {d}; "
+                f"pad or resize to multiples of {d} (e.g. {-(-h // d) * d}x{-(-w // d) * d})"
+            )
+
+    def extract(self, images: Tensor) -> list[Tensor]:
+        """Neck outputs ``[(B, C_i, H / s_i, W / s_i)]``."""
+        self.check_input(images)
+        feats = self.backbone(images)
+        return self.neck(feats) if self.neck is not None else feats
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """Raw head maps ``[(B, A*(5+C), H / s_i, W / s_i)]``."""
+        return self.head(self.extract(images))
+
+    def loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """The head's loss dict for a training batch (sum the ``loss_*`` keys)."""
+        return self.head.loss(self(batch["images"]), batch)
+
+    @torch.no_grad()
+    def predict(self, batch: Mapping[str, Any], **overrides: Any) -> list[dict[str, Tensor]]:
+        """Detections per image, boxes in original-image pixels.
+
+        Args:
+            batch: ``images (B, 3, H, W)``; when present, ``scale_factors (B, 2)``, ``pads (B, 2)``
+                and ``ori_sizes (B, 2)`` (h, w) undo the letterbox and clip to the original size.
+            overrides: post-processing settings for this call (``score_thr=0.25``, ...).
+
+        Returns:
+            ``[dict(boxes (K, 4) xyxy, scores (K,), labels (K,))]`` per image.
+        """
+        images = batch["images"]
+        dets = self.head.predict(self(images), batch, **overrides)
+        if "scale_factors" not in batch and "ori_sizes" not in batch:
+            return dets
+        b = images.shape[0]
+        h, w = images.shape[-2:]
+        scales = _rows(batch.get("scale_factors"), b, (1.0, 1.0))
+        pads = _rows(batch.get("pads"), b, (0.0, 0.0))
+        sizes = _rows(batch.get("ori_sizes"), b, None)
+        for i, det in enumerate(dets):
+            size = sizes[i] if sizes is not None else (h / scales[i][1], w / scales[i][0])
+            det["boxes"] = undo_letterbox(det["boxes"], scales[i], pads[i], size)
+        return dets
+
+
+def _rows(value: Any, batch_size: int, default: Sequence[float] | None) -> list | None:
+    """Per-image pairs from a ``(B, 2)`` tensor/list, or ``default`` repeated."""
+    if value is None:
+        return None if default is None else [default] * batch_size
+    rows = value.tolist() if isinstance(value, Tensor) else [list(v) for v in value]
+    if len(rows) != batch_size:
+        raise ValueError(f"expected {batch_size} rows of (a, b) per image, got {len(rows)}")
+    return rows
