@@ -1,0 +1,29 @@
+"""Training engine: trainer, checkpoints, EMA, optimizers, LR schedules, distributed helpers, logging."""
+
+from detkit.engine.checkpoint import (
+    CheckpointManager,
+    atomic_save,
+    find_latest_checkpoint,
+    get_rng_state,
+    load_checkpoint,
+    load_weights,
+    set_rng_state,
+)
+from detkit.engine.ema import ModelEMA, unwrap_model
+from detkit.engine.optim import build_optimizer, param_groups
+from detkit.engine.schedules import LRSchedule
+
+__all__ = [
+    "CheckpointManager",
+    "LRSchedule",
+    "ModelEMA",
+    "atomic_save",
+    "build_optimizer",
+    "find_latest_checkpoint",
+    "get_rng_state",
+    "load_checkpoint",
+    "load_weights",
+    "param_groups",
+    "set_rng_state",
+    "unwrap_model",
+]

@@ -1,0 +1,236 @@
+"""Checkpoints: atomic writes, keep-last-K rotation, RNG state capture, weight loading.
+
+A detkit checkpoint is a dict saved with ``torch.save`` and read with ``torch.load(weights_only=True)``,
+so it holds only tensors and plain Python values::
+
+    {"model": state_dict, "ema": {"module": state_dict, "updates": int} | None,
+     "optimizer": ..., "scheduler": ..., "scaler": ... | None,
+     "epoch": int,           # epochs completed before the next iteration
+     "iter": int,            # optimizer-loop iterations done so far (global)
+     "epoch_iter": int,      # iterations done inside the current epoch (0 at an epoch boundary)
+     "rng": {"python": ..., "numpy": ..., "torch": ByteTensor, "cuda": [ByteTensor, ...]},
+     "config": str,          # detkit.config.format_config of the run's config
+     "best": {"metric": str, "value": float} ...}
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointManager",
+    "atomic_save",
+    "find_latest_checkpoint",
+    "get_rng_state",
+    "load_checkpoint",
+    "load_weights",
+    "set_rng_state",
+]
+
+LAST_POINTER = "last_checkpoint"  # text file in the work dir naming the newest checkpoint
+_CKPT_RE = re.compile(r"^(epoch|iter)_(\d+)\.pth$")
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``.
+
+    A crash or exception part-way leaves any existing file at ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``; ValueError when the file is missing."""
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# RNG state as plain values / tensors (loadable with weights_only=True)
+# ----------------------------------------------------------------------------------------------
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (CPU) and CUDA generator states as plain lists and tensors."""
+    version, state, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {
+        "python": [version, list(state), gauss],
+        "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned (CUDA states only when the device count matches)."""
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+# ----------------------------------------------------------------------------------------------
+# rotation
+# ----------------------------------------------------------------------------------------------
+
+
+class CheckpointManager:
+    """Writes ``epoch_<E>.pth`` / ``iter_<I>.pth`` into a work dir, keeping the newest ``keep_last``.
+
+    ``best.pth`` (the best evaluation so far) is written separately and never rotated out.
+    ``last_checkpoint`` names the newest file, for ``--resume`` without a path.
+    """
+
+    def __init__(self, work_dir: str | os.PathLike, keep_last: int = 3) -> None:
+        if keep_last < 1:
+            raise ValueError(f"checkpoint keep_last must be >= 1, got {keep_last}")
+        self.work_dir = Path(work_dir)
+        self.keep_last = keep_last
+
+    def save(self, state: Mapping[str, Any], name: str) -> Path:
+        """Write ``state`` as ``<work_dir>/<name>`` atomically, update the pointer, rotate old files."""
+        if not _CKPT_RE.match(name) and name != "best.pth":
+            raise ValueError(f"checkpoint name {name!r} must be epoch_<N>.pth, iter_<N>.pth or best.pth")
+        path = self.work_dir / name
+        atomic_save(dict(state), path)
+        if name != "best.pth":
+            _atomic_write_text(name + "\n", self.work_dir / LAST_POINTER)
+            self._rotate()
+        return path
+
+    def checkpoints(self) -> list[Path]:
+        """Rotated checkpoints in the work dir, oldest first (by the iteration stored in the name)."""
+        found = []
+        for p in self.work_dir.glob("*.pth"):
+            if _CKPT_RE.match(p.name):
+                found.append((p.stat().st_mtime_ns, p))
+        return [p for _, p in sorted(found)]
+
+    def _rotate(self) -> None:
+        for old in self.checkpoints()[: -self.keep_last]:
+            old.unlink(missing_ok=True)
+
+
+def find_latest_checkpoint(work_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint ``last_checkpoint`` names, else the newest ``epoch_*/iter_*.pth``, else None."""
+    work_dir = Path(work_dir)
+    pointer = work_dir / LAST_POINTER
+    if pointer.is_file():
+        candidate = work_dir / pointer.read_text().strip()
+        if candidate.is_file():
+            return candidate
+    found = CheckpointManager(work_dir).checkpoints() if work_dir.is_dir() else []
+    return found[-1] if found else None
+
+
+# ----------------------------------------------------------------------------------------------
+# weights only
+# ----------------------------------------------------------------------------------------------
+
+
+def _load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Load the entries whose name and shape match; report the rest."""
+    own = module.state_dict()
+    usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+    module.load_state_dict(usable, strict=False)
+    return {
+        "loaded": sorted(usable),
+        "missing": sorted(k for k in own if k not in usable),
+        "unexpected": sorted(k for k in state_dict if k not in own),
+        "shape_mismatch": sorted(mismatched),
+    }
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, prefer_ema: bool = True) -> dict[str, list[str]]:
+    """Load weights only (no optimizer, no schedule) into ``model``.
+
+    Accepts a detkit checkpoint (its EMA weights when present and ``prefer_ema``, else ``model``),
+    a plain ``state_dict`` of the whole model, a torchvision ResNet ``state_dict`` (loaded into
+    ``model.backbone`` via ``backbone.load_torchvision``), or a Darknet ``.weights`` file
+    (through ``detkit.models.darknet.load_darknet_weights`` when that module exists). Entries whose
+    shapes differ (e.g. another class count) are skipped and reported.
+
+    Returns:
+        ``{"loaded", "missing", "unexpected", "shape_mismatch"}`` lists of parameter names.
+    """
+    path = os.fspath(path)
+    if path.endswith(".weights"):
+        try:
+            from detkit.models.darknet import load_darknet_weights  # type: ignore[import-not-found]
+        except ImportError as e:
+            raise ValueError(f"{path}: Darknet .weights need detkit.models.darknet, which is not available") from e
+        load_darknet_weights(model, path)
+        return {"loaded": ["<darknet>"], "missing": [], "unexpected": [], "shape_mismatch": []}
+    ckpt = load_checkpoint(path)
+    if "model" in ckpt and isinstance(ckpt["model"], Mapping):
+        ema = ckpt.get("ema")
+        sd = ema["module"] if prefer_ema and ema else ckpt["model"]
+        return _load_matching(model, sd)
+    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
+        ckpt = ckpt["state_dict"]
+    sd = {k.removeprefix("module."): v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
+    backbone = getattr(model, "backbone", None)
+    if any(k.startswith("layer1.") for k in sd) and hasattr(backbone, "load_torchvision"):
+        backbone.load_torchvision(sd)
+        own = [f"backbone.{k}" for k in sd if not k.startswith("fc.")]
+        return {"loaded": own, "missing": [], "unexpected": [k for k in sd if k.startswith("fc.")],
+                "shape_mismatch": []}
+    report = _load_matching(model, sd)
+    if not report["loaded"]:
+        raise ValueError(
+            f"{path}: no parameter matched the model; expected a detkit checkpoint, a model state_dict, "
+            "a torchvision ResNet state_dict or a Darknet .weights file"
+        )
+    return report

@@ -1,0 +1,130 @@
+"""Per-iteration learning-rate and momentum schedules: linear warm-up, then cosine, step or linear decay.
+
+The learning rate at global iteration ``i`` (0-based, counted in loader iterations) is::
+
+    lr(i) = base_lr * f(i) * w(i)
+    f(i)  = cosine: r + (1 - r) * (1 + cos(pi * i / T)) / 2        (r = min_lr_ratio, T = total_iters)
+            linear: 1 - (1 - r) * i / T
+            step:   gamma ** (number of steps s with i >= s * iters_per_epoch)   (steps in epochs)
+    w(i)  = warmup_ratio + (1 - warmup_ratio) * i / W   for i < W (W = warmup_iters), else 1
+
+With ``warmup_bias_lr`` set (YOLOv5), the ``"bias"`` parameter group instead goes linearly from
+``warmup_bias_lr`` down to ``base_lr * f(i)`` over the warm-up; with ``warmup_momentum`` set,
+momentum (SGD) / beta1 (Adam) goes linearly from it up to the group's own over the warm-up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["LR_POLICIES", "LRSchedule"]
+
+LR_POLICIES = ("cosine", "step", "linear")
+
+
+class LRSchedule:
+    """Sets every parameter group's ``lr`` (and momentum during warm-up) for an iteration.
+
+    Args:
+        total_iters: iterations of the whole run (epochs * iterations per epoch).
+        policy: ``"cosine"``, ``"step"`` or ``"linear"``.
+        iters_per_epoch: to turn ``steps`` (epochs) into iterations.
+        min_lr_ratio: final LR / base LR for cosine and linear.
+        steps: epochs at which ``step`` multiplies the LR by ``gamma``.
+        gamma: the step factor.
+        warmup_iters: iterations of linear warm-up (0 for none).
+        warmup_ratio: LR factor at iteration 0 of the warm-up.
+        warmup_bias_lr: absolute start LR of the ``"bias"`` group during warm-up, or None.
+        warmup_momentum: momentum at iteration 0 of the warm-up, or None to leave momentum alone.
+    """
+
+    def __init__(
+        self,
+        total_iters: int,
+        policy: str = "cosine",
+        iters_per_epoch: int = 1,
+        min_lr_ratio: float = 0.05,
+        steps: Sequence[int] = (),
+        gamma: float = 0.1,
+        warmup_iters: int = 0,
+        warmup_ratio: float = 0.001,
+        warmup_bias_lr: float | None = None,
+        warmup_momentum: float | None = None,
+    ) -> None:
+        if policy not in LR_POLICIES:
+            raise ValueError(f"train.lr_schedule {policy!r} is not supported; accepted: {', '.join(LR_POLICIES)}")
+        if total_iters < 1 or iters_per_epoch < 1:
+            raise ValueError(f"total_iters and iters_per_epoch must be >= 1, got {total_iters}, {iters_per_epoch}")
+        if warmup_iters < 0 or not 0.0 <= warmup_ratio <= 1.0:
+            raise ValueError(f"warmup_iters must be >= 0 and warmup_ratio in [0, 1], got {warmup_iters}, {warmup_ratio}")
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+        self.total_iters = total_iters
+        self.policy = policy
+        self.iters_per_epoch = iters_per_epoch
+        self.min_lr_ratio = min_lr_ratio
+        self.steps = sorted(int(s) for s in steps)
+        self.gamma = gamma
+        self.warmup_iters = warmup_iters
+        self.warmup_ratio = warmup_ratio
+        self.warmup_bias_lr = warmup_bias_lr
+        self.warmup_momentum = warmup_momentum
+        self.last_iter = -1
+
+    def factor(self, it: int) -> float:
+        """The decay factor ``f(it)`` (warm-up not included)."""
+        t = min(max(it, 0), self.total_iters)
+        r = self.min_lr_ratio
+        if self.policy == "cosine":
+            return r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * t / self.total_iters))
+        if self.policy == "linear":
+            return 1.0 - (1.0 - r) * t / self.total_iters
+        passed = sum(1 for s in self.steps if it >= s * self.iters_per_epoch)
+        return self.gamma**passed
+
+    def warmup_progress(self, it: int) -> float | None:
+        """``it / warmup_iters`` during the warm-up, None after it."""
+        return it / self.warmup_iters if it < self.warmup_iters else None
+
+    def lr(self, it: int, base_lr: float, group: str = "") -> float:
+        """The LR of a group named ``group`` with base ``base_lr`` at iteration ``it``."""
+        target = base_lr * self.factor(it)
+        alpha = self.warmup_progress(it)
+        if alpha is None:
+            return target
+        if group == "bias" and self.warmup_bias_lr is not None:
+            return self.warmup_bias_lr + (target - self.warmup_bias_lr) * alpha
+        return target * (self.warmup_ratio + (1.0 - self.warmup_ratio) * alpha)
+
+    def momentum(self, it: int, base_momentum: float) -> float:
+        """Momentum at iteration ``it`` (the warm-up ramp when ``warmup_momentum`` is set)."""
+        alpha = self.warmup_progress(it)
+        if alpha is None or self.warmup_momentum is None:
+            return base_momentum
+        return self.warmup_momentum + (base_momentum - self.warmup_momentum) * alpha
+
+    def step(self, optimizer: torch.optim.Optimizer, it: int) -> None:
+        """Set ``lr`` and momentum of every group of ``optimizer`` for iteration ``it``.
+
+        Groups need ``initial_lr`` (and ``initial_momentum`` for the momentum ramp), as
+        :func:`detkit.engine.optim.build_optimizer` sets them.
+        """
+        for g in optimizer.param_groups:
+            g["lr"] = self.lr(it, g["initial_lr"], g.get("name", ""))
+            if "initial_momentum" in g:
+                m = self.momentum(it, g["initial_momentum"])
+                if "betas" in g:
+                    g["betas"] = (m, g["betas"][1])
+                elif "momentum" in g:
+                    g["momentum"] = m
+        self.last_iter = it
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.last_iter = int(state["last_iter"])
