@@ -1,0 +1,149 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detkit.anchors import PointGenerator, YOLOAnchorGenerator
+from detkit.coders import MAX_LOG_SCALE, DeltaXYWHCoder, DistanceCoder, YOLOCoder
+
+
+def priors_and_strides(dtype=torch.float64):
+    gen = YOLOAnchorGenerator(base_sizes=[[(10, 13), (16, 30)], [(33, 23), (62, 45)]], strides=[8, 16])
+    priors, strides, _ = gen.grid_priors([(3, 4), (2, 2)])
+    return priors.to(dtype), strides
+
+
+CODERS = {
+    "yolo_exp": (YOLOCoder(), (-6, 6), (-3, 3)),
+    "yolo_scaled": (YOLOCoder(scale_x_y=1.2), (-6, 6), (-3, 3)),
+    "yolo_sigsq": (YOLOCoder(scale_x_y=2.0, size_mode="sigmoid_square"), (-6, 6), (-6, 6)),
+    "delta": (DeltaXYWHCoder(means=(0.1, -0.1, 0, 0), stds=(0.1, 0.1, 0.2, 0.2)), (-5, 5), (-3, 3)),
+    "distance_log": (DistanceCoder(log_scale=True), (-3, 3), (-3, 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(CODERS))
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 3))
+def test_decode_encode_round_trip(name, seed, batch):
+    """deltas -> boxes -> deltas -> boxes reproduces both within 1e-5 (fp64 inputs stay fp64)."""
+    coder, (lo_xy, hi_xy), (lo_wh, hi_wh) = CODERS[name]
+    priors, strides = priors_and_strides()
+    g = torch.Generator().manual_seed(seed)
+    n = priors.shape[0]
+    xy = torch.rand(batch, n, 2, generator=g, dtype=torch.float64) * (hi_xy - lo_xy) + lo_xy
+    wh = torch.rand(batch, n, 2, generator=g, dtype=torch.float64) * (hi_wh - lo_wh) + lo_wh
+    deltas = torch.cat([xy, wh], dim=-1)
+    boxes = coder.decode(priors, deltas, strides)
+    assert boxes.shape == (batch, n, 4) and boxes.dtype == torch.float64
+    again = coder.encode(priors, boxes, strides)
+    torch.testing.assert_close(again, deltas, atol=1e-5, rtol=0)
+    torch.testing.assert_close(coder.decode(priors, again, strides), boxes, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(CODERS))
+def test_fp32_round_trip_and_half_inputs_decode_in_fp32(name):
+    coder = CODERS[name][0]
+    priors, strides = priors_and_strides(torch.float32)
+    deltas = torch.linspace(-1, 1, priors.shape[0] * 4).view(-1, 4)  # (N*4,) -> (N, 4)
+    boxes = coder.decode(priors, deltas, strides)
+    assert boxes.dtype == torch.float32
+    torch.testing.assert_close(coder.encode(priors, boxes, strides), deltas, atol=1e-4, rtol=1e-5)
+    half = coder.decode(priors.half(), deltas.half(), strides)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, boxes, atol=0.05, rtol=1e-2)
+
+
+def test_yolo_decode_hand_computed():
+    # One prior of size (10, 20) in cell (x=2, y=1) at stride 8: centre (20, 12).
+    priors = torch.tensor([[15.0, 2.0, 25.0, 22.0]])
+    strides = torch.tensor([8.0])
+    t = torch.tensor([[0.0, 0.0, math.log(2.0), 0.0]])
+    # sigmoid(0) = 0.5 -> centre (2.5 * 8, 1.5 * 8) = (20, 12); size (20, 20).
+    assert torch.allclose(YOLOCoder().decode(priors, t, strides), torch.tensor([[10.0, 2.0, 30.0, 22.0]]))
+    # scale_x_y = 2: sigmoid(30) ~ 1 -> offset 2 * 1 - 0.5 = 1.5 cells; sigmoid(-30) ~ 0 -> -0.5.
+    big = torch.tensor([[30.0, -30.0, 0.0, 0.0]])
+    out = YOLOCoder(scale_x_y=2.0, size_mode="sigmoid_square").decode(priors, big, strides)
+    # centre x = (1.5 + 2) * 8 = 28, y = (-0.5 + 1) * 8 = 4; size (2*0.5)^2 * anchor = anchor.
+    assert torch.allclose(out, torch.tensor([[23.0, -6.0, 33.0, 14.0]]))
+
+
+def test_yolo_encode_hand_computed_and_clamps_unreachable_targets():
+    priors = torch.tensor([[15.0, 2.0, 25.0, 22.0]])  # centre (20, 12), cell (2, 1), stride 8
+    strides = torch.tensor([8.0])
+    gt = torch.tensor([[8.0, 2.0, 28.0, 12.0]])  # centre (18, 7), size (20, 10)
+    t = YOLOCoder().encode(priors, gt, strides)
+    # x offset 18/8 - 2 = 0.25 -> logit(0.25) = log(1/3); y offset 7/8 - 1 = -0.125 -> clamped.
+    assert t[0, 0].item() == pytest.approx(math.log(1 / 3), abs=1e-6)
+    assert t[0, 1].item() == pytest.approx(math.log(1e-6), abs=1e-3)
+    assert t[0, 2].item() == pytest.approx(math.log(2.0), abs=1e-6)
+    assert t[0, 3].item() == pytest.approx(math.log(0.5), abs=1e-6)
+    # sigmoid_square cannot exceed 4x the anchor: the target clamps to a finite logit.
+    huge = torch.tensor([[0.0, 0.0, 200.0, 200.0]])
+    t2 = YOLOCoder(size_mode="sigmoid_square").encode(priors, huge, strides)
+    assert torch.isfinite(t2).all() and t2[0, 2] > 10
+
+
+def test_exp_clamped_for_untrained_outputs():
+    priors, strides = priors_and_strides(torch.float32)
+    wild = torch.full((priors.shape[0], 4), 1e4)
+    for coder in (YOLOCoder(), DeltaXYWHCoder(), DistanceCoder(log_scale=True)):
+        out = coder.decode(priors, wild, strides)
+        assert torch.isfinite(out).all()
+    width = YOLOCoder().decode(priors, wild, strides)[:, 2] - YOLOCoder().decode(priors, wild, strides)[:, 0]
+    anchor_w = priors[:, 2] - priors[:, 0]
+    torch.testing.assert_close(width, anchor_w * math.exp(MAX_LOG_SCALE), rtol=1e-5, atol=1e-3)
+
+
+def test_degenerate_targets_encode_finite():
+    priors, strides = priors_and_strides(torch.float32)
+    flat = priors.clone()
+    flat[:, 2] = flat[:, 0]  # zero width
+    for coder in (YOLOCoder(), YOLOCoder(size_mode="sigmoid_square"), DeltaXYWHCoder(), DistanceCoder(log_scale=True)):
+        assert torch.isfinite(coder.encode(priors, flat, strides)).all()
+
+
+def test_delta_coder_matches_faster_rcnn_formula():
+    priors = torch.tensor([[0.0, 0.0, 10.0, 20.0]])
+    gt = torch.tensor([[5.0, 0.0, 25.0, 10.0]])  # centre (15, 5) size (20, 10); prior centre (5, 10)
+    d = DeltaXYWHCoder().encode(priors, gt, torch.tensor([8.0]))
+    expected = torch.tensor([[1.0, -0.25, math.log(2.0), math.log(0.5)]])
+    torch.testing.assert_close(d, expected)
+    norm = DeltaXYWHCoder(stds=(0.1, 0.1, 0.2, 0.2)).encode(priors, gt, None)
+    torch.testing.assert_close(norm, expected / torch.tensor([0.1, 0.1, 0.2, 0.2]))
+
+
+def test_distance_coder_hand_computed_normalised_and_clamped():
+    gen = PointGenerator(strides=[8], scale=1.0)
+    priors, strides, _ = gen.grid_priors([(1, 1)])  # centre (4, 4)
+    gt = torch.tensor([[0.0, 2.0, 20.0, 12.0]])
+    torch.testing.assert_close(DistanceCoder().encode(priors, gt, strides), torch.tensor([[0.5, 0.25, 2.0, 1.0]]))
+    torch.testing.assert_close(
+        DistanceCoder(normalize=False).encode(priors, gt, strides), torch.tensor([[4.0, 2.0, 16.0, 8.0]])
+    )
+    outside = torch.tensor([[6.0, 2.0, 40.0, 12.0]])  # centre (4, 4) left of the box
+    clamped = DistanceCoder(max_distance=3.0).encode(priors, outside, strides)
+    torch.testing.assert_close(clamped, torch.tensor([[0.0, 0.25, 3.0, 1.0]]))
+    torch.testing.assert_close(DistanceCoder().decode(priors, DistanceCoder().encode(priors, gt, strides), strides), gt)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: YOLOCoder(scale_x_y=0.5), "scale_x_y"),
+        (lambda: YOLOCoder(size_mode="linear"), "size_mode"),
+        (lambda: DeltaXYWHCoder(stds=(1, 1, 0, 1)), "stds"),
+        (lambda: DistanceCoder(max_distance=0), "max_distance"),
+    ],
+)
+def test_invalid_arguments_raise(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_wrong_last_dim_raises():
+    priors, strides = priors_and_strides(torch.float32)
+    with pytest.raises(ValueError, match=r"\(\.\.\., 4\)"):
+        YOLOCoder().decode(priors, torch.zeros(priors.shape[0], 5), strides)
