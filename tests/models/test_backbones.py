@@ -1,0 +1,124 @@
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from detkit.models.backbones import CSP_SCALES, CSPDarknet, ResNet
+from detkit.models.layers import DeformConv
+
+SMALL_BACKBONES = {
+    "cspdarknet-yolov4": lambda: CSPDarknet("yolov4", deepen_factor=0.33, widen_factor=0.125),
+    "cspdarknet-v5": lambda: CSPDarknet("csp-v5", scale="tiny", out_indices=(2, 3, 4, 5)),
+    "resnet18": lambda: ResNet(18),
+    "resnet50-dcn-se": lambda: ResNet(50, se=True, dcn_stages=(5,)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_BACKBONES))
+@pytest.mark.parametrize("hw", [(64, 96), (96, 64)])
+def test_backbone_reports_its_outputs(name, hw):
+    m = SMALL_BACKBONES[name]()
+    outs = m(torch.randn(1, 3, *hw))
+    assert len(outs) == len(m.out_channels) == len(m.strides)
+    for out, c, s in zip(outs, m.out_channels, m.strides):
+        assert out.shape == (1, c, hw[0] // s, hw[1] // s)
+
+
+def test_cspdarknet53_plan():
+    m = CSPDarknet("yolov4")
+    assert m.out_channels == [256, 512, 1024] and m.strides == [8, 16, 32]
+    assert [len(s[1].blocks) for s in m.stages] == [1, 2, 8, 8, 4]
+    assert len(m.darknet_convs()) == 72  # CSPDarknet53's convs in yolov4.cfg (layers 0-104)
+    assert sum(p.numel() for p in m.parameters()) == 26_617_184
+    assert isinstance(m.stem.act, nn.Module) and type(m.stem.act).__name__ == "Mish"
+    # stage 1 keeps 64 channels in its split and uses 32 hidden channels in its block
+    assert m.stages[0][1].main.conv.out_channels == 64
+    assert m.stages[0][1].blocks[0].conv1.conv.out_channels == 32
+
+
+def test_cspdarknet_scaling_and_v5_style():
+    m = CSPDarknet("csp-v5", scale="s")
+    assert CSP_SCALES["s"] == (0.33, 0.5)
+    assert m.out_channels == [128, 256, 512]
+    assert [len(s[1].blocks) for s in m.stages] == [1, 1, 2, 3, 1]
+    assert isinstance(m.stem.act, nn.SiLU)
+    assert hasattr(m.stages[2][1], "cv3")
+
+
+def test_cspdarknet_bad_arguments():
+    with pytest.raises(ValueError, match="accepted: yolov4, csp-v5"):
+        CSPDarknet("darknet19")
+    with pytest.raises(ValueError, match="1..5"):
+        CSPDarknet(out_indices=(0, 6))
+    with pytest.raises(ValueError, match="scale"):
+        CSPDarknet(scale="huge")
+
+
+def test_cspdarknet_frozen_stages_and_norm_eval():
+    m = CSPDarknet(widen_factor=0.125, deepen_factor=0.33, frozen_stages=2, norm_eval=False)
+    m.train()
+    assert not any(p.requires_grad for p in m.stem.parameters())
+    assert not any(p.requires_grad for p in m.stages[1].parameters())
+    assert all(p.requires_grad for p in m.stages[2].parameters())
+    assert not m.stages[1][0].bn.training and m.stages[2][0].bn.training
+    m2 = CSPDarknet(widen_factor=0.125, deepen_factor=0.33, norm_eval=True).train()
+    assert not any(b.training for b in m2.modules() if isinstance(b, nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101])
+def test_resnet_keys_match_torchvision(depth):
+    ours = ResNet(depth).state_dict()
+    ref = getattr(torchvision.models, f"resnet{depth}")(weights=None).state_dict()
+    ref = {k: v.shape for k, v in ref.items() if not k.startswith("fc.")}
+    assert {k: v.shape for k, v in ours.items()} == ref
+
+
+def test_resnet50_loads_torchvision_state_dict_strictly():
+    ref = torchvision.models.resnet50(weights=None).eval()
+    sd = {k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")}
+    m = ResNet(50, out_indices=(5,)).eval()
+    assert not m.load_state_dict(sd, strict=True).missing_keys
+    m.load_torchvision(ref.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    body = nn.Sequential(*list(ref.children())[:-2])
+    assert torch.allclose(m(x)[0], body(x), atol=1e-5)
+
+
+def test_resnet_load_torchvision_rejects_wrong_depth():
+    with pytest.raises(ValueError, match="does not match"):
+        ResNet(18).load_torchvision(torchvision.models.resnet34(weights=None).state_dict())
+
+
+def test_resnet_dilation_keeps_resolution():
+    m = ResNet(18, out_indices=(2, 3, 4, 5), dilations=(1, 1, 2, 4))
+    assert m.strides == [4, 8, 8, 8]
+    assert m.layer4[1].conv2.dilation == (4, 4) and m.layer4[0].conv1.stride == (1, 1)
+    outs = m(torch.randn(1, 3, 64, 64))
+    assert [o.shape[-1] for o in outs] == [16, 8, 8, 8]
+
+
+def test_resnet_frozen_stages_and_norm_eval():
+    m = ResNet(18, frozen_stages=1, norm_eval=True).train()
+    assert not m.conv1.weight.requires_grad and not m.layer1[0].conv1.weight.requires_grad
+    assert m.layer2[0].conv1.weight.requires_grad
+    assert not any(b.training for b in m.modules() if isinstance(b, nn.BatchNorm2d))
+    m.layer1(torch.randn(1, 64, 8, 8))  # eval BN: running stats unchanged
+    assert torch.equal(m.bn1.running_mean, torch.zeros(64))
+
+
+def test_resnet_se_and_dcn_options():
+    m = ResNet(50, se=True, dcn_stages=(4, 5))
+    assert m.layer1[0].se.fc1.out_channels == 256 // 16
+    assert isinstance(m.layer3[0].conv2, DeformConv) and isinstance(m.layer4[2].conv2, DeformConv)
+    assert isinstance(m.layer2[0].conv2, nn.Conv2d) and not isinstance(m.layer2[0].conv2, DeformConv)
+    with pytest.raises(ValueError, match="dcn_stages"):
+        ResNet(50, dcn_stages=(1,))
+
+
+def test_resnet_dcn_starts_as_plain_resnet():
+    torch.manual_seed(0)
+    plain = ResNet(18, out_indices=(5,)).eval()
+    dcn = ResNet(18, out_indices=(5,), dcn_stages=(4, 5)).eval()
+    dcn.load_torchvision(plain.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.allclose(dcn(x)[0], plain(x)[0], atol=1e-4)
