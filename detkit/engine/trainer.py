@@ -1,0 +1,361 @@
+"""The training loop: build from a config, train with warm-up/EMA/AMP/accumulation, evaluate, checkpoint.
+
+    from detkit.config import load_config
+    from detkit.engine.trainer import Trainer
+
+    cfg = load_config("configs/yolov4_atss.py", overrides=["train.epochs=12"])
+    Trainer(cfg, work_dir="work_dirs/run1", resume="auto").train()
+
+One iteration (global index ``it``): set LR/momentum for ``it`` -> move the batch -> multi-scale
+resize -> forward + loss (autocast on CUDA) -> backward of ``sum(loss_*) / accumulate`` -> every
+``accumulate`` iterations: unscale, clip, optimizer step, EMA update. Epoch ends: evaluate (EMA
+weights), write ``epoch_<E>.pth`` and ``best.pth``, CSV/JSONL rows and plots. Every random choice
+is reproducible from ``(seed, epoch, iteration)`` or restored from the checkpoint, so a resumed
+run continues with the same losses as an uninterrupted one (exactly, on CPU with
+``num_workers=0``; with workers, augmentation randomness is reseeded per epoch instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detkit.config import ConfigDict, format_config, instantiate
+from detkit.engine import distributed as du
+from detkit.engine.checkpoint import (
+    CheckpointManager, find_latest_checkpoint, get_rng_state, load_checkpoint, load_weights, set_rng_state,
+)
+from detkit.engine.ema import ModelEMA, unwrap_model
+from detkit.engine.inference import build_evaluator, evaluate_dataset
+from detkit.engine.logging import MetricsWriter, setup_logger
+from detkit.engine.optim import build_optimizer
+from detkit.engine.plots import plot_training
+from detkit.engine.schedules import LRSchedule
+from detkit.engine.settings import RuntimeSettings, TrainSettings
+from detkit.engine.train_utils import (
+    assigner_index, build_assigner, build_loader, move_batch, multi_scale_size, resize_batch, resolve_device,
+    seed_everything, set_mix_transforms,
+)
+
+__all__ = ["Trainer", "build_dataset"]
+
+logger = logging.getLogger("detkit")
+
+
+def build_dataset(cfg: Mapping[str, Any], split: str) -> Any:
+    """Instantiate ``cfg.data[split].dataset`` with a clear message when the data are missing."""
+    data = cfg.get("data") or {}
+    if split not in data or "dataset" not in data[split]:
+        raise ValueError(f"config has no data.{split}.dataset; add data=dict({split}=dict(dataset=L(...)(...)))")
+    try:
+        return instantiate(data[split].dataset)
+    except FileNotFoundError as e:
+        raise ValueError(f"data.{split}: {e}. See data/README.md for the expected dataset layouts") from e
+
+
+class _LossForward(nn.Module):
+    """``forward(batch) = detector.loss(batch)``, so DDP sees the loss computation as forward."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        return self.detector.loss(batch)
+
+
+class Trainer:
+    """Trains ``cfg.model`` on ``cfg.data.train`` with the ``train`` / ``runtime`` config sections.
+
+    Args:
+        cfg: a loaded config (``load_config``).
+        work_dir: output folder (default ``work_dirs/<config name>``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``; overrides ``runtime.device``.
+        seed / deterministic: override ``train.seed`` / ``runtime.deterministic``.
+        resume: ``None`` (fresh run), ``"auto"`` (latest checkpoint in ``work_dir``) or a path.
+        load_from: weights to start from (see :func:`detkit.engine.checkpoint.load_weights`).
+        progress: tqdm bars (overrides ``runtime.progress``).
+    """
+
+    def __init__(self, cfg: ConfigDict, work_dir: str | Path | None = None, device: str | None = None,
+                 seed: int | None = None, deterministic: bool | None = None, resume: str | None = None,
+                 load_from: str | None = None, progress: bool | None = None) -> None:
+        self.cfg = cfg
+        self.s = TrainSettings.from_config(cfg.get("train"))
+        self.rt = RuntimeSettings.from_config(cfg.get("runtime"))
+        if seed is not None:
+            self.s.seed = seed
+        if deterministic is not None:
+            self.rt.deterministic = deterministic
+        self.progress = self.rt.progress if progress is None else progress
+        self.device = resolve_device(device or self.rt.device)
+        self.rank, self.world_size, local_rank = du.init_distributed(self.device.type, self.rt.dist_backend)
+        if self.device.type == "cuda" and self.world_size > 1:
+            self.device = torch.device("cuda", local_rank)
+        name = Path(getattr(cfg, "_filename", "run")).stem
+        self.work_dir = Path(work_dir or Path("work_dirs") / name)
+        setup_logger(self.work_dir, self.rank)
+        seed_everything(self.s.seed, self.rt.deterministic)
+        self._build()
+        if load_from:
+            report = load_weights(unwrap_model(self.model), load_from)
+            logger.info(f"loaded weights from {load_from}: {len(report['loaded'])} tensors, "
+                        f"{len(report['missing'])} missing, {len(report['shape_mismatch'])} shape mismatches")
+        self.epoch, self.iter, self.epoch_iter = 0, 0, 0
+        self.best: dict[str, Any] = {"metric": "AP", "value": -1.0, "epoch": -1}
+        seed_everything(self.s.seed + self.rank)  # augmentation differs per rank, reproducibly
+        if resume:
+            self.resume(resume)
+
+    # ------------------------------------------------------------------------------------------
+    # construction
+    # ------------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        data = self.cfg.data
+        if data.get("collate") is not None:  # a custom collate function
+            self.collate = data.collate
+        else:
+            from detkit.data import collate
+
+            self.collate = collate
+        self.train_set = build_dataset(self.cfg, "train")
+        self.batch_size = int(data.train.get("batch_size", 16))
+        self.num_workers = int(data.train.get("num_workers", 2))
+        self.sampler = du.TrainSampler(len(self.train_set), shuffle=True, seed=self.s.seed)
+        self.loader_gen = torch.Generator()
+        self.loader = self._make_loader()
+        self.iters_per_epoch = len(self.loader)
+        model = instantiate(self.cfg.model)
+        if self.s.sync_bn and self.world_size > 1:
+            model = du.sync_bn(model)
+        self.model = model.to(self.device)
+        self.accumulate = max(1, round(self.s.nominal_batch / (self.batch_size * self.world_size)))
+        wd_scale = self.batch_size * self.world_size * self.accumulate / self.s.nominal_batch
+        self.optimizer = build_optimizer(self.model, self.s.optimizer, weight_decay_scale=wd_scale)
+        total = self.s.epochs * self.iters_per_epoch
+        warmup = self.s.warmup_iters
+        if warmup is None:
+            warmup = max(round(self.s.warmup_epochs * self.iters_per_epoch), self.s.min_warmup_iters) \
+                if self.s.warmup_epochs > 0 else 0
+        self.schedule = LRSchedule(
+            total, self.s.lr_schedule, self.iters_per_epoch, self.s.min_lr_ratio, self.s.steps, self.s.gamma,
+            warmup, self.s.warmup_ratio, self.s.warmup_bias_lr, self.s.warmup_momentum)
+        ema = self.s.ema
+        self.ema = ModelEMA(self.model, float(ema["decay"]), float(ema.get("tau", 2000.0))) \
+            if ema.get("enabled", True) else None
+        self.amp = bool(self.s.amp) and self.device.type == "cuda"
+        if self.s.amp and not self.amp:
+            logger.info("AMP requested but running on CPU: training in fp32")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.forward = _LossForward(self.model)
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = nn.parallel.DistributedDataParallel(self.forward, device_ids=ids)
+        self.checkpoints = CheckpointManager(self.work_dir, int(self.s.checkpoint.get("keep_last", 3)))
+        self.writer = MetricsWriter(self.work_dir, enabled=self.rank == 0, tensorboard=self.rt.tensorboard)
+        self.val_set = self.evaluator = None
+        logger.info(f"{len(self.train_set)} training images, batch {self.batch_size} x {self.world_size} "
+                    f"process(es), accumulate {self.accumulate} (nominal {self.s.nominal_batch}), "
+                    f"{self.iters_per_epoch} iterations/epoch, warm-up {warmup} iterations, device {self.device}")
+
+    def _make_loader(self) -> torch.utils.data.DataLoader:
+        return build_loader(self.train_set, self.batch_size, self.sampler, self.num_workers, self.collate,
+                            generator=self.loader_gen)
+
+    @property
+    def detector(self) -> nn.Module:
+        return unwrap_model(self.model)
+
+    # ------------------------------------------------------------------------------------------
+    # checkpoints
+    # ------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.detector.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"last_iter": self.schedule.last_iter},
+            "scaler": self.scaler.state_dict() if self.amp else None,
+            "epoch": self.epoch, "iter": self.iter, "epoch_iter": self.epoch_iter,
+            "rng": get_rng_state(), "config": format_config(self.cfg), "best": dict(self.best),
+        }
+
+    def save(self, name: str) -> None:
+        if self.rank == 0:
+            path = self.checkpoints.save(self.state_dict(), name)
+            logger.info(f"saved {path}")
+        du.barrier()
+
+    def resume(self, resume: str) -> None:
+        """Restore everything from ``resume`` (a path, or ``"auto"``: the latest in the work dir)."""
+        path = find_latest_checkpoint(self.work_dir) if resume == "auto" else Path(resume)
+        if path is None:
+            logger.info(f"--resume: no checkpoint in {self.work_dir}; starting from scratch")
+            return
+        ckpt = load_checkpoint(path, map_location=self.device)
+        self.detector.load_state_dict(ckpt["model"])
+        if self.ema and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["scheduler"])
+        if self.amp and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.iter, self.epoch_iter = int(ckpt["epoch"]), int(ckpt["iter"]), int(ckpt["epoch_iter"])
+        self.best = dict(ckpt.get("best") or self.best)
+        set_rng_state(ckpt["rng"])
+        self.writer.load_history()
+        logger.info(f"resumed from {path}: epoch {self.epoch}, iteration {self.iter}")
+
+    # ------------------------------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------------------------------
+
+    def _start_epoch(self, epoch: int) -> None:
+        idx = assigner_index(self.s.assigner_schedule, epoch)
+        if idx >= 0 and getattr(self, "_assigner_idx", None) != idx:
+            self.detector.head.assigner = build_assigner(self.s.assigner_schedule[idx][1])
+            logger.info(f"epoch {epoch + 1}: assigner {type(self.detector.head.assigner).__name__}")
+        self._assigner_idx = idx
+        n = self.s.no_mosaic_last_epochs
+        if n > 0 and epoch >= self.s.epochs - n and not getattr(self, "_mix_off", False):
+            count = set_mix_transforms(self.train_set, False)
+            self._mix_off = True
+            self.loader = self._make_loader()
+            logger.info(f"epoch {epoch + 1}: Mosaic/MixUp off for the last {n} epochs ({count} transform(s))")
+        self.sampler.set_epoch(epoch)
+        self.sampler.skip(self.epoch_iter * self.batch_size)
+        self.loader_gen.manual_seed(self.s.seed + epoch)
+
+    def train(self) -> dict[str, Any]:
+        """Run the remaining epochs; returns ``{"best": ..., "last_metrics": ...}``."""
+        from tqdm import tqdm
+
+        logger.info(f"work dir {self.work_dir}")
+        if self.rank == 0:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            (self.work_dir / "config.py").write_text(format_config(self.cfg), encoding="utf-8")
+        metrics: dict[str, float] = {}
+        while self.epoch < self.s.epochs:
+            epoch = self.epoch
+            self._start_epoch(epoch)
+            sums: dict[str, Tensor] = {}
+            count, seen, t0 = 0, 0, time.perf_counter()
+            bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.s.epochs}", initial=self.epoch_iter,
+                       total=self.iters_per_epoch, disable=not (self.progress and self.rank == 0),
+                       dynamic_ncols=True)
+            for batch in bar:
+                values = self._train_step(batch)
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                seen += batch["images"].shape[0] * self.world_size
+                if self.iter % self.s.log_interval == 0 or self.epoch_iter == self.iters_per_epoch:
+                    self._log_iter(values, bar, seen / max(time.perf_counter() - t0, 1e-9))
+                interval = int(self.s.checkpoint.get("interval_iters", 0) or 0)
+                if interval and self.iter % interval == 0 and self.iter % self.accumulate == 0 \
+                        and self.epoch_iter < self.iters_per_epoch:
+                    self.save(f"iter_{self.iter}.pth")
+            means = {k: v / max(count, 1) for k, v in du.reduce_mean(
+                {k: torch.as_tensor(v) for k, v in sums.items()}).items()}
+            self.epoch, self.epoch_iter = epoch + 1, 0
+            metrics = self._end_epoch(means)
+        plot_training(self.writer.epochs, self.work_dir) if self.rank == 0 else None
+        self.writer.close()
+        return {"best": dict(self.best), "last_metrics": metrics}
+
+    def _train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        it = self.iter
+        self.schedule.step(self.optimizer, it)
+        batch = move_batch(batch, self.device)
+        if self.s.multi_scale is not None:
+            lo, hi = (int(v) for v in self.s.multi_scale)
+            step = it // max(1, self.s.multi_scale_interval)
+            divisor = int(getattr(self.detector, "size_divisor", 32))
+            batch = resize_batch(batch, multi_scale_size(lo, hi, self.s.seed, step, divisor), divisor)
+        step_now = (it + 1) % self.accumulate == 0 or self.epoch_iter + 1 == self.iters_per_epoch
+        sync = contextlib.nullcontext() if step_now or self.world_size == 1 else self.forward.no_sync()
+        with sync:
+            with torch.autocast(self.device.type, enabled=self.amp):
+                out = self.forward(batch)
+            loss_keys = [k for k in out if k.startswith("loss_")]
+            if not loss_keys:
+                raise ValueError(f"the model's loss dict has no 'loss_*' key (keys: {sorted(out)})")
+            loss = sum(out[k].float() for k in loss_keys)
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                self.scaler.scale(loss / self.accumulate).backward()
+            else:
+                logger.warning(f"iteration {it}: non-finite loss {loss.item()}; batch skipped")
+        if step_now:
+            self._optimizer_step()
+        self.iter += 1
+        self.epoch_iter += 1
+        values = {k: out[k].detach().float() for k in out if k.startswith(("loss_", "stat_"))}
+        values["loss"] = loss.detach()
+        return values
+
+    def _optimizer_step(self) -> None:
+        if self.s.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.s.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def _log_iter(self, values: Mapping[str, Tensor], bar: Any, img_s: float) -> None:
+        reduced = du.reduce_mean(values)
+        lr = self.optimizer.param_groups[0]["lr"]
+        record = {k: float(v) for k, v in reduced.items()}
+        self.writer.log("train", self.iter, {"epoch": self.epoch + 1, **record, "lr": lr, "img_s": img_s})
+        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{img_s:.1f}")
+
+    def _end_epoch(self, means: Mapping[str, Tensor]) -> dict[str, float]:
+        epoch = self.epoch
+        row: dict[str, Any] = {k: float(v) for k, v in means.items()}
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics: dict[str, float] = {}
+        e = self.s.eval_interval
+        if e and (epoch % e == 0 or epoch == self.s.epochs):
+            metrics = self.evaluate()
+            row.update({k: v for k, v in metrics.items() if "/" not in k})
+        self.writer.log_epoch(epoch, row)
+        value = metrics.get(self.best["metric"])
+        is_best = self.rank == 0 and value is not None and value > self.best["value"]
+        if is_best:
+            self.best.update(value=float(value), epoch=epoch)
+        self.save(f"epoch_{epoch}.pth")
+        if is_best:
+            self.checkpoints.save(self.state_dict(), "best.pth")
+            logger.info(f"new best {self.best['metric']} {value:.4f} at epoch {epoch}")
+        if self.rank == 0:
+            plot_training(self.writer.epochs, self.work_dir)
+            parts = [f"{k} {v:.4f}" for k, v in row.items() if not math.isnan(v)]
+            logger.info(f"epoch {epoch}/{self.s.epochs}: " + ", ".join(parts))
+        return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        """COCO metrics of the EMA weights (or the model's) on ``data.val`` (rank 0; {} elsewhere)."""
+        if self.val_set is None:
+            self.val_set = build_dataset(self.cfg, "val")
+            self.evaluator = build_evaluator(self.val_set) if self.rank == 0 else None
+        val = self.cfg.data.val
+        model = self.ema.module if self.ema is not None else self.detector
+        metrics, _ = evaluate_dataset(model, self.val_set, self.evaluator, self.device, self.collate,
+                                      int(val.get("batch_size", self.batch_size)), int(val.get("num_workers", 0)),
+                                      self.progress)
+        if self.rank == 0:
+            self.writer.log("val", self.epoch, {k: v for k, v in metrics.items()})
+            logger.info(f"evaluation after epoch {self.epoch}:\n{self.evaluator.summary()}")
+        return metrics

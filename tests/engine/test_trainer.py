@@ -1,0 +1,86 @@
+"""Trainer on stand-ins: a full run, the kill-and-resume equality, best checkpoint, schedule hooks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from detkit.config import load_config
+from detkit.engine.checkpoint import load_checkpoint
+from detkit.engine.trainer import Trainer
+
+CFG = Path(__file__).parent / "configs" / "tiny.py"
+
+
+def train_losses(work_dir: Path) -> dict[int, dict]:
+    """Last logged training record per iteration."""
+    out = {}
+    for line in (work_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["kind"] == "train":
+            out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith("loss")}
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("full")
+    trainer = Trainer(load_config(CFG), work_dir=work)
+    result = trainer.train()
+    return work, trainer, result
+
+
+def test_full_run_writes_everything(full_run):
+    work, trainer, result = full_run
+    assert trainer.accumulate == 2 and trainer.iters_per_epoch == 4 and trainer.iter == 8
+    names = sorted(p.name for p in work.iterdir())
+    for expected in ("best.pth", "config.py", "epoch_1.pth", "epoch_2.pth", "iter_2.pth", "iter_6.pth",
+                     "last_checkpoint", "losses.png", "metrics.csv", "metrics.jsonl", "metrics.png",
+                     "assignment.png", "train.log"):
+        assert expected in names
+    ckpt = load_checkpoint(work / "epoch_2.pth")
+    assert ckpt["epoch"] == 2 and ckpt["iter"] == 8 and ckpt["epoch_iter"] == 0
+    assert ckpt["ema"]["updates"] == 4  # 8 iterations / accumulate 2
+    assert "TinyDetector" in ckpt["config"]
+    assert 0.0 <= result["best"]["value"] <= 1.0 and "AP" in result["last_metrics"]
+    assert trainer.detector.head.assigner == "second"  # the assigner schedule switched at epoch 1
+    assert trainer.train_set.transforms[0].enabled is False  # Mosaic off for the last epoch
+    assert len(train_losses(work)) == 8
+
+
+def test_kill_and_resume_gives_identical_losses(full_run, tmp_path):
+    work, _, _ = full_run
+    # A run killed after iteration 3 (of 8) left iter_2.pth as its newest checkpoint.
+    shutil.copy(work / "iter_2.pth", tmp_path / "iter_2.pth")
+    (tmp_path / "last_checkpoint").write_text("iter_2.pth\n")
+    trainer = Trainer(load_config(CFG), work_dir=tmp_path, resume="auto")
+    assert (trainer.epoch, trainer.iter, trainer.epoch_iter) == (0, 2, 2)
+    trainer.train()
+    ref, got = train_losses(work), train_losses(tmp_path)
+    assert sorted(got) == list(range(3, 9))
+    for step in got:
+        assert got[step] == ref[step], f"iteration {step}"
+    a, b = load_checkpoint(work / "epoch_2.pth"), load_checkpoint(tmp_path / "epoch_2.pth")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k])
+
+
+def test_config_mistakes_raise_value_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown key.*accepted"):
+        Trainer(load_config(CFG, ["train.epoch=3"]), work_dir=tmp_path)
+    with pytest.raises(ValueError, match="accepted: sgd, adamw"):
+        Trainer(load_config(CFG, ["train.optimizer.type='adam'"]), work_dir=tmp_path)
+
+
+def test_adamw_step_schedule_without_ema(tmp_path):
+    cfg = load_config(CFG, ["train.optimizer={'type': 'adamw', 'lr': 0.001, 'weight_decay': 0.05}",
+                            "train.lr_schedule='step'", "train.steps=[1]", "train.ema.enabled=False",
+                            "train.epochs=1", "train.multi_scale=None", "train.eval_interval=0"])
+    trainer = Trainer(cfg, work_dir=tmp_path)
+    trainer.train()
+    assert isinstance(trainer.optimizer, torch.optim.AdamW) and trainer.ema is None
+    assert load_checkpoint(tmp_path / "epoch_1.pth")["ema"] is None
