@@ -19,8 +19,8 @@ def tiny_head(num_classes: int = 3, **kwargs) -> YOLOHead:
     )
 
 
-def tiny_detector(num_classes: int = 3, **kwargs) -> Detector:
-    backbone = CSPDarknet(deepen_factor=0.33, widen_factor=0.125)
+def tiny_detector(num_classes: int = 3, deepen_factor: float = 0.33, **kwargs) -> Detector:
+    backbone = CSPDarknet(deepen_factor=deepen_factor, widen_factor=0.125)
     return Detector(backbone, PAN(), tiny_head(num_classes, **kwargs))
 
 
