@@ -21,6 +21,7 @@ __all__ = [
     "TrainSampler",
     "all_gather_object",
     "barrier",
+    "broadcast_state",
     "cleanup_distributed",
     "get_rank",
     "get_world_size",
@@ -103,6 +104,20 @@ def reduce_mean(values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         dist.all_reduce(stacked)
         stacked /= get_world_size()
     return dict(zip(names, stacked.unbind(0)))
+
+
+def broadcast_state(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers into every rank's ``module`` (in place).
+
+    DDP keeps parameters equal but BatchNorm running statistics (and an EMA copy built from them)
+    drift apart per rank; the trainer calls this before evaluating and checkpointing so every rank
+    holds rank 0's model and a sharded evaluation sees one model.
+    """
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=src)
 
 
 def sync_bn(model: nn.Module) -> nn.Module:

@@ -83,7 +83,6 @@ class MetricsWriter:
         if not enabled:
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.work_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -112,8 +111,8 @@ class MetricsWriter:
         if not self.enabled:
             return
         rec = {"kind": kind, "step": step, **{k: _plain(v) for k, v in values.items()}}
-        self._jsonl.write(json.dumps(rec) + "\n")
-        self._jsonl.flush()
+        with open(self.work_dir / "metrics.jsonl", "a", encoding="utf-8") as f:  # whole lines survive a kill
+            f.write(json.dumps(rec) + "\n")
         if self._tb is not None:
             for k, v in rec.items():
                 if k not in ("kind", "step") and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -138,8 +137,7 @@ class MetricsWriter:
         os.replace(tmp, self.work_dir / "metrics.csv")
 
     def close(self) -> None:
-        if not self.enabled:
-            return
-        self._jsonl.close()
+        """Flush and close TensorBoard (JSONL/CSV need no closing; logging afterwards still works)."""
         if self._tb is not None:
             self._tb.close()
+            self._tb = None

@@ -21,6 +21,7 @@ __all__ = [
     "MIX_TRANSFORMS",
     "assigner_index",
     "build_loader",
+    "collate_from_config",
     "find_objects",
     "move_batch",
     "multi_scale_size",
@@ -154,3 +155,13 @@ def build_loader(dataset: Dataset, batch_size: int, sampler: Sampler, num_worker
                       collate_fn=collate_fn, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
                       worker_init_fn=_worker_init, generator=generator,
                       persistent_workers=False)
+
+
+def collate_from_config(cfg: Mapping[str, Any]) -> Callable:
+    """``cfg.data.collate`` when the config sets one, else :func:`detkit.data.collate`."""
+    custom = (cfg.get("data") or {}).get("collate")
+    if custom is not None:
+        return custom
+    from detkit.data import collate
+
+    return collate

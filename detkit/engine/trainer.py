@@ -41,8 +41,8 @@ from detkit.engine.plots import plot_training
 from detkit.engine.schedules import LRSchedule
 from detkit.engine.settings import RuntimeSettings, TrainSettings
 from detkit.engine.train_utils import (
-    assigner_index, build_assigner, build_loader, move_batch, multi_scale_size, resize_batch, resolve_device,
-    seed_everything, set_mix_transforms,
+    assigner_index, build_assigner, build_loader, collate_from_config, move_batch, multi_scale_size,
+    resize_batch, resolve_device, seed_everything, set_mix_transforms,
 )
 
 __all__ = ["Trainer", "build_dataset"]
@@ -121,12 +121,7 @@ class Trainer:
 
     def _build(self) -> None:
         data = self.cfg.data
-        if data.get("collate") is not None:  # a custom collate function
-            self.collate = data.collate
-        else:
-            from detkit.data import collate
-
-            self.collate = collate
+        self.collate = collate_from_config(self.cfg)
         self.train_set = build_dataset(self.cfg, "train")
         self.batch_size = int(data.train.get("batch_size", 16))
         self.num_workers = int(data.train.get("num_workers", 2))
@@ -136,7 +131,10 @@ class Trainer:
         self.iters_per_epoch = len(self.loader)
         model = instantiate(self.cfg.model)
         if self.s.sync_bn and self.world_size > 1:
-            model = du.sync_bn(model)
+            if self.device.type == "cuda":
+                model = du.sync_bn(model)
+            else:
+                logger.info("train.sync_bn: SyncBatchNorm needs CUDA; keeping per-process BatchNorm on CPU")
         self.model = model.to(self.device)
         self.accumulate = max(1, round(self.s.nominal_batch / (self.batch_size * self.world_size)))
         wd_scale = self.batch_size * self.world_size * self.accumulate / self.s.nominal_batch
@@ -268,6 +266,7 @@ class Trainer:
             means = {k: v / max(count, 1) for k, v in du.reduce_mean(
                 {k: torch.as_tensor(v) for k, v in sums.items()}).items()}
             self.epoch, self.epoch_iter = epoch + 1, 0
+            self._sync_ranks()
             metrics = self._end_epoch(means)
         plot_training(self.writer.epochs, self.work_dir) if self.rank == 0 else None
         self.writer.close()
@@ -313,6 +312,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
+
+    def _sync_ranks(self) -> None:
+        """Give every rank rank 0's BatchNorm statistics and EMA (parameters already agree under DDP)."""
+        du.broadcast_state(self.detector)
+        if self.ema is not None:
+            du.broadcast_state(self.ema.module)
 
     def _log_iter(self, values: Mapping[str, Tensor], bar: Any, img_s: float) -> None:
         reduced = du.reduce_mean(values)

@@ -1,0 +1,169 @@
+"""Run a detector on an image, a folder of images or a video; draw the boxes, write a json.
+
+    python tools/infer.py CONFIG CHECKPOINT INPUT [--out DIR] [--device cpu|cuda] [--batch 8]
+        [--score-thr 0.3] [--img-size 640] [--cfg-options ...]
+
+Images are letterboxed (longer side ``--img-size``, padded to the model's stride), predicted in
+batches, and mapped back to original pixels. ``DIR`` (default ``work_dirs/infer``) receives one
+drawn image per input (or ``<video name>.mp4``) and ``detections.json``:
+``[{"file", "frame", "width", "height", "detections": [{"bbox": [x1, y1, x2, y2], "score", "label", "name"}]}]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from detkit.config import ConfigError, instantiate, load_config  # noqa: E402
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("input", help="an image, a folder of images, or a video")
+    p.add_argument("--out", default="work_dirs/infer")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--score-thr", type=float, default=0.3)
+    p.add_argument("--img-size", type=int, default=None, help="network input side (default data.img_size or 640)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    return p.parse_args(argv)
+
+
+def letterbox_batch(frames: Sequence[np.ndarray], size: int, divisor: int) -> dict[str, torch.Tensor]:
+    """BGR uint8 frames -> a batch: each resized so its longer side is ``size`` (aspect kept),
+    placed top-left on a ``side x side`` canvas (``side`` = ``size`` rounded up to ``divisor``)."""
+    side = -(-size // divisor) * divisor
+    images = torch.zeros(len(frames), 3, side, side)
+    scales, sizes = [], []
+    for i, frame in enumerate(frames):
+        h, w = frame.shape[:2]
+        s = size / max(h, w)
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        rgb = torch.from_numpy(np.ascontiguousarray(frame[..., ::-1])).permute(2, 0, 1).float() / 255  # (H,W,3)->(3,H,W)
+        images[i, :, :nh, :nw] = F.interpolate(rgb[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+        scales.append([nw / w, nh / h])
+        sizes.append([h, w])
+    return {"images": images, "scale_factors": torch.tensor(scales), "pads": torch.zeros(len(frames), 2),
+            "ori_sizes": torch.tensor(sizes)}
+
+
+def iter_inputs(path: Path) -> Iterator[tuple[str, int, np.ndarray]]:
+    """(source name, frame index, BGR frame) for an image, a folder or a video."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {path}")
+    elif path.suffix.lower() in VIDEO_EXTS:
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            raise ValueError(f"OpenCV cannot open video {path}")
+        index = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield path.name, index, frame
+            index += 1
+        cap.release()
+        return
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ValueError(f"input not found: {path}; give an image, a folder of images or a video ({', '.join(VIDEO_EXTS)})")
+    for f in files:
+        frame = cv2.imread(str(f))
+        if frame is None:
+            raise ValueError(f"OpenCV cannot read image {f}")
+        yield f.name, 0, frame
+
+
+def batched(items: Iterator, n: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    from detkit.engine.checkpoint import load_weights
+    from detkit.engine.train_utils import resolve_device
+    from detkit.viz import draw_detections
+
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    device = resolve_device(args.device)
+    cfg = load_config(args.config, args.cfg_options)
+    model = instantiate(cfg.model)
+    load_weights(model, args.checkpoint)
+    model.to(device).eval()
+    names = list((cfg.get("data") or {}).get("class_names") or []) or None
+    size = args.img_size or int((cfg.get("data") or {}).get("img_size", 640))
+    divisor = int(getattr(model, "size_divisor", 32))
+    src = Path(args.input)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    is_video = src.is_file() and src.suffix.lower() in VIDEO_EXTS
+    writer = None
+    records: list[dict] = []
+    for chunk in batched(iter_inputs(src), args.batch):
+        frames = [f for _, _, f in chunk]
+        batch = {k: v.to(device) for k, v in letterbox_batch(frames, size, divisor).items()}
+        with torch.no_grad():
+            dets = model.predict(batch)
+        for (name, index, frame), det in zip(chunk, dets):
+            keep = det["scores"] >= args.score_thr
+            boxes, scores, labels = det["boxes"][keep].cpu(), det["scores"][keep].cpu(), det["labels"][keep].cpu()
+            drawn = draw_detections(frame, boxes, scores, labels, names)
+            if is_video:
+                if writer is None:
+                    fps = cv2.VideoCapture(str(src)).get(cv2.CAP_PROP_FPS) or 25.0
+                    writer = cv2.VideoWriter(str(out / (src.stem + ".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),
+                                             fps, (frame.shape[1], frame.shape[0]))
+                writer.write(drawn)
+            else:
+                cv2.imwrite(str(out / name), drawn)
+            records.append({
+                "file": name, "frame": index, "width": frame.shape[1], "height": frame.shape[0],
+                "detections": [{"bbox": b, "score": s, "label": int(c),
+                                "name": names[int(c)] if names and int(c) < len(names) else str(int(c))}
+                               for b, s, c in zip(boxes.tolist(), scores.tolist(), labels.tolist())],
+            })
+    if writer is not None:
+        writer.release()
+    (out / "detections.json").write_text(json.dumps(records, indent=1))
+    total = sum(len(r["detections"]) for r in records)
+    print(f"{len(records)} image(s)/frame(s), {total} detections >= {args.score_thr}; written to {out}/")
+    return records
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

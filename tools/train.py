@@ -1,0 +1,68 @@
+"""Train a detector from a config.
+
+    python tools/train.py configs/yolov4_atss.py [--work-dir DIR] [--resume [PATH]] [--load-from PATH]
+        [--cfg-options train.epochs=12 data.train.batch_size=8 ...] [--seed N] [--deterministic] [--device cuda]
+
+    torchrun --nproc_per_node 4 tools/train.py configs/yolov4_atss.py     # DDP, one process per GPU
+
+The work dir (default ``work_dirs/<config name>``) receives the config dump, ``train.log``,
+``metrics.csv`` / ``metrics.jsonl``, TensorBoard events, PNG curves and checkpoints
+(``epoch_<E>.pth``, ``iter_<I>.pth``, ``best.pth``). ``--resume`` without a path continues from
+the newest checkpoint there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from detkit.config import ConfigError, load_config  # noqa: E402
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="config file, e.g. configs/yolov4_atss.py")
+    p.add_argument("--work-dir", default=None, help="output folder (default work_dirs/<config name>)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="continue from PATH, or from the newest checkpoint in the work dir when no PATH")
+    p.add_argument("--load-from", default=None,
+                   help="start from these weights (detkit checkpoint, torchvision ResNet, Darknet .weights)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda (default runtime.device)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from detkit.engine.distributed import cleanup_distributed
+    from detkit.engine.trainer import Trainer
+
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+        trainer = Trainer(cfg, work_dir=args.work_dir, device=args.device, seed=args.seed,
+                          deterministic=args.deterministic or None, resume=args.resume,
+                          load_from=args.load_from, progress=False if args.no_progress else None)
+        result = trainer.train()
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup_distributed()
+    best = result["best"]
+    if trainer.rank == 0:
+        if best["epoch"] >= 0:
+            print(f"best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}; outputs in {trainer.work_dir}")
+        else:
+            print(f"done; outputs in {trainer.work_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
