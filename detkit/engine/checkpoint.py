@@ -208,11 +208,13 @@ def load_weights(model: nn.Module, path: str | os.PathLike, prefer_ema: bool = T
     path = os.fspath(path)
     if path.endswith(".weights"):
         try:
-            from detkit.models.darknet import load_darknet_weights  # type: ignore[import-not-found]
+            from detkit.models.darknet import darknet_convs, load_darknet_weights
         except ImportError as e:
             raise ValueError(f"{path}: Darknet .weights need detkit.models.darknet, which is not available") from e
-        load_darknet_weights(model, path)
-        return {"loaded": ["<darknet>"], "missing": [], "unexpected": [], "shape_mismatch": []}
+        if not os.path.isfile(path):
+            raise ValueError(f"Darknet weights not found: {path}")
+        _, count = load_darknet_weights(darknet_convs(model), path)
+        return {"loaded": [f"<{count} darknet convs>"], "missing": [], "unexpected": [], "shape_mismatch": []}
     ckpt = load_checkpoint(path)
     if "model" in ckpt and isinstance(ckpt["model"], Mapping):
         ema = ckpt.get("ema")
