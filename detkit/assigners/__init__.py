@@ -1,0 +1,33 @@
+"""Label assigners: which prior learns which GT. Batched over images, swappable by config.
+
+Every assigner has ``assign(priors, gt_boxes, gt_labels, gt_mask, *, num_level_priors=None,
+prior_strides=None, pred_boxes=None, pred_scores=None) -> AssignResult`` (see ``base.py``):
+
+* :class:`GridAssigner`: YOLOv3 / YOLOv4 best-anchor-in-cell (+ YOLOv4's extra anchors), ignore by IoU;
+* :class:`MaxIoUAssigner`: each prior to its best-IoU GT by thresholds, plus low-quality matches;
+* :class:`ATSSAssigner`: adaptive IoU threshold over the nearest priors of each level;
+* :class:`SimOTAAssigner`: YOLOX's dynamic-k matching on predictions (prediction-aware);
+* :class:`TaskAlignedAssigner`: TOOD / YOLOv8's score x IoU alignment (prediction-aware).
+
+Each takes ``max_gt_chunk`` to process GTs in chunks (bounded memory, bit-identical results).
+"""
+
+from detkit.assigners.atss import ATSSAssigner
+from detkit.assigners.base import NOT_ASSIGNED, AssignResult, Assigner
+from detkit.assigners.chunking import gt_chunk_for_memory
+from detkit.assigners.grid import GridAssigner
+from detkit.assigners.max_iou import MaxIoUAssigner
+from detkit.assigners.simota import SimOTAAssigner
+from detkit.assigners.task_aligned import TaskAlignedAssigner
+
+__all__ = [
+    "NOT_ASSIGNED",
+    "ATSSAssigner",
+    "AssignResult",
+    "Assigner",
+    "GridAssigner",
+    "MaxIoUAssigner",
+    "SimOTAAssigner",
+    "TaskAlignedAssigner",
+    "gt_chunk_for_memory",
+]

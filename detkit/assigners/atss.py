@@ -1,0 +1,121 @@
+"""ATSS: adaptive training sample selection (Zhang et al., CVPR 2020), batched, without the full
+``N x M`` IoU matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from detkit.assigners.base import AssignResult, check_level_counts, empty_state, make_result, prepare_inputs
+from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best, scatter_best
+from detkit.boxes import aligned_iou
+
+__all__ = ["ATSSAssigner", "nearest_candidates"]
+
+NOT_POSITIVE = -1.0  # candidate IoU stored for pairs that are not positive (below any real IoU)
+
+
+def nearest_candidates(prior_centres: Tensor, gt_centres: Tensor, num_level_priors: Sequence[int],
+                       topk: int) -> Tensor:
+    """Per GT and level, the ``min(topk, level size)`` priors whose centres are nearest the GT's.
+
+    Distances are compared squared (same order as L2). Ties at the k-th distance go to the lower
+    prior index, so the candidate set never depends on ``torch.topk``'s tie order.
+
+    Args:
+        prior_centres: ``Tensor[N, 2]`` (cx, cy), levels concatenated.
+        gt_centres: ``Tensor[B, M, 2]``.
+        num_level_priors: prior count per level.
+        topk: candidates per level.
+
+    Returns:
+        ``Tensor[B, M, K]`` long prior indices, ``K = sum(min(topk, n_l))``, ascending within a level.
+    """
+    out = []
+    start = 0
+    for n_l in num_level_priors:
+        k = min(topk, n_l)
+        if k == 0:
+            continue
+        centres = prior_centres[start:start + n_l]  # (n_l, 2)
+        dx = gt_centres[..., 0:1] - centres[:, 0]  # (B, M, 1) - (n_l,) -> (B, M, n_l)
+        dy = gt_centres[..., 1:2] - centres[:, 1]
+        dist = dx * dx + dy * dy  # (B, M, n_l)
+        kth, idx = dist.topk(k, dim=-1, largest=False, sorted=True)  # (B, M, k)
+        # A tie across the k-th distance leaves the choice to topk; settle it by prior index.
+        tied = (dist <= kth[..., -1:]).sum(-1) > k  # (B, M)
+        if bool(tied.any()):
+            idx[tied] = dist[tied].sort(dim=-1, stable=True).indices[:, :k]
+        out.append(idx.sort(dim=-1).values + start)
+        start += n_l
+    return torch.cat(out, dim=-1)
+
+
+class ATSSAssigner:
+    """Adaptive training sample selection.
+
+    Steps (all images and GTs at once; chunks of GTs when ``max_gt_chunk``):
+
+    1. For each GT and each level, the ``min(topk, level size)`` priors whose centres are nearest
+       (L2) the GT centre are its candidates (ties by lower prior index): ``(B, M, K)`` indices.
+    2. IoU of each GT with its ``K`` candidates only (never the full ``N x M`` matrix).
+    3. Threshold per GT = mean + standard deviation (Bessel's correction, N-1) of its candidates'
+       IoUs; with a single candidate the deviation is taken as 0.
+    4. A candidate is positive when its IoU ``>=`` the threshold and its centre lies inside the GT
+       with every side margin ``> center_margin`` px (0.01 as in the reference code).
+    5. A prior positive for several GTs goes to the one with the highest IoU (ties: lowest GT index).
+
+    ATSS ignores nothing: ``ignore_mask`` is all False (crowd regions are the data pipeline's job).
+
+    Args:
+        topk: candidates per level and GT.
+        center_margin: least distance (px) from a candidate's centre to every GT side.
+        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
+    """
+
+    def __init__(self, topk: int = 9, center_margin: float = 0.01, max_gt_chunk: int | None = None) -> None:
+        if not isinstance(topk, int) or topk < 1:
+            raise ValueError(f"topk must be a positive int, got {topk!r}")
+        self.topk = topk
+        self.center_margin = float(center_margin)
+        self.max_gt_chunk = check_chunk(max_gt_chunk)
+
+    def __repr__(self) -> str:
+        return f"ATSSAssigner(topk={self.topk}, center_margin={self.center_margin})"
+
+    def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
+               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
+        """Assign; needs ``num_level_priors`` (see :class:`AssignResult`)."""
+        priors, gt = prepare_inputs(priors, gt_boxes, gt_labels, gt_mask)
+        b, n = gt.batch_size, priors.shape[0]
+        counts = check_level_counts(num_level_priors, n, "ATSSAssigner")
+        prior_centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
+        best_iou, best_gt = empty_state(b, n, priors.device, NOT_POSITIVE)
+        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
+            boxes = gt.boxes[:, chunk]  # (B, Mc, 4)
+            cand = nearest_candidates(prior_centres, (boxes[..., :2] + boxes[..., 2:]) / 2, counts, self.topk)
+            iou, pos = self._positives(priors, prior_centres, boxes, gt.valid[:, chunk], cand)
+            value = torch.where(pos, iou, torch.full_like(iou, NOT_POSITIVE))  # (B, Mc, K)
+            chunk_iou, chunk_gt = scatter_best(n, cand, value, chunk.start, NOT_POSITIVE)
+            best_iou, best_gt = merge_best(best_iou, best_gt, chunk_iou, chunk_gt)
+        return make_result(best_gt, best_iou, gt)
+
+    def _positives(self, priors: Tensor, prior_centres: Tensor, boxes: Tensor, valid: Tensor,
+                   cand: Tensor) -> tuple[Tensor, Tensor]:
+        """Steps 2-4 for one chunk: ``(iou, positive)`` of each GT's candidates, ``Tensor[B, Mc, K]`` each.
+
+        Args:
+            boxes: ``Tensor[B, Mc, 4]`` GTs; valid: ``Tensor[B, Mc]``; cand: ``Tensor[B, Mc, K]``.
+        """
+        iou = aligned_iou(priors[cand], boxes[:, :, None, :])  # (B, Mc, K, 4) with (B, Mc, 1, 4) -> (B, Mc, K)
+        k = cand.shape[-1]
+        mean = iou.mean(dim=-1, keepdim=True)  # (B, Mc, 1)
+        std = iou.std(dim=-1, keepdim=True) if k > 1 else torch.zeros_like(mean)  # Bessel's correction
+        centres = prior_centres[cand]  # (B, Mc, K, 2)
+        margins = torch.cat([centres - boxes[:, :, None, :2], boxes[:, :, None, 2:] - centres], dim=-1)
+        inside = margins.amin(dim=-1) > self.center_margin  # (B, Mc, K)
+        pos = (iou >= mean + std) & inside & valid[:, :, None]
+        return iou, pos

@@ -1,0 +1,210 @@
+"""What every assigner returns (:class:`AssignResult`), what it is (:class:`Assigner`), and the
+input checks and result building they share.
+
+Label convention (one, with named constants): ``gt_index`` and ``labels`` hold
+:data:`NOT_ASSIGNED` (-1) wherever a prior is not positive; whether a non-positive prior is a
+negative or is excluded from the negative loss is said by ``ignore_mask`` alone, never by a code
+in an index.
+
+A GT row takes part in an assignment when ``gt_mask`` is True *and* its box has positive width and
+height; padding rows and zero-area boxes are treated alike (never assigned, never influence any
+other GT's result).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = ["NOT_ASSIGNED", "AssignResult", "Assigner", "GTBatch", "make_result", "prepare_inputs"]
+
+NOT_ASSIGNED = -1  # gt_index / labels value of every prior that is not positive
+
+
+@dataclass
+class AssignResult:
+    """Assignment of a batch; every field is a ``Tensor[B, N]``.
+
+    Attributes:
+        gt_index: long, index into M of the assigned GT; ``NOT_ASSIGNED`` (-1) where not positive.
+        pos_mask: bool, positive priors (``gt_index >= 0``).
+        ignore_mask: bool, non-positive priors to leave out of the negative (background) loss.
+            Never True where ``pos_mask`` is.
+        labels: long, class of the assigned GT; -1 where not positive.
+        iou: float32, IoU of the assigned pair; 0 where not positive. Box-only assigners measure the
+            prior box; prediction-aware ones (SimOTA, task-aligned) the predicted box.
+        align_metric: float32 or None. Task-aligned only: ``score**alpha * IoU**beta`` of the
+            assigned pair, 0 where not positive.
+        score_target: float32 or None. Task-aligned only: the normalised classification target
+            ``align_metric / max align_metric of the GT * max IoU of the GT`` (maxima over that
+            GT's positives), 0 where not positive.
+    """
+
+    gt_index: Tensor
+    pos_mask: Tensor
+    ignore_mask: Tensor
+    labels: Tensor
+    iou: Tensor
+    align_metric: Tensor | None = None
+    score_target: Tensor | None = None
+
+    @property
+    def neg_mask(self) -> Tensor:
+        """``Tensor[B, N]`` bool: priors that are neither positive nor ignored."""
+        return ~(self.pos_mask | self.ignore_mask)
+
+    @property
+    def num_pos(self) -> int:
+        """Number of positive priors over the batch."""
+        return int(self.pos_mask.sum())
+
+    def to(self, device: torch.device | str) -> AssignResult:
+        """A copy with every tensor on ``device``."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return AssignResult(**{k: v if v is None else v.to(device) for k, v in values.items()})
+
+
+@runtime_checkable
+class Assigner(Protocol):
+    """Anything with this ``assign`` method can be a head's assigner (see DESIGN.md, Assigners)."""
+
+    def assign(
+        self,
+        priors: Tensor,
+        gt_boxes: Tensor,
+        gt_labels: Tensor,
+        gt_mask: Tensor,
+        *,
+        num_level_priors: Sequence[int] | None = None,
+        prior_strides: Tensor | None = None,
+        pred_boxes: Tensor | None = None,
+        pred_scores: Tensor | None = None,
+    ) -> AssignResult:
+        """Assign ``priors (N, 4)`` to the padded GTs ``gt_boxes (B, M, 4)``; see AssignResult."""
+        ...
+
+
+@dataclass
+class GTBatch:
+    """Checked ground truth of a batch.
+
+    Attributes:
+        boxes: ``Tensor[B, M, 4]`` xyxy float32.
+        labels: ``Tensor[B, M]`` long.
+        valid: ``Tensor[B, M]`` bool: ``gt_mask`` and positive width and height.
+    """
+
+    boxes: Tensor
+    labels: Tensor
+    valid: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.boxes.shape[0]
+
+    @property
+    def num_gts(self) -> int:
+        return self.boxes.shape[1]
+
+
+def prepare_inputs(priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor) -> tuple[Tensor, GTBatch]:
+    """Check shapes and convert to the dtypes assignment runs in (fp32 boxes, long labels).
+
+    Args:
+        priors: ``Tensor[N, 4]`` xyxy.
+        gt_boxes: ``Tensor[B, M, 4]`` xyxy.
+        gt_labels: ``Tensor[B, M]`` integer classes.
+        gt_mask: ``Tensor[B, M]`` bool, False on padding rows.
+
+    Returns:
+        ``priors`` as fp32 ``Tensor[N, 4]`` and a :class:`GTBatch`.
+
+    Raises:
+        ValueError: on any shape that is not the one above.
+    """
+    if priors.dim() != 2 or priors.shape[-1] != 4:
+        raise ValueError(f"priors must be (N, 4) xyxy, got shape {tuple(priors.shape)}")
+    if gt_boxes.dim() != 3 or gt_boxes.shape[-1] != 4:
+        raise ValueError(f"gt_boxes must be (B, M, 4) xyxy (padded batch), got shape {tuple(gt_boxes.shape)}")
+    bm = tuple(gt_boxes.shape[:2])
+    if tuple(gt_labels.shape) != bm or tuple(gt_mask.shape) != bm:
+        raise ValueError(
+            f"gt_labels and gt_mask must be (B, M) = {bm} like gt_boxes, got "
+            f"{tuple(gt_labels.shape)} and {tuple(gt_mask.shape)}"
+        )
+    if gt_mask.dtype != torch.bool:
+        raise ValueError(f"gt_mask must be a bool tensor (False = padding row), got {gt_mask.dtype}")
+    boxes = gt_boxes.float()
+    valid = gt_mask & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+    return priors.float(), GTBatch(boxes=boxes, labels=gt_labels.long(), valid=valid)
+
+
+def check_level_counts(num_level_priors: Sequence[int] | None, num_priors: int, who: str) -> list[int]:
+    """Validate ``num_level_priors`` (needed by ``who``) against N; returns it as a list of ints."""
+    if num_level_priors is None:
+        raise ValueError(f"{who} needs num_level_priors (the prior count of each level)")
+    counts = [int(n) for n in num_level_priors]
+    if any(n < 0 for n in counts) or sum(counts) != num_priors:
+        raise ValueError(f"num_level_priors must be non-negative counts summing to N={num_priors}, got {counts}")
+    return counts
+
+
+def check_strides(prior_strides: Tensor | None, num_priors: int, who: str) -> Tensor:
+    """Validate ``prior_strides (N,)`` (needed by ``who``); returns it as fp32."""
+    if prior_strides is None:
+        raise ValueError(f"{who} needs prior_strides (the stride of each prior, shape (N,))")
+    if tuple(prior_strides.shape) != (num_priors,):
+        raise ValueError(f"prior_strides must have shape (N,) = ({num_priors},), got {tuple(prior_strides.shape)}")
+    return prior_strides.float()
+
+
+def check_predictions(pred_boxes: Tensor | None, pred_scores: Tensor | None, batch: int, num_priors: int,
+                      gt: GTBatch, who: str) -> tuple[Tensor, Tensor]:
+    """Validate ``pred_boxes (B, N, 4)`` and ``pred_scores (B, N, C)``; returns both in fp32.
+
+    Also checks that every valid GT label is a class index in ``[0, C)``.
+    """
+    if pred_boxes is None or pred_scores is None:
+        raise ValueError(f"{who} is prediction-aware: pass pred_boxes (B, N, 4) and pred_scores (B, N, C)")
+    if tuple(pred_boxes.shape) != (batch, num_priors, 4):
+        raise ValueError(f"pred_boxes must be (B, N, 4) = ({batch}, {num_priors}, 4), got {tuple(pred_boxes.shape)}")
+    if pred_scores.dim() != 3 or tuple(pred_scores.shape[:2]) != (batch, num_priors):
+        raise ValueError(f"pred_scores must be (B, N, C) with B={batch}, N={num_priors}, got {tuple(pred_scores.shape)}")
+    num_classes = pred_scores.shape[-1]
+    labels = gt.labels[gt.valid]
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"GT labels must lie in [0, {num_classes}) (pred_scores has C={num_classes}), "
+                         f"got range [{int(labels.min())}, {int(labels.max())}]")
+    return pred_boxes.float(), pred_scores.float()
+
+
+def make_result(gt_index: Tensor, iou: Tensor, gt: GTBatch, ignore_mask: Tensor | None = None,
+                **extras: Tensor) -> AssignResult:
+    """Build an :class:`AssignResult` from ``gt_index (B, N)`` (-1 = not positive) and ``iou (B, N)``.
+
+    Labels are gathered from the GTs; ``iou`` and ``extras`` are zeroed where not positive;
+    ``ignore_mask`` (default all False) is cleared where positive.
+    """
+    pos = gt_index >= 0
+    gt_index = torch.where(pos, gt_index, torch.full_like(gt_index, NOT_ASSIGNED))
+    if gt.num_gts:
+        labels = gt.labels.gather(1, gt_index.clamp(min=0))
+        labels = torch.where(pos, labels, torch.full_like(labels, NOT_ASSIGNED))
+    else:
+        labels = torch.full_like(gt_index, NOT_ASSIGNED)
+    zero = iou.new_zeros(())
+    ignore = torch.zeros_like(pos) if ignore_mask is None else ignore_mask & ~pos
+    extras = {k: torch.where(pos, v, zero) for k, v in extras.items()}
+    return AssignResult(gt_index=gt_index, pos_mask=pos, ignore_mask=ignore, labels=labels,
+                        iou=torch.where(pos, iou, zero), **extras)
+
+
+def empty_state(batch: int, num_priors: int, device: torch.device, fill: float) -> tuple[Tensor, Tensor]:
+    """A running "best value, best GT" pair ``(Tensor[B, N] float32 = fill, Tensor[B, N] long = -1)``."""
+    value = torch.full((batch, num_priors), fill, dtype=torch.float32, device=device)
+    index = torch.full((batch, num_priors), NOT_ASSIGNED, dtype=torch.long, device=device)
+    return value, index

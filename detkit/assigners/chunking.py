@@ -1,0 +1,86 @@
+"""Processing GTs in chunks to bound the ``B x N x M`` working set, and the reductions that make
+chunked results bit-identical to unchunked ones.
+
+Every per-pair quantity (IoU, distance, cost) is computed element by element, so a chunk's values
+equal the unchunked ones exactly. Reductions across GTs are then merged chunk by chunk with an
+order that does not depend on the chunk size: a running maximum (or minimum) replaced only on a
+*strict* improvement keeps the lowest GT index on ties, exactly as one reduction over all GTs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["gt_chunk_for_memory", "gt_chunks", "merge_best", "scatter_best"]
+
+
+def gt_chunks(num_gts: int, max_gt_chunk: int | None) -> list[slice]:
+    """Slices of ``range(num_gts)`` of at most ``max_gt_chunk`` GTs (one slice when None).
+
+    Returns an empty list when ``num_gts == 0``.
+    """
+    if max_gt_chunk is None or max_gt_chunk >= num_gts:
+        return [slice(0, num_gts)] if num_gts else []
+    return [slice(s, min(s + max_gt_chunk, num_gts)) for s in range(0, num_gts, max_gt_chunk)]
+
+
+def check_chunk(max_gt_chunk: int | None) -> int | None:
+    """Validate an assigner's ``max_gt_chunk`` argument."""
+    if max_gt_chunk is not None and (not isinstance(max_gt_chunk, int) or max_gt_chunk < 1):
+        raise ValueError(f"max_gt_chunk must be a positive int or None (no chunking), got {max_gt_chunk!r}")
+    return max_gt_chunk
+
+
+def gt_chunk_for_memory(batch: int, num_priors: int, limit_mb: float, bytes_per_pair: int = 64) -> int:
+    """The largest GT chunk whose working set ``batch * num_priors * chunk * bytes_per_pair`` stays
+    under ``limit_mb`` MiB (at least 1). ``bytes_per_pair`` ~64 covers the pairwise IoU's temporaries.
+    """
+    if limit_mb <= 0:
+        raise ValueError(f"limit_mb must be positive, got {limit_mb}")
+    per_gt = max(1, batch * num_priors * bytes_per_pair)
+    return max(1, int(limit_mb * 2**20 // per_gt))
+
+
+def merge_best(best_value: Tensor, best_index: Tensor, value: Tensor, index: Tensor,
+               lower_is_better: bool = False) -> tuple[Tensor, Tensor]:
+    """Merge a chunk's per-prior best into the running best; ties keep the earlier (lower) GT.
+
+    Args:
+        best_value, best_index: running ``Tensor[B, N]`` value and GT index.
+        value, index: this chunk's ``Tensor[B, N]`` value and (global) GT index.
+
+    Returns:
+        The updated ``(best_value, best_index)``.
+    """
+    better = value < best_value if lower_is_better else value > best_value
+    return torch.where(better, value, best_value), torch.where(better, index, best_index)
+
+
+def scatter_best(num_priors: int, prior_index: Tensor, value: Tensor, gt_offset: int,
+                 fill: float) -> tuple[Tensor, Tensor]:
+    """Per prior, the largest ``value`` among the GT-prior pairs listed, and its lowest GT index.
+
+    Args:
+        num_priors: N.
+        prior_index: ``Tensor[B, Mc, K]`` long, the prior of each pair (GT m's K candidates).
+        value: ``Tensor[B, Mc, K]`` float32; pairs to leave out hold ``fill``.
+        gt_offset: global index of the chunk's first GT.
+        fill: value of priors that no pair reaches (smaller than any real value).
+
+    Returns:
+        ``(Tensor[B, N] best value, Tensor[B, N] long GT index)``; priors with no pair better than
+        ``fill`` get ``fill`` and -1.
+    """
+    b, mc, k = prior_index.shape
+    flat_idx = prior_index.reshape(b, mc * k)  # (B, Mc, K) -> (B, Mc*K)
+    flat_val = value.reshape(b, mc * k)  # (B, Mc, K) -> (B, Mc*K)
+    best = value.new_full((b, num_priors), fill).scatter_reduce(1, flat_idx, flat_val, "amax")
+    gt_ids = torch.arange(mc, device=value.device).view(1, mc, 1).expand(b, mc, k).reshape(b, mc * k)
+    reaches = (flat_val == best.gather(1, flat_idx)) & (flat_val > fill)
+    no_gt = mc  # larger than any chunk-local index
+    ids = torch.where(reaches, gt_ids, torch.full_like(gt_ids, no_gt))
+    local = torch.full((b, num_priors), no_gt, dtype=torch.long, device=value.device)
+    local = local.scatter_reduce(1, flat_idx, ids, "amin")
+    found = local < no_gt
+    return best, torch.where(found, local + gt_offset, torch.full_like(local, -1))

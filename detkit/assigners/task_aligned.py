@@ -1,0 +1,137 @@
+"""Task-aligned assignment (TOOD, Feng et al. 2021; as used by YOLOv6/YOLOv8), batched."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from detkit.assigners.base import (
+    AssignResult,
+    GTBatch,
+    check_predictions,
+    empty_state,
+    make_result,
+    prepare_inputs,
+)
+from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best
+from detkit.boxes import IOU_MODES, pairwise_iou
+
+__all__ = ["TaskAlignedAssigner"]
+
+NOT_POSITIVE = -1.0  # IoU stored for pairs that are not positive (below any real IoU)
+RESOLVE_RULES = ("positives", "in_gts")
+
+
+class TaskAlignedAssigner:
+    """Task-aligned assignment: the top-``topk`` priors of each GT by ``score**alpha * IoU**beta``.
+
+    Steps (all images and GTs at once; chunks of GTs when ``max_gt_chunk``):
+
+    1. Candidates of a GT: priors whose centre lies inside it (every side margin ``> center_eps``).
+    2. For candidates, IoU of the *predicted* box with the GT (``iou_mode``: ``iou`` as in TOOD,
+       ``ciou`` as in YOLOv8, clamped at 0) and align metric ``s**alpha * IoU**beta``, ``s`` the
+       predicted probability of the GT's class; 0 for non-candidates.
+    3. Each GT keeps its ``min(topk, N)`` priors of largest metric (ties: lower prior index); those
+       that are candidates with a metric ``> 0`` are its positives (TOOD's rule).
+    4. A prior positive for several GTs goes to the GT of highest IoU (ties: lowest GT index), among
+       the GTs it is positive for (``resolve="positives"``, TOOD) or among all GTs whose box holds
+       its centre (``resolve="in_gts"``, Ultralytics YOLOv8).
+    5. Normalised target: per GT, ``t = metric / max metric * max IoU``, maxima over the priors
+       finally assigned to that GT (``eps`` guards the division).
+
+    Extra result fields: ``align_metric`` (the metric of the assigned pair) and ``score_target``
+    (``t`` of step 5), both ``Tensor[B, N]``, 0 where not positive; ``iou`` is the predicted box's.
+    Ignores nothing. Needs ``pred_boxes`` and ``pred_scores`` (probabilities).
+
+    Args:
+        topk: priors kept per GT.
+        alpha, beta: exponents of the score and the IoU in the metric.
+        iou_mode: ``iou`` or ``ciou``.
+        center_eps: least distance (px) from a candidate's centre to every GT side (YOLOv8: 1e-9).
+        resolve: ``positives`` or ``in_gts`` (step 4).
+        eps: added to the max metric in step 5.
+        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
+    """
+
+    def __init__(self, topk: int = 13, alpha: float = 1.0, beta: float = 6.0, iou_mode: str = "iou",
+                 center_eps: float = 1e-9, resolve: str = "positives", eps: float = 1e-9,
+                 max_gt_chunk: int | None = None) -> None:
+        if not isinstance(topk, int) or topk < 1:
+            raise ValueError(f"topk must be a positive int, got {topk!r}")
+        if iou_mode not in ("iou", "ciou"):
+            raise ValueError(f"iou_mode must be 'iou' or 'ciou' (of {IOU_MODES}), got {iou_mode!r}")
+        if resolve not in RESOLVE_RULES:
+            raise ValueError(f"resolve must be one of {RESOLVE_RULES}, got {resolve!r}")
+        self.topk = topk
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.iou_mode = iou_mode
+        self.center_eps = float(center_eps)
+        self.resolve = resolve
+        self.eps = float(eps)
+        self.max_gt_chunk = check_chunk(max_gt_chunk)
+
+    def __repr__(self) -> str:
+        return (f"TaskAlignedAssigner(topk={self.topk}, alpha={self.alpha}, beta={self.beta}, "
+                f"iou_mode={self.iou_mode!r}, resolve={self.resolve!r})")
+
+    def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
+               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
+        """Assign; needs ``pred_boxes`` and ``pred_scores`` (see :class:`AssignResult`)."""
+        priors, gt = prepare_inputs(priors, gt_boxes, gt_labels, gt_mask)
+        b, n = gt.batch_size, priors.shape[0]
+        pred_boxes, scores = check_predictions(pred_boxes, pred_scores, b, n, gt, "TaskAlignedAssigner")
+        centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
+        scores_t = scores.transpose(1, 2)  # (B, N, C) -> (B, C, N)
+        best_iou, best_gt = empty_state(b, n, priors.device, NOT_POSITIVE)
+        best_metric = torch.zeros(b, n, device=priors.device)
+        pos_any = torch.zeros(b, n, dtype=torch.bool, device=priors.device)
+        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
+            iou, metric, pos, cand = self._chunk_metrics(centres, pred_boxes, scores_t, gt, chunk)
+            pos_any |= pos.any(dim=1)
+            rule = pos if self.resolve == "positives" else cand
+            value = torch.where(rule, iou, torch.full_like(iou, NOT_POSITIVE))  # (B, Mc, N)
+            c_iou, c_gt = value.max(dim=1)  # (B, N); first maximum on ties
+            c_metric = metric.gather(1, c_gt[:, None]).squeeze(1)
+            c_gt = torch.where(c_iou > NOT_POSITIVE, c_gt + chunk.start, torch.full_like(c_gt, -1))
+            better = c_iou > best_iou
+            best_metric = torch.where(better, c_metric, best_metric)
+            best_iou, best_gt = merge_best(best_iou, best_gt, c_iou, c_gt)
+        gt_index = torch.where(pos_any, best_gt, torch.full_like(best_gt, -1))
+        target = self._normalised(gt_index, best_iou, best_metric, gt.num_gts)
+        return make_result(gt_index, best_iou, gt, align_metric=best_metric, score_target=target)
+
+    def _chunk_metrics(self, centres: Tensor, pred_boxes: Tensor, scores_t: Tensor, gt: GTBatch,
+                       chunk: slice) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Steps 1-3 for one chunk: ``(iou, metric, positive, candidate)``, ``Tensor[B, Mc, N]`` each."""
+        boxes = gt.boxes[:, chunk]  # (B, Mc, 4)
+        margins = torch.cat([centres - boxes[:, :, None, :2], boxes[:, :, None, 2:] - centres], dim=-1)
+        cand = (margins.amin(dim=-1) > self.center_eps) & gt.valid[:, chunk, None]  # (B, Mc, N)
+        iou = pairwise_iou(boxes, pred_boxes, mode=self.iou_mode).clamp(min=0)  # (B, Mc, N)
+        iou = iou.masked_fill(~cand, 0.0)
+        labels = gt.labels[:, chunk].clamp(min=0)[:, :, None].expand(-1, -1, centres.shape[0])  # (B, Mc, N)
+        score = scores_t.gather(1, labels)  # (B, C, N) -> (B, Mc, N)
+        metric = (score.pow(self.alpha) * iou.pow(self.beta)).masked_fill(~cand, 0.0)
+        k = min(self.topk, metric.shape[-1])
+        kept = torch.zeros_like(cand)
+        top, idx = metric.topk(k, dim=-1)  # (B, Mc, k)
+        tied = ((metric >= top[..., -1:]).sum(-1) > k) & (top[..., -1] > 0)  # ties at a positive k-th metric
+        if bool(tied.any()):
+            idx[tied] = (-metric[tied]).sort(dim=-1, stable=True).indices[:, :k]
+        kept.scatter_(-1, idx, True)
+        pos = kept & cand & (metric > 0)
+        return iou, metric, pos, cand
+
+    def _normalised(self, gt_index: Tensor, iou: Tensor, metric: Tensor, num_gts: int) -> Tensor:
+        """Step 5: ``Tensor[B, N]`` normalised target from the final assignment."""
+        b, n = gt_index.shape
+        pos = gt_index >= 0
+        slot = torch.where(pos, gt_index, torch.full_like(gt_index, num_gts))  # non-positives -> bin M
+        zeros = torch.zeros(b, num_gts + 1, device=iou.device)
+        max_metric = zeros.scatter_reduce(1, slot, torch.where(pos, metric, 0.0), "amax")  # (B, M+1)
+        max_iou = zeros.scatter_reduce(1, slot, torch.where(pos, iou, 0.0), "amax")
+        target = metric * max_iou.gather(1, slot) / (max_metric.gather(1, slot) + self.eps)
+        return torch.where(pos, target, torch.zeros_like(target))
