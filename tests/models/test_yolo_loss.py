@@ -235,18 +235,31 @@ def test_shape_mismatches_raise():
         pipeline(obj_level_weights=(4.0, 1.0, 0.4))(torch.zeros(1, 4, 7), priors, strides, counts, batch)
 
 
-def test_with_real_max_iou_assigner_three_levels():
-    max_iou = pytest.importorskip("detkit.assigners.max_iou")
+REAL_ASSIGNERS = {
+    "max_iou": lambda m: m.MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4),
+    "atss": lambda m: m.ATSSAssigner(topk=3),
+    "grid": lambda m: m.GridAssigner(),
+    "simota": lambda m: m.SimOTAAssigner(),
+    "task_aligned": lambda m: m.TaskAlignedAssigner(topk=5),
+}
+
+
+@pytest.mark.parametrize("name", list(REAL_ASSIGNERS))
+def test_with_every_real_assigner_three_levels(name):
+    assigners = pytest.importorskip("detkit.assigners")
     gen = YOLOAnchorGenerator(base_sizes=[[(10, 13), (16, 30)], [(30, 61), (62, 45)], [(59, 119), (116, 90)]],
                               strides=[8, 16, 32])
     priors, strides, counts = gen.grid_priors([(8, 8), (4, 4), (2, 2)])  # 64 x 64 input
     batch = make_batch([[[4.0, 4.0, 20.0, 22.0], [30.0, 10.0, 62.0, 60.0]], [[0.0] * 4, [0.0] * 4]],
                        [[0, 2], [0, 0]], [[True, True], [False, False]])
     preds = (torch.randn(2, priors.shape[0], 8, generator=torch.Generator().manual_seed(0)) * 0.5).requires_grad_()
-    p = YOLOLossPipeline(num_classes=3, assigner=max_iou.MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4),
-                         coder=YOLOCoder(scale_x_y=1.05))
+    p = YOLOLossPipeline(num_classes=3, assigner=REAL_ASSIGNERS[name](assigners), coder=YOLOCoder(scale_x_y=1.05))
     out = p(preds, priors, strides, counts, batch)
     assert {"loss_cls", "loss_obj", "loss_box"} <= set(out)
-    assert out["stat_gt_no_pos"].item() == 0 and out["stat_num_gt"].item() == 2  # low-quality matching
-    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
-    assert torch.isfinite(preds.grad).all() and preds.grad.abs().sum() > 0
+    assert out["stat_num_gt"].item() == 2 and out["stat_gt_no_pos"].item() == 0  # both GTs learn
+    total_pos = sum(out[f"stat_pos_level{i}"].item() for i in range(3)) * 2  # per image -> batch
+    assert total_pos == pytest.approx(out["stat_pos_per_gt"].item() * 2)
+    losses = sum(v for k, v in out.items() if k.startswith("loss_"))
+    assert torch.isfinite(losses)
+    losses.backward()
+    assert torch.isfinite(preds.grad).all() and preds.grad[..., :4].abs().sum() > 0
