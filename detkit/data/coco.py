@@ -1,0 +1,179 @@
+"""COCO-format detection dataset (instances json) read through pycocotools."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from detkit.data.base import DetDataset, ProblemLog, clean_boxes
+
+__all__ = ["CocoDataset", "load_coco_json", "stat_image"]
+
+
+def stat_image(path: str, problems: ProblemLog) -> bool:
+    """True when ``path`` is an existing non-empty file; otherwise count why not."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        problems.add("missing image file", path)
+        return False
+    if size == 0:
+        problems.add("zero-byte image file", path)
+        return False
+    return True
+
+
+def load_coco_json(ann_file: str) -> dict[str, Any]:
+    """Read and validate the top level of a COCO instances json.
+
+    Raises:
+        ValueError: unreadable json, or not a dict with ``images``, ``annotations`` and
+            ``categories`` lists.
+    """
+    try:
+        with open(ann_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{ann_file}: cannot read a COCO json: {e}") from e
+    accepted = "a dict with 'images', 'annotations' and 'categories' lists (COCO instances format)"
+    if not isinstance(data, dict):
+        raise ValueError(f"{ann_file}: not a COCO json: top level is {type(data).__name__}; accepted: {accepted}")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"{ann_file}: not a COCO json: {key!r} missing or not a list; accepted: {accepted}")
+    return data
+
+
+def _number_list(value: Any, n: int) -> list[float] | None:
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        return None
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+
+
+class CocoDataset(DetDataset):
+    """COCO instances json + image folder.
+
+    Category ids are mapped to contiguous labels in sorted-id order: ``label = cat_ids.index(id)``
+    and back with ``dataset.cat_ids[label]`` when writing results. Crowd boxes (``iscrowd=1``)
+    become ``ignore_boxes`` and are never positives. Images without annotations are kept as
+    background unless ``filter_empty``.
+
+    Args:
+        ann_file: the instances json (the COCO evaluator reads the same file: ``dataset.ann_file``).
+        img_dir: folder holding the images named by ``file_name``.
+        pipeline: transforms (a list or a Compose) applied to each sample.
+        filter_empty: drop images with no usable (non-crowd) box.
+        class_names: override the json's category names (one per category).
+        check_images: decode every image now (slow; what ``tools/check_dataset.py`` does).
+        seed: seed for picking a replacement when an image cannot be read.
+    """
+
+    def __init__(
+        self,
+        ann_file: str,
+        img_dir: str,
+        pipeline: Callable | Sequence[Callable] | None = None,
+        filter_empty: bool = False,
+        class_names: Sequence[str] | None = None,
+        check_images: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(pipeline, seed)
+        self.ann_file = os.fspath(ann_file)
+        self.img_dir = os.fspath(img_dir)
+        data = load_coco_json(self.ann_file)
+        self.coco = self._build_coco(data)
+        cats = {c["id"]: c for c in data["categories"] if isinstance(c, dict) and isinstance(c.get("id"), int)}
+        self.cat_ids: list[int] = sorted(cats)
+        self.cat_to_label = {c: i for i, c in enumerate(self.cat_ids)}
+        if class_names is not None and len(class_names) != len(self.cat_ids):
+            raise ValueError(
+                f"class_names has {len(class_names)} names but {self.ann_file} has "
+                f"{len(self.cat_ids)} categories; pass one name per category or None"
+            )
+        self.class_names = list(class_names) if class_names else [str(cats[c].get("name", c)) for c in self.cat_ids]
+        self._parse(data, filter_empty)
+        if check_images:
+            from detkit.data.base import check_images as _check
+
+            _check(self)
+        self._finish_init(self.ann_file)
+
+    @staticmethod
+    def _build_coco(data: dict[str, Any]) -> COCO:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            coco = COCO()
+            coco.dataset = data
+            try:
+                coco.createIndex()
+            except (KeyError, TypeError):
+                coco = COCO()  # entries without ids: keep an empty index, _parse counts them
+        return coco
+
+    def _parse(self, data: dict[str, Any], filter_empty: bool) -> None:
+        images: dict[int, dict[str, Any]] = {}
+        for im in data["images"]:
+            if not isinstance(im, dict) or not isinstance(im.get("id"), int) or "file_name" not in im:
+                self.problems.add("image entry without integer 'id' or 'file_name'", self.ann_file)
+                continue
+            if im["id"] in images:
+                self.problems.add(f"duplicate image id {im['id']} (first entry kept)", str(im["file_name"]))
+                continue
+            images[im["id"]] = im
+        anns: dict[int, list[dict[str, Any]]] = {i: [] for i in images}
+        for ann in data["annotations"]:
+            if not isinstance(ann, dict) or ann.get("image_id") not in anns:
+                self.problems.add("annotation for an unknown image id", f"{self.ann_file} ann {_ann_id(ann)}")
+                continue
+            anns[ann["image_id"]].append(ann)
+        for image_id, im in images.items():
+            path = os.path.join(self.img_dir, str(im["file_name"]))
+            if not stat_image(path, self.problems):
+                continue
+            rec = self._record(image_id, im, path, anns[image_id])
+            if filter_empty and len(rec["boxes"]) == 0:
+                continue
+            self.records.append(rec)
+
+    def _record(self, image_id: int, im: dict[str, Any], path: str, anns: list[dict[str, Any]]) -> dict[str, Any]:
+        h, w = int(im.get("height") or 0), int(im.get("width") or 0)
+        boxes, labels, crowd = [], [], []
+        for ann in anns:
+            bbox = _number_list(ann.get("bbox"), 4)
+            where = f"{path} (ann {_ann_id(ann)})"
+            if bbox is None:
+                self.problems.add("annotation bbox is not 4 numbers", where)
+                continue
+            label = self.cat_to_label.get(ann.get("category_id"), -1)
+            if label < 0:
+                self.problems.add("annotation with an unknown category_id", where)
+                continue
+            xyxy = [bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]]
+            (crowd if ann.get("iscrowd", 0) else boxes).append(xyxy)
+            if not ann.get("iscrowd", 0):
+                labels.append(label)
+        size = (h, w) if h > 0 and w > 0 else (1 << 30, 1 << 30)  # unknown size: clip later, at load
+        b, lab = clean_boxes(np.array(boxes), np.array(labels), size, len(self.cat_ids), self.problems, path)
+        ignore, _ = clean_boxes(np.array(crowd), np.zeros(len(crowd)), size, None, ProblemLog(), path)
+        return {
+            "img_path": path,
+            "image_id": image_id,
+            "boxes": b,
+            "labels": lab,
+            "ignore_boxes": ignore,
+            "size": (h, w) if h > 0 and w > 0 else None,
+        }
+
+
+def _ann_id(ann: Any) -> str:
+    return str(ann.get("id", "?")) if isinstance(ann, dict) else "?"

@@ -1,0 +1,229 @@
+"""Geometric transforms: LetterBox, RandomAffine, RandomFlip. Images stay uint8; one cv2 call each.
+
+Boxes are xyxy pixel *edges* (a box ``[0, 0, 2, 2]`` covers pixels 0 and 1). cv2 works on pixel
+centres; :func:`_cv2_matrix` converts so pixels and boxes move together exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import cv2
+import numpy as np
+
+from detkit.data.transforms.compose import Transform
+
+__all__ = ["LetterBox", "RandomAffine", "RandomFlip", "affine_boxes", "box_candidates"]
+
+Sample = dict[str, Any]
+
+
+def _size_hw(size: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    if isinstance(size, int) and size > 0:
+        return size, size
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
+        return int(size[0]), int(size[1])
+    raise ValueError(f"{name}: size must be a positive int or (h, w) ints; got {size!r}")
+
+
+def _cv2_matrix(m: np.ndarray) -> np.ndarray:
+    """A 2x3 affine on pixel-edge coordinates -> the same map on cv2's pixel-centre coordinates.
+
+    ``p_edge = p_cv + 0.5``, so ``p_cv' = A p_cv + (A @ [0.5, 0.5] + t - 0.5)``.
+    """
+    out = m[:2].astype(np.float64).copy()
+    out[:, 2] += out[:, :2] @ np.array([0.5, 0.5]) - 0.5
+    return out
+
+
+def affine_boxes(boxes: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Boxes through an affine map: the bounding box of the four transformed corners.
+
+    Args:
+        boxes: ``(N, 4)`` xyxy.
+        m: ``(2, 3)`` or ``(3, 3)`` affine matrix.
+
+    Returns:
+        ``(N, 4) float32`` xyxy (not clipped).
+    """
+    if len(boxes) == 0:
+        return np.zeros((0, 4), np.float32)
+    corners = boxes[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 2)  # (N, 8) -> (4N, 2) corner points
+    pts = corners @ m[:2, :2].T + m[:2, 2]
+    pts = pts.reshape(-1, 4, 2)  # (4N, 2) -> (N, 4 corners, 2)
+    return np.concatenate([pts.min(1), pts.max(1)], 1).astype(np.float32)
+
+
+def box_candidates(
+    before: np.ndarray, after: np.ndarray, scale: float, min_size: float, min_area_ratio: float, max_aspect: float
+) -> np.ndarray:
+    """Keep mask ``(N,)`` for boxes still worth training on after a transform (YOLOv5's rule).
+
+    A box is kept when both sides are > ``min_size`` px, its area is > ``min_area_ratio`` of the
+    scaled area before, and its aspect ratio is < ``max_aspect``.
+    """
+    w0, h0 = before[:, 2] - before[:, 0], before[:, 3] - before[:, 1]
+    w1, h1 = after[:, 2] - after[:, 0], after[:, 3] - after[:, 1]
+    aspect = np.maximum(w1 / (h1 + 1e-16), h1 / (w1 + 1e-16))
+    return (w1 > min_size) & (h1 > min_size) & (w1 * h1 / (w0 * h0 * scale * scale + 1e-16) > min_area_ratio) & (
+        aspect < max_aspect
+    )
+
+
+def _clip(boxes: np.ndarray, w: int, h: int) -> np.ndarray:
+    return np.clip(boxes, 0, np.array([w, h, w, h], np.float32))
+
+
+class LetterBox(Transform):
+    """Resize keeping the aspect ratio, then pad to ``size``; records ``scale_factor`` and ``pad``.
+
+    Args:
+        size: output ``int`` (square) or ``(h, w)``.
+        pad_value: grey level of the padding.
+        center: pad both sides equally (else the image sits top-left).
+        scaleup: allow enlarging small images (False: only shrink, as for evaluation of small inputs).
+    """
+
+    def __init__(self, size: int | tuple[int, int], pad_value: int = 114, center: bool = True, scaleup: bool = True) -> None:
+        self.size = _size_hw(size, "LetterBox")
+        self.pad_value = int(pad_value)
+        self.center = center
+        self.scaleup = scaleup
+
+    def __call__(self, sample: Sample) -> Sample:
+        img = sample["img"]
+        h, w = img.shape[:2]
+        out_h, out_w = self.size
+        r = min(out_h / h, out_w / w)
+        if not self.scaleup:
+            r = min(r, 1.0)
+        nw, nh = max(1, round(w * r)), max(1, round(h * r))
+        if (nw, nh) != (w, h):
+            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR if r > 1 else cv2.INTER_AREA)
+        left = (out_w - nw) // 2 if self.center else 0
+        top = (out_h - nh) // 2 if self.center else 0
+        v = self.pad_value
+        img = cv2.copyMakeBorder(img, top, out_h - nh - top, left, out_w - nw - left, cv2.BORDER_CONSTANT, value=(v, v, v))
+        sx, sy = nw / w, nh / h
+        scale = np.array([sx, sy, sx, sy], np.float32)
+        offset = np.array([left, top, left, top], np.float32)
+        sample["img"] = img
+        sample["boxes"] = sample["boxes"] * scale + offset
+        sample["ignore_boxes"] = sample["ignore_boxes"] * scale + offset
+        psx, psy = sample.get("scale_factor", (1.0, 1.0))
+        pl, pt = sample.get("pad", (0.0, 0.0))
+        sample["scale_factor"] = (psx * sx, psy * sy)
+        sample["pad"] = (pl * sx + left, pt * sy + top)
+        return sample
+
+
+class RandomAffine(Transform):
+    """Random rotation, scale, shear and translation in one ``cv2.warpAffine`` (YOLOv5/YOLOX style).
+
+    Args:
+        degrees: rotation drawn from ``[-degrees, degrees]``.
+        translate: shift drawn from ``[-translate, translate]`` times the output size.
+        scale: ``(lo, hi)`` range, or a gain ``g`` meaning ``(1 - g, 1 + g)``.
+        shear: shear angle in degrees drawn from ``[-shear, shear]`` on each axis.
+        border: output = input size + ``2 * border`` (``(bx, by)`` or one int; negative crops: the
+            mosaic canvas of ``2s`` with ``border=-s/2`` gives ``s``). Ignored when ``size`` is set.
+        size: fixed output ``int`` or ``(h, w)``; the input's centre maps to the output's centre.
+        pad_value: fill for pixels coming from outside the input.
+        min_size: boxes with a side <= this (px) after the warp are dropped.
+        min_area_ratio: boxes keeping <= this fraction of their scaled area are dropped.
+        max_aspect: boxes with an aspect ratio >= this are dropped.
+    """
+
+    def __init__(
+        self,
+        degrees: float = 0.0,
+        translate: float = 0.1,
+        scale: float | tuple[float, float] = 0.5,
+        shear: float = 0.0,
+        border: int | tuple[int, int] = 0,
+        size: int | tuple[int, int] | None = None,
+        pad_value: int = 114,
+        min_size: float = 2.0,
+        min_area_ratio: float = 0.1,
+        max_aspect: float = 100.0,
+    ) -> None:
+        if isinstance(scale, (int, float)):
+            scale = (1.0 - scale, 1.0 + scale)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"RandomAffine: scale must be a gain in [0, 1) or 0 < lo <= hi; got {scale!r}")
+        if not 0 <= translate < 1:
+            raise ValueError(f"RandomAffine: translate must be in [0, 1); got {translate!r}")
+        self.degrees, self.translate, self.scale, self.shear = float(degrees), float(translate), tuple(scale), float(shear)
+        self.border = (border, border) if isinstance(border, int) else tuple(border)
+        self.size = None if size is None else _size_hw(size, "RandomAffine")
+        self.pad_value = int(pad_value)
+        self.min_size, self.min_area_ratio, self.max_aspect = min_size, min_area_ratio, max_aspect
+
+    def out_size(self, h: int, w: int) -> tuple[int, int]:
+        if self.size is not None:
+            return self.size
+        return h + 2 * int(self.border[1]), w + 2 * int(self.border[0])
+
+    def matrix(self, h: int, w: int, out_h: int, out_w: int) -> tuple[np.ndarray, float]:
+        """A random ``(3, 3)`` map from input to output pixel edges, and its scale."""
+        c = np.eye(3)
+        c[:2, 2] = (-w / 2, -h / 2)  # input centre to the origin
+        angle = random.uniform(-self.degrees, self.degrees)
+        s = random.uniform(*self.scale)
+        r = np.eye(3)
+        r[:2] = cv2.getRotationMatrix2D((0, 0), angle, s)
+        sh = np.eye(3)
+        sh[0, 1] = math.tan(math.radians(random.uniform(-self.shear, self.shear)))
+        sh[1, 0] = math.tan(math.radians(random.uniform(-self.shear, self.shear)))
+        t = np.eye(3)
+        t[0, 2] = random.uniform(0.5 - self.translate, 0.5 + self.translate) * out_w
+        t[1, 2] = random.uniform(0.5 - self.translate, 0.5 + self.translate) * out_h
+        return t @ sh @ r @ c, s
+
+    def __call__(self, sample: Sample) -> Sample:
+        img = sample["img"]
+        h, w = img.shape[:2]
+        out_h, out_w = self.out_size(h, w)
+        m, s = self.matrix(h, w, out_h, out_w)
+        v = self.pad_value
+        sample["img"] = cv2.warpAffine(img, _cv2_matrix(m), (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=(v, v, v))
+        boxes = sample["boxes"]
+        new = _clip(affine_boxes(boxes, m), out_w, out_h)
+        keep = box_candidates(boxes, new, s, self.min_size, self.min_area_ratio, self.max_aspect)
+        sample["boxes"], sample["labels"] = new[keep], sample["labels"][keep]
+        ign = _clip(affine_boxes(sample["ignore_boxes"], m), out_w, out_h)
+        sample["ignore_boxes"] = ign[((ign[:, 2] - ign[:, 0]) > self.min_size) & ((ign[:, 3] - ign[:, 1]) > self.min_size)]
+        return sample
+
+
+class RandomFlip(Transform):
+    """Flip with probability ``p``, horizontally (default) or vertically."""
+
+    def __init__(self, p: float = 0.5, direction: str = "horizontal") -> None:
+        if direction not in ("horizontal", "vertical"):
+            raise ValueError(f"RandomFlip: direction {direction!r}; accepted: 'horizontal', 'vertical'")
+        if not 0 <= p <= 1:
+            raise ValueError(f"RandomFlip: p must be in [0, 1]; got {p!r}")
+        self.p, self.direction = float(p), direction
+
+    def __call__(self, sample: Sample) -> Sample:
+        if random.random() >= self.p:
+            return sample
+        img = sample["img"]
+        h, w = img.shape[:2]
+        if self.direction == "horizontal":
+            sample["img"] = cv2.flip(img, 1)
+            idx = [2, 1, 0, 3]  # x1' = w - x2, x2' = w - x1
+            sign = np.array([-1, 1, -1, 1], np.float32)
+            off = np.array([w, 0, w, 0], np.float32)
+        else:
+            sample["img"] = cv2.flip(img, 0)
+            idx = [0, 3, 2, 1]  # y1' = h - y2, y2' = h - y1
+            sign = np.array([1, -1, 1, -1], np.float32)
+            off = np.array([0, h, 0, h], np.float32)
+        for key in ("boxes", "ignore_boxes"):
+            sample[key] = sample[key][:, idx] * sign + off
+        return sample

@@ -1,0 +1,198 @@
+"""YOLO txt layout: ``images/<split>/*.jpg`` with ``labels/<split>/*.txt`` beside them.
+
+Each label line is ``class cx cy w h`` normalised to 0..1 (a polygon ``class x1 y1 x2 y2 ...`` with
+at least 3 points is accepted and boxed). An image without a label file is background.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detkit.data.base import DetDataset, ProblemLog, clean_boxes, empty_sample, read_image
+from detkit.data.coco import stat_image
+
+__all__ = ["IMAGE_EXTENSIONS", "YoloDataset", "load_class_names", "parse_yolo_label"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Normalised overshoot past the image border clipped without a report (about 1 px at 1000 px).
+NORM_TOLERANCE = 1e-3
+# Normalised boxes smaller than this after clipping are dropped.
+NORM_MIN_SIZE = 1e-6
+
+
+def load_class_names(names: str | os.PathLike | Sequence[str] | Mapping[int, str]) -> list[str]:
+    """Class names from a list, a ``{id: name}`` dict, or a file.
+
+    Files: ``.txt`` one name per line; ``.json`` a list or dict; ``.yaml``/``.yml`` with a
+    ``names`` list or dict (the Ultralytics data file).
+
+    Raises:
+        ValueError: unreadable file, or a dict whose ids are not ``0..n-1``.
+    """
+    if isinstance(names, (str, os.PathLike)):
+        path = os.fspath(names)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ValueError(f"cannot read class names from {path}: {e}") from e
+        if path.endswith(".json"):
+            names = json.loads(text)
+        elif path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+            names = data.get("names", data) if isinstance(data, dict) else data
+        else:
+            names = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(names, Mapping):
+        ids = sorted(int(k) for k in names)
+        if ids != list(range(len(ids))):
+            raise ValueError(f"class name ids must be 0..{len(ids) - 1}, got {ids[:10]}...; accepted: {{0: name, 1: ...}}")
+        return [str(names[k] if k in names else names[str(k)]) for k in ids]
+    if isinstance(names, Sequence) and not isinstance(names, str):
+        return [str(n) for n in names]
+    raise ValueError(f"class names must be a list, a dict or a file path; got {type(names).__name__}")
+
+
+def parse_yolo_label(path: str, problems: ProblemLog) -> tuple[np.ndarray, np.ndarray]:
+    """Read one label file; bad lines are counted and skipped.
+
+    Returns:
+        ``boxes (N, 4) float64`` normalised xyxy (unchecked values), ``labels (N,) int64``.
+    """
+    boxes: list[list[float]] = []
+    labels: list[int] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        problems.add(f"cannot read label file: {e.strerror or e}", path)
+        return np.zeros((0, 4)), np.zeros(0, np.int64)
+    for n, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{n}"
+        if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
+            problems.add(f"label line has {len(fields)} fields, expected 5 (class cx cy w h) or a polygon", where)
+            continue
+        try:
+            values = [float(v) for v in fields[1:]]
+            cls = float(fields[0])
+        except ValueError:
+            problems.add("label line has a field that is not a number", where)
+            continue
+        if not np.isfinite(cls) or cls != int(cls):
+            problems.add("class id is not an integer", where)
+            continue
+        if len(values) == 4:
+            cx, cy, w, h = values
+            boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+        else:
+            xy = np.array(values).reshape(-1, 2)  # (2P,) -> (P, 2) polygon points
+            boxes.append([*xy.min(0), *xy.max(0)])
+        labels.append(int(cls))
+    return np.array(boxes, np.float64).reshape(-1, 4), np.array(labels, np.int64)
+
+
+class YoloDataset(DetDataset):
+    """Images with YOLO txt labels (the Ultralytics / coco128 layout).
+
+    Args:
+        img_dir: folder of images, e.g. ``coco128/images/train2017``.
+        class_names: names list, ``{id: name}`` dict, or a file (``names.txt`` one per line,
+            ``.json``, or an Ultralytics ``.yaml``).
+        label_dir: folder of ``.txt`` labels; default: ``img_dir`` with its last ``images``
+            component replaced by ``labels``.
+        pipeline: transforms applied to each sample.
+        filter_empty: drop images without usable boxes.
+        check_images: decode every image now (``tools/check_dataset.py`` does).
+        seed: seed for picking a replacement when an image cannot be read.
+
+    Image ids are the file stems as integers when every stem is a number (COCO file names give
+    COCO ids, so a COCO json of the same images evaluates the results), else the index in
+    sorted file-name order.
+    """
+
+    def __init__(
+        self,
+        img_dir: str,
+        class_names: str | os.PathLike | Sequence[str] | Mapping[int, str],
+        label_dir: str | None = None,
+        pipeline: Callable | Sequence[Callable] | None = None,
+        filter_empty: bool = False,
+        check_images: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(pipeline, seed)
+        self.img_dir = os.fspath(img_dir)
+        self.label_dir = os.fspath(label_dir) if label_dir else default_label_dir(self.img_dir)
+        self.class_names = load_class_names(class_names)
+        self.ann_file = None  # no COCO json; see CocoDataset for evaluation ground truth
+        if not os.path.isdir(self.img_dir):
+            raise ValueError(f"image folder not found: {self.img_dir}")
+        self._parse(filter_empty)
+        if check_images:
+            from detkit.data.base import check_images as _check
+
+            _check(self)
+        self._finish_init(self.img_dir)
+
+    def _parse(self, filter_empty: bool) -> None:
+        files = sorted(f for f in os.listdir(self.img_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
+        stems = [os.path.splitext(f)[0] for f in files]
+        numeric = bool(stems) and all(s.isdigit() for s in stems)
+        seen: dict[str, str] = {}
+        for index, (name, stem) in enumerate(zip(files, stems)):
+            path = os.path.join(self.img_dir, name)
+            if stem in seen:
+                self.problems.add(f"duplicate image id: {seen[stem]} has the same stem (first kept)", path)
+                continue
+            seen[stem] = name
+            if not stat_image(path, self.problems):
+                continue
+            label_path = os.path.join(self.label_dir, stem + ".txt")
+            if os.path.exists(label_path):
+                norm, labels = parse_yolo_label(label_path, self.problems)
+            else:
+                norm, labels = np.zeros((0, 4)), np.zeros(0, np.int64)
+            boxes, labels = clean_boxes(
+                norm, labels, (1, 1), self.num_classes, self.problems, label_path,
+                tolerance=NORM_TOLERANCE, min_size=NORM_MIN_SIZE,
+            )
+            if filter_empty and len(boxes) == 0:
+                continue
+            self.records.append({
+                "img_path": path,
+                "image_id": int(stem) if numeric else index,
+                "boxes": boxes,  # normalised xyxy; scaled to pixels when read
+                "labels": labels,
+                "ignore_boxes": np.zeros((0, 4), np.float32),
+            })
+        if os.path.isdir(self.label_dir):
+            for f in sorted(os.listdir(self.label_dir)):
+                if f.endswith(".txt") and os.path.splitext(f)[0] not in seen:
+                    self.problems.add("label file has no image", os.path.join(self.label_dir, f))
+
+    def _read(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        img = read_image(rec["img_path"])
+        h, w = img.shape[:2]
+        sample = empty_sample(img, rec["image_id"], rec["img_path"])
+        sample["boxes"] = rec["boxes"] * np.array([w, h, w, h], np.float32)
+        sample["labels"] = rec["labels"].copy()
+        return sample
+
+
+def default_label_dir(img_dir: str) -> str:
+    """``.../images/train`` -> ``.../labels/train`` (the last ``images`` component replaced)."""
+    parts = Path(img_dir).parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            return str(Path(*parts[:i], "labels", *parts[i + 1:]))
+    raise ValueError(f"{img_dir}: no 'images' folder in the path to derive the labels folder from; pass label_dir")
