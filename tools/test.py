@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     load_weights(model, args.checkpoint)
     model.to(device).eval()
     val = cfg.data.val
-    metrics, results = evaluate_dataset(model, dataset, evaluator, device, collate_from_config(cfg),
+    collate = collate_from_config(cfg, int(getattr(model, "size_divisor", 32)))
+    metrics, results = evaluate_dataset(model, dataset, evaluator, device, collate,
                                         args.batch or int(val.get("batch_size", 8)),
                                         int(val.get("num_workers", 0)), not args.no_progress)
     if is_main_process():

@@ -3,6 +3,7 @@ Mosaic/MixUp switch, assigner schedule, data loaders."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -96,8 +97,12 @@ def resize_batch(batch: dict[str, Any], size: int, divisor: int = 32) -> dict[st
     return out
 
 
+# Containers longer than this are not searched (a dataset's annotation lists can hold millions of items).
+_MAX_CONTAINER = 256
+
+
 def find_objects(root: Any, type_names: Sequence[str], max_depth: int = 6) -> list[Any]:
-    """Objects reachable from ``root`` (attributes, lists, dicts) whose class name is in ``type_names``."""
+    """Objects reachable from ``root`` (attributes, short lists/dicts) whose class name is in ``type_names``."""
     found, seen = [], set()
 
     def visit(obj: Any, depth: int) -> None:
@@ -106,6 +111,8 @@ def find_objects(root: Any, type_names: Sequence[str], max_depth: int = 6) -> li
         seen.add(id(obj))
         if type(obj).__name__ in type_names:
             found.append(obj)
+        if isinstance(obj, (Mapping, list, tuple)) and len(obj) > _MAX_CONTAINER:
+            return
         if isinstance(obj, Mapping):
             children = list(obj.values())
         elif isinstance(obj, (list, tuple)):
@@ -157,11 +164,12 @@ def build_loader(dataset: Dataset, batch_size: int, sampler: Sampler, num_worker
                       persistent_workers=False)
 
 
-def collate_from_config(cfg: Mapping[str, Any]) -> Callable:
-    """``cfg.data.collate`` when the config sets one, else :func:`detkit.data.collate`."""
+def collate_from_config(cfg: Mapping[str, Any], size_divisor: int = 32) -> Callable:
+    """``cfg.data.collate`` when the config sets one, else :func:`detkit.data.collate` padding
+    batch images to multiples of ``size_divisor`` (the model's largest stride)."""
     custom = (cfg.get("data") or {}).get("collate")
     if custom is not None:
         return custom
     from detkit.data import collate
 
-    return collate
+    return functools.partial(collate, size_divisor=size_divisor)

@@ -44,6 +44,7 @@ from detkit.engine.train_utils import (
     assigner_index, build_assigner, build_loader, collate_from_config, move_batch, multi_scale_size,
     resize_batch, resolve_device, seed_everything, set_mix_transforms,
 )
+from detkit.viz import plot_pr_curves
 
 __all__ = ["Trainer", "build_dataset"]
 
@@ -121,7 +122,8 @@ class Trainer:
 
     def _build(self) -> None:
         data = self.cfg.data
-        self.collate = collate_from_config(self.cfg)
+        model = instantiate(self.cfg.model)
+        self.collate = collate_from_config(self.cfg, int(getattr(model, "size_divisor", 32)))
         self.train_set = build_dataset(self.cfg, "train")
         self.batch_size = int(data.train.get("batch_size", 16))
         self.num_workers = int(data.train.get("num_workers", 2))
@@ -129,7 +131,6 @@ class Trainer:
         self.loader_gen = torch.Generator()
         self.loader = self._make_loader()
         self.iters_per_epoch = len(self.loader)
-        model = instantiate(self.cfg.model)
         if self.s.sync_bn and self.world_size > 1:
             if self.device.type == "cuda":
                 model = du.sync_bn(model)
@@ -362,5 +363,8 @@ class Trainer:
                                       self.progress)
         if self.rank == 0:
             self.writer.log("val", self.epoch, {k: v for k, v in metrics.items()})
-            logger.info(f"evaluation after epoch {self.epoch}:\n{self.evaluator.summary()}")
+            logger.info(f"evaluation after epoch {self.epoch}:\n{self.evaluator.summary()}\n"
+                        f"{self.evaluator.per_class_table()}")
+            if self.evaluator.precision is not None:
+                plot_pr_curves(self.evaluator.precision, self.work_dir / "pr_curves.png", self.evaluator.class_names)
         return metrics
