@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from detkit.models.heads.yolo_loss import YOLOLossPipeline
 from detkit.models.layers import ConvBNAct
 from detkit.models.necks.base import BindableModule
 from detkit.models.postprocess import postprocess
@@ -31,9 +32,11 @@ class YOLOHead(BindableModule):
         in_channels: channels per input level, or None to read them from the neck.
         prior_generator: e.g. ``YOLOAnchorGenerator`` / ``PointGenerator`` (one level per input).
         coder: box coder (``YOLOCoder(scale_x_y=...)`` holds YOLOv4's grid sensitivity).
-        assigner, sampler, loss_cls, loss_obj, loss_box: handed to ``YOLOLossPipeline``.
-        loss_weights, obj_level_weights, obj_target: ``YOLOLossPipeline`` options; None keeps
-            the pipeline's defaults.
+        assigner, sampler, loss_cls, loss_obj, loss_box, loss_reg: handed to
+            ``YOLOLossPipeline`` (None losses / sampler take its defaults). Without an assigner
+            the head is inference-only.
+        loss_weights, obj_level_weights, obj_target, ignore_iof_thr: ``YOLOLossPipeline``
+            options, same defaults.
         feat_channels: channels of the 3x3 conv per level: an int, a list, or None for twice
             the input channels (YOLOv3/v4).
         act: activation of the 3x3 conv.
@@ -56,9 +59,11 @@ class YOLOHead(BindableModule):
         loss_cls: Any = None,
         loss_obj: Any = None,
         loss_box: Any = None,
+        loss_reg: Any = None,
         loss_weights: Mapping[str, float] | None = None,
-        obj_level_weights: Sequence[float] | None = None,
-        obj_target: str | None = None,
+        obj_level_weights: Sequence[float] | None = (4.0, 1.0, 0.4),
+        obj_target: str = "iou",
+        ignore_iof_thr: float | None = 0.5,
         feat_channels: int | Sequence[int] | None = None,
         act: str = "leaky",
         prior_prob: float = 0.01,
@@ -84,8 +89,9 @@ class YOLOHead(BindableModule):
                              max_per_img=max_per_img, multi_label=multi_label)
         self.loss_pipeline = self._build_loss_pipeline(
             assigner=assigner, sampler=sampler, loss_cls=loss_cls, loss_obj=loss_obj,
-            loss_box=loss_box, loss_weights=loss_weights, obj_level_weights=obj_level_weights,
-            obj_target=obj_target,
+            loss_box=loss_box, loss_reg=loss_reg, loss_weights=loss_weights,
+            obj_level_weights=obj_level_weights, obj_target=obj_target,
+            ignore_iof_thr=ignore_iof_thr,
         )
         if in_channels is not None:
             self.bind(in_channels)
@@ -93,10 +99,7 @@ class YOLOHead(BindableModule):
     def _build_loss_pipeline(self, **parts: Any) -> nn.Module | None:
         if parts["assigner"] is None:  # an inference-only head
             return None
-        from detkit.models.heads.yolo_loss import YOLOLossPipeline
-
-        kwargs = {k: v for k, v in parts.items() if v is not None}
-        return YOLOLossPipeline(num_classes=self.num_classes, coder=self.coder, **kwargs)
+        return YOLOLossPipeline(num_classes=self.num_classes, coder=self.coder, **parts)
 
     @property
     def num_outputs(self) -> int:
