@@ -15,7 +15,7 @@ import numpy as np
 
 from detkit.data.transforms.compose import Transform
 
-__all__ = ["LetterBox", "RandomAffine", "RandomFlip", "affine_boxes", "box_candidates"]
+__all__ = ["LetterBox", "RandomAffine", "RandomFlip", "affine_boxes", "affine_boxes_clipped", "box_candidates"]
 
 Sample = dict[str, Any]
 
@@ -56,6 +56,55 @@ def affine_boxes(boxes: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.concatenate([pts.min(1), pts.max(1)], 1).astype(np.float32)
 
 
+def affine_boxes_clipped(boxes: np.ndarray, m: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Boxes through an affine map, then cut to the view ``[0, w] x [0, h]`` exactly.
+
+    A rotated/sheared box is a parallelogram; when the view cuts it, the bounding box of its
+    *visible part* is tighter than the clipped bounding box of its corners. It is the bounding box
+    of: its corners inside the view, the view's corners inside it, and the crossings of its edges
+    with the view's borders. Vectorised over boxes.
+
+    Args:
+        boxes: ``(N, 4)`` xyxy.
+        m: ``(2, 3)`` or ``(3, 3)`` affine matrix.
+        w, h: the view.
+
+    Returns:
+        ``(N, 4) float32`` xyxy inside the view; an invisible box comes out with zero size.
+    """
+    n = len(boxes)
+    if n == 0:
+        return np.zeros((0, 4), np.float32)
+    quad = boxes[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(n, 4, 2).astype(np.float64)  # (N, 8) -> (N, 4, 2)
+    quad = quad @ m[:2, :2].T + m[:2, 2]
+    eps = 1e-6
+    inside = ((quad >= -eps) & (quad <= np.array([w, h]) + eps)).all(-1)  # (N, 4)
+    # view corners inside the (convex) quad: same side of all four edges
+    view = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    a, b = quad, np.roll(quad, -1, axis=1)  # edges a -> b, (N, 4, 2) each
+    ab = b - a
+    rel = view[None, None] - a[:, :, None]  # (N, 4 edges, 4 corners, 2)
+    cross = ab[:, :, None, 0] * rel[..., 1] - ab[:, :, None, 1] * rel[..., 0]
+    corner_in = (cross >= -eps).all(1) | (cross <= eps).all(1)  # (N, 4 corners)
+    # edge crossings with x = 0, x = w, y = 0, y = h
+    pts, ok = [], []
+    for axis, value in ((0, 0.0), (0, float(w)), (1, 0.0), (1, float(h))):
+        d = ab[..., axis]
+        t = (value - a[..., axis]) / np.where(np.abs(d) < 1e-12, np.nan, d)  # (N, 4)
+        p = a + t[..., None] * ab
+        p[..., axis] = value
+        other = p[..., 1 - axis]
+        pts.append(p)
+        ok.append((t >= 0) & (t <= 1) & (other >= -eps) & (other <= (h if axis == 0 else w) + eps))
+    cand = np.concatenate([quad, np.broadcast_to(view, (n, 4, 2)), *pts], 1)  # (N, 24, 2)
+    valid = np.concatenate([inside, corner_in, *ok], 1)  # (N, 24)
+    lo = np.where(valid[..., None], cand, np.inf).min(1)
+    hi = np.where(valid[..., None], cand, -np.inf).max(1)
+    out = np.concatenate([lo, hi], 1)
+    out[~valid.any(1)] = 0.0
+    return np.clip(out, 0, [w, h, w, h]).astype(np.float32)
+
+
 def box_candidates(
     before: np.ndarray, after: np.ndarray, scale: float, min_size: float, min_area_ratio: float, max_aspect: float
 ) -> np.ndarray:
@@ -70,10 +119,6 @@ def box_candidates(
     return (w1 > min_size) & (h1 > min_size) & (w1 * h1 / (w0 * h0 * scale * scale + 1e-16) > min_area_ratio) & (
         aspect < max_aspect
     )
-
-
-def _clip(boxes: np.ndarray, w: int, h: int) -> np.ndarray:
-    return np.clip(boxes, 0, np.array([w, h, w, h], np.float32))
 
 
 class LetterBox(Transform):
@@ -191,10 +236,10 @@ class RandomAffine(Transform):
         sample["img"] = cv2.warpAffine(img, _cv2_matrix(m), (out_w, out_h), flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_CONSTANT, borderValue=(v, v, v))
         boxes = sample["boxes"]
-        new = _clip(affine_boxes(boxes, m), out_w, out_h)
+        new = affine_boxes_clipped(boxes, m, out_w, out_h)
         keep = box_candidates(boxes, new, s, self.min_size, self.min_area_ratio, self.max_aspect)
         sample["boxes"], sample["labels"] = new[keep], sample["labels"][keep]
-        ign = _clip(affine_boxes(sample["ignore_boxes"], m), out_w, out_h)
+        ign = affine_boxes_clipped(sample["ignore_boxes"], m, out_w, out_h)
         sample["ignore_boxes"] = ign[((ign[:, 2] - ign[:, 0]) > self.min_size) & ((ign[:, 3] - ign[:, 1]) > self.min_size)]
         return sample
 
