@@ -203,6 +203,14 @@ def make_result(gt_index: Tensor, iou: Tensor, gt: GTBatch, ignore_mask: Tensor 
                         iou=torch.where(pos, iou, zero), **extras)
 
 
+def assigned_boxes(gt: GTBatch, gt_index: Tensor) -> Tensor:
+    """``Tensor[B, N, 4]``: the box of each prior's GT (GT 0's, or zeros when M == 0, where -1)."""
+    b, n = gt_index.shape
+    if gt.num_gts == 0:
+        return gt.boxes.new_zeros(b, n, 4)
+    return gt.boxes.gather(1, gt_index.clamp(min=0)[..., None].expand(b, n, 4))  # (B, N) -> (B, N, 4)
+
+
 def empty_state(batch: int, num_priors: int, device: torch.device, fill: float) -> tuple[Tensor, Tensor]:
     """A running "best value, best GT" pair ``(Tensor[B, N] float32 = fill, Tensor[B, N] long = -1)``."""
     value = torch.full((batch, num_priors), fill, dtype=torch.float32, device=device)

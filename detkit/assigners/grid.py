@@ -10,6 +10,7 @@ from torch import Tensor
 
 from detkit.assigners.base import (
     AssignResult,
+    assigned_boxes,
     check_level_counts,
     check_strides,
     empty_state,
@@ -17,7 +18,8 @@ from detkit.assigners.base import (
     prepare_inputs,
 )
 from detkit.assigners.chunking import check_chunk, gt_chunks
-from detkit.boxes import aligned_iou, pairwise_iou
+from detkit.assigners.pairwise import gt_prior_iou
+from detkit.boxes import aligned_iou
 
 __all__ = ["GridAssigner", "GridLayout", "grid_layout"]
 
@@ -161,8 +163,7 @@ class GridAssigner:
         if m and n:
             layout = grid_layout(priors, strides, counts)
             gt_index = self._positives(layout, gt.boxes, gt.valid, n)
-        iou = aligned_iou(priors, gt.boxes.gather(1, gt_index.clamp(min=0)[..., None].expand(-1, -1, 4))) \
-            if m else torch.zeros(b, n, device=priors.device)
+        iou = aligned_iou(priors, assigned_boxes(gt, gt_index))  # (N, 4) with (B, N, 4) -> (B, N)
         ignore = self._ignored(priors, pred_boxes, gt.boxes, gt.valid, b, n)
         return make_result(gt_index, iou, gt, ignore_mask=ignore)
 
@@ -197,7 +198,7 @@ class GridAssigner:
             queries = priors
         best, _ = empty_state(b, n, priors.device, 0.0)
         for chunk in gt_chunks(boxes.shape[1], self.max_gt_chunk):
-            iou = pairwise_iou(queries, boxes[:, chunk])  # (B, N, Mc)
-            iou = iou.masked_fill(~valid[:, None, chunk], 0.0)
-            best = torch.maximum(best, iou.amax(dim=-1))
+            iou = gt_prior_iou(boxes[:, chunk], queries)  # (B, Mc, N)
+            iou = iou.masked_fill_(~valid[:, chunk, None], 0.0)
+            best = torch.maximum(best, iou.amax(dim=1))
         return best > self.ignore_iou_thr

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from detkit.assigners.base import AssignResult, empty_state, make_result, prepare_inputs
 from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best
-from detkit.boxes import pairwise_iou
+from detkit.assigners.pairwise import gt_prior_iou
 
 __all__ = ["MaxIoUAssigner"]
 
@@ -65,8 +65,8 @@ class MaxIoUAssigner:
         best_iou, best_gt = empty_state(b, n, priors.device, NO_GT_IOU)
         lq_iou, lq_gt = empty_state(b, n, priors.device, 0.0)
         for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
-            iou = self._pair_iou(priors, gt.boxes[:, chunk], gt.valid[:, chunk])  # (B, N, Mc)
-            chunk_best, chunk_gt = iou.max(dim=-1)  # (B, N); first maximum on ties
+            iou = self._pair_iou(priors, gt.boxes[:, chunk], gt.valid[:, chunk])  # (B, Mc, N)
+            chunk_best, chunk_gt = iou.max(dim=1)  # (B, N); first maximum on ties
             best_iou, best_gt = merge_best(best_iou, best_gt, chunk_best, chunk_gt + chunk.start)
             if self.match_low_quality:
                 c_iou, c_gt = self._low_quality(iou, gt.valid[:, chunk])
@@ -85,20 +85,19 @@ class MaxIoUAssigner:
 
     @staticmethod
     def _pair_iou(priors: Tensor, gt_boxes: Tensor, valid: Tensor) -> Tensor:
-        """``Tensor[B, N, Mc]`` IoU of priors ``(N, 4)`` with GTs ``(B, Mc, 4)``; NO_GT_IOU for invalid GTs."""
-        iou = pairwise_iou(priors, gt_boxes)  # (N, 4) x (B, Mc, 4) -> (B, N, Mc)
-        return iou.masked_fill(~valid[:, None, :], NO_GT_IOU)
+        """``Tensor[B, Mc, N]`` IoU of GTs ``(B, Mc, 4)`` with priors ``(N, 4)``; NO_GT_IOU for invalid GTs."""
+        return gt_prior_iou(gt_boxes, priors).masked_fill_(~valid[:, :, None], NO_GT_IOU)
 
     def _low_quality(self, iou: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """Step 4 on one chunk: per prior, the last claiming GT (chunk-local, -1 if none) and its IoU.
 
         Args:
-            iou: ``Tensor[B, N, Mc]``.
+            iou: ``Tensor[B, Mc, N]``.
             valid: ``Tensor[B, Mc]`` bool.
         """
-        gt_best = iou.amax(dim=1)  # (B, Mc): each GT's best IoU over the priors
+        gt_best = iou.amax(dim=-1)  # (B, Mc): each GT's best IoU over the priors
         claims = valid & (gt_best > 0) & (gt_best >= self.min_pos_iou)  # (B, Mc)
-        hits = (iou == gt_best[:, None, :]) & claims[:, None, :]  # (B, N, Mc)
-        ids = torch.arange(iou.shape[-1], device=iou.device)
-        last = torch.where(hits, ids, torch.full_like(ids, -1)).amax(dim=-1)  # (B, N)
+        hits = (iou == gt_best[:, :, None]) & claims[:, :, None]  # (B, Mc, N)
+        ids = torch.arange(iou.shape[1], device=iou.device)[:, None]  # (Mc, 1)
+        last = torch.where(hits, ids, torch.full_like(ids, -1)).amax(dim=1)  # (B, N)
         return gt_best.gather(1, last.clamp(min=0)), last

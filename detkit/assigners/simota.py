@@ -10,6 +10,7 @@ from torch import Tensor
 from detkit.assigners.base import (
     AssignResult,
     GTBatch,
+    assigned_boxes,
     check_predictions,
     check_strides,
     empty_state,
@@ -17,7 +18,8 @@ from detkit.assigners.base import (
     prepare_inputs,
 )
 from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best
-from detkit.boxes import aligned_iou, pairwise_iou
+from detkit.assigners.pairwise import exact_log, gt_prior_iou
+from detkit.boxes import aligned_iou
 
 __all__ = ["SimOTAAssigner"]
 
@@ -101,8 +103,7 @@ class SimOTAAssigner:
             min_cost, min_gt = merge_best(min_cost, min_gt, c_cost, c_gt + chunk.start, lower_is_better=True)
         gt_index = torch.where(matches > 1, min_gt, any_gt)
         gt_index = torch.where(matches > 0, gt_index, torch.full_like(gt_index, -1))
-        safe = gt_index.clamp(min=0)[..., None].expand(-1, -1, 4)  # (B, N) -> (B, N, 4)
-        return make_result(gt_index, aligned_iou(pred_boxes, gt.boxes.gather(1, safe)), gt)
+        return make_result(gt_index, aligned_iou(pred_boxes, assigned_boxes(gt, gt_index)), gt)
 
     def _geometry(self, centres: Tensor, strides: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
         """Step 1 for GTs ``boxes (B, Mc, 4)``: ``(in_box, in_centre)``, ``Tensor[B, Mc, N]`` bool each."""
@@ -134,10 +135,10 @@ class SimOTAAssigner:
         boxes, valid = gt.boxes[:, chunk], gt.valid[:, chunk]
         in_box, in_centre = self._geometry(centres, strides, boxes)
         usable = fg[:, None, :] & valid[:, :, None]  # (B, Mc, N)
-        iou = pairwise_iou(boxes, pred_boxes).masked_fill(~usable, 0.0)  # (B, Mc, 4) x (B, N, 4) -> (B, Mc, N)
-        labels = gt.labels[:, chunk].clamp(min=0)[:, :, None].expand(-1, -1, neg_sum.shape[-1])  # (B, Mc, N)
+        iou = gt_prior_iou(boxes, pred_boxes).masked_fill_(~usable, 0.0)  # (B, Mc, 4) x (B, N, 4) -> (B, Mc, N)
+        labels = gt.labels[:, chunk].clamp(0, neg_minus_pos.shape[1] - 1)[:, :, None].expand(-1, -1, neg_sum.shape[-1])  # (B, Mc, N)
         cls_cost = neg_sum[:, None, :] - neg_minus_pos.gather(1, labels)  # (B, Mc, N)
-        cost = (self.cls_weight * cls_cost + self.iou_weight * -torch.log(iou + IOU_LOG_EPS)
+        cost = (self.cls_weight * cls_cost + self.iou_weight * -exact_log(iou + IOU_LOG_EPS)
                 + OUT_OF_CENTRE_COST * (~(in_box & in_centre)).float())
         return cost.masked_fill(~usable, float("inf")), iou
 

@@ -16,6 +16,7 @@ from detkit.assigners.base import (
     prepare_inputs,
 )
 from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best
+from detkit.assigners.pairwise import exact_pow, gt_prior_iou
 from detkit.boxes import IOU_MODES, pairwise_iou
 
 __all__ = ["TaskAlignedAssigner"]
@@ -31,7 +32,8 @@ class TaskAlignedAssigner:
 
     1. Candidates of a GT: priors whose centre lies inside it (every side margin ``> center_eps``).
     2. For candidates, IoU of the *predicted* box with the GT (``iou_mode``: ``iou`` as in TOOD,
-       ``ciou`` as in YOLOv8, clamped at 0) and align metric ``s**alpha * IoU**beta``, ``s`` the
+       ``ciou`` as in YOLOv8, clamped at 0; its arctangent may make chunked results differ in the
+       last bit) and align metric ``s**alpha * IoU**beta``, ``s`` the
        predicted probability of the GT's class; 0 for non-candidates.
     3. Each GT keeps its ``min(topk, N)`` priors of largest metric (ties: lower prior index); those
        that are candidates with a metric ``> 0`` are its positives (TOOD's rule).
@@ -110,11 +112,14 @@ class TaskAlignedAssigner:
         boxes = gt.boxes[:, chunk]  # (B, Mc, 4)
         margins = torch.cat([centres - boxes[:, :, None, :2], boxes[:, :, None, 2:] - centres], dim=-1)
         cand = (margins.amin(dim=-1) > self.center_eps) & gt.valid[:, chunk, None]  # (B, Mc, N)
-        iou = pairwise_iou(boxes, pred_boxes, mode=self.iou_mode).clamp(min=0)  # (B, Mc, N)
+        if self.iou_mode == "iou":
+            iou = gt_prior_iou(boxes, pred_boxes)  # (B, Mc, N)
+        else:
+            iou = pairwise_iou(boxes, pred_boxes, mode=self.iou_mode).clamp(min=0)  # (B, Mc, N)
         iou = iou.masked_fill(~cand, 0.0)
-        labels = gt.labels[:, chunk].clamp(min=0)[:, :, None].expand(-1, -1, centres.shape[0])  # (B, Mc, N)
+        labels = gt.labels[:, chunk].clamp(0, scores_t.shape[1] - 1)[:, :, None].expand(-1, -1, centres.shape[0])  # (B, Mc, N)
         score = scores_t.gather(1, labels)  # (B, C, N) -> (B, Mc, N)
-        metric = (score.pow(self.alpha) * iou.pow(self.beta)).masked_fill(~cand, 0.0)
+        metric = (exact_pow(score, self.alpha) * exact_pow(iou, self.beta)).masked_fill(~cand, 0.0)
         k = min(self.topk, metric.shape[-1])
         kept = torch.zeros_like(cand)
         top, idx = metric.topk(k, dim=-1)  # (B, Mc, k)
