@@ -14,7 +14,8 @@
         eval_interval=1, checkpoint=dict(keep_last=3, interval_iters=0),
         log_interval=50, seed=0, sync_bn=False,
     )
-    runtime = dict(device="auto", deterministic=False, tensorboard=True, progress=True, dist_backend=None)
+    runtime = dict(device="auto", deterministic=False, tensorboard=True, progress=True, dist_backend=None,
+                   plot_interval=1)
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class RuntimeSettings:
     tensorboard: bool = True
     progress: bool = True
     dist_backend: str | None = None
+    plot_interval: int = 1  # epochs between PNG plot updates; 0 = only when training ends
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None) -> RuntimeSettings:

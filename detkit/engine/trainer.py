@@ -269,7 +269,8 @@ class Trainer:
             self.epoch, self.epoch_iter = epoch + 1, 0
             self._sync_ranks()
             metrics = self._end_epoch(means)
-        plot_training(self.writer.epochs, self.work_dir) if self.rank == 0 else None
+        if self.rank == 0 and self.rt.plot_interval <= 0:
+            self._plot()
         self.writer.close()
         return {"best": dict(self.best), "last_metrics": metrics}
 
@@ -346,10 +347,17 @@ class Trainer:
             self.checkpoints.save(self.state_dict(), "best.pth")
             logger.info(f"new best {self.best['metric']} {value:.4f} at epoch {epoch}")
         if self.rank == 0:
-            plot_training(self.writer.epochs, self.work_dir)
+            k = self.rt.plot_interval
+            if k > 0 and (epoch % k == 0 or epoch == self.s.epochs):
+                self._plot()
             parts = [f"{k} {v:.4f}" for k, v in row.items() if not math.isnan(v)]
             logger.info(f"epoch {epoch}/{self.s.epochs}: " + ", ".join(parts))
         return metrics
+
+    def _plot(self) -> None:
+        plot_training(self.writer.epochs, self.work_dir)
+        if self.evaluator is not None and self.evaluator.precision is not None:
+            plot_pr_curves(self.evaluator.precision, self.work_dir / "pr_curves.png", self.evaluator.class_names)
 
     def evaluate(self) -> dict[str, float]:
         """COCO metrics of the EMA weights (or the model's) on ``data.val`` (rank 0; {} elsewhere)."""
@@ -365,6 +373,4 @@ class Trainer:
             self.writer.log("val", self.epoch, {k: v for k, v in metrics.items()})
             logger.info(f"evaluation after epoch {self.epoch}:\n{self.evaluator.summary()}\n"
                         f"{self.evaluator.per_class_table()}")
-            if self.evaluator.precision is not None:
-                plot_pr_curves(self.evaluator.precision, self.work_dir / "pr_curves.png", self.evaluator.class_names)
         return metrics

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -85,3 +86,53 @@ def test_tools_report_user_errors(tmp_path, capsys):
 def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert tool("infer").main([CFG, str(tmp_path / "x.pth"), str(tmp_path), "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+SHAPES_CFG = str(ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py")
+
+
+def losses_by_step(work: Path) -> dict[int, dict]:
+    out = {}
+    for line in (work / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["kind"] == "train":
+            out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith("loss")}
+    return out
+
+
+def test_real_parts_train_kill_resume_test_infer(tmp_path, capsys):
+    """YOLOv4 (width 0.125) on generated 128 px shapes: train 2 epochs, resume a copy of the run
+    from its iteration-1 checkpoint (a kill after it) and compare the following losses exactly,
+    then evaluate and infer with the tools."""
+    pytest.importorskip("detkit.data.shapes")
+    root = tmp_path / "shapes"
+    opts = ["--cfg-options", f"data.train.dataset.root='{root}'", f"data.val.dataset.root='{root}'"]
+    work = tmp_path / "work"
+    assert tool("train").main([SHAPES_CFG, "--work-dir", str(work), *opts]) == 0
+    for name in ("epoch_2.pth", "best.pth", "iter_1.pth", "metrics.csv", "losses.png", "assignment.png"):
+        assert (work / name).exists(), name
+    rows = (work / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "stat_pos_per_gt" in rows[0] and "AP50" in rows[0]
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    shutil.copy(work / "iter_1.pth", killed / "iter_1.pth")
+    assert tool("train").main([SHAPES_CFG, "--work-dir", str(killed), "--resume", str(killed / "iter_1.pth"),
+                               *opts]) == 0
+    ref, got = losses_by_step(work), losses_by_step(killed)
+    assert sorted(got) == [2, 3, 4] and all(got[s] == ref[s] for s in got)
+
+    capsys.readouterr()
+    assert tool("test").main([SHAPES_CFG, str(work / "epoch_2.pth"), "--out", str(tmp_path / "r.json"),
+                              "--no-progress", *opts]) == 0
+    printed = capsys.readouterr().out
+    assert "maxDets=100 ] =" in printed and "rectangle" in printed
+    assert isinstance(json.loads((tmp_path / "r.json").read_text()), list)
+
+    out = tmp_path / "infer"
+    assert tool("infer").main([SHAPES_CFG, str(work / "epoch_2.pth"), str(root / "val"), "--out", str(out),
+                               "--score-thr", "0.0", "--device", "cpu", *opts]) == 0
+    records = json.loads((out / "detections.json").read_text())
+    assert len(records) == 8 and all(r["width"] == 128 for r in records)
+    assert all(d["name"] in ("rectangle", "ellipse", "triangle", "star", "cross")
+               for r in records for d in r["detections"])
