@@ -6,7 +6,7 @@ distributed sampler.
 """
 
 from detkit.data.base import DetDataset, ImageReadError, ProblemLog, clean_boxes, read_image
-from detkit.data.coco import CocoDataset
+from detkit.data.coco import COCO_CLASSES, CocoDataset
 from detkit.data.collate import collate
 from detkit.data.loader import DetDataLoader, build_dataloader, seed_worker
 from detkit.data.shapes import SHAPE_CLASSES, ShapesDataset, ensure_shapes_dataset, make_shapes_dataset
@@ -24,6 +24,7 @@ from detkit.data.voc import VOC_CLASSES, VocDataset
 from detkit.data.yolo import YoloDataset, load_class_names
 
 __all__ = [
+    "COCO_CLASSES",
     "SHAPE_CLASSES",
     "VOC_CLASSES",
     "Albu",

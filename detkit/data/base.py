@@ -292,6 +292,43 @@ class DetDataset(Dataset):
         sample = self.load_sample(index)
         return self.pipeline(sample) if self.pipeline is not None else sample
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(h, w)`` of image ``index`` from the annotations, else from the file header."""
+        rec = self.records[index]
+        if rec.get("size"):
+            return tuple(rec["size"])
+        from PIL import Image
+
+        with Image.open(rec["img_path"]) as im:  # reads the header only
+            w, h = im.size
+        rec["size"] = (h, w)
+        return h, w
+
+    def pixel_boxes(self, index: int, key: str = "boxes") -> np.ndarray:
+        """``(N, 4)`` xyxy pixel boxes of record ``index`` (``key``: boxes or ignore_boxes)."""
+        return self.records[index][key]
+
+    def coco_dict(self) -> dict[str, Any]:
+        """The ground truth as a COCO instances dict (for the evaluator); ignore regions are crowd.
+
+        Category ids are ``self.cat_ids`` (``0..C-1`` for formats without ids of their own).
+        """
+        cat_ids = list(getattr(self, "cat_ids", range(self.num_classes)))
+        images, anns = [], []
+        for i, rec in enumerate(self.records):
+            h, w = self.image_size(i)
+            images.append({"id": int(rec["image_id"]), "file_name": os.path.basename(rec["img_path"]),
+                           "width": int(w), "height": int(h)})
+            for key, crowd in (("boxes", 0), ("ignore_boxes", 1)):
+                boxes = self.pixel_boxes(i, key)
+                labels = rec["labels"] if key == "boxes" else np.zeros(len(boxes), np.int64)
+                for (x1, y1, x2, y2), lab in zip(boxes.tolist(), labels.tolist()):
+                    anns.append({"id": len(anns) + 1, "image_id": int(rec["image_id"]),
+                                 "category_id": int(cat_ids[lab]), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                 "area": (x2 - x1) * (y2 - y1), "iscrowd": crowd})
+        cats = [{"id": int(c), "name": n} for c, n in zip(cat_ids, self.class_names)]
+        return {"images": images, "annotations": anns, "categories": cats}
+
     def image_info(self, index: int) -> dict[str, Any]:
         """``image_id`` and ``img_path`` of record ``index`` without reading the image."""
         rec = self.records[index]

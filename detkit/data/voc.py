@@ -53,7 +53,8 @@ class VocDataset(DetDataset):
         self.root = os.fspath(root)
         self.class_names = list(class_names)
         self.label_of = {n: i for i, n in enumerate(self.class_names)}
-        self.ann_file = None
+        self.cat_ids = list(range(len(self.class_names)))
+        self.ann_file = None  # no COCO json: the evaluator uses coco_dict()
         stems = self._stems(split)
         numeric = all(s.replace("_", "").isdigit() for s in stems)
         seen: set[str] = set()

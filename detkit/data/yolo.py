@@ -133,7 +133,8 @@ class YoloDataset(DetDataset):
         self.img_dir = os.fspath(img_dir)
         self.label_dir = os.fspath(label_dir) if label_dir else default_label_dir(self.img_dir)
         self.class_names = load_class_names(class_names)
-        self.ann_file = None  # no COCO json; see CocoDataset for evaluation ground truth
+        self.cat_ids = list(range(len(self.class_names)))
+        self.ann_file = None  # no COCO json: the evaluator uses coco_dict()
         if not os.path.isdir(self.img_dir):
             raise ValueError(f"image folder not found: {self.img_dir}")
         self._parse(filter_empty)
@@ -178,6 +179,10 @@ class YoloDataset(DetDataset):
             for f in sorted(os.listdir(self.label_dir)):
                 if f.endswith(".txt") and os.path.splitext(f)[0] not in seen:
                     self.problems.add("label file has no image", os.path.join(self.label_dir, f))
+
+    def pixel_boxes(self, index: int, key: str = "boxes") -> np.ndarray:
+        h, w = self.image_size(index)
+        return self.records[index][key] * np.array([w, h, w, h], np.float32)
 
     def _read(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
