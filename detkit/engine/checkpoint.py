@@ -226,8 +226,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, prefer_ema: bool = T
     backbone = getattr(model, "backbone", None)
     if any(k.startswith("layer1.") for k in sd) and hasattr(backbone, "load_torchvision"):
         backbone.load_torchvision(sd)
-        own = [f"backbone.{k}" for k in sd if not k.startswith("fc.")]
-        return {"loaded": own, "missing": [], "unexpected": [k for k in sd if k.startswith("fc.")],
+        own = sorted(f"backbone.{k}" for k in sd if not k.startswith("fc."))
+        return {"loaded": own, "missing": [], "unexpected": sorted(k for k in sd if k.startswith("fc.")),
                 "shape_mismatch": []}
     report = _load_matching(model, sd)
     if not report["loaded"]:

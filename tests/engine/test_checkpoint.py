@@ -107,3 +107,22 @@ def test_load_weights_prefers_ema_and_skips_shape_mismatch(tmp_path):
     atomic_save({"other": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="no parameter matched"):
         load_weights(Tiny(), tmp_path / "bad.pth")
+
+
+def test_load_weights_torchvision_resnet_into_backbone(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    resnet_mod = pytest.importorskip("detkit.models.backbones.resnet")
+
+    class WithBackbone(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = resnet_mod.ResNet(depth=18)
+
+    torch.manual_seed(0)
+    sd = torchvision.models.resnet18(weights=None).state_dict()  # random init, nothing downloaded
+    atomic_save(sd, tmp_path / "resnet18.pth")
+    model = WithBackbone()
+    report = load_weights(model, tmp_path / "resnet18.pth")
+    assert torch.equal(model.backbone.conv1.weight, sd["conv1.weight"])
+    assert torch.equal(model.backbone.layer4[1].bn2.running_var, sd["layer4.1.bn2.running_var"])
+    assert report["unexpected"] == ["fc.bias", "fc.weight"]

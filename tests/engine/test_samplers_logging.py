@@ -59,3 +59,15 @@ def test_metrics_writer_jsonl_csv_history_and_plots(tmp_path):
     files = plot_training(again.epochs, tmp_path)
     assert sorted(p.name for p in files) == ["assignment.png", "losses.png", "metrics.png"]
     assert MetricsWriter(tmp_path / "off", enabled=False).epochs == [] and not (tmp_path / "off").exists()
+
+
+def test_tensorboard_events_when_installed(tmp_path):
+    import pytest
+
+    pytest.importorskip("tensorboard")
+    w = MetricsWriter(tmp_path, tensorboard=True)
+    w.log("train", 1, {"loss": 2.0})
+    w.close()
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    w.log("train", 2, {"loss": 1.0})  # logging after close still reaches the JSONL
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
