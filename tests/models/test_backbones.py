@@ -122,3 +122,12 @@ def test_resnet_dcn_starts_as_plain_resnet():
     dcn.load_torchvision(plain.state_dict())
     x = torch.randn(1, 3, 64, 64)
     assert torch.allclose(dcn(x)[0], plain(x)[0], atol=1e-4)
+
+
+def test_cspdarknet_depthwise_option_is_lighter():
+    plain = CSPDarknet(widen_factor=0.25, deepen_factor=0.33)
+    dw = CSPDarknet(widen_factor=0.25, deepen_factor=0.33, depthwise=True)
+    n_plain = sum(p.numel() for p in plain.parameters())
+    assert sum(p.numel() for p in dw.parameters()) < 0.7 * n_plain
+    assert dw.stages[2][1].blocks[0].conv2[0].conv.groups == 32  # 3x3 depthwise on 32 channels
+    assert [o.shape[1] for o in dw(torch.randn(1, 3, 64, 64))] == dw.out_channels

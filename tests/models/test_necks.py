@@ -92,3 +92,15 @@ def test_asff_resizers():
     assert isinstance(top.resize[0][0], nn.MaxPool2d) and top.resize[0][1].conv.stride == (2, 2)
     assert neck.levels[0].resize[2].conv.kernel_size == (1, 1)
     assert isinstance(neck.levels[1].resize[1], nn.Identity)
+
+
+@pytest.mark.parametrize("channels", [[16, 32], [8, 16, 32, 64]])
+def test_pan_and_asff_take_any_number_of_levels(channels):
+    feats = [torch.randn(1, c, 32 >> i, 48 >> i) for i, c in enumerate(channels)]
+    for neck in (PAN(channels, spp=False), ASFF(channels)):
+        outs = neck(feats)
+        assert [tuple(o.shape[1:]) for o in outs] == [
+            (c, f.shape[2], f.shape[3]) for c, f in zip(neck.out_channels, feats)
+        ]
+    with pytest.raises(ValueError, match="at least 2"):
+        PAN([16])

@@ -123,7 +123,7 @@ class CSPDarknet(nn.Module):
         deepen_factor / widen_factor: block-count and channel multipliers.
         out_indices: stages (1..5, stride ``2**i``) whose outputs are returned.
         act: activation name overriding the arch's.
-        depthwise: depthwise-separable 3x3 convs inside residual blocks.
+        depthwise: depthwise-separable 3x3 convs (stage downsampling and residual blocks).
         frozen_stages: stem and stages ``1..frozen_stages`` get no gradient and keep BN in eval.
         norm_eval: keep every BatchNorm in eval mode while training.
 
@@ -172,7 +172,8 @@ class CSPDarknet(nn.Module):
                 block: nn.Module = CSPBlockV4(c, n, act, first=i == 0, depthwise=depthwise)
             else:
                 block = CSPBlockV5(c, n, act, depthwise=depthwise)
-            stages.append(nn.Sequential(ConvBNAct(in_ch, c, 3, 2, act=act), block))
+            down = conv_unit(in_ch, c, 3, 2, act=act, depthwise=depthwise)
+            stages.append(nn.Sequential(down, block))
             chans.append(c)
             in_ch = c
         self.stages = nn.ModuleList(stages)
