@@ -1,0 +1,62 @@
+"""TaskAlignedAssigner on hand-computed cases: four 8x8 priors in a row (centres x = 4, 12, 20, 28)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detkit.assigners import TaskAlignedAssigner
+
+PRIORS = torch.tensor([[0, 0, 8, 8], [8, 0, 16, 8], [16, 0, 24, 8], [24, 0, 32, 8]], dtype=torch.float32)
+
+
+def assign(assigner, preds, scores, *gts):
+    boxes = torch.tensor([list(g) for g in gts], dtype=torch.float32).view(1, -1, 4)
+    labels = torch.zeros(boxes.shape[:2], dtype=torch.long)
+    return assigner.assign(PRIORS, boxes, labels, torch.ones(labels.shape, dtype=torch.bool),
+                           pred_boxes=torch.tensor(preds, dtype=torch.float32)[None],
+                           pred_scores=torch.tensor(scores, dtype=torch.float32).view(1, 4, 1))
+
+
+GT = (0, 0, 24, 8)  # holds the centres of p0, p1, p2
+PREDS = [[0, 0, 24, 8], [0, 0, 12, 8], [12, 0, 24, 8], [24, 0, 32, 8]]  # IoUs 1, 0.5, 0.5, 0
+
+
+def test_topk_by_metric_and_normalised_target():
+    # metrics (alpha 1, beta 2): 0.2*1 = 0.2, 0.9*0.25 = 0.225, 0.4*0.25 = 0.1 -> top 2: p1, p0.
+    res = assign(TaskAlignedAssigner(topk=2, beta=2.0), PREDS, [0.2, 0.9, 0.4, 0.9], GT)
+    assert res.gt_index.tolist() == [[0, 0, -1, -1]]
+    assert res.align_metric[0].tolist() == pytest.approx([0.2, 0.225, 0, 0])
+    # target = metric / max metric (0.225) * max IoU (1.0)
+    assert res.score_target[0].tolist() == pytest.approx([0.2 / 0.225, 1.0, 0, 0])
+    assert res.iou[0].tolist() == pytest.approx([1.0, 0.5, 0, 0])
+
+
+def test_centre_outside_gt_is_never_a_candidate():
+    res = assign(TaskAlignedAssigner(topk=4), PREDS, [0.9, 0.9, 0.9, 0.9], GT)
+    assert res.gt_index.tolist() == [[0, 0, 0, -1]]  # p3's centre (28, 4) lies outside
+
+
+def test_zero_metric_is_not_positive():
+    res = assign(TaskAlignedAssigner(topk=4), PREDS, [0.9, 0.0, 0.9, 0.9], GT)
+    assert res.gt_index.tolist() == [[0, -1, 0, -1]]
+
+
+def test_two_gts_resolved_by_iou():
+    # GT1 (0,0,14,8) holds p0, p1. Both GTs keep p0 and p1 (GT0: p1 wins the metric tie with p2).
+    # p0's prediction: IoU 1 with GT0, 7/12 with GT1 -> GT0; p1's: 0.5 with GT0, 6/7 with GT1 -> GT1.
+    res = assign(TaskAlignedAssigner(topk=2), PREDS, [0.9] * 4, GT, (0, 0, 14, 8))
+    assert res.gt_index.tolist() == [[0, 1, -1, -1]]
+    assert res.iou[0, 1].item() == pytest.approx(6 / 7)
+
+
+def test_metric_tie_goes_to_lower_prior():
+    preds = [list(GT)] * 4
+    res = assign(TaskAlignedAssigner(topk=1), preds, [0.5] * 4, GT)
+    assert res.gt_index.tolist() == [[0, -1, -1, -1]]
+
+
+@pytest.mark.parametrize("kwargs", [dict(topk=0), dict(iou_mode="giou"), dict(resolve="any")])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        TaskAlignedAssigner(**kwargs)
