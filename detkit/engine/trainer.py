@@ -51,6 +51,14 @@ __all__ = ["Trainer", "build_dataset"]
 logger = logging.getLogger("detkit")
 
 
+# Shown when a dataset cannot be read: where each format's files are expected.
+DATA_LAYOUTS = """expected layouts (paths as in the config):
+  COCO: data/coco/annotations/instances_{train,val}2017.json, images in data/coco/{train,val}2017/
+  YOLO: <root>/images/<split>/*.jpg, <root>/labels/<split>/*.txt (class cx cy w h, 0..1), names.txt
+  VOC:  VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main}
+  shapes: generated on first use (python tools/make_shapes.py)"""
+
+
 def build_dataset(cfg: Mapping[str, Any], split: str) -> Any:
     """Instantiate ``cfg.data[split].dataset`` with a clear message when the data are missing."""
     data = cfg.get("data") or {}
@@ -58,8 +66,10 @@ def build_dataset(cfg: Mapping[str, Any], split: str) -> Any:
         raise ValueError(f"config has no data.{split}.dataset; add data=dict({split}=dict(dataset=L(...)(...)))")
     try:
         return instantiate(data[split].dataset)
-    except FileNotFoundError as e:
-        raise ValueError(f"data.{split}: {e}. See data/README.md for the expected dataset layouts") from e
+    except (OSError, ValueError) as e:
+        if not isinstance(e, OSError) and "No such file" not in str(e) and "not found" not in str(e):
+            raise
+        raise ValueError(f"data.{split}: dataset not found: {e}\n{DATA_LAYOUTS}") from e
 
 
 class _LossForward(nn.Module):

@@ -84,3 +84,13 @@ def test_adamw_step_schedule_without_ema(tmp_path):
     trainer.train()
     assert isinstance(trainer.optimizer, torch.optim.AdamW) and trainer.ema is None
     assert load_checkpoint(tmp_path / "epoch_1.pth")["ema"] is None
+
+
+def test_missing_dataset_names_the_expected_layout(tmp_path):
+    pytest.importorskip("detkit.data")
+    from detkit.engine.trainer import build_dataset
+
+    cfg = load_config(CFG, [f"data.val.dataset=detkit.data.CocoDataset(ann_file='{tmp_path}/none.json', "
+                            f"img_dir='{tmp_path}/val2017')"])
+    with pytest.raises(ValueError, match="dataset not found(.|\n)*instances_"):
+        build_dataset(cfg, "val")
