@@ -30,6 +30,7 @@ __all__ = [
     "resolve_device",
     "seed_everything",
     "set_mix_transforms",
+    "train_collate",
 ]
 
 logger = logging.getLogger("detkit")
@@ -156,12 +157,22 @@ def _worker_init(worker_id: int) -> None:
 
 def build_loader(dataset: Dataset, batch_size: int, sampler: Sampler, num_workers: int,
                  collate_fn: Callable, generator: torch.Generator | None = None,
-                 drop_last: bool = False) -> DataLoader:
-    """A DataLoader with seeded workers (numpy/python seeded from the worker's torch seed)."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                 drop_last: bool = False, loader_cls: type[DataLoader] = DataLoader) -> DataLoader:
+    """A DataLoader (or ``loader_cls``) with seeded workers (numpy/python from the worker's torch seed)."""
+    return loader_cls(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate_fn, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
                       worker_init_fn=_worker_init, generator=generator,
                       persistent_workers=False)
+
+
+def train_collate(cfg: Mapping[str, Any], size_divisor: int, num_workers: int) -> tuple[Callable, type[DataLoader]]:
+    """``(collate_fn, loader class)`` for training: with workers and detkit's collate, batches cross
+    the process boundary as uint8 and :class:`detkit.data.DetDataLoader` turns them into floats."""
+    if (cfg.get("data") or {}).get("collate") is not None or num_workers == 0:
+        return collate_from_config(cfg, size_divisor), DataLoader
+    from detkit.data import DetDataLoader, collate
+
+    return functools.partial(collate, size_divisor=size_divisor, to_float=False), DetDataLoader
 
 
 def collate_from_config(cfg: Mapping[str, Any], size_divisor: int = 32) -> Callable:

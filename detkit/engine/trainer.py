@@ -42,7 +42,7 @@ from detkit.engine.schedules import LRSchedule
 from detkit.engine.settings import RuntimeSettings, TrainSettings
 from detkit.engine.train_utils import (
     assigner_index, build_assigner, build_loader, collate_from_config, move_batch, multi_scale_size,
-    resize_batch, resolve_device, seed_everything, set_mix_transforms,
+    resize_batch, resolve_device, seed_everything, set_mix_transforms, train_collate,
 )
 from detkit.viz import plot_pr_curves
 
@@ -133,10 +133,12 @@ class Trainer:
     def _build(self) -> None:
         data = self.cfg.data
         model = instantiate(self.cfg.model)
-        self.collate = collate_from_config(self.cfg, int(getattr(model, "size_divisor", 32)))
+        divisor = int(getattr(model, "size_divisor", 32))
         self.train_set = build_dataset(self.cfg, "train")
         self.batch_size = int(data.train.get("batch_size", 16))
         self.num_workers = int(data.train.get("num_workers", 2))
+        self.collate = collate_from_config(self.cfg, divisor)  # evaluation
+        self.train_collate, self.loader_cls = train_collate(self.cfg, divisor, self.num_workers)
         self.sampler = du.TrainSampler(len(self.train_set), shuffle=True, seed=self.s.seed)
         self.loader_gen = torch.Generator()
         self.loader = self._make_loader()
@@ -177,8 +179,8 @@ class Trainer:
                     f"{self.iters_per_epoch} iterations/epoch, warm-up {warmup} iterations, device {self.device}")
 
     def _make_loader(self) -> torch.utils.data.DataLoader:
-        return build_loader(self.train_set, self.batch_size, self.sampler, self.num_workers, self.collate,
-                            generator=self.loader_gen)
+        return build_loader(self.train_set, self.batch_size, self.sampler, self.num_workers, self.train_collate,
+                            generator=self.loader_gen, loader_cls=self.loader_cls)
 
     @property
     def detector(self) -> nn.Module:
