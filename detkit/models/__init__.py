@@ -1,6 +1,7 @@
 """Models: backbones, necks, heads, the detector and post-processing."""
 
 from detkit.models.backbones import CSPDarknet, ResNet
+from detkit.models.darknet import darknet_convs, load_darknet_weights, save_darknet_weights
 from detkit.models.detector import Detector
 from detkit.models.heads import YOLOHead
 from detkit.models.necks import ASFF, FPN, PAN
@@ -14,6 +15,9 @@ __all__ = [
     "PAN",
     "ResNet",
     "YOLOHead",
+    "darknet_convs",
+    "load_darknet_weights",
     "postprocess",
+    "save_darknet_weights",
     "undo_letterbox",
 ]

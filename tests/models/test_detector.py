@@ -83,3 +83,25 @@ def test_head_without_neck():
     model = Detector(backbone, None, tiny_head())
     assert model.head.in_channels == backbone.out_channels
     assert len(model(torch.zeros(1, 3, 64, 64))) == 3
+
+
+def test_predict_maps_each_image_with_its_own_letterbox(detector):
+    raw = [torch.full((2, 24, 8, 12), -12.0), torch.full((2, 24, 4, 6), -12.0),
+           torch.full((2, 24, 2, 3), -12.0)]
+    for r in raw:
+        r.view(2, 3, 8, *r.shape[-2:])[:, :, :4] = 0.0
+    # the same prior fires in both images: level 0, row 3, column 5, anchor 2 (24x24)
+    raw[0].view(2, 3, 8, 8, 12)[:, 2, 4, 3, 5] = 9.0
+    raw[0].view(2, 3, 8, 8, 12)[:, 2, 5, 3, 5] = 9.0
+    detector.forward = lambda images: raw
+    batch = {
+        "images": torch.zeros(2, 3, 64, 96),
+        "scale_factors": torch.tensor([[1.0, 1.0], [0.5, 0.25]]),
+        "pads": torch.tensor([[0.0, 0.0], [4.0, 8.0]]),
+        "ori_sizes": torch.tensor([[64, 96], [400, 400]]),
+    }
+    d0, d1 = detector.predict(batch)
+    box = torch.tensor([[32.0, 16.0, 56.0, 40.0]])  # centre (44, 28), size 24
+    assert torch.allclose(d0["boxes"], box)
+    assert torch.allclose(d1["boxes"], torch.tensor([[56.0, 32.0, 104.0, 128.0]]))
+    assert d0["labels"].tolist() == d1["labels"].tolist() == [0]
