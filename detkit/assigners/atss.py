@@ -21,8 +21,10 @@ def nearest_candidates(prior_centres: Tensor, gt_centres: Tensor, num_level_prio
                        topk: int) -> Tensor:
     """Per GT and level, the ``min(topk, level size)`` priors whose centres are nearest the GT's.
 
-    Distances are compared squared (same order as L2). Ties at the k-th distance go to the lower
-    prior index, so the candidate set never depends on ``torch.topk``'s tie order.
+    Distances are compared squared (same order as L2). Ties go to the lower prior index, so the
+    candidate set never depends on ``torch.topk``'s tie order. When a level's priors come in runs
+    of ``A`` sharing one centre (``A`` anchors per location), distances are computed once per
+    location: the same set, ``A`` times less work.
 
     Args:
         prior_centres: ``Tensor[N, 2]`` (cx, cy), levels concatenated.
@@ -37,20 +39,46 @@ def nearest_candidates(prior_centres: Tensor, gt_centres: Tensor, num_level_prio
     start = 0
     for n_l in num_level_priors:
         k = min(topk, n_l)
-        if k == 0:
-            continue
-        centres = prior_centres[start:start + n_l]  # (n_l, 2)
-        dx = gt_centres[..., 0:1] - centres[:, 0]  # (B, M, 1) - (n_l,) -> (B, M, n_l)
-        dy = gt_centres[..., 1:2] - centres[:, 1]
-        dist = dx * dx + dy * dy  # (B, M, n_l)
-        kth, idx = dist.topk(k, dim=-1, largest=False, sorted=True)  # (B, M, k)
-        # A tie across the k-th distance leaves the choice to topk; settle it by prior index.
-        tied = (dist <= kth[..., -1:]).sum(-1) > k  # (B, M)
-        if bool(tied.any()):
-            idx[tied] = dist[tied].sort(dim=-1, stable=True).indices[:, :k]
-        out.append(idx.sort(dim=-1).values + start)
+        if k:
+            centres = prior_centres[start:start + n_l]  # (n_l, 2)
+            a = _run_length(centres)
+            if a > 1:
+                loc = _smallest(_sq_distance(gt_centres, centres[::a]), -(-k // a))  # (B, M, ceil(k/a))
+                prior = (loc[..., None] * a + torch.arange(a, device=loc.device)).flatten(-2)  # (B, M, kl*a)
+                idx = prior[..., :k]  # (dist, location, anchor) order = (dist, prior index) order
+            else:
+                idx = _smallest(_sq_distance(gt_centres, centres), k)
+            out.append(idx.sort(dim=-1).values + start)
         start += n_l
     return torch.cat(out, dim=-1)
+
+
+def _run_length(centres: Tensor) -> int:
+    """``A`` when ``centres (n, 2)`` come in runs of ``A`` equal rows (anchors of one location), else 1."""
+    a = int((centres == centres[0]).all(-1).long().cumprod(0).sum())
+    if a <= 1 or centres.shape[0] % a:
+        return 1
+    runs = centres.view(-1, a, 2)  # (n, 2) -> (n/A, A, 2)
+    return a if bool((runs == runs[:, :1]).all()) else 1
+
+
+def _sq_distance(gt_centres: Tensor, centres: Tensor) -> Tensor:
+    """Squared distances ``(B, M, 2)`` x ``(n, 2)`` -> ``(B, M, n)``."""
+    dx = gt_centres[..., 0:1] - centres[:, 0]  # (B, M, 1) - (n,) -> (B, M, n)
+    dy = gt_centres[..., 1:2] - centres[:, 1]
+    return dx.mul_(dx).add_(dy.mul_(dy))
+
+
+def _smallest(dist: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` smallest of each row of ``dist (B, M, n)``, ordered by (value, index)."""
+    kth, idx = dist.topk(k, dim=-1, largest=False)  # (B, M, k)
+    # A tie across the k-th distance leaves the choice to topk; settle it by index.
+    tied = (dist <= kth.amax(dim=-1, keepdim=True)).sum(-1) > k  # (B, M)
+    if bool(tied.any()):
+        idx[tied] = dist[tied].sort(dim=-1, stable=True).indices[:, :k]
+    idx = idx.sort(dim=-1).values
+    order = dist.gather(-1, idx).sort(dim=-1, stable=True).indices
+    return idx.gather(-1, order)
 
 
 class ATSSAssigner:

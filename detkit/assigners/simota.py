@@ -86,15 +86,21 @@ class SimOTAAssigner:
         centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
         chunks = gt_chunks(gt.num_gts, self.max_gt_chunk)
         fg = torch.zeros(b, n, dtype=torch.bool, device=priors.device)
+        geometry = None
         for chunk in chunks:  # step 1: the candidates of each image (needs every GT before step 3)
-            in_box, in_centre = self._geometry(centres, strides, gt.boxes[:, chunk])
-            fg |= ((in_box | in_centre) & gt.valid[:, chunk, None]).any(dim=1)
+            geometry = self._geometry(centres, strides, gt.boxes[:, chunk])
+            fg |= ((geometry[0] | geometry[1]) & gt.valid[:, chunk, None]).any(dim=1)
+        if len(chunks) > 1:
+            geometry = None  # recomputed chunk by chunk below
         neg_log, pos_log = self._score_logs(scores)
         matches = torch.zeros(b, n, dtype=torch.long, device=priors.device)
         any_gt = torch.full((b, n), -1, dtype=torch.long, device=priors.device)
         min_cost, min_gt = empty_state(b, n, priors.device, float("inf"))
         for chunk in chunks:
-            cost, iou = self._cost(centres, strides, pred_boxes, neg_log, pos_log, gt, chunk, fg)
+            if geometry is None:
+                geometry = self._geometry(centres, strides, gt.boxes[:, chunk])
+            cost, iou = self._cost(geometry, pred_boxes, neg_log, pos_log, gt, chunk, fg)
+            geometry = None
             taken = self._dynamic_k(cost, iou, fg)  # (B, Mc, N)
             matches += taken.sum(dim=1)
             ids = torch.arange(chunk.start, chunk.stop, device=priors.device).view(1, -1, 1)
@@ -127,13 +133,14 @@ class SimOTAAssigner:
             p = p.sqrt()
         neg = -torch.log1p(-p).clamp(min=BCE_LOG_MIN)  # (B, N, C)
         pos = -torch.log(p).clamp(min=BCE_LOG_MIN)
-        return neg.sum(dim=-1), (neg - pos).transpose(1, 2)  # (B, N, C) -> (B, C, N)
+        return neg.sum(dim=-1), (neg - pos).transpose(1, 2).contiguous()  # (B, N, C) -> (B, C, N)
 
-    def _cost(self, centres: Tensor, strides: Tensor, pred_boxes: Tensor, neg_sum: Tensor, neg_minus_pos: Tensor,
+    def _cost(self, geometry: tuple[Tensor, Tensor], pred_boxes: Tensor, neg_sum: Tensor, neg_minus_pos: Tensor,
               gt: GTBatch, chunk: slice, fg: Tensor) -> tuple[Tensor, Tensor]:
-        """Step 2 for one chunk: ``(cost, iou)``, ``Tensor[B, Mc, N]`` each; ``inf`` / 0 off candidates."""
+        """Step 2 for one chunk (``geometry``: its step-1 masks): ``(cost, iou)``, ``Tensor[B, Mc, N]``
+        each; ``inf`` / 0 off candidates."""
         boxes, valid = gt.boxes[:, chunk], gt.valid[:, chunk]
-        in_box, in_centre = self._geometry(centres, strides, boxes)
+        in_box, in_centre = geometry
         usable = fg[:, None, :] & valid[:, :, None]  # (B, Mc, N)
         iou = gt_prior_iou(boxes, pred_boxes).masked_fill_(~usable, 0.0)  # (B, Mc, 4) x (B, N, 4) -> (B, Mc, N)
         labels = gt.labels[:, chunk].clamp(0, neg_minus_pos.shape[1] - 1)[:, :, None].expand(-1, -1, neg_sum.shape[-1])  # (B, Mc, N)

@@ -87,7 +87,7 @@ class TaskAlignedAssigner:
         b, n = gt.batch_size, priors.shape[0]
         pred_boxes, scores = check_predictions(pred_boxes, pred_scores, b, n, gt, "TaskAlignedAssigner")
         centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
-        scores_t = scores.transpose(1, 2)  # (B, N, C) -> (B, C, N)
+        scores_t = scores.transpose(1, 2).contiguous()  # (B, N, C) -> (B, C, N), rows of N for gather
         best_iou, best_gt = empty_state(b, n, priors.device, NOT_POSITIVE)
         best_metric = torch.zeros(b, n, device=priors.device)
         pos_any = torch.zeros(b, n, dtype=torch.bool, device=priors.device)
@@ -110,8 +110,10 @@ class TaskAlignedAssigner:
                        chunk: slice) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Steps 1-3 for one chunk: ``(iou, metric, positive, candidate)``, ``Tensor[B, Mc, N]`` each."""
         boxes = gt.boxes[:, chunk]  # (B, Mc, 4)
-        margins = torch.cat([centres - boxes[:, :, None, :2], boxes[:, :, None, 2:] - centres], dim=-1)
-        cand = (margins.amin(dim=-1) > self.center_eps) & gt.valid[:, chunk, None]  # (B, Mc, N)
+        cx, cy = centres[:, 0], centres[:, 1]  # (N,)
+        x1, y1, x2, y2 = (boxes[..., i:i + 1] for i in range(4))  # (B, Mc, 1) each
+        e = self.center_eps
+        cand = (cx - x1 > e) & (cy - y1 > e) & (x2 - cx > e) & (y2 - cy > e) & gt.valid[:, chunk, None]  # (B, Mc, N)
         if self.iou_mode == "iou":
             iou = gt_prior_iou(boxes, pred_boxes)  # (B, Mc, N)
         else:

@@ -115,3 +115,22 @@ def test_atss_matches_reference(seed, topk):
         expect = ref_atss(priors.tolist(), counts, valid_gts(gt_boxes, gt_mask, b), topk)
         assert res.gt_index[b].tolist() == expect
     assert res.num_pos > 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("topk", [3, 4, 9])
+def test_atss_on_an_anchor_grid_matches_reference(seed, topk, grid):
+    # Anchors of one location share a centre: distance ties everywhere, settled by prior index
+    # (the reference's stable sort) in both implementations; GT centres on cell corners add ties
+    # between locations.
+    priors, _, counts = grid
+    g = torch.Generator().manual_seed(seed)
+    corners = torch.randint(1, 8, (2, 5, 2), generator=g).float() * 8
+    half = torch.randint(2, 20, (2, 5, 2), generator=g).float()  # integers: centres exact in fp32 and fp64
+    gt_boxes = torch.cat([corners - half, corners + half], -1)
+    gt_mask = torch.ones(2, 5, dtype=torch.bool)
+    res = ATSSAssigner(topk=topk).assign(priors, gt_boxes, torch.zeros(2, 5, dtype=torch.long), gt_mask,
+                                         num_level_priors=counts)
+    for b in range(2):
+        expect = ref_atss(priors.tolist(), counts, valid_gts(gt_boxes, gt_mask, b), topk)
+        assert res.gt_index[b].tolist() == expect
