@@ -174,6 +174,9 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.work_dir, int(self.s.checkpoint.get("keep_last", 3)))
         self.writer = MetricsWriter(self.work_dir, enabled=self.rank == 0, tensorboard=self.rt.tensorboard)
         self.val_set = self.evaluator = None
+        if self.s.eval_interval:  # fail before training, not after the first epoch, when val data are missing
+            self.val_set = build_dataset(self.cfg, "val")
+            self.evaluator = build_evaluator(self.val_set) if self.rank == 0 else None
         logger.info(f"{len(self.train_set)} training images, batch {self.batch_size} x {self.world_size} "
                     f"process(es), accumulate {self.accumulate} (nominal {self.s.nominal_batch}), "
                     f"{self.iters_per_epoch} iterations/epoch, warm-up {warmup} iterations, device {self.device}")
