@@ -121,6 +121,8 @@ class Trainer:
             logger.info(f"loaded weights from {load_from}: {len(report['loaded'])} tensors, "
                         f"{len(report['missing'])} missing, {len(report['shape_mismatch'])} shape mismatches")
         self.epoch, self.iter, self.epoch_iter = 0, 0, 0
+        self.epoch_sums: dict[str, float] = {}  # running sums of this epoch's loss_*/stat_* values
+        self.epoch_count = 0
         self.best: dict[str, Any] = {"metric": "AP", "value": -1.0, "epoch": -1}
         seed_everything(self.s.seed + self.rank)  # augmentation differs per rank, reproducibly
         if resume:
@@ -201,6 +203,7 @@ class Trainer:
             "scheduler": {"last_iter": self.schedule.last_iter},
             "scaler": self.scaler.state_dict() if self.amp else None,
             "epoch": self.epoch, "iter": self.iter, "epoch_iter": self.epoch_iter,
+            "epoch_sums": dict(self.epoch_sums), "epoch_count": self.epoch_count,
             "rng": get_rng_state(), "config": format_config(self.cfg), "best": dict(self.best),
         }
 
@@ -226,6 +229,8 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.iter, self.epoch_iter = int(ckpt["epoch"]), int(ckpt["iter"]), int(ckpt["epoch_iter"])
         self.best = dict(ckpt.get("best") or self.best)
+        self.epoch_sums = {k: float(v) for k, v in (ckpt.get("epoch_sums") or {}).items()}
+        self.epoch_count = int(ckpt.get("epoch_count", 0))
         set_rng_state(ckpt["rng"])
         self.writer.load_history()
         logger.info(f"resumed from {path}: epoch {self.epoch}, iteration {self.iter}")
@@ -262,16 +267,17 @@ class Trainer:
         while self.epoch < self.s.epochs:
             epoch = self.epoch
             self._start_epoch(epoch)
-            sums: dict[str, Tensor] = {}
-            count, seen, t0 = 0, 0, time.perf_counter()
+            if self.epoch_iter == 0:  # a resumed epoch keeps the sums of its iterations before the kill
+                self.epoch_sums, self.epoch_count = {}, 0
+            seen, t0 = 0, time.perf_counter()
             bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.s.epochs}", initial=self.epoch_iter,
                        total=self.iters_per_epoch, disable=not (self.progress and self.rank == 0),
                        dynamic_ncols=True)
             for batch in bar:
                 values = self._train_step(batch)
                 for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
+                    self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + float(v)
+                self.epoch_count += 1
                 seen += batch["images"].shape[0] * self.world_size
                 if self.iter % self.s.log_interval == 0 or self.epoch_iter == self.iters_per_epoch:
                     self._log_iter(values, bar, seen / max(time.perf_counter() - t0, 1e-9))
@@ -279,8 +285,8 @@ class Trainer:
                 if interval and self.iter % interval == 0 and self.iter % self.accumulate == 0 \
                         and self.epoch_iter < self.iters_per_epoch:
                     self.save(f"iter_{self.iter}.pth")
-            means = {k: v / max(count, 1) for k, v in du.reduce_mean(
-                {k: torch.as_tensor(v) for k, v in sums.items()}).items()}
+            means = {k: v / max(self.epoch_count, 1) for k, v in du.reduce_mean(
+                {k: torch.as_tensor(v) for k, v in self.epoch_sums.items()}).items()}
             self.epoch, self.epoch_iter = epoch + 1, 0
             self._sync_ranks()
             metrics = self._end_epoch(means)

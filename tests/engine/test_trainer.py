@@ -64,6 +64,9 @@ def test_kill_and_resume_gives_identical_losses(full_run, tmp_path):
     assert sorted(got) == list(range(3, 9))
     for step in got:
         assert got[step] == ref[step], f"iteration {step}"
+    rows = [(work / "metrics.csv").read_text(), (tmp_path / "metrics.csv").read_text()]
+    first_epoch = [r.splitlines()[1].split(",")[:4] for r in rows]  # epoch, loss means: whole epoch 1 on both
+    assert first_epoch[0] == first_epoch[1]
     a, b = load_checkpoint(work / "epoch_2.pth"), load_checkpoint(tmp_path / "epoch_2.pth")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k])
