@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -215,14 +215,25 @@ class DetDataset(Dataset):
     :meth:`_finish_init`. Images are read lazily; an image that cannot be read is counted in
     ``self.problems``, logged, and another sample is returned in its place.
 
+    With ``cache_size > 0`` each process keeps that many recently decoded images (first in,
+    first out; read-only arrays, so a transform writing into its input fails loudly instead of
+    corrupting the cache). Mosaic reads four images per sample, so a cache the size of a small
+    dataset saves most JPEG decoding (Ultralytics keeps a similar buffer).
+
     Transforms needing other samples (Mosaic, MixUp) get the dataset through ``bind``: the
     pipeline's ``bind(dataset)`` is called here, and they call :meth:`load_sample`.
     """
 
     class_names: list[str]
 
-    def __init__(self, pipeline: Callable | Sequence[Callable] | None = None, seed: int = 0) -> None:
+    def __init__(self, pipeline: Callable | Sequence[Callable] | None = None, seed: int = 0,
+                 cache_size: int = 0) -> None:
         from detkit.data.transforms import Compose
+
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0 (decoded images kept per process); got {cache_size}")
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
         if pipeline is None or isinstance(pipeline, Compose):
             self.pipeline = pipeline
@@ -251,9 +262,21 @@ class DetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def read_image(self, index: int) -> np.ndarray:
+        """The decoded image of record ``index`` (from the cache when enabled)."""
+        img = self._cache.get(index)
+        if img is None:
+            img = read_image(self.records[index]["img_path"])
+            if self.cache_size:
+                img.setflags(write=False)
+                self._cache[index] = img
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return img
+
     def _read(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
-        img = read_image(rec["img_path"])
+        img = self.read_image(index)
         sample = empty_sample(img, rec["image_id"], rec["img_path"])
         sample["boxes"] = rec["boxes"].copy()
         sample["labels"] = rec["labels"].copy()

@@ -90,6 +90,7 @@ class CocoDataset(DetDataset):
         class_names: override the json's category names (one per category).
         check_images: decode every image now (slow; what ``tools/check_dataset.py`` does).
         seed: seed for picking a replacement when an image cannot be read.
+        cache_size: decoded images kept per process (0: none); see :class:`DetDataset`.
     """
 
     def __init__(
@@ -101,8 +102,9 @@ class CocoDataset(DetDataset):
         class_names: Sequence[str] | None = None,
         check_images: bool = False,
         seed: int = 0,
+        cache_size: int = 0,
     ) -> None:
-        super().__init__(pipeline, seed)
+        super().__init__(pipeline, seed, cache_size)
         self.ann_file = os.fspath(ann_file)
         self.img_dir = os.fspath(img_dir)
         data = load_coco_json(self.ann_file)

@@ -218,12 +218,16 @@ class ShapesDataset(CocoDataset):
         split: ``train`` or ``val``.
         pipeline: transforms applied to each sample.
         num_train, num_val, size, seed: generation parameters (see :func:`make_shapes_dataset`).
+        filter_empty: drop images without boxes.
+        cache_size: decoded images kept per process (0: none).
     """
 
     def __init__(self, root: str = "data/shapes", split: str = "train",
                  pipeline: Callable | Sequence[Callable] | None = None, num_train: int = 1000,
-                 num_val: int = 200, size: int = 320, seed: int = 0, filter_empty: bool = False) -> None:
+                 num_val: int = 200, size: int = 320, seed: int = 0, filter_empty: bool = False,
+                 cache_size: int = 0) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"ShapesDataset: split {split!r}; accepted: 'train', 'val'")
         paths = ensure_shapes_dataset(root, train=num_train, val=num_val, size=size, seed=seed)
-        super().__init__(paths[split], os.path.join(root, split), pipeline=pipeline, filter_empty=filter_empty)
+        super().__init__(paths[split], os.path.join(root, split), pipeline=pipeline, filter_empty=filter_empty,
+                         cache_size=cache_size)

@@ -33,6 +33,7 @@ class VocDataset(DetDataset):
         filter_empty: drop images without usable boxes.
         check_images: decode every image now.
         seed: seed for picking a replacement when an image cannot be read.
+        cache_size: decoded images kept per process (0: none); see :class:`DetDataset`.
 
     Coordinates are VOC's 1-based inclusive pixels; ``x1 - 1, y1 - 1, x2, y2`` gives xyxy edges.
     Image ids are the stem's digits as an integer (``2008_000008`` -> ``2008000008``) when every
@@ -48,8 +49,9 @@ class VocDataset(DetDataset):
         filter_empty: bool = False,
         check_images: bool = False,
         seed: int = 0,
+        cache_size: int = 0,
     ) -> None:
-        super().__init__(pipeline, seed)
+        super().__init__(pipeline, seed, cache_size)
         self.root = os.fspath(root)
         self.class_names = list(class_names)
         self.label_of = {n: i for i, n in enumerate(self.class_names)}

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from detkit.data.base import DetDataset, ProblemLog, clean_boxes, empty_sample, read_image
+from detkit.data.base import DetDataset, ProblemLog, clean_boxes, empty_sample
 from detkit.data.coco import stat_image
 
 __all__ = ["IMAGE_EXTENSIONS", "YoloDataset", "load_class_names", "parse_yolo_label"]
@@ -113,6 +113,7 @@ class YoloDataset(DetDataset):
         filter_empty: drop images without usable boxes.
         check_images: decode every image now (``tools/check_dataset.py`` does).
         seed: seed for picking a replacement when an image cannot be read.
+        cache_size: decoded images kept per process (0: none); see :class:`DetDataset`.
 
     Image ids are the file stems as integers when every stem is a number (COCO file names give
     COCO ids, so a COCO json of the same images evaluates the results), else the index in
@@ -128,8 +129,9 @@ class YoloDataset(DetDataset):
         filter_empty: bool = False,
         check_images: bool = False,
         seed: int = 0,
+        cache_size: int = 0,
     ) -> None:
-        super().__init__(pipeline, seed)
+        super().__init__(pipeline, seed, cache_size)
         self.img_dir = os.fspath(img_dir)
         self.label_dir = os.fspath(label_dir) if label_dir else default_label_dir(self.img_dir)
         self.class_names = load_class_names(class_names)
@@ -186,7 +188,7 @@ class YoloDataset(DetDataset):
 
     def _read(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
-        img = read_image(rec["img_path"])
+        img = self.read_image(index)
         h, w = img.shape[:2]
         sample = empty_sample(img, rec["image_id"], rec["img_path"])
         sample["boxes"] = rec["boxes"] * np.array([w, h, w, h], np.float32)

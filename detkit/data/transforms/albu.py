@@ -62,8 +62,9 @@ class Albu(Transform):
         n, j = len(boxes), len(ign)
         extra = {f: np.concatenate([np.asarray(sample.get(f, np.zeros(n)))[:n], np.zeros(j)]) for f in self.label_fields}
         extra["labels"] = np.concatenate([sample["labels"], np.zeros(j, np.int64)])
+        img = sample["img"]
         out = self.compose(
-            image=sample["img"],
+            image=img if img.flags.writeable else img.copy(),
             bboxes=np.concatenate([boxes, ign]).reshape(-1, 4),
             is_ignore=np.concatenate([np.zeros(n, bool), np.ones(j, bool)]),
             **extra,

@@ -121,6 +121,40 @@ def box_candidates(
     )
 
 
+def _axis_span(a: float, t: float, size: int, out: int) -> tuple[int, int, int, int] | None:
+    """Integer source ``[s1, s2)`` and destination ``[d1, d2)`` of ``x -> a x + t`` on one axis."""
+    s1 = max(0, math.floor(-t / a))
+    s2 = min(size, math.ceil((out - t) / a))
+    if s2 <= s1:
+        return None
+    d1 = round(a * s1 + t)
+    d2 = max(d1 + 1, round(a * s2 + t))
+    return s1, s2, d1, d2
+
+
+def _crop_resize(img: np.ndarray, m: np.ndarray, out_w: int, out_h: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """``warpAffine`` for a scale-and-shift ``m`` done as crop + ``cv2.resize`` + paste.
+
+    The crop and its destination are whole pixels, so the map actually applied differs from ``m``
+    by a fraction of a pixel; it is returned, and boxes must go through it.
+
+    Returns:
+        ``(out_h, out_w, 3) uint8`` image and the ``(3, 3)`` map applied.
+    """
+    canvas = np.full((out_h, out_w, img.shape[2]), pad, np.uint8)
+    span_x = _axis_span(m[0, 0], m[0, 2], img.shape[1], out_w)
+    span_y = _axis_span(m[1, 1], m[1, 2], img.shape[0], out_h)
+    if span_x is None or span_y is None:
+        return canvas, m
+    (sx1, sx2, dx1, dx2), (sy1, sy2, dy1, dy2) = span_x, span_y
+    part = cv2.resize(img[sy1:sy2, sx1:sx2], (dx2 - dx1, dy2 - dy1), interpolation=cv2.INTER_LINEAR)
+    ox1, oy1, ox2, oy2 = max(0, dx1), max(0, dy1), min(out_w, dx2), min(out_h, dy2)
+    canvas[oy1:oy2, ox1:ox2] = part[oy1 - dy1:oy2 - dy1, ox1 - dx1:ox2 - dx1]
+    ax, ay = (dx2 - dx1) / (sx2 - sx1), (dy2 - dy1) / (sy2 - sy1)
+    applied = np.array([[ax, 0.0, dx1 - ax * sx1], [0.0, ay, dy1 - ay * sy1], [0.0, 0.0, 1.0]])
+    return canvas, applied
+
+
 class LetterBox(Transform):
     """Resize keeping the aspect ratio, then pad to ``size``; records ``scale_factor`` and ``pad``.
 
@@ -233,8 +267,11 @@ class RandomAffine(Transform):
         out_h, out_w = self.out_size(h, w)
         m, s = self.matrix(h, w, out_h, out_w)
         v = self.pad_value
-        sample["img"] = cv2.warpAffine(img, _cv2_matrix(m), (out_w, out_h), flags=cv2.INTER_LINEAR,
-                                       borderMode=cv2.BORDER_CONSTANT, borderValue=(v, v, v))
+        if m[0, 1] == 0 and m[1, 0] == 0:  # scale + shift only: a crop and a resize, ~3x faster
+            sample["img"], m = _crop_resize(img, m, out_w, out_h, v)
+        else:
+            sample["img"] = cv2.warpAffine(img, _cv2_matrix(m), (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                           borderMode=cv2.BORDER_CONSTANT, borderValue=(v, v, v))
         boxes = sample["boxes"]
         new = affine_boxes_clipped(boxes, m, out_w, out_h)
         keep = box_candidates(boxes, new, s, self.min_size, self.min_area_ratio, self.max_aspect)
