@@ -173,7 +173,8 @@ def check_predictions(pred_boxes: Tensor | None, pred_scores: Tensor | None, bat
     if tuple(pred_boxes.shape) != (batch, num_priors, 4):
         raise ValueError(f"pred_boxes must be (B, N, 4) = ({batch}, {num_priors}, 4), got {tuple(pred_boxes.shape)}")
     if pred_scores.dim() != 3 or tuple(pred_scores.shape[:2]) != (batch, num_priors):
-        raise ValueError(f"pred_scores must be (B, N, C) with B={batch}, N={num_priors}, got {tuple(pred_scores.shape)}")
+        raise ValueError(f"pred_scores must be (B, N, C) with B={batch}, N={num_priors}, "
+                         f"got {tuple(pred_scores.shape)}")
     num_classes = pred_scores.shape[-1]
     labels = gt.labels[gt.valid]
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):

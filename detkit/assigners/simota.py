@@ -92,14 +92,14 @@ class SimOTAAssigner:
             fg |= ((geometry[0] | geometry[1]) & gt.valid[:, chunk, None]).any(dim=1)
         if len(chunks) > 1:
             geometry = None  # recomputed chunk by chunk below
-        neg_log, pos_log = self._score_logs(scores)
+        neg_sum, neg_minus_pos = self._score_logs(scores)
         matches = torch.zeros(b, n, dtype=torch.long, device=priors.device)
         any_gt = torch.full((b, n), -1, dtype=torch.long, device=priors.device)
         min_cost, min_gt = empty_state(b, n, priors.device, float("inf"))
         for chunk in chunks:
             if geometry is None:
                 geometry = self._geometry(centres, strides, gt.boxes[:, chunk])
-            cost, iou = self._cost(geometry, pred_boxes, neg_log, pos_log, gt, chunk, fg)
+            cost, iou = self._cost(geometry, pred_boxes, neg_sum, neg_minus_pos, gt, chunk, fg)
             geometry = None
             taken = self._dynamic_k(cost, iou, fg)  # (B, Mc, N)
             matches += taken.sum(dim=1)
@@ -143,7 +143,8 @@ class SimOTAAssigner:
         in_box, in_centre = geometry
         usable = fg[:, None, :] & valid[:, :, None]  # (B, Mc, N)
         iou = gt_prior_iou(boxes, pred_boxes).masked_fill_(~usable, 0.0)  # (B, Mc, 4) x (B, N, 4) -> (B, Mc, N)
-        labels = gt.labels[:, chunk].clamp(0, neg_minus_pos.shape[1] - 1)[:, :, None].expand(-1, -1, neg_sum.shape[-1])  # (B, Mc, N)
+        labels = gt.labels[:, chunk].clamp(0, neg_minus_pos.shape[1] - 1)  # padding rows may hold any label
+        labels = labels[:, :, None].expand(-1, -1, neg_sum.shape[-1])  # (B, Mc) -> (B, Mc, N)
         cls_cost = neg_sum[:, None, :] - neg_minus_pos.gather(1, labels)  # (B, Mc, N)
         cost = (self.cls_weight * cls_cost + self.iou_weight * -exact_log(iou + IOU_LOG_EPS)
                 + OUT_OF_CENTRE_COST * (~(in_box & in_centre)).float())

@@ -39,7 +39,8 @@ class TaskAlignedAssigner:
        that are candidates with a metric ``> 0`` are its positives (TOOD's rule).
     4. A prior positive for several GTs goes to the GT of highest IoU (ties: lowest GT index), among
        the GTs it is positive for (``resolve="positives"``, TOOD) or among all GTs whose box holds
-       its centre (``resolve="in_gts"``, Ultralytics YOLOv8).
+       its centre, positive for it or not (``resolve="in_gts"``, Ultralytics YOLOv8's
+       ``select_highest_overlaps``). A prior positive for one GT keeps it either way.
     5. Normalised target: per GT, ``t = metric / max metric * max IoU``, maxima over the priors
        finally assigned to that GT (``eps`` guards the division).
 
@@ -88,23 +89,42 @@ class TaskAlignedAssigner:
         pred_boxes, scores = check_predictions(pred_boxes, pred_scores, b, n, gt, "TaskAlignedAssigner")
         centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
         scores_t = scores.transpose(1, 2).contiguous()  # (B, N, C) -> (B, C, N), rows of N for gather
-        best_iou, best_gt = empty_state(b, n, priors.device, NOT_POSITIVE)
-        best_metric = torch.zeros(b, n, device=priors.device)
-        pos_any = torch.zeros(b, n, dtype=torch.bool, device=priors.device)
+        # Running best (IoU, GT, metric) per prior among its positive GTs, and among all GTs whose
+        # box holds its centre (used by resolve="in_gts" for priors positive for several GTs).
+        by_pos = self._state(b, n, priors.device)
+        by_cand = self._state(b, n, priors.device)
+        num_pos = torch.zeros(b, n, dtype=torch.long, device=priors.device)
         for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
             iou, metric, pos, cand = self._chunk_metrics(centres, pred_boxes, scores_t, gt, chunk)
-            pos_any |= pos.any(dim=1)
-            rule = pos if self.resolve == "positives" else cand
-            value = torch.where(rule, iou, torch.full_like(iou, NOT_POSITIVE))  # (B, Mc, N)
-            c_iou, c_gt = value.max(dim=1)  # (B, N); first maximum on ties
-            c_metric = metric.gather(1, c_gt[:, None]).squeeze(1)
-            c_gt = torch.where(c_iou > NOT_POSITIVE, c_gt + chunk.start, torch.full_like(c_gt, -1))
-            better = c_iou > best_iou
-            best_metric = torch.where(better, c_metric, best_metric)
-            best_iou, best_gt = merge_best(best_iou, best_gt, c_iou, c_gt)
-        gt_index = torch.where(pos_any, best_gt, torch.full_like(best_gt, -1))
-        target = self._normalised(gt_index, best_iou, best_metric, gt.num_gts)
-        return make_result(gt_index, best_iou, gt, align_metric=best_metric, score_target=target)
+            num_pos += pos.sum(dim=1)
+            by_pos = self._merge(by_pos, iou, metric, pos, chunk.start)
+            if self.resolve == "in_gts":
+                by_cand = self._merge(by_cand, iou, metric, cand, chunk.start)
+        best_iou, best_gt, best_metric = by_pos
+        if self.resolve == "in_gts":
+            several = num_pos > 1
+            best_iou, best_gt, best_metric = (torch.where(several, c, p) for c, p in zip(by_cand, by_pos))
+        target = self._normalised(best_gt, best_iou, best_metric, gt.num_gts)
+        return make_result(best_gt, best_iou, gt, align_metric=best_metric, score_target=target)
+
+    @staticmethod
+    def _state(b: int, n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """Empty running best: ``(iou, gt, metric)``, ``Tensor[B, N]`` each."""
+        iou, gt = empty_state(b, n, device, NOT_POSITIVE)
+        return iou, gt, torch.zeros(b, n, device=device)
+
+    @staticmethod
+    def _merge(state: tuple[Tensor, Tensor, Tensor], iou: Tensor, metric: Tensor, allowed: Tensor,
+               offset: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Merge one chunk's ``(B, Mc, N)`` pairs where ``allowed`` into the running best (step 4)."""
+        value = torch.where(allowed, iou, torch.full_like(iou, NOT_POSITIVE))  # (B, Mc, N)
+        c_iou, c_gt = value.max(dim=1)  # (B, N); first maximum on ties
+        c_metric = metric.gather(1, c_gt[:, None]).squeeze(1)
+        c_gt = torch.where(c_iou > NOT_POSITIVE, c_gt + offset, torch.full_like(c_gt, -1))
+        best_iou, best_gt, best_metric = state
+        best_metric = torch.where(c_iou > best_iou, c_metric, best_metric)
+        best_iou, best_gt = merge_best(best_iou, best_gt, c_iou, c_gt)
+        return best_iou, best_gt, best_metric
 
     def _chunk_metrics(self, centres: Tensor, pred_boxes: Tensor, scores_t: Tensor, gt: GTBatch,
                        chunk: slice) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -119,7 +139,8 @@ class TaskAlignedAssigner:
         else:
             iou = pairwise_iou(boxes, pred_boxes, mode=self.iou_mode).clamp(min=0)  # (B, Mc, N)
         iou = iou.masked_fill(~cand, 0.0)
-        labels = gt.labels[:, chunk].clamp(0, scores_t.shape[1] - 1)[:, :, None].expand(-1, -1, centres.shape[0])  # (B, Mc, N)
+        labels = gt.labels[:, chunk].clamp(0, scores_t.shape[1] - 1)  # padding rows may hold any label
+        labels = labels[:, :, None].expand(-1, -1, centres.shape[0])  # (B, Mc) -> (B, Mc, N)
         score = scores_t.gather(1, labels)  # (B, C, N) -> (B, Mc, N)
         metric = (exact_pow(score, self.alpha) * exact_pow(iou, self.beta)).masked_fill(~cand, 0.0)
         k = min(self.topk, metric.shape[-1])

@@ -17,6 +17,7 @@ FACTORIES = {
     "grid": lambda **kw: GridAssigner(ignore_iou_thr=0.5, **kw),
     "simota": lambda **kw: SimOTAAssigner(**kw),
     "tal": lambda **kw: TaskAlignedAssigner(topk=4, **kw),
+    "tal_v8": lambda **kw: TaskAlignedAssigner(topk=4, resolve="in_gts", **kw),
 }
 
 

@@ -60,3 +60,18 @@ def test_metric_tie_goes_to_lower_prior():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         TaskAlignedAssigner(**kwargs)
+
+
+def test_resolve_in_gts_like_yolov8():
+    # p1's prediction (8,0,16,8). GT_A (0,0,16,8) and GT_B (10,0,20,8) both keep p1 as their top-1
+    # (IoU 0.5 each). GT_C (8,0,21,8) holds p1's centre too (IoU 64/104 = 0.615) but keeps p2,
+    # whose prediction is GT_C itself. TOOD: p1 -> A (tie with B, lower index). YOLOv8: p1 has two
+    # positive GTs, so it goes to the highest IoU among all GTs holding its centre: C.
+    preds = [[0, 0, 4, 8], [8, 0, 16, 8], [8, 0, 21, 8], [24, 0, 32, 8]]
+    scores = [0.01, 0.9, 0.9, 0.9]
+    gts = [(0, 0, 16, 8), (10, 0, 20, 8), (8, 0, 21, 8)]
+    tood = assign(TaskAlignedAssigner(topk=1, beta=1.0), preds, scores, *gts)
+    v8 = assign(TaskAlignedAssigner(topk=1, beta=1.0, resolve="in_gts"), preds, scores, *gts)
+    assert tood.gt_index.tolist() == [[-1, 0, 2, -1]]
+    assert v8.gt_index.tolist() == [[-1, 2, 2, -1]]
+    assert v8.iou[0, 1].item() == pytest.approx(64 / 104)
