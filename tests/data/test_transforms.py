@@ -251,3 +251,31 @@ def test_albu_blur_and_crop_filter_boxes():
 def test_affine_boxes_rotation_exact():
     m = np.array([[0.0, -1.0, 10.0], [1.0, 0.0, 0.0]])  # 90 degrees
     np.testing.assert_allclose(affine_boxes(np.array([[1, 2, 3, 5]], np.float32), m), [[5, 1, 8, 3]])
+
+
+def test_scale_shift_fast_path_matches_warp_affine():
+    import cv2
+
+    from detkit.data.transforms.geometric import _crop_resize, _cv2_matrix
+
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8), (9, 9), 3)
+    m = np.array([[0.8, 0.0, -7.3], [0.0, 0.8, 11.6], [0.0, 0.0, 1.0]])
+    fast, applied = _crop_resize(img, m, 100, 80, 114)
+    slow = cv2.warpAffine(img, _cv2_matrix(applied), (100, 80), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(114, 114, 114))
+    np.testing.assert_allclose(applied[:2], m[:2], atol=1.0)  # whole-pixel rounding only
+    inner = (slice(14, 70), slice(2, 90))
+    assert np.abs(fast[inner].astype(int) - slow[inner].astype(int)).mean() < 2.0
+
+
+def test_cached_images_are_read_only_and_reused(coco_dir):
+    from detkit.data import CocoDataset
+
+    ds = CocoDataset(str(coco_dir / "ann.json"), str(coco_dir / "images"), cache_size=2)
+    a = ds.load_sample(0)["img"]
+    assert ds.load_sample(0)["img"] is a and not a.flags.writeable
+    ds.load_sample(1), ds.load_sample(2)
+    assert len(ds._cache) == 2 and 0 not in ds._cache  # first in, first out
+    with pytest.raises(ValueError, match="cache_size"):
+        CocoDataset(str(coco_dir / "ann.json"), str(coco_dir / "images"), cache_size=-1)
