@@ -103,6 +103,8 @@ class ATSSAssigner:
         max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
     """
 
+    uses_predictions: bool = False  # box-only: the loss pipeline need not compute pred_scores
+
     def __init__(self, topk: int = 9, center_margin: float = 0.01, max_gt_chunk: int | None = None) -> None:
         if not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")

@@ -9,6 +9,9 @@ in an index.
 A GT row takes part in an assignment when ``gt_mask`` is True *and* its box has positive width and
 height; padding rows and zero-area boxes are treated alike (never assigned, never influence any
 other GT's result).
+
+Optional class attribute ``uses_predictions: bool``: False on box-only assigners (grid, max-IoU,
+ATSS) tells the loss pipeline it need not compute ``pred_scores``; absent means True.
 """
 
 from __future__ import annotations

@@ -137,6 +137,8 @@ class GridAssigner:
         max_gt_chunk: process at most this many GTs at a time in the ignore step (same result).
     """
 
+    uses_predictions: bool = False  # box-only: the loss pipeline need not compute pred_scores
+
     def __init__(self, extra_match_thr: float | None = 0.213, ignore_iou_thr: float | None = 0.7,
                  ignore_with_pred: bool = False, max_gt_chunk: int | None = None) -> None:
         for name, value in (("extra_match_thr", extra_match_thr), ("ignore_iou_thr", ignore_iou_thr)):

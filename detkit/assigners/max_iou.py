@@ -39,6 +39,8 @@ class MaxIoUAssigner:
         max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
     """
 
+    uses_predictions: bool = False  # box-only: the loss pipeline need not compute pred_scores
+
     def __init__(self, pos_iou_thr: float, neg_iou_thr: float, min_pos_iou: float = 0.0,
                  match_low_quality: bool = True, max_gt_chunk: int | None = None) -> None:
         if not 0.0 <= neg_iou_thr <= pos_iou_thr:

@@ -58,6 +58,8 @@ class SimOTAAssigner:
         max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
     """
 
+    uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
+
     def __init__(self, center_radius: float = 2.5, candidate_topk: int = 10, iou_weight: float = 3.0,
                  cls_weight: float = 1.0, score_sqrt: bool = True, max_gt_chunk: int | None = None) -> None:
         if center_radius <= 0:

@@ -58,6 +58,8 @@ class TaskAlignedAssigner:
         max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
     """
 
+    uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
+
     def __init__(self, topk: int = 13, alpha: float = 1.0, beta: float = 6.0, iou_mode: str = "iou",
                  center_eps: float = 1e-9, resolve: str = "positives", eps: float = 1e-9,
                  max_gt_chunk: int | None = None) -> None:

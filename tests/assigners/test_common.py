@@ -29,7 +29,9 @@ def check_consistent(res: AssignResult, batch: int, num_priors: int) -> None:
 
 
 def test_is_an_assigner(factory):
-    assert isinstance(factory(), Assigner)
+    assigner = factory()
+    assert isinstance(assigner, Assigner)
+    assert assigner.uses_predictions == (type(assigner).__name__ in ("SimOTAAssigner", "TaskAlignedAssigner"))
 
 
 def test_random_batch_is_consistent(factory, grid):
