@@ -38,6 +38,7 @@ data = dict(
         batch_size=16,
         num_workers=4,
     ),
+    img_size=_size,
     num_classes=80,
     class_names=list(COCO_CLASSES),
 )

@@ -32,6 +32,7 @@ data = dict(
         batch_size=16,
         num_workers=2,
     ),
+    img_size=_size,
     num_classes=len(SHAPE_CLASSES),
     class_names=list(SHAPE_CLASSES),
 )
