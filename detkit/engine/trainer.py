@@ -52,7 +52,7 @@ logger = logging.getLogger("detkit")
 
 
 # Shown when a dataset cannot be read: where each format's files are expected.
-DATA_LAYOUTS = """expected layouts (paths as in the config):
+DATA_LAYOUTS = """expected layouts (paths as in the config; details in data/README.md):
   COCO: data/coco/annotations/instances_{train,val}2017.json, images in data/coco/{train,val}2017/
   YOLO: <root>/images/<split>/*.jpg, <root>/labels/<split>/*.txt (class cx cy w h, 0..1), names.txt
   VOC:  VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main}
