@@ -17,7 +17,7 @@ _RANGE = np.arange(256, dtype=np.int16)
 
 
 class RandomHSV(Transform):
-    """Random hue / saturation / value gains through three lookup tables (YOLOv5's augment_hsv).
+    """Random hue / saturation / value gains through one 3-channel lookup table (YOLOv5's augment_hsv).
 
     Args:
         h: hue gain range: the hue is multiplied by ``1 + U(-h, h)`` (OpenCV hue is 0..179).
@@ -35,10 +35,9 @@ class RandomHSV(Transform):
         if not (self.h or self.s or self.v):
             return sample
         gh, gs, gv = np.random.uniform(-1, 1, 3) * (self.h, self.s, self.v) + 1
-        hue, sat, val = cv2.split(cv2.cvtColor(sample["img"], cv2.COLOR_RGB2HSV))
-        lut_h = ((_RANGE * gh) % 180).astype(np.uint8)
-        lut_s = np.clip(_RANGE * gs, 0, 255).astype(np.uint8)
-        lut_v = np.clip(_RANGE * gv, 0, 255).astype(np.uint8)
-        hsv = cv2.merge((cv2.LUT(hue, lut_h), cv2.LUT(sat, lut_s), cv2.LUT(val, lut_v)))
-        sample["img"] = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        lut = np.stack([(_RANGE * gh) % 180, np.clip(_RANGE * gs, 0, 255), np.clip(_RANGE * gv, 0, 255)], 1)
+        lut = lut.astype(np.uint8).reshape(256, 1, 3)  # (256, 3) -> (256, 1, 3): one table per channel
+        hsv = cv2.cvtColor(sample["img"], cv2.COLOR_RGB2HSV)
+        cv2.LUT(hsv, lut, dst=hsv)  # in place, no split / merge
+        sample["img"] = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=hsv)
         return sample
