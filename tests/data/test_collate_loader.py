@@ -79,3 +79,28 @@ def test_distributed_without_process_group_raises(coco_dir):
     ds = CocoDataset(str(coco_dir / "ann.json"), str(coco_dir / "images"))
     with pytest.raises(ValueError, match="not initialised"):
         build_dataloader(ds, batch_size=2, distributed=True)
+
+
+def test_distributed_sampler_under_a_process_group(coco_dir, tmp_path):
+    import torch.distributed as dist
+    from torch.utils.data import DistributedSampler
+
+    ds = CocoDataset(str(coco_dir / "ann.json"), str(coco_dir / "images"))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        loader = build_dataloader(ds, batch_size=2, num_workers=0, distributed=True, seed=1)
+        assert isinstance(loader.sampler, DistributedSampler)
+        loader.set_epoch(1)
+        assert loader.sampler.epoch == 1
+        assert sorted(ids_of(loader)) == [1, 2, 3]
+    finally:
+        dist.destroy_process_group()
+
+
+def test_loader_device_and_uint8_options(coco_dir):
+    ds = CocoDataset(str(coco_dir / "ann.json"), str(coco_dir / "images"))
+    b = next(iter(build_dataloader(ds, batch_size=3, num_workers=0, float_images=False)))
+    assert b["images"].dtype == torch.uint8 and int(b["images"].max()) > 1
+    f = next(iter(build_dataloader(ds, batch_size=3, num_workers=0, shuffle=False, device="cpu")))
+    u = next(iter(build_dataloader(ds, batch_size=3, num_workers=0, shuffle=False, float_images=False)))
+    assert torch.equal(f["images"], u["images"].float() / 255)
