@@ -142,3 +142,16 @@ def test_gt_order_permutation_permutes_gt_index(factory, grid, request):
     expect = torch.where(ref.pos_mask, inverse[ref.gt_index.clamp(min=0)], ref.gt_index)
     assert torch.equal(res.gt_index, expect)
     assert torch.equal(res.iou, ref.iou)
+
+
+@pytest.mark.parametrize("name, small, huge", [
+    ("atss", dict(topk=128), dict(topk=1000)),  # 128 = the largest level (8x8 cells, 2 anchors)
+    ("tal", dict(topk=168), dict(topk=1000)),
+    ("simota", dict(candidate_topk=168), dict(candidate_topk=1000)),
+])
+def test_topk_larger_than_the_priors_takes_them_all(name, small, huge, grid):
+    from detkit.assigners import ATSSAssigner, SimOTAAssigner, TaskAlignedAssigner
+
+    cls = {"atss": ATSSAssigner, "tal": TaskAlignedAssigner, "simota": SimOTAAssigner}[name]
+    data = random_batch(11)
+    assert_same(run(cls(**huge), grid, data), run(cls(**small), grid, data))
