@@ -118,7 +118,8 @@ def main() -> int:
         name = f"ultralytics {ultralytics.__version__}" if side == "ultralytics" else side
         print(f"{name} training loader: {value:.1f} images/s (best of {args.rounds})")
     if "ultralytics" in best:
-        print(f"speed-up detkit uint8 / ultralytics: {best['detkit uint8'] / best['ultralytics']:.2f}x (target >= 1.2x); "
+        ratio = best["detkit uint8"] / best["ultralytics"]
+        print(f"speed-up detkit uint8 / ultralytics: {ratio:.2f}x (target >= 1.2x); "
               f"detkit float32 / ultralytics: {best['detkit float32'] / best['ultralytics']:.2f}x")
     return 0
 

@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample = dataset[index]
         path = out / f"{k:03d}_{sample['image_id']}.jpg"
         cv2.imwrite(str(path), draw_sample(sample, names))
-        print(f"{path}: {len(sample['boxes'])} boxes, {len(sample['ignore_boxes'])} ignore, size {sample['img'].shape[:2]}")
+        n_box, n_ign = len(sample["boxes"]), len(sample["ignore_boxes"])
+        print(f"{path}: {n_box} boxes, {n_ign} ignore, size {sample['img'].shape[:2]}")
     return 0
 
 

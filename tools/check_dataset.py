@@ -22,7 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("path", help="COCO json, YOLO image folder, or VOC root")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--images", default=None, help="COCO image folder (default: root/<split> next to annotations/)")
-    parser.add_argument("--names", default=None, help="YOLO class names file (default: names.txt / data.yaml found upwards)")
+    parser.add_argument("--names", default=None,
+                        help="YOLO class names file (default: names.txt / data.yaml found upwards)")
     parser.add_argument("--split", default=None, help="VOC ImageSets/Main list (default: every xml)")
     args = parser.parse_args(argv)
     logging.getLogger("detkit.data").setLevel(logging.ERROR)  # the report below says it all

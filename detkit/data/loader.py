@@ -119,7 +119,7 @@ def build_dataloader(
         drop_last=drop_last,
         worker_init_fn=seed_worker,
         generator=generator,
-        persistent_workers=(num_workers > 0) if persistent_workers is None else (persistent_workers and num_workers > 0),
+        persistent_workers=num_workers > 0 and (persistent_workers is None or persistent_workers),
         device=device,
         float_images=float_images,
     )

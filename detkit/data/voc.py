@@ -87,7 +87,9 @@ class VocDataset(DetDataset):
             with open(list_file, encoding="utf-8") as f:
                 return [line.split()[0] for line in f if line.strip()]
         except OSError as e:
-            raise ValueError(f"{list_file}: cannot read the split list ({e.strerror}); pass split=None to use every xml") from e
+            raise ValueError(
+                f"{list_file}: cannot read the split list ({e.strerror}); pass split=None to use every xml"
+            ) from e
 
     def _parse_xml(self, stem: str) -> dict[str, Any] | None:
         xml_path = os.path.join(self.root, "Annotations", f"{stem}.xml")

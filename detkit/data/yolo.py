@@ -53,7 +53,9 @@ def load_class_names(names: str | os.PathLike | Sequence[str] | Mapping[int, str
     if isinstance(names, Mapping):
         ids = sorted(int(k) for k in names)
         if ids != list(range(len(ids))):
-            raise ValueError(f"class name ids must be 0..{len(ids) - 1}, got {ids[:10]}...; accepted: {{0: name, 1: ...}}")
+            raise ValueError(
+                f"class name ids must be 0..{len(ids) - 1}, got {ids[:10]}...; accepted: {{0: name, 1: ...}}"
+            )
         return [str(names[k] if k in names else names[str(k)]) for k in ids]
     if isinstance(names, Sequence) and not isinstance(names, str):
         return [str(n) for n in names]

@@ -23,7 +23,9 @@ def _build(t: Any) -> Any:
         name = t["type"]
         cls = getattr(A, name, None) if isinstance(name, str) else name
         if cls is None:
-            raise ValueError(f"Albu: albumentations has no transform {name!r}; accepted: any name in albumentations (e.g. 'Blur')")
+            raise ValueError(
+                f"Albu: albumentations has no transform {name!r}; accepted: any name in albumentations (e.g. 'Blur')"
+            )
         return cls(**kwargs)
     if isinstance(t, A.BasicTransform) or isinstance(t, A.BaseCompose):
         return t
@@ -47,9 +49,12 @@ class Albu(Transform):
         if bbox_params is None:
             bbox_params = A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True)
         elif isinstance(bbox_params, Mapping):
-            bbox_params = A.BboxParams(**{"format": "pascal_voc", "label_fields": ["labels"], "clip": True, **bbox_params})
+            defaults = {"format": "pascal_voc", "label_fields": ["labels"], "clip": True}
+            bbox_params = A.BboxParams(**{**defaults, **bbox_params})
         if bbox_params.format != "pascal_voc":
-            raise ValueError(f"Albu: bbox_params.format is {bbox_params.format!r}; accepted: 'pascal_voc' (xyxy pixels)")
+            raise ValueError(
+                f"Albu: bbox_params.format is {bbox_params.format!r}; accepted: 'pascal_voc' (xyxy pixels)"
+            )
         fields = list(bbox_params.label_fields or [])
         if "labels" not in fields:
             fields.append("labels")
@@ -60,7 +65,9 @@ class Albu(Transform):
     def __call__(self, sample: Sample) -> Sample:
         boxes, ign = sample["boxes"], sample["ignore_boxes"]
         n, j = len(boxes), len(ign)
-        extra = {f: np.concatenate([np.asarray(sample.get(f, np.zeros(n)))[:n], np.zeros(j)]) for f in self.label_fields}
+        extra = {
+            f: np.concatenate([np.asarray(sample.get(f, np.zeros(n)))[:n], np.zeros(j)]) for f in self.label_fields
+        }
         extra["labels"] = np.concatenate([sample["labels"], np.zeros(j, np.int64)])
         img = sample["img"]
         out = self.compose(

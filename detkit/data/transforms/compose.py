@@ -38,7 +38,9 @@ class Compose(Transform):
     def __init__(self, transforms: Sequence[Callable]) -> None:
         for t in transforms:
             if not callable(t):
-                raise ValueError(f"Compose got {t!r}, which is not callable; accepted: transforms (callables on a sample)")
+                raise ValueError(
+                    f"Compose got {t!r}, which is not callable; accepted: transforms (callables on a sample)"
+                )
         self.transforms = list(transforms)
 
     def bind(self, dataset: Any, before: Sequence[Callable] = ()) -> None:

@@ -165,7 +165,9 @@ class LetterBox(Transform):
         scaleup: allow enlarging small images (False: only shrink, as for evaluation of small inputs).
     """
 
-    def __init__(self, size: int | tuple[int, int], pad_value: int = 114, center: bool = True, scaleup: bool = True) -> None:
+    def __init__(
+        self, size: int | tuple[int, int], pad_value: int = 114, center: bool = True, scaleup: bool = True
+    ) -> None:
         self.size = _size_hw(size, "LetterBox")
         self.pad_value = int(pad_value)
         self.center = center
@@ -184,7 +186,8 @@ class LetterBox(Transform):
         left = (out_w - nw) // 2 if self.center else 0
         top = (out_h - nh) // 2 if self.center else 0
         v = self.pad_value
-        img = cv2.copyMakeBorder(img, top, out_h - nh - top, left, out_w - nw - left, cv2.BORDER_CONSTANT, value=(v, v, v))
+        img = cv2.copyMakeBorder(img, top, out_h - nh - top, left, out_w - nw - left, cv2.BORDER_CONSTANT,
+                                 value=(v, v, v))
         sx, sy = nw / w, nh / h
         scale = np.array([sx, sy, sx, sy], np.float32)
         offset = np.array([left, top, left, top], np.float32)
@@ -234,7 +237,8 @@ class RandomAffine(Transform):
             raise ValueError(f"RandomAffine: scale must be a gain in [0, 1) or 0 < lo <= hi; got {scale!r}")
         if not 0 <= translate < 1:
             raise ValueError(f"RandomAffine: translate must be in [0, 1); got {translate!r}")
-        self.degrees, self.translate, self.scale, self.shear = float(degrees), float(translate), tuple(scale), float(shear)
+        self.degrees, self.translate = float(degrees), float(translate)
+        self.scale, self.shear = tuple(scale), float(shear)
         self.border = (border, border) if isinstance(border, int) else tuple(border)
         self.size = None if size is None else _size_hw(size, "RandomAffine")
         self.pad_value = int(pad_value)
@@ -277,7 +281,8 @@ class RandomAffine(Transform):
         keep = box_candidates(boxes, new, s, self.min_size, self.min_area_ratio, self.max_aspect)
         sample["boxes"], sample["labels"] = new[keep], sample["labels"][keep]
         ign = affine_boxes_clipped(sample["ignore_boxes"], m, out_w, out_h)
-        sample["ignore_boxes"] = ign[((ign[:, 2] - ign[:, 0]) > self.min_size) & ((ign[:, 3] - ign[:, 1]) > self.min_size)]
+        big = ((ign[:, 2] - ign[:, 0]) > self.min_size) & ((ign[:, 3] - ign[:, 1]) > self.min_size)
+        sample["ignore_boxes"] = ign[big]
         return sample
 
 

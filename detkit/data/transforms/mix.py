@@ -30,7 +30,9 @@ def _resize_long_side(sample: Sample, size: int) -> tuple[np.ndarray, float]:
     return img, r
 
 
-def _place(boxes: np.ndarray, sx: float, sy: float, dx: float, dy: float, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _place(
+    boxes: np.ndarray, sx: float, sy: float, dx: float, dy: float, region: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Scale + shift boxes ``(N, 4)``, clip them to ``region`` (x1, y1, x2, y2); return boxes and keep mask."""
     out = boxes * np.array([sx, sy, sx, sy], np.float32) + np.array([dx, dy, dx, dy], np.float32)
     out = np.clip(out, region[[0, 1, 0, 1]], region[[2, 3, 2, 3]])
