@@ -1,6 +1,6 @@
 """Time and peak memory of every assigner on a YOLOv4-sized batch, and ATSS against a per-image loop.
 
-    .venv/bin/python benchmarks/assigners.py [--batch 16] [--size 640] [--gts 50] [--repeat 3] [--threads N]
+    .venv/bin/python benchmarks/assigners.py [--batch 16] [--size 640] [--gts 50] [--repeat 2] [--threads N]
 
 Priors: YOLOv4's 9 COCO anchors, 3 per location on strides 8/16/32 (25,200 priors at 640).
 GTs: random boxes (4..256 px sides), ``--gts`` per image (the last 20% padding in half the
@@ -102,9 +102,20 @@ def make_inputs(batch: int, size: int, num_gts: int, seed: int = 0) -> dict:
                 pred_boxes=pred_boxes, pred_scores=torch.rand(batch, n, NUM_CLASSES, generator=g) ** 4)
 
 
-def rss_mib() -> float:
+def status_mib(key: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of this process, in MiB."""
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (Linux >= 4.0: ``clear_refs`` 5); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def measure_one(name: str, args: argparse.Namespace) -> dict:
@@ -113,14 +124,15 @@ def measure_one(name: str, args: argparse.Namespace) -> dict:
     x = make_inputs(args.batch, args.size, args.gts)
     assigner = ASSIGNERS[name]()
     kwargs = {k: x[k] for k in ("num_level_priors", "prior_strides", "pred_boxes", "pred_scores")}
-    base = rss_mib()
+    base = status_mib("VmRSS")
+    can_reset = reset_peak()  # else the peak may include building the inputs
     times, res = [], None
     for i in range(args.repeat + 1):
         t0 = time.perf_counter()
         res = assigner.assign(x["priors"], x["gt_boxes"], x["gt_labels"], x["gt_mask"], **kwargs)
         if i:  # the first run warms up
             times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    peak = status_mib("VmHWM") if can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gt_index = res if isinstance(res, torch.Tensor) else res.gt_index
     if isinstance(res, torch.Tensor):  # the reference must agree with ATSSAssigner
         ours = ATSSAssigner(topk=9).assign(x["priors"], x["gt_boxes"], x["gt_labels"], x["gt_mask"], **kwargs)
@@ -136,7 +148,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--gts", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # internal: one assigner per process
     args = parser.parse_args()
