@@ -130,12 +130,13 @@ class SimOTAAssigner:
             ``(Tensor[B, N] sum over classes of -log(1 - p), Tensor[B, C, N] of -log(1-p) - (-log p))``
             so that the BCE against class y is ``first - second[y]``.
         """
-        p = scores.clamp(0.0, 1.0)
+        p = scores.clamp(0.0, 1.0)  # a copy: the in-place steps below never touch the input
         if self.score_sqrt:
-            p = p.sqrt()
-        neg = -torch.log1p(-p).clamp(min=BCE_LOG_MIN)  # (B, N, C)
-        pos = -torch.log(p).clamp(min=BCE_LOG_MIN)
-        return neg.sum(dim=-1), (neg - pos).transpose(1, 2).contiguous()  # (B, N, C) -> (B, C, N)
+            p = p.sqrt_()
+        neg = torch.log1p(-p).clamp_(min=BCE_LOG_MIN).neg_()  # (B, N, C)
+        pos = p.log_().clamp_(min=BCE_LOG_MIN).neg_()  # (B, N, C), in p's memory
+        neg_sum = neg.sum(dim=-1)  # (B, N)
+        return neg_sum, neg.sub_(pos).transpose(1, 2).contiguous()  # (B, N, C) -> (B, C, N)
 
     def _cost(self, geometry: tuple[Tensor, Tensor], pred_boxes: Tensor, neg_sum: Tensor, neg_minus_pos: Tensor,
               gt: GTBatch, chunk: slice, fg: Tensor) -> tuple[Tensor, Tensor]:

@@ -73,3 +73,13 @@ def test_needs_predictions_and_valid_labels():
         SimOTAAssigner().assign(PRIORS, torch.tensor([[GT]], dtype=torch.float32),
                                 torch.full((1, 1), 3), torch.ones(1, 1, dtype=torch.bool), prior_strides=STRIDES,
                                 pred_boxes=PRIORS[None], pred_scores=torch.rand(1, 4, 2))
+
+
+def test_classification_cost_is_yolox_bce_on_sqrt_scores():
+    scores = torch.tensor([[[0.0, 0.25, 1.0], [0.64, 0.01, 0.5]]])  # (B=1, N=2, C=3), with 0 and 1
+    neg_sum, neg_minus_pos = SimOTAAssigner()._score_logs(scores)
+    for n in range(2):
+        for y in range(3):
+            onehot = torch.nn.functional.one_hot(torch.tensor(y), 3).float()
+            expect = torch.nn.functional.binary_cross_entropy(scores[0, n].sqrt(), onehot, reduction="none").sum()
+            assert (neg_sum[0, n] - neg_minus_pos[0, y, n]).item() == pytest.approx(expect.item(), rel=1e-6)
