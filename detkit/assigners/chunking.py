@@ -76,7 +76,8 @@ def scatter_best(num_priors: int, prior_index: Tensor, value: Tensor, gt_offset:
     flat_idx = prior_index.reshape(b, mc * k)  # (B, Mc, K) -> (B, Mc*K)
     flat_val = value.reshape(b, mc * k)  # (B, Mc, K) -> (B, Mc*K)
     best = value.new_full((b, num_priors), fill).scatter_reduce(1, flat_idx, flat_val, "amax")
-    gt_ids = torch.arange(mc, device=value.device).view(1, mc, 1).expand(b, mc, k).reshape(b, mc * k)
+    gt_ids = torch.arange(mc, device=value.device).view(1, mc, 1)  # (Mc,) -> (1, Mc, 1)
+    gt_ids = gt_ids.expand(b, mc, k).reshape(b, mc * k)  # (1, Mc, 1) -> (B, Mc*K)
     reaches = (flat_val == best.gather(1, flat_idx)) & (flat_val > fill)
     no_gt = mc  # larger than any chunk-local index
     ids = torch.where(reaches, gt_ids, torch.full_like(gt_ids, no_gt))

@@ -180,7 +180,7 @@ class GridAssigner:
             chosen |= sim > self.extra_match_thr
         chosen &= valid[:, :, None]
         prior = layout.prior_index((boxes[..., :2] + boxes[..., 2:]) / 2)  # (B, M, K)
-        gt_ids = torch.arange(m, device=boxes.device).view(1, m, 1).expand_as(prior)
+        gt_ids = torch.arange(m, device=boxes.device).view(1, m, 1).expand_as(prior)  # (M,) -> (B, M, K)
         claims = torch.where(chosen, gt_ids, torch.full_like(gt_ids, -1))
         out = torch.full((b, num_priors), -1, dtype=torch.long, device=boxes.device)
         # (B, M, K) -> (B, M*K); the largest claiming GT index is the last one written.

@@ -105,7 +105,7 @@ class SimOTAAssigner:
             geometry = None
             taken = self._dynamic_k(cost, iou, fg)  # (B, Mc, N)
             matches += taken.sum(dim=1)
-            ids = torch.arange(chunk.start, chunk.stop, device=priors.device).view(1, -1, 1)
+            ids = torch.arange(chunk.start, chunk.stop, device=priors.device).view(1, -1, 1)  # (Mc,) -> (1, Mc, 1)
             any_gt = torch.maximum(any_gt, torch.where(taken, ids, torch.full_like(ids, -1)).amax(dim=1))
             c_cost, c_gt = cost.min(dim=1)  # (B, N), first minimum on ties
             min_cost, min_gt = merge_best(min_cost, min_gt, c_cost, c_gt + chunk.start, lower_is_better=True)
