@@ -73,12 +73,18 @@ def postprocess_single(
     else:
         cand = torch.arange(preds.shape[0], device=preds.device)
     sub = preds[cand]
-    scores = sub[:, 4:5].sigmoid() * sub[:, 5:].sigmoid()  # (K, C)
+    obj = sub[:, 4].sigmoid()  # (K,)
+    cls_logits = sub[:, 5:]  # (K, C)
     if multi_label:
-        rows, labels = torch.nonzero(scores > score_thr, as_tuple=True)
-        flat_scores = scores[rows, labels]
+        # obj * sigmoid(c) > thr  <=>  c > logit(thr / obj): compare logits, so the sigmoid runs
+        # only on the (prior, class) pairs that pass instead of on the whole (K, C) matrix.
+        ratio = (score_thr / obj).clamp(max=1.0 - 1e-7)
+        cls_thr = torch.log(ratio) - torch.log1p(-ratio)  # (K,), -inf when score_thr == 0
+        rows, labels = torch.nonzero(cls_logits > cls_thr[:, None], as_tuple=True)
+        flat_scores = obj[rows] * cls_logits[rows, labels].sigmoid()
     else:
-        flat_scores, labels = scores.max(dim=1)
+        best_logit, labels = cls_logits.max(dim=1)  # sigmoid is monotonic: best logit = best score
+        flat_scores = obj * best_logit.sigmoid()
         rows = torch.nonzero(flat_scores > score_thr).squeeze(1)
         flat_scores, labels = flat_scores[rows], labels[rows]
     if flat_scores.numel() > nms_pre:
