@@ -43,7 +43,7 @@ def nearest_candidates(prior_centres: Tensor, gt_centres: Tensor, num_level_prio
             centres = prior_centres[start:start + n_l]  # (n_l, 2)
             a = _run_length(centres)
             if a > 1:
-                loc = _smallest(_sq_distance(gt_centres, centres[::a]), -(-k // a))  # (B, M, ceil(k/a))
+                loc = _smallest(_sq_distance(gt_centres, centres[::a]), -(-k // a))  # (B, M, ceil(k/A))
                 prior = (loc[..., None] * a + torch.arange(a, device=loc.device)).flatten(-2)  # (B, M, kl*a)
                 idx = prior[..., :k]  # (dist, location, anchor) order = (dist, prior index) order
             else:
@@ -63,19 +63,47 @@ def _run_length(centres: Tensor) -> int:
 
 
 def _sq_distance(gt_centres: Tensor, centres: Tensor) -> Tensor:
-    """Squared distances ``(B, M, 2)`` x ``(n, 2)`` -> ``(B, M, n)``."""
-    dx = gt_centres[..., 0:1] - centres[:, 0]  # (B, M, 1) - (n,) -> (B, M, n)
-    dy = gt_centres[..., 1:2] - centres[:, 1]
-    return dx.mul_(dx).add_(dy.mul_(dy))
+    """Squared distances ``(B, M, 2)`` x ``(n, 2)`` -> ``(B, M, n)``.
+
+    When the centres form a row-major ``H x W`` grid (as prior generators make them), the distance
+    is the outer sum of per-column ``dx**2`` and per-row ``dy**2``: the same values, one pass.
+    """
+    axes = _grid_axes(centres)
+    if axes is None:
+        dx = gt_centres[..., 0:1] - centres[:, 0]  # (B, M, 1) - (n,) -> (B, M, n)
+        dy = gt_centres[..., 1:2] - centres[:, 1]
+        return dx.mul_(dx).add_(dy.mul_(dy))
+    xs, ys = axes
+    dx = gt_centres[..., 0:1] - xs  # (B, M, W)
+    dy = gt_centres[..., 1:2] - ys  # (B, M, H)
+    dist = dy.mul_(dy)[..., :, None] + dx.mul_(dx)[..., None, :]  # (B, M, H, W)
+    return dist.flatten(-2)  # (B, M, H, W) -> (B, M, H*W), row-major like the centres
+
+
+def _grid_axes(centres: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(xs (W,), ys (H,))`` when ``centres (n, 2)`` are the row-major grid ``ys x xs``, else None."""
+    n = centres.shape[0]
+    w = int((centres[:, 1] == centres[0, 1]).long().cumprod(0).sum())
+    if w < 2 or n % w or n == w:
+        return None
+    grid = centres.view(n // w, w, 2)  # (n, 2) -> (H, W, 2)
+    xs, ys = grid[0, :, 0], grid[:, 0, 1]
+    if bool((grid[..., 0] == xs).all()) and bool((grid[..., 1] == ys[:, None]).all()):
+        return xs, ys
+    return None
 
 
 def _smallest(dist: Tensor, k: int) -> Tensor:
     """Indices of the ``k`` smallest of each row of ``dist (B, M, n)``, ordered by (value, index)."""
-    kth, idx = dist.topk(k, dim=-1, largest=False)  # (B, M, k)
-    # A tie across the k-th distance leaves the choice to topk; settle it by index.
-    tied = (dist <= kth.amax(dim=-1, keepdim=True)).sum(-1) > k  # (B, M)
-    if bool(tied.any()):
-        idx[tied] = dist[tied].sort(dim=-1, stable=True).indices[:, :k]
+    n = dist.shape[-1]
+    vals, idx = dist.topk(min(k + 1, n), dim=-1, largest=False, sorted=True)  # (B, M, k+1)
+    if n > k:
+        # The (k+1)-th smallest equal to the k-th: a tie across the cut, which topk settles in no
+        # defined order; settle it by index.
+        tied = vals[..., k] == vals[..., k - 1]  # (B, M)
+        idx = idx[..., :k]
+        if bool(tied.any()):
+            idx[tied] = dist[tied].sort(dim=-1, stable=True).indices[:, :k]
     idx = idx.sort(dim=-1).values
     order = dist.gather(-1, idx).sort(dim=-1, stable=True).indices
     return idx.gather(-1, order)
