@@ -153,6 +153,9 @@ class Trainer:
         self.model = model.to(self.device)
         self.accumulate = max(1, round(self.s.nominal_batch / (self.batch_size * self.world_size)))
         wd_scale = self.batch_size * self.world_size * self.accumulate / self.s.nominal_batch
+        # see TrainSettings.loss_scale
+        self.loss_multiplier = (float(self.batch_size * self.world_size) if self.s.loss_scale == "batch"
+                                else 1.0 / self.accumulate)
         self.optimizer = build_optimizer(self.model, self.s.optimizer, weight_decay_scale=wd_scale)
         total = self.s.epochs * self.iters_per_epoch
         warmup = self.s.warmup_iters
@@ -315,7 +318,7 @@ class Trainer:
             loss = sum(out[k].float() for k in loss_keys)
             finite = bool(torch.isfinite(loss))
             if finite:
-                self.scaler.scale(loss / self.accumulate).backward()
+                self.scaler.scale(loss * self.loss_multiplier).backward()
             else:
                 logger.warning(f"iteration {it}: non-finite loss {loss.item()}; batch skipped")
         if step_now:

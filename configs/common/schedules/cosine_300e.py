@@ -20,6 +20,7 @@ train = dict(
     warmup_bias_lr=0.1,
     warmup_momentum=0.8,
     lr_schedule="cosine",
+    loss_scale="batch",  # YOLOv5 convention: loss x batch size, so lr 0.01 means what it does there
     min_lr_ratio=0.05,
     no_mosaic_last_epochs=15,
     multi_scale=None,
