@@ -11,6 +11,7 @@ import torch
 
 from detkit.config import load_config
 from detkit.engine.checkpoint import load_checkpoint
+from detkit.engine.train_utils import move_batch
 from detkit.engine.trainer import Trainer
 
 CFG = Path(__file__).parent / "configs" / "tiny.py"
@@ -97,3 +98,30 @@ def test_missing_dataset_names_the_expected_layout(tmp_path):
                             f"img_dir='{tmp_path}/val2017')"])
     with pytest.raises(ValueError, match="dataset not found(.|\n)*instances_"):
         build_dataset(cfg, "val")
+
+
+def _first_step_grads(tmp_path, loss_scale: str) -> dict[str, torch.Tensor]:
+    cfg = load_config(CFG, [f"train.loss_scale='{loss_scale}'", "train.grad_clip=None", "train.nominal_batch=2",
+                            "train.multi_scale=None", "train.amp=False"])
+    trainer = Trainer(cfg, work_dir=tmp_path / loss_scale)
+    assert trainer.accumulate == 1
+    batch = next(iter(trainer.loader))
+    torch.manual_seed(0)
+    trainer.optimizer.zero_grad()
+    out = trainer.forward(move_batch(batch, trainer.device))
+    loss = sum(v for k, v in out.items() if k.startswith("loss_"))
+    (loss * trainer.loss_multiplier).backward()
+    return {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+def test_loss_scale_batch_multiplies_gradients_by_the_batch_size(tmp_path):
+    mean = _first_step_grads(tmp_path, "mean")
+    batch = _first_step_grads(tmp_path, "batch")  # YOLOv5: loss x batch size (2 here)
+    assert mean.keys() == batch.keys() and mean
+    for name in mean:
+        torch.testing.assert_close(batch[name], 2.0 * mean[name])
+
+
+def test_unknown_loss_scale_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="loss_scale"):
+        Trainer(load_config(CFG, ["train.loss_scale='sum'"]), work_dir=tmp_path)
