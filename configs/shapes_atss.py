@@ -1,8 +1,11 @@
-"""Small CPU config: YOLOv4 at width 0.25 / depth 0.33 on the synthetic shapes set, ATSS.
+"""Small CPU config: YOLOv4 at depth 0.33 / width 0.125 on the synthetic shapes set, ATSS.
 
-The model of ``make demo``: CSPDarknet-PAN(SPP)-YOLO head, anchors fitted to the shapes set by
+The model and schedule of ``make demo`` (about 8 minutes on 2 CPU cores): CSPDarknet-PAN(SPP)-YOLO
+head, anchors fitted to the shapes set by
 ``tools/kmeans_anchors.py data/shapes/annotations/instances_train.json --format coco --size 320``
-(mean best IoU 0.73 vs 0.67 for the COCO anchors halved), 320 px inputs.
+(mean best IoU 0.73 vs 0.67 for the COCO anchors), 320 px inputs, 6 epochs of 1000 images.
+The loss weights are larger than YOLOv5's defaults (cls 0.5/80, box 0.05), which are made for
+300-epoch schedules: with those, 6 epochs barely move the classifier (measured: mAP 0.07).
 
     python tools/train.py configs/shapes_atss.py
     python tools/train.py configs/shapes_atss.py --cfg-options 'model.head.assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)'
@@ -27,9 +30,17 @@ SHAPES_ANCHORS = [
 ]
 
 model = dict(
+    backbone=dict(widen_factor=0.125),
     head=dict(
         num_classes=len(SHAPE_CLASSES),
         prior_generator=L(YOLOAnchorGenerator)(base_sizes=SHAPES_ANCHORS, strides=[8, 16, 32]),
         assigner=L(ATSSAssigner)(topk=9),
+        loss_weights=dict(cls=0.1, obj=1.0, box=0.5),
     )
+)
+train = dict(
+    epochs=6,
+    eval_interval=6,
+    no_mosaic_last_epochs=2,
+    optimizer=dict(lr=0.02),
 )
