@@ -26,15 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from detkit.assigners.presets import assigner_call  # noqa: E402
 from detkit.config import ConfigError, load_config  # noqa: E402
 
-PRESETS = {
-    "atss": "ATSSAssigner(topk=9)",
-    "iou": "MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0, match_low_quality=True)",
-    "grid": "GridAssigner(extra_match_thr=0.213, ignore_iou_thr=0.7)",
-    "simota": "SimOTAAssigner()",
-    "tal": "TaskAlignedAssigner()",
-}
 COLUMNS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "pos_per_gt", "gt_no_pos_pct", "train_min"]
 
 
@@ -45,7 +39,7 @@ def slug(name: str) -> str:
 def run_one(config: str, name: str, overrides: Sequence[str], work_dir: Path, progress: bool) -> dict[str, float]:
     from detkit.engine.trainer import Trainer
 
-    cfg = load_config(config, [*overrides, f"model.head.assigner={PRESETS.get(name, name)}"])
+    cfg = load_config(config, [*overrides, f"model.head.assigner={assigner_call(name)}"])
     t0 = time.perf_counter()
     trainer = Trainer(cfg, work_dir=str(work_dir / slug(name)), progress=progress)
     result = trainer.train()

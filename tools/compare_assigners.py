@@ -29,16 +29,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from detkit.analysis import SIZE_NAMES, AssignmentStats  # noqa: E402
+from detkit.assigners.presets import ASSIGNER_PRESETS, assigner_call  # noqa: E402
 from detkit.config import ConfigError, instantiate, load_config, parse_value  # noqa: E402
 from detkit.viz import draw_assignment, tensor_to_bgr  # noqa: E402
 
-PRESETS = {
-    "atss": "ATSSAssigner(topk=9)",
-    "iou": "MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0, match_low_quality=True)",
-    "grid": "GridAssigner()",
-    "simota": "SimOTAAssigner()",
-    "tal": "TaskAlignedAssigner()",
-}
 PRED_AWARE = ("SimOTAAssigner", "TaskAlignedAssigner")
 
 
@@ -49,9 +43,9 @@ def build_assigners(names: Sequence[str], cfg) -> dict[str, object]:
         if name == "config":
             out[type_name(cfg.model.head.assigner)] = instantiate(cfg.model.head.assigner)
             continue
-        node = parse_value(PRESETS.get(name, name))
+        node = parse_value(assigner_call(name))
         if not isinstance(node, dict):
-            raise ConfigError(f"--assigners: {name!r} is neither a short name ({', '.join(PRESETS)}) nor a call")
+            raise ConfigError(f"--assigners: {name!r} is neither a short name ({', '.join(ASSIGNER_PRESETS)}) nor a call")
         out[name] = instantiate(node)
     return out
 
