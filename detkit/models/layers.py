@@ -9,7 +9,7 @@ plain convolution with the same weight.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
 __all__ = [
+    "freeze",
+    "norm_to_eval",
     "ACTIVATIONS",
     "SPP",
     "SPPF",
@@ -223,3 +225,18 @@ class DeformConv(DeformConv2d):
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         return super().forward(x, self.conv_offset(x))
+
+
+def freeze(modules: Iterable[nn.Module]) -> None:
+    """Put ``modules`` in eval mode and stop their gradients (frozen backbone stages)."""
+    for module in modules:
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
+def norm_to_eval(module: nn.Module) -> None:
+    """Every BatchNorm below ``module`` in eval mode, keeping its (pretrained) statistics."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()

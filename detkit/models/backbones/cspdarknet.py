@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from detkit.models.layers import ConvBNAct, conv_unit
+from detkit.models.layers import ConvBNAct, conv_unit, freeze, norm_to_eval
 
 __all__ = ["CSP_ARCHS", "CSP_SCALES", "CSPArch", "CSPDarknet", "scale_channels", "scale_depth"]
 
@@ -184,19 +184,14 @@ class CSPDarknet(nn.Module):
     def _freeze(self) -> None:
         if self.frozen_stages < 0:
             return
-        for module in [self.stem, *self.stages[: self.frozen_stages]]:
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad_(False)
+        freeze([self.stem, *self.stages[: self.frozen_stages]])
 
     def train(self, mode: bool = True) -> CSPDarknet:
         super().train(mode)
         if mode:
             self._freeze()
             if self.norm_eval:
-                for m in self.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()
+                norm_to_eval(self)
         return self
 
     def darknet_convs(self) -> list[nn.Module]:

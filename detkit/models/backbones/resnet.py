@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from detkit.models.layers import SE, DeformConv
+from detkit.models.layers import SE, DeformConv, freeze, norm_to_eval
 
 __all__ = ["RESNET_DEPTHS", "BasicBlock", "Bottleneck", "ResNet"]
 
@@ -187,19 +187,14 @@ class ResNet(nn.Module):
         return mods + [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
 
     def _freeze(self) -> None:
-        for module in self._frozen_modules():
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad_(False)
+        freeze(self._frozen_modules())
 
     def train(self, mode: bool = True) -> ResNet:
         super().train(mode)
         if mode:
             self._freeze()
             if self.norm_eval:
-                for m in self.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()
+                norm_to_eval(self)
         return self
 
     def load_torchvision(self, state_dict: Mapping[str, Tensor]) -> None:
