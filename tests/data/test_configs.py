@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from detkit.config import instantiate, load_config
 from detkit.data import ShapesDataset, collate
+from tests.fixtures.tools import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "common" / "data"
@@ -48,9 +48,7 @@ def test_coco128_config_builds(coco128):
 
 def test_browse_dataset_writes_images(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DETKIT_SHAPES", str(tmp_path / "shapes"))
-    spec = importlib.util.spec_from_file_location("browse_dataset", REPO / "tools" / "browse_dataset.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("browse_dataset")
     out = tmp_path / "out"
     assert tool.main([str(CONFIGS / "shapes.py"), "--num", "2", "--out", str(out), "--cfg-options", *SMALL]) == 0
     assert len(list(out.glob("*.jpg"))) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,8 @@ import pytest
 
 from detkit.data import ShapesDataset, ensure_shapes_dataset, make_shapes_dataset
 from detkit.data.shapes import MAX_COVER, MAX_OBJECTS, SHAPE_CLASSES, make_shape_image
+from tests.fixtures.tools import load_tool
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_shape_image_is_deterministic_by_seed():

@@ -1,6 +1,5 @@
 """Every model config builds, runs forward, loss and backward on CPU at small widths."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,6 +8,7 @@ import torch
 from detkit.assigners import ATSSAssigner, MaxIoUAssigner
 from detkit.config import instantiate, load_config
 from detkit.models import ASFF, FPN, PAN, CSPDarknet, Detector, ResNet
+from tests.fixtures.tools import load_tool
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "common" / "models"
 SMALL = {  # overrides that keep each config tiny; the structure is unchanged
@@ -79,10 +79,7 @@ def test_assigner_swap_by_override_and_property():
 
 
 def test_model_info_tool(capsys):
-    path = CONFIGS.parents[2] / "tools" / "model_info.py"
-    spec = importlib.util.spec_from_file_location("model_info", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("model_info")
     assert tool.main([str(CONFIGS / "yolov4_tiny_cpu.py"), "--size", "64", "96"]) == 0
     out = capsys.readouterr().out
     assert "params:" in out and "GFLOPs @ 64x96" in out

@@ -1,20 +1,13 @@
 import csv
-import importlib.util
 from pathlib import Path
+from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py"
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("ablate_assigners", ROOT / "tools" / "ablate_assigners.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_ablation_trains_each_assigner_and_writes_one_table(tmp_path):
-    tool = load_tool()
+    tool = load_tool("ablate_assigners")
     shapes = tmp_path / "shapes"
     rc = tool.main([str(CONFIG), "--assigners", "atss", "MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)",
                     "--work-dir", str(tmp_path / "abl"), "--no-progress", "--cfg-options", "train.epochs=1",

@@ -1,23 +1,16 @@
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import cv2
+from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py"
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("compare_assigners", ROOT / "tools" / "compare_assigners.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_compare_assigners_tables_pictures_and_histogram(tmp_path):
-    tool = load_tool()
+    tool = load_tool("compare_assigners")
     shapes = tmp_path / "shapes"
     out = tmp_path / "out"
     rc = tool.main([str(CONFIG), "--assigners", "atss", "iou", "grid", "MaxIoUAssigner(pos_iou_thr=0.9, neg_iou_thr=0.9, match_low_quality=False)",
@@ -48,7 +41,7 @@ def test_compare_assigners_tables_pictures_and_histogram(tmp_path):
 
 
 def test_unknown_assigner_name_is_a_clear_error(tmp_path, capsys):
-    tool = load_tool()
+    tool = load_tool("compare_assigners")
     rc = tool.main([str(CONFIG), "--assigners", "nosuch", "--out", str(tmp_path)])
     assert rc == 2
     assert "nosuch" in capsys.readouterr().err

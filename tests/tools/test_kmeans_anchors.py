@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import subprocess
 import sys
@@ -6,14 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO128 = ROOT / ".." / "shared" / "data" / "coco128"
 SCRIPT = ROOT / "tools" / "kmeans_anchors.py"
 
-_spec = importlib.util.spec_from_file_location("kmeans_anchors", SCRIPT)
-km = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(km)
+km = load_tool("kmeans_anchors")
 
 
 def run(*args):

@@ -6,7 +6,6 @@ data and model parts; a real-model run lives in tests/engine/test_end_to_end.py.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -16,16 +15,13 @@ import numpy as np
 import pytest
 
 from detkit.engine.checkpoint import load_checkpoint
+from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = str(ROOT / "tests" / "engine" / "configs" / "tiny.py")
 
 
-def tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"detkit_tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+tool = load_tool
 
 
 def test_train_resume_test_infer(tmp_path, capsys):
