@@ -7,9 +7,11 @@ gloo on CPU. Without those variables everything runs as a single process (rank 0
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -23,6 +25,7 @@ __all__ = [
     "barrier",
     "broadcast_state",
     "cleanup_distributed",
+    "exit_process",
     "get_rank",
     "get_world_size",
     "init_distributed",
@@ -31,6 +34,9 @@ __all__ = [
     "reduce_mean",
     "sync_bn",
 ]
+
+
+_joined_group = False  # this process called init_process_group (see exit_process)
 
 
 def is_distributed() -> bool:
@@ -71,13 +77,43 @@ def init_distributed(device: str = "cpu", backend: str | None = None) -> tuple[i
     if device.startswith("cuda"):
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    global _joined_group
+    _joined_group = True
     return rank, world_size, local_rank
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group (no-op when none)."""
+    """Leave the process group (no-op when none).
+
+    All ranks meet at a barrier first, so no rank tears its connections down while another is
+    still inside a collective (rank 0 typically still writes checkpoints and logs).
+    """
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_process(code: int = 0) -> NoReturn:
+    """End a tool's process with ``code``: ``sys.exit`` normally, ``os._exit`` after a process group.
+
+    Under torch 2.15, a process that wrapped a model in DistributedDataParallel keeps the gloo
+    worker threads (``pt_gloo_runloop``, ``gloo_tcp_loop``) alive after ``destroy_process_group``:
+    the DDP reducer holds the group from C++. Interpreter teardown with those threads still
+    running aborts now and then ("terminate called without an active exception", SIGABRT), which
+    torchrun reports as a failed run although every file was written. A process that joined a
+    group therefore flushes its streams and log handlers and leaves with ``os._exit``, skipping
+    the teardown. Call it after :func:`cleanup_distributed`, with every file closed.
+    """
+    if not _joined_group:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def barrier() -> None:

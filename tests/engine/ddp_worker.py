@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from detkit.config import load_config
-from detkit.engine.distributed import cleanup_distributed, get_rank
+from detkit.engine.distributed import cleanup_distributed, exit_process, get_rank
 from detkit.engine.trainer import Trainer
 
 CFG = Path(__file__).parent / "configs" / "tiny.py"
@@ -32,3 +32,4 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    exit_process(0)

@@ -45,3 +45,11 @@ def test_two_rank_gloo_training_and_evaluation(tmp_path):
                                          tiny_collate, batch_size=3, progress=False)
     assert len(results) == len(dataset)  # one detection per image, none duplicated
     assert one_rank == pytest.approx(two_rank, abs=1e-12)
+
+
+def test_exit_process_without_a_group_is_sys_exit():
+    from detkit.engine.distributed import exit_process
+
+    with pytest.raises(SystemExit) as info:
+        exit_process(3)
+    assert info.value.code == 3
