@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from detkit.models.postprocess import undo_letterbox
+from detkit.models.postprocess import undo_letterbox_batch
 
 __all__ = ["Detector"]
 
@@ -71,6 +71,17 @@ class Detector(nn.Module):
         """Raw head maps ``[(B, A*(5+C), H / s_i, W / s_i)]``."""
         return self.head(self.extract(images))
 
+    def forward_decoded(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The network up to decoded boxes and scores, before any filtering (what is exported).
+
+        Args:
+            images: ``(B, 3, H, W)`` float, H and W multiples of :attr:`size_divisor`.
+
+        Returns:
+            ``boxes (B, N, 4)`` xyxy in input pixels and ``scores (B, N, C)`` (``obj * cls``), fp32.
+        """
+        return self.head.decode_outputs(self(images))
+
     def loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """The head's loss dict for a training batch (sum the ``loss_*`` keys)."""
         return self.head.loss(self(batch["images"]), batch)
@@ -89,24 +100,4 @@ class Detector(nn.Module):
         """
         images = batch["images"]
         dets = self.head.predict(self(images), batch, **overrides)
-        if "scale_factors" not in batch and "ori_sizes" not in batch:
-            return dets
-        b = images.shape[0]
-        h, w = images.shape[-2:]
-        scales = _rows(batch.get("scale_factors"), b, (1.0, 1.0))
-        pads = _rows(batch.get("pads"), b, (0.0, 0.0))
-        sizes = _rows(batch.get("ori_sizes"), b, None)
-        for i, det in enumerate(dets):
-            size = sizes[i] if sizes is not None else (h / scales[i][1], w / scales[i][0])
-            det["boxes"] = undo_letterbox(det["boxes"], scales[i], pads[i], size)
-        return dets
-
-
-def _rows(value: Any, batch_size: int, default: Sequence[float] | None) -> list | None:
-    """Per-image pairs from a ``(B, 2)`` tensor/list, or ``default`` repeated."""
-    if value is None:
-        return None if default is None else [default] * batch_size
-    rows = value.tolist() if isinstance(value, Tensor) else [list(v) for v in value]
-    if len(rows) != batch_size:
-        raise ValueError(f"expected {batch_size} rows of (a, b) per image, got {len(rows)}")
-    return rows
+        return undo_letterbox_batch(dets, batch, images.shape[-2:])

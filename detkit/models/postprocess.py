@@ -1,14 +1,21 @@
 """Inference post-processing: score filter, decode, class-aware NMS, letterbox undo.
 
-The order is chosen for speed on CPU (a 640 image has 25,200 priors x 80 classes):
+Two entry points share the same stages, so a PyTorch model and an exported (ONNX) model give
+the same detections:
 
-1. keep priors whose objectness alone passes ``score_thr`` (a score is ``obj * cls <= obj``),
-   comparing logits with ``logit(score_thr)`` so no sigmoid runs on rejected priors;
-2. build the ``(K, C)`` score matrix only for those ``K`` priors;
-3. pick (prior, class) pairs above ``score_thr`` (all of them with ``multi_label``, the best
-   class otherwise) and keep the ``nms_pre`` best;
-4. decode boxes only for the kept pairs;
-5. ``torchvision.ops.batched_nms`` per class, then the ``max_per_img`` best.
+* :func:`postprocess_single` takes raw head outputs (logits) and decodes only what it keeps;
+* :func:`postprocess_decoded_single` takes already decoded boxes and class scores (the outputs
+  of :meth:`detkit.models.Detector.forward_decoded` and of an exported graph).
+
+The stages, in the order chosen for speed on CPU (a 640 image has 25,200 priors x 80 classes):
+
+1. (raw path only) keep priors whose objectness alone passes ``score_thr`` (a score is
+   ``obj * cls <= obj``), comparing logits with ``logit(score_thr)`` so no sigmoid runs on
+   rejected priors, and build the ``(K, C)`` score matrix :func:`class_scores` for those ``K``;
+2. :func:`select_candidates`: the (prior, class) pairs above ``score_thr`` (all of them with
+   ``multi_label``, the best class otherwise), at most ``nms_pre`` of them;
+3. (raw path only) decode boxes of the kept pairs;
+4. :func:`nms_detections`: ``torchvision.ops.batched_nms`` per class, then the ``max_per_img`` best.
 
 No Python loop runs over boxes; the loop over images in a batch is the only one.
 """
@@ -16,27 +23,97 @@ No Python loop runs over boxes; the loop over images in a batch is the only one.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-__all__ = ["BoxDecoder", "postprocess", "postprocess_single", "undo_letterbox"]
+__all__ = [
+    "BoxDecoder",
+    "check_postprocess_args",
+    "class_scores",
+    "nms_detections",
+    "postprocess",
+    "postprocess_decoded",
+    "postprocess_decoded_single",
+    "postprocess_single",
+    "select_candidates",
+    "undo_letterbox",
+    "undo_letterbox_batch",
+]
 
 
 class BoxDecoder(Protocol):
     def decode(self, priors: Tensor, deltas: Tensor, strides: Tensor) -> Tensor: ...
 
 
-def _check_args(score_thr: float, nms_iou_thr: float, nms_pre: int, max_per_img: int) -> None:
+def check_postprocess_args(score_thr: float, nms_iou_thr: float, nms_pre: int, max_per_img: int) -> None:
+    """ValueError naming the accepted range for any setting out of range."""
     if not 0.0 <= score_thr < 1.0:
         raise ValueError(f"score_thr must be in [0, 1), got {score_thr}")
     if not 0.0 < nms_iou_thr <= 1.0:
         raise ValueError(f"nms_iou_thr must be in (0, 1], got {nms_iou_thr}")
     if nms_pre <= 0 or max_per_img <= 0:
         raise ValueError(f"nms_pre and max_per_img must be positive, got {nms_pre}, {max_per_img}")
+
+
+def class_scores(preds: Tensor) -> Tensor:
+    """Detection scores ``sigmoid(obj) * sigmoid(cls)``.
+
+    Args:
+        preds: ``Tensor[..., 5+C]`` raw outputs ``[tx, ty, tw, th, obj, cls...]`` (logits).
+
+    Returns:
+        ``Tensor[..., C]`` fp32 scores in (0, 1).
+    """
+    preds = preds.float()
+    return preds[..., 4:5].sigmoid() * preds[..., 5:].sigmoid()
+
+
+def select_candidates(
+    scores: Tensor, score_thr: float, multi_label: bool, nms_pre: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(row, class) pairs whose score is above ``score_thr``, at most ``nms_pre`` of them.
+
+    Args:
+        scores: ``Tensor[K, C]`` class scores of K boxes.
+        score_thr: keep pairs with ``score > score_thr``.
+        multi_label: one candidate per (box, class) above the threshold; else only each box's
+            best class.
+        nms_pre: when more pairs pass, the ``nms_pre`` best are kept.
+
+    Returns:
+        ``rows Tensor[M]`` (long, into K), ``labels Tensor[M]`` (long), ``scores Tensor[M]``.
+    """
+    if multi_label:
+        rows, labels = torch.nonzero(scores > score_thr, as_tuple=True)
+        flat = scores[rows, labels]
+    else:
+        best, labels = scores.max(dim=1)
+        rows = torch.nonzero(best > score_thr).squeeze(1)
+        flat, labels = best[rows], labels[rows]
+    if flat.numel() > nms_pre:
+        flat, top = flat.topk(nms_pre)
+        rows, labels = rows[top], labels[top]
+    return rows, labels, flat
+
+
+def nms_detections(
+    boxes: Tensor, scores: Tensor, labels: Tensor, nms_iou_thr: float, max_per_img: int
+) -> dict[str, Tensor]:
+    """Class-aware NMS (``torchvision.ops.batched_nms``), then the ``max_per_img`` best.
+
+    Args:
+        boxes: ``Tensor[M, 4]`` xyxy; scores: ``Tensor[M]``; labels: ``Tensor[M]``.
+
+    Returns:
+        ``dict(boxes (K, 4) fp32, scores (K,), labels (K,) long)`` sorted by decreasing score.
+    """
+    boxes = boxes.float()
+    keep = batched_nms(boxes, scores, labels, nms_iou_thr)[:max_per_img]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep].long()}
 
 
 def postprocess_single(
@@ -64,36 +141,17 @@ def postprocess_single(
     Returns:
         ``dict(boxes (K, 4) xyxy fp32, scores (K,), labels (K,) long)`` sorted by score.
     """
-    _check_args(score_thr, nms_iou_thr, nms_pre, max_per_img)
+    check_postprocess_args(score_thr, nms_iou_thr, nms_pre, max_per_img)
     preds = preds.float()
-    obj_logit = preds[:, 4]
-    if score_thr > 0:
-        thr_logit = math.log(score_thr / (1.0 - score_thr))
-        cand = torch.nonzero(obj_logit > thr_logit).squeeze(1)
+    if score_thr > 0:  # obj * cls <= obj: priors whose objectness fails cannot pass
+        cand = torch.nonzero(preds[:, 4] > math.log(score_thr / (1.0 - score_thr))).squeeze(1)
     else:
         cand = torch.arange(preds.shape[0], device=preds.device)
     sub = preds[cand]
-    obj = sub[:, 4].sigmoid()  # (K,)
-    cls_logits = sub[:, 5:]  # (K, C)
-    if multi_label:
-        # obj * sigmoid(c) > thr  <=>  c > logit(thr / obj): compare logits, so the sigmoid runs
-        # only on the (prior, class) pairs that pass instead of on the whole (K, C) matrix.
-        ratio = (score_thr / obj).clamp(max=1.0 - 1e-7)
-        cls_thr = torch.log(ratio) - torch.log1p(-ratio)  # (K,), -inf when score_thr == 0
-        rows, labels = torch.nonzero(cls_logits > cls_thr[:, None], as_tuple=True)
-        flat_scores = obj[rows] * cls_logits[rows, labels].sigmoid()
-    else:
-        best_logit, labels = cls_logits.max(dim=1)  # sigmoid is monotonic: best logit = best score
-        flat_scores = obj * best_logit.sigmoid()
-        rows = torch.nonzero(flat_scores > score_thr).squeeze(1)
-        flat_scores, labels = flat_scores[rows], labels[rows]
-    if flat_scores.numel() > nms_pre:
-        flat_scores, top = flat_scores.topk(nms_pre)
-        rows, labels = rows[top], labels[top]
+    rows, labels, flat_scores = select_candidates(class_scores(sub), score_thr, multi_label, nms_pre)
     idx = cand[rows]
-    boxes = coder.decode(priors[idx], preds[idx, :4], strides[idx]).float()
-    keep = batched_nms(boxes, flat_scores, labels, nms_iou_thr)[:max_per_img]
-    return {"boxes": boxes[keep], "scores": flat_scores[keep], "labels": labels[keep].long()}
+    boxes = coder.decode(priors[idx], preds[idx, :4], strides[idx])
+    return nms_detections(boxes, flat_scores, labels, nms_iou_thr, max_per_img)
 
 
 def postprocess(
@@ -101,6 +159,39 @@ def postprocess(
 ) -> list[dict[str, Tensor]]:
     """:func:`postprocess_single` for each image of ``preds (B, N, 5+C)``."""
     return [postprocess_single(p, priors, strides, coder, **kwargs) for p in preds]
+
+
+def postprocess_decoded_single(
+    boxes: Tensor,
+    scores: Tensor,
+    *,
+    score_thr: float = 0.001,
+    nms_iou_thr: float = 0.65,
+    nms_pre: int = 30000,
+    max_per_img: int = 300,
+    multi_label: bool = True,
+) -> dict[str, Tensor]:
+    """Detections of one image from decoded boxes and class scores (same settings and result
+    as :func:`postprocess_single`).
+
+    Args:
+        boxes: ``(N, 4)`` xyxy in network-input pixels.
+        scores: ``(N, C)`` class scores ``obj * cls`` (:func:`class_scores`).
+
+    Returns:
+        ``dict(boxes (K, 4) xyxy fp32, scores (K,), labels (K,) long)`` sorted by score.
+    """
+    check_postprocess_args(score_thr, nms_iou_thr, nms_pre, max_per_img)
+    if boxes.shape[:-1] != scores.shape[:-1] or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes (N, 4) and scores (N, C) must agree, got {tuple(boxes.shape)}, "
+                         f"{tuple(scores.shape)}")
+    rows, labels, flat_scores = select_candidates(scores.float(), score_thr, multi_label, nms_pre)
+    return nms_detections(boxes[rows], flat_scores, labels, nms_iou_thr, max_per_img)
+
+
+def postprocess_decoded(boxes: Tensor, scores: Tensor, **kwargs: Any) -> list[dict[str, Tensor]]:
+    """:func:`postprocess_decoded_single` for each image of ``boxes (B, N, 4)``, ``scores (B, N, C)``."""
+    return [postprocess_decoded_single(b, s, **kwargs) for b, s in zip(boxes, scores)]
 
 
 def undo_letterbox(
@@ -131,3 +222,40 @@ def undo_letterbox(
     out[:, 0::2] = out[:, 0::2].clamp(0, w)
     out[:, 1::2] = out[:, 1::2].clamp(0, h)
     return out
+
+
+def undo_letterbox_batch(
+    dets: list[dict[str, Tensor]], batch: Mapping[str, Any], input_size: Sequence[int]
+) -> list[dict[str, Tensor]]:
+    """:func:`undo_letterbox` on every image's ``boxes`` (in place), from the batch's records.
+
+    Args:
+        dets: per image ``dict(boxes (K, 4), ...)`` in network-input pixels.
+        batch: ``scale_factors (B, 2)``, ``pads (B, 2)`` and ``ori_sizes (B, 2)`` (h, w); when
+            the batch has neither scale factors nor original sizes, ``dets`` are returned as is.
+        input_size: ``(H, W)`` of the network input (the original size when ``ori_sizes`` is absent).
+
+    Returns:
+        ``dets``, boxes in original-image pixels.
+    """
+    if "scale_factors" not in batch and "ori_sizes" not in batch:
+        return dets
+    b = len(dets)
+    h, w = (int(v) for v in input_size)
+    scales = _rows(batch.get("scale_factors"), b, (1.0, 1.0))
+    pads = _rows(batch.get("pads"), b, (0.0, 0.0))
+    sizes = _rows(batch.get("ori_sizes"), b, None)
+    for i, det in enumerate(dets):
+        size = sizes[i] if sizes is not None else (h / scales[i][1], w / scales[i][0])
+        det["boxes"] = undo_letterbox(det["boxes"], scales[i], pads[i], size)
+    return dets
+
+
+def _rows(value: Any, batch_size: int, default: Sequence[float] | None) -> list | None:
+    """Per-image pairs from a ``(B, 2)`` tensor/list, or ``default`` repeated."""
+    if value is None:
+        return None if default is None else [default] * batch_size
+    rows = value.tolist() if isinstance(value, Tensor) else [list(v) for v in value]
+    if len(rows) != batch_size:
+        raise ValueError(f"expected {batch_size} rows of (a, b) per image, got {len(rows)}")
+    return rows

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from detkit.models.heads.yolo_loss import YOLOLossPipeline
 from detkit.models.layers import ConvBNAct
 from detkit.models.necks.base import BindableModule
-from detkit.models.postprocess import postprocess
+from detkit.models.postprocess import class_scores, postprocess
 
 __all__ = ["YOLOHead"]
 
@@ -171,6 +171,19 @@ class YOLOHead(BindableModule):
         """``(priors (N, 4), prior_strides (N,), num_level_priors)`` for these raw maps."""
         sizes = [tuple(x.shape[-2:]) for x in raw]
         return self.prior_generator.grid_priors(sizes, device=raw[0].device)
+
+    def decode_outputs(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Every prior's decoded box and class scores, unfiltered (the exported outputs).
+
+        Args:
+            raw: ``[(B, A*(5+C), H_i, W_i)]`` raw maps.
+
+        Returns:
+            ``boxes (B, N, 4)`` xyxy input pixels, ``scores (B, N, C)`` = ``obj * cls``, fp32.
+        """
+        preds = self.flatten(raw)
+        priors, strides, _ = self.priors(raw)
+        return self.coder.decode(priors, preds[..., :4], strides), class_scores(preds)
 
     def loss(self, raw: Sequence[Tensor], batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """Training losses: ``loss_cls``, ``loss_obj``, ``loss_box`` and detached ``stat_*``."""
