@@ -8,7 +8,13 @@
 The work dir (default ``work_dirs/<config name>``) receives the config dump, ``train.log``,
 ``metrics.csv`` / ``metrics.jsonl``, TensorBoard events, PNG curves and checkpoints
 (``epoch_<E>.pth``, ``iter_<I>.pth``, ``best.pth``). ``--resume`` without a path continues from
-the newest checkpoint there.
+the newest checkpoint there that loads.
+
+Exit status: 0 done; 2 a user error (config, data, checkpoint), message on stderr; 1 training
+diverged (``train.max_nonfinite_steps`` non-finite steps in a row; the last good checkpoint is
+kept); 130 / 143 stopped by SIGINT / SIGTERM (128 + the signal, as a shell reports a process the
+signal ended): the first signal finishes the optimizer step and writes ``iter_<N>.pth`` for
+``--resume``, a second one aborts at once without writing.
 """
 
 from __future__ import annotations
@@ -41,9 +47,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from detkit.engine.distributed import cleanup_distributed
-    from detkit.engine.trainer import Trainer
+    from detkit.engine.distributed import cleanup_distributed, get_rank
+    from detkit.engine.trainer import Trainer, TrainingAborted, TrainingDiverged, TrainingInterrupted
 
+    aborted = False
     try:
         cfg = load_config(args.config, args.cfg_options)
         trainer = Trainer(cfg, work_dir=args.work_dir, device=args.device, seed=args.seed,
@@ -53,8 +60,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        if get_rank() == 0:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as e:
+        if get_rank() == 0:
+            print(f"interrupted: {e}", file=sys.stderr)
+        return e.exit_code
+    except TrainingAborted as e:
+        aborted = True  # ranks may be anywhere: no barrier on the way out
+        print(f"{e}: no checkpoint written for the current step; --resume continues from the newest one",
+              file=sys.stderr)
+        return e.exit_code
     finally:
-        cleanup_distributed()
+        if not aborted:
+            cleanup_distributed()
     best = result["best"]
     if trainer.rank == 0:
         if best["epoch"] >= 0:

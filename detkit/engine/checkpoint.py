@@ -10,15 +10,25 @@ so it holds only tensors and plain Python values::
      "epoch_iter": int,      # iterations done inside the current epoch (0 at an epoch boundary)
      "rng": {"python": ..., "numpy": ..., "torch": ByteTensor, "cuda": [ByteTensor, ...]},
      "config": str,          # detkit.config.format_config of the run's config
-     "best": {"metric": str, "value": float} ...}
+     "best": {"metric": str, "value": float} ...,
+     "guard": {"loss_total": int, ...}}   # counters of skipped non-finite steps
+
+Safety: files are written atomically (a kill -9 at any moment leaves either the old or the new
+file, never a partial one; temporaries it leaves behind are removed by the next save), and read
+with ``weights_only=True``, so a checkpoint whose pickle would run code is refused. A file that
+cannot be read (truncated, corrupt, refused) raises :class:`CheckpointError` naming it;
+:func:`load_latest_checkpoint` then falls back to the previous checkpoint with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import random
 import re
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,17 +38,31 @@ import torch
 from torch import nn
 
 __all__ = [
+    "CheckpointError",
     "CheckpointManager",
     "atomic_save",
+    "checkpoint_candidates",
     "find_latest_checkpoint",
     "get_rng_state",
     "load_checkpoint",
+    "load_latest_checkpoint",
     "load_weights",
     "set_rng_state",
 ]
 
+logger = logging.getLogger("detkit")
+
 LAST_POINTER = "last_checkpoint"  # text file in the work dir naming the newest checkpoint
 _CKPT_RE = re.compile(r"^(epoch|iter)_(\d+)\.pth$")
+# Temporaries of atomic_save / _atomic_write_text (mkstemp names ".<target>.<random>.tmp").
+_TMP_RE = re.compile(r"^\.((epoch|iter)_\d+\.pth|best\.pth|last_checkpoint)\..+\.tmp$")
+# What torch.load raises on a truncated or corrupt file, by format and by where the cut falls.
+_READ_ERRORS = (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError,
+                KeyError, IndexError, AttributeError, ImportError, UnicodeDecodeError)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: missing, truncated, corrupt, or refused as unsafe."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -77,18 +101,48 @@ def _fsync_dir(directory: Path) -> None:
 
 def _atomic_write_text(text: str, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; ValueError when the file is missing."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Read a checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointError: (a ValueError) naming ``path`` when the file is missing, truncated or
+            corrupt, or when its pickle holds anything but tensors and plain values (such a
+            pickle could run code; it is refused and nothing in it runs).
+    """
     if not os.path.isfile(path):
-        raise ValueError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():
+            reason = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line),
+                          str(e).splitlines()[0])
+            raise CheckpointError(
+                f"{path}: refused to load: the file holds objects other than tensors and plain values, which "
+                f"could run code when unpickled ({reason}). detkit loads checkpoints with weights_only=True; "
+                "if you made this file yourself and trust it, re-save just its tensors (a state_dict)") from e
+        raise _unreadable(path, e) from e
+    except _READ_ERRORS as e:
+        raise _unreadable(path, e) from e
+
+
+def _unreadable(path: str | os.PathLike, error: BaseException) -> CheckpointError:
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    first = (str(error).splitlines() or [""])[0][:200]
+    return CheckpointError(f"{path}: cannot read checkpoint ({size} bytes): the file is truncated or corrupt "
+                           f"({type(error).__name__}: {first})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,11 +191,18 @@ class CheckpointManager:
             raise ValueError(f"checkpoint keep_last must be >= 1, got {keep_last}")
         self.work_dir = Path(work_dir)
         self.keep_last = keep_last
+        self._cleaned = False
 
     def save(self, state: Mapping[str, Any], name: str) -> Path:
-        """Write ``state`` as ``<work_dir>/<name>`` atomically, update the pointer, rotate old files."""
+        """Write ``state`` as ``<work_dir>/<name>`` atomically, update the pointer, rotate old files.
+
+        The first save also removes temporaries that a killed earlier run left behind.
+        """
         if not _CKPT_RE.match(name) and name != "best.pth":
             raise ValueError(f"checkpoint name {name!r} must be epoch_<N>.pth, iter_<N>.pth or best.pth")
+        if not self._cleaned:
+            self.remove_stale_temporaries()
+            self._cleaned = True
         path = self.work_dir / name
         atomic_save(dict(state), path)
         if name != "best.pth":
@@ -161,17 +222,64 @@ class CheckpointManager:
         for old in self.checkpoints()[: -self.keep_last]:
             old.unlink(missing_ok=True)
 
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporaries of interrupted writes (one writer per work dir: rank 0); returns them."""
+        stale = [p for p in self.work_dir.glob(".*.tmp") if _TMP_RE.match(p.name)] if self.work_dir.is_dir() else []
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
+
+def checkpoint_candidates(work_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoints to resume from, newest first: the one ``last_checkpoint`` names, then the other
+    ``epoch_*`` / ``iter_*`` files by modification time."""
+    work_dir = Path(work_dir)
+    if not work_dir.is_dir():
+        return []
+    found = CheckpointManager(work_dir).checkpoints()[::-1]
+    pointer = work_dir / LAST_POINTER
+    try:
+        named = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        named = ""
+    if _CKPT_RE.match(named) and (work_dir / named).is_file():
+        found = [work_dir / named] + [p for p in found if p.name != named]
+    return found
+
 
 def find_latest_checkpoint(work_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint ``last_checkpoint`` names, else the newest ``epoch_*/iter_*.pth``, else None."""
-    work_dir = Path(work_dir)
-    pointer = work_dir / LAST_POINTER
-    if pointer.is_file():
-        candidate = work_dir / pointer.read_text().strip()
-        if candidate.is_file():
-            return candidate
-    found = CheckpointManager(work_dir).checkpoints() if work_dir.is_dir() else []
-    return found[-1] if found else None
+    """The checkpoint ``last_checkpoint`` names, else the newest ``epoch_*/iter_*.pth``, else None
+    (the file is not read; :func:`load_latest_checkpoint` also checks that it loads)."""
+    found = checkpoint_candidates(work_dir)
+    return found[0] if found else None
+
+
+def load_latest_checkpoint(work_dir: str | os.PathLike,
+                           map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``work_dir`` that loads, as ``(path, checkpoint)``; None when there is none.
+
+    A newer file that cannot be read is skipped with a warning naming it and the reason.
+
+    Raises:
+        CheckpointError: when checkpoints exist but none of them can be read.
+    """
+    problems = []
+    for path in checkpoint_candidates(work_dir):
+        try:
+            ckpt = load_checkpoint(path, map_location=map_location)
+        except CheckpointError as e:
+            logger.warning(f"{e}\n  skipping it; trying the previous checkpoint")
+            problems.append(str(e))
+            continue
+        if not isinstance(ckpt, Mapping) or "model" not in ckpt:
+            msg = f"{path}: not a detkit training checkpoint (no 'model' entry)"
+            logger.warning(f"{msg}; trying the previous checkpoint")
+            problems.append(msg)
+            continue
+        return path, ckpt
+    if problems:
+        raise CheckpointError(f"no readable checkpoint in {work_dir}:\n  " + "\n  ".join(problems))
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

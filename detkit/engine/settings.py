@@ -8,6 +8,7 @@
         lr_schedule="cosine", min_lr_ratio=0.05, steps=(), gamma=0.1,   # "cosine" | "step" | "linear"
         ema=dict(enabled=True, decay=0.9999, tau=2000),
         amp=True, grad_clip=10.0,                        # grad_clip: max global L2 norm, or None
+        max_nonfinite_steps=20,                          # stop after this many non-finite steps in a row
         loss_scale="mean",                               # "mean" | "batch" (YOLOv5: loss x batch, summed)
         multi_scale=None, multi_scale_interval=10,       # multi_scale=(min, max) sides in pixels
         no_mosaic_last_epochs=0,                         # Mosaic/MixUp off for the last N epochs
@@ -57,6 +58,11 @@ class TrainSettings:
     ema: dict = field(default_factory=lambda: _defaults("ema"))
     amp: bool = True
     grad_clip: float | None = 10.0
+    # Iterations with a non-finite loss are skipped (no backward) and optimizer steps with non-finite
+    # gradients are dropped (under AMP that includes the grad scaler's fp16-overflow skips, each of
+    # which halves its scale); this many such events in a row, with no good step in between, stop
+    # training with TrainingDiverged. None: never stop.
+    max_nonfinite_steps: int | None = 20
     # "mean": backward(loss / accumulate), the loss is a mean over the nominal batch (mmdet-style LRs);
     # "batch": backward(loss * batch * world size), summed over accumulation steps (YOLOv5's
     # convention, so YOLOv5 learning rates such as 0.01 mean the same thing here).
@@ -95,6 +101,11 @@ class TrainSettings:
                 raise ValueError(f"train.multi_scale must be (min, max) with 32 <= min <= max, got {self.multi_scale}")
         if self.loss_scale not in ("mean", "batch"):
             raise ValueError(f"train.loss_scale must be 'mean' or 'batch', got {self.loss_scale!r}")
+        if self.max_nonfinite_steps is not None and (
+                isinstance(self.max_nonfinite_steps, bool) or not isinstance(self.max_nonfinite_steps, int)
+                or self.max_nonfinite_steps < 1):
+            raise ValueError(f"train.max_nonfinite_steps must be an int >= 1 or None (never stop), "
+                             f"got {self.max_nonfinite_steps!r}")
         if self.eval_interval < 0 or self.log_interval < 1:
             raise ValueError("train.eval_interval must be >= 0 (0: never) and train.log_interval >= 1")
         for i, entry in enumerate(self.assigner_schedule):

@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import random
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -153,6 +154,10 @@ def _worker_init(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32  # differs per worker, derived from the loader's generator
     random.seed(seed)
     np.random.seed(seed)
+    # Ctrl-C reaches the whole process group: a worker that died of it would end the training
+    # process with a DataLoader error instead of its clean stop (detkit.engine.guards.StopSignals).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def build_loader(dataset: Dataset, batch_size: int, sampler: Sampler, num_workers: int,

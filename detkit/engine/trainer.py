@@ -13,6 +13,15 @@ weights), write ``epoch_<E>.pth`` and ``best.pth``, CSV/JSONL rows and plots. Ev
 is reproducible from ``(seed, epoch, iteration)`` or restored from the checkpoint, so a resumed
 run continues with the same losses as an uninterrupted one (exactly, on CPU with
 ``num_workers=0``; with workers, augmentation randomness is reseeded per epoch instead).
+
+Guards (:mod:`detkit.engine.guards`): an iteration whose loss is not finite is skipped (no
+backward; the BatchNorm statistics its forward pass changed are put back), an optimizer step
+whose gradients are not finite is dropped, both counted in the logs and metrics;
+``train.max_nonfinite_steps`` of them in a row raise :class:`TrainingDiverged`. No checkpoint is
+written while such a streak lasts or when any weight is not finite, so the newest checkpoint is
+always a good one. During :meth:`Trainer.train` the first SIGINT / SIGTERM finishes the optimizer
+step, writes ``iter_<N>.pth`` (which ``--resume`` picks) and raises :class:`TrainingInterrupted`;
+a second one raises :class:`TrainingAborted` at once.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,9 +41,14 @@ from torch import Tensor, nn
 from detkit.config import ConfigDict, format_config, instantiate
 from detkit.engine import distributed as du
 from detkit.engine.checkpoint import (
-    CheckpointManager, find_latest_checkpoint, get_rng_state, load_checkpoint, load_weights, set_rng_state,
+    CheckpointError, CheckpointManager, find_latest_checkpoint, get_rng_state, load_checkpoint,
+    load_latest_checkpoint, load_weights, set_rng_state,
 )
 from detkit.engine.ema import ModelEMA, unwrap_model
+from detkit.engine.guards import (
+    BufferSnapshot, NonFiniteGuard, StopSignals, TrainingAborted, TrainingDiverged, TrainingInterrupted,
+    any_rank, guarded_optimizer_step, nonfinite_tensors,
+)
 from detkit.engine.inference import build_evaluator, evaluate_dataset
 from detkit.engine.logging import MetricsWriter, setup_logger
 from detkit.engine.optim import build_optimizer
@@ -46,7 +61,10 @@ from detkit.engine.train_utils import (
 )
 from detkit.viz import plot_pr_curves
 
-__all__ = ["Trainer", "build_dataset"]
+__all__ = ["Trainer", "TrainingAborted", "TrainingDiverged", "TrainingInterrupted", "build_dataset"]
+
+# Entries a checkpoint needs for --resume.
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "iter", "epoch_iter", "rng")
 
 logger = logging.getLogger("detkit")
 
@@ -124,6 +142,9 @@ class Trainer:
         self.epoch_sums: dict[str, float] = {}  # running sums of this epoch's loss_*/stat_* values
         self.epoch_count = 0
         self.best: dict[str, Any] = {"metric": "AP", "value": -1.0, "epoch": -1}
+        self.guard = NonFiniteGuard(self.s.max_nonfinite_steps)
+        self.signals = StopSignals()  # replaced by the active one during train()
+        self._agreed_stop = False  # under DDP: some rank got a stop signal (agreed this iteration)
         seed_everything(self.s.seed + self.rank)  # augmentation differs per rank, reproducibly
         if resume:
             self.resume(resume)
@@ -173,6 +194,7 @@ class Trainer:
             logger.info("AMP requested but running on CPU: training in fp32")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.forward = _LossForward(self.model)
+        self.buffers = BufferSnapshot(self.model)  # undoes a skipped batch's BatchNorm updates
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward = nn.parallel.DistributedDataParallel(self.forward, device_ids=ids)
@@ -208,21 +230,46 @@ class Trainer:
             "epoch": self.epoch, "iter": self.iter, "epoch_iter": self.epoch_iter,
             "epoch_sums": dict(self.epoch_sums), "epoch_count": self.epoch_count,
             "rng": get_rng_state(), "config": format_config(self.cfg), "best": dict(self.best),
+            "guard": self.guard.state_dict(),
         }
 
-    def save(self, name: str) -> None:
+    def save(self, name: str) -> Path | None:
+        """Write checkpoint ``name`` (rank 0) unless the weights are suspect; returns its path or None.
+
+        Nothing is written while a non-finite streak lasts or when a weight is not finite, so a
+        diverging run never replaces (or rotates out) the last good checkpoint.
+        """
+        path = None
         if self.rank == 0:
-            path = self.checkpoints.save(self.state_dict(), name)
-            logger.info(f"saved {path}")
+            state = self.state_dict()
+            bad = nonfinite_tensors(state["model"]) + nonfinite_tensors((state["ema"] or {}).get("module", {}))
+            if self.guard.streak or bad:
+                why = (f"{self.guard.streak} non-finite iteration(s)/step(s) since the last good step" if self.guard.streak
+                       else f"non-finite weights in {', '.join(bad[:5])}")
+                logger.warning(f"not writing {name}: {why}; the newest checkpoint stays "
+                               f"{find_latest_checkpoint(self.work_dir)}")
+            else:
+                path = self.checkpoints.save(state, name)
+                logger.info(f"saved {path}")
         du.barrier()
+        return path
 
     def resume(self, resume: str) -> None:
-        """Restore everything from ``resume`` (a path, or ``"auto"``: the latest in the work dir)."""
-        path = find_latest_checkpoint(self.work_dir) if resume == "auto" else Path(resume)
-        if path is None:
-            logger.info(f"--resume: no checkpoint in {self.work_dir}; starting from scratch")
-            return
-        ckpt = load_checkpoint(path, map_location=self.device)
+        """Restore everything from ``resume`` (a path, or ``"auto"``: the newest checkpoint in the work
+        dir that loads; a newer one that does not is skipped with a warning)."""
+        if resume == "auto":
+            found = load_latest_checkpoint(self.work_dir, map_location=self.device)
+            if found is None:
+                logger.info(f"--resume: no checkpoint in {self.work_dir}; starting from scratch")
+                return
+            path, ckpt = found
+        else:
+            path = Path(resume)
+            ckpt = load_checkpoint(path, map_location=self.device)
+        missing = [k for k in RESUME_KEYS if not isinstance(ckpt, Mapping) or k not in ckpt]
+        if missing:
+            raise CheckpointError(f"{path}: cannot resume from it: not a detkit training checkpoint (missing "
+                                  f"{', '.join(missing)}); use --load-from to start from its weights only")
         self.detector.load_state_dict(ckpt["model"])
         if self.ema and ckpt.get("ema"):
             self.ema.load_state_dict(ckpt["ema"])
@@ -234,6 +281,7 @@ class Trainer:
         self.best = dict(ckpt.get("best") or self.best)
         self.epoch_sums = {k: float(v) for k, v in (ckpt.get("epoch_sums") or {}).items()}
         self.epoch_count = int(ckpt.get("epoch_count", 0))
+        self.guard.load_state_dict(ckpt.get("guard") or {})
         set_rng_state(ckpt["rng"])
         self.writer.load_history()
         logger.info(f"resumed from {path}: epoch {self.epoch}, iteration {self.iter}")
@@ -259,46 +307,97 @@ class Trainer:
         self.loader_gen.manual_seed(self.s.seed + epoch)
 
     def train(self) -> dict[str, Any]:
-        """Run the remaining epochs; returns ``{"best": ..., "last_metrics": ...}``."""
-        from tqdm import tqdm
+        """Run the remaining epochs; returns ``{"best": ..., "last_metrics": ...}``.
 
+        Raises:
+            TrainingInterrupted: after a SIGINT / SIGTERM, once the checkpoint is written.
+            TrainingAborted: on a second signal (a KeyboardInterrupt), at once.
+            TrainingDiverged: after ``train.max_nonfinite_steps`` non-finite iterations in a row.
+        """
         logger.info(f"work dir {self.work_dir}")
         if self.rank == 0:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             (self.work_dir / "config.py").write_text(format_config(self.cfg), encoding="utf-8")
         metrics: dict[str, float] = {}
-        while self.epoch < self.s.epochs:
-            epoch = self.epoch
-            self._start_epoch(epoch)
-            if self.epoch_iter == 0:  # a resumed epoch keeps the sums of its iterations before the kill
-                self.epoch_sums, self.epoch_count = {}, 0
-            seen, t0 = 0, time.perf_counter()
-            bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.s.epochs}", initial=self.epoch_iter,
-                       total=self.iters_per_epoch, disable=not (self.progress and self.rank == 0),
-                       dynamic_ncols=True)
+        try:
+            with StopSignals() as self.signals:
+                while self.epoch < self.s.epochs:
+                    if any_rank([self.signals.requested is not None], self.device)[0]:
+                        self._stop(saved=find_latest_checkpoint(self.work_dir))  # during evaluation
+                    metrics = self._train_epoch()
+            if self.rank == 0 and self.rt.plot_interval <= 0:
+                self._plot()
+        finally:
+            self.writer.close()
+        return {"best": dict(self.best), "last_metrics": metrics}
+
+    def _train_epoch(self) -> dict[str, float]:
+        epoch = self.epoch
+        self._start_epoch(epoch)
+        if self.epoch_iter == 0:  # a resumed epoch keeps the sums of its iterations before the kill
+            self.epoch_sums, self.epoch_count = {}, 0
+            self.guard.new_epoch()
+        if self.epoch_iter < self.iters_per_epoch:  # (an epoch stopped after its last iteration has none left)
+            self._run_iterations(epoch)
+        means = {k: v / max(self.epoch_count, 1) for k, v in du.reduce_mean(
+            {k: torch.as_tensor(v) for k, v in self.epoch_sums.items()}).items()}
+        self.epoch, self.epoch_iter = epoch + 1, 0
+        self._sync_ranks()
+        return self._end_epoch(means)
+
+    def _run_iterations(self, epoch: int) -> None:
+        from tqdm import tqdm
+
+        seen, t0 = 0, time.perf_counter()
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.s.epochs}", initial=self.epoch_iter,
+                   total=self.iters_per_epoch, disable=not (self.progress and self.rank == 0), dynamic_ncols=True)
+        interval = int(self.s.checkpoint.get("interval_iters", 0) or 0)
+        try:
             for batch in bar:
-                values = self._train_step(batch)
-                for k, v in values.items():
-                    self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + float(v)
-                self.epoch_count += 1
+                values, finite, step_now = self._train_step(batch)
+                if finite:  # a skipped batch's values are NaN: kept out of the epoch means
+                    for k, v in values.items():
+                        self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + float(v)
+                    self.epoch_count += 1
                 seen += batch["images"].shape[0] * self.world_size
                 if self.iter % self.s.log_interval == 0 or self.epoch_iter == self.iters_per_epoch:
                     self._log_iter(values, bar, seen / max(time.perf_counter() - t0, 1e-9))
-                interval = int(self.s.checkpoint.get("interval_iters", 0) or 0)
+                if self.guard.diverged:
+                    self._diverged()
+                saved = None
                 if interval and self.iter % interval == 0 and self.iter % self.accumulate == 0 \
                         and self.epoch_iter < self.iters_per_epoch:
-                    self.save(f"iter_{self.iter}.pth")
-            means = {k: v / max(self.epoch_count, 1) for k, v in du.reduce_mean(
-                {k: torch.as_tensor(v) for k, v in self.epoch_sums.items()}).items()}
-            self.epoch, self.epoch_iter = epoch + 1, 0
-            self._sync_ranks()
-            metrics = self._end_epoch(means)
-        if self.rank == 0 and self.rt.plot_interval <= 0:
-            self._plot()
-        self.writer.close()
-        return {"best": dict(self.best), "last_metrics": metrics}
+                    saved = self.save(f"iter_{self.iter}.pth")
+                if step_now and self._stop_requested():
+                    self._stop(saved=saved or self.save(f"iter_{self.iter}.pth"))
+        finally:
+            bar.close()
 
-    def _train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+    def _stop_requested(self) -> bool:
+        """A stop signal arrived (on any rank: under DDP the flag agreed in this iteration)."""
+        return self._agreed_stop if self.world_size > 1 else self.signals.requested is not None
+
+    def _stop(self, saved: Path | None) -> None:
+        """Raise TrainingInterrupted after a stop signal (the checkpoint is already written)."""
+        signum = self.signals.requested or signal.SIGTERM  # under DDP another rank may have got it
+        name = signal.Signals(signum).name
+        where = f"iteration {self.iter} (epoch {self.epoch + 1}, {self.epoch_iter}/{self.iters_per_epoch})"
+        if saved is not None:
+            msg = f"stopped by {name} after {where}; saved {saved}; continue with --resume"
+        else:
+            msg = (f"stopped by {name} after {where}; no new checkpoint written (see the warning above); "
+                   f"the newest is {find_latest_checkpoint(self.work_dir)}")
+        logger.warning(msg)
+        raise TrainingInterrupted(msg, int(signum), saved)
+
+    def _diverged(self) -> None:
+        msg = self.guard.divergence_message(self.iter - 1, self.epoch, find_latest_checkpoint(self.work_dir))
+        logger.error(msg)
+        raise TrainingDiverged(msg)
+
+    def _train_step(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], bool, bool]:
+        """One iteration; returns ``(values to log, whether the loss was finite, whether it ended an
+        optimizer step)``."""
         it = self.iter
         self.schedule.step(self.optimizer, it)
         batch = move_batch(batch, self.device)
@@ -309,6 +408,7 @@ class Trainer:
             batch = resize_batch(batch, multi_scale_size(lo, hi, self.s.seed, step, divisor), divisor)
         step_now = (it + 1) % self.accumulate == 0 or self.epoch_iter + 1 == self.iters_per_epoch
         sync = contextlib.nullcontext() if step_now or self.world_size == 1 else self.forward.no_sync()
+        self.buffers.take()
         with sync:
             with torch.autocast(self.device.type, enabled=self.amp):
                 out = self.forward(batch)
@@ -317,25 +417,46 @@ class Trainer:
                 raise ValueError(f"the model's loss dict has no 'loss_*' key (keys: {sorted(out)})")
             loss = sum(out[k].float() for k in loss_keys)
             finite = bool(torch.isfinite(loss))
+            if self.world_size > 1:  # every rank skips together, or DDP's gradient all-reduce would hang
+                bad_any, self._agreed_stop = any_rank([not finite, self.signals.requested is not None], self.device)
+                finite = not bad_any
             if finite:
                 self.scaler.scale(loss * self.loss_multiplier).backward()
             else:
-                logger.warning(f"iteration {it}: non-finite loss {loss.item()}; batch skipped")
+                self._skip_iteration(it, {k: float(out[k].detach()) for k in loss_keys})
         if step_now:
-            self._optimizer_step()
+            if finite:
+                self._optimizer_step()
+            else:  # the window's last backward (DDP's gradient sync) did not run: drop its update
+                self.optimizer.zero_grad(set_to_none=True)
         self.iter += 1
         self.epoch_iter += 1
         values = {k: out[k].detach().float() for k in out if k.startswith(("loss_", "stat_"))}
         values["loss"] = loss.detach()
-        return values
+        return values, finite, step_now
+
+    def _skip_iteration(self, it: int, parts: Mapping[str, float]) -> None:
+        self.buffers.restore()
+        self.guard.loss_skipped(it, parts)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+        if all(math.isfinite(v) for v in parts.values()):
+            shown += " here; non-finite on another process"
+        logger.warning(f"iteration {it}: non-finite loss ({shown}); batch skipped "
+                       f"({self.guard.loss_total} so far, {self.guard.streak} in a row)")
 
     def _optimizer_step(self) -> None:
-        if self.s.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.s.grad_clip))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        stepped, bad = guarded_optimizer_step(self.optimizer, self.scaler, list(self.detector.named_parameters()),
+                                              self.s.grad_clip)
+        if not stepped:
+            self.guard.grad_skipped(self.iter, bad)
+            names = ", ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
+            scale = f"; grad scale lowered to {self.scaler.get_scale():g}" if self.amp else ""
+            # Under AMP a few of these are the grad scaler probing its scale: not a warning.
+            log = logger.info if self.amp and self.guard.streak < 3 else logger.warning
+            log(f"iteration {self.iter}: non-finite gradients in {names or '?'}; optimizer step dropped{scale} "
+                f"({self.guard.grad_total} so far, {self.guard.streak} in a row)")
+            return
+        self.guard.step_ok()
         if self.ema is not None:
             self.ema.update(self.model)
 
@@ -349,13 +470,15 @@ class Trainer:
         reduced = du.reduce_mean(values)
         lr = self.optimizer.param_groups[0]["lr"]
         record = {k: float(v) for k, v in reduced.items()}
-        self.writer.log("train", self.iter, {"epoch": self.epoch + 1, **record, "lr": lr, "img_s": img_s})
+        self.writer.log("train", self.iter, {"epoch": self.epoch + 1, **record, "lr": lr, "img_s": img_s,
+                                             **self.guard.run_counters()})
         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{img_s:.1f}")
 
     def _end_epoch(self, means: Mapping[str, Tensor]) -> dict[str, float]:
         epoch = self.epoch
         row: dict[str, Any] = {k: float(v) for k, v in means.items()}
         row["lr"] = self.optimizer.param_groups[0]["lr"]
+        row.update(self.guard.epoch_counters())
         metrics: dict[str, float] = {}
         e = self.s.eval_interval
         if e and (epoch % e == 0 or epoch == self.s.epochs):
@@ -366,8 +489,8 @@ class Trainer:
         is_best = self.rank == 0 and value is not None and value > self.best["value"]
         if is_best:
             self.best.update(value=float(value), epoch=epoch)
-        self.save(f"epoch_{epoch}.pth")
-        if is_best:
+        saved = self.save(f"epoch_{epoch}.pth")
+        if is_best and saved is not None:
             self.checkpoints.save(self.state_dict(), "best.pth")
             logger.info(f"new best {self.best['metric']} {value:.4f} at epoch {epoch}")
         if self.rank == 0:
