@@ -83,6 +83,19 @@ def _smooth(target: Tensor, label_smoothing: float) -> Tensor:
     return target * (1.0 - label_smoothing) + 0.5 * label_smoothing
 
 
+def _modulating_pow(base: Tensor, exponent: float) -> Tensor:
+    """``base ** exponent`` for ``base >= 0`` whose gradient stays finite at ``base == 0``.
+
+    For ``0 < exponent < 1`` the derivative of ``x ** exponent`` is infinite at 0, where the
+    focal-style losses' other factor is 0 (a prediction equal to its target), and ``inf * 0``
+    would make the whole gradient NaN. There the power is taken of 1 instead and masked to 0.
+    """
+    if exponent == 0 or exponent >= 1:
+        return base.pow(exponent)
+    positive = base > 0
+    return torch.where(positive, torch.where(positive, base, torch.ones_like(base)).pow(exponent), 0.0)
+
+
 def _check_same_shape(pred: Tensor, target: Tensor) -> None:
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
@@ -126,7 +139,7 @@ def sigmoid_focal_loss(
     p = torch.sigmoid(pred)
     ce = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
     p_t = p * target + (1 - p) * (1 - target)
-    loss = ce * (1 - p_t).pow(gamma)
+    loss = ce * _modulating_pow(1 - p_t, gamma)
     if alpha >= 0:
         loss = loss * (alpha * target + (1 - alpha) * (1 - target))
     return reduce_loss(loss, weight, reduction, avg_factor)
@@ -168,7 +181,7 @@ def quality_focal_loss(
     """Quality focal loss (GFL): ``|target - sigmoid(pred)| ** beta * BCE`` with soft ``target (...)``."""
     _check_same_shape(pred, target)
     pred, target = pred.float(), target.float()
-    scale = (target - torch.sigmoid(pred)).abs().pow(beta)
+    scale = _modulating_pow((target - torch.sigmoid(pred)).abs(), beta)
     loss = F.binary_cross_entropy_with_logits(pred, target, reduction="none") * scale
     return reduce_loss(loss, weight, reduction, avg_factor)
 
@@ -182,7 +195,9 @@ def iou_loss(
     mode: str = "iou",
 ) -> Tensor:
     """``1 - IoU`` (or GIoU / DIoU / CIoU) between matching xyxy boxes ``pred (..., 4)`` and
-    ``target (..., 4)``; the element-wise loss has shape ``(...)`` and lies in [0, 2]."""
+    ``target (..., 4)``; the element-wise loss has shape ``(...)`` and lies in [0, 1] for IoU,
+    [0, 2] for GIoU / DIoU and [0, 3) for CIoU (its aspect term adds at most 1) when the boxes are
+    well formed (x1 <= x2, y1 <= y2); inverted boxes give finite values outside that range."""
     _check_same_shape(pred, target)
     if mode not in IOU_MODES:
         raise ValueError(f"unknown IoU mode {mode!r}; accepted: {', '.join(IOU_MODES)}")

@@ -6,9 +6,10 @@ Label convention (one, with named constants): ``gt_index`` and ``labels`` hold
 negative or is excluded from the negative loss is said by ``ignore_mask`` alone, never by a code
 in an index.
 
-A GT row takes part in an assignment when ``gt_mask`` is True *and* its box has positive width and
-height; padding rows and zero-area boxes are treated alike (never assigned, never influence any
-other GT's result).
+A GT row takes part in an assignment when ``gt_mask`` is True *and* its box has finite coordinates
+and positive width and height; padding rows, zero-area boxes and boxes with a NaN or an infinite
+coordinate (e.g. a huge box overflowing fp16) are treated alike (never assigned, never influence
+any other GT's result).
 
 Optional class attribute ``uses_predictions: bool``: False on box-only assigners (grid, max-IoU,
 ATSS) tells the loss pipeline it need not compute ``pred_scores``; absent means True.
@@ -98,7 +99,7 @@ class GTBatch:
     Attributes:
         boxes: ``Tensor[B, M, 4]`` xyxy float32.
         labels: ``Tensor[B, M]`` long.
-        valid: ``Tensor[B, M]`` bool: ``gt_mask`` and positive width and height.
+        valid: ``Tensor[B, M]`` bool: ``gt_mask``, finite coordinates, positive width and height.
     """
 
     boxes: Tensor
@@ -142,7 +143,7 @@ def prepare_inputs(priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask:
     if gt_mask.dtype != torch.bool:
         raise ValueError(f"gt_mask must be a bool tensor (False = padding row), got {gt_mask.dtype}")
     boxes = gt_boxes.float()
-    valid = gt_mask & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+    valid = gt_mask & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1]) & boxes.isfinite().all(-1)
     return priors.float(), GTBatch(boxes=boxes, labels=gt_labels.long(), valid=valid)
 
 

@@ -277,8 +277,9 @@ class YOLOLossPipeline(nn.Module):
         """Detached ``stat_*``: positives per valid GT, GTs without a positive, valid GT count,
         mean assigned IoU of positives, and positives per level per image."""
         boxes = batch["gt_boxes"]
-        # Valid GTs as the assigners see them: not padding, positive width and height.
-        gt_mask = batch["gt_mask"].bool() & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        # Valid GTs as the assigners see them: not padding, finite, positive width and height.
+        gt_mask = batch["gt_mask"].bool() & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1]) \
+            & boxes.isfinite().all(-1)
         counts = positives_per_gt(assign_result.gt_index, sample.pos_mask, gt_mask.shape[1])  # (B, M)
         num_gt = gt_mask.sum()
         valid_counts = counts[gt_mask].float()
