@@ -66,6 +66,8 @@ class ConvBNAct(nn.Module):
             depthwise conv).
         act: activation name (see :func:`make_activation`).
         bn: False gives a conv with a bias and no BatchNorm.
+        padding: explicit padding (default ``dilation * (kernel_size - 1) // 2``, 'same' for odd
+            kernels); YOLOv5's 6x6 stride-2 stem uses 2.
 
     Shapes: ``(B, in, H, W) -> (B, out, H / stride, W / stride)``.
     """
@@ -81,6 +83,7 @@ class ConvBNAct(nn.Module):
         groups: int = 1,
         act: str = "leaky",
         bn: bool = True,
+        padding: int | None = None,
     ) -> None:
         super().__init__()
         if in_channels % groups or out_channels % groups:
@@ -88,7 +91,8 @@ class ConvBNAct(nn.Module):
                 f"groups={groups} must divide in_channels={in_channels} and "
                 f"out_channels={out_channels}"
             )
-        padding = dilation * (kernel_size - 1) // 2
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride, padding,
             dilation=dilation, groups=groups, bias=not bn,

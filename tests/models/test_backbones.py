@@ -9,6 +9,7 @@ from detkit.models.layers import DeformConv
 SMALL_BACKBONES = {
     "cspdarknet-yolov4": lambda: CSPDarknet("yolov4", deepen_factor=0.33, widen_factor=0.125),
     "cspdarknet-v5": lambda: CSPDarknet("csp-v5", scale="tiny", out_indices=(2, 3, 4, 5)),
+    "cspdarknet-yolov5": lambda: CSPDarknet("yolov5", scale="tiny", out_indices=(1, 2, 3, 4, 5)),
     "resnet18": lambda: ResNet(18),
     "resnet50-dcn-se": lambda: ResNet(50, se=True, dcn_stages=(5,)),
 }
@@ -43,6 +44,23 @@ def test_cspdarknet_scaling_and_v5_style():
     assert [len(s[1].blocks) for s in m.stages] == [1, 1, 2, 3, 1]
     assert isinstance(m.stem.act, nn.SiLU)
     assert hasattr(m.stages[2][1], "cv3")
+
+
+def test_yolov5_layout_matches_ultralytics_yolov5s():
+    m = CSPDarknet("yolov5", scale="s")
+    # YOLOv5s (v6.0+) layers 0-8 (stem .. last C3, SPPF excluded) in Ultralytics' model summary:
+    # 3520 + 18560 + 18816 + 73984 + 115712 + 295424 + 625152 + 1180672 + 1182720
+    assert sum(p.numel() for p in m.parameters()) == 3_514_560
+    stem = m.stem.conv
+    assert (stem.kernel_size, stem.stride, stem.padding, stem.out_channels) == ((6, 6), (2, 2), (2, 2), 32)
+    assert isinstance(m.stages[0], nn.Identity)  # stage 1 is the stem's stride-2 output
+    assert [len(s[1].blocks) for s in m.stages[1:]] == [1, 2, 3, 1]
+    x = torch.randn(1, 3, 64, 64)
+    stem_out = m.stem(x)
+    m12 = CSPDarknet("yolov5", scale="s", out_indices=(1, 2))
+    m12.load_state_dict(m.state_dict(), strict=False)
+    m.eval(), m12.eval()
+    assert torch.equal(m12(x)[0], m.stem(x)) and stem_out.shape == (1, 32, 32, 32)
 
 
 def test_cspdarknet_bad_arguments():

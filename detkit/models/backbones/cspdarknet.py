@@ -8,7 +8,12 @@ residual blocks; Mish everywhere. A YOLOv4 CSP block splits the input with two 1
 special in Darknet: its split keeps all 64 channels and its residual block's hidden width is 32.
 
 ``arch="csp-v5"`` swaps in YOLOv5's C3 block (``cv3(cat[blocks(cv1(x)), cv2(x)])``, no post conv)
-with SiLU and YOLOv5's block counts 1, 3, 6, 9, 3 (scaled by ``deepen_factor``).
+with SiLU and block counts 1, 3, 6, 9, 3 (scaled by ``deepen_factor``), keeping YOLOv4's stem.
+
+``arch="yolov5"`` is YOLOv5's (v6.0+) own layout: a 6x6 stride-2 stem conv (64 channels, padding 2)
+whose output *is* stage 1 (no full-resolution layer, no CSP block at stride 2), then four stages of
+``[3x3 stride-2 conv, C3 block]`` with 128, 256, 512, 1024 channels and 3, 6, 9, 3 bottlenecks.
+Without a full-resolution layer it is the cheapest layout per pixel (the demo uses it on CPU).
 
 Stage ``i`` (1..5) has stride ``2**i``; ``out_indices`` picks stages by that number, so the
 default ``(3, 4, 5)`` gives strides 8, 16, 32 (C3..C5).
@@ -37,11 +42,15 @@ class CSPArch:
     stage_blocks: tuple[int, ...]
     block_style: str  # "v4" (split + post conv) or "v5" (C3)
     act: str
+    # "3x3": 3x3 stride-1 stem, then five strided stages (stage_channels/blocks list stages 1..5).
+    # "6x6s2": YOLOv5's 6x6 stride-2 stem is stage 1; stage_channels/blocks list stages 2..5.
+    stem: str = "3x3"
 
 
 CSP_ARCHS: dict[str, CSPArch] = {
     "yolov4": CSPArch(32, (64, 128, 256, 512, 1024), (1, 2, 8, 8, 4), "v4", "mish"),
     "csp-v5": CSPArch(32, (64, 128, 256, 512, 1024), (1, 3, 6, 9, 3), "v5", "silu"),
+    "yolov5": CSPArch(64, (128, 256, 512, 1024), (3, 6, 9, 3), "v5", "silu", stem="6x6s2"),
 }
 
 # (deepen_factor, widen_factor) of the usual model sizes.
@@ -163,9 +172,14 @@ class CSPDarknet(nn.Module):
         self.norm_eval = norm_eval
 
         in_ch = scale_channels(spec.stem_channels, widen_factor)
-        self.stem = ConvBNAct(3, in_ch, 3, act=act)
-        stages = []
-        chans = []
+        stages: list[nn.Module] = []
+        chans: list[int] = []
+        if spec.stem == "6x6s2":
+            self.stem = ConvBNAct(3, in_ch, 6, 2, act=act, padding=2)
+            stages.append(nn.Identity())  # stage 1 is the stem's output
+            chans.append(in_ch)
+        else:
+            self.stem = ConvBNAct(3, in_ch, 3, act=act)
         for i, (c, n) in enumerate(zip(spec.stage_channels, spec.stage_blocks)):
             c, n = scale_channels(c, widen_factor), scale_depth(n, deepen_factor)
             if spec.block_style == "v4":
