@@ -1,0 +1,156 @@
+"""One front for inference whatever the backend: a PyTorch checkpoint or an exported ONNX model.
+
+``load_predictor(...)`` returns a :class:`Predictor`; ``predictor(frames)`` letterboxes the frames
+(:func:`~detkit.deploy.preprocess.letterbox_images`), runs the model's ``predict(batch)`` and
+returns detections in original-image pixels. Both backends share pre- and post-processing, so
+their detections agree (see ``docs/deployment.md``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from detkit.deploy.preprocess import LetterboxSettings, letterbox_from_config, letterbox_images
+
+__all__ = ["BACKENDS", "Predictor", "load_onnx_predictor", "load_predictor", "load_torch_predictor",
+           "resolve_backend"]
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+ONNX_SUFFIXES = (".onnx",)
+
+
+def resolve_backend(model_path: str | os.PathLike, backend: str = "auto") -> str:
+    """``"torch"`` or ``"onnxruntime"``: ``backend`` when given, else from the file suffix."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    return "onnxruntime" if Path(model_path).suffix.lower() in ONNX_SUFFIXES else "torch"
+
+
+@dataclass
+class Predictor:
+    """A model with ``predict(batch)``, the letterbox it expects and its class names.
+
+    Attributes:
+        model: ``detkit.models.Detector`` (eval mode) or :class:`~detkit.deploy.onnx_runtime.OnnxDetector`.
+        letterbox: how frames are fitted to the network input.
+        class_names: names per class index, or None.
+        backend: ``"torch"`` or ``"onnxruntime"``.
+        device: where the batch goes (CPU for ONNX Runtime).
+    """
+
+    model: Any
+    letterbox: LetterboxSettings
+    class_names: list[str] | None
+    backend: str
+    device: torch.device
+
+    @torch.no_grad()
+    def __call__(self, frames: Sequence[np.ndarray], *, bgr: bool = True, **overrides: Any) -> list[dict[str, Tensor]]:
+        """Detections for ``frames`` (``(H, W, 3) uint8``, BGR unless ``bgr=False``).
+
+        Returns:
+            ``[dict(boxes (K, 4) xyxy original pixels, scores (K,), labels (K,))]`` on the CPU.
+        """
+        batch = letterbox_images(frames, self.letterbox, bgr=bgr)
+        if self.backend == "torch":
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+        dets = self.model.predict(batch, **overrides)
+        return [{k: v.cpu() for k, v in det.items()} for det in dets]
+
+
+def load_torch_predictor(
+    config: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    *,
+    device: str = "auto",
+    img_size: int | Sequence[int] | None = None,
+    cfg_options: Sequence[str] = (),
+    compile_mode: str | None = None,
+) -> Predictor:
+    """A config's model with a checkpoint's weights (EMA when present), optionally compiled."""
+    from detkit.config import instantiate, load_config
+    from detkit.engine.checkpoint import load_weights
+    from detkit.engine.compile import maybe_compile
+    from detkit.engine.train_utils import resolve_device
+
+    dev = resolve_device(device)
+    cfg = load_config(str(config), list(cfg_options))
+    model = instantiate(cfg.model)
+    load_weights(model, checkpoint)
+    model.to(dev).eval()
+    maybe_compile(model, compile_mode)
+    names = list((cfg.get("data") or {}).get("class_names") or []) or None
+    letterbox = letterbox_from_config(cfg, int(getattr(model, "size_divisor", 32)), img_size)
+    return Predictor(model, letterbox, names, "torch", dev)
+
+
+def load_onnx_predictor(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = None,
+                        img_size: int | Sequence[int] | None = None) -> Predictor:
+    """An exported model in ONNX Runtime; its metadata gives the letterbox and class names.
+
+    ``img_size`` is accepted only when it equals the exported input size (the graph is fixed-size).
+    """
+    from detkit.deploy.onnx_runtime import OnnxDetector
+
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError(f"device {device!r}: this onnxruntime has no CUDAExecutionProvider "
+                             f"(available: {ort.get_available_providers()}); use --device cpu")
+        providers.insert(0, "CUDAExecutionProvider")
+    elif device not in ("auto", "cpu"):
+        raise ValueError(f"unknown device {device!r}; accepted: auto, cpu, cuda")
+    model = OnnxDetector(path, providers=providers, threads=threads)
+    size = model.metadata.input_size
+    if img_size is not None:
+        wanted = (img_size, img_size) if isinstance(img_size, int) else tuple(int(v) for v in img_size)
+        if -(-wanted[0] // model.size_divisor) * model.size_divisor != size[0] or \
+                -(-wanted[1] // model.size_divisor) * model.size_divisor != size[1]:
+            raise ValueError(f"{Path(path).name} was exported for input {size[0]}x{size[1]} (HxW); "
+                             f"--img-size {img_size} needs a new export")
+    return Predictor(model, model.metadata.letterbox, model.class_names or None, "onnxruntime",
+                     torch.device("cpu"))
+
+
+def load_predictor(
+    model_path: str | os.PathLike,
+    config: str | os.PathLike | None = None,
+    *,
+    backend: str = "auto",
+    device: str = "auto",
+    img_size: int | Sequence[int] | None = None,
+    cfg_options: Sequence[str] = (),
+    compile_mode: str | None = None,
+    threads: int | None = None,
+) -> Predictor:
+    """A :class:`Predictor` for a checkpoint (with its ``config``) or an ``.onnx`` model.
+
+    Args:
+        model_path: a detkit checkpoint (``.pth``) or an exported ``.onnx`` file.
+        config: the model's config; required for checkpoints, unused for ``.onnx``.
+        backend: ``"auto"`` (from the suffix), ``"torch"`` or ``"onnxruntime"``.
+        compile_mode: ``torch.compile`` mode for the PyTorch backend (None: eager).
+    """
+    kind = resolve_backend(model_path, backend)
+    if kind == "onnxruntime":
+        if compile_mode not in (None, "none"):
+            raise ValueError("--compile applies to the PyTorch backend, not to ONNX Runtime")
+        if cfg_options:
+            raise ValueError("--cfg-options apply to the PyTorch backend; an .onnx model carries its settings")
+        return load_onnx_predictor(model_path, device=device, threads=threads, img_size=img_size)
+    if config is None:
+        raise ValueError(f"{model_path}: a PyTorch checkpoint needs its config (tools/infer.py CONFIG CHECKPOINT INPUT)")
+    return load_torch_predictor(config, model_path, device=device, img_size=img_size, cfg_options=cfg_options,
+                                compile_mode=compile_mode)
