@@ -1,11 +1,17 @@
 """Run a detector on an image, a folder of images or a video; draw the boxes, write a json.
 
-    python tools/infer.py CONFIG CHECKPOINT INPUT [--out DIR] [--device cpu|cuda] [--batch 8]
-        [--score-thr 0.3] [--img-size 640] [--cfg-options ...]
+    python tools/infer.py CONFIG CHECKPOINT INPUT [--compile [MODE]]      # PyTorch
+    python tools/infer.py MODEL.onnx INPUT                                 # ONNX Runtime (tools/export.py)
+        [--out DIR] [--device cpu|cuda] [--batch 8] [--score-thr 0.3] [--img-size 640]
+        [--backend auto|torch|onnxruntime] [--cfg-options ...]
 
-Images are letterboxed (longer side ``--img-size``, padded to the model's stride), predicted in
-batches, and mapped back to original pixels. ``DIR`` (default ``work_dirs/infer``) receives one
-drawn image per input (or ``<video name>.mp4``) and ``detections.json``:
+The backend follows the model file's suffix (``.onnx``: ONNX Runtime, else a PyTorch checkpoint
+with its config) unless ``--backend`` says otherwise. Both backends share the pre- and
+post-processing: frames are letterboxed as the config's evaluation pipeline does it (an ONNX
+model carries those settings in its metadata), predicted in batches, and mapped back to original
+pixels. ``--compile`` runs the PyTorch network through ``torch.compile`` (mode ``default``).
+``DIR`` (default ``work_dirs/infer``) receives one drawn image per input (or ``<video name>.mp4``)
+and ``detections.json``:
 ``[{"file", "frame", "width", "height", "detections": [{"bbox": [x1, y1, x2, y2], "score", "label", "name"}]}]``.
 """
 
@@ -21,10 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from detkit.config import ConfigError, instantiate, load_config  # noqa: E402
+from detkit.config import ConfigError  # noqa: E402
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -32,34 +36,25 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
-    p.add_argument("checkpoint")
-    p.add_argument("input", help="an image, a folder of images, or a video")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="CONFIG CHECKPOINT INPUT, or MODEL.onnx INPUT; INPUT is an image, a folder of images or a video")
     p.add_argument("--out", default="work_dirs/infer")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--score-thr", type=float, default=0.3)
     p.add_argument("--img-size", type=int, default=None, help="network input side (default data.img_size or 640)")
+    p.add_argument("--backend", default="auto", help="auto (from the model file suffix) | torch | onnxruntime")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile the PyTorch model (mode: default | reduce-overhead | max-autotune)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
-    return p.parse_args(argv)
-
-
-def letterbox_batch(frames: Sequence[np.ndarray], size: int, divisor: int) -> dict[str, torch.Tensor]:
-    """BGR uint8 frames -> a batch: each resized so its longer side is ``size`` (aspect kept),
-    placed top-left on a ``side x side`` canvas (``side`` = ``size`` rounded up to ``divisor``)."""
-    side = -(-size // divisor) * divisor
-    images = torch.zeros(len(frames), 3, side, side)
-    scales, sizes = [], []
-    for i, frame in enumerate(frames):
-        h, w = frame.shape[:2]
-        s = size / max(h, w)
-        nh, nw = max(1, round(h * s)), max(1, round(w * s))
-        rgb = torch.from_numpy(np.ascontiguousarray(frame[..., ::-1])).permute(2, 0, 1).float() / 255  # (H,W,3)->(3,H,W)
-        images[i, :, :nh, :nw] = F.interpolate(rgb[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-        scales.append([nw / w, nh / h])
-        sizes.append([h, w])
-    return {"images": images, "scale_factors": torch.tensor(scales), "pads": torch.zeros(len(frames), 2),
-            "ori_sizes": torch.tensor(sizes)}
+    args = p.parse_args(argv)
+    if len(args.paths) == 3:
+        args.config, args.checkpoint, args.input = args.paths
+    elif len(args.paths) == 2:
+        args.config, (args.checkpoint, args.input) = None, args.paths
+    else:
+        p.error("expected CONFIG CHECKPOINT INPUT or MODEL.onnx INPUT")
+    return args
 
 
 def iter_inputs(path: Path) -> Iterator[tuple[str, int, np.ndarray]]:
@@ -104,20 +99,17 @@ def batched(items: Iterator, n: int) -> Iterator[list]:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    from detkit.engine.checkpoint import load_weights
-    from detkit.engine.train_utils import resolve_device
+    from detkit.deploy import load_predictor
     from detkit.viz import draw_detections
 
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    device = resolve_device(args.device)
-    cfg = load_config(args.config, args.cfg_options)
-    model = instantiate(cfg.model)
-    load_weights(model, args.checkpoint)
-    model.to(device).eval()
-    names = list((cfg.get("data") or {}).get("class_names") or []) or None
-    size = args.img_size or int((cfg.get("data") or {}).get("img_size", 640))
-    divisor = int(getattr(model, "size_divisor", 32))
+    predictor = load_predictor(args.checkpoint, args.config, backend=args.backend, device=args.device,
+                               img_size=args.img_size, cfg_options=args.cfg_options, compile_mode=args.compile)
+    meta = getattr(predictor.model, "metadata", None)
+    if meta is not None and not meta.dynamic_batch:
+        args.batch = 1  # exported with a fixed batch of 1
+    names = predictor.class_names
     src = Path(args.input)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,13 +117,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     writer = None
     records: list[dict] = []
     for chunk in batched(iter_inputs(src), args.batch):
-        frames = [f for _, _, f in chunk]
-        batch = {k: v.to(device) for k, v in letterbox_batch(frames, size, divisor).items()}
-        with torch.no_grad():
-            dets = model.predict(batch)
+        dets = predictor([f for _, _, f in chunk])
         for (name, index, frame), det in zip(chunk, dets):
             keep = det["scores"] >= args.score_thr
-            boxes, scores, labels = det["boxes"][keep].cpu(), det["scores"][keep].cpu(), det["labels"][keep].cpu()
+            boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
             drawn = draw_detections(frame, boxes, scores, labels, names)
             if is_video:
                 if writer is None:
@@ -151,7 +140,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         writer.release()
     (out / "detections.json").write_text(json.dumps(records, indent=1))
     total = sum(len(r["detections"]) for r in records)
-    print(f"{len(records)} image(s)/frame(s), {total} detections >= {args.score_thr}; written to {out}/")
+    print(f"{len(records)} image(s)/frame(s), {total} detections >= {args.score_thr} ({predictor.backend}); "
+          f"written to {out}/")
     return records
 
 

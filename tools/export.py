@@ -1,0 +1,119 @@
+"""Export a trained detector for deployment (ONNX), with a parity check against PyTorch.
+
+    python tools/export.py CONFIG CHECKPOINT [--format onnx] [--out PATH] [--opset 17]
+        [--dynamic-batch] [--with-nms] [--img-size N | --img-size H W] [--cfg-options ...] [--no-verify]
+
+The graph takes ``images (B, 3, H, W)`` float32 RGB in 0..1, letterboxed as the config's
+evaluation pipeline does it, and returns decoded ``boxes (B, N, 4)`` (xyxy, input pixels) and
+``scores (B, N, C)``; with ``--with-nms`` it ends in ONNX ``NonMaxSuppression`` and returns
+``num_dets, det_boxes, det_scores, det_labels`` (at most ``max_per_img`` per image). Class names,
+input size, letterbox, stride and the post-processing settings (``model.head.score_thr``, ...;
+change them with ``--cfg-options``) are stored as ONNX metadata, which ``tools/infer.py model.onnx
+INPUT`` reads. Default output: the checkpoint's path with ``.onnx`` (``_nms.onnx`` with NMS).
+After writing, ONNX Runtime runs the model on a random batch and the outputs are compared with
+PyTorch's (exit status 1 when they differ by more than ``--tolerance``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from detkit.config import ConfigError, instantiate, load_config  # noqa: E402
+
+FORMATS = ("onnx",)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", default="onnx", help=f"export format: {' | '.join(FORMATS)}")
+    p.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    p.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")
+    p.add_argument("--with-nms", action="store_true", help="end the graph with NonMaxSuppression")
+    p.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
+                   help="input side, or H W (default data.img_size; rounded up to the stride)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="largest accepted |ONNX - PyTorch| (default 1e-3)")
+    return p.parse_args(argv)
+
+
+def verify(model: torch.nn.Module, path: Path, tolerance: float, seed: int = 0) -> dict[str, float]:
+    """Largest |ONNX Runtime - PyTorch| per output on a random batch (2 images when the batch is free)."""
+    from detkit.deploy import OnnxDetector
+    from detkit.deploy.onnx_export import export_module
+
+    runtime = OnnxDetector(path)
+    meta = runtime.metadata
+    images = torch.rand(2 if meta.dynamic_batch else 1, 3, *meta.input_size,
+                        generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = export_module(model, meta).eval()(images)
+    got = runtime.run(images)
+    diffs = {}
+    for name, ref in zip(meta.output_names, expected):
+        ref = ref.numpy()
+        if got[name].shape != ref.shape:
+            raise ValueError(f"ONNX output {name} has shape {got[name].shape}, PyTorch {ref.shape}")
+        diffs[name] = float(np.abs(got[name].astype(np.float64) - ref).max()) if ref.size else 0.0
+    return diffs
+
+
+def run(args: argparse.Namespace) -> Path:
+    from detkit.deploy import build_metadata, export_onnx, letterbox_from_config
+    from detkit.engine.checkpoint import load_weights
+
+    if args.format not in FORMATS:
+        raise ValueError(f"unsupported export format {args.format!r}; accepted: {', '.join(FORMATS)}")
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        raise ValueError(f"checkpoint not found: {ckpt}")
+    if args.img_size is not None and len(args.img_size) not in (1, 2):
+        raise ValueError(f"--img-size takes one side or H W, got {args.img_size}")
+    cfg = load_config(args.config, args.cfg_options)
+    model = instantiate(cfg.model)
+    load_weights(model, ckpt)
+    model.eval()
+    img_size = None if args.img_size is None else (args.img_size[0] if len(args.img_size) == 1 else args.img_size)
+    letterbox = letterbox_from_config(cfg, int(getattr(model, "size_divisor", 32)), img_size)
+    names = (cfg.get("data") or {}).get("class_names")
+    meta = build_metadata(model, letterbox, names, with_nms=args.with_nms, dynamic_batch=args.dynamic_batch,
+                          source={"config": str(args.config), "checkpoint": str(ckpt)})
+    out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + ("_nms" if args.with_nms else "") + ".onnx")
+    export_onnx(model, out, meta, opset=args.opset)
+    h, w = meta.input_size
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): input images (B, 3, {h}, {w}), "
+          f"batch {'dynamic' if meta.dynamic_batch else 1}, outputs {', '.join(meta.output_names)}, opset {args.opset}")
+    if not args.no_verify:
+        diffs = verify(model, out, args.tolerance)
+        print("parity with PyTorch (max |diff|): " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+        if any(v > args.tolerance for v in diffs.values()):
+            raise RuntimeError(f"ONNX Runtime outputs differ from PyTorch by more than {args.tolerance}: {diffs}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
