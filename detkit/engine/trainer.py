@@ -234,23 +234,25 @@ class Trainer:
         }
 
     def save(self, name: str) -> Path | None:
-        """Write checkpoint ``name`` (rank 0) unless the weights are suspect; returns its path or None.
+        """Write checkpoint ``name`` (rank 0) unless the weights are suspect; returns its path or None
+        (the same answer on every rank).
 
         Nothing is written while a non-finite streak lasts or when a weight is not finite, so a
         diverging run never replaces (or rotates out) the last good checkpoint.
         """
-        path = None
-        if self.rank == 0:
-            state = self.state_dict()
-            bad = nonfinite_tensors(state["model"]) + nonfinite_tensors((state["ema"] or {}).get("module", {}))
-            if self.guard.streak or bad:
-                why = (f"{self.guard.streak} non-finite iteration(s)/step(s) since the last good step" if self.guard.streak
-                       else f"non-finite weights in {', '.join(bad[:5])}")
-                logger.warning(f"not writing {name}: {why}; the newest checkpoint stays "
-                               f"{find_latest_checkpoint(self.work_dir)}")
-            else:
-                path = self.checkpoints.save(state, name)
-                logger.info(f"saved {path}")
+        path = self.work_dir / name
+        bad = nonfinite_tensors(self.detector.state_dict())
+        if self.ema is not None:
+            bad += nonfinite_tensors(self.ema.module.state_dict())
+        if self.guard.streak or bad:
+            why = (f"{self.guard.streak} non-finite iteration(s)/step(s) since the last good step" if self.guard.streak
+                   else f"non-finite weights in {', '.join(bad[:5])}")
+            logger.warning(f"not writing {name}: {why}; the newest checkpoint stays "
+                           f"{find_latest_checkpoint(self.work_dir)}")
+            path = None
+        elif self.rank == 0:
+            self.checkpoints.save(self.state_dict(), name)
+            logger.info(f"saved {path}")
         du.barrier()
         return path
 

@@ -295,3 +295,20 @@ def test_resume_from_a_file_that_is_not_a_training_checkpoint(tmp_path):
     atomic_save({"backbone.0.weight": torch.zeros(1)}, tmp_path / "weights.pth")
     with pytest.raises(CheckpointError, match="not a detkit training checkpoint .*--load-from"):
         Trainer(load_config(CFG, OPTS), work_dir=tmp_path, resume=str(tmp_path / "weights.pth"))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
+def test_ddp_ranks_skip_and_stop_together(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(Path(__file__).parent / "ddp_guard_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in reports:  # rank 1's NaN skipped iteration 1 everywhere; rank 0's SIGTERM stopped both after 2
+        assert r["exception"] == "TrainingInterrupted" and r["iter"] == 3 and r["loss_total"] == 1
+        assert r["ema_updates"] == 2 and r["exit_code"] == 143
+    assert reports[0]["checkpoint"] == reports[1]["checkpoint"] == str(tmp_path / "work" / "iter_3.pth")
+    ckpt = load_checkpoint(tmp_path / "work" / "iter_3.pth")
+    assert (ckpt["iter"], ckpt["epoch_iter"], ckpt["guard"]["loss_total"]) == (3, 3, 1)
