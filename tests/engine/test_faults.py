@@ -100,6 +100,24 @@ def test_sigint_finishes_the_step_saves_and_resume_is_exact(tmp_path, monkeypatc
     assert first_epoch[0] == first_epoch[1]
 
 
+def test_signal_during_evaluation_stops_after_the_epoch_checkpoint(tmp_path, monkeypatch):
+    original = TinyDetector.predict
+    sent = []
+
+    def predict(self, batch):
+        if not sent:  # once: a second signal would abort
+            sent.append(os.kill(os.getpid(), signal.SIGTERM))
+        return original(self, batch)
+
+    monkeypatch.setattr(TinyDetector, "predict", predict)
+    trainer = Trainer(load_config(CFG, OPTS), work_dir=tmp_path)
+    with pytest.raises(TrainingInterrupted) as info:
+        trainer.train()
+    assert info.value.checkpoint == tmp_path / "epoch_1.pth" and info.value.exit_code == 143
+    assert (trainer.epoch, trainer.iter) == (1, 4)  # the evaluation finished, the epoch was saved
+    assert (tmp_path / "best.pth").exists() and not list(tmp_path.glob("iter_*.pth"))
+
+
 def test_second_signal_aborts_at_once_without_writing(tmp_path, monkeypatch):
     previous = signal.getsignal(signal.SIGTERM)
     signal_at_calls(monkeypatch, {1: [signal.SIGTERM, signal.SIGTERM]})
