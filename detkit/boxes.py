@@ -92,7 +92,9 @@ def _iou_terms(a: Tensor, b: Tensor, mode: str, eps: float) -> Tensor:
     centre_a = (a[..., :2] + a[..., 2:]) / 2
     centre_b = (b[..., :2] + b[..., 2:]) / 2
     rho2 = (centre_a - centre_b).pow(2).sum(-1)
-    diou = iou - rho2 / diag2
+    # rho2 <= diag2 for well-formed boxes (both centres lie in the enclosing box); the clamp keeps
+    # inverted boxes (whose enclosing box can be empty) at a penalty of 1 instead of rho2 / eps.
+    diou = iou - (rho2 / diag2).clamp(max=1.0)
     if mode == "diou":
         return diou
     wa, ha = (a[..., 2] - a[..., 0]).clamp(min=0), (a[..., 3] - a[..., 1]).clamp(min=0)

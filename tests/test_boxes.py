@@ -131,6 +131,23 @@ def test_loss_gradients_finite_on_degenerate_boxes(mode):
     assert torch.isfinite(pred.grad).all()
 
 
+@pytest.mark.parametrize("mode", ["diou", "ciou"])
+def test_centre_term_of_an_inverted_box_is_capped_at_one(mode):
+    # Inverted (10,10)-(0,0) against the point box at (20, 20): centres (5, 5) and (20, 20), the
+    # "enclosing" box (10,10)-(20,20) does not hold them, rho2 / diag2 = 450 / 200 > 1. The cap gives
+    # IoU 0 - 1 (v = 0 for CIoU: both clamped widths are 0); against a zero-size enclosing box the
+    # uncapped term would be rho2 / eps.
+    pred = torch.tensor([[10.0, 10.0, 0.0, 0.0]], requires_grad=True)
+    target = torch.tensor([[20.0, 20.0, 20.0, 20.0]])
+    out = aligned_iou(pred, target, mode)
+    assert out.tolist() == [-1.0]
+    out.sum().backward()
+    assert torch.isfinite(pred.grad).all()
+    # well-formed boxes never reach the cap: DIoU of two far-apart unit boxes stays above -1
+    a, b = torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[99.0, 99.0, 100.0, 100.0]])
+    assert -1.0 < float(aligned_iou(a, b, "diou")) < -0.96
+
+
 def test_unknown_mode_is_a_value_error():
     with pytest.raises(ValueError, match="accepted: iou, giou, diou, ciou"):
         box_iou(random_boxes(1, 0), random_boxes(1, 1), "xiou")
