@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detkit.boxes import box_area, box_iou
+from detkit.boxes import box_area, box_iou, valid_gt_mask
 
 __all__ = ["SIZE_NAMES", "AssignmentStats", "gt_levels", "positives_per_gt", "size_bucket"]
 
@@ -93,7 +93,7 @@ class AssignmentStats:
             priors: ``Tensor[N, 4]``; num_level_priors: count per level.
             area_scale: ``Tensor[B]`` factor turning input-pixel areas into original-pixel areas.
         """
-        valid = gt_mask & (box_area(gt_boxes) > 0)
+        valid = valid_gt_mask(gt_boxes, gt_mask)
         counts = positives_per_gt(gt_index, pos_mask, gt_boxes.shape[1])
         areas = box_area(gt_boxes)
         if area_scale is not None:

@@ -30,6 +30,7 @@ __all__ = [
     "box_iou",
     "cxcywh_to_xyxy",
     "pairwise_iou",
+    "valid_gt_mask",
     "xywh_to_xyxy",
     "xyxy_to_cxcywh",
     "xyxy_to_xywh",
@@ -65,6 +66,17 @@ def box_area(boxes: Tensor) -> Tensor:
     """``(..., 4)`` xyxy -> ``(...)`` area in fp32; inverted boxes count as 0."""
     b = boxes.float()
     return (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
+
+
+def valid_gt_mask(gt_boxes: Tensor, gt_mask: Tensor) -> Tensor:
+    """GT rows that take part in assignment: ``(B, M, 4)``, ``(B, M)`` bool -> ``(B, M)`` bool.
+
+    A row counts when it is not padding (``gt_mask``), every coordinate is finite, and its width
+    and height are positive. Assigners, the loss statistics and the assignment analysis all use
+    this one rule.
+    """
+    b = gt_boxes.float()
+    return gt_mask.bool() & (b[..., 2] > b[..., 0]) & (b[..., 3] > b[..., 1]) & b.isfinite().all(-1)
 
 
 def _check_mode(mode: str) -> None:

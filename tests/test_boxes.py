@@ -12,6 +12,7 @@ from detkit.boxes import (
     box_iou,
     cxcywh_to_xyxy,
     pairwise_iou,
+    valid_gt_mask,
     xywh_to_xyxy,
     xyxy_to_cxcywh,
     xyxy_to_xywh,
@@ -177,3 +178,10 @@ def test_batched_nms_runs_on_this_torch_torchvision_pair():
     labels = torch.tensor([0, 0, 1])
     keep = tvops.batched_nms(boxes, scores, labels, 0.5)
     assert keep.tolist() == [0, 2]  # box 1 suppressed by box 0 (same class); box 2 other class
+
+
+def test_valid_gt_mask_rule():
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 0, 10], [5, 5, 4, 9], [0, 0, float("inf"), 5],
+                           [float("nan"), 0, 3, 3], [1, 1, 2, 2]]])
+    mask = torch.tensor([[True, True, True, True, True, False]])
+    assert valid_gt_mask(boxes, mask).tolist() == [[True, False, False, False, False, False]]

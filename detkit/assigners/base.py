@@ -24,6 +24,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from detkit.boxes import valid_gt_mask
+
 __all__ = ["NOT_ASSIGNED", "AssignResult", "Assigner", "GTBatch", "make_result", "prepare_inputs"]
 
 NOT_ASSIGNED = -1  # gt_index / labels value of every prior that is not positive
@@ -143,7 +145,7 @@ def prepare_inputs(priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask:
     if gt_mask.dtype != torch.bool:
         raise ValueError(f"gt_mask must be a bool tensor (False = padding row), got {gt_mask.dtype}")
     boxes = gt_boxes.float()
-    valid = gt_mask & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1]) & boxes.isfinite().all(-1)
+    valid = valid_gt_mask(boxes, gt_mask)
     return priors.float(), GTBatch(boxes=boxes, labels=gt_labels.long(), valid=valid)
 
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detkit.analysis import positives_per_gt
-from detkit.boxes import aligned_iou, box_area
+from detkit.boxes import aligned_iou, box_area, valid_gt_mask
 from detkit.losses import BCEWithLogitsLoss, IoULoss
 from detkit.samplers import PseudoSampler, SampleResult
 
@@ -277,9 +277,7 @@ class YOLOLossPipeline(nn.Module):
         """Detached ``stat_*``: positives per valid GT, GTs without a positive, valid GT count,
         mean assigned IoU of positives, and positives per level per image."""
         boxes = batch["gt_boxes"]
-        # Valid GTs as the assigners see them: not padding, finite, positive width and height.
-        gt_mask = batch["gt_mask"].bool() & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1]) \
-            & boxes.isfinite().all(-1)
+        gt_mask = valid_gt_mask(boxes, batch["gt_mask"])  # valid GTs as the assigners see them
         counts = positives_per_gt(assign_result.gt_index, sample.pos_mask, gt_mask.shape[1])  # (B, M)
         num_gt = gt_mask.sum()
         valid_counts = counts[gt_mask].float()
