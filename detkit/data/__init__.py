@@ -5,10 +5,11 @@ batch of ``CONTRIBUTING-INTERFACES.md``; :func:`build_dataloader` wires seeded w
 distributed sampler.
 """
 
-from detkit.data.base import DetDataset, ImageReadError, ProblemLog, clean_boxes, read_image
+from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ImageReadError, ProblemLog, clean_boxes, read_image
 from detkit.data.coco import COCO_CLASSES, CocoDataset
 from detkit.data.collate import collate
-from detkit.data.loader import DetDataLoader, build_dataloader, seed_worker
+from detkit.data.imageio import LoadedImage, load_image
+from detkit.data.loader import DetDataLoader, build_dataloader, merge_batch_problems, seed_worker
 from detkit.data.shapes import SHAPE_CLASSES, ShapesDataset, ensure_shapes_dataset, make_shapes_dataset
 from detkit.data.transforms import (
     Albu,
@@ -25,6 +26,7 @@ from detkit.data.yolo import YoloDataset, load_class_names
 
 __all__ = [
     "COCO_CLASSES",
+    "DEFAULT_MAX_SIZE",
     "SHAPE_CLASSES",
     "VOC_CLASSES",
     "Albu",
@@ -34,6 +36,7 @@ __all__ = [
     "DetDataset",
     "ImageReadError",
     "LetterBox",
+    "LoadedImage",
     "MixUp",
     "Mosaic",
     "ProblemLog",
@@ -48,7 +51,9 @@ __all__ = [
     "collate",
     "ensure_shapes_dataset",
     "load_class_names",
+    "load_image",
     "make_shapes_dataset",
+    "merge_batch_problems",
     "read_image",
     "seed_worker",
 ]

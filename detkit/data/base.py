@@ -1,4 +1,4 @@
-"""The sample dict, problem counting, image reading, box clean-up and the dataset base class.
+"""The sample dict, box clean-up and the dataset base class.
 
 A **sample** is a plain dict of numpy values, what datasets yield and transforms take and return:
 
@@ -8,43 +8,48 @@ A **sample** is a plain dict of numpy values, what datasets yield and transforms
 ``labels``         ``(N,) int64`` contiguous class index in ``0..num_classes-1``
 ``ignore_boxes``   ``(J, 4) float32`` xyxy regions never used as positives (crowd, difficult)
 ``image_id``       ``int`` (the COCO image id for COCO data)
-``ori_size``       ``(h, w)`` ints: the image as read from disk
-``scale_factor``   ``(sx, sy)`` floats: ``resized = original * s`` (LetterBox sets it)
+``ori_size``       ``(h, w)`` ints: the image as labelled (EXIF-oriented, before any resize)
+``scale_factor``   ``(sx, sy)`` floats: ``resized = original * s`` (load-time shrink, LetterBox)
 ``pad``            ``(left, top)`` floats: padding added before the image (LetterBox sets it)
 ``img_path``       ``str``
+``problems``       only when loading found problems in a loader worker: ``(where, reason,
+                   index)`` tuples for the main process (see :meth:`DetDataset.merge_reports`)
 =================  =====================================================================
 
 :func:`detkit.data.collate` turns a list of samples into the padded batch of
 ``CONTRIBUTING-INTERFACES.md``.
 
 Bad input never crashes training and is never silently lost: every skipped file, line or box is
-counted with its reason in a :class:`ProblemLog` (``dataset.problems``), summarised once with
-``logging`` when the dataset is built.
+counted with its reason in a :class:`~detkit.data.problems.ProblemLog` (``dataset.problems``),
+summarised once with ``logging`` when the dataset is built. Images failing only when decoded are
+counted when read, in the main process too when read by loader workers (``DetDataLoader``
+merges what the batches carry).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import random
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
+
+from detkit.data.imageio import ImageReadError, LoadedImage, load_image, read_header, read_image
+from detkit.data.problems import ProblemLog, logger
 
 __all__ = [
+    "DEFAULT_MAX_SIZE",
     "DetDataset",
     "ImageReadError",
     "ProblemLog",
+    "check_images",
     "clean_boxes",
     "empty_sample",
     "read_image",
 ]
-
-logger = logging.getLogger("detkit.data")
 
 # Boxes reaching further than this outside the image (pixels) are reported when clipped;
 # smaller overshoots are rounding in the annotation tools and are clipped silently.
@@ -53,95 +58,15 @@ CLIP_TOLERANCE = 1.0
 MIN_BOX_SIZE = 1e-3
 # How many other samples __getitem__ tries when an image cannot be read.
 MAX_READ_RETRIES = 20
-# How many problems a ProblemLog keeps with their file path (the counts are always complete).
-MAX_RECORDS = 100_000
+# Images with a longer side above this are shrunk when read (no training size comes close).
+DEFAULT_MAX_SIZE = 4096
 
-# cv2 applies EXIF orientation by default; annotations are in the stored pixel orientation.
-_IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-
-
-class ImageReadError(OSError):
-    """An image file that is missing, empty, truncated or not decodable."""
-
-
-class ProblemLog:
-    """Counts skipped inputs by reason and keeps ``(path, reason)`` records for reports.
-
-    Example::
-
-        log = ProblemLog("labels/a.txt")
-        log.add("label line has 4 fields, expected 5", "labels/a.txt:3")
-        log.summary()  # '1 problem(s) in labels/a.txt: 1 x label line has 4 fields, expected 5'
-    """
-
-    def __init__(self, source: str = "") -> None:
-        self.source = source
-        self.counts: Counter[str] = Counter()
-        self.records: list[tuple[str, str]] = []
-
-    def add(self, reason: str, path: str = "", n: int = 1) -> None:
-        """Count ``n`` occurrences of ``reason`` at ``path`` (a file, ``file:line`` or ``ann id``)."""
-        if n <= 0:
-            return
-        self.counts[reason] += n
-        if len(self.records) < MAX_RECORDS:
-            self.records.append((path, reason if n == 1 else f"{reason} (x{n})"))
-
-    def extend(self, other: ProblemLog) -> None:
-        for reason, n in other.counts.items():
-            self.counts[reason] += n
-        self.records.extend(other.records[: max(0, MAX_RECORDS - len(self.records))])
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def __bool__(self) -> bool:
-        return self.total > 0
-
-    def __len__(self) -> int:
-        return self.total
-
-    def summary(self) -> str:
-        """One line: total and count per reason, most frequent first."""
-        where = f" in {self.source}" if self.source else ""
-        if not self.counts:
-            return f"no problems{where}"
-        parts = "; ".join(f"{n} x {reason}" for reason, n in self.counts.most_common())
-        return f"{self.total} problem(s){where}: {parts}"
-
-    def log_summary(self) -> None:
-        """Log :meth:`summary` once as a warning (nothing when clean)."""
-        if self.counts:
-            logger.warning("%s", self.summary())
-
-
-def _is_truncated_jpeg(buf: np.ndarray) -> bool:
-    """A JPEG whose end-of-image marker (FF D9) is missing from its last kilobyte."""
-    if buf.size < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
-        return False  # not a JPEG
-    tail = buf[-1024:].tobytes()
-    return b"\xff\xd9" not in tail
-
-
-def read_image(path: str) -> np.ndarray:
-    """Read an image file as ``(H, W, 3) uint8`` RGB (grayscale and RGBA become RGB).
-
-    Raises:
-        ImageReadError: missing, zero-byte, truncated JPEG or undecodable file.
-    """
-    try:
-        buf = np.fromfile(path, dtype=np.uint8)
-    except OSError as e:
-        raise ImageReadError(f"cannot open image: {e.strerror or e}") from e
-    if buf.size == 0:
-        raise ImageReadError("zero-byte image file")
-    if _is_truncated_jpeg(buf):
-        raise ImageReadError("truncated JPEG (no end-of-image marker)")
-    img = cv2.imdecode(buf, _IMREAD_FLAGS)
-    if img is None or img.size == 0:
-        raise ImageReadError("image cannot be decoded")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+SIZE_MISMATCH = "image size differs from the annotated width/height (image skipped)"
+EXIF_SIZE_MISMATCH = (
+    "annotated width/height match the stored pixels, not the EXIF-oriented image "
+    "(image skipped; exif_orientation=False reads stored pixels)"
+)
+DUPLICATE_BOX = "duplicate box (same class and coordinates; removed)"
 
 
 def clean_boxes(
@@ -153,8 +78,15 @@ def clean_boxes(
     path: str = "",
     tolerance: float = CLIP_TOLERANCE,
     min_size: float = MIN_BOX_SIZE,
+    dedup: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drop unusable boxes (each reason counted) and clip the rest to the image.
+
+    Steps, in order: 1. NaN/inf coordinates dropped; 2. class ids outside ``0..num_classes-1``
+    dropped; 3. boxes with ``x2 <= x1`` or ``y2 <= y1`` dropped; 4. the rest clipped to the image,
+    those narrower or shorter than ``min_size`` afterwards dropped (reported as outside), those
+    clipped by more than ``tolerance`` reported as clipped and kept; 5. with ``dedup``, exact
+    duplicates (same class, same coordinates) removed, the first kept.
 
     Args:
         boxes: ``(N, 4)`` xyxy pixels, any float dtype.
@@ -165,6 +97,7 @@ def clean_boxes(
         path: file the boxes came from, for the records.
         tolerance: overshoot past the border clipped without being reported (units of ``boxes``).
         min_size: boxes narrower or shorter than this after clipping are dropped.
+        dedup: remove exact duplicates.
 
     Returns:
         ``boxes (K, 4) float32`` clipped to the image, ``labels (K,) int64``.
@@ -188,7 +121,14 @@ def clean_boxes(
     empty = ((clipped[:, 2] - clipped[:, 0]) < min_size) | ((clipped[:, 3] - clipped[:, 1]) < min_size)
     problems.add("box outside the image (empty after clipping)", path, int(empty.sum()))
     problems.add("box partly outside the image (clipped)", path, int(((overshoot > tolerance) & ~empty).sum()))
-    return clipped[~empty].astype(np.float32), labels[~empty]
+    boxes, labels = clipped[~empty].astype(np.float32), labels[~empty]
+    if dedup and len(boxes) > 1:
+        rows = np.concatenate([labels[:, None].astype(np.float64), boxes.astype(np.float64)], 1)  # (K, 5)
+        _, first = np.unique(rows, axis=0, return_index=True)
+        first.sort()
+        problems.add(DUPLICATE_BOX, path, len(boxes) - len(first))
+        boxes, labels = boxes[first], labels[first]
+    return boxes, labels
 
 
 def empty_sample(img: np.ndarray, image_id: int, img_path: str = "") -> dict[str, Any]:
@@ -207,13 +147,24 @@ def empty_sample(img: np.ndarray, image_id: int, img_path: str = "") -> dict[str
     }
 
 
+def _check_size(loaded: LoadedImage, size: tuple[int, int] | None) -> None:
+    """Raise when the decoded image's size is not the annotated one (the boxes would not fit)."""
+    if size is None or tuple(size) == loaded.ori_size:
+        return
+    (h, w), (ah, aw) = loaded.ori_size, size
+    detail = f"file {h}x{w}, annotated {ah}x{aw} (h x w)"
+    swapped = loaded.orientation >= 5 and (w, h) == (ah, aw)
+    raise ImageReadError(EXIF_SIZE_MISMATCH if swapped else SIZE_MISMATCH, detail)
+
+
 class DetDataset(Dataset):
     """Base of the detection datasets: an indexed list of records plus a transform pipeline.
 
     Subclasses parse their annotations in ``__init__`` into ``self.records`` (one dict per image
-    with ``img_path``, ``image_id``, ``boxes``, ``labels``, ``ignore_boxes``) and call
-    :meth:`_finish_init`. Images are read lazily; an image that cannot be read is counted in
-    ``self.problems``, logged, and another sample is returned in its place.
+    with ``img_path``, ``image_id``, ``boxes``, ``labels``, ``ignore_boxes``, ``size`` — the
+    annotated ``(h, w)`` or None — and ``normalized``, True when boxes are in 0..1 of the image)
+    and call :meth:`_finish_init`. Images are read lazily; an image that cannot be read is
+    counted in ``self.problems``, logged, and another sample is returned in its place.
 
     With ``cache_size > 0`` each process keeps that many recently decoded images (first in,
     first out; read-only arrays, so a transform writing into its input fails loudly instead of
@@ -222,18 +173,32 @@ class DetDataset(Dataset):
 
     Transforms needing other samples (Mosaic, MixUp) get the dataset through ``bind``: the
     pipeline's ``bind(dataset)`` is called here, and they call :meth:`load_sample`.
+
+    Args:
+        pipeline: transforms (a callable, a list, or a Compose).
+        seed: seed for picking a replacement when an image cannot be read.
+        cache_size: decoded images kept per process (0: none).
+        max_size: images with a longer side above this are shrunk when read (JPEGs decoded at
+            reduced scale); boxes follow and ``scale_factor`` records it. None: never.
+        exif_orientation: apply EXIF orientation; labels refer to the image as shown. False:
+            stored pixels, labels refer to them.
     """
 
     class_names: list[str]
 
     def __init__(self, pipeline: Callable | Sequence[Callable] | None = None, seed: int = 0,
-                 cache_size: int = 0) -> None:
+                 cache_size: int = 0, max_size: int | None = DEFAULT_MAX_SIZE,
+                 exif_orientation: bool = True) -> None:
         from detkit.data.transforms import Compose
 
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0 (decoded images kept per process); got {cache_size}")
+        if max_size is not None and (not isinstance(max_size, int) or max_size < 1):
+            raise ValueError(f"max_size must be a positive int (longest side in pixels) or None; got {max_size!r}")
         self.cache_size = int(cache_size)
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.max_size = max_size
+        self.exif_orientation = bool(exif_orientation)
+        self._cache: OrderedDict[int, LoadedImage] = OrderedDict()
 
         if pipeline is None or isinstance(pipeline, Compose):
             self.pipeline = pipeline
@@ -244,6 +209,8 @@ class DetDataset(Dataset):
         self.problems = ProblemLog(type(self).__name__)
         self.records: list[dict[str, Any]] = []
         self._bad: set[int] = set()
+        self._reported: set[tuple[str, str]] = set()  # (where, reason) counted at load time
+        self._pending: list[tuple[str, str, int]] = []  # found in this loader worker, not yet shipped
         self._rng = random.Random(seed)
         if self.pipeline is not None and hasattr(self.pipeline, "bind"):
             self.pipeline.bind(self)
@@ -262,32 +229,56 @@ class DetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def read_image(self, index: int) -> np.ndarray:
+    # ------------------------------------------------------------------------------------------
+    # reading
+    # ------------------------------------------------------------------------------------------
+
+    def decode(self, index: int) -> LoadedImage:
+        """Decode record ``index`` from its file (no cache) with this dataset's settings."""
+        return load_image(self.records[index]["img_path"], self.max_size, self.exif_orientation)
+
+    def load_image(self, index: int) -> LoadedImage:
         """The decoded image of record ``index`` (from the cache when enabled)."""
-        img = self._cache.get(index)
-        if img is None:
-            img = read_image(self.records[index]["img_path"])
+        loaded = self._cache.get(index)
+        if loaded is None:
+            loaded = self.decode(index)
             if self.cache_size:
-                img.setflags(write=False)
-                self._cache[index] = img
+                loaded.img.setflags(write=False)
+                self._cache[index] = loaded
                 if len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
-        return img
+        return loaded
+
+    def read_image(self, index: int) -> np.ndarray:
+        """``(H, W, 3) uint8`` RGB of record ``index`` (see :meth:`load_image`)."""
+        return self.load_image(index).img
+
+    def _original_boxes(self, rec: dict[str, Any], key: str, size: tuple[int, int]) -> np.ndarray:
+        """``rec[key]`` in pixels of the image as labelled, of ``size (h, w)``."""
+        boxes = rec[key]
+        if rec.get("normalized"):
+            h, w = size
+            return boxes * np.array([w, h, w, h], np.float32)
+        return boxes
 
     def _read(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
-        img = self.read_image(index)
-        sample = empty_sample(img, rec["image_id"], rec["img_path"])
-        sample["boxes"] = rec["boxes"].copy()
-        sample["labels"] = rec["labels"].copy()
-        sample["ignore_boxes"] = rec["ignore_boxes"].copy()
-        if rec.get("size") is None:  # size unknown when parsed: clip to the image now
-            h, w = img.shape[:2]
+        loaded = self.load_image(index)
+        _check_size(loaded, rec.get("size"))
+        sample = empty_sample(loaded.img, rec["image_id"], rec["img_path"])
+        sample["ori_size"], sample["scale_factor"] = loaded.ori_size, loaded.scale
+        sx, sy = loaded.scale
+        scale = np.array([sx, sy, sx, sy], np.float32)
+        boxes = self._original_boxes(rec, "boxes", loaded.ori_size)
+        labels = rec["labels"].copy()
+        ignore = self._original_boxes(rec, "ignore_boxes", loaded.ori_size)
+        if rec.get("size") is None and not rec.get("normalized"):  # size unknown when parsed: clip now
             quiet = ProblemLog()
-            sample["boxes"], sample["labels"] = clean_boxes(sample["boxes"], sample["labels"], (h, w), None, quiet)
-            sample["ignore_boxes"], _ = clean_boxes(
-                sample["ignore_boxes"], np.zeros(len(sample["ignore_boxes"])), (h, w), None, quiet
-            )
+            boxes, labels = clean_boxes(boxes, labels, loaded.ori_size, None, quiet, dedup=False)
+            ignore, _ = clean_boxes(ignore, np.zeros(len(ignore)), loaded.ori_size, None, quiet, dedup=False)
+        sample["boxes"] = (boxes * scale).astype(np.float32)
+        sample["labels"] = labels
+        sample["ignore_boxes"] = (ignore * scale).astype(np.float32)
         return sample
 
     def load_sample(self, index: int) -> dict[str, Any]:
@@ -297,10 +288,10 @@ class DetDataset(Dataset):
                 try:
                     return self._read(index)
                 except ImageReadError as e:
-                    path = self.records[index]["img_path"]
                     self._bad.add(index)
-                    self.problems.add(str(e), path)
-                    logger.warning("skipping unreadable image %s: %s (another sample is used)", path, e)
+                    where = self.records[index]["img_path"] + (f" ({e.detail})" if e.detail else "")
+                    if self.report(e.reason, where, index):
+                        logger.warning("skipping image %s: %s (another sample is used)", where, e.reason)
             index = self._rng.randrange(len(self.records))
         raise RuntimeError(
             f"{self.problems.source}: {MAX_READ_RETRIES} images in a row could not be read; "
@@ -313,23 +304,71 @@ class DetDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.load_sample(index)
-        return self.pipeline(sample) if self.pipeline is not None else sample
+        if self.pipeline is not None:
+            sample = self.pipeline(sample)
+        if self._pending:  # found in this loader worker: travels to the main process with the batch
+            sample["problems"], self._pending = self._pending, []
+        return sample
+
+    # ------------------------------------------------------------------------------------------
+    # problems found while reading
+    # ------------------------------------------------------------------------------------------
+
+    def report(self, reason: str, where: str, index: int = -1) -> bool:
+        """Count a problem found while reading (once per ``(where, reason)``); False when known.
+
+        Inside a loader worker it is also queued to travel with the next sample to the main
+        process, whose dataset counts it through :meth:`merge_reports`.
+        """
+        if (where, reason) in self._reported:
+            return False
+        self._reported.add((where, reason))
+        self.problems.add(reason, where)
+        if get_worker_info() is not None:
+            self._pending.append((where, reason, index))
+        return True
+
+    def merge_reports(self, reports: Iterable[Sequence[Any]]) -> int:
+        """Count problems that loader workers found (``batch["problems"]``); returns how many were new.
+
+        Each ``(where, reason[, index])`` is counted once however many workers or epochs report
+        it; a reported index is skipped by workers started later.
+        """
+        new = 0
+        for item in reports:
+            where, reason = str(item[0]), str(item[1])
+            index = int(item[2]) if len(item) > 2 else -1
+            if 0 <= index < len(self.records):
+                self._bad.add(index)
+            if (where, reason) not in self._reported:
+                self._reported.add((where, reason))
+                self.problems.add(reason, where)
+                new += 1
+        return new
+
+    # ------------------------------------------------------------------------------------------
+    # ground truth without reading pixels
+    # ------------------------------------------------------------------------------------------
 
     def image_size(self, index: int) -> tuple[int, int]:
-        """``(h, w)`` of image ``index`` from the annotations, else from the file header."""
+        """``(h, w)`` of image ``index`` as labelled: from the annotations, else the file header."""
         rec = self.records[index]
-        if rec.get("size"):
-            return tuple(rec["size"])
-        from PIL import Image
-
-        with Image.open(rec["img_path"]) as im:  # reads the header only
-            w, h = im.size
-        rec["size"] = (h, w)
-        return h, w
+        size = rec.get("size") or rec.get("header_size")
+        if size:
+            return tuple(size)
+        with open(rec["img_path"], "rb") as f:
+            header = read_header(f.read())
+        if header is None:
+            size = self.decode(index).ori_size
+        else:
+            size = header.size(self.exif_orientation)
+        rec["header_size"] = size
+        return size
 
     def pixel_boxes(self, index: int, key: str = "boxes") -> np.ndarray:
         """``(N, 4)`` xyxy pixel boxes of record ``index`` (``key``: boxes or ignore_boxes)."""
-        return self.records[index][key]
+        rec = self.records[index]
+        return self._original_boxes(rec, key, self.image_size(index)) if rec.get("normalized") else rec[key]
 
     def coco_dict(self) -> dict[str, Any]:
         """The ground truth as a COCO instances dict (for the evaluator); ignore regions are crowd.
@@ -359,17 +398,19 @@ class DetDataset(Dataset):
 
 
 def check_images(dataset: DetDataset) -> None:
-    """Decode every image of ``dataset`` once, counting unreadable ones in ``dataset.problems``."""
+    """Decode every image of ``dataset`` once, counting the unusable ones and dropping their records.
+
+    Unusable: undecodable, too large, or of another size than annotated. Called before any
+    loader exists (``check_images=True`` of the datasets, ``tools/check_dataset.py``).
+    """
+    keep = []
     for index, rec in enumerate(dataset.records):
         try:
-            img = read_image(rec["img_path"])
+            _check_size(dataset.decode(index), rec.get("size"))
         except ImageReadError as e:
-            dataset.problems.add(str(e), rec["img_path"])
-            dataset._bad.add(index)
+            dataset.problems.add(e.reason, rec["img_path"] + (f" ({e.detail})" if e.detail else ""))
             continue
-        size = rec.get("size")
-        if size is not None and tuple(size) != img.shape[:2]:
-            dataset.problems.add(
-                f"image is {img.shape[0]}x{img.shape[1]} (h x w) but annotated as {size[0]}x{size[1]}",
-                rec["img_path"],
-            )
+        keep.append(rec)
+    dataset.records = keep
+    dataset._bad.clear()
+    dataset._cache.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from detkit.data.base import DetDataset, ProblemLog
+from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog
 
 __all__ = ["FORMATS", "check_dataset", "default_coco_images", "find_names_file"]
 
@@ -29,8 +29,9 @@ def find_names_file(img_dir: str) -> str | None:
 
 
 def check_dataset(path: str, fmt: str, images: str | None = None, names: str | None = None,
-                  split: str | None = None) -> tuple[ProblemLog, DetDataset | None]:
-    """Parse a dataset and decode every image, collecting every problem.
+                  split: str | None = None, max_size: int | None = DEFAULT_MAX_SIZE,
+                  exif_orientation: bool = True) -> tuple[ProblemLog, DetDataset | None]:
+    """Parse a dataset and decode every image as training reads it, collecting every problem.
 
     Args:
         path: COCO json, YOLO image folder, or VOC root.
@@ -38,6 +39,7 @@ def check_dataset(path: str, fmt: str, images: str | None = None, names: str | N
         images: COCO image folder (default: see :func:`default_coco_images`).
         names: YOLO class names file (default: found by :func:`find_names_file`).
         split: VOC split list (default: every xml).
+        max_size, exif_orientation: how images are read (see :class:`~detkit.data.base.DetDataset`).
 
     Returns:
         The problems and the dataset (None when nothing usable was found; that is a problem too).
@@ -57,13 +59,14 @@ def check_dataset(path: str, fmt: str, images: str | None = None, names: str | N
         names = names or find_names_file(path)
         if names is None:
             raise ValueError(f"{path}: no class names found (names.txt or data.yaml); pass --names FILE")
+    read = dict(max_size=max_size, exif_orientation=exif_orientation)
     try:
         if fmt == "coco":
-            ds: DetDataset = CocoDataset(path, images or default_coco_images(path), check_images=True)
+            ds: DetDataset = CocoDataset(path, images or default_coco_images(path), check_images=True, **read)
         elif fmt == "yolo":
-            ds = YoloDataset(path, names, check_images=True)
+            ds = YoloDataset(path, names, check_images=True, **read)
         else:
-            ds = VocDataset(path, split=split, check_images=True)
+            ds = VocDataset(path, split=split, check_images=True, **read)
     except ValueError as e:  # nothing usable, or not a dataset of this format
         log.add(str(e), path)
         return log, None

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
-from detkit.data.base import DetDataset, ProblemLog, clean_boxes
+from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog, clean_boxes
+from detkit.data.imageio import check_image_file
 
-__all__ = ["COCO_CLASSES", "CocoDataset", "load_coco_json", "stat_image"]
+__all__ = ["COCO_CLASSES", "CocoDataset", "load_coco_json"]
 
 # The 80 COCO classes in label order (sorted category id), as in Ultralytics' YOLO labels.
 COCO_CLASSES = (
@@ -29,19 +30,6 @@ COCO_CLASSES = (
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
     "teddy bear", "hair drier", "toothbrush",
 )
-
-
-def stat_image(path: str, problems: ProblemLog) -> bool:
-    """True when ``path`` is an existing non-empty file; otherwise count why not."""
-    try:
-        size = os.stat(path).st_size
-    except OSError:
-        problems.add("missing image file", path)
-        return False
-    if size == 0:
-        problems.add("zero-byte image file", path)
-        return False
-    return True
 
 
 def load_coco_json(ann_file: str) -> dict[str, Any]:
@@ -74,6 +62,17 @@ def _number_list(value: Any, n: int) -> list[float] | None:
         return None
 
 
+def _positive_int(value: Any) -> int | None:
+    """``value`` as a positive int (ints and integral floats), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != int(value):
+        return None
+    return int(value)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class CocoDataset(DetDataset):
     """COCO instances json + image folder.
 
@@ -81,6 +80,12 @@ class CocoDataset(DetDataset):
     and back with ``dataset.cat_ids[label]`` when writing results. Crowd boxes (``iscrowd=1``)
     become ``ignore_boxes`` and are never positives. Images without annotations are kept as
     background unless ``filter_empty``.
+
+    Entries lacking a required field are skipped and counted, each with its reason: images
+    without an integer ``id`` or a ``file_name``, categories without an integer ``id``,
+    annotations whose ``image_id`` / ``category_id`` is unknown or whose ``bbox`` is not 4
+    numbers, and the annotations of images that were skipped. A file with no usable category
+    or image raises ``ValueError`` naming the file and the field.
 
     Args:
         ann_file: the instances json (the COCO evaluator reads the same file: ``dataset.ann_file``).
@@ -91,6 +96,7 @@ class CocoDataset(DetDataset):
         check_images: decode every image now (slow; what ``tools/check_dataset.py`` does).
         seed: seed for picking a replacement when an image cannot be read.
         cache_size: decoded images kept per process (0: none); see :class:`DetDataset`.
+        max_size, exif_orientation: see :class:`DetDataset`.
     """
 
     def __init__(
@@ -103,13 +109,15 @@ class CocoDataset(DetDataset):
         check_images: bool = False,
         seed: int = 0,
         cache_size: int = 0,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        exif_orientation: bool = True,
     ) -> None:
-        super().__init__(pipeline, seed, cache_size)
+        super().__init__(pipeline, seed, cache_size, max_size, exif_orientation)
         self.ann_file = os.fspath(ann_file)
         self.img_dir = os.fspath(img_dir)
         data = load_coco_json(self.ann_file)
         self.coco = self._build_coco(data)
-        cats = {c["id"]: c for c in data["categories"] if isinstance(c, dict) and isinstance(c.get("id"), int)}
+        cats = self._categories(data["categories"])
         self.cat_ids: list[int] = sorted(cats)
         self.cat_to_label = {c: i for i, c in enumerate(self.cat_ids)}
         if class_names is not None and len(class_names) != len(self.cat_ids):
@@ -117,7 +125,7 @@ class CocoDataset(DetDataset):
                 f"class_names has {len(class_names)} names but {self.ann_file} has "
                 f"{len(self.cat_ids)} categories; pass one name per category or None"
             )
-        self.class_names = list(class_names) if class_names else [str(cats[c].get("name", c)) for c in self.cat_ids]
+        self.class_names = list(class_names) if class_names else [cats[c] for c in self.cat_ids]
         self._parse(data, filter_empty)
         if check_images:
             from detkit.data.base import check_images as _check
@@ -136,25 +144,59 @@ class CocoDataset(DetDataset):
                 coco = COCO()  # entries without ids: keep an empty index, _parse counts them
         return coco
 
-    def _parse(self, data: dict[str, Any], filter_empty: bool) -> None:
+    def _categories(self, entries: list[Any]) -> dict[int, str]:
+        """``{id: name}`` of the usable categories; the others counted.
+
+        Raises:
+            ValueError: no usable category.
+        """
+        cats: dict[int, str] = {}
+        for c in entries:
+            if not isinstance(c, dict) or not _is_id(c.get("id")):
+                self.problems.add("category entry without an integer 'id'", f"{self.ann_file} category {c!r:.60}")
+                continue
+            if c["id"] in cats:
+                self.problems.add("duplicate category id (first entry kept)", f"{self.ann_file} category {c['id']}")
+                continue
+            if "name" not in c:
+                self.problems.add("category entry without 'name' (its id is the name)",
+                                  f"{self.ann_file} category {c['id']}")
+            cats[c["id"]] = str(c.get("name", c["id"]))
+        if not cats:
+            raise ValueError(
+                f"{self.ann_file}: no usable entry in 'categories' ({len(entries)} entries); "
+                "accepted: objects with an integer 'id' and a 'name'"
+            )
+        return cats
+
+    def _images(self, entries: list[Any]) -> dict[int, dict[str, Any]]:
+        """``{id: entry}`` of the image entries with an integer ``id`` and a ``file_name``."""
         images: dict[int, dict[str, Any]] = {}
-        for im in data["images"]:
-            if not isinstance(im, dict) or not isinstance(im.get("id"), int) or "file_name" not in im:
-                self.problems.add("image entry without integer 'id' or 'file_name'", self.ann_file)
-                continue
-            if im["id"] in images:
-                self.problems.add(f"duplicate image id {im['id']} (first entry kept)", str(im["file_name"]))
-                continue
-            images[im["id"]] = im
+        for im in entries:
+            if not isinstance(im, dict) or not _is_id(im.get("id")):
+                self.problems.add("image entry without an integer 'id'", f"{self.ann_file} image {im!r:.60}")
+            elif not isinstance(im.get("file_name"), str) or not im["file_name"]:
+                self.problems.add("image entry without 'file_name'", f"{self.ann_file} image {im['id']}")
+            elif im["id"] in images:
+                self.problems.add("duplicate image id (first entry kept)", f"{im['file_name']} (image {im['id']})")
+            else:
+                images[im["id"]] = im
+        return images
+
+    def _parse(self, data: dict[str, Any], filter_empty: bool) -> None:
+        images = self._images(data["images"])
         anns: dict[int, list[dict[str, Any]]] = {i: [] for i in images}
         for ann in data["annotations"]:
-            if not isinstance(ann, dict) or ann.get("image_id") not in anns:
+            if not isinstance(ann, dict) or not _is_id(ann.get("image_id")) or ann["image_id"] not in anns:
                 self.problems.add("annotation for an unknown image id", f"{self.ann_file} ann {_ann_id(ann)}")
                 continue
             anns[ann["image_id"]].append(ann)
         for image_id, im in images.items():
-            path = os.path.join(self.img_dir, str(im["file_name"]))
-            if not stat_image(path, self.problems):
+            path = os.path.join(self.img_dir, im["file_name"])
+            reason = check_image_file(path)
+            if reason:
+                self.problems.add(reason, path)
+                self.problems.add("annotation of a skipped image", path, len(anns[image_id]))
                 continue
             rec = self._record(image_id, im, path, anns[image_id])
             if filter_empty and len(rec["boxes"]) == 0:
@@ -162,7 +204,9 @@ class CocoDataset(DetDataset):
             self.records.append(rec)
 
     def _record(self, image_id: int, im: dict[str, Any], path: str, anns: list[dict[str, Any]]) -> dict[str, Any]:
-        h, w = int(im.get("height") or 0), int(im.get("width") or 0)
+        h, w = _positive_int(im.get("height")), _positive_int(im.get("width"))
+        if h is None or w is None:
+            self.problems.add("image entry without a valid 'width'/'height' (size read from the file)", path)
         boxes, labels, crowd = [], [], []
         for ann in anns:
             bbox = _number_list(ann.get("bbox"), 4)
@@ -170,7 +214,8 @@ class CocoDataset(DetDataset):
             if bbox is None:
                 self.problems.add("annotation bbox is not 4 numbers", where)
                 continue
-            label = self.cat_to_label.get(ann.get("category_id"), -1)
+            cat = ann.get("category_id")
+            label = self.cat_to_label.get(cat, -1) if _is_id(cat) else -1
             if label < 0:
                 self.problems.add("annotation with an unknown category_id", where)
                 continue
@@ -178,17 +223,12 @@ class CocoDataset(DetDataset):
             (crowd if ann.get("iscrowd", 0) else boxes).append(xyxy)
             if not ann.get("iscrowd", 0):
                 labels.append(label)
-        size = (h, w) if h > 0 and w > 0 else (1 << 30, 1 << 30)  # unknown size: clip later, at load
-        b, lab = clean_boxes(np.array(boxes), np.array(labels), size, len(self.cat_ids), self.problems, path)
-        ignore, _ = clean_boxes(np.array(crowd), np.zeros(len(crowd)), size, None, ProblemLog(), path)
-        return {
-            "img_path": path,
-            "image_id": image_id,
-            "boxes": b,
-            "labels": lab,
-            "ignore_boxes": ignore,
-            "size": (h, w) if h > 0 and w > 0 else None,
-        }
+        size = (h, w) if h and w else None
+        clip = size or (1 << 30, 1 << 30)  # unknown size: clipped when read
+        b, lab = clean_boxes(np.array(boxes), np.array(labels), clip, len(self.cat_ids), self.problems, path)
+        ignore, _ = clean_boxes(np.array(crowd), np.zeros(len(crowd)), clip, None, ProblemLog(), path)
+        return {"img_path": path, "image_id": image_id, "boxes": b, "labels": lab, "ignore_boxes": ignore,
+                "size": size}
 
 
 def _ann_id(ann: Any) -> str:

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from detkit.data.base import DetDataset, clean_boxes
-from detkit.data.coco import stat_image
+from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, clean_boxes
+from detkit.data.imageio import check_image_file
 
 __all__ = ["VOC_CLASSES", "VocDataset"]
 
@@ -34,6 +34,7 @@ class VocDataset(DetDataset):
         check_images: decode every image now.
         seed: seed for picking a replacement when an image cannot be read.
         cache_size: decoded images kept per process (0: none); see :class:`DetDataset`.
+        max_size, exif_orientation: see :class:`DetDataset`.
 
     Coordinates are VOC's 1-based inclusive pixels; ``x1 - 1, y1 - 1, x2, y2`` gives xyxy edges.
     Image ids are the stem's digits as an integer (``2008_000008`` -> ``2008000008``) when every
@@ -50,8 +51,10 @@ class VocDataset(DetDataset):
         check_images: bool = False,
         seed: int = 0,
         cache_size: int = 0,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        exif_orientation: bool = True,
     ) -> None:
-        super().__init__(pipeline, seed, cache_size)
+        super().__init__(pipeline, seed, cache_size, max_size, exif_orientation)
         self.root = os.fspath(root)
         self.class_names = list(class_names)
         self.label_of = {n: i for i, n in enumerate(self.class_names)}
@@ -102,12 +105,15 @@ class VocDataset(DetDataset):
         img_path = os.path.join(self.root, "JPEGImages", file_name)
         if not os.path.exists(img_path) and os.path.exists(os.path.join(self.root, "JPEGImages", f"{stem}.jpg")):
             img_path = os.path.join(self.root, "JPEGImages", f"{stem}.jpg")
-        if not stat_image(img_path, self.problems):
+        reason = check_image_file(img_path)
+        if reason:
+            self.problems.add(reason, img_path)
+            self.problems.add("object of a skipped image", xml_path, len(tree.findall("object")))
             return None
         try:
             w = int(float(tree.findtext("size/width") or 0))
             h = int(float(tree.findtext("size/height") or 0))
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number, NaN, inf
             w = h = 0
         boxes, labels, hard = [], [], []
         for obj in tree.iter("object"):

@@ -10,12 +10,11 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from detkit.data.base import DetDataset, ProblemLog, clean_boxes, empty_sample
-from detkit.data.coco import stat_image
+from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog, clean_boxes
+from detkit.data.imageio import check_image_file
 
 __all__ = ["IMAGE_EXTENSIONS", "YoloDataset", "load_class_names", "parse_yolo_label"]
 
@@ -71,7 +70,7 @@ def parse_yolo_label(path: str, problems: ProblemLog) -> tuple[np.ndarray, np.nd
     boxes: list[list[float]] = []
     labels: list[int] = []
     try:
-        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig", errors="replace").splitlines()
     except OSError as e:
         problems.add(f"cannot read label file: {e.strerror or e}", path)
         return np.zeros((0, 4)), np.zeros(0, np.int64)
@@ -116,6 +115,8 @@ class YoloDataset(DetDataset):
         check_images: decode every image now (``tools/check_dataset.py`` does).
         seed: seed for picking a replacement when an image cannot be read.
         cache_size: decoded images kept per process (0: none); see :class:`DetDataset`.
+        max_size, exif_orientation: see :class:`DetDataset`. Labels are normalised to the image
+            as shown (EXIF orientation applied), as Ultralytics reads them.
 
     Image ids are the file stems as integers when every stem is a number (COCO file names give
     COCO ids, so a COCO json of the same images evaluates the results), else the index in
@@ -132,8 +133,10 @@ class YoloDataset(DetDataset):
         check_images: bool = False,
         seed: int = 0,
         cache_size: int = 0,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        exif_orientation: bool = True,
     ) -> None:
-        super().__init__(pipeline, seed, cache_size)
+        super().__init__(pipeline, seed, cache_size, max_size, exif_orientation)
         self.img_dir = os.fspath(img_dir)
         self.label_dir = os.fspath(label_dir) if label_dir else default_label_dir(self.img_dir)
         self.class_names = load_class_names(class_names)
@@ -155,13 +158,17 @@ class YoloDataset(DetDataset):
         seen: dict[str, str] = {}
         for index, (name, stem) in enumerate(zip(files, stems)):
             path = os.path.join(self.img_dir, name)
+            label_path = os.path.join(self.label_dir, stem + ".txt")
             if stem in seen:
-                self.problems.add(f"duplicate image id: {seen[stem]} has the same stem (first kept)", path)
+                self.problems.add("duplicate image id: another image has the same file stem (first kept)",
+                                  f"{path} (same stem as {seen[stem]})")
                 continue
             seen[stem] = name
-            if not stat_image(path, self.problems):
+            reason = check_image_file(path)
+            if reason:
+                self.problems.add(reason, path)
+                self.problems.add("label row of a skipped image", label_path, _count_rows(label_path))
                 continue
-            label_path = os.path.join(self.label_dir, stem + ".txt")
             if os.path.exists(label_path):
                 norm, labels = parse_yolo_label(label_path, self.problems)
             else:
@@ -178,24 +185,22 @@ class YoloDataset(DetDataset):
                 "boxes": boxes,  # normalised xyxy; scaled to pixels when read
                 "labels": labels,
                 "ignore_boxes": np.zeros((0, 4), np.float32),
+                "size": None,
+                "normalized": True,
             })
         if os.path.isdir(self.label_dir):
             for f in sorted(os.listdir(self.label_dir)):
                 if f.endswith(".txt") and os.path.splitext(f)[0] not in seen:
                     self.problems.add("label file has no image", os.path.join(self.label_dir, f))
 
-    def pixel_boxes(self, index: int, key: str = "boxes") -> np.ndarray:
-        h, w = self.image_size(index)
-        return self.records[index][key] * np.array([w, h, w, h], np.float32)
 
-    def _read(self, index: int) -> dict[str, Any]:
-        rec = self.records[index]
-        img = self.read_image(index)
-        h, w = img.shape[:2]
-        sample = empty_sample(img, rec["image_id"], rec["img_path"])
-        sample["boxes"] = rec["boxes"] * np.array([w, h, w, h], np.float32)
-        sample["labels"] = rec["labels"].copy()
-        return sample
+def _count_rows(label_path: str) -> int:
+    """Non-empty lines of a label file (0 when there is none)."""
+    try:
+        return sum(1 for line in Path(label_path).read_text(encoding="utf-8-sig", errors="replace").splitlines()
+                   if line.strip())
+    except OSError:
+        return 0
 
 
 def default_label_dir(img_dir: str) -> str:

@@ -85,7 +85,7 @@ def test_duplicate_image_id_missing_and_empty_files_counted(coco_dir):
     _edit(coco_dir, corrupt)
     ds = load(coco_dir)
     c = ds.problems.counts
-    assert c["duplicate image id 1 (first entry kept)"] == 1
+    assert c["duplicate image id (first entry kept)"] == 1
     assert c["missing image file"] == 1
     assert c["zero-byte image file"] == 1
     assert sorted(r["image_id"] for r in ds.records) == [1, 2]

@@ -76,7 +76,8 @@ def test_check_dataset_exit_codes(coco_dir, capsys):
     (coco_dir / "images" / "2.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     assert tool.main([str(coco_dir / "ann.json"), "--format", "coco", "--images", str(coco_dir / "images")]) == 1
     out = capsys.readouterr().out
-    assert "2.jpg: truncated JPEG" in out and "1 problem(s)" in out
+    assert "2.jpg: truncated JPEG" in out and "2 problem(s)" in out
+    assert "1  annotation of a skipped image" in out  # the per-reason table
     assert tool.main([str(coco_dir / "nope.json"), "--format", "coco"]) == 1
     assert tool.main([str(coco_dir / "images"), "--format", "yolo"]) == 2  # no class names anywhere
 

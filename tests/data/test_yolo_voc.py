@@ -79,7 +79,7 @@ def test_yolo_duplicate_stem_and_orphan_label(tmp_path, write_img):
     (tmp_path / "labels" / "train" / "zzz.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     ds = YoloDataset(str(d), ["a", "b"])
     assert len(ds) == 1 and ds[0]["image_id"] == 0  # non-numeric stems: index ids
-    assert ds.problems.counts["duplicate image id: a.jpg has the same stem (first kept)"] == 1
+    assert ds.problems.counts["duplicate image id: another image has the same file stem (first kept)"] == 1
     assert ds.problems.counts["label file has no image"] == 1
 
 
