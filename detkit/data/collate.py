@@ -96,7 +96,10 @@ def collate(samples: Sequence[dict[str, Any]], size_divisor: int = 32, to_float:
         ``images (B, 3, H, W)``, ``gt_boxes (B, M, 4)``, ``gt_labels (B, M) long``,
         ``gt_mask (B, M) bool``, ``ignore_boxes (B, J, 4)``, ``ignore_mask (B, J) bool``,
         ``image_ids (B,) long``, ``ori_sizes (B, 2) long (h, w)``, ``scale_factors (B, 2)``,
-        ``pads (B, 2)`` and ``img_paths`` (list of str). M, J >= 1.
+        ``pads (B, 2)``, ``img_paths`` (list of str) and ``problems``: the ``(where, reason,
+        index)`` problems loader workers found while reading these samples (usually empty; the
+        main process counts them with ``dataset.merge_reports``, which ``DetDataLoader`` calls).
+        M, J >= 1.
     """
     if not samples:
         raise ValueError("collate got no samples; accepted: a non-empty list of sample dicts")
@@ -116,4 +119,5 @@ def collate(samples: Sequence[dict[str, Any]], size_divisor: int = 32, to_float:
                                       dtype=torch.float32).reshape(-1, 2),
         "pads": torch.tensor([list(s.get("pad", (0.0, 0.0))) for s in samples], dtype=torch.float32).reshape(-1, 2),
         "img_paths": [str(s.get("img_path", "")) for s in samples],
+        "problems": [tuple(p) for s in samples for p in s.get("problems", ())],
     }

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
+import logging
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -15,7 +15,27 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from detkit.data.collate import collate, images_to_float
 
-__all__ = ["DetDataLoader", "build_dataloader", "seed_worker"]
+__all__ = ["DetDataLoader", "build_dataloader", "merge_batch_problems", "seed_worker"]
+
+logger = logging.getLogger("detkit.data")
+
+
+def _reporting_dataset(dataset: Any) -> Any:
+    """The dataset with ``merge_reports`` behind ``dataset`` (looking through a ``Subset``), or None."""
+    for _ in range(4):
+        if hasattr(dataset, "merge_reports"):
+            return dataset
+        dataset = getattr(dataset, "dataset", None)
+    return None
+
+
+def merge_batch_problems(dataset: Any, batch: dict[str, Any]) -> int:
+    """Count the problems a batch carries (``batch["problems"]``, found in loader workers) in
+    ``dataset.problems`` of this process; returns how many were new. A no-op for datasets
+    without ``merge_reports`` and batches without problems."""
+    reports = batch.get("problems") if isinstance(batch, dict) else None
+    target = _reporting_dataset(dataset) if reports else None
+    return target.merge_reports(reports) if target is not None else 0
 
 
 def seed_worker(worker_id: int) -> None:
@@ -24,11 +44,15 @@ def seed_worker(worker_id: int) -> None:
     torch gives every worker ``base_seed + worker_id`` (``base_seed`` drawn from the loader's
     generator each epoch), so augmentations differ between workers and epochs yet repeat for a
     given seed.
+
+    OpenCV's thread count is left alone: ``cv2.setNumThreads`` in a forked worker, after the
+    parent process used OpenCV's thread pool, deadlocks in about half the forks (the pool's
+    condition variable still counts the parent's waiting threads); running OpenCV functions
+    there is safe.
     """
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    cv2.setNumThreads(1)  # one thread per worker: the workers are the parallelism
     torch.set_num_threads(1)
 
 
@@ -38,6 +62,10 @@ class DetDataLoader(DataLoader):
     Moving uint8 between processes is 4x fewer bytes than float32; the batches it yields follow
     the batch contract (``images (B, 3, H, W) float32`` in 0..1). With ``device`` set, every
     tensor of the batch is moved there first, so the conversion runs on the accelerator.
+
+    Problems the workers found while reading (unreadable images, sizes unlike the annotations)
+    travel in ``batch["problems"]`` and are counted here in ``dataset.problems`` of the main
+    process, each once; when an epoch found new ones, one summary line is logged at its end.
     """
 
     def __init__(self, *args: Any, device: str | torch.device | None = None, float_images: bool = True,
@@ -47,13 +75,18 @@ class DetDataLoader(DataLoader):
         self.float_images = float_images
 
     def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        new = 0
         for batch in super().__iter__():
+            new += merge_batch_problems(self.dataset, batch)
             if self.device is not None:
                 batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                          for k, v in batch.items()}
             if self.float_images and batch["images"].dtype == torch.uint8:
                 batch["images"] = images_to_float(batch["images"])
             yield batch
+        target = _reporting_dataset(self.dataset)
+        if new and target is not None:
+            logger.warning("%d new problem(s) found while loading this epoch; %s", new, target.problems.summary())
 
     def set_epoch(self, epoch: int) -> None:
         """Forward the epoch to a DistributedSampler (reshuffles per epoch)."""
