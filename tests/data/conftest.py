@@ -49,3 +49,12 @@ def coco_dir(tmp_path: Path) -> Path:
     }
     (tmp_path / "ann.json").write_text(json.dumps(data))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def bad_corpus(tmp_path_factory):
+    """The bad-input corpus (tests/data/bad_corpus.py), with coco128's cases when it is there."""
+    from tests.data.bad_corpus import build_bad_corpus
+
+    src = COCO128 if (COCO128 / "labels" / "train2017").is_dir() else None
+    return build_bad_corpus(tmp_path_factory.mktemp("bad_corpus"), src)
