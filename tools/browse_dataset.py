@@ -4,7 +4,8 @@
     python tools/browse_dataset.py configs/common/data/coco128.py --num 8 --out work_dirs/browse
     python tools/browse_dataset.py CONFIG --split val --cfg-options data.train.dataset.pipeline.0.p=0.0
 
-Ignore regions (crowd / difficult) are drawn in grey.
+Ignore regions (crowd / difficult) are drawn in grey. The dataset's problems (skipped images,
+label rows, boxes; see docs/reliability.md) are summarised at the end.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cv2.imwrite(str(path), draw_sample(sample, names))
         n_box, n_ign = len(sample["boxes"]), len(sample["ignore_boxes"])
         print(f"{path}: {n_box} boxes, {n_ign} ignore, size {sample['img'].shape[:2]}")
+    problems = getattr(dataset, "problems", None)
+    if problems:  # skipped while indexing, or found reading these samples
+        print(problems.summary())
     return 0
 
 
