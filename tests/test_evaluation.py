@@ -163,3 +163,56 @@ def test_summary_format_and_results_json_and_pr_plot(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text()) == dets
     plot_pr_curves(ev.precision, tmp_path / "pr.png", class_names=ev.class_names)
     assert (tmp_path / "pr.png").stat().st_size > 1000
+
+
+def _two_image_gt() -> dict:
+    return {
+        "images": [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 10, 40, 40], "area": 1600, "iscrowd": 0},
+            {"id": 2, "image_id": 2, "category_id": 3, "bbox": [20, 20, 30, 30], "area": 900, "iscrowd": 0},
+        ],
+        "categories": [{"id": 3, "name": "box"}],
+    }
+
+
+def test_image_ids_leave_the_other_images_ground_truth_out():
+    dets = [{"image_id": 1, "category_id": 3, "bbox": [10, 10, 40, 40], "score": 0.9}]
+    everything = COCOEvaluator(_two_image_gt(), backend="pycocotools").evaluate(dets)
+    kept = COCOEvaluator(_two_image_gt(), backend="pycocotools", image_ids=[1]).evaluate(dets)
+    assert everything["AR100"] == pytest.approx(0.5)  # image 2's object was missed
+    assert kept["AP"] == pytest.approx(1.0) and kept["AR100"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="image_id 2"):
+        COCOEvaluator(_two_image_gt(), backend="pycocotools", image_ids=[1]).evaluate(
+            dets + [{"image_id": 2, "category_id": 3, "bbox": [0, 0, 5, 5], "score": 0.1}])
+
+
+def test_annotations_pycocotools_cannot_use_are_left_out(caplog):
+    gt = _two_image_gt()
+    del gt["annotations"][1]["area"], gt["annotations"][1]["iscrowd"]  # filled in: 30 * 30, not crowd
+    gt["annotations"] += [
+        {"id": 3, "image_id": 1, "category_id": 3},  # no bbox
+        {"id": 4, "image_id": 1, "category_id": 3, "bbox": [1, 2, float("nan"), 4]},
+        {"id": 5, "image_id": 1, "category_id": 99, "bbox": [1, 2, 3, 4]},  # unknown category
+    ]
+    dets = [{"image_id": 1, "category_id": 3, "bbox": [10, 10, 40, 40], "score": 0.9},
+            {"image_id": 2, "category_id": 3, "bbox": [20, 20, 30, 30], "score": 0.8}]
+    with caplog.at_level("WARNING"):
+        metrics = COCOEvaluator(gt, backend="pycocotools").evaluate(dets)
+    assert metrics["AP"] == pytest.approx(1.0)  # the three unusable rows are not missed objects
+    assert "3 annotation(s) without a usable bbox or category" in caplog.text
+
+
+def test_build_evaluator_evaluates_only_the_images_a_dataset_kept(tmp_path):
+    from types import SimpleNamespace
+
+    from detkit.engine.inference import build_evaluator
+
+    ann = tmp_path / "instances.json"
+    ann.write_text(json.dumps(_two_image_gt()))
+    clean = SimpleNamespace(ann_file=str(ann), records=[{"image_id": 1}, {"image_id": 2}], problems={},
+                            class_names=["box"])
+    skipped = SimpleNamespace(ann_file=str(ann), records=[{"image_id": 1}], problems={"unreadable image": 1},
+                              class_names=["box"])
+    assert build_evaluator(clean, backend="pycocotools").image_ids == [1, 2]
+    assert build_evaluator(skipped, backend="pycocotools").image_ids == [1]

@@ -25,11 +25,14 @@ def build_evaluator(dataset: Dataset, backend: str = "auto") -> COCOEvaluator:
     """A COCOEvaluator for ``dataset``'s ground truth.
 
     Uses ``dataset.ann_file`` (a COCO json) when the dataset has one, else ``dataset.coco_dict()``
-    / ``dataset.to_coco()`` (a COCO dict built from other label formats).
+    / ``dataset.to_coco()`` (a COCO dict built from other label formats). When the dataset skipped
+    images (``dataset.problems``), only the images it kept are evaluated.
     """
     ann = getattr(dataset, "ann_file", None)
     if ann is not None and str(ann).endswith(".json") and Path(ann).is_file():
-        return COCOEvaluator(ann, backend=backend, class_names=getattr(dataset, "class_names", None))
+        records = getattr(dataset, "records", None)
+        kept = [int(r["image_id"]) for r in records] if getattr(dataset, "problems", None) and records else None
+        return COCOEvaluator(ann, backend=backend, class_names=getattr(dataset, "class_names", None), image_ids=kept)
     for name in ("coco_dict", "to_coco"):
         fn = getattr(dataset, name, None)
         if callable(fn):

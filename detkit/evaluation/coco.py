@@ -18,6 +18,8 @@ import copy
 import importlib.util
 import io
 import json
+import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from detkit.evaluation.report import SUMMARY_KEYS, format_per_class_table, format_summary
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["BACKENDS", "COCOEvaluator", "faster_coco_eval_available"]
 
@@ -56,6 +60,32 @@ def _backend_classes(backend: str) -> tuple[type, type, str]:
     return COCO, COCOeval, "pycocotools"
 
 
+def _usable_ground_truth(dataset: dict, image_ids: Sequence[int] | None, source: str) -> dict:
+    """``dataset`` restricted to ``image_ids`` with the annotations pycocotools can evaluate."""
+    images = dataset["images"]
+    if image_ids is not None:
+        keep = {int(i) for i in image_ids}
+        images = [im for im in images if im.get("id") in keep]
+    known_images = {im.get("id") for im in images}
+    known_cats = {c.get("id") for c in dataset["categories"]}
+    anns, dropped = [], 0
+    for a in dataset["annotations"]:
+        if a.get("image_id") not in known_images:
+            continue  # an image left out (or never listed): not ground truth of this evaluation
+        box = a.get("bbox")
+        ok = a.get("category_id") in known_cats and isinstance(box, (list, tuple)) and len(box) == 4 \
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
+        if not ok:
+            dropped += 1
+            continue
+        if "area" not in a or "iscrowd" not in a:
+            a = {**a, "area": a.get("area", float(box[2]) * float(box[3])), "iscrowd": a.get("iscrowd", 0)}
+        anns.append(a)
+    if dropped:
+        logger.warning(f"{source}: {dropped} annotation(s) without a usable bbox or category left out of evaluation")
+    return {**dataset, "images": images, "annotations": anns}
+
+
 class COCOEvaluator:
     """Box AP of COCO-style results against a COCO annotation file.
 
@@ -65,6 +95,12 @@ class COCOEvaluator:
             or ``"faster"``. Both give the same numbers.
         class_names: optional names per category, in the order of the json's categories sorted by
             id; the json's own names are used otherwise.
+        image_ids: evaluate only these images (e.g. those a dataset kept after skipping unreadable
+            files); the ground truth of the other images is left out. Default: every image.
+
+    Annotations pycocotools cannot evaluate (no ``bbox`` of 4 finite numbers, or an image or
+    category id that the json does not list) are left out with a warning; a missing ``area``
+    becomes the box area and a missing ``iscrowd`` 0.
 
     After :meth:`evaluate`, ``self.stats`` holds the 12 COCO summary numbers and ``self.precision``
     the precision array ``(T=10 IoU thresholds, R=101 recall points, K classes, A=4 areas, M=3
@@ -77,6 +113,7 @@ class COCOEvaluator:
         ann_file: str | os.PathLike | Mapping[str, Any],
         backend: str = "auto",
         class_names: Sequence[str] | None = None,
+        image_ids: Sequence[int] | None = None,
     ) -> None:
         self._coco_cls, self._eval_cls, self.backend = _backend_classes(backend)
         if isinstance(ann_file, Mapping):
@@ -93,6 +130,7 @@ class COCOEvaluator:
             if key not in dataset:
                 raise ValueError(f"COCO annotations lack the {key!r} list; keys present: {sorted(dataset)}")
         self.ann_file = None if isinstance(ann_file, Mapping) else str(ann_file)
+        dataset = _usable_ground_truth(dataset, image_ids, self.ann_file or "the annotation dict")
         self.gt = self._make_coco(dataset)
         self.cat_ids: list[int] = sorted(c["id"] for c in dataset["categories"])
         self.image_ids: list[int] = sorted(im["id"] for im in dataset["images"])
