@@ -9,7 +9,8 @@ The backend follows the model file's suffix (``.onnx``: ONNX Runtime, else a PyT
 with its config) unless ``--backend`` says otherwise. Both backends share the pre- and
 post-processing: frames are letterboxed as the config's evaluation pipeline does it (an ONNX
 model carries those settings in its metadata), predicted in batches, and mapped back to original
-pixels. ``--compile`` runs the PyTorch network through ``torch.compile`` (mode ``default``).
+pixels. ``--compile`` runs the PyTorch network through ``torch.compile`` (mode ``default``) with
+inductor's freezing (inference only; see docs/deployment.md).
 ``DIR`` (default ``work_dirs/infer``) receives one drawn image per input (or ``<video name>.mp4``)
 and ``detections.json``:
 ``[{"file", "frame", "width", "height", "detections": [{"bbox": [x1, y1, x2, y2], "score", "label", "name"}]}]``.
@@ -45,7 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--img-size", type=int, default=None, help="network input side (default data.img_size or 640)")
     p.add_argument("--backend", default="auto", help="auto (from the model file suffix) | torch | onnxruntime")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                   help="torch.compile the PyTorch model (mode: default | reduce-overhead | max-autotune)")
+                   help="torch.compile the PyTorch model, frozen for inference (mode: default | reduce-overhead | max-autotune)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     if len(args.paths) == 3:

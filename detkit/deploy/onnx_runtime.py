@@ -31,10 +31,13 @@ class OnnxDetector:
         path: the ``.onnx`` file written by :func:`detkit.deploy.export_onnx` / ``tools/export.py``.
         providers: ONNX Runtime execution providers (default: CPU).
         threads: intra-op threads (default: ONNX Runtime's choice).
+        session_config: ``SessionOptions.add_session_config_entry`` pairs, e.g.
+            ``{"session.intra_op.allow_spinning": "0"}`` so idle threads do not spin while PyTorch
+            runs in the same process.
     """
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, session_config: Mapping[str, str] | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -45,6 +48,8 @@ class OnnxDetector:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
+        for key, value in (session_config or {}).items():
+            options.add_session_config_entry(key, value)
         self.session = ort.InferenceSession(str(self.path), options,
                                             providers=list(providers or ["CPUExecutionProvider"]))
         self.metadata = DeployMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)

@@ -77,7 +77,8 @@ def load_torch_predictor(
     cfg_options: Sequence[str] = (),
     compile_mode: str | None = None,
 ) -> Predictor:
-    """A config's model with a checkpoint's weights (EMA when present), optionally compiled."""
+    """A config's model with a checkpoint's weights (EMA when present), optionally compiled
+    (``torch.compile`` with ``freeze=True``: see :func:`detkit.engine.compile.maybe_compile`)."""
     from detkit.config import instantiate, load_config
     from detkit.engine.checkpoint import load_weights
     from detkit.engine.compile import maybe_compile
@@ -88,7 +89,7 @@ def load_torch_predictor(
     model = instantiate(cfg.model)
     load_weights(model, checkpoint)
     model.to(dev).eval()
-    maybe_compile(model, compile_mode)
+    maybe_compile(model, compile_mode, freeze=True)  # an inference-only model: fold BN, prepack weights
     names = list((cfg.get("data") or {}).get("class_names") or []) or None
     letterbox = letterbox_from_config(cfg, int(getattr(model, "size_divisor", 32)), img_size)
     return Predictor(model, letterbox, names, "torch", dev)

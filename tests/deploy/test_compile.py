@@ -36,6 +36,8 @@ def test_none_mode_leaves_the_module_eager():
     assert maybe_compile(m, None) is m and maybe_compile(m, "none") is m and not is_compiled(m)
     with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
         maybe_compile(m, "fast")
+    with pytest.raises(ValueError, match="freeze=True needs the inductor backend"):
+        maybe_compile(m, "default", backend="aot_eager", freeze=True)
 
 
 def test_unavailable_compile_falls_back_with_a_warning(monkeypatch, warnings_log):
