@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                          t["eager"], t["ort"], float("nan")))
         t = alternate({"eager": lambda: eager.predict(batch), "compiled": lambda: compiled.predict(batch),
                        "frozen": lambda: frozen.predict(batch)}, device, args.repeats)
-        rows.append((f"forward + post-processing (predict), batch {b}: compile", t["eager"], t["compiled"], float("nan")))
+        rows.append((f"forward + post-processing (predict), batch {b}: compile", t["eager"], t["compiled"],
+                     float("nan")))
         rows.append((f"forward + post-processing (predict), batch {b}: compile, freeze=True", t["eager"], t["frozen"],
                      float("nan")))
     if not args.skip_train:
@@ -213,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|")
     for what, e, c, first_s in rows:
         first_txt = "" if first_s != first_s else f"{first_s:.1f}"
-        print(f"| {what} | {e[0] * 1e3:.1f} | {c[0] * 1e3:.1f} | **{c[0] / e[0]:.2f}x** | {c[1] / e[1]:.2f}x | {first_txt} |")
+        print(f"| {what} | {e[0] * 1e3:.1f} | {c[0] * 1e3:.1f} | **{c[0] / e[0]:.2f}x** | {c[1] / e[1]:.2f}x "
+              f"| {first_txt} |")
     print(f"\nBest of {args.repeats} alternated runs ({max(5, args.repeats // 2)} for the training step); "
           "'first call' is the compiling call. ONNX Runtime: CPU, same thread count, no thread spinning.")
     print(f"max |compiled - eager| of the raw maps: {diffs['compiled']:.2e}, frozen: {diffs['frozen']:.2e} "

@@ -38,7 +38,7 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="CONFIG CHECKPOINT INPUT, or MODEL.onnx INPUT; INPUT is an image, a folder of images or a video")
+                   help="CONFIG CHECKPOINT INPUT, or MODEL.onnx INPUT; INPUT: an image, a folder of images, a video")
     p.add_argument("--out", default="work_dirs/infer")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--batch", type=int, default=8)
@@ -46,7 +46,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--img-size", type=int, default=None, help="network input side (default data.img_size or 640)")
     p.add_argument("--backend", default="auto", help="auto (from the model file suffix) | torch | onnxruntime")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                   help="torch.compile the PyTorch model, frozen for inference (mode: default | reduce-overhead | max-autotune)")
+                   help="torch.compile the PyTorch model, frozen for inference "
+                        "(mode: default | reduce-overhead | max-autotune)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     if len(args.paths) == 3:

@@ -10,7 +10,8 @@ tool) can read them without detkit::
     size_divisor      32                        strides          [8, 16, 32]
     score_thr 0.001   nms_iou_thr 0.65          nms_pre 30000    max_per_img 300  multi_label true
     with_nms          false                     outputs          ["boxes", "scores"]
-    dynamic_batch     true                      source           {"config": ..., "checkpoint": ..., "detkit": ..., "torch": ...}
+    dynamic_batch     true
+    source            {"config": ..., "checkpoint": ..., "detkit": ..., "torch": ...}
 """
 
 from __future__ import annotations

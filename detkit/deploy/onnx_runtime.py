@@ -74,7 +74,8 @@ class OnnxDetector:
             raise ValueError(f"{self.path.name} takes images (B, 3, {self.metadata.input_size[0]}, "
                              f"{self.metadata.input_size[1]}), got {arr.shape}; letterbox with the model's metadata")
         if not self.metadata.dynamic_batch and arr.shape[0] != 1:
-            raise ValueError(f"{self.path.name} was exported with batch 1 (no --dynamic-batch), got batch {arr.shape[0]}")
+            raise ValueError(f"{self.path.name} was exported with batch 1 (no --dynamic-batch), "
+                             f"got batch {arr.shape[0]}")
         return dict(zip(self.output_names, self.session.run(self.output_names, {INPUT_NAME: arr})))
 
     def predict(self, batch: Mapping[str, Any], **overrides: Any) -> list[dict[str, Tensor]]:

@@ -152,6 +152,7 @@ def load_predictor(
             raise ValueError("--cfg-options apply to the PyTorch backend; an .onnx model carries its settings")
         return load_onnx_predictor(model_path, device=device, threads=threads, img_size=img_size)
     if config is None:
-        raise ValueError(f"{model_path}: a PyTorch checkpoint needs its config (tools/infer.py CONFIG CHECKPOINT INPUT)")
+        raise ValueError(f"{model_path}: a PyTorch checkpoint needs its config "
+                         "(tools/infer.py CONFIG CHECKPOINT INPUT)")
     return load_torch_predictor(config, model_path, device=device, img_size=img_size, cfg_options=cfg_options,
                                 compile_mode=compile_mode)

@@ -104,7 +104,9 @@ def letterbox_from_config(
     )
 
 
-def letterbox_images(frames: Sequence[np.ndarray], settings: LetterboxSettings, *, bgr: bool = True) -> dict[str, Tensor]:
+def letterbox_images(
+    frames: Sequence[np.ndarray], settings: LetterboxSettings, *, bgr: bool = True
+) -> dict[str, Tensor]:
     """Frames -> a network batch with the records needed to map boxes back.
 
     Args:

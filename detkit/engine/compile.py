@@ -135,7 +135,8 @@ def maybe_compile(
     if mode is None or mode == "none":
         return module
     if mode not in COMPILE_MODES:
-        raise ValueError(f"unknown compile mode {mode!r}; accepted: None, 'none', {', '.join(map(repr, COMPILE_MODES))}")
+        accepted = ", ".join(map(repr, COMPILE_MODES))
+        raise ValueError(f"unknown compile mode {mode!r}; accepted: None, 'none', {accepted}")
     if freeze and backend != "inductor":
         raise ValueError(f"freeze=True needs the inductor backend, got {backend!r}")
     label = type(module).__name__
