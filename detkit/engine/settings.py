@@ -15,6 +15,7 @@
         assigner_schedule=[],                            # [(epoch, L(Assigner)(...)), ...]
         eval_interval=1, checkpoint=dict(keep_last=3, interval_iters=0),
         log_interval=50, seed=0, sync_bn=False,
+        compile=None,                                    # torch.compile mode ("default", ...) or None
     )
     runtime = dict(device="auto", deterministic=False, tensorboard=True, progress=True, dist_backend=None,
                    plot_interval=1)
@@ -73,6 +74,9 @@ class TrainSettings:
     assigner_schedule: list = field(default_factory=list)
     eval_interval: int = 1
     checkpoint: dict = field(default_factory=lambda: _defaults("checkpoint"))
+    # torch.compile mode for the network's forward during training (detkit.engine.compile.maybe_compile:
+    # in place, eager fall-back with a warning where compiling fails); None: eager.
+    compile: str | None = None
     log_interval: int = 50
     seed: int = 0
     sync_bn: bool = False
@@ -99,6 +103,12 @@ class TrainSettings:
             lo, hi = (int(v) for v in self.multi_scale)
             if not 32 <= lo <= hi:
                 raise ValueError(f"train.multi_scale must be (min, max) with 32 <= min <= max, got {self.multi_scale}")
+        if self.compile is not None and self.compile != "none":
+            from detkit.engine.compile import COMPILE_MODES
+
+            if self.compile not in COMPILE_MODES:
+                raise ValueError(f"train.compile must be None or one of {', '.join(COMPILE_MODES)}, "
+                                 f"got {self.compile!r}")
         if self.loss_scale not in ("mean", "batch"):
             raise ValueError(f"train.loss_scale must be 'mean' or 'batch', got {self.loss_scale!r}")
         if self.max_nonfinite_steps is not None and (

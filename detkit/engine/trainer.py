@@ -44,6 +44,7 @@ from detkit.engine.checkpoint import (
     CheckpointError, CheckpointManager, find_latest_checkpoint, get_rng_state, load_checkpoint,
     load_latest_checkpoint, load_weights, set_rng_state,
 )
+from detkit.engine.compile import maybe_compile
 from detkit.engine.ema import ModelEMA, unwrap_model
 from detkit.engine.guards import (
     BufferSnapshot, NonFiniteGuard, StopSignals, TrainingAborted, TrainingDiverged, TrainingInterrupted,
@@ -193,6 +194,7 @@ class Trainer:
         if self.s.amp and not self.amp:
             logger.info("AMP requested but running on CPU: training in fp32")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        maybe_compile(self.model, self.s.compile)  # in place; the EMA copy above stays eager
         self.forward = _LossForward(self.model)
         self.buffers = BufferSnapshot(self.model)  # undoes a skipped batch's BatchNorm updates
         if self.world_size > 1:

@@ -125,3 +125,15 @@ def test_loss_scale_batch_multiplies_gradients_by_the_batch_size(tmp_path):
 def test_unknown_loss_scale_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="loss_scale"):
         Trainer(load_config(CFG, ["train.loss_scale='sum'"]), work_dir=tmp_path)
+
+
+def test_compile_setting_compiles_the_trained_model_not_the_ema(tmp_path, monkeypatch):
+    import detkit.engine.trainer as trainer_mod
+
+    calls = []
+    monkeypatch.setattr(trainer_mod, "maybe_compile", lambda module, mode: calls.append((module, mode)) or module)
+    trainer = Trainer(load_config(CFG, ["train.compile='default'"]), work_dir=tmp_path)
+    assert len(calls) == 1 and calls[0][0] is trainer.model and calls[0][1] == "default"
+    assert trainer.ema is None or trainer.ema.module is not trainer.model
+    with pytest.raises(ValueError, match="train.compile must be None or one of default"):
+        Trainer(load_config(CFG, ["train.compile='fast'"]), work_dir=tmp_path / "bad")
