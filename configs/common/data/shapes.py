@@ -16,6 +16,7 @@ data = dict(
         dataset=L(ShapesDataset)(
             root=_root,
             split="train",
+            cache_size=1000,  # decoded images kept per loader worker (~300 MB each): the set fits
             pipeline=[
                 L(Mosaic)(size=_size, p=0.5),
                 L(RandomAffine)(size=_size, degrees=0.0, translate=0.1, scale=0.25, shear=0.0),
