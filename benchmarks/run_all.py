@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["assigners", "assigners_vs_ultralytics", "loss_pipeline", "postprocess", "coco_eval", "data_loader", "compile"]
+SCRIPTS = ["assigners", "assigners_vs_ultralytics", "loss_pipeline", "postprocess", "coco_eval", "data_loader", "backbone_layouts", "compile"]
 
 
 def main() -> int:

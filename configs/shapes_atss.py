@@ -2,7 +2,7 @@
 the synthetic shapes set, ATSS.
 
 The model and schedule of ``make demo`` (under 10 minutes on 2 CPU cores): CSPDarknet with
-YOLOv5's 6x6 stride-2 stem (``arch="yolov5"``: no full-resolution layer, 4.7x faster per step than
+YOLOv5's 6x6 stride-2 stem (``arch="yolov5"``: no full-resolution layer, 3.4x faster per step than
 YOLOv4's layout at this width), PAN with SPP, YOLO head with anchors fitted to the shapes set by
 ``tools/kmeans_anchors.py data/shapes/annotations/instances_train.json --format coco --size 320``
 (mean best IoU 0.73 vs 0.67 for the COCO anchors), 320 px inputs, 17 epochs of 1000 images.
