@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from detkit.engine.distributed import InferenceSampler, all_gather_object, is_main_process
-from detkit.engine.train_utils import move_batch
+from detkit.engine.train_utils import init_worker, move_batch
 from detkit.evaluation import COCOEvaluator, detections_to_coco_results
 
 __all__ = ["build_evaluator", "evaluate_dataset", "predict_dataset"]
@@ -65,6 +65,7 @@ def predict_dataset(
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=InferenceSampler(len(dataset)),
                         num_workers=num_workers, collate_fn=collate_fn, pin_memory=device.type == "cuda",
+                        worker_init_fn=init_worker,  # workers ignore Ctrl-C: the trainer stops cleanly
                         generator=torch.Generator().manual_seed(0))  # leaves the global RNG untouched
     cat_ids = getattr(dataset, "cat_ids", None)
     results: list[dict[str, Any]] = []

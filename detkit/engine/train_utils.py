@@ -25,6 +25,7 @@ __all__ = [
     "build_loader",
     "collate_from_config",
     "find_objects",
+    "init_worker",
     "move_batch",
     "multi_scale_size",
     "resize_batch",
@@ -150,7 +151,8 @@ def build_assigner(node: Any) -> Any:
     return instantiate(node) if isinstance(node, Mapping) else node
 
 
-def _worker_init(worker_id: int) -> None:
+def init_worker(worker_id: int) -> None:
+    """DataLoader worker set-up: python/numpy seeds from the worker's torch seed; SIGINT ignored."""
     seed = torch.initial_seed() % 2**32  # differs per worker, derived from the loader's generator
     random.seed(seed)
     np.random.seed(seed)
@@ -166,7 +168,7 @@ def build_loader(dataset: Dataset, batch_size: int, sampler: Sampler, num_worker
     """A DataLoader (or ``loader_cls``) with seeded workers (numpy/python from the worker's torch seed)."""
     return loader_cls(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate_fn, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
-                      worker_init_fn=_worker_init, generator=generator,
+                      worker_init_fn=init_worker, generator=generator,
                       persistent_workers=False)
 
 
