@@ -4,9 +4,6 @@ equal to 1-process evaluation of the same weights."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,18 +13,14 @@ from detkit.config import load_config
 from detkit.engine.inference import build_evaluator, evaluate_dataset
 from detkit.engine.trainer import build_dataset
 from tests.engine.standins import tiny_collate
+from tests.fixtures.runs import run_torchrun
 
-ROOT = Path(__file__).resolve().parents[2]
 CFG = Path(__file__).parent / "configs" / "tiny.py"
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
 def test_two_rank_gloo_training_and_evaluation(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(__file__).parent / "ddp_worker.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    proc = run_torchrun(Path(__file__).parent / "ddp_worker.py", tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     a, b = torch.load(tmp_path / "rank0.pth"), torch.load(tmp_path / "rank1.pth")
     for k in a:

@@ -23,6 +23,7 @@ from detkit.engine.checkpoint import (
 from detkit.engine.guards import StopSignals, TrainingAborted
 from detkit.engine.trainer import Trainer, TrainingInterrupted
 from tests.engine.standins import TinyDetector
+from tests.fixtures.runs import run_torchrun, train_losses
 from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,15 +32,6 @@ CFG = Path(__file__).parent / "configs" / "tiny.py"
 OPTS = ["train.checkpoint.interval_iters=0"]
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-
-
-def train_losses(work: Path) -> dict[int, dict]:
-    out = {}
-    for line in (work / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec["kind"] == "train":
-            out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith("loss")}
-    return out
 
 
 def signal_at_calls(monkeypatch, calls: dict[int, list[int]]) -> None:
@@ -317,11 +309,7 @@ def test_resume_from_a_file_that_is_not_a_training_checkpoint(tmp_path):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
 def test_ddp_ranks_skip_and_stop_together(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(__file__).parent / "ddp_guard_worker.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    proc = run_torchrun(Path(__file__).parent / "ddp_guard_worker.py", tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r in reports:  # rank 1's NaN skipped iteration 1 everywhere; rank 0's SIGTERM stopped both after 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -13,18 +12,9 @@ from detkit.config import load_config
 from detkit.engine.checkpoint import load_checkpoint
 from detkit.engine.train_utils import move_batch
 from detkit.engine.trainer import Trainer
+from tests.fixtures.runs import train_losses
 
 CFG = Path(__file__).parent / "configs" / "tiny.py"
-
-
-def train_losses(work_dir: Path) -> dict[int, dict]:
-    """Last logged training record per iteration."""
-    out = {}
-    for line in (work_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec["kind"] == "train":
-            out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith("loss")}
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from detkit.engine.checkpoint import load_checkpoint
+from tests.fixtures.runs import train_losses
 from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,15 +88,6 @@ def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path, capsys):
 SHAPES_CFG = str(ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py")
 
 
-def losses_by_step(work: Path) -> dict[int, dict]:
-    out = {}
-    for line in (work / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec["kind"] == "train":
-            out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith("loss")}
-    return out
-
-
 def test_real_parts_train_kill_resume_test_infer(tmp_path, capsys):
     """YOLOv4 (width 0.125) on generated 128 px shapes: train 2 epochs, resume a copy of the run
     from its iteration-1 checkpoint (a kill after it) and compare the following losses exactly,
@@ -115,7 +107,7 @@ def test_real_parts_train_kill_resume_test_infer(tmp_path, capsys):
     shutil.copy(work / "iter_1.pth", killed / "iter_1.pth")
     assert tool("train").main([SHAPES_CFG, "--work-dir", str(killed), "--resume", str(killed / "iter_1.pth"),
                                *opts]) == 0
-    ref, got = losses_by_step(work), losses_by_step(killed)
+    ref, got = train_losses(work), train_losses(killed)
     assert sorted(got) == [2, 3, 4] and all(got[s] == ref[s] for s in got)
 
     capsys.readouterr()
