@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from detkit.config import ConfigError, instantiate, load_config  # noqa: E402
+from detkit.cli import run_cli  # noqa: E402
+from detkit.config import instantiate, load_config  # noqa: E402
 
 FORMATS = ("onnx",)
 
@@ -104,15 +105,7 @@ def run(args: argparse.Namespace) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        run(args)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli(lambda: run(args), failures=(RuntimeError,))  # 1: export or parity check failed
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from detkit.config import ConfigError, instantiate, load_config  # noqa: E402
+from detkit.cli import run_cli  # noqa: E402
+from detkit.config import instantiate, load_config  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -77,13 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from detkit.engine.distributed import cleanup_distributed
 
     try:
-        run(args)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return run_cli(lambda: run(args))
     finally:
         cleanup_distributed()
-    return 0
 
 
 if __name__ == "__main__":
