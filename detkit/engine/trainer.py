@@ -60,6 +60,7 @@ from detkit.engine.train_utils import (
     assigner_index, build_assigner, build_loader, collate_from_config, move_batch, multi_scale_size,
     resize_batch, resolve_device, seed_everything, set_mix_transforms, train_collate,
 )
+from detkit.engine.workdir import claim_work_dir
 from detkit.viz import plot_pr_curves
 
 __all__ = ["Trainer", "TrainingAborted", "TrainingDiverged", "TrainingInterrupted", "build_dataset"]
@@ -113,11 +114,13 @@ class Trainer:
         resume: ``None`` (fresh run), ``"auto"`` (latest checkpoint in ``work_dir``) or a path.
         load_from: weights to start from (see :func:`detkit.engine.checkpoint.load_weights`).
         progress: tqdm bars (overrides ``runtime.progress``).
+        overwrite: delete an earlier run's files in ``work_dir`` first; without it (or ``resume``)
+            a work dir holding an earlier run is refused (:func:`detkit.engine.workdir.claim_work_dir`).
     """
 
     def __init__(self, cfg: ConfigDict, work_dir: str | Path | None = None, device: str | None = None,
                  seed: int | None = None, deterministic: bool | None = None, resume: str | None = None,
-                 load_from: str | None = None, progress: bool | None = None) -> None:
+                 load_from: str | None = None, progress: bool | None = None, overwrite: bool = False) -> None:
         self.cfg = cfg
         self.s = TrainSettings.from_config(cfg.get("train"))
         self.rt = RuntimeSettings.from_config(cfg.get("runtime"))
@@ -132,7 +135,11 @@ class Trainer:
             self.device = torch.device("cuda", local_rank)
         name = Path(getattr(cfg, "_filename", "run")).stem
         self.work_dir = Path(work_dir or Path("work_dirs") / name)
+        # one run per work dir (released at the end of train()); refuses an earlier run unless resume/overwrite
+        self.work_lock = claim_work_dir(self.work_dir, resume=resume, overwrite=overwrite, rank=self.rank)
         setup_logger(self.work_dir, self.rank)
+        for note in self.work_lock.notes:
+            logger.warning(note)
         seed_everything(self.s.seed, self.rt.deterministic)
         self._build()
         if load_from:
@@ -333,6 +340,7 @@ class Trainer:
                 self._plot()
         finally:
             self.writer.close()
+            self.work_lock.release()
         return {"best": dict(self.best), "last_metrics": metrics}
 
     def _train_epoch(self) -> dict[str, float]:
