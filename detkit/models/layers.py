@@ -5,6 +5,11 @@ dilation and a depthwise-separable option); ``SE`` is squeeze-and-excitation att
 ``SPP`` / ``SPPF`` are YOLOv4's / YOLOv5's spatial pyramid pooling; ``DeformConv`` wraps
 ``torchvision.ops.DeformConv2d`` with a zero-initialised offset branch so it starts out as the
 plain convolution with the same weight.
+
+CSP building blocks of the YOLOv5 / YOLOX / YOLOv8 families: ``DarknetBottleneck`` (two convs,
+optional shortcut), ``C3`` (YOLOv5's C3 = YOLOX's CSPLayer), ``C2f`` (YOLOv8), ``SPPFBlock``
+(1x1 conv, SPPF, 1x1 conv: YOLOv5/v8's SPPF = YOLOX's SPPBottleneck) and ``Focus`` (YOLOX's
+space-to-depth stem). Their submodule order is the order of their originals' parameters.
 """
 
 from __future__ import annotations
@@ -19,11 +24,17 @@ from torchvision.ops import DeformConv2d
 __all__ = [
     "freeze",
     "norm_to_eval",
+    "set_batchnorm",
     "ACTIVATIONS",
+    "C2f",
+    "C3",
     "SPP",
     "SPPF",
+    "SPPFBlock",
     "SE",
     "ConvBNAct",
+    "DarknetBottleneck",
+    "Focus",
     "DeformConv",
     "DepthwiseSeparableConv",
     "Mish",
@@ -198,6 +209,133 @@ class SPPF(nn.Module):
         return torch.cat([x, p1, p2, self.pool(p2)], dim=1)
 
 
+class SPPFBlock(nn.Module):
+    """1x1 conv to ``in / 2``, :class:`SPPF`, 1x1 conv to ``out`` (YOLOv5/v8's ``SPPF`` layer).
+
+    Equal to YOLOX's ``SPPBottleneck`` with 5/9/13 pools: same convs and the same concat order
+    ``[x, pool5, pool9, pool13]`` (three chained 5x5 pools are the 5, 9 and 13 pools).
+
+    Shapes: ``(B, in, H, W) -> (B, out, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, *,
+                 act: str = "silu") -> None:
+        super().__init__()
+        hidden = in_channels // 2
+        self.cv1 = ConvBNAct(in_channels, hidden, 1, act=act)
+        self.pool = SPPF(kernel_size)
+        self.cv2 = ConvBNAct(4 * hidden, out_channels, 1, act=act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.cv2(self.pool(self.cv1(x)))
+
+
+class Focus(nn.Module):
+    """YOLOX's stem: space-to-depth (each 2x2 patch to 4x the channels), then a ConvBNAct.
+
+    The patches are concatenated ``[top-left, bottom-left, top-right, bottom-right]``
+    (YOLOX's order); same parameter count as YOLOv5's 6x6 stride-2 stem conv.
+
+    Shapes: ``(B, in, H, W) -> (B, out, H / 2, W / 2)`` (H and W even).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
+                 act: str = "silu") -> None:
+        super().__init__()
+        self.conv = ConvBNAct(4 * in_channels, out_channels, kernel_size, act=act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (B, C, H, W) -> (B, 4C, H/2, W/2)
+        x = torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
+        return self.conv(x)
+
+
+class DarknetBottleneck(nn.Module):
+    """``conv2(conv1(x))``, plus ``x`` when ``shortcut`` and ``in == out``.
+
+    Args:
+        in_channels / out_channels / hidden_channels: widths (``hidden`` defaults to ``out``).
+        kernel_sizes: of ``conv1`` and ``conv2``: ``(1, 3)`` is Darknet's residual block and the
+            bottleneck of YOLOv5's C3 / YOLOX's CSPLayer; ``(3, 3)`` is YOLOv8's (C2f).
+        shortcut: add the input (YOLOv8's and YOLOX's necks use blocks without it).
+        act: activation; depthwise: depthwise-separable convs for kernels > 1.
+
+    Shapes: ``(B, in, H, W) -> (B, out, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int | None = None,
+                 *, kernel_sizes: tuple[int, int] = (1, 3), shortcut: bool = True,
+                 act: str = "silu", depthwise: bool = False) -> None:
+        super().__init__()
+        hidden = out_channels if hidden_channels is None else hidden_channels
+        k1, k2 = kernel_sizes
+        self.conv1 = conv_unit(in_channels, hidden, k1, act=act, depthwise=depthwise)
+        self.conv2 = conv_unit(hidden, out_channels, k2, act=act, depthwise=depthwise)
+        self.add = shortcut and in_channels == out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv2(self.conv1(x))
+        return x + y if self.add else y
+
+
+class C3(nn.Module):
+    """CSP block with three convs: YOLOv5's C3, YOLOX's CSPLayer.
+
+    ``cv3(cat[blocks(cv1(x)), cv2(x)])``: ``cv1`` / ``cv2`` are 1x1 convs to
+    ``hidden = int(out * expansion)``, ``blocks`` are ``num_blocks`` (1, 3)-kernel
+    :class:`DarknetBottleneck` s of width ``hidden``, ``cv3`` is a 1x1 conv to ``out``.
+
+    Shapes: ``(B, in, H, W) -> (B, out, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_blocks: int = 1, *,
+                 shortcut: bool = True, expansion: float = 0.5, act: str = "silu",
+                 depthwise: bool = False) -> None:
+        super().__init__()
+        hidden = int(out_channels * expansion)
+        self.cv1 = ConvBNAct(in_channels, hidden, 1, act=act)
+        self.cv2 = ConvBNAct(in_channels, hidden, 1, act=act)
+        self.blocks = nn.Sequential(*(
+            DarknetBottleneck(hidden, hidden, shortcut=shortcut, act=act, depthwise=depthwise)
+            for _ in range(num_blocks)
+        ))
+        self.cv3 = ConvBNAct(2 * hidden, out_channels, 1, act=act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.cv3(torch.cat([self.blocks(self.cv1(x)), self.cv2(x)], dim=1))
+
+
+class C2f(nn.Module):
+    """YOLOv8's CSP block: one 1x1 conv split in two halves, a chain of bottlenecks on the
+    second half keeping every intermediate output, and a 1x1 conv over all of them.
+
+    ``[a, b] = split(cv1(x))``, ``y_0 = b``, ``y_k = blocks[k-1](y_{k-1})``,
+    ``out = cv2(cat[a, b, y_1, ..., y_n])``, with ``hidden = int(out * expansion)`` channels
+    per part and (3, 3)-kernel :class:`DarknetBottleneck` s.
+
+    Shapes: ``(B, in, H, W) -> (B, out, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_blocks: int = 1, *,
+                 shortcut: bool = False, expansion: float = 0.5, act: str = "silu",
+                 depthwise: bool = False) -> None:
+        super().__init__()
+        self.hidden = int(out_channels * expansion)
+        self.cv1 = ConvBNAct(in_channels, 2 * self.hidden, 1, act=act)
+        self.cv2 = ConvBNAct((2 + num_blocks) * self.hidden, out_channels, 1, act=act)
+        self.blocks = nn.ModuleList(
+            DarknetBottleneck(self.hidden, self.hidden, kernel_sizes=(3, 3), shortcut=shortcut,
+                              act=act, depthwise=depthwise)
+            for _ in range(num_blocks)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = list(self.cv1(x).split(self.hidden, dim=1))  # (B, 2h, H, W) -> 2 x (B, h, H, W)
+        for block in self.blocks:
+            parts.append(block(parts[-1]))
+        return self.cv2(torch.cat(parts, dim=1))  # (B, (2 + n) h, H, W) -> (B, out, H, W)
+
+
 class DeformConv(DeformConv2d):
     """Deformable conv v1 (``torchvision.ops.DeformConv2d``) with its own offset branch.
 
@@ -237,6 +375,17 @@ def freeze(modules: Iterable[nn.Module]) -> None:
         module.eval()
         for p in module.parameters():
             p.requires_grad_(False)
+
+
+def set_batchnorm(module: nn.Module, eps: float, momentum: float) -> None:
+    """Set ``eps`` and ``momentum`` of every BatchNorm below ``module``.
+
+    YOLOv5/v8 and YOLOX train with ``eps=1e-3, momentum=0.03`` (PyTorch's convention: the weight
+    of the new batch); PyTorch's defaults are ``1e-5, 0.1``. Eval outputs depend on ``eps``.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eps, m.momentum = eps, momentum
 
 
 def norm_to_eval(module: nn.Module) -> None:

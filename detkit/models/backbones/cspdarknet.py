@@ -1,19 +1,39 @@
-"""CSPDarknet53 (YOLOv4) and a YOLOv5-style CSP variant, with width/depth multipliers.
+"""CSPDarknet backbones of the YOLOv4, YOLOv5, YOLOX and YOLOv8 families, as data.
 
-Architecture (YOLOv4, ``arch="yolov4"``): a 3x3 stem conv (32 channels), then five stages of
-``[3x3 stride-2 conv, CSP block]`` with 64, 128, 256, 512, 1024 channels and 1, 2, 8, 8, 4
-residual blocks; Mish everywhere. A YOLOv4 CSP block splits the input with two 1x1 convs
-(``short`` and ``main``), runs the residual blocks on ``main``, a 1x1 ``post`` conv, and fuses
-``cat[post, short]`` with a 1x1 ``transition`` conv (Darknet's ``route -1,-N`` order). Stage 1 is
-special in Darknet: its split keeps all 64 channels and its residual block's hidden width is 32.
+Every layout is a stem, then stages of ``[3x3 stride-2 conv, CSP block]``; :data:`CSP_ARCHS`
+holds each layout's plan (:class:`CSPArch`) and its table of model scales.
 
-``arch="csp-v5"`` swaps in YOLOv5's C3 block (``cv3(cat[blocks(cv1(x)), cv2(x)])``, no post conv)
-with SiLU and block counts 1, 3, 6, 9, 3 (scaled by ``deepen_factor``), keeping YOLOv4's stem.
+``arch="yolov4"`` (CSPDarknet53): a 3x3 stem conv (32 channels), then five stages with 64, 128,
+256, 512, 1024 channels and 1, 2, 8, 8, 4 residual blocks; Mish everywhere. A YOLOv4 CSP block
+splits the input with two 1x1 convs (``short`` and ``main``), runs the residual blocks on
+``main``, a 1x1 ``post`` conv, and fuses ``cat[post, short]`` with a 1x1 ``transition`` conv
+(Darknet's ``route -1,-N`` order). Stage 1 is special in Darknet: its split keeps all 64
+channels and its residual block's hidden width is 32.
+
+``arch="csp-v5"`` swaps in YOLOv5's C3 block (:class:`~detkit.models.layers.C3`) with SiLU and
+block counts 1, 3, 6, 9, 3 (scaled by ``deepen_factor``), keeping YOLOv4's stem.
 
 ``arch="yolov5"`` is YOLOv5's (v6.0+) own layout: a 6x6 stride-2 stem conv (64 channels, padding 2)
 whose output *is* stage 1 (no full-resolution layer, no CSP block at stride 2), then four stages of
-``[3x3 stride-2 conv, C3 block]`` with 128, 256, 512, 1024 channels and 3, 6, 9, 3 bottlenecks.
-Without a full-resolution layer it is the cheapest layout per pixel (the demo uses it on CPU).
+``[3x3 stride-2 conv, C3 block]`` with 128, 256, 512, 1024 channels and 3, 6, 9, 3 bottlenecks
+(YOLOv5's SPPF, its backbone's layer 9, is not included).
+
+``arch="yolox"`` is YOLOX's CSPDarknet: the Focus stem (space-to-depth, 3x3 conv, 64 channels) is
+stage 1, then C3 stages (YOLOX's CSPLayer) with 128, 256, 512, 1024 channels and 3, 9, 9, 3
+bottlenecks; the last stage runs SPP (5/9/13, :class:`~detkit.models.layers.SPPFBlock`) before
+its C3 block, whose bottlenecks have no shortcut. Scales ``nano`` .. ``x``; YOLOX-nano also sets
+``depthwise=True``.
+
+``arch="yolov8"`` is YOLOv8's backbone: a 3x3 stride-2 stem conv (64 channels) is stage 1, then
+stages of ``[3x3 stride-2 conv, C2f]`` (:class:`~detkit.models.layers.C2f`, with shortcut) with
+128, 256, 512, 1024 channels and 3, 6, 6, 3 bottlenecks, and SPPF after the last stage's C2f.
+Its scales ``n`` .. ``x`` also cap the channels before widening (``max_channels``: 1024, 1024,
+768, 512, 512), as Ultralytics' ``yolov8.yaml`` does. Module order is Ultralytics' layer order:
+``stem`` = layer 0, ``stages[k][0]`` / ``stages[k][1]`` = layers ``2k - 1`` / ``2k`` (k = 1..4),
+``stages[4][2]`` (SPPF) = layer 9.
+
+YOLOX and YOLOv8 layouts use BatchNorm ``eps=1e-3, momentum=0.03`` as their originals do; the
+older layouts keep PyTorch's defaults.
 
 Stage ``i`` (1..5) has stride ``2**i``; ``out_indices`` picks stages by that number, so the
 default ``(3, 4, 5)`` gives strides 8, 16, 32 (C3..C5).
@@ -22,15 +42,64 @@ default ``(3, 4, 5)`` gives strides 8, 16, 32 (C3..C5).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from detkit.models.layers import ConvBNAct, conv_unit, freeze, norm_to_eval
+from detkit.models.layers import (
+    C2f, C3, ConvBNAct, DarknetBottleneck, Focus, SPPFBlock, conv_unit, freeze, norm_to_eval,
+    set_batchnorm,
+)
 
-__all__ = ["CSP_ARCHS", "CSP_SCALES", "CSPArch", "CSPDarknet", "scale_channels", "scale_depth"]
+__all__ = [
+    "CSP_ARCHS", "CSP_SCALES", "YOLOV8_SCALES", "YOLOX_SCALES", "CSPArch", "CSPDarknet",
+    "CSPScale", "scale_channels", "scale_depth",
+]
+
+
+class CSPScale(NamedTuple):
+    """One model size: block-count and channel multipliers, and an optional channel cap
+    applied before widening (YOLOv8's ``max_channels``)."""
+
+    deepen_factor: float
+    widen_factor: float
+    max_channels: int | None = None
+
+
+# (deepen_factor, widen_factor) of the usual model sizes (YOLOv4/v5 layouts).
+CSP_SCALES: dict[str, tuple[float, float]] = {
+    "tiny": (0.33, 0.25),
+    "s": (0.33, 0.50),
+    "m": (0.67, 0.75),
+    "l": (1.00, 1.00),
+    "x": (1.33, 1.25),
+}
+
+# YOLOX's Exp files: nano and tiny differ in width; x deepens by 1.33.
+YOLOX_SCALES: dict[str, CSPScale] = {
+    "nano": CSPScale(0.33, 0.25),
+    "tiny": CSPScale(0.33, 0.375),
+    "s": CSPScale(0.33, 0.50),
+    "m": CSPScale(0.67, 0.75),
+    "l": CSPScale(1.00, 1.00),
+    "x": CSPScale(1.33, 1.25),
+}
+
+# Ultralytics' yolov8.yaml ``scales``: [depth, width, max_channels].
+YOLOV8_SCALES: dict[str, CSPScale] = {
+    "n": CSPScale(0.33, 0.25, 1024),
+    "s": CSPScale(0.33, 0.50, 1024),
+    "m": CSPScale(0.67, 0.75, 768),
+    "l": CSPScale(1.00, 1.00, 512),
+    "x": CSPScale(1.00, 1.25, 512),
+}
+
+STEMS = ("3x3", "3x3s2", "6x6s2", "focus")
+BLOCK_STYLES = ("v4", "c3", "c2f")
+SPP_PLACES = ("none", "before", "after")
 
 
 @dataclass(frozen=True)
@@ -40,26 +109,36 @@ class CSPArch:
     stem_channels: int
     stage_channels: tuple[int, ...]
     stage_blocks: tuple[int, ...]
-    block_style: str  # "v4" (split + post conv) or "v5" (C3)
+    block_style: str  # "v4" (split + post conv), "c3" (YOLOv5 C3 / YOLOX CSPLayer), "c2f" (YOLOv8)
     act: str
     # "3x3": 3x3 stride-1 stem, then five strided stages (stage_channels/blocks list stages 1..5).
-    # "6x6s2": YOLOv5's 6x6 stride-2 stem is stage 1; stage_channels/blocks list stages 2..5.
+    # "3x3s2" (YOLOv8), "6x6s2" (YOLOv5), "focus" (YOLOX): the stride-2 stem is stage 1;
+    # stage_channels/blocks list stages 2..5.
     stem: str = "3x3"
+    # SPP block in the last stage: "none", "before" its CSP block (YOLOX), "after" it (YOLOv8).
+    spp: str = "none"
+    last_shortcut: bool = True  # YOLOX's last CSP block has no shortcut
+    scales: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: CSP_SCALES)
+    norm_eps: float = 1e-5
+    norm_momentum: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name, value, accepted in (("stem", self.stem, STEMS),
+                                      ("block_style", self.block_style, BLOCK_STYLES),
+                                      ("spp", self.spp, SPP_PLACES)):
+            if value not in accepted:
+                raise ValueError(f"CSPArch {name}={value!r}; accepted: {', '.join(accepted)}")
 
 
 CSP_ARCHS: dict[str, CSPArch] = {
     "yolov4": CSPArch(32, (64, 128, 256, 512, 1024), (1, 2, 8, 8, 4), "v4", "mish"),
-    "csp-v5": CSPArch(32, (64, 128, 256, 512, 1024), (1, 3, 6, 9, 3), "v5", "silu"),
-    "yolov5": CSPArch(64, (128, 256, 512, 1024), (3, 6, 9, 3), "v5", "silu", stem="6x6s2"),
-}
-
-# (deepen_factor, widen_factor) of the usual model sizes.
-CSP_SCALES: dict[str, tuple[float, float]] = {
-    "tiny": (0.33, 0.25),
-    "s": (0.33, 0.50),
-    "m": (0.67, 0.75),
-    "l": (1.00, 1.00),
-    "x": (1.33, 1.25),
+    "csp-v5": CSPArch(32, (64, 128, 256, 512, 1024), (1, 3, 6, 9, 3), "c3", "silu"),
+    "yolov5": CSPArch(64, (128, 256, 512, 1024), (3, 6, 9, 3), "c3", "silu", stem="6x6s2"),
+    "yolox": CSPArch(64, (128, 256, 512, 1024), (3, 9, 9, 3), "c3", "silu", stem="focus",
+                     spp="before", last_shortcut=False, scales=YOLOX_SCALES,
+                     norm_eps=1e-3, norm_momentum=0.03),
+    "yolov8": CSPArch(64, (128, 256, 512, 1024), (3, 6, 6, 3), "c2f", "silu", stem="3x3s2",
+                      spp="after", scales=YOLOV8_SCALES, norm_eps=1e-3, norm_momentum=0.03),
 }
 
 
@@ -73,18 +152,6 @@ def scale_depth(blocks: int, deepen_factor: float) -> int:
     return max(1, round(blocks * deepen_factor))
 
 
-class ResidualBlock(nn.Module):
-    """Darknet residual block: ``x + conv3x3(conv1x1(x))``.  ``(B, C, H, W) -> (B, C, H, W)``."""
-
-    def __init__(self, channels: int, hidden: int, act: str, depthwise: bool = False) -> None:
-        super().__init__()
-        self.conv1 = ConvBNAct(channels, hidden, 1, act=act)
-        self.conv2 = conv_unit(hidden, channels, 3, act=act, depthwise=depthwise)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv2(self.conv1(x))
-
-
 class CSPBlockV4(nn.Module):
     """YOLOv4 CSP block (module order = Darknet layer order).  ``(B, C, H, W) -> (B, C, H, W)``."""
 
@@ -95,9 +162,10 @@ class CSPBlockV4(nn.Module):
         hidden = channels // 2 if first else mid
         self.short = ConvBNAct(channels, mid, 1, act=act)
         self.main = ConvBNAct(channels, mid, 1, act=act)
-        self.blocks = nn.Sequential(
-            *(ResidualBlock(mid, hidden, act, depthwise) for _ in range(num_blocks))
-        )
+        self.blocks = nn.Sequential(*(
+            DarknetBottleneck(mid, mid, hidden, act=act, depthwise=depthwise)
+            for _ in range(num_blocks)
+        ))
         self.post = ConvBNAct(mid, mid, 1, act=act)
         self.transition = ConvBNAct(2 * mid, channels, 1, act=act)
 
@@ -106,30 +174,37 @@ class CSPBlockV4(nn.Module):
         return self.transition(torch.cat([main, self.short(x)], dim=1))
 
 
-class CSPBlockV5(nn.Module):
-    """YOLOv5 C3 block.  ``(B, C, H, W) -> (B, C, H, W)``."""
+def _stem(kind: str, channels: int, act: str) -> nn.Module:
+    if kind == "3x3":
+        return ConvBNAct(3, channels, 3, act=act)
+    if kind == "3x3s2":
+        return ConvBNAct(3, channels, 3, 2, act=act)
+    if kind == "6x6s2":
+        return ConvBNAct(3, channels, 6, 2, act=act, padding=2)
+    return Focus(3, channels, 3, act=act)
 
-    def __init__(self, channels: int, num_blocks: int, act: str, depthwise: bool = False) -> None:
-        super().__init__()
-        mid = channels // 2
-        self.cv1 = ConvBNAct(channels, mid, 1, act=act)
-        self.cv2 = ConvBNAct(channels, mid, 1, act=act)
-        self.blocks = nn.Sequential(
-            *(ResidualBlock(mid, mid, act, depthwise) for _ in range(num_blocks))
-        )
-        self.cv3 = ConvBNAct(2 * mid, channels, 1, act=act)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.cv3(torch.cat([self.blocks(self.cv1(x)), self.cv2(x)], dim=1))
+def _csp_block(spec: CSPArch, channels: int, num_blocks: int, act: str, *, first: bool,
+               last: bool, depthwise: bool) -> nn.Module:
+    if spec.block_style == "v4":
+        return CSPBlockV4(channels, num_blocks, act, first=first, depthwise=depthwise)
+    shortcut = spec.last_shortcut or not last
+    block_cls = C3 if spec.block_style == "c3" else C2f
+    return block_cls(channels, channels, num_blocks, shortcut=shortcut, act=act,
+                     depthwise=depthwise)
 
 
 class CSPDarknet(nn.Module):
     """CSPDarknet backbone.
 
     Args:
-        arch: key of :data:`CSP_ARCHS` (``yolov4`` | ``csp-v5``).
-        scale: optional key of :data:`CSP_SCALES` setting both multipliers (overrides them).
+        arch: key of :data:`CSP_ARCHS` (``yolov4`` | ``csp-v5`` | ``yolov5`` | ``yolox`` |
+            ``yolov8``).
+        scale: optional key of the arch's scale table (:data:`CSP_SCALES` for yolov4/csp-v5/
+            yolov5, :data:`YOLOX_SCALES`, :data:`YOLOV8_SCALES`) setting both multipliers and
+            the channel cap (overrides them).
         deepen_factor / widen_factor: block-count and channel multipliers.
+        max_channels: cap on a stage's channels before widening (YOLOv8's; None: no cap).
         out_indices: stages (1..5, stride ``2**i``) whose outputs are returned.
         act: activation name overriding the arch's.
         depthwise: depthwise-separable 3x3 convs (stage downsampling and residual blocks).
@@ -149,6 +224,7 @@ class CSPDarknet(nn.Module):
         scale: str | None = None,
         deepen_factor: float = 1.0,
         widen_factor: float = 1.0,
+        max_channels: int | None = None,
         out_indices: Sequence[int] = (3, 4, 5),
         act: str | None = None,
         depthwise: bool = False,
@@ -158,11 +234,12 @@ class CSPDarknet(nn.Module):
         super().__init__()
         if arch not in CSP_ARCHS:
             raise ValueError(f"unknown CSPDarknet arch {arch!r}; accepted: {', '.join(CSP_ARCHS)}")
-        if scale is not None:
-            if scale not in CSP_SCALES:
-                raise ValueError(f"unknown scale {scale!r}; accepted: {', '.join(CSP_SCALES)}")
-            deepen_factor, widen_factor = CSP_SCALES[scale]
         spec = CSP_ARCHS[arch]
+        if scale is not None:
+            if scale not in spec.scales:
+                raise ValueError(f"unknown scale {scale!r} for arch {arch!r}; accepted: "
+                                 f"{', '.join(spec.scales)}")
+            deepen_factor, widen_factor, max_channels = CSPScale(*spec.scales[scale])
         out_indices = tuple(out_indices)
         if not out_indices or any(i not in range(1, 6) for i in out_indices):
             raise ValueError(f"out_indices must be stage numbers in 1..5, got {list(out_indices)}")
@@ -171,28 +248,32 @@ class CSPDarknet(nn.Module):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
-        in_ch = scale_channels(spec.stem_channels, widen_factor)
+        def width(c: int) -> int:
+            return scale_channels(c if max_channels is None else min(c, max_channels), widen_factor)
+
+        in_ch = width(spec.stem_channels)
+        self.stem = _stem(spec.stem, in_ch, act)
         stages: list[nn.Module] = []
         chans: list[int] = []
-        if spec.stem == "6x6s2":
-            self.stem = ConvBNAct(3, in_ch, 6, 2, act=act, padding=2)
-            stages.append(nn.Identity())  # stage 1 is the stem's output
+        if spec.stem != "3x3":
+            stages.append(nn.Identity())  # stage 1 is the stride-2 stem's output
             chans.append(in_ch)
-        else:
-            self.stem = ConvBNAct(3, in_ch, 3, act=act)
+        last = len(spec.stage_channels) - 1
         for i, (c, n) in enumerate(zip(spec.stage_channels, spec.stage_blocks)):
-            c, n = scale_channels(c, widen_factor), scale_depth(n, deepen_factor)
-            if spec.block_style == "v4":
-                block: nn.Module = CSPBlockV4(c, n, act, first=i == 0, depthwise=depthwise)
-            else:
-                block = CSPBlockV5(c, n, act, depthwise=depthwise)
-            down = conv_unit(in_ch, c, 3, 2, act=act, depthwise=depthwise)
-            stages.append(nn.Sequential(down, block))
+            c, n = width(c), scale_depth(n, deepen_factor)
+            block = _csp_block(spec, c, n, act, first=i == 0, last=i == last, depthwise=depthwise)
+            layers = [conv_unit(in_ch, c, 3, 2, act=act, depthwise=depthwise), block]
+            if i == last and spec.spp == "before":  # YOLOX: SPP between the down conv and block
+                layers.insert(1, SPPFBlock(c, c, act=act))
+            if i == last and spec.spp == "after":  # YOLOv8: SPPF after the block
+                layers.append(SPPFBlock(c, c, act=act))
+            stages.append(nn.Sequential(*layers))
             chans.append(c)
             in_ch = c
         self.stages = nn.ModuleList(stages)
         self.out_channels: list[int] = [chans[i - 1] for i in out_indices]
         self.strides: list[int] = [2**i for i in out_indices]
+        set_batchnorm(self, spec.norm_eps, spec.norm_momentum)
         self._freeze()
 
     def _freeze(self) -> None:
