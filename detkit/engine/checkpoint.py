@@ -14,10 +14,14 @@ so it holds only tensors and plain Python values::
      "guard": {"loss_total": int, ...}}   # counters of skipped non-finite steps
 
 Safety: files are written atomically (a kill -9 at any moment leaves either the old or the new
-file, never a partial one; temporaries it leaves behind are removed by the next save), and read
-with ``weights_only=True``, so a checkpoint whose pickle would run code is refused. A file that
-cannot be read (truncated, corrupt, refused) raises :class:`CheckpointError` naming it;
+file, never a partial one). A temporary's name carries its writer
+(``.<target>.<host>-<pid>.<random>.tmp``); the next save removes only temporaries whose writer is
+gone (same host, pid not running), never another live process's. Checkpoints are read with
+``weights_only=True``, so a checkpoint whose pickle would run code is refused. A file that cannot
+be read (truncated, corrupt, refused) raises :class:`CheckpointError` naming it;
 :func:`load_latest_checkpoint` then falls back to the previous checkpoint with a warning.
+:func:`load_weights` with ``strict=True`` (evaluation, inference, export) refuses weights that do
+not fill the whole model, naming the tensors and shapes that differ.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import os
 import pickle
 import random
 import re
+import socket
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
@@ -42,6 +47,7 @@ __all__ = [
     "CheckpointManager",
     "atomic_save",
     "checkpoint_candidates",
+    "checkpoint_temporaries",
     "find_latest_checkpoint",
     "get_rng_state",
     "load_checkpoint",
@@ -54,8 +60,10 @@ logger = logging.getLogger("detkit")
 
 LAST_POINTER = "last_checkpoint"  # text file in the work dir naming the newest checkpoint
 _CKPT_RE = re.compile(r"^(epoch|iter)_(\d+)\.pth$")
-# Temporaries of atomic_save / _atomic_write_text (mkstemp names ".<target>.<random>.tmp").
+# Temporaries of atomic_save / _atomic_write_text: ".<target>.<host>-<pid>.<random>.tmp" (mkstemp;
+# files of older versions lack "<host>-<pid>" and are never removed automatically).
 _TMP_RE = re.compile(r"^\.((epoch|iter)_\d+\.pth|best\.pth|last_checkpoint)\..+\.tmp$")
+_TMP_WRITER_RE = re.compile(r"^\.(?:(?:epoch|iter)_\d+\.pth|best\.pth|last_checkpoint)\.(.+)-(\d+)\.[^.]+\.tmp$")
 # What torch.load raises on a truncated or corrupt file, by format and by where the cut falls.
 _READ_ERRORS = (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError,
                 KeyError, IndexError, AttributeError, ImportError, UnicodeDecodeError)
@@ -81,7 +89,8 @@ def _atomic_write(path: Path, mode: str, write: Callable[[IO[Any]], Any], **open
 
     The temporary is removed when anything fails, so ``path`` is either the old file or the new one.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    writer = f"{socket.gethostname()}-{os.getpid()}"  # read at each call: a forked child has its own pid
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{writer}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             write(f)
@@ -221,11 +230,31 @@ class CheckpointManager:
             old.unlink(missing_ok=True)
 
     def remove_stale_temporaries(self) -> list[Path]:
-        """Delete temporaries of interrupted writes (one writer per work dir: rank 0); returns them."""
-        stale = [p for p in self.work_dir.glob(".*.tmp") if _TMP_RE.match(p.name)] if self.work_dir.is_dir() else []
+        """Delete temporaries that killed writers left behind (writer on this host, no longer
+        running); returns them. A live process's temporary is never touched."""
+        stale = checkpoint_temporaries(self.work_dir, dead_writers_only=True)
         for p in stale:
             p.unlink(missing_ok=True)
         return stale
+
+
+def checkpoint_temporaries(work_dir: str | os.PathLike, dead_writers_only: bool = False) -> list[Path]:
+    """Temporaries of checkpoint writes in ``work_dir``; with ``dead_writers_only``, only those whose
+    writer (named in the file: host and pid) ran on this host and is no longer running."""
+    from detkit.engine.workdir import pid_alive
+
+    work_dir = Path(work_dir)
+    if not work_dir.is_dir():
+        return []
+    found = sorted(p for p in work_dir.glob(".*.tmp") if _TMP_RE.match(p.name))
+    if not dead_writers_only:
+        return found
+    host, stale = socket.gethostname(), []
+    for p in found:
+        m = _TMP_WRITER_RE.match(p.name)
+        if m and m.group(1) == host and not pid_alive(int(m.group(2))):
+            stale.append(p)
+    return stale
 
 
 def checkpoint_candidates(work_dir: str | os.PathLike) -> list[Path]:
@@ -285,9 +314,45 @@ def load_latest_checkpoint(work_dir: str | os.PathLike,
 # ----------------------------------------------------------------------------------------------
 
 
-def _load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
-    """Load the entries whose name and shape match; report the rest."""
+# Tensors named per kind in a strict-loading error.
+_SHOWN = 4
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "(" + ", ".join(str(d) for d in t.shape) + ")"
+
+
+def _not_filling(path: str, own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """Why ``state_dict`` does not fill a model with ``own`` tensors exactly, in one line; None if it does."""
+    mismatched = sorted(k for k, v in state_dict.items() if k in own and own[k].shape != v.shape)
+    missing = sorted(k for k in own if k not in state_dict)
+    unexpected = sorted(k for k in state_dict if k not in own)
+    if not (mismatched or missing or unexpected):
+        return None
+
+    def listed(keys: list[str], show: Callable[[str], str]) -> str:
+        more = f", ... {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
+        return ", ".join(show(k) for k in keys[:_SHOWN]) + more
+
+    parts = []
+    if mismatched:
+        parts.append(f"{len(mismatched)} tensor(s) of another shape (" + listed(
+            mismatched, lambda k: f"{k}: checkpoint {_shape(state_dict[k])} vs model {_shape(own[k])}") + ")")
+    if missing:
+        parts.append(f"{len(missing)} model tensor(s) missing (" + listed(missing, str) + ")")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensor(s) the model does not have (" + listed(unexpected, str) + ")")
+    return (f"{path} does not fit the model: " + "; ".join(parts) + ". It was trained with another config "
+            "(class count, width, head); pass that config (or use it with --load-from to fine-tune)")
+
+
+def _load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str = "",
+                   strict: bool = False) -> dict[str, list[str]]:
+    """Load the entries whose name and shape match; report the rest (``strict``: raise
+    :class:`CheckpointError` instead, before loading anything, unless every tensor matches)."""
     own = module.state_dict()
+    if strict and (why := _not_filling(path, own, state_dict)):
+        raise CheckpointError(why)
     usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
     mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
     module.load_state_dict(usable, strict=False)
@@ -299,17 +364,27 @@ def _load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
     }
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, prefer_ema: bool = True) -> dict[str, list[str]]:
+def load_weights(model: nn.Module, path: str | os.PathLike, prefer_ema: bool = True,
+                 strict: bool = False) -> dict[str, list[str]]:
     """Load weights only (no optimizer, no schedule) into ``model``.
 
     Accepts a detkit checkpoint (its EMA weights when present and ``prefer_ema``, else ``model``),
     a plain ``state_dict`` of the whole model, a torchvision ResNet ``state_dict`` (loaded into
     ``model.backbone`` via ``backbone.load_torchvision``), or a Darknet ``.weights`` file
     (through ``detkit.models.darknet.load_darknet_weights`` when that module exists). Entries whose
-    shapes differ (e.g. another class count) are skipped and reported.
+    shapes differ (e.g. another class count) are skipped and reported, for fine-tuning.
+
+    With ``strict`` (evaluation, inference, export: a model that must be the trained one) the
+    weights must fill the whole model: a tensor of another shape, a model tensor the file lacks
+    or a tensor the model does not have raises :class:`CheckpointError` listing them (and their
+    shapes) before anything is loaded; a backbone-only file (torchvision ResNet) is refused too,
+    and a Darknet file must hold exactly the model's convolutions.
 
     Returns:
         ``{"loaded", "missing", "unexpected", "shape_mismatch"}`` lists of parameter names.
+
+    Raises:
+        CheckpointError: unreadable file, or (``strict``) weights that do not fill the model.
     """
     path = os.fspath(path)
     if path.endswith(".weights"):
@@ -319,23 +394,26 @@ def load_weights(model: nn.Module, path: str | os.PathLike, prefer_ema: bool = T
             raise ValueError(f"{path}: Darknet .weights need detkit.models.darknet, which is not available") from e
         if not os.path.isfile(path):
             raise ValueError(f"Darknet weights not found: {path}")
-        _, count = load_darknet_weights(darknet_convs(model), path)
+        _, count = load_darknet_weights(darknet_convs(model), path, strict=strict)
         return {"loaded": [f"<{count} darknet convs>"], "missing": [], "unexpected": [], "shape_mismatch": []}
     ckpt = load_checkpoint(path)
     if "model" in ckpt and isinstance(ckpt["model"], Mapping):
         ema = ckpt.get("ema")
         sd = ema["module"] if prefer_ema and ema else ckpt["model"]
-        return _load_matching(model, sd)
+        return _load_matching(model, sd, path, strict)
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
         ckpt = ckpt["state_dict"]
     sd = {k.removeprefix("module."): v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
     backbone = getattr(model, "backbone", None)
     if any(k.startswith("layer1.") for k in sd) and hasattr(backbone, "load_torchvision"):
+        if strict:
+            raise CheckpointError(f"{path} holds backbone weights only (a torchvision ResNet state_dict), not a "
+                                  "trained detector; train from it with --load-from")
         backbone.load_torchvision(sd)
         own = sorted(f"backbone.{k}" for k in sd if not k.startswith("fc."))
         return {"loaded": own, "missing": [], "unexpected": sorted(k for k in sd if k.startswith("fc.")),
                 "shape_mismatch": []}
-    report = _load_matching(model, sd)
+    report = _load_matching(model, sd, path, strict)
     if not report["loaded"]:
         raise ValueError(
             f"{path}: no parameter matched the model; expected a detkit checkpoint, a model state_dict, "

@@ -36,6 +36,8 @@ import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from detkit.engine.checkpoint import checkpoint_temporaries
+
 __all__ = [
     "LOCK_NAME",
     "LockHolder",
@@ -56,8 +58,6 @@ _RUN_RE = re.compile(r"^((epoch|iter)_\d+\.pth|best\.pth|last_checkpoint|metrics
 # Further files a run writes, deleted by --overwrite with the run files (plots, log, config dump).
 _RUN_EXTRAS = ("train.log", "config.py", "losses.png", "metrics.png", "assignment.png", "pr_curves.png",
                ".metrics.csv.tmp")
-# Temporaries of detkit's atomic writes: ".<target>.<anything>.tmp".
-_TMP_RE = re.compile(r"^\.((epoch|iter)_\d+\.pth|best\.pth|last_checkpoint)\..+\.tmp$")
 # How long to wait for a lock file that another process is writing right now.
 _UNREADABLE_WAIT_S = 1.0
 _MAX_TRIES = 100
@@ -145,7 +145,7 @@ def clear_previous_run(work_dir: str | os.PathLike) -> list[Path]:
         return []
     gone = previous_run_files(work_dir)
     gone += [work_dir / n for n in _RUN_EXTRAS if (work_dir / n).is_file()]
-    gone += [p for p in work_dir.glob(".*.tmp") if _TMP_RE.match(p.name)]
+    gone += checkpoint_temporaries(work_dir)
     tb = work_dir / "tb"
     if tb.is_dir():
         gone += [p for p in tb.glob("events.out.tfevents.*") if p.is_file()]
