@@ -3,13 +3,15 @@ import torch
 import torchvision
 from torch import nn
 
-from detkit.models.backbones import CSP_SCALES, CSPDarknet, ResNet
-from detkit.models.layers import DeformConv
+from detkit.models.backbones import CSP_SCALES, CSPArch, CSPDarknet, ResNet
+from detkit.models.layers import C2f, C3, DeformConv, Focus, SPPFBlock
 
 SMALL_BACKBONES = {
     "cspdarknet-yolov4": lambda: CSPDarknet("yolov4", deepen_factor=0.33, widen_factor=0.125),
     "cspdarknet-v5": lambda: CSPDarknet("csp-v5", scale="tiny", out_indices=(2, 3, 4, 5)),
     "cspdarknet-yolov5": lambda: CSPDarknet("yolov5", scale="tiny", out_indices=(1, 2, 3, 4, 5)),
+    "cspdarknet-yolox": lambda: CSPDarknet("yolox", scale="nano", out_indices=(1, 2, 3, 4, 5)),
+    "cspdarknet-yolov8": lambda: CSPDarknet("yolov8", scale="n", out_indices=(2, 3, 4, 5)),
     "resnet18": lambda: ResNet(18),
     "resnet50-dcn-se": lambda: ResNet(50, se=True, dcn_stages=(5,)),
 }
@@ -148,4 +150,102 @@ def test_cspdarknet_depthwise_option_is_lighter():
     n_plain = sum(p.numel() for p in plain.parameters())
     assert sum(p.numel() for p in dw.parameters()) < 0.7 * n_plain
     assert dw.stages[2][1].blocks[0].conv2[0].conv.groups == 32  # 3x3 depthwise on 32 channels
+    assert [o.shape[1] for o in dw(torch.randn(1, 3, 64, 64))] == dw.out_channels
+
+
+# Backbone parameters (layers before the neck, 80 classes irrelevant) measured with ultralytics
+# 8.4.190 (yolov8{n,s,m,l,x}.yaml layers 0-9) and yolox 0.3.0 (YOLOPAFPN(depth, width).backbone;
+# nano with depthwise=True); benchmarks/parity_yolov8_arch.py loads their weights and compares.
+YOLOV8_BACKBONE_PARAMS = {"n": 1_272_656, "s": 5_079_712, "m": 11_855_856, "l": 19_808_576,
+                          "x": 30_943_120}
+YOLOX_BACKBONE_PARAMS = {"nano": 459_968, "tiny": 2_372_304, "s": 4_212_672, "m": 12_352_992,
+                         "l": 27_075_968, "x": 50_301_600}
+
+
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("scale", sorted(YOLOV8_BACKBONE_PARAMS))
+def test_yolov8_layout_has_ultralytics_parameter_count(scale):
+    assert n_params(CSPDarknet("yolov8", scale=scale)) == YOLOV8_BACKBONE_PARAMS[scale]
+
+
+@pytest.mark.parametrize("scale", sorted(YOLOX_BACKBONE_PARAMS))
+def test_yolox_layout_has_yolox_parameter_count(scale):
+    m = CSPDarknet("yolox", scale=scale, depthwise=scale == "nano")
+    assert n_params(m) == YOLOX_BACKBONE_PARAMS[scale]
+
+
+def test_yolov8s_plan():
+    m = CSPDarknet("yolov8", scale="s", out_indices=(1, 2, 3, 4, 5))
+    assert m.out_channels == [32, 64, 128, 256, 512] and m.strides == [2, 4, 8, 16, 32]
+    stem = m.stem.conv
+    assert (stem.kernel_size, stem.stride, stem.padding) == ((3, 3), (2, 2), (1, 1))
+    assert isinstance(m.stages[0], nn.Identity)
+    c2fs = [s[1] for s in m.stages[1:]]
+    assert all(isinstance(b, C2f) for b in c2fs)
+    assert [len(b.blocks) for b in c2fs] == [1, 2, 2, 1]
+    assert all(blk.add for b in c2fs for blk in b.blocks)  # backbone C2f blocks add the input
+    assert c2fs[0].blocks[0].conv1.conv.kernel_size == (3, 3)
+    assert [len(s) for s in m.stages[1:]] == [2, 2, 2, 3]
+    assert isinstance(m.stages[4][2], SPPFBlock) and m.stages[4][2].cv1.conv.out_channels == 256
+    assert all(b.eps == 1e-3 and b.momentum == 0.03
+               for b in m.modules() if isinstance(b, nn.BatchNorm2d))
+    outs = m(torch.randn(1, 3, 64, 96))
+    assert [tuple(o.shape[1:]) for o in outs] == [
+        (32, 32, 48), (64, 16, 24), (128, 8, 12), (256, 4, 6), (512, 2, 3)]
+
+
+def test_yolov8_max_channels_cap_before_widening():
+    # m: min(1024, 768) * 0.75 = 576; l and x cap at 512 (x: 512 * 1.25 = 640)
+    assert CSPDarknet("yolov8", scale="m").out_channels == [192, 384, 576]
+    assert CSPDarknet("yolov8", scale="l").out_channels == [256, 512, 512]
+    assert CSPDarknet("yolov8", scale="x").out_channels == [320, 640, 640]
+    custom = CSPDarknet("yolov8", deepen_factor=0.33, widen_factor=0.25, max_channels=256)
+    assert custom.out_channels == [64, 64, 64]
+    assert CSPDarknet("yolov8", deepen_factor=0.33, widen_factor=0.25).out_channels == [64, 128, 256]
+
+
+def test_yolox_s_plan():
+    m = CSPDarknet("yolox", scale="s")
+    assert m.out_channels == [128, 256, 512] and m.strides == [8, 16, 32]
+    assert isinstance(m.stem, Focus) and m.stem.conv.conv.in_channels == 12
+    assert m.stem.conv.conv.kernel_size == (3, 3) and m.stem.conv.conv.stride == (1, 1)
+    assert [len(s[-1].blocks) for s in m.stages[1:]] == [1, 3, 3, 1]
+    last = m.stages[4]
+    assert isinstance(last[1], SPPFBlock) and isinstance(last[2], C3)  # SPP before the CSP block
+    assert not any(b.add for b in last[2].blocks)  # the last CSP block has no shortcut
+    assert all(b.add for s in m.stages[1:4] for b in s[1].blocks)
+    assert all(b.eps == 1e-3 for b in m.modules() if isinstance(b, nn.BatchNorm2d))
+    # Focus has the parameter count of YOLOv5's 6x6 stride-2 stem
+    assert n_params(m.stem) == n_params(CSPDarknet("yolov5", scale="s").stem) == 3520
+
+
+def test_yolox_nano_depthwise_keeps_stem_and_spp_dense():
+    m = CSPDarknet("yolox", scale="nano", depthwise=True)
+    assert m.stem.conv.conv.groups == 1
+    assert m.stages[2][0][0].conv.groups == 32  # stride-2 3x3 depthwise, then pointwise
+    assert m.stages[2][1].blocks[0].conv2[0].conv.groups == 32
+    assert m.stages[4][1].cv1.conv.groups == 1
+
+
+def test_scales_are_per_arch():
+    with pytest.raises(ValueError, match="accepted: n, s, m, l, x"):
+        CSPDarknet("yolov8", scale="tiny")
+    with pytest.raises(ValueError, match="accepted: nano, tiny, s, m, l, x"):
+        CSPDarknet("yolox", scale="n")
+    assert CSPDarknet("yolov8", scale="x").stages[4][1].cv2.conv.out_channels == 640
+    with pytest.raises(ValueError, match="spp='middle'; accepted: none, before, after"):
+        CSPArch(64, (128,), (1,), "c3", "silu", spp="middle")
+
+
+@pytest.mark.parametrize("arch", ["yolov8", "yolox"])
+def test_new_layouts_freeze_and_depthwise(arch):
+    m = CSPDarknet(arch, scale="s", frozen_stages=2).train()
+    assert not any(p.requires_grad for p in m.stem.parameters())
+    assert not any(p.requires_grad for p in m.stages[1].parameters())
+    assert all(p.requires_grad for p in m.stages[2].parameters())
+    dw = CSPDarknet(arch, scale="s", depthwise=True)
+    assert n_params(dw) < 0.5 * n_params(CSPDarknet(arch, scale="s"))
     assert [o.shape[1] for o in dw(torch.randn(1, 3, 64, 64))] == dw.out_channels

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from detkit.models.layers import (
-    SE, SPP, SPPF, ConvBNAct, DeformConv, DepthwiseSeparableConv, Mish, make_activation,
+    C2f, C3, SE, SPP, SPPF, ConvBNAct, DarknetBottleneck, DeformConv, DepthwiseSeparableConv, Focus,
+    Mish, SPPFBlock, make_activation, set_batchnorm,
 )
 
 
@@ -72,3 +73,87 @@ def test_deform_conv_starts_as_plain_conv(stride, dilation):
     x = torch.randn(2, 4, 9, 10)
     assert torch.count_nonzero(dcn.conv_offset.weight) == 0
     assert torch.allclose(dcn(x), conv(x), atol=1e-5)
+
+
+def _ref_conv(unit: ConvBNAct, x: torch.Tensor) -> torch.Tensor:
+    """ConvBNAct (SiLU) in eval mode written with functional ops, as the reference."""
+    conv, bn = unit.conv, unit.bn
+    y = nn.functional.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation,
+                             conv.groups)
+    y = nn.functional.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                                 False, 0.0, bn.eps)
+    return y * torch.sigmoid(y)
+
+
+def _randomise(module: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1), m.running_var.uniform_(0.5, 1.5)
+    return module.eval()
+
+
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_c2f_equals_hand_written_reference(shortcut):
+    m = _randomise(C2f(12, 16, num_blocks=2, shortcut=shortcut))
+    x = torch.randn(2, 12, 9, 7)
+    h = 8  # hidden = int(16 * 0.5)
+    y = _ref_conv(m.cv1, x)
+    parts = [y[:, :h], y[:, h:]]
+    for blk in m.blocks:
+        z = _ref_conv(blk.conv2, _ref_conv(blk.conv1, parts[-1]))
+        parts.append(parts[-1] + z if shortcut else z)
+    expected = _ref_conv(m.cv2, torch.cat(parts, 1))
+    assert m.cv2.conv.in_channels == (2 + 2) * h
+    assert m.blocks[0].conv1.conv.kernel_size == (3, 3) and m.blocks[0].conv2.conv.kernel_size == (3, 3)
+    assert torch.allclose(m(x), expected, atol=1e-5)
+
+
+def test_c3_equals_hand_written_reference():
+    m = _randomise(C3(12, 16, num_blocks=2, shortcut=False))
+    x = torch.randn(2, 12, 9, 7)
+    a = _ref_conv(m.cv1, x)
+    for blk in m.blocks:
+        a = _ref_conv(blk.conv2, _ref_conv(blk.conv1, a))  # no shortcut
+    expected = _ref_conv(m.cv3, torch.cat([a, _ref_conv(m.cv2, x)], 1))
+    assert m.blocks[0].conv1.conv.kernel_size == (1, 1)
+    assert torch.allclose(m(x), expected, atol=1e-5)
+
+
+def test_bottleneck_shortcut_only_when_channels_match():
+    x = torch.randn(1, 4, 5, 5)
+    blk = DarknetBottleneck(4, 4, shortcut=True).eval()
+    nn.init.zeros_(blk.conv2.bn.weight), nn.init.zeros_(blk.conv2.bn.bias)  # branch gives silu(0) = 0
+    assert torch.equal(blk(x), x)
+    blk.add = False
+    assert torch.equal(blk(x), torch.zeros_like(x))
+    assert not DarknetBottleneck(4, 8, shortcut=True).add
+    dw = DarknetBottleneck(8, 8, kernel_sizes=(3, 3), depthwise=True)
+    assert dw.conv1[0].conv.groups == 8 and dw.conv2[0].conv.groups == 8
+
+
+def test_sppf_block_is_yolox_spp_bottleneck():
+    m = _randomise(SPPFBlock(8, 6))
+    x = torch.randn(1, 8, 11, 13)
+    h = _ref_conv(m.cv1, x)
+    pools = [nn.functional.max_pool2d(h, k, 1, k // 2) for k in (5, 9, 13)]
+    assert torch.allclose(m(x), _ref_conv(m.cv2, torch.cat([h, *pools], 1)), atol=1e-5)
+
+
+def test_focus_space_to_depth_order():
+    m = Focus(1, 4, kernel_size=1)
+    seen = {}
+    m.conv.register_forward_hook(lambda mod, inp, out: seen.setdefault("x", inp[0]))
+    m(torch.arange(16.0).view(1, 1, 4, 4))
+    # [top-left, bottom-left, top-right, bottom-right] pixels of each 2x2 patch
+    expected = torch.tensor([[[0, 2], [8, 10]], [[4, 6], [12, 14]], [[1, 3], [9, 11]],
+                             [[5, 7], [13, 15.0]]])
+    assert torch.equal(seen["x"][0], expected)
+
+
+def test_set_batchnorm():
+    m = nn.Sequential(ConvBNAct(3, 4, 3), nn.BatchNorm1d(2))
+    set_batchnorm(m, 1e-3, 0.03)
+    assert (m[0].bn.eps, m[0].bn.momentum, m[1].eps, m[1].momentum) == (1e-3, 0.03, 1e-3, 0.03)
