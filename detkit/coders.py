@@ -25,7 +25,7 @@ from torch import Tensor
 
 from detkit.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 
-__all__ = ["BoxCoder", "DeltaXYWHCoder", "DistanceCoder", "YOLOCoder"]
+__all__ = ["BoxCoder", "DFLCoder", "DeltaXYWHCoder", "DistanceCoder", "YOLOCoder", "YOLOXCoder"]
 
 # Raw size outputs are clamped to this before exp(): an untrained head can emit large logits,
 # and exp(88) overflows fp32. log(1000/16) (detectron2's choice) lets a box grow to 62.5x its
@@ -48,7 +48,14 @@ YOLO_SIZE_MODES = ("exp", "sigmoid_square")
 
 
 class BoxCoder(Protocol):
-    """What a head and the loss pipeline need from a coder."""
+    """What a head and the loss pipeline need from a coder.
+
+    ``num_params`` is R, the raw box parameters per prior the head predicts (4 for every coder
+    but :class:`DFLCoder`, which takes ``4 * reg_max`` bin logits); ``encode`` always returns 4
+    values per prior.
+    """
+
+    num_params: int
 
     def encode(self, priors: Tensor, gt: Tensor, strides: Tensor) -> Tensor: ...
 
@@ -90,6 +97,8 @@ class YOLOCoder:
         scale_x_y: grid sensitivity factor ``s >= 1``.
         size_mode: ``"exp"`` or ``"sigmoid_square"``.
     """
+
+    num_params = 4
 
     def __init__(self, scale_x_y: float = 1.0, size_mode: str = "exp") -> None:
         if not scale_x_y >= 1.0:
@@ -171,6 +180,8 @@ class DeltaXYWHCoder:
         clamp: largest ``dw``/``dh`` accepted before exp() when decoding.
     """
 
+    num_params = 4
+
     def __init__(
         self,
         means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
@@ -221,6 +232,8 @@ class DistanceCoder:
             clamps them (to at least ``MIN_SIZE``).
     """
 
+    num_params = 4
+
     def __init__(self, normalize: bool = True, log_scale: bool = False, max_distance: float | None = None) -> None:
         if max_distance is not None and not max_distance > 0:
             raise ValueError(f"max_distance must be positive or None, got {max_distance}")
@@ -262,3 +275,97 @@ class DistanceCoder:
             f"DistanceCoder(normalize={self.normalize}, log_scale={self.log_scale}, "
             f"max_distance={self.max_distance})"
         )
+
+
+# DFL targets are clamped this far below the last bin so a distance always falls between two bins
+# (bin floor(d) and floor(d) + 1 <= reg_max - 1), as YOLOv8 does.
+DFL_EDGE_EPS = 0.01
+
+
+class DFLCoder:
+    """Distribution Focal Loss coder (GFL, YOLOv8): each side's distance as a distribution over bins.
+
+    The head predicts ``4 * reg_max`` logits per prior, grouped by side (``l`` bins, then ``t``,
+    ``r``, ``b``). Decoding takes the softmax over each side's bins and its expectation
+    ``sum_k k * p_k`` (the integral), a distance in strides from the prior's centre, then
+    ``(cx - l * s, cy - t * s, cx + r * s, cy + b * s)``. Encoding gives the target distances in
+    strides, clamped into ``[0, reg_max - 1 - DFL_EDGE_EPS]`` (what the bins can express); the DFL
+    loss compares them with the bin logits, the box losses with the decoded boxes.
+
+    Args:
+        reg_max: bins per side (YOLOv8: 16, distances 0..15 strides).
+    """
+
+    def __init__(self, reg_max: int = 16) -> None:
+        if not isinstance(reg_max, int) or reg_max < 2:
+            raise ValueError(f"reg_max must be an int >= 2 (bins per side), got {reg_max!r}")
+        self.reg_max = reg_max
+        self.num_params = 4 * reg_max
+
+    def distances(self, deltas: Tensor) -> Tensor:
+        """Bin logits ``(..., 4 * reg_max)`` -> expected distances ``(..., 4)`` in strides (fp32+)."""
+        if deltas.shape[-1] != self.num_params:
+            raise ValueError(f"deltas must have shape (..., {self.num_params}) = (..., 4 * reg_max), "
+                             f"got {tuple(deltas.shape)}")
+        dtype = _compute_dtype(deltas)
+        bins = deltas.to(dtype).unflatten(-1, (4, self.reg_max))  # (..., 4*reg_max) -> (..., 4, reg_max)
+        proj = torch.arange(self.reg_max, dtype=dtype, device=deltas.device)
+        return bins.softmax(dim=-1) @ proj  # (..., 4, reg_max) @ (reg_max,) -> (..., 4)
+
+    def decode(self, priors: Tensor, deltas: Tensor, strides: Tensor) -> Tensor:
+        """``priors (N, 4)``, ``deltas (..., N, 4 * reg_max)`` -> ``(..., N, 4)`` xyxy (fp32 at least)."""
+        d = self.distances(deltas)
+        dtype = _compute_dtype(priors, d)
+        centre = xyxy_to_cxcywh(priors.to(dtype))[:, :2]
+        d = d.to(dtype) * strides.to(dtype)[:, None]  # (N,) -> (N, 1)
+        return torch.cat([centre - d[..., :2], centre + d[..., 2:]], dim=-1)
+
+    def encode(self, priors: Tensor, gt: Tensor, strides: Tensor) -> Tensor:
+        """``priors (N, 4)``, ``gt (..., N, 4)`` xyxy -> ``(..., N, 4)`` ltrb distances in strides,
+        clamped to the bins' range."""
+        _check_last_dim("gt", gt)
+        dtype = _compute_dtype(priors, gt)
+        centre = xyxy_to_cxcywh(priors.to(dtype))[:, :2]
+        g = gt.to(dtype)
+        d = torch.cat([centre - g[..., :2], g[..., 2:] - centre], dim=-1) / strides.to(dtype)[:, None]
+        return d.clamp(0, self.reg_max - 1 - DFL_EDGE_EPS)
+
+    def __repr__(self) -> str:
+        return f"DFLCoder(reg_max={self.reg_max})"
+
+
+class YOLOXCoder:
+    """YOLOX's coder: a linear centre offset from the cell's corner and a log size, in strides.
+
+    ``centre = (t_xy + g) * stride``, ``size = exp(t_wh) * stride``, with ``g`` the prior's cell
+    index ``(cx - stride / 2) / stride`` (YOLOX adds the raw offset to the grid index, so an
+    all-zero output decodes to a one-stride box on the cell's top-left corner). Unlike distance
+    coders it can express a box that does not contain the prior's centre, which SimOTA's centre
+    region allows. Raw sizes are clamped to ``MAX_LOG_SCALE`` before ``exp``.
+    """
+
+    num_params = 4
+
+    def decode(self, priors: Tensor, deltas: Tensor, strides: Tensor) -> Tensor:
+        """``priors (N, 4)``, ``deltas (..., N, 4)`` -> ``(..., N, 4)`` xyxy (fp32 at least)."""
+        _check_last_dim("deltas", deltas)
+        dtype = _compute_dtype(priors, deltas)
+        stride = strides.to(dtype)[:, None]  # (N,) -> (N, 1)
+        cell = (xyxy_to_cxcywh(priors.to(dtype))[:, :2] - stride / 2) / stride
+        t = deltas.to(dtype)
+        centre = (t[..., :2] + cell) * stride
+        wh = torch.exp(t[..., 2:].clamp(max=MAX_LOG_SCALE)) * stride
+        return cxcywh_to_xyxy(torch.cat([centre, wh], dim=-1))
+
+    def encode(self, priors: Tensor, gt: Tensor, strides: Tensor) -> Tensor:
+        """``priors (N, 4)``, ``gt (..., N, 4)`` xyxy -> ``(..., N, 4)`` raw ``(t_x, t_y, t_w, t_h)``
+        (YOLOX's L1 targets)."""
+        _check_last_dim("gt", gt)
+        dtype = _compute_dtype(priors, gt)
+        stride = strides.to(dtype)[:, None]
+        cell = (xyxy_to_cxcywh(priors.to(dtype))[:, :2] - stride / 2) / stride
+        g = xyxy_to_cxcywh(gt.to(dtype))
+        return torch.cat([g[..., :2] / stride - cell, torch.log(g[..., 2:].clamp(min=MIN_SIZE) / stride)], dim=-1)
+
+    def __repr__(self) -> str:
+        return "YOLOXCoder()"

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detkit.anchors import PointGenerator, YOLOAnchorGenerator
-from detkit.coders import MAX_LOG_SCALE, DeltaXYWHCoder, DistanceCoder, YOLOCoder
+from detkit.coders import DFL_EDGE_EPS, MAX_LOG_SCALE, DeltaXYWHCoder, DFLCoder, DistanceCoder, YOLOCoder, YOLOXCoder
 
 
 def priors_and_strides(dtype=torch.float64):
@@ -21,6 +21,7 @@ CODERS = {
     "yolo_sigsq": (YOLOCoder(scale_x_y=2.0, size_mode="sigmoid_square"), (-6, 6), (-6, 6)),
     "delta": (DeltaXYWHCoder(means=(0.1, -0.1, 0, 0), stds=(0.1, 0.1, 0.2, 0.2)), (-5, 5), (-3, 3)),
     "distance_log": (DistanceCoder(log_scale=True), (-3, 3), (-3, 3)),
+    "yolox": (YOLOXCoder(), (-3, 3), (-3, 3)),
 }
 
 
@@ -147,3 +148,59 @@ def test_wrong_last_dim_raises():
     priors, strides = priors_and_strides(torch.float32)
     with pytest.raises(ValueError, match=r"\(\.\.\., 4\)"):
         YOLOCoder().decode(priors, torch.zeros(priors.shape[0], 5), strides)
+
+
+def test_yolox_coder_hand_computed():
+    # Prior of the cell (x=2, y=1) at stride 8: centre (20, 12). YOLOX adds the raw offset to the
+    # cell index, so zeros decode to a one-stride box centred on the cell's corner (16, 8).
+    priors = torch.tensor([[16.0, 8.0, 24.0, 16.0]])
+    strides = torch.tensor([8.0])
+    box = YOLOXCoder().decode(priors, torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.5, 0.25, math.log(2), 0.0]]), strides)
+    assert box.tolist() == [[12.0, 4.0, 20.0, 12.0], [12.0, 6.0, 28.0, 14.0]]
+    target = YOLOXCoder().encode(priors, torch.tensor([[12.0, 6.0, 28.0, 14.0]]), strides)
+    torch.testing.assert_close(target, torch.tensor([[0.5, 0.25, math.log(2), 0.0]]))
+
+
+def _dfl_logits(distances, reg_max):
+    """Bin logits whose softmax puts weights (i + 1 - d, d - i) on the bins around each distance."""
+    d = torch.as_tensor(distances, dtype=torch.float64)
+    left = d.floor().long().clamp(max=reg_max - 2)
+    probs = torch.zeros(*d.shape, reg_max, dtype=torch.float64)
+    probs.scatter_(-1, left[..., None], (left + 1 - d)[..., None])
+    probs.scatter_add_(-1, (left + 1)[..., None], (d - left)[..., None])
+    return probs.clamp(min=1e-300).log().flatten(-2)  # (..., 4, reg_max) -> (..., 4 * reg_max)
+
+
+def test_dfl_coder_integral_decode_and_encode():
+    coder = DFLCoder(reg_max=4)
+    assert coder.num_params == 16
+    priors = torch.tensor([[0.0, 0.0, 16.0, 16.0]], dtype=torch.float64)  # centre (8, 8)
+    strides = torch.tensor([8.0])
+    uniform = torch.zeros(1, 16, dtype=torch.float64)  # expectation (0 + 1 + 2 + 3) / 4 = 1.5 strides
+    assert coder.decode(priors, uniform, strides).tolist() == [[-4.0, -4.0, 20.0, 20.0]]
+    logits = _dfl_logits([[0.5, 1.25, 2.0, 2.99]], 4)
+    boxes = coder.decode(priors, logits, strides)
+    torch.testing.assert_close(boxes, torch.tensor([[4.0, -2.0, 24.0, 31.92]], dtype=torch.float64))
+    torch.testing.assert_close(coder.encode(priors, boxes, strides), torch.tensor([[0.5, 1.25, 2.0, 2.99]],
+                                                                                   dtype=torch.float64))
+    # A side beyond the bins' reach is clamped just below the last bin.
+    far = coder.encode(priors, torch.tensor([[-100.0, 8.0, 9.0, 100.0]], dtype=torch.float64), strides)
+    assert far.tolist() == [[3 - DFL_EDGE_EPS, 0.0, 0.125, 3 - DFL_EDGE_EPS]]
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_dfl_coder_round_trip_on_representable_boxes(seed):
+    coder = DFLCoder(reg_max=16)
+    priors, strides = priors_and_strides()
+    g = torch.Generator().manual_seed(seed)
+    d = torch.rand(2, priors.shape[0], 4, generator=g, dtype=torch.float64) * (15 - DFL_EDGE_EPS)
+    boxes = coder.decode(priors, _dfl_logits(d, 16), strides)
+    torch.testing.assert_close(coder.encode(priors, boxes, strides), d, rtol=0, atol=1e-9)
+
+
+def test_dfl_coder_rejects_bad_settings_and_shapes():
+    with pytest.raises(ValueError, match="reg_max"):
+        DFLCoder(reg_max=1)
+    with pytest.raises(ValueError, match="4 \\* reg_max"):
+        DFLCoder(reg_max=16).decode(torch.zeros(1, 4), torch.zeros(1, 4), torch.ones(1))

@@ -7,6 +7,7 @@ import torchvision.ops as tvops
 
 from detkit.losses import (
     BCEWithLogitsLoss,
+    DistributionFocalLoss,
     FocalLoss,
     IoULoss,
     L1Loss,
@@ -14,6 +15,7 @@ from detkit.losses import (
     SmoothL1Loss,
     VarifocalLoss,
     bce_with_logits_loss,
+    distribution_focal_loss,
     iou_loss,
     l1_loss,
     quality_focal_loss,
@@ -220,3 +222,37 @@ def test_regression_modules_input_space():
 def test_invalid_module_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_iou_loss_penalties_hand_computed():
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 0.0, 3.0, 2.0]])  # IoU = 2 / 6
+    assert iou_loss(a, b, mode="iou", penalty="square").item() == pytest.approx(1 - 1 / 9, rel=1e-6)
+    assert iou_loss(a, b, mode="iou", penalty="log").item() == pytest.approx(math.log(3), rel=1e-6)
+    far = torch.tensor([[10.0, 10.0, 11.0, 11.0]])  # IoU 0: -log clamps at 1e-6
+    assert iou_loss(a, far, mode="iou", penalty="log").item() == pytest.approx(-math.log(1e-6), rel=1e-6)
+    with pytest.raises(ValueError, match="mode='iou' only"):
+        IoULoss(mode="giou", penalty="square")
+    with pytest.raises(ValueError, match="penalty"):
+        IoULoss(mode="iou", penalty="cubic")
+
+
+def test_distribution_focal_loss_hand_computed():
+    # Uniform logits over 4 bins: every CE is log 4, so the loss is log 4 whatever the target.
+    assert distribution_focal_loss(torch.zeros(3, 4), torch.tensor([0.0, 1.3, 2.99]), reduction="none").tolist() == pytest.approx(
+        [math.log(4)] * 3, rel=1e-6)
+    # Target 1.25 between bins 1 and 2: 0.75 * CE(bin 1) + 0.25 * CE(bin 2).
+    logits = torch.tensor([[0.0, 2.0, 1.0, -1.0]])
+    log_p = torch.log_softmax(logits, -1)[0]
+    expected = -(0.75 * log_p[1] + 0.25 * log_p[2]).item()
+    assert distribution_focal_loss(logits, torch.tensor([1.25])).item() == pytest.approx(expected, rel=1e-6)
+    # Minimised by the distribution that puts (0.75, 0.25) on those bins: gradient zero there.
+    best = torch.tensor([[-30.0, math.log(0.75), math.log(0.25), -30.0]], requires_grad=True)
+    distribution_focal_loss(best, torch.tensor([1.25])).backward()
+    assert best.grad.abs().max().item() < 1e-6
+    module = DistributionFocalLoss(loss_weight=2.0)
+    assert module.input_space == "distribution"
+    assert module(torch.zeros(2, 4), torch.tensor([0.5, 1.5]), reduction_override="sum").item() == pytest.approx(
+        4 * math.log(4), rel=1e-6)
+    with pytest.raises(ValueError, match="bins dimension"):
+        distribution_focal_loss(torch.zeros(3, 4), torch.zeros(4))
