@@ -4,7 +4,8 @@ against the forward + backward of the network it trains.
     python benchmarks/loss_pipeline.py [--batch 16] [--size 640] [--assigner atss] [--device cuda]
 
 Both come from ``configs/common/models/yolov4.py`` (3 anchors per location, 80 classes): the
-pipeline is the YOLOv4 head's ``loss_pipeline`` fed with random raw outputs ``(B, N, 85)`` and
+pipeline is the YOLOv4 head's ``loss_pipeline`` fed with the initialised head's raw outputs on random
+features and
 random GTs (``--gts`` per image, log-uniform sizes 8..400 px); the network part is the detector's
 forward and backward on random images, without the loss. On CPU the network is measured at
 ``--model-batch`` (default 2: one YOLOv4 step at batch 16 takes minutes on a laptop CPU) and
@@ -85,7 +86,7 @@ def random_batch(b: int, m: int, size: int, num_classes: int, device: torch.devi
 def build_model(assigner: str):
     from detkit.config import instantiate, load_config
 
-    cfg = load_config(str(CONFIG), overrides=[f"model.head.assigner={ASSIGNERS[assigner]}"])
+    cfg = load_config(str(CONFIG), overrides=[f"model.head.loss.assigner={ASSIGNERS[assigner]}"])
     return instantiate(cfg.model)
 
 
@@ -96,20 +97,21 @@ def time_pipeline(model, args: argparse.Namespace, device: torch.device) -> dict
     priors, prior_strides, counts = head.prior_generator.grid_priors(sizes, device)
     n, c = priors.shape[0], head.num_classes
     g = torch.Generator().manual_seed(1)
-    preds = (torch.randn(args.batch, n, 5 + c, generator=g) * 0.5).to(device)
-    preds[..., 4:] -= 4.6  # near the head's initial prior probability 0.01
-    preds.requires_grad_()
+    feats = [torch.randn(args.batch, k, h, w, generator=g).to(device) for k, (h, w) in zip(head.in_channels, sizes)]
+    with torch.no_grad():  # the initialised head's raw maps on random features, as leaves
+        raw = [r.detach().requires_grad_() for r in head(feats)]
     batch = random_batch(args.batch, args.gts, args.size, c, device)
     pipeline = head.loss_pipeline
 
     def full():
-        out = pipeline(preds, priors, prior_strides, counts, batch)
+        out = pipeline(head.flatten(raw), batch)
         total = sum(v for k, v in out.items() if k.startswith("loss_"))
-        torch.autograd.grad(total, preds)
+        torch.autograd.grad(total, raw)
 
     def assign_only():
         with torch.no_grad():
-            boxes, scores = pipeline.decode_predictions(preds.detach(), priors, prior_strides)
+            preds = head.flatten([r.detach() for r in raw])
+            boxes, scores = pipeline.decode_predictions(preds)
             pipeline.assigner.assign(priors, batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"],
                                      num_level_priors=counts, prior_strides=prior_strides,
                                      pred_boxes=boxes, pred_scores=scores)

@@ -16,6 +16,6 @@ _base_ = [
     "common/runtime.py",
 ]
 
-model = dict(head=dict(assigner=L(ATSSAssigner)(topk=9)))
+model = dict(head=dict(loss=dict(assigner=L(ATSSAssigner)(topk=9))))
 data = dict(train=dict(batch_size=8), val=dict(batch_size=8))
 train = dict(epochs=10, eval_interval=5, no_mosaic_last_epochs=2)

@@ -10,7 +10,7 @@ The loss weights are larger than YOLOv5's defaults (cls 0.5/80, box 0.05), which
 300-epoch schedules: with those, a few epochs barely move the classifier (measured: mAP 0.07).
 
     python tools/train.py configs/shapes_atss.py
-    python tools/train.py configs/shapes_atss.py --cfg-options 'model.head.assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)'
+    python tools/train.py configs/shapes_atss.py --cfg-options 'model.head.loss.assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)'
 """
 
 from detkit.anchors import YOLOAnchorGenerator
@@ -36,8 +36,7 @@ model = dict(
     head=dict(
         num_classes=len(SHAPE_CLASSES),
         prior_generator=L(YOLOAnchorGenerator)(base_sizes=SHAPES_ANCHORS, strides=[8, 16, 32]),
-        assigner=L(ATSSAssigner)(topk=9),
-        loss_weights=dict(cls=0.1, obj=1.0, box=0.5),
+        loss=dict(assigner=L(ATSSAssigner)(topk=9), loss_weights=dict(cls=0.1, obj=1.0, box=0.5)),
     )
 )
 train = dict(

@@ -5,4 +5,4 @@ from detkit.config import L
 
 _base_ = ["shapes_atss.py"]
 
-model = dict(head=dict(assigner=L(GridAssigner)(extra_match_thr=0.213, ignore_iou_thr=0.7)))
+model = dict(head=dict(loss=dict(assigner=L(GridAssigner)(extra_match_thr=0.213, ignore_iou_thr=0.7))))

@@ -5,4 +5,4 @@ from detkit.config import L
 
 _base_ = ["shapes_atss.py"]
 
-model = dict(head=dict(assigner=L(MaxIoUAssigner)(pos_iou_thr=0.5, neg_iou_thr=0.4)))
+model = dict(head=dict(loss=dict(assigner=L(MaxIoUAssigner)(pos_iou_thr=0.5, neg_iou_thr=0.4))))

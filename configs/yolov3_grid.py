@@ -20,6 +20,6 @@ _base_ = [
 ]
 
 model = dict(head=dict(
-    assigner=L(GridAssigner)(extra_match_thr=None, ignore_iou_thr=0.5),
+    loss=dict(assigner=L(GridAssigner)(extra_match_thr=None, ignore_iou_thr=0.5)),
     coder=L(YOLOCoder)(scale_x_y=1.0),
 ))

@@ -2,7 +2,7 @@
 
 CSPDarknet53-PAN-SPP, YOLO head with the 9 COCO anchors, CIoU box loss, BCE cls/obj, mosaic +
 affine + HSV + flip at 640, SGD nesterov with warm-up and cosine decay over 300 epochs, EMA.
-Identical to ``yolov4_iou.py`` except for the ``model.head.assigner`` line.
+Identical to ``yolov4_iou.py`` except for the ``model.head.loss.assigner`` line.
 
     python tools/train.py configs/yolov4_atss.py
 """
@@ -17,4 +17,4 @@ _base_ = [
     "common/runtime.py",
 ]
 
-model = dict(head=dict(assigner=L(ATSSAssigner)(topk=9)))
+model = dict(head=dict(loss=dict(assigner=L(ATSSAssigner)(topk=9))))

@@ -24,6 +24,7 @@ from detkit.losses import (
 )
 from detkit.models.heads.yolo_loss import YOLOLossPipeline
 from detkit.samplers import RandomSampler
+from tests.fixtures.heads import yolo_predictions
 
 _spec = importlib.util.spec_from_file_location(
     "assigner_adversarial", Path(__file__).parent / "assigners" / "test_adversarial.py")
@@ -171,9 +172,9 @@ def test_loss_pipeline_is_finite_on_adversarial_batches(name, data, raw_scale, v
     if crowd:  # ignore regions, padded with the same garbage as the GTs
         batch["ignore_boxes"] = data["gt_boxes"][:, :3].clone()
         batch["ignore_mask"] = ~data["gt_mask"][:, :3]
-    pipeline = YOLOLossPipeline(num_classes=adversarial.NUM_CLASSES, coder=YOLOCoder(scale_x_y=1.1),
-                                **PIPELINES[variant](adversarial.ASSIGNERS[name]()))
-    out = pipeline(preds, priors, strides, data["num_level_priors"], batch)
+    pipeline = YOLOLossPipeline(**PIPELINES[variant](adversarial.ASSIGNERS[name]()))
+    out = pipeline(yolo_predictions(preds, priors, strides, data["num_level_priors"], YOLOCoder(scale_x_y=1.1)),
+                   batch)
     assert {"loss_cls", "loss_obj", "loss_box"} <= set(out)
     for key, value in out.items():
         assert torch.isfinite(value).all(), key
@@ -188,8 +189,7 @@ def test_loss_pipeline_treats_a_gt_with_infinite_coordinates_as_padding(name):
     boxes = torch.tensor([[[10.0, 12.0, 30.0, 40.0], [-300.0, -math.inf, 300.0, math.inf]]])
     batch = dict(gt_boxes=boxes, gt_labels=torch.tensor([[1, 2]]), gt_mask=torch.tensor([[True, True]]))
     preds = torch.zeros(1, priors.shape[0], 5 + adversarial.NUM_CLASSES, requires_grad=True)
-    pipeline = YOLOLossPipeline(num_classes=adversarial.NUM_CLASSES, coder=YOLOCoder(),
-                                assigner=adversarial.ASSIGNERS[name]())
-    out = pipeline(preds, priors, strides, counts, batch)
+    pipeline = YOLOLossPipeline(assigner=adversarial.ASSIGNERS[name]())
+    out = pipeline(yolo_predictions(preds, priors, strides, counts, YOLOCoder()), batch)
     finite_loss_and_grad(sum(v for k, v in out.items() if k.startswith("loss_")), preds)
     assert out["stat_num_gt"] == 1 and out["stat_gt_no_pos"] == 0  # the infinite row is not a GT

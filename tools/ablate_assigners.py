@@ -3,7 +3,7 @@
     python tools/ablate_assigners.py configs/shapes_atss.py --assigners atss iou grid simota tal \
         [--cfg-options train.epochs=12 ...] [--work-dir work_dirs/ablation]
 
-Everything but ``model.head.assigner`` is the config's (model, data, schedule, seed), so the rows
+Everything but ``model.head.loss.assigner`` is the config's (model, data, schedule, seed), so the rows
 differ by the assigner alone. For each run: COCO AP, AP50, APs, APm, APl of the EMA weights on the
 val split, the training-time assignment statistics of the last epoch (positives per GT, GTs with no
 positive), and the wall-clock training time. Writes ``ablation.md`` and ``ablation.csv`` in the work
@@ -39,7 +39,7 @@ def slug(name: str) -> str:
 def run_one(config: str, name: str, overrides: Sequence[str], work_dir: Path, progress: bool) -> dict[str, float]:
     from detkit.engine.trainer import Trainer
 
-    cfg = load_config(config, [*overrides, f"model.head.assigner={assigner_call(name)}"])
+    cfg = load_config(config, [*overrides, f"model.head.loss.assigner={assigner_call(name)}"])
     t0 = time.perf_counter()
     trainer = Trainer(cfg, work_dir=str(work_dir / slug(name)), progress=progress)
     result = trainer.train()

@@ -30,10 +30,9 @@ import torch  # noqa: E402
 
 from detkit.analysis import SIZE_NAMES, AssignmentStats  # noqa: E402
 from detkit.assigners.presets import ASSIGNER_PRESETS, assigner_call  # noqa: E402
+from detkit.cli import run_cli  # noqa: E402
 from detkit.config import ConfigError, instantiate, load_config, parse_value  # noqa: E402
 from detkit.viz import draw_assignment, tensor_to_bgr  # noqa: E402
-
-PRED_AWARE = ("SimOTAAssigner", "TaskAlignedAssigner")
 
 
 def build_assigners(names: Sequence[str], cfg) -> dict[str, object]:
@@ -41,7 +40,7 @@ def build_assigners(names: Sequence[str], cfg) -> dict[str, object]:
     out: dict[str, object] = {}
     for name in names:
         if name == "config":
-            out[type_name(cfg.model.head.assigner)] = instantiate(cfg.model.head.assigner)
+            out[type_name(cfg.model.head.loss.assigner)] = instantiate(cfg.model.head.loss.assigner)
             continue
         node = parse_value(assigner_call(name))
         if not isinstance(node, dict):
@@ -54,14 +53,12 @@ def type_name(node) -> str:
     return node["_target_"].__name__ if isinstance(node, dict) else type(node).__name__
 
 
-def predictions(model, images, priors, prior_strides):
-    """Decoded boxes ``(B, N, 4)`` and scores ``(B, N, C)`` (cls prob x objectness) of the model."""
-    head = model.head
+def predictions(model, images):
+    """Decoded boxes ``(B, N, 4)`` and scores ``(B, N, C)`` (class probabilities, times objectness
+    for heads that have it) of the model, as the loss pipeline hands them to an assigner."""
     with torch.no_grad():
-        preds = head.flatten(model(images)).float()  # (B, N, 5 + C)
-    boxes = head.coder.decode(priors, preds[..., :4], prior_strides)
-    scores = preds[..., 5:].sigmoid() * preds[..., 4:5].sigmoid()
-    return boxes, scores
+        preds = model.head.flatten(model(images))
+    return preds.decode(), preds.scores()
 
 
 def write_tables(rows: dict[str, dict[str, float]], num_levels: int, out: Path) -> str:
@@ -125,29 +122,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    return run_cli(lambda: run(args))
 
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-        assigners = build_assigners(args.assigners, cfg)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+def run(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, args.cfg_options)
+    assigners = build_assigners(args.assigners, cfg)
+    if args.split not in (cfg.get("data") or {}):
+        raise ConfigError(f"{args.config}: no data.{args.split} to compare on")
+    if args.images < 1:
+        raise ValueError(f"--images must be >= 1, got {args.images}")
     out = Path(args.out or Path("work_dirs") / "compare_assigners" / Path(args.config).stem)
     out.mkdir(parents=True, exist_ok=True)
 
-    from detkit.data import collate
+    from detkit.data import build_dataloader
 
     dataset = instantiate(cfg.data[args.split].dataset)
     n = min(args.images, len(dataset))
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=args.batch,
-                                         shuffle=False, num_workers=0, collate_fn=collate)
+    loader = build_dataloader(torch.utils.data.Subset(dataset, range(n)), args.batch, num_workers=0, shuffle=False)
     model = instantiate(cfg.model).eval()
     if args.checkpoint:
         from detkit.engine.checkpoint import load_weights
 
         load_weights(model, args.checkpoint)
     head = model.head
-    need_preds = any(type(a).__name__ in PRED_AWARE for a in assigners.values())
+    need_preds = any(getattr(a, "uses_predictions", True) for a in assigners.values())
     num_levels = len(head.prior_generator.strides)
     stats = {name: AssignmentStats(num_levels=num_levels) for name in assigners}
     drawn = 0
@@ -157,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         priors, prior_strides, num_level_priors = head.prior_generator.grid_priors(sizes, images.device)
         pred_boxes = pred_scores = None
         if need_preds:
-            pred_boxes, pred_scores = predictions(model, images, priors, prior_strides)
+            pred_boxes, pred_scores = predictions(model, images)
         sf = batch["scale_factors"].float()
         area_scale = 1.0 / (sf[:, 0] * sf[:, 1])
         panels: list[list[np.ndarray]] = [[] for _ in range(min(args.samples - drawn, len(images)))]
@@ -181,7 +180,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{n} images, {int(next(iter(rows.values()))['num_gt'])} GTs, config {args.config}\n")
     print(table)
     print(f"tables, pictures and histogram written to {out}/")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Print a config after merging its _base_ chain and command-line overrides.
 
     python tools/print_config.py configs/yolov4_atss.py \
-        --cfg-options 'model.head.assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)'
+        --cfg-options 'model.head.loss.assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)'
 
 The output is Python that `load_config` reads back to the same config.
 """

@@ -3,15 +3,17 @@
 Two entry points share the same stages, so a PyTorch model and an exported (ONNX) model give
 the same detections:
 
-* :func:`postprocess_single` takes raw head outputs (logits) and decodes only what it keeps;
+* :func:`postprocess_single` takes one image's named raw predictions (box parameters, class
+  logits, objectness logits or None) and decodes only what it keeps;
 * :func:`postprocess_decoded_single` takes already decoded boxes and class scores (the outputs
   of :meth:`detkit.models.Detector.forward_decoded` and of an exported graph).
 
 The stages, in the order chosen for speed on CPU (a 640 image has 25,200 priors x 80 classes):
 
-1. (raw path only) keep priors whose objectness alone passes ``score_thr`` (a score is
-   ``obj * cls <= obj``), comparing logits with ``logit(score_thr)`` so no sigmoid runs on
-   rejected priors, and build the ``(K, C)`` score matrix :func:`class_scores` for those ``K``;
+1. (raw path only) keep priors that can pass ``score_thr``: with objectness those whose
+   objectness alone passes (a score is ``obj * cls <= obj``), without it those whose best class
+   passes, comparing logits with ``logit(score_thr)`` so no sigmoid runs on rejected priors, and
+   build the ``(K, C)`` score matrix :func:`class_scores` for those ``K``;
 2. :func:`select_candidates`: the (prior, class) pairs above ``score_thr`` (all of them with
    ``multi_label``, the best class otherwise), at most ``nms_pre`` of them;
 3. (raw path only) decode boxes of the kept pairs;
@@ -24,14 +26,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from detkit.coders import BoxCoder
+
+if TYPE_CHECKING:
+    from detkit.models.heads.predictions import DensePredictions
+
 __all__ = [
-    "BoxDecoder",
     "check_postprocess_args",
     "class_scores",
     "nms_detections",
@@ -45,10 +51,6 @@ __all__ = [
 ]
 
 
-class BoxDecoder(Protocol):
-    def decode(self, priors: Tensor, deltas: Tensor, strides: Tensor) -> Tensor: ...
-
-
 def check_postprocess_args(score_thr: float, nms_iou_thr: float, nms_pre: int, max_per_img: int) -> None:
     """ValueError naming the accepted range for any setting out of range."""
     if not 0.0 <= score_thr < 1.0:
@@ -59,17 +61,20 @@ def check_postprocess_args(score_thr: float, nms_iou_thr: float, nms_pre: int, m
         raise ValueError(f"nms_pre and max_per_img must be positive, got {nms_pre}, {max_per_img}")
 
 
-def class_scores(preds: Tensor) -> Tensor:
-    """Detection scores ``sigmoid(obj) * sigmoid(cls)``.
+def class_scores(cls: Tensor, obj: Tensor | None = None) -> Tensor:
+    """Detection scores ``sigmoid(cls) * sigmoid(obj)``, or ``sigmoid(cls)`` without objectness.
 
     Args:
-        preds: ``Tensor[..., 5+C]`` raw outputs ``[tx, ty, tw, th, obj, cls...]`` (logits).
+        cls: ``Tensor[..., C]`` class logits.
+        obj: ``Tensor[...]`` objectness logits, or None.
 
     Returns:
         ``Tensor[..., C]`` fp32 scores in (0, 1).
     """
-    preds = preds.float()
-    return preds[..., 4:5].sigmoid() * preds[..., 5:].sigmoid()
+    # Contiguous inputs take torch's vectorised sigmoid whatever the caller's layout, so scores of
+    # a subset of priors equal those of the whole set bit for bit (the raw and decoded paths agree).
+    scores = cls.float().contiguous().sigmoid()
+    return scores if obj is None else scores * obj.float().contiguous().sigmoid()[..., None]
 
 
 def select_candidates(
@@ -117,10 +122,12 @@ def nms_detections(
 
 
 def postprocess_single(
-    preds: Tensor,
+    box: Tensor,
+    cls: Tensor,
+    obj: Tensor | None,
     priors: Tensor,
     strides: Tensor,
-    coder: BoxDecoder,
+    coder: BoxCoder,
     *,
     score_thr: float = 0.001,
     nms_iou_thr: float = 0.65,
@@ -131,10 +138,11 @@ def postprocess_single(
     """Detections of one image from its flattened raw predictions.
 
     Args:
-        preds: ``(N, 5+C)`` raw outputs ``[tx, ty, tw, th, obj, cls...]`` (logits).
+        box: ``(N, R)`` raw box parameters; cls: ``(N, C)`` class logits; obj: ``(N,)``
+            objectness logits or None.
         priors: ``(N, 4)`` xyxy priors; strides: ``(N,)`` prior strides.
-        coder: decodes ``(K, 4)`` deltas of ``(K, 4)`` priors into xyxy boxes.
-        score_thr: minimum ``obj * cls`` score; nms_iou_thr: NMS IoU threshold.
+        coder: decodes ``(K, R)`` box parameters of ``(K, 4)`` priors into xyxy boxes.
+        score_thr: minimum score (:func:`class_scores`); nms_iou_thr: NMS IoU threshold.
         nms_pre: candidates kept before NMS; max_per_img: detections kept after it.
         multi_label: one candidate per (prior, class) above threshold instead of per prior.
 
@@ -142,23 +150,25 @@ def postprocess_single(
         ``dict(boxes (K, 4) xyxy fp32, scores (K,), labels (K,) long)`` sorted by score.
     """
     check_postprocess_args(score_thr, nms_iou_thr, nms_pre, max_per_img)
-    preds = preds.float()
-    if score_thr > 0:  # obj * cls <= obj: priors whose objectness fails cannot pass
-        cand = torch.nonzero(preds[:, 4] > math.log(score_thr / (1.0 - score_thr))).squeeze(1)
+    if score_thr > 0:  # obj * cls <= obj and cls <= max cls: priors whose bound fails cannot pass
+        bound = cls.float().amax(dim=1) if obj is None else obj.float()
+        cand = torch.nonzero(bound > math.log(score_thr / (1.0 - score_thr))).squeeze(1)
     else:
-        cand = torch.arange(preds.shape[0], device=preds.device)
-    sub = preds[cand]
-    rows, labels, flat_scores = select_candidates(class_scores(sub), score_thr, multi_label, nms_pre)
+        cand = torch.arange(cls.shape[0], device=cls.device)
+    scores = class_scores(cls[cand], None if obj is None else obj[cand])
+    rows, labels, flat_scores = select_candidates(scores, score_thr, multi_label, nms_pre)
     idx = cand[rows]
-    boxes = coder.decode(priors[idx], preds[idx, :4], strides[idx])
+    boxes = coder.decode(priors[idx], box[idx].float(), strides[idx])
     return nms_detections(boxes, flat_scores, labels, nms_iou_thr, max_per_img)
 
 
-def postprocess(
-    preds: Tensor, priors: Tensor, strides: Tensor, coder: BoxDecoder, **kwargs: Any
-) -> list[dict[str, Tensor]]:
-    """:func:`postprocess_single` for each image of ``preds (B, N, 5+C)``."""
-    return [postprocess_single(p, priors, strides, coder, **kwargs) for p in preds]
+def postprocess(preds: DensePredictions, **kwargs: Any) -> list[dict[str, Tensor]]:
+    """:func:`postprocess_single` for each image of a head's :class:`DensePredictions`."""
+    return [
+        postprocess_single(preds.box[i], preds.cls[i], None if preds.obj is None else preds.obj[i],
+                           preds.priors, preds.strides, preds.coder, **kwargs)
+        for i in range(preds.batch_size)
+    ]
 
 
 def postprocess_decoded_single(
@@ -176,7 +186,7 @@ def postprocess_decoded_single(
 
     Args:
         boxes: ``(N, 4)`` xyxy in network-input pixels.
-        scores: ``(N, C)`` class scores ``obj * cls`` (:func:`class_scores`).
+        scores: ``(N, C)`` class scores (:func:`class_scores`).
 
     Returns:
         ``dict(boxes (K, 4) xyxy fp32, scores (K,), labels (K,) long)`` sorted by score.

@@ -89,8 +89,10 @@ def test_raw_and_decoded_entry_points_agree():
     preds = torch.randn(n, 5 + c, generator=gen) * 2
     coder = YOLOCoder(scale_x_y=1.1)
     for multi_label in (True, False):
-        raw = postprocess_single(preds, priors, strides, coder, score_thr=0.05, multi_label=multi_label)
-        decoded = postprocess_decoded_single(coder.decode(priors, preds[:, :4], strides), class_scores(preds),
+        raw = postprocess_single(preds[:, :4], preds[:, 5:], preds[:, 4], priors, strides, coder, score_thr=0.05,
+                                 multi_label=multi_label)
+        decoded = postprocess_decoded_single(coder.decode(priors, preds[:, :4], strides),
+                                             class_scores(preds[:, 5:], preds[:, 4]),
                                              score_thr=0.05, multi_label=multi_label)
         assert len(raw["scores"]) > 10
         for key in ("boxes", "scores", "labels"):

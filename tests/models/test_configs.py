@@ -68,7 +68,7 @@ def test_yolov4_config_is_the_darknet_model():
 
 def test_assigner_swap_by_override_and_property():
     cfg = load_config(CONFIGS / "yolov4_tiny_cpu.py", [
-        "model.head.assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)",
+        "model.head.loss.assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)",
         "model.head.num_classes=20",
     ])
     model = instantiate(cfg.model)

@@ -2,10 +2,16 @@ import pytest
 import torch
 
 from detkit.coders import YOLOCoder
-from detkit.models.postprocess import postprocess_single, undo_letterbox
+from detkit.models.postprocess import postprocess_single as postprocess_named
+from detkit.models.postprocess import undo_letterbox
 
 NEG = -12.0  # logit of ~6e-6: below any score threshold
 POS = 9.0
+
+
+def postprocess_single(preds, priors, strides, coder, **kwargs):
+    """The coupled head's columns ``[box, obj, cls]`` through the named entry point."""
+    return postprocess_named(preds[:, :4], preds[:, 5:], preds[:, 4], priors, strides, coder, **kwargs)
 
 
 def _preds(n, c):

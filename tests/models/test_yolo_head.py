@@ -7,6 +7,8 @@ from detkit.anchors import PointGenerator
 from detkit.coders import YOLOCoder
 from detkit.models import YOLOHead
 
+from tests.fixtures.heads import columns
+
 from .conftest import tiny_head
 
 
@@ -16,7 +18,7 @@ def test_head_output_layout_and_feat_channels():
     assert [c.conv.out_channels for c in head.convs] == [32, 64, 128]  # 2x input (YOLOv3/v4)
     raw = head([torch.randn(2, 16, 8, 12), torch.randn(2, 32, 4, 6), torch.randn(2, 64, 2, 3)])
     assert [tuple(r.shape) for r in raw] == [(2, 24, 8, 12), (2, 24, 4, 6), (2, 24, 2, 3)]
-    assert head.flatten(raw).shape == (2, (96 + 24 + 6) * 3, 8)
+    assert columns(head.flatten(raw)).shape == (2, (96 + 24 + 6) * 3, 8)
 
 
 def test_anchor_free_points_give_one_prior_per_location():
@@ -34,7 +36,7 @@ def test_flatten_order_is_level_row_column_anchor():
                                     torch.arange(w), indexing="ij")
         value = 10000 * level + 1000 * a + 100 * k + 10 * y + x
         raws.append(value.reshape(1, 18, h, w).float())  # channel = a * 6 + k
-    flat = head.flatten(raws)
+    flat = columns(head.flatten(raws))
     assert flat.shape == (1, 6 * 3 + 2 * 3 + 3, 6)
     # level 0, y=1, x=2, anchor 1 -> index (1 * 3 + 2) * 3 + 1 = 16
     assert torch.equal(flat[0, 16], 1000 + 100 * torch.arange(6.0) + 12)
@@ -49,7 +51,7 @@ def test_bias_init_gives_one_percent():
     assert torch.allclose(torch.sigmoid(bias[:, 4:]), torch.full((3, 5), 0.01))
     assert torch.equal(bias[:, :4], torch.zeros(3, 4))
     raw = head([torch.zeros(1, 8, 2, 2)] * 3)
-    probs = torch.sigmoid(head.flatten(raw)[..., 4:])
+    probs = torch.sigmoid(columns(head.flatten(raw))[..., 4:])
     assert torch.allclose(probs, torch.full_like(probs, 0.01), atol=2e-3)
     assert math.isclose(head.prior_prob, 0.01)
 
@@ -67,7 +69,7 @@ def test_head_argument_errors():
 def test_inference_only_head():
     head = tiny_head()
     assert head.assigner is None
-    with pytest.raises(ValueError, match="without an assigner"):
+    with pytest.raises(ValueError, match="without a loss pipeline"):
         head.loss([], {})
     with pytest.raises(ValueError, match="unknown post-processing"):
         head.bind([4, 4, 4]) or head.predict([torch.zeros(1, 24, 1, 1)] * 3, score_th=0.5)

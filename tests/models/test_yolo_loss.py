@@ -10,6 +10,7 @@ from detkit.coders import YOLOCoder
 from detkit.losses import FocalLoss, IoULoss, L1Loss
 from detkit.models.heads.yolo_loss import YOLOLossPipeline
 from detkit.samplers import RandomSampler
+from tests.fixtures.heads import yolo_predictions
 
 
 @dataclass
@@ -58,11 +59,25 @@ def make_batch(gt_boxes, gt_labels, gt_mask, ignore_boxes=None, ignore_mask=None
     return batch
 
 
+class CoupledPipeline:
+    """The pipeline as a YOLOHead calls it, fed with ``(B, N, 5+C)`` raw outputs."""
+
+    def __init__(self, coder=None, **kw):
+        self.coder = coder if coder is not None else YOLOCoder()
+        self.pipeline = YOLOLossPipeline(**kw)
+
+    @property
+    def assigner(self):
+        return self.pipeline.assigner
+
+    def __call__(self, preds, priors, strides, counts, batch):
+        return self.pipeline(yolo_predictions(preds, priors, strides, counts, self.coder), batch)
+
+
 def pipeline(**kw):
-    args = dict(num_classes=2, assigner=CentreInBoxAssigner(), coder=YOLOCoder(),
-                loss_weights=dict(cls=1.0, obj=1.0, box=1.0), obj_level_weights=(2.0,))
+    args = dict(assigner=CentreInBoxAssigner(), loss_weights=dict(cls=1.0, obj=1.0, box=1.0), obj_level_weights=(2.0,))
     args.update(kw)
-    return YOLOLossPipeline(**args)
+    return CoupledPipeline(**args)
 
 
 def preds_with_obj(b, n, obj_logit=1.0, c=2):
@@ -215,8 +230,11 @@ def test_half_precision_preds_give_fp32_losses():
     [
         (dict(obj_target="ciou"), "obj_target"),
         (dict(loss_weights=dict(bbox=1.0)), "loss_weights"),
-        (dict(coder=None), "coder"),
-        (dict(num_classes=0), "num_classes"),
+        (dict(assigner=None), "assigner"),
+        (dict(cls_target="soft"), "cls_target"),
+        (dict(box_weight="iou"), "box_weight"),
+        (dict(obj_normalize="sum"), "obj_normalize"),
+        (dict(reg_last_epochs=15), "loss_reg"),
     ],
 )
 def test_invalid_constructor_arguments(kwargs, match):
@@ -227,9 +245,9 @@ def test_invalid_constructor_arguments(kwargs, match):
 def test_shape_mismatches_raise():
     priors, strides, counts = one_level_setup()
     batch = make_batch([[[2.0, 0.0, 10.0, 12.0]]], [[1]], [[True]])
-    with pytest.raises(ValueError, match="5\\+C"):
-        pipeline()(torch.zeros(1, 4, 6), priors, strides, counts, batch)
-    with pytest.raises(ValueError, match="must agree"):
+    with pytest.raises(ValueError, match="not a class of this head"):
+        pipeline()(torch.zeros(1, 4, 6), priors, strides, counts, batch)  # C = 1, label 1
+    with pytest.raises(ValueError, match="inconsistent head predictions"):
         pipeline()(torch.zeros(1, 3, 7), priors, strides, counts, batch)
     with pytest.raises(ValueError, match="obj_level_weights"):
         pipeline(obj_level_weights=(4.0, 1.0, 0.4))(torch.zeros(1, 4, 7), priors, strides, counts, batch)
@@ -253,7 +271,7 @@ def test_with_every_real_assigner_three_levels(name):
     batch = make_batch([[[4.0, 4.0, 20.0, 22.0], [30.0, 10.0, 62.0, 60.0]], [[0.0] * 4, [0.0] * 4]],
                        [[0, 2], [0, 0]], [[True, True], [False, False]])
     preds = (torch.randn(2, priors.shape[0], 8, generator=torch.Generator().manual_seed(0)) * 0.5).requires_grad_()
-    p = YOLOLossPipeline(num_classes=3, assigner=REAL_ASSIGNERS[name](assigners), coder=YOLOCoder(scale_x_y=1.05))
+    p = CoupledPipeline(assigner=REAL_ASSIGNERS[name](assigners), coder=YOLOCoder(scale_x_y=1.05))
     out = p(preds, priors, strides, counts, batch)
     assert {"loss_cls", "loss_obj", "loss_box"} <= set(out)
     assert out["stat_num_gt"].item() == 2 and out["stat_gt_no_pos"].item() == 0  # both GTs learn

@@ -9,7 +9,7 @@ from detkit.assigners import ATSSAssigner
 from detkit.coders import YOLOCoder
 from detkit.config import L
 from detkit.losses import BCEWithLogitsLoss, IoULoss
-from detkit.models import PAN, CSPDarknet, Detector, YOLOHead
+from detkit.models import PAN, CSPDarknet, Detector, YOLOHead, YOLOLossPipeline
 from detkit.samplers import PseudoSampler
 
 model = L(Detector)(
@@ -20,11 +20,13 @@ model = L(Detector)(
         num_classes=80,
         prior_generator=L(YOLOAnchorGenerator)(base_sizes=YOLOV4_COCO_ANCHORS, strides=[8, 16, 32]),
         coder=L(YOLOCoder)(scale_x_y=1.1),
-        assigner=L(ATSSAssigner)(topk=9),
-        sampler=L(PseudoSampler)(),
-        loss_cls=L(BCEWithLogitsLoss)(),
-        loss_obj=L(BCEWithLogitsLoss)(),
-        loss_box=L(IoULoss)(mode="ciou"),
+        loss=L(YOLOLossPipeline)(
+            assigner=L(ATSSAssigner)(topk=9),
+            sampler=L(PseudoSampler)(),
+            loss_cls=L(BCEWithLogitsLoss)(),
+            loss_obj=L(BCEWithLogitsLoss)(),
+            loss_box=L(IoULoss)(mode="ciou"),
+        ),
         score_thr=0.001,
         nms_iou_thr=0.65,
         max_per_img=300,

@@ -7,7 +7,7 @@ Keys of the ``train`` section (the engine reads them through detkit.engine.setti
     warmup_bias_lr (YOLOv5: the bias group starts at this LR), warmup_momentum,
     lr_schedule="cosine"|"step"|"linear", min_lr_ratio, steps (epochs, for "step"), gamma,
     no_mosaic_last_epochs (Mosaic/MixUp off for the last N epochs), multi_scale=(min, max) or None,
-    assigner_schedule=[(epoch, L(Assigner)(...)), ...] (swap model.head.assigner from an epoch on).
+    assigner_schedule=[(epoch, L(Assigner)(...)), ...] (swap model.head.loss.assigner from an epoch on).
 """
 
 train = dict(

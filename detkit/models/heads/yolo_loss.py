@@ -1,33 +1,46 @@
-"""YOLO training losses as a pipeline of named stages.
+"""The training losses of every dense head, as a pipeline of named stages.
 
-``YOLOLossPipeline(preds, priors, prior_strides, num_level_priors, batch) -> dict``::
+``YOLOLossPipeline(preds: DensePredictions, batch) -> dict``; both head families
+(:class:`~detkit.models.heads.YOLOHead`, :class:`~detkit.models.heads.DecoupledHead`) hand it
+named, flattened predictions (box parameters, class logits, objectness or None)::
 
-    decode predictions (detached, fp32)    for prediction-aware assigners (SimOTA, task-aligned)
+    decode predictions (detached, fp32)    for prediction-aware assigners (SimOTA, task-aligned, DSL)
     -> assign                              assigner.assign(priors, gt_boxes, gt_labels, gt_mask, ...)
     -> ignore crowd regions                priors mostly inside batch["ignore_boxes"] are ignored
     -> sample                              sampler.sample(assign_result) -> pos / neg masks
     -> gather positives                    their predictions, priors, GT boxes and labels
-    -> losses                              box (IoU family and/or L1), objectness, classification
+    -> targets                             classification target per positive (cls_target)
+    -> losses                              box (IoU family, DFL, L1), classification, objectness
     -> statistics                          detached stat_* values for logging
+
+Targets (``cls_target``): the classification target of a positive at its GT's class is 1
+(``"onehot"``), the IoU of its decoded (detached) prediction with the GT (``"iou"``, YOLOX's
+IoU-aware target), or the assigner's ``score_target`` (``"assigner"``: TOOD / YOLOv8's normalised
+alignment metric, RTMDet's IoU); every other class's target is 0.
 
 Normalisation happens once, here (the loss modules get ``avg_factor``):
 
-* ``loss_box`` and ``loss_cls``: sum over positives (and over coordinates / classes) divided by
-  the number of positives in the batch (at least 1);
-* ``loss_obj``: per level, the mean over that level's sampled priors (positives and negatives,
-  ignored priors excluded) of the batch, times ``obj_level_weights[level]``, summed over levels
-  (YOLOv5's per-level balance). Its size does not depend on the batch size or the input size.
+* with objectness (YOLOv3-v5, YOLOX) ``loss_cls`` covers the positives only, divided by their
+  number (at least 1); ``loss_obj`` covers every sampled prior: per level the mean over that
+  level's sampled priors times ``obj_level_weights[level]`` (``obj_normalize="level_mean"``,
+  YOLOv5's balance), or the sum over all of them divided by the number of positives
+  (``"num_pos"``, YOLOX);
+* without objectness (YOLOv8, TOOD, RTMDet) ``loss_cls`` covers every sampled (non-ignored) prior,
+  negatives with target 0, divided by ``max(sum of the targets, 1)``;
+* box losses (IoU family, DFL, L1) cover the positives, each weighted by 1 and divided by their
+  number (``box_weight="uniform"``), or weighted by its classification target and divided by the
+  sum of the targets (``"cls_target"``, YOLOv8 / RTMDet).
 
-With these conventions the defaults ``loss_weights=dict(cls=0.5/80, obj=1.0, box=0.05)`` are
+With the coupled head's defaults ``loss_weights=dict(cls=0.5/80, obj=1.0, box=0.05)`` are
 YOLOv5's hyper-parameters (box 0.05, obj 1.0, cls 0.5 * C/80 on a mean over positives and
-classes) for 3 levels at 640 input; YOLOv5 also multiplies the total by the batch size, which
-here belongs to the learning rate.
+classes) for 3 levels at 640 input; YOLOv5 also multiplies the total by the batch size, which here
+belongs to the learning rate (``train.loss_scale``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -37,162 +50,187 @@ from torch import Tensor, nn
 from detkit.analysis import positives_per_gt
 from detkit.boxes import aligned_iou, box_area, valid_gt_mask
 from detkit.losses import BCEWithLogitsLoss, IoULoss
+from detkit.models.heads.predictions import DensePredictions
 from detkit.samplers import PseudoSampler, SampleResult
 
-__all__ = ["DEFAULT_LOSS_WEIGHTS", "YOLOLossPipeline"]
+__all__ = ["CLS_TARGETS", "DEFAULT_LOSS_WEIGHTS", "YOLOLossPipeline"]
 
-DEFAULT_LOSS_WEIGHTS = {"cls": 0.5 / 80, "obj": 1.0, "box": 0.05, "reg": 1.0}
+DEFAULT_LOSS_WEIGHTS = {"cls": 0.5 / 80, "obj": 1.0, "box": 0.05, "dfl": 1.0, "reg": 1.0}
 OBJ_TARGETS = ("iou", "one")
+OBJ_NORMALIZE = ("level_mean", "num_pos")
+CLS_TARGETS = ("onehot", "iou", "assigner")
+BOX_WEIGHTS = ("uniform", "cls_target")
 
 
 @dataclasses.dataclass
 class Positives:
     """The sampled positives of a batch, flattened to ``P`` rows.
 
-    ``batch_idx``, ``prior_idx`` ``(P,)`` long; ``preds (P, 5+C)`` fp32 with grad;
-    ``priors (P, 4)``; ``strides (P,)``; ``gt_boxes (P, 4)``; ``labels (P,)`` long;
-    ``pred_boxes (P, 4)`` the decoded predictions, with grad.
+    ``batch_idx``, ``prior_idx`` ``(P,)`` long; ``box (P, R)`` raw box parameters and
+    ``cls (P, C)`` class logits, fp32 with grad; ``priors (P, 4)``; ``strides (P,)``;
+    ``gt_boxes (P, 4)``; ``labels (P,)`` long; ``pred_boxes (P, 4)`` the decoded predictions,
+    with grad; ``score (P,)`` the classification target at the GT's class (targets stage).
     """
 
     batch_idx: Tensor
     prior_idx: Tensor
-    preds: Tensor
+    box: Tensor
+    cls: Tensor
     priors: Tensor
     strides: Tensor
     gt_boxes: Tensor
     labels: Tensor
     pred_boxes: Tensor
+    score: Tensor | None = None
+
+    @property
+    def count(self) -> int:
+        return self.box.shape[0]
 
 
 class YOLOLossPipeline(nn.Module):
-    """Assign, sample, encode and weigh the losses of a YOLO head (see the module docstring).
+    """Assign, sample, make targets and weigh the losses of a dense head (see the module docstring).
 
     Args:
-        num_classes: C.
         assigner: any object with ``assign(priors, gt_boxes, gt_labels, gt_mask, *,
             num_level_priors, prior_strides, pred_boxes, pred_scores) -> AssignResult``.
             Assigners with ``uses_predictions = False`` skip computing ``pred_scores``.
         sampler: ``PseudoSampler()`` (default) or ``RandomSampler(...)``.
-        coder: box coder (``encode`` / ``decode``, see :mod:`detkit.coders`).
-        loss_cls: classification loss on positives, one-hot targets (default BCE).
-        loss_obj: objectness loss on sampled priors (default BCE).
-        loss_box: box loss on positives; applied to decoded boxes or to encoded targets as its
+        loss_cls: classification loss (default BCE; ``FocalLoss``, ``VarifocalLoss`` and
+            ``QualityFocalLoss`` take the soft targets of ``cls_target``).
+        loss_obj: objectness loss (default BCE); unused by heads without objectness.
+        loss_box: box loss on positives, applied to decoded boxes or to encoded targets as its
             ``input_space`` attribute says (``IoULoss`` -> boxes; default CIoU).
-        loss_reg: optional second box loss (e.g. ``L1Loss()`` on encoded targets, YOLOX);
+        loss_dfl: optional ``DistributionFocalLoss`` on the bin logits of a ``DFLCoder`` head
+            (``loss_dfl``).
+        loss_reg: optional second box loss (e.g. ``L1Loss()`` on encoded targets, YOLOX's);
             returned as ``loss_reg``.
-        loss_weights: multipliers for ``cls``, ``obj``, ``box``, ``reg``; missing keys keep
-            :data:`DEFAULT_LOSS_WEIGHTS`.
+        reg_last_epochs: with ``loss_reg``, apply it only in the last N epochs (YOLOX: 15; the
+            trainer calls :meth:`set_epoch`); None applies it always.
+        loss_weights: multipliers for ``cls``, ``obj``, ``box``, ``dfl``, ``reg``; missing keys
+            keep :data:`DEFAULT_LOSS_WEIGHTS`.
+        cls_target: ``"onehot"`` | ``"iou"`` | ``"assigner"`` (see the module docstring).
+        box_weight: ``"uniform"`` | ``"cls_target"`` (see the module docstring).
         obj_level_weights: objectness weight per level (YOLOv5: 4.0, 1.0, 0.4); None for 1.
         obj_target: positives' objectness target: ``"iou"`` (detached IoU of the decoded
             prediction with its GT, clamped at 0) or ``"one"``.
+        obj_normalize: ``"level_mean"`` | ``"num_pos"`` (see the module docstring).
         ignore_iof_thr: priors (not positive) whose area lies more than this fraction inside
             a valid ``batch["ignore_boxes"]`` box are left out of the negatives; None disables.
     """
 
     def __init__(
         self,
-        num_classes: int,
         assigner: Any,
         sampler: Any = None,
-        coder: Any = None,
         loss_cls: nn.Module | None = None,
         loss_obj: nn.Module | None = None,
         loss_box: nn.Module | None = None,
+        loss_dfl: nn.Module | None = None,
         loss_reg: nn.Module | None = None,
+        reg_last_epochs: int | None = None,
         loss_weights: Mapping[str, float] | None = None,
-        obj_level_weights: Sequence[float] | None = (4.0, 1.0, 0.4),
+        cls_target: str = "onehot",
+        box_weight: str = "uniform",
+        obj_level_weights: list[float] | tuple[float, ...] | None = (4.0, 1.0, 0.4),
         obj_target: str = "iou",
+        obj_normalize: str = "level_mean",
         ignore_iof_thr: float | None = 0.5,
     ) -> None:
         super().__init__()
-        if num_classes <= 0:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
-        if coder is None:
-            raise ValueError("YOLOLossPipeline needs a box coder, e.g. coder=YOLOCoder()")
-        if obj_target not in OBJ_TARGETS:
-            raise ValueError(f"unknown obj_target {obj_target!r}; accepted: {', '.join(OBJ_TARGETS)}")
+        for name, value, accepted in (("cls_target", cls_target, CLS_TARGETS), ("box_weight", box_weight, BOX_WEIGHTS),
+                                      ("obj_target", obj_target, OBJ_TARGETS),
+                                      ("obj_normalize", obj_normalize, OBJ_NORMALIZE)):
+            if value not in accepted:
+                raise ValueError(f"unknown {name} {value!r}; accepted: {', '.join(accepted)}")
         unknown = set(loss_weights or {}) - set(DEFAULT_LOSS_WEIGHTS)
         if unknown:
             raise ValueError(f"unknown loss_weights keys {sorted(unknown)}; accepted: {sorted(DEFAULT_LOSS_WEIGHTS)}")
-        self.num_classes = num_classes
+        if reg_last_epochs is not None and (loss_reg is None or reg_last_epochs < 1):
+            raise ValueError(f"reg_last_epochs={reg_last_epochs} needs a loss_reg and a positive epoch count")
+        if assigner is None:
+            raise ValueError("YOLOLossPipeline needs an assigner, e.g. assigner=ATSSAssigner()")
         self.assigner = assigner
         self.sampler = sampler if sampler is not None else PseudoSampler()
-        self.coder = coder
         self.loss_cls = loss_cls if loss_cls is not None else BCEWithLogitsLoss()
         self.loss_obj = loss_obj if loss_obj is not None else BCEWithLogitsLoss()
         self.loss_box = loss_box if loss_box is not None else IoULoss(mode="ciou")
+        self.loss_dfl = loss_dfl
         self.loss_reg = loss_reg
+        self.reg_last_epochs = reg_last_epochs
+        self.reg_active = reg_last_epochs is None
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
+        self.cls_target = cls_target
+        self.box_weight = box_weight
         self.obj_level_weights = None if obj_level_weights is None else [float(w) for w in obj_level_weights]
         self.obj_target = obj_target
+        self.obj_normalize = obj_normalize
         self.ignore_iof_thr = ignore_iof_thr
+
+    def set_epoch(self, epoch: int, max_epochs: int) -> None:
+        """Called by the trainer at each epoch start (0-based): switches ``loss_reg`` on for the
+        last ``reg_last_epochs`` epochs."""
+        if self.reg_last_epochs is not None:
+            self.reg_active = epoch >= max_epochs - self.reg_last_epochs
 
     # ----- entry point ---------------------------------------------------------------------
 
-    def forward(
-        self,
-        preds: Tensor,
-        priors: Tensor,
-        prior_strides: Tensor,
-        num_level_priors: Sequence[int],
-        batch: Mapping[str, Any],
-    ) -> dict[str, Tensor]:
+    def forward(self, preds: DensePredictions, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """Losses and statistics of one batch.
 
         Args:
-            preds: ``Tensor[B, N, 5+C]`` raw outputs ``[tx, ty, tw, th, obj, cls...]``.
-            priors: ``Tensor[N, 4]`` xyxy; ``prior_strides``: ``Tensor[N]``.
-            num_level_priors: priors per level, summing to N.
+            preds: the head's named predictions (``box (B, N, R)``, ``cls (B, N, C)``,
+                ``obj (B, N)`` or None) with their priors, strides and coder.
             batch: ``gt_boxes (B, M, 4)``, ``gt_labels (B, M)``, ``gt_mask (B, M)`` and
                 optionally ``ignore_boxes (B, J, 4)``, ``ignore_mask (B, J)``.
 
         Returns:
-            ``loss_cls``, ``loss_obj``, ``loss_box`` (and ``loss_reg``) scalars with grad, and
-            detached ``stat_*`` scalars.
+            ``loss_cls``, ``loss_box`` (and ``loss_obj`` with objectness, ``loss_dfl``,
+            ``loss_reg`` when configured) scalars with grad, and detached ``stat_*`` scalars.
         """
-        self._check_inputs(preds, priors, num_level_priors)
-        preds = preds.float()
-        pred_boxes, pred_scores = self.decode_predictions(preds, priors, prior_strides)
+        self._check_inputs(preds)
+        preds = preds.to_dtype(torch.float32)
+        pred_boxes, pred_scores = self.decode_predictions(preds)
         assign_result = self.assigner.assign(
-            priors, batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"],
-            num_level_priors=list(num_level_priors), prior_strides=prior_strides,
+            preds.priors, batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"],
+            num_level_priors=list(preds.num_level_priors), prior_strides=preds.strides,
             pred_boxes=pred_boxes, pred_scores=pred_scores,
         )
-        assign_result = self.ignore_crowd_regions(assign_result, priors, batch)
+        assign_result = self.ignore_crowd_regions(assign_result, preds.priors, batch)
         sample = self.sampler.sample(assign_result)
-        pos = self.gather_positives(preds, priors, prior_strides, assign_result, sample, batch)
-        avg_factor = pos.preds.new_tensor(float(max(pos.preds.shape[0], 1)))
-        losses = self.box_losses(pos, avg_factor)
-        losses["loss_cls"] = self.classification_loss(pos, avg_factor)
-        losses["loss_obj"] = self.objectness_loss(preds, pos, sample, num_level_priors)
-        losses.update(self.statistics(assign_result, sample, batch, num_level_priors))
+        pos = self.gather_positives(preds, assign_result, sample, batch)
+        pos.score = self.classification_targets(pos, assign_result)
+        losses = self.box_losses(preds, pos)
+        losses["loss_cls"] = self.classification_loss(preds, pos, sample)
+        if preds.obj is not None:
+            losses["loss_obj"] = self.objectness_loss(preds, pos, sample)
+        losses.update(self.statistics(assign_result, sample, batch, preds.num_level_priors))
         return losses
 
-    def _check_inputs(self, preds: Tensor, priors: Tensor, num_level_priors: Sequence[int]) -> None:
-        if preds.dim() != 3 or preds.shape[-1] != 5 + self.num_classes:
-            raise ValueError(f"preds must be (B, N, 5+C) with C={self.num_classes}, got {tuple(preds.shape)}")
-        if preds.shape[1] != priors.shape[0] or sum(num_level_priors) != priors.shape[0]:
-            raise ValueError(
-                f"preds have {preds.shape[1]} priors, priors {priors.shape[0]}, "
-                f"num_level_priors sum to {sum(num_level_priors)}; all three must agree"
-            )
-        if self.obj_level_weights is not None and len(self.obj_level_weights) != len(num_level_priors):
-            raise ValueError(
-                f"obj_level_weights {self.obj_level_weights} must have one entry per level "
-                f"({len(num_level_priors)} levels)"
-            )
+    def _check_inputs(self, preds: DensePredictions) -> None:
+        preds.check()
+        levels = len(preds.num_level_priors)
+        if preds.obj is not None and self.obj_level_weights is not None and len(self.obj_level_weights) != levels:
+            raise ValueError(f"obj_level_weights {self.obj_level_weights} must have one entry per level "
+                             f"({levels} levels)")
+        if self.loss_dfl is not None and not hasattr(preds.coder, "reg_max"):
+            raise ValueError(f"loss_dfl needs a distribution coder (DFLCoder), the head has {preds.coder!r}")
+        for loss in (self.loss_box, self.loss_reg):
+            if loss is not None and _input_space(loss) == "deltas" and preds.box.shape[-1] != 4:
+                raise ValueError(f"{type(loss).__name__} on encoded targets needs 4 box parameters per prior, "
+                                 f"the head predicts {preds.box.shape[-1]} ({preds.coder!r})")
 
     # ----- stages --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def decode_predictions(self, preds: Tensor, priors: Tensor, strides: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Detached ``pred_boxes (B, N, 4)`` xyxy and ``pred_scores (B, N, C)`` = sigmoid(cls) *
-        sigmoid(obj), the latter only for assigners that use predictions."""
-        pred_boxes = self.coder.decode(priors, preds[..., :4], strides).float()
+    def decode_predictions(self, preds: DensePredictions) -> tuple[Tensor, Tensor | None]:
+        """Detached ``pred_boxes (B, N, 4)`` xyxy and ``pred_scores (B, N, C)`` (probabilities:
+        ``sigmoid(cls)``, times ``sigmoid(obj)`` with objectness), the latter only for assigners
+        that use predictions."""
+        pred_boxes = preds.decode()
         if not getattr(self.assigner, "uses_predictions", True):
             return pred_boxes, None
-        pred_scores = torch.sigmoid(preds[..., 5:]) * torch.sigmoid(preds[..., 4:5])
-        return pred_boxes, pred_scores
+        return pred_boxes, preds.scores()
 
     @torch.no_grad()
     def ignore_crowd_regions(self, assign_result: Any, priors: Tensor, batch: Mapping[str, Any]) -> Any:
@@ -210,70 +248,108 @@ class YOLOLossPipeline(nn.Module):
         crowd = (iof.amax(dim=2) > self.ignore_iof_thr) & ~assign_result.pos_mask
         return dataclasses.replace(assign_result, ignore_mask=assign_result.ignore_mask | crowd)
 
-    def gather_positives(
-        self, preds: Tensor, priors: Tensor, strides: Tensor, assign_result: Any, sample: SampleResult,
-        batch: Mapping[str, Any],
-    ) -> Positives:
+    def gather_positives(self, preds: DensePredictions, assign_result: Any, sample: SampleResult,
+                         batch: Mapping[str, Any]) -> Positives:
         """The sampled positives' predictions (with grad) and their decoded boxes, priors, GT
         boxes and labels."""
         batch_idx, prior_idx = sample.pos_mask.nonzero(as_tuple=True)  # (P,), (P,)
         gt_idx = assign_result.gt_index[batch_idx, prior_idx]
-        pos_preds = preds[batch_idx, prior_idx]  # (P, 5+C)
+        box = preds.box[batch_idx, prior_idx]  # (P, R)
+        priors, strides = preds.priors[prior_idx], preds.strides[prior_idx]
         return Positives(
-            batch_idx=batch_idx,
-            prior_idx=prior_idx,
-            preds=pos_preds,
-            priors=priors[prior_idx],
-            strides=strides[prior_idx],
-            gt_boxes=batch["gt_boxes"][batch_idx, gt_idx].float(),
+            batch_idx=batch_idx, prior_idx=prior_idx, box=box, cls=preds.cls[batch_idx, prior_idx],
+            priors=priors, strides=strides, gt_boxes=batch["gt_boxes"][batch_idx, gt_idx].float(),
             labels=assign_result.labels[batch_idx, prior_idx],
-            pred_boxes=self.coder.decode(priors[prior_idx], pos_preds[:, :4], strides[prior_idx]).float(),
+            pred_boxes=preds.coder.decode(priors, box, strides).float(),
         )
 
-    def _regression(self, loss: nn.Module, pos: Positives, avg_factor: Tensor) -> Tensor:
-        if getattr(loss, "input_space", "boxes") == "boxes":
-            return loss(pos.pred_boxes, pos.gt_boxes, avg_factor=avg_factor, reduction_override="mean")
-        with torch.no_grad():
-            targets = self.coder.encode(pos.priors, pos.gt_boxes, pos.strides).float()
-        return loss(pos.preds[:, :4], targets, avg_factor=avg_factor, reduction_override="mean")
+    @torch.no_grad()
+    def classification_targets(self, pos: Positives, assign_result: Any) -> Tensor:
+        """``Tensor[P]``: each positive's classification target at its GT's class (``cls_target``)."""
+        if self.cls_target == "onehot":
+            return torch.ones_like(pos.box[:, 0])
+        if self.cls_target == "iou":
+            return aligned_iou(pos.pred_boxes, pos.gt_boxes).clamp(min=0)
+        score_target = getattr(assign_result, "score_target", None)
+        if score_target is None:
+            raise ValueError(f"cls_target='assigner' needs an assigner that sets score_target "
+                             f"(task-aligned, SimOTA, dynamic soft label); {type(self.assigner).__name__} does not")
+        return score_target[pos.batch_idx, pos.prior_idx].float()
 
-    def box_losses(self, pos: Positives, avg_factor: Tensor) -> dict[str, Tensor]:
-        """``loss_box`` (and ``loss_reg``) on the positives; 0 with grad when there are none."""
-        out = {"loss_box": self.loss_weights["box"] * self._regression(self.loss_box, pos, avg_factor)}
+    def _box_normaliser(self, pos: Positives) -> tuple[Tensor | None, Tensor]:
+        """Per-positive box-loss weight ``Tensor[P]`` (None for uniform) and the divisor."""
+        if self.box_weight == "cls_target":
+            return pos.score, pos.score.sum().clamp(min=1.0)
+        return None, pos.box.new_tensor(float(max(pos.count, 1)))
+
+    def _regression(self, loss: nn.Module, preds: DensePredictions, pos: Positives, weight: Tensor | None,
+                    avg_factor: Tensor) -> Tensor:
+        space = _input_space(loss)
+        if space == "boxes":
+            return loss(pos.pred_boxes, pos.gt_boxes, weight=weight, avg_factor=avg_factor, reduction_override="mean")
+        with torch.no_grad():
+            targets = preds.coder.encode(pos.priors, pos.gt_boxes, pos.strides).float()  # (P, 4)
+        if space == "distribution":  # (P, 4 * reg_max) -> (P, 4, reg_max); the loss is the mean over sides
+            bins = pos.box.unflatten(-1, (4, -1))
+            side_w = torch.full_like(targets, 0.25) if weight is None else (weight / 4)[:, None].expand_as(targets)
+            return loss(bins, targets, weight=side_w, avg_factor=avg_factor, reduction_override="mean")
+        w = None if weight is None else weight[:, None]
+        return loss(pos.box, targets, weight=w, avg_factor=avg_factor, reduction_override="mean")
+
+    def box_losses(self, preds: DensePredictions, pos: Positives) -> dict[str, Tensor]:
+        """``loss_box`` (and ``loss_dfl``, ``loss_reg``) on the positives; 0 with grad when there are none."""
+        weight, avg_factor = self._box_normaliser(pos)
+        out = {"loss_box": self.loss_weights["box"] * self._regression(self.loss_box, preds, pos, weight, avg_factor)}
+        if self.loss_dfl is not None:
+            out["loss_dfl"] = self.loss_weights["dfl"] * self._regression(self.loss_dfl, preds, pos, weight, avg_factor)
         if self.loss_reg is not None:
-            out["loss_reg"] = self.loss_weights["reg"] * self._regression(self.loss_reg, pos, avg_factor)
+            reg = self._regression(self.loss_reg, preds, pos, weight, avg_factor)
+            out["loss_reg"] = self.loss_weights["reg"] * (reg if self.reg_active else reg * 0.0)
         return out
 
-    def classification_loss(self, pos: Positives, avg_factor: Tensor) -> Tensor:
-        """``loss_cls`` on the positives with one-hot targets (smoothing is the loss's option)."""
-        target = F.one_hot(pos.labels.clamp(min=0), self.num_classes).float()  # (P, C)
-        loss = self.loss_cls(pos.preds[:, 5:], target, avg_factor=avg_factor, reduction_override="mean")
+    def classification_loss(self, preds: DensePredictions, pos: Positives, sample: SampleResult) -> Tensor:
+        """``loss_cls``: on the positives (heads with objectness) or on every sampled prior."""
+        num_classes = preds.num_classes
+        labels = pos.labels.clamp(min=0)
+        if pos.count and int(labels.max()) >= num_classes:
+            raise ValueError(f"GT label {int(labels.max())} is not a class of this head (C={num_classes})")
+        pos_target = F.one_hot(labels, num_classes).float() * pos.score[:, None]  # (P, C)
+        if preds.obj is not None:
+            avg_factor = pos.box.new_tensor(float(max(pos.count, 1)))
+            loss = self.loss_cls(pos.cls, pos_target, avg_factor=avg_factor, reduction_override="mean")
+            return self.loss_weights["cls"] * loss
+        target = torch.zeros_like(preds.cls)  # (B, N, C): negatives learn 0 on every class
+        target[pos.batch_idx, pos.prior_idx] = pos_target
+        weight = (sample.pos_mask | sample.neg_mask).float()[..., None]  # (B, N, 1): ignored priors left out
+        avg_factor = pos.score.sum().clamp(min=1.0)
+        loss = self.loss_cls(preds.cls, target, weight=weight, avg_factor=avg_factor, reduction_override="mean")
         return self.loss_weights["cls"] * loss
 
-    def objectness_loss(
-        self, preds: Tensor, pos: Positives, sample: SampleResult, num_level_priors: Sequence[int]
-    ) -> Tensor:
-        """``loss_obj``: BCE-style loss on sampled priors, per-level mean times level weight."""
-        target = torch.zeros_like(preds[..., 4])  # (B, N)
-        if pos.preds.shape[0]:
+    def objectness_loss(self, preds: DensePredictions, pos: Positives, sample: SampleResult) -> Tensor:
+        """``loss_obj``: BCE-style loss on sampled priors (see ``obj_normalize``)."""
+        obj = preds.obj
+        target = torch.zeros_like(obj)  # (B, N)
+        if pos.count:
             if self.obj_target == "iou":
                 value = aligned_iou(pos.pred_boxes.detach(), pos.gt_boxes).clamp(min=0)
             else:
-                value = torch.ones_like(pos.preds[:, 4])
+                value = torch.ones_like(pos.box[:, 0])
             target[pos.batch_idx, pos.prior_idx] = value
         valid = (sample.pos_mask | sample.neg_mask).float()  # (B, N)
-        counts = torch.tensor(list(num_level_priors), device=preds.device)
-        level_valid = torch.stack([v.sum() for v in valid.split(list(num_level_priors), dim=1)])  # (L,)
-        level_w = preds.new_tensor(self.obj_level_weights or [1.0] * len(num_level_priors))
-        per_prior = (level_w / level_valid.clamp(min=1)).repeat_interleave(counts)  # (N,)
-        weight = valid * per_prior[None, :]
-        loss = self.loss_obj(preds[..., 4], target, weight=weight, reduction_override="sum")
+        if self.obj_normalize == "num_pos":
+            avg_factor = obj.new_tensor(float(max(pos.count, 1)))
+            return self.loss_weights["obj"] * self.loss_obj(obj, target, weight=valid, avg_factor=avg_factor,
+                                                            reduction_override="mean")
+        counts = list(preds.num_level_priors)
+        level_valid = torch.stack([v.sum() for v in valid.split(counts, dim=1)])  # (L,)
+        level_w = obj.new_tensor(self.obj_level_weights or [1.0] * len(counts))
+        per_prior = (level_w / level_valid.clamp(min=1)).repeat_interleave(torch.tensor(counts, device=obj.device))
+        loss = self.loss_obj(obj, target, weight=valid * per_prior[None, :], reduction_override="sum")
         return self.loss_weights["obj"] * loss
 
     @torch.no_grad()
-    def statistics(
-        self, assign_result: Any, sample: SampleResult, batch: Mapping[str, Any], num_level_priors: Sequence[int]
-    ) -> dict[str, Tensor]:
+    def statistics(self, assign_result: Any, sample: SampleResult, batch: Mapping[str, Any],
+                   num_level_priors: list[int]) -> dict[str, Tensor]:
         """Detached ``stat_*``: positives per valid GT, GTs without a positive, valid GT count,
         mean assigned IoU of positives, and positives per level per image."""
         boxes = batch["gt_boxes"]
@@ -296,8 +372,14 @@ class YOLOLossPipeline(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"num_classes={self.num_classes}, assigner={self.assigner!r}, sampler={self.sampler!r}, "
-            f"coder={self.coder!r}, loss_weights={self.loss_weights}, "
+            f"assigner={self.assigner!r}, sampler={self.sampler!r}, loss_weights={self.loss_weights}, "
+            f"cls_target={self.cls_target!r}, box_weight={self.box_weight!r}, "
             f"obj_level_weights={self.obj_level_weights}, obj_target={self.obj_target!r}, "
-            f"ignore_iof_thr={self.ignore_iof_thr}"
+            f"obj_normalize={self.obj_normalize!r}, ignore_iof_thr={self.ignore_iof_thr}"
         )
+
+
+def _input_space(loss: nn.Module) -> str:
+    """Where a regression loss applies: ``"boxes"`` (decoded), ``"deltas"`` (encoded targets) or
+    ``"distribution"`` (DFL bin logits against encoded distances)."""
+    return getattr(loss, "input_space", "boxes")

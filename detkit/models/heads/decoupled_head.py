@@ -1,0 +1,190 @@
+"""Anchor-free decoupled head (YOLOX, YOLOv6/v8, RTMDet): separate classification and box branches.
+
+Per level: an optional 1x1 stem (YOLOX), then a classification branch and a box branch of
+``num_convs`` 3x3 ConvBNActs each (depthwise-separable with ``depthwise``), ending in 1x1 convs
+to C class logits and R box parameters (``coder.num_params``: 4 ltrb distances for
+``DistanceCoder`` / ``YOLOXCoder``, ``4 * reg_max`` bin logits for ``DFLCoder``), plus an optional
+1x1 objectness conv on the box branch (YOLOX). One point prior per location
+(``PointGenerator``). The layouts of YOLOv8 and YOLOX are arguments:
+
+    YOLOv8-s: stem_channels=None, box_channels=64, cls_channels=128, coder=DFLCoder(16), bias_init="yolov8"
+    YOLOX-s:  stem_channels=128, objectness=True, coder=YOLOXCoder(), bias_init="prior_prob"
+
+A level's raw map is the concatenation ``[box (R), obj (0 or 1), cls (C)]`` along channels;
+:meth:`split_level` names its parts for the loss pipeline and post-processing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detkit.models.heads.dense_head import DenseHead
+from detkit.models.layers import ConvBNAct, conv_unit
+
+__all__ = ["BIAS_INITS", "DecoupledHead"]
+
+BIAS_INITS = ("prior_prob", "yolov8")
+
+
+def _per_level(value: int | Sequence[int], levels: int, name: str) -> list[int]:
+    values = [int(value)] * levels if isinstance(value, int) else [int(v) for v in value]
+    if len(values) != levels or min(values) <= 0:
+        raise ValueError(f"{name} must be a positive int or one per level ({levels}), got {value}")
+    return values
+
+
+class DecoupledHead(DenseHead):
+    """Decoupled classification / box head on point priors.
+
+    Args:
+        num_classes: C.
+        in_channels: channels per input level, or None to read them from the neck.
+        prior_generator: a ``PointGenerator`` (one prior per location).
+        coder: ``DistanceCoder``, ``YOLOXCoder`` or ``DFLCoder(reg_max)``.
+        loss: the loss pipeline (``YOLOLossPipeline``), or None for an inference-only head.
+        stem_channels: width of a 1x1 stem conv per level (YOLOX: 256 x width), or None for none.
+        cls_channels, box_channels: widths of the branches' 3x3 convs (an int or one per level).
+            None: the stem's width, or without a stem YOLOv8's rule from the first level's input
+            ``c0``: box ``max(16, c0 // 4, R)``, classes ``max(c0, min(C, 100))``.
+        num_convs: 3x3 convs per branch (>= 1).
+        depthwise: depthwise-separable 3x3 convs (YOLOX-Nano style).
+        act: activation of the stem and branch convs.
+        objectness: predict objectness from the box branch (YOLOX).
+        bias_init: ``"prior_prob"`` (class and objectness biases ``logit(prior_prob)``, as
+            YOLOX / RTMDet) or ``"yolov8"`` (box biases 1, class biases
+            ``log(5 / C / (bias_init_size / stride)**2)``: about 5 objects per image).
+        prior_prob, bias_init_size: see ``bias_init``.
+        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label: post-processing (:class:`DenseHead`).
+
+    Shapes: ``forward([(B, in_i, H_i, W_i)]) -> [(B, R + O + C, H_i, W_i)]`` (O = 1 with objectness).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: Sequence[int] | None = None,
+        *,
+        prior_generator: Any,
+        coder: Any,
+        loss: nn.Module | None = None,
+        stem_channels: int | None = None,
+        cls_channels: int | Sequence[int] | None = None,
+        box_channels: int | Sequence[int] | None = None,
+        num_convs: int = 2,
+        depthwise: bool = False,
+        act: str = "silu",
+        objectness: bool = False,
+        bias_init: str = "prior_prob",
+        prior_prob: float = 0.01,
+        bias_init_size: int = 640,
+        score_thr: float = 0.001,
+        nms_iou_thr: float = 0.65,
+        nms_pre: int = 30000,
+        max_per_img: int = 300,
+        multi_label: bool = True,
+    ) -> None:
+        super().__init__(num_classes, prior_generator=prior_generator, coder=coder, loss=loss,
+                         score_thr=score_thr, nms_iou_thr=nms_iou_thr, nms_pre=nms_pre,
+                         max_per_img=max_per_img, multi_label=multi_label)
+        if self.num_base_priors != 1:
+            raise ValueError(f"DecoupledHead uses one point prior per location (PointGenerator); "
+                             f"{prior_generator!r} has {self.num_base_priors}")
+        if bias_init not in BIAS_INITS:
+            raise ValueError(f"unknown bias_init {bias_init!r}; accepted: {', '.join(BIAS_INITS)}")
+        if not 0.0 < prior_prob < 1.0:
+            raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
+        if not isinstance(num_convs, int) or num_convs < 1:
+            raise ValueError(f"num_convs must be an int >= 1, got {num_convs!r}")
+        self.num_box_params = int(coder.num_params)
+        self.stem_channels = stem_channels
+        self.cls_channels = cls_channels
+        self.box_channels = box_channels
+        self.num_convs = num_convs
+        self.depthwise = depthwise
+        self.act = act
+        self.objectness = objectness
+        self.bias_init = bias_init
+        self.prior_prob = prior_prob
+        self.bias_init_size = bias_init_size
+        if in_channels is not None:
+            self.bind(in_channels)
+
+    @property
+    def has_objectness(self) -> bool:
+        return self.objectness
+
+    def _branch_widths(self, in_channels: list[int]) -> tuple[list[int], list[int]]:
+        levels = len(in_channels)
+        if self.stem_channels is not None:
+            default_cls = default_box = self.stem_channels
+        else:
+            c0 = in_channels[0]
+            default_box = max(16, c0 // 4, self.num_box_params)
+            default_cls = max(c0, min(self.num_classes, 100))
+        cls = self.cls_channels if self.cls_channels is not None else default_cls
+        box = self.box_channels if self.box_channels is not None else default_box
+        return _per_level(cls, levels, "cls_channels"), _per_level(box, levels, "box_channels")
+
+    def _branch(self, cin: int, width: int) -> nn.Sequential:
+        convs = [conv_unit(cin if i == 0 else width, width, 3, act=self.act, depthwise=self.depthwise)
+                 for i in range(self.num_convs)]
+        return nn.Sequential(*convs)
+
+    def _build(self, in_channels: list[int]) -> None:
+        self._check_levels(in_channels)
+        cls_w, box_w = self._branch_widths(in_channels)
+        if self.stem_channels is not None:
+            self.stems = nn.ModuleList(ConvBNAct(c, self.stem_channels, 1, act=self.act) for c in in_channels)
+            branch_in = [self.stem_channels] * len(in_channels)
+        else:
+            self.stems = nn.ModuleList(nn.Identity() for _ in in_channels)
+            branch_in = list(in_channels)
+        self.cls_convs = nn.ModuleList(self._branch(c, w) for c, w in zip(branch_in, cls_w))
+        self.box_convs = nn.ModuleList(self._branch(c, w) for c, w in zip(branch_in, box_w))
+        self.cls_preds = nn.ModuleList(nn.Conv2d(w, self.num_classes, 1) for w in cls_w)
+        self.box_preds = nn.ModuleList(nn.Conv2d(w, self.num_box_params, 1) for w in box_w)
+        self.obj_preds = nn.ModuleList(nn.Conv2d(w, 1, 1) for w in box_w) if self.objectness else None
+        self.out_channels = [self.num_box_params + int(self.objectness) + self.num_classes] * len(in_channels)
+        self._init_biases()
+
+    @torch.no_grad()
+    def _init_biases(self) -> None:
+        prior_logit = -math.log((1 - self.prior_prob) / self.prior_prob)
+        strides = getattr(self.prior_generator, "strides", [8 * 2**i for i in range(len(self.cls_preds))])
+        for level, (cls_pred, box_pred) in enumerate(zip(self.cls_preds, self.box_preds)):
+            if self.bias_init == "yolov8":
+                box_pred.bias.fill_(1.0)
+                cls_pred.bias.fill_(math.log(5 / self.num_classes / (self.bias_init_size / strides[level]) ** 2))
+            else:
+                cls_pred.bias.fill_(prior_logit)
+        if self.obj_preds is not None:
+            for obj_pred in self.obj_preds:
+                obj_pred.bias.fill_(prior_logit)
+
+    def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
+        self._check_bound()
+        if len(feats) != len(self.cls_preds):
+            raise ValueError(f"DecoupledHead built for {len(self.cls_preds)} levels, got {len(feats)}")
+        outs = []
+        for i, x in enumerate(feats):
+            x = self.stems[i](x)
+            box_feat = self.box_convs[i](x)
+            parts = [self.box_preds[i](box_feat)]
+            if self.obj_preds is not None:
+                parts.append(self.obj_preds[i](box_feat))
+            parts.append(self.cls_preds[i](self.cls_convs[i](x)))
+            outs.append(torch.cat(parts, dim=1))  # (B, R + O + C, H, W)
+        return outs
+
+    def split_level(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(B, R + O + C, H, W)`` -> ``box (B, H*W, R)``, ``cls (B, H*W, C)``, ``obj (B, H*W)`` or None."""
+        b, k, h, w = x.shape
+        x = x.view(b, k, h * w).transpose(1, 2)  # (B, R+O+C, H, W) -> (B, H*W, R+O+C)
+        r = self.num_box_params
+        obj = x[..., r] if self.objectness else None
+        return x[..., :r], x[..., r + int(self.objectness):], obj

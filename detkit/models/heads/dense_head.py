@@ -1,0 +1,139 @@
+"""What both head families share: priors, the loss pipeline, decoding and post-processing.
+
+A dense head predicts, at every prior, box parameters, class logits and (optionally) objectness.
+Subclasses build the layers (``_build``), run them (``forward -> raw maps``, one tensor per level)
+and say how a level's raw map splits into named predictions (``split_level``); everything after
+that is here::
+
+    raw maps -> flatten -> DensePredictions -> loss pipeline (training)
+                                            -> decode + score filter + NMS (inference)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detkit.models.heads.predictions import DensePredictions
+from detkit.models.necks.base import BindableModule
+from detkit.models.postprocess import postprocess
+
+__all__ = ["DenseHead"]
+
+
+class DenseHead(BindableModule):
+    """Base of :class:`YOLOHead` and :class:`DecoupledHead`.
+
+    Args:
+        num_classes: C.
+        prior_generator: ``YOLOAnchorGenerator`` / ``PointGenerator`` (one level per input).
+        coder: box coder; ``coder.num_params`` box parameters are predicted per prior.
+        loss: the loss pipeline (``YOLOLossPipeline(assigner=..., ...)``), or None for an
+            inference-only head.
+        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label: inference post-processing
+            (see :func:`detkit.models.postprocess.postprocess_single`).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        prior_generator: Any,
+        coder: Any,
+        loss: nn.Module | None = None,
+        score_thr: float = 0.001,
+        nms_iou_thr: float = 0.65,
+        nms_pre: int = 30000,
+        max_per_img: int = 300,
+        multi_label: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_classes <= 0:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.num_classes = num_classes
+        self.prior_generator = prior_generator
+        self.coder = coder
+        self.num_base_priors = int(prior_generator.num_base_priors)
+        self.loss_pipeline = loss
+        self.test_cfg = dict(score_thr=score_thr, nms_iou_thr=nms_iou_thr, nms_pre=nms_pre,
+                             max_per_img=max_per_img, multi_label=multi_label)
+
+    # ----- what subclasses define ------------------------------------------------------------
+
+    @property
+    def has_objectness(self) -> bool:
+        raise NotImplementedError
+
+    def split_level(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One level's raw map ``(B, K, H, W)`` -> ``box (B, H*W*A, R)``, ``cls (B, H*W*A, C)``,
+        ``obj (B, H*W*A)`` or None, rows in the prior generator's order."""
+        raise NotImplementedError
+
+    # ----- shared ------------------------------------------------------------------------------
+
+    @property
+    def assigner(self) -> Any:
+        """The loss pipeline's assigner; setting it swaps the assigner used from then on."""
+        return None if self.loss_pipeline is None else self.loss_pipeline.assigner
+
+    @assigner.setter
+    def assigner(self, value: Any) -> None:
+        if self.loss_pipeline is None:
+            raise ValueError("this head was built without a loss pipeline (inference only)")
+        self.loss_pipeline.assigner = value
+
+    def _check_levels(self, in_channels: list[int]) -> None:
+        strides = getattr(self.prior_generator, "strides", None)
+        if strides is not None and len(strides) != len(in_channels):
+            raise ValueError(
+                f"{type(self).__name__} gets {len(in_channels)} levels (in_channels={in_channels}) but the "
+                f"prior generator has {len(strides)} strides {list(strides)}"
+            )
+
+    def priors(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[int]]:
+        """``(priors (N, 4), prior_strides (N,), num_level_priors)`` for these raw maps."""
+        sizes = [tuple(x.shape[-2:]) for x in raw]
+        return self.prior_generator.grid_priors(sizes, device=raw[0].device)
+
+    def flatten(self, raw: Sequence[Tensor]) -> DensePredictions:
+        """Raw maps (one per level) -> named predictions over all ``N`` priors, levels concatenated."""
+        box, cls, obj = zip(*(self.split_level(x) for x in raw))
+        priors, strides, counts = self.priors(raw)
+        return DensePredictions(
+            box=torch.cat(box, dim=1), cls=torch.cat(cls, dim=1),
+            obj=torch.cat(obj, dim=1) if self.has_objectness else None,
+            priors=priors, strides=strides, num_level_priors=list(counts), coder=self.coder,
+        )
+
+    def decode_outputs(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Every prior's decoded box and class scores, unfiltered (the exported outputs).
+
+        Returns:
+            ``boxes (B, N, 4)`` xyxy input pixels, ``scores (B, N, C)`` (``obj * cls`` with
+            objectness, else ``cls`` probabilities), fp32.
+        """
+        preds = self.flatten(raw)
+        return preds.decode(), preds.scores()
+
+    def loss(self, raw: Sequence[Tensor], batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Training losses (``loss_*``) and detached ``stat_*`` from the loss pipeline."""
+        if self.loss_pipeline is None:
+            raise ValueError("this head was built without a loss pipeline and cannot compute losses")
+        return self.loss_pipeline(self.flatten(raw), batch)
+
+    @torch.no_grad()
+    def predict(self, raw: Sequence[Tensor], batch: Mapping[str, Any] | None = None,
+                **overrides: Any) -> list[dict[str, Tensor]]:
+        """Detections per image in network-input pixels: ``dict(boxes (K, 4), scores, labels)``.
+
+        ``overrides`` replace post-processing settings for this call (e.g. ``score_thr=0.25``).
+        ``batch`` is unused here; :class:`Detector` maps boxes back to the original images.
+        """
+        unknown = set(overrides) - set(self.test_cfg)
+        if unknown:
+            raise ValueError(f"unknown post-processing options {sorted(unknown)}; "
+                             f"accepted: {sorted(self.test_cfg)}")
+        return postprocess(self.flatten(raw), **{**self.test_cfg, **overrides})
