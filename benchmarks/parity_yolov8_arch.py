@@ -9,7 +9,8 @@ layer map below (strict ``load_state_dict``: every tensor used, none missing), a
 outputs (Ultralytics' layers 15, 18, 21) are compared in eval mode on the same input. When the
 ``yolox`` package is installed, YOLOX-s's ``YOLOPAFPN`` (built by YOLOX's own ``Exp.get_model``,
 which sets BatchNorm ``eps=1e-3``) is checked the same way against
-``CSPDarknet(arch="yolox")`` + ``CSPPAN(layout="yolox")``. Parameter counts are printed on both sides.
+``CSPDarknet(arch="yolox")`` + ``CSPPAN(layout="yolox")``. Parameter counts are printed on both
+sides.
 
 Ultralytics and yolox are installed only in the benchmark venv (``make bench-setup``), never as
 detkit dependencies; exit status 2 when ultralytics is missing, 1 when a check fails.
@@ -148,7 +149,8 @@ def check_yolox_s(x: torch.Tensor, tol: float) -> bool | None:
     ref, head_params = model.backbone, count(model.head)
     randomise_batchnorm(ref, seed=1)
     backbone = CSPDarknet("yolox", scale="s")
-    ours = nn.ModuleDict(dict(backbone=backbone, neck=CSPPAN(backbone.out_channels, layout="yolox"))).eval()
+    neck = CSPPAN(backbone.out_channels, layout="yolox")
+    ours = nn.ModuleDict(dict(backbone=backbone, neck=neck)).eval()
     ours.load_state_dict({rename_yolox_key(k): v for k, v in ref.state_dict().items()}, strict=True)
     with torch.no_grad():
         expected = list(ref(x))
@@ -157,7 +159,7 @@ def check_yolox_s(x: torch.Tensor, tol: float) -> bool | None:
     ref_bb = count(ref.backbone)
     ref_neck = count(ref) - ref_bb
     ok = max(diffs) <= tol
-    print(f"| YOLOX-s | {ref_bb:,} / {count(backbone):,} | {ref_neck:,} / {count(ours['neck']):,} | "
+    print(f"| YOLOX-s | {ref_bb:,} / {count(backbone):,} | {ref_neck:,} / {count(neck):,} | "
           f"{' '.join(f'{d:.1e}' for d in diffs)} | {' '.join(f'{s:.1f}' for s in scales)} | "
           f"{'ok' if ok else 'FAIL'} |", flush=True)
     print(f"(YOLOX-s head, 80 classes: {head_params:,} parameters; whole model "

@@ -246,8 +246,8 @@ class Focus(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # (B, C, H, W) -> (B, 4C, H/2, W/2)
-        x = torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
-        return self.conv(x)
+        patches = (x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2])
+        return self.conv(torch.cat(patches, 1))
 
 
 class DarknetBottleneck(nn.Module):

@@ -204,7 +204,8 @@ def test_yolov8_max_channels_cap_before_widening():
     assert CSPDarknet("yolov8", scale="x").out_channels == [320, 640, 640]
     custom = CSPDarknet("yolov8", deepen_factor=0.33, widen_factor=0.25, max_channels=256)
     assert custom.out_channels == [64, 64, 64]
-    assert CSPDarknet("yolov8", deepen_factor=0.33, widen_factor=0.25).out_channels == [64, 128, 256]
+    uncapped = CSPDarknet("yolov8", deepen_factor=0.33, widen_factor=0.25)
+    assert uncapped.out_channels == [64, 128, 256]
 
 
 def test_yolox_s_plan():

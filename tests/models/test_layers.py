@@ -107,7 +107,7 @@ def test_c2f_equals_hand_written_reference(shortcut):
         parts.append(parts[-1] + z if shortcut else z)
     expected = _ref_conv(m.cv2, torch.cat(parts, 1))
     assert m.cv2.conv.in_channels == (2 + 2) * h
-    assert m.blocks[0].conv1.conv.kernel_size == (3, 3) and m.blocks[0].conv2.conv.kernel_size == (3, 3)
+    assert [c.conv.kernel_size for c in (m.blocks[0].conv1, m.blocks[0].conv2)] == [(3, 3), (3, 3)]
     assert torch.allclose(m(x), expected, atol=1e-5)
 
 
@@ -125,7 +125,7 @@ def test_c3_equals_hand_written_reference():
 def test_bottleneck_shortcut_only_when_channels_match():
     x = torch.randn(1, 4, 5, 5)
     blk = DarknetBottleneck(4, 4, shortcut=True).eval()
-    nn.init.zeros_(blk.conv2.bn.weight), nn.init.zeros_(blk.conv2.bn.bias)  # branch gives silu(0) = 0
+    nn.init.zeros_(blk.conv2.bn.weight), nn.init.zeros_(blk.conv2.bn.bias)  # branch: silu(0) = 0
     assert torch.equal(blk(x), x)
     blk.add = False
     assert torch.equal(blk(x), torch.zeros_like(x))

@@ -156,7 +156,8 @@ def test_csppan_yolov8s_plan():
 
 def test_csppan_yolox_s_plan():
     neck = CSPPAN([128, 256, 512], layout="yolox")
-    assert [(r.conv.in_channels, r.conv.out_channels) for r in neck.reduce] == [(512, 256), (256, 128)]
+    reduce = [(r.conv.in_channels, r.conv.out_channels) for r in neck.reduce]
+    assert reduce == [(512, 256), (256, 128)]
     blocks = [*neck.td_blocks, *neck.bu_blocks]
     assert all(isinstance(b, C3) and not any(blk.add for blk in b.blocks) for b in blocks)
     # YOLOX's C3_p4, C3_p3, C3_n3, C3_n4

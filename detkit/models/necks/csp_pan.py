@@ -135,6 +135,7 @@ class CSPPAN(BindableModule):
             td[i] = self.td_blocks[k](torch.cat([up, feats[i]], dim=1))
         outs = [td[0]]
         for k, i in enumerate(range(1, n)):
-            down = self.down[k](outs[-1])  # (B, c_{i-1}, H_{i-1}, W_{i-1}) -> (B, c_{i-1}, H_i, W_i)
+            # (B, c_{i-1}, H_{i-1}, W_{i-1}) -> (B, c_{i-1}, H_i, W_i)
+            down = self.down[k](outs[-1])
             outs.append(self.bu_blocks[k](torch.cat([down, partner[i]], dim=1)))
         return outs
