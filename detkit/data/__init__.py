@@ -9,7 +9,7 @@ from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ImageReadError, Probl
 from detkit.data.coco import COCO_CLASSES, CocoDataset
 from detkit.data.collate import collate
 from detkit.data.imageio import LoadedImage, load_image
-from detkit.data.loader import DetDataLoader, build_dataloader, merge_batch_problems, seed_worker
+from detkit.data.loader import DetDataLoader, build_dataloader, init_worker, merge_batch_problems
 from detkit.data.shapes import SHAPE_CLASSES, ShapesDataset, ensure_shapes_dataset, make_shapes_dataset
 from detkit.data.transforms import (
     Albu,
@@ -50,10 +50,10 @@ __all__ = [
     "clean_boxes",
     "collate",
     "ensure_shapes_dataset",
+    "init_worker",
     "load_class_names",
     "load_image",
     "make_shapes_dataset",
     "merge_batch_problems",
     "read_image",
-    "seed_worker",
 ]

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from detkit.data.loader import build_dataloader
 from detkit.engine.distributed import InferenceSampler, all_gather_object, is_main_process
-from detkit.engine.train_utils import init_worker, move_batch
 from detkit.evaluation import COCOEvaluator, detections_to_coco_results
 
 __all__ = ["build_evaluator", "evaluate_dataset", "predict_dataset"]
@@ -48,31 +48,34 @@ def predict_dataset(
     model: nn.Module,
     dataset: Dataset,
     device: torch.device,
-    collate_fn: Callable,
+    collate_fn: Callable | None = None,
     batch_size: int = 8,
     num_workers: int = 0,
     progress: bool = True,
     amp: bool = False,
+    size_divisor: int = 32,
 ) -> list[dict[str, Any]]:
     """COCO result dicts for every image of ``dataset``, gathered from all ranks.
 
     Each rank predicts its contiguous shard (:class:`InferenceSampler`); the results of all ranks
     are returned on every rank. ``dataset.cat_ids`` (when present) maps class indices to ids.
+    The loader is :func:`detkit.data.build_dataloader`'s (``collate_fn=None``: detkit's collate
+    padding to ``size_divisor``); its workers ignore Ctrl-C, so the trainer stops cleanly, and its
+    own seeded generator leaves torch's global RNG untouched (a resumed run repeats the same draws).
     """
     from tqdm import tqdm
 
     was_training = model.training
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=InferenceSampler(len(dataset)),
-                        num_workers=num_workers, collate_fn=collate_fn, pin_memory=device.type == "cuda",
-                        worker_init_fn=init_worker,  # workers ignore Ctrl-C: the trainer stops cleanly
-                        generator=torch.Generator().manual_seed(0))  # leaves the global RNG untouched
+    loader = build_dataloader(dataset, batch_size, num_workers=num_workers, shuffle=False,
+                              sampler=InferenceSampler(len(dataset)), persistent_workers=False,
+                              pin_memory=device.type == "cuda", collate_fn=collate_fn,
+                              size_divisor=size_divisor, device=device)
     cat_ids = getattr(dataset, "cat_ids", None)
     results: list[dict[str, Any]] = []
     start, images = time.perf_counter(), 0
     bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()), leave=False, dynamic_ncols=True)
     for batch in bar:
-        batch = move_batch(batch, device)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             dets = model.predict(batch)
         results += detections_to_coco_results(dets, batch["image_ids"], cat_ids)
@@ -88,14 +91,16 @@ def evaluate_dataset(
     dataset: Dataset,
     evaluator: COCOEvaluator,
     device: torch.device,
-    collate_fn: Callable,
+    collate_fn: Callable | None = None,
     batch_size: int = 8,
     num_workers: int = 0,
     progress: bool = True,
+    size_divisor: int = 32,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """``(metrics, results)``: COCO metrics of ``model`` on ``dataset`` (computed on rank 0; other
-    ranks get ``{}``) and the gathered results."""
-    results = predict_dataset(model, dataset, device, collate_fn, batch_size, num_workers, progress)
+    ranks get ``{}``) and the gathered results (arguments as for :func:`predict_dataset`)."""
+    results = predict_dataset(model, dataset, device, collate_fn=collate_fn, batch_size=batch_size,
+                              num_workers=num_workers, progress=progress, size_divisor=size_divisor)
     if not is_main_process():
         return {}, results
     metrics = evaluator.evaluate(results)

@@ -75,19 +75,3 @@ def test_resolve_device_and_deterministic():
     finally:
         torch.use_deterministic_algorithms(False)
 
-
-def test_loader_workers_ignore_sigint():
-    """Worker set-up of the training and evaluation loaders: Ctrl-C is the trainer's to handle."""
-    import signal
-
-    from detkit.engine.train_utils import init_worker
-
-    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        init_worker(0)
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    finally:
-        signal.signal(signal.SIGINT, saved[0])
-        signal.signal(signal.SIGTERM, saved[1])
