@@ -7,7 +7,12 @@ prior_strides=None, pred_boxes=None, pred_scores=None) -> AssignResult`` (see ``
 * :class:`MaxIoUAssigner`: each prior to its best-IoU GT by thresholds, plus low-quality matches;
 * :class:`ATSSAssigner`: adaptive IoU threshold over the nearest priors of each level;
 * :class:`SimOTAAssigner`: YOLOX's dynamic-k matching on predictions (prediction-aware);
-* :class:`TaskAlignedAssigner`: TOOD / YOLOv8's score x IoU alignment (prediction-aware).
+* :class:`TaskAlignedAssigner`: TOOD / YOLOv8's score x IoU alignment (prediction-aware);
+* :class:`YOLOv5Assigner`: YOLOv5's anchor shape ratio in the centre cell and its two nearest neighbours;
+* :class:`FCOSAssigner`: FCOS's centre sampling and regression range per level;
+* :class:`DynamicSoftLabelAssigner`: RTMDet's dynamic-k matching on a soft-label cost (prediction-aware).
+
+Short names for common settings, each peer's variant included, are in :mod:`detkit.assigners.presets`.
 
 Each takes ``max_gt_chunk`` to process GTs in chunks (bounded memory, bit-identical results).
 """
@@ -15,19 +20,25 @@ Each takes ``max_gt_chunk`` to process GTs in chunks (bounded memory, bit-identi
 from detkit.assigners.atss import ATSSAssigner
 from detkit.assigners.base import NOT_ASSIGNED, AssignResult, Assigner
 from detkit.assigners.chunking import gt_chunk_for_memory
+from detkit.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
+from detkit.assigners.fcos import FCOSAssigner
 from detkit.assigners.grid import GridAssigner
 from detkit.assigners.max_iou import MaxIoUAssigner
 from detkit.assigners.simota import SimOTAAssigner
 from detkit.assigners.task_aligned import TaskAlignedAssigner
+from detkit.assigners.yolov5 import YOLOv5Assigner
 
 __all__ = [
     "NOT_ASSIGNED",
     "ATSSAssigner",
     "AssignResult",
     "Assigner",
+    "DynamicSoftLabelAssigner",
+    "FCOSAssigner",
     "GridAssigner",
     "MaxIoUAssigner",
     "SimOTAAssigner",
     "TaskAlignedAssigner",
+    "YOLOv5Assigner",
     "gt_chunk_for_memory",
 ]

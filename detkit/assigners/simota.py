@@ -13,11 +13,11 @@ from detkit.assigners.base import (
     assigned_boxes,
     check_predictions,
     check_strides,
-    empty_state,
     make_result,
     prepare_inputs,
 )
-from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best
+from detkit.assigners.chunking import check_chunk, gt_chunks
+from detkit.assigners.dynamic_k import DynamicKMatches, dynamic_ks, take_lowest_cost
 from detkit.assigners.pairwise import exact_log, gt_prior_iou
 from detkit.boxes import aligned_iou
 
@@ -95,22 +95,15 @@ class SimOTAAssigner:
         if len(chunks) > 1:
             geometry = None  # recomputed chunk by chunk below
         neg_sum, neg_minus_pos = self._score_logs(scores)
-        matches = torch.zeros(b, n, dtype=torch.long, device=priors.device)
-        any_gt = torch.full((b, n), -1, dtype=torch.long, device=priors.device)
-        min_cost, min_gt = empty_state(b, n, priors.device, float("inf"))
+        matches = DynamicKMatches(b, n, priors.device)
         for chunk in chunks:
             if geometry is None:
                 geometry = self._geometry(centres, strides, gt.boxes[:, chunk])
             cost, iou = self._cost(geometry, pred_boxes, neg_sum, neg_minus_pos, gt, chunk, fg)
             geometry = None
-            taken = self._dynamic_k(cost, iou, fg)  # (B, Mc, N)
-            matches += taken.sum(dim=1)
-            ids = torch.arange(chunk.start, chunk.stop, device=priors.device).view(1, -1, 1)  # (Mc,) -> (1, Mc, 1)
-            any_gt = torch.maximum(any_gt, torch.where(taken, ids, torch.full_like(ids, -1)).amax(dim=1))
-            c_cost, c_gt = cost.min(dim=1)  # (B, N), first minimum on ties
-            min_cost, min_gt = merge_best(min_cost, min_gt, c_cost, c_gt + chunk.start, lower_is_better=True)
-        gt_index = torch.where(matches > 1, min_gt, any_gt)
-        gt_index = torch.where(matches > 0, gt_index, torch.full_like(gt_index, -1))
+            counts = dynamic_ks(iou, self.candidate_topk)  # step 3, (B, Mc)
+            matches.add(take_lowest_cost(cost, counts, self.candidate_topk), cost, chunk.start)  # steps 4-5
+        gt_index = matches.gt_index()
         return make_result(gt_index, aligned_iou(pred_boxes, assigned_boxes(gt, gt_index)), gt)
 
     def _geometry(self, centres: Tensor, strides: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
@@ -152,22 +145,3 @@ class SimOTAAssigner:
         cost = (self.cls_weight * cls_cost + self.iou_weight * -exact_log(iou + IOU_LOG_EPS)
                 + OUT_OF_CENTRE_COST * (~(in_box & in_centre)).float())
         return cost.masked_fill(~usable, float("inf")), iou
-
-    def _dynamic_k(self, cost: Tensor, iou: Tensor, fg: Tensor) -> Tensor:
-        """Steps 3-4 for one chunk: ``Tensor[B, Mc, N]`` bool, the priors each GT takes."""
-        k = min(self.candidate_topk, cost.shape[-1])
-        dynamic_k = iou.topk(k, dim=-1).values.sum(-1).int().clamp(min=1)  # (B, Mc)
-        # The k lowest costs, as a set that never depends on topk's tie order ...
-        low, order = cost.topk(k, dim=-1, largest=False)  # (B, Mc, k)
-        kth = low.amax(dim=-1, keepdim=True)  # (B, Mc, 1); inf when fewer than k candidates (never taken)
-        tied = ((cost <= kth).sum(-1) > k) & torch.isfinite(kth[..., 0])  # (B, Mc)
-        if bool(tied.any()):
-            order[tied] = cost[tied].sort(dim=-1, stable=True).indices[:, :k]
-        # ... then ordered by (cost, prior index).
-        order = order.sort(dim=-1).values
-        low, perm = cost.gather(-1, order).sort(dim=-1, stable=True)
-        order = order.gather(-1, perm)
-        rank = torch.arange(k, device=cost.device)
-        keep = (rank < dynamic_k[..., None]) & torch.isfinite(low)  # (B, Mc, k)
-        taken = torch.zeros_like(cost, dtype=torch.bool)
-        return taken.scatter_(-1, order, keep)

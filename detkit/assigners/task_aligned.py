@@ -22,7 +22,7 @@ from detkit.boxes import IOU_MODES, pairwise_iou
 __all__ = ["TaskAlignedAssigner"]
 
 NOT_POSITIVE = -1.0  # IoU stored for pairs that are not positive (below any real IoU)
-RESOLVE_RULES = ("positives", "in_gts")
+RESOLVE_RULES = ("positives", "in_gts", "all_gts")
 
 
 class TaskAlignedAssigner:
@@ -31,16 +31,25 @@ class TaskAlignedAssigner:
     Steps (all images and GTs at once; chunks of GTs when ``max_gt_chunk``):
 
     1. Candidates of a GT: priors whose centre lies inside it (every side margin ``> center_eps``).
+       With ``center_min_side`` (Ultralytics 8.4: its second stride), the box tested is the GT's
+       ``(cx, cy, w, h)`` with each side shorter than ``center_min_side`` set to it, as corners
+       ``c -/+ side / 2``; the IoU of step 2 still uses the GT box itself.
     2. For candidates, IoU of the *predicted* box with the GT (``iou_mode``: ``iou`` as in TOOD,
        ``ciou`` as in YOLOv8, clamped at 0; its arctangent may make chunked results differ in the
        last bit) and align metric ``s**alpha * IoU**beta``, ``s`` the
        predicted probability of the GT's class; 0 for non-candidates.
     3. Each GT keeps its ``min(topk, N)`` priors of largest metric (ties: lower prior index); those
-       that are candidates with a metric ``> 0`` are its positives (TOOD's rule).
+       that are candidates with a metric ``> 0`` are its positives (TOOD's rule). With
+       ``keep_zero_metric`` every kept candidate is positive, metric 0 included (Ultralytics 8.4);
+       ties at the k-th metric (zeros, typically) then follow ``torch.topk``'s own order, as in
+       Ultralytics, which is what makes the kept set the same as Ultralytics' on the same inputs.
     4. A prior positive for several GTs goes to the GT of highest IoU (ties: lowest GT index), among
-       the GTs it is positive for (``resolve="positives"``, TOOD) or among all GTs whose box holds
-       its centre, positive for it or not (``resolve="in_gts"``, Ultralytics YOLOv8's
-       ``select_highest_overlaps``). A prior positive for one GT keeps it either way.
+       the GTs it is positive for (``resolve="positives"``, TOOD), among all GTs whose box holds
+       its centre, positive for it or not (``resolve="in_gts"``), or among all valid GTs with the
+       IoU counted 0 where the GT's box does not hold the centre (``resolve="all_gts"``,
+       Ultralytics 8.4's ``select_highest_overlaps``: when every such IoU is 0 the prior goes to
+       the first valid GT, which is Ultralytics' GT row 0 whenever padding rows trail, as in its
+       batches). A prior positive for one GT keeps it in every rule.
     5. Normalised target: per GT, ``t = metric / max metric * max IoU``, maxima over the priors
        finally assigned to that GT (``eps`` guards the division).
 
@@ -53,7 +62,9 @@ class TaskAlignedAssigner:
         alpha, beta: exponents of the score and the IoU in the metric.
         iou_mode: ``iou`` or ``ciou``.
         center_eps: least distance (px) from a candidate's centre to every GT side (YOLOv8: 1e-9).
-        resolve: ``positives`` or ``in_gts`` (step 4).
+        center_min_side: least GT side (px) of the candidate test (step 1); None = the GT as it is.
+        keep_zero_metric: kept candidates are positive even at metric 0 (step 3).
+        resolve: ``positives``, ``in_gts`` or ``all_gts`` (step 4).
         eps: added to the max metric in step 5.
         max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
     """
@@ -62,6 +73,7 @@ class TaskAlignedAssigner:
 
     def __init__(self, topk: int = 13, alpha: float = 1.0, beta: float = 6.0, iou_mode: str = "iou",
                  center_eps: float = 1e-9, resolve: str = "positives", eps: float = 1e-9,
+                 center_min_side: float | None = None, keep_zero_metric: bool = False,
                  max_gt_chunk: int | None = None) -> None:
         if not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
@@ -69,6 +81,8 @@ class TaskAlignedAssigner:
             raise ValueError(f"iou_mode must be 'iou' or 'ciou' (of {IOU_MODES}), got {iou_mode!r}")
         if resolve not in RESOLVE_RULES:
             raise ValueError(f"resolve must be one of {RESOLVE_RULES}, got {resolve!r}")
+        if center_min_side is not None and not center_min_side > 0:
+            raise ValueError(f"center_min_side must be a positive size in pixels or None, got {center_min_side!r}")
         self.topk = topk
         self.alpha = float(alpha)
         self.beta = float(beta)
@@ -76,11 +90,14 @@ class TaskAlignedAssigner:
         self.center_eps = float(center_eps)
         self.resolve = resolve
         self.eps = float(eps)
+        self.center_min_side = None if center_min_side is None else float(center_min_side)
+        self.keep_zero_metric = bool(keep_zero_metric)
         self.max_gt_chunk = check_chunk(max_gt_chunk)
 
     def __repr__(self) -> str:
         return (f"TaskAlignedAssigner(topk={self.topk}, alpha={self.alpha}, beta={self.beta}, "
-                f"iou_mode={self.iou_mode!r}, resolve={self.resolve!r})")
+                f"iou_mode={self.iou_mode!r}, resolve={self.resolve!r}, center_min_side={self.center_min_side}, "
+                f"keep_zero_metric={self.keep_zero_metric})")
 
     def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
@@ -100,10 +117,11 @@ class TaskAlignedAssigner:
             iou, metric, pos, cand = self._chunk_metrics(centres, pred_boxes, scores_t, gt, chunk)
             num_pos += pos.sum(dim=1)
             by_pos = self._merge(by_pos, iou, metric, pos, chunk.start)
-            if self.resolve == "in_gts":
-                by_cand = self._merge(by_cand, iou, metric, cand, chunk.start)
+            if self.resolve != "positives":
+                allowed = cand if self.resolve == "in_gts" else gt.valid[:, chunk, None].expand_as(cand)
+                by_cand = self._merge(by_cand, iou, metric, allowed, chunk.start)
         best_iou, best_gt, best_metric = by_pos
-        if self.resolve == "in_gts":
+        if self.resolve != "positives":
             several = num_pos > 1
             best_iou, best_gt, best_metric = (torch.where(several, c, p) for c, p in zip(by_cand, by_pos))
         target = self._normalised(best_gt, best_iou, best_metric, gt.num_gts)
@@ -134,6 +152,8 @@ class TaskAlignedAssigner:
         boxes = gt.boxes[:, chunk]  # (B, Mc, 4)
         cx, cy = centres[:, 0], centres[:, 1]  # (N,)
         x1, y1, x2, y2 = (boxes[..., i:i + 1] for i in range(4))  # (B, Mc, 1) each
+        if self.center_min_side is not None:
+            x1, y1, x2, y2 = self._enlarged(boxes)
         e = self.center_eps
         cand = (cx - x1 > e) & (cy - y1 > e) & (x2 - cx > e) & (y2 - cy > e) & gt.valid[:, chunk, None]  # (B, Mc, N)
         if self.iou_mode == "iou":
@@ -148,12 +168,21 @@ class TaskAlignedAssigner:
         k = min(self.topk, metric.shape[-1])
         kept = torch.zeros_like(cand)
         top, idx = metric.topk(k, dim=-1)  # (B, Mc, k)
-        tied = ((metric >= top[..., -1:]).sum(-1) > k) & (top[..., -1] > 0)  # ties at a positive k-th metric
-        if bool(tied.any()):
-            idx[tied] = (-metric[tied]).sort(dim=-1, stable=True).indices[:, :k]
+        if not self.keep_zero_metric:  # torch.topk's tie order kept as it is otherwise (see step 3)
+            tied = ((metric >= top[..., -1:]).sum(-1) > k) & (top[..., -1] > 0)  # ties at a positive k-th metric
+            if bool(tied.any()):
+                idx[tied] = (-metric[tied]).sort(dim=-1, stable=True).indices[:, :k]
         kept.scatter_(-1, idx, True)
-        pos = kept & cand & (metric > 0)
+        pos = kept & cand if self.keep_zero_metric else kept & cand & (metric > 0)
         return iou, metric, pos, cand
+
+    def _enlarged(self, boxes: Tensor) -> tuple[Tensor, ...]:
+        """Step 1's box with sides of at least ``center_min_side``: four ``Tensor[B, Mc, 1]`` corners."""
+        centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # (B, Mc, 2)
+        side = boxes[..., 2:] - boxes[..., :2]
+        side = torch.where(side < self.center_min_side, torch.full_like(side, self.center_min_side), side)
+        lt, rb = centre - side / 2, centre + side / 2
+        return lt[..., 0:1], lt[..., 1:2], rb[..., 0:1], rb[..., 1:2]
 
     def _normalised(self, gt_index: Tensor, iou: Tensor, metric: Tensor, num_gts: int) -> Tensor:
         """Step 5: ``Tensor[B, N]`` normalised target from the final assignment."""
