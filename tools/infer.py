@@ -14,6 +14,12 @@ inductor's freezing (inference only; see docs/deployment.md).
 ``DIR`` (default ``work_dirs/infer``) receives one drawn image per input (or ``<video name>.mp4``)
 and ``detections.json``:
 ``[{"file", "frame", "width", "height", "detections": [{"bbox": [x1, y1, x2, y2], "score", "label", "name"}]}]``.
+
+Images are decoded as training reads them (EXIF orientation, 16-bit, alpha; docs/reliability.md).
+In a folder, a file that cannot be read (not an image, truncated, empty) is skipped with a warning
+naming it and the reason, and counted in the closing summary; the other images are processed. A
+single unreadable image, a folder with no readable image, an ``--out`` that is a file, or a
+checkpoint that does not fill the config's model is an error (exit status 2) before any output.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
@@ -30,6 +37,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from detkit.cli import run_cli  # noqa: E402
+
+if TYPE_CHECKING:
+    from detkit.data.problems import ProblemLog
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -59,8 +69,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def iter_inputs(path: Path) -> Iterator[tuple[str, int, np.ndarray]]:
-    """(source name, frame index, BGR frame) for an image, a folder or a video."""
+def read_bgr(path: Path) -> np.ndarray:
+    """``(H, W, 3) uint8`` BGR of an image file, decoded as training decodes it.
+
+    Raises:
+        ImageReadError: (an OSError) the file cannot be read; the message is the reason.
+    """
+    from detkit.data.imageio import read_image
+
+    return cv2.cvtColor(read_image(str(path)), cv2.COLOR_RGB2BGR)
+
+
+def iter_inputs(path: Path, skipped: ProblemLog) -> Iterator[tuple[str, int, np.ndarray]]:
+    """(source name, frame index, BGR frame) for an image, a folder or a video.
+
+    In a folder, unreadable files are counted in ``skipped`` (and warned about) instead.
+    """
+    from detkit.data.imageio import ImageReadError
+
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         if not files:
@@ -79,14 +105,26 @@ def iter_inputs(path: Path) -> Iterator[tuple[str, int, np.ndarray]]:
         cap.release()
         return
     elif path.is_file():
-        files = [path]
+        try:
+            frame = read_bgr(path)
+        except ImageReadError as e:
+            raise ValueError(f"cannot read image {path}: {e}") from e
+        yield path.name, 0, frame
+        return
     else:
         raise ValueError(f"input not found: {path}; give an image, a folder of images or a video ({', '.join(VIDEO_EXTS)})")
+    read = 0
     for f in files:
-        frame = cv2.imread(str(f))
-        if frame is None:
-            raise ValueError(f"OpenCV cannot read image {f}")
+        try:
+            frame = read_bgr(f)
+        except ImageReadError as e:
+            skipped.add(str(e), str(f))
+            print(f"warning: skipped {f}: {e}", file=sys.stderr)
+            continue
+        read += 1
         yield f.name, 0, frame
+    if not read:
+        raise ValueError(f"no readable image in folder {path}: {skipped.summary()}")
 
 
 def batched(items: Iterator, n: int) -> Iterator[list]:
@@ -101,24 +139,30 @@ def batched(items: Iterator, n: int) -> Iterator[list]:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    from detkit.data.problems import ProblemLog
     from detkit.deploy import load_predictor
+    from detkit.engine.workdir import check_output_dir
     from detkit.viz import draw_detections
 
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    check_output_dir(args.out, "--out")
+    src = Path(args.input)
+    if not src.exists():
+        raise ValueError(f"input not found: {src}; give an image, a folder of images or a video ({', '.join(VIDEO_EXTS)})")
     predictor = load_predictor(args.checkpoint, args.config, backend=args.backend, device=args.device,
                                img_size=args.img_size, cfg_options=args.cfg_options, compile_mode=args.compile)
     meta = getattr(predictor.model, "metadata", None)
     if meta is not None and not meta.dynamic_batch:
         args.batch = 1  # exported with a fixed batch of 1
     names = predictor.class_names
-    src = Path(args.input)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     is_video = src.is_file() and src.suffix.lower() in VIDEO_EXTS
     writer = None
     records: list[dict] = []
-    for chunk in batched(iter_inputs(src), args.batch):
+    skipped = ProblemLog(str(src))
+    for chunk in batched(iter_inputs(src, skipped), args.batch):
         dets = predictor([f for _, _, f in chunk])
         for (name, index, frame), det in zip(chunk, dets):
             keep = det["scores"] >= args.score_thr
@@ -144,12 +188,14 @@ def run(args: argparse.Namespace) -> list[dict]:
     total = sum(len(r["detections"]) for r in records)
     print(f"{len(records)} image(s)/frame(s), {total} detections >= {args.score_thr} ({predictor.backend}); "
           f"written to {out}/")
+    if skipped:
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in skipped.counts.most_common())
+        print(f"{skipped.total} unreadable file(s) skipped: {reasons}")
     return records
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_cli(lambda: run(args))
+    return run_cli(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

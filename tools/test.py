@@ -5,6 +5,11 @@
 
 Prints the standard 12-line COCO summary and a per-class AP table. Uses the checkpoint's EMA
 weights when it has them. Runs under torchrun too (each rank predicts a shard; rank 0 evaluates).
+
+Refused before any work, exit status 2: a checkpoint that does not fill the config's model (another
+class count, width or head: the message lists the tensors and shapes that differ), and ``--out`` /
+``--pr-curve`` paths that cannot be written (a folder, under a file, no permission). With no
+detections at all, ``--pr-curve`` writes nothing and says so.
 """
 
 from __future__ import annotations
@@ -39,22 +44,28 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     from detkit.engine.distributed import init_distributed, is_main_process
     from detkit.engine.inference import build_evaluator, evaluate_dataset
     from detkit.engine.logging import setup_logger
-    from detkit.engine.trainer import build_dataset
     from detkit.engine.train_utils import collate_from_config, resolve_device
+    from detkit.engine.trainer import build_dataset
+    from detkit.engine.workdir import check_output_file
     from detkit.evaluation import write_coco_results
     from detkit.viz import plot_pr_curves
 
+    if args.batch is not None and args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    for flag, path in (("--out", args.out), ("--pr-curve", args.pr_curve)):
+        if path:
+            check_output_file(path, flag)
     cfg = load_config(args.config, args.cfg_options)
     device = resolve_device(args.device)
     rank, _, local_rank = init_distributed(device.type)
     setup_logger(None, rank)
     if device.type == "cuda":
         device = __import__("torch").device("cuda", local_rank)
+    model = instantiate(cfg.model)
+    load_weights(model, args.checkpoint, strict=True)  # a checkpoint of another model is refused
+    model.to(device).eval()
     dataset = build_dataset(cfg, "val")
     evaluator = build_evaluator(dataset, backend=args.backend) if is_main_process() else None
-    model = instantiate(cfg.model)
-    load_weights(model, args.checkpoint)
-    model.to(device).eval()
     val = cfg.data.val
     collate = collate_from_config(cfg, int(getattr(model, "size_divisor", 32)))
     metrics, results = evaluate_dataset(model, dataset, evaluator, device, collate,
@@ -67,18 +78,19 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if args.out:
             write_coco_results(results, args.out)
             print(f"\n{len(results)} detections written to {args.out}")
-        if args.pr_curve and evaluator.precision is not None:
+        if args.pr_curve and evaluator.precision is None:
+            print(f"warning: --pr-curve {args.pr_curve} not written: the model made no detections", file=sys.stderr)
+        elif args.pr_curve:
             plot_pr_curves(evaluator.precision, args.pr_curve, evaluator.class_names)
             print(f"precision-recall curves written to {args.pr_curve}")
     return metrics
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
     from detkit.engine.distributed import cleanup_distributed
 
     try:
-        return run_cli(lambda: run(args))
+        return run_cli(lambda: run(parse_args(argv)))
     finally:
         cleanup_distributed()
 

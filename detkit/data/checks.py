@@ -1,22 +1,58 @@
-"""Dataset checks behind ``tools/check_dataset.py``: every problem with its file, and a summary."""
+"""Dataset checks behind ``tools/check_dataset.py``: every problem with its file, and a summary.
+
+What a path may be (:func:`find_sources` turns it into one dataset per split):
+
+- ``coco``: an instances json (images in ``--images DIR``, else found by the standard layouts
+  ``root/annotations/instances_<split>.json`` with ``root/<split>/`` or ``root/images/<split>/``),
+  or a root holding ``annotations/instances_*.json`` (every split);
+- ``yolo``: a dataset root with ``images/<split>/`` and ``labels/<split>/`` side by side (every
+  split), an Ultralytics ``data.yaml`` (its ``path``, ``train`` / ``val`` / ``test`` folders and
+  ``names``), or one images folder (labels in the same path with ``images`` -> ``labels``);
+- ``voc``: a ``VOCdevkit/VOC2007``-style root.
+
+Without a format, ``.json`` means coco, ``.yaml`` yolo, a folder with ``Annotations/`` voc, any
+other folder yolo.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog
 
-__all__ = ["FORMATS", "check_dataset", "default_coco_images", "find_names_file"]
+__all__ = ["FORMATS", "DataSource", "check_dataset", "coco_image_dirs", "default_coco_images", "detect_format",
+           "find_names_file", "find_sources"]
 
 FORMATS = ("coco", "yolo", "voc")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+YAML_SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One dataset to check: its format, a name for reports (the split) and the constructor's arguments."""
+
+    fmt: str
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def coco_image_dirs(ann_file: str) -> list[str]:
+    """Where the standard layouts put the images of ``root/annotations/instances_<split>.json``:
+    ``root/<split>`` (COCO's own) and ``root/images/<split>`` (Ultralytics')."""
+    p = Path(ann_file)
+    split = p.stem.split("_", 1)[-1]
+    root = p.parent.parent
+    return [str(root / split), str(root / "images" / split)]
 
 
 def default_coco_images(ann_file: str) -> str:
-    """``root/annotations/instances_val2017.json`` -> ``root/val2017``."""
-    p = Path(ann_file)
-    split = p.stem.split("_", 1)[-1]
-    return str(p.parent.parent / split)
+    """The first existing folder of :func:`coco_image_dirs` (the first one when none exists)."""
+    dirs = coco_image_dirs(ann_file)
+    return next((d for d in dirs if os.path.isdir(d)), dirs[0])
 
 
 def find_names_file(img_dir: str) -> str | None:
@@ -28,46 +64,192 @@ def find_names_file(img_dir: str) -> str | None:
     return None
 
 
-def check_dataset(path: str, fmt: str, images: str | None = None, names: str | None = None,
-                  split: str | None = None, max_size: int | None = DEFAULT_MAX_SIZE,
-                  exif_orientation: bool = True) -> tuple[ProblemLog, DetDataset | None]:
-    """Parse a dataset and decode every image as training reads it, collecting every problem.
-
-    Args:
-        path: COCO json, YOLO image folder, or VOC root.
-        fmt: ``coco``, ``yolo`` or ``voc``.
-        images: COCO image folder (default: see :func:`default_coco_images`).
-        names: YOLO class names file (default: found by :func:`find_names_file`).
-        split: VOC split list (default: every xml).
-        max_size, exif_orientation: how images are read (see :class:`~detkit.data.base.DetDataset`).
-
-    Returns:
-        The problems and the dataset (None when nothing usable was found; that is a problem too).
+def detect_format(path: str) -> str:
+    """``coco`` for a json, ``yolo`` for a yaml or a folder, ``voc`` for a folder with ``Annotations/``.
 
     Raises:
-        ValueError: unknown format or missing class names for YOLO.
+        ValueError: a file of another kind.
     """
-    from detkit.data import CocoDataset, VocDataset, YoloDataset
+    p = Path(path)
+    if p.is_dir():
+        if (p / "Annotations").is_dir():
+            return "voc"
+        if (p / "annotations").is_dir() and any((p / "annotations").glob("instances_*.json")) \
+                and not (p / "labels").is_dir():
+            return "coco"
+        return "yolo"
+    if p.suffix.lower() == ".json":
+        return "coco"
+    if p.suffix.lower() in (".yaml", ".yml"):
+        return "yolo"
+    raise ValueError(f"{path}: cannot tell the dataset format from the path; pass --format ({', '.join(FORMATS)})")
 
+
+def _has_images(folder: Path) -> bool:
+    return folder.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in folder.iterdir())
+
+
+def _yolo_labels(img_dir: Path, labels: str | None) -> str:
+    """The labels folder of an images folder (``.../images/<x>`` -> ``.../labels/<x>``)."""
+    if labels:
+        return labels
+    from detkit.data.yolo import default_label_dir
+
+    try:
+        return default_label_dir(str(img_dir))
+    except ValueError:
+        raise ValueError(f"{img_dir}: no 'images' folder in the path to find the labels folder from; pass "
+                         "--labels DIR") from None
+
+
+def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[DataSource]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: cannot read the YOLO data file: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a YOLO data file (expected keys path, train, val, names)")
+    root = Path(data.get("path") or ".")
+    root = root if root.is_absolute() else path.parent / root
+    names = names or (str(path) if "names" in data else find_names_file(str(root)))
+    sources, seen = [], {}
+    for split in YAML_SPLITS:
+        entries = data.get(split) or []
+        for entry in [entries] if isinstance(entries, str) else entries:
+            folder = Path(entry) if Path(entry).is_absolute() else root / entry
+            if folder.suffix == ".txt":
+                raise ValueError(f"{path}: {split}: {folder} is a list of image files; check_dataset takes "
+                                 "image folders (give the folder, or check it with --format yolo FOLDER)")
+            if not folder.is_dir():
+                raise ValueError(f"{path}: {split}: image folder not found: {folder}")
+            key = os.path.realpath(folder)
+            if key in seen:  # e.g. coco128.yaml: val is the train folder
+                seen[key].append(split)
+                continue
+            seen[key] = [split]
+            sources.append((key, folder))
+    if not sources:
+        raise ValueError(f"{path}: no {' / '.join(YAML_SPLITS)} folder listed")
+    _need_names(names, path)
+    return [DataSource("yolo", "+".join(seen[key]),
+                       dict(img_dir=str(folder), class_names=names, label_dir=_yolo_labels(folder, labels)))
+            for key, folder in sources]
+
+
+def _need_names(names: str | None, where: Path | str) -> None:
+    if names is None:
+        raise ValueError(f"{where}: no class names found (names.txt or data.yaml); pass --names FILE")
+
+
+def _yolo_sources(path: Path, names: str | None, labels: str | None) -> list[DataSource]:
+    if path.is_file():
+        return _yolo_from_yaml(path, names, labels)
+    if (path / "images").is_dir() and not _has_images(path):  # a dataset root: every split
+        splits = sorted(d for d in (path / "images").iterdir() if _has_images(d))
+        if _has_images(path / "images"):
+            splits.insert(0, path / "images")
+        if not splits:
+            raise ValueError(f"{path}: no image files in {path / 'images'} or its sub-folders")
+        names = names or find_names_file(str(path))
+        _need_names(names, path)
+        if labels and len(splits) > 1:
+            raise ValueError(f"{path}: --labels names one folder but the root has {len(splits)} splits; "
+                             "give a split's images folder with it")
+        return [DataSource("yolo", d.name, dict(img_dir=str(d), class_names=names,
+                                                label_dir=labels or str(path / "labels" / d.relative_to(path / "images"))))
+                for d in splits]
+    names = names or find_names_file(str(path))
+    _need_names(names, path)
+    return [DataSource("yolo", path.name, dict(img_dir=str(path), class_names=names,
+                                               label_dir=_yolo_labels(path, labels)))]
+
+
+def _coco_sources(path: Path, images: str | None) -> list[DataSource]:
+    if path.is_dir():
+        jsons = sorted((path / "annotations").glob("instances_*.json"))
+        if not jsons:
+            raise ValueError(f"{path}: no annotations/instances_*.json; give the COCO json")
+        if images and len(jsons) > 1:
+            raise ValueError(f"{path}: --images names one folder but there are {len(jsons)} annotation files; "
+                             "give one json with it")
+    else:
+        jsons = [path]
+    sources = []
+    for ann in jsons:
+        img_dir = images
+        if img_dir is None:
+            tried = coco_image_dirs(str(ann))
+            img_dir = next((d for d in tried if os.path.isdir(d)), None)
+            if img_dir is None:
+                raise ValueError(f"{ann}: image folder not found (tried {', '.join(tried)}); pass --images DIR")
+        elif not os.path.isdir(img_dir):
+            raise ValueError(f"--images {img_dir}: folder not found")
+        sources.append(DataSource("coco", ann.stem.split("_", 1)[-1], dict(ann_file=str(ann), img_dir=img_dir)))
+    return sources
+
+
+def find_sources(path: str, fmt: str | None = None, images: str | None = None, names: str | None = None,
+                 split: str | None = None, labels: str | None = None) -> list[DataSource]:
+    """The datasets ``path`` holds, one per split (see the module doc for what ``path`` may be).
+
+    Raises:
+        ValueError: the path does not exist; unknown or undetectable format; no class names for
+            YOLO; images or labels that cannot be found; a yaml listing files instead of folders.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"dataset path does not exist: {path}")
+    fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown dataset format {fmt!r}; accepted: {', '.join(FORMATS)}")
-    log = ProblemLog(path)
-    if not os.path.exists(path):
-        log.add("dataset path does not exist", path)
-        return log, None
+    if fmt == "coco":
+        return _coco_sources(p, images)
     if fmt == "yolo":
-        names = names or find_names_file(path)
-        if names is None:
-            raise ValueError(f"{path}: no class names found (names.txt or data.yaml); pass --names FILE")
+        return _yolo_sources(p, names, labels)
+    return [DataSource("voc", split or p.name, dict(root=str(p), split=split))]
+
+
+def _build(source: DataSource, read: dict[str, Any]) -> DetDataset:
+    from detkit.data import CocoDataset, VocDataset, YoloDataset
+
+    kind = {"coco": CocoDataset, "yolo": YoloDataset, "voc": VocDataset}[source.fmt]
+    return kind(**source.kwargs, check_images=True, **read)
+
+
+def check_dataset(path: str, fmt: str | None = None, images: str | None = None, names: str | None = None,
+                  split: str | None = None, max_size: int | None = DEFAULT_MAX_SIZE,
+                  exif_orientation: bool = True,
+                  labels: str | None = None) -> tuple[ProblemLog, list[tuple[str, DetDataset]]]:
+    """Parse every split of a dataset and decode every image as training reads it, collecting every problem.
+
+    Args:
+        path: see the module doc (COCO json or root, YOLO root / data.yaml / images folder, VOC root).
+        fmt: ``coco``, ``yolo``, ``voc``, or None to tell from the path (:func:`detect_format`).
+        images: COCO image folder (default: the standard layouts, :func:`coco_image_dirs`).
+        names: YOLO class names file (default: the yaml's ``names``, else :func:`find_names_file`).
+        split: VOC split list (default: every xml).
+        max_size, exif_orientation: how images are read (see :class:`~detkit.data.base.DetDataset`).
+        labels: YOLO labels folder of a single images folder (default: ``images`` -> ``labels``).
+
+    Returns:
+        The problems of all splits together, and ``(split name, dataset)`` for every split that
+        had something usable (a split with nothing usable is a problem too).
+
+    Raises:
+        ValueError: what :func:`find_sources` refuses (a usage mistake, not a problem of the data).
+    """
+    sources = find_sources(path, fmt, images, names, split, labels)
+    log = ProblemLog(path)
     read = dict(max_size=max_size, exif_orientation=exif_orientation)
-    try:
-        if fmt == "coco":
-            ds: DetDataset = CocoDataset(path, images or default_coco_images(path), check_images=True, **read)
-        elif fmt == "yolo":
-            ds = YoloDataset(path, names, check_images=True, **read)
-        else:
-            ds = VocDataset(path, split=split, check_images=True, **read)
-    except ValueError as e:  # nothing usable, or not a dataset of this format
-        log.add(str(e), path)
-        return log, None
-    return ds.problems, ds
+    found = []
+    for source in sources:
+        try:
+            ds = _build(source, read)
+        except ValueError as e:  # nothing usable, or not a dataset of this format
+            log.add(str(e), str(source.kwargs.get("ann_file") or source.kwargs.get("img_dir") or path))
+            continue
+        log.extend(ds.problems)
+        found.append((source.name, ds))
+    return log, found

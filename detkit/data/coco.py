@@ -54,12 +54,21 @@ def load_coco_json(ann_file: str) -> dict[str, Any]:
 
 
 def _number_list(value: Any, n: int) -> list[float] | None:
+    """``value`` as ``n`` floats when it is a list of ``n`` JSON numbers (not strings, not booleans)."""
     if not isinstance(value, (list, tuple)) or len(value) != n:
         return None
-    try:
-        return [float(v) for v in value]
-    except (TypeError, ValueError):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return None
+    return [float(v) for v in value]
+
+
+def _crowd_flag(value: Any) -> bool | None:
+    """``iscrowd`` as a bool: 0 / 1 (or JSON false / true); None for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    return None
 
 
 def _positive_int(value: Any) -> int | None:
@@ -83,8 +92,9 @@ class CocoDataset(DetDataset):
 
     Entries lacking a required field are skipped and counted, each with its reason: images
     without an integer ``id`` or a ``file_name``, categories without an integer ``id``,
-    annotations whose ``image_id`` / ``category_id`` is unknown or whose ``bbox`` is not 4
-    numbers, and the annotations of images that were skipped. A file with no usable category
+    annotations whose ``image_id`` / ``category_id`` is unknown, whose ``bbox`` is not 4
+    numbers (strings such as ``"12"`` included) or whose ``iscrowd`` is not 0 / 1 (a missing one
+    is 0), and the annotations of images that were skipped. A file with no usable category
     or image raises ``ValueError`` naming the file and the field.
 
     Args:
@@ -219,9 +229,13 @@ class CocoDataset(DetDataset):
             if label < 0:
                 self.problems.add("annotation with an unknown category_id", where)
                 continue
+            is_crowd = _crowd_flag(ann.get("iscrowd", 0))
+            if is_crowd is None:
+                self.problems.add("annotation iscrowd is not 0 or 1", where)
+                continue
             xyxy = [bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]]
-            (crowd if ann.get("iscrowd", 0) else boxes).append(xyxy)
-            if not ann.get("iscrowd", 0):
+            (crowd if is_crowd else boxes).append(xyxy)
+            if not is_crowd:
                 labels.append(label)
         size = (h, w) if h and w else None
         clip = size or (1 << 30, 1 << 30)  # unknown size: clipped when read

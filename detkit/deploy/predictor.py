@@ -87,7 +87,7 @@ def load_torch_predictor(
     dev = resolve_device(device)
     cfg = load_config(str(config), list(cfg_options))
     model = instantiate(cfg.model)
-    load_weights(model, checkpoint)
+    load_weights(model, checkpoint, strict=True)  # weights of another model (class count, width) are refused
     model.to(dev).eval()
     maybe_compile(model, compile_mode, freeze=True)  # an inference-only model: fold BN, prepack weights
     names = list((cfg.get("data") or {}).get("class_names") or []) or None

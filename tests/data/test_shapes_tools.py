@@ -51,14 +51,15 @@ def test_dataset_written_as_coco_and_identical_for_same_seed(tmp_path):
     assert sum(len(r["boxes"]) for r in ds.records) == len(json.loads(Path(a["val"]).read_text())["annotations"])
 
 
-def test_ensure_generates_only_when_missing_or_different(tmp_path):
+def test_ensure_generates_only_when_missing(tmp_path):
     root = str(tmp_path / "s")
     p = ensure_shapes_dataset(root, train=3, val=2, size=64)
     mtime = Path(p["train"]).stat().st_mtime_ns
     ensure_shapes_dataset(root, train=3, val=2, size=64)
     assert Path(p["train"]).stat().st_mtime_ns == mtime
-    ensure_shapes_dataset(root, train=4, val=2, size=64)
-    assert len(json.loads(Path(p["train"]).read_text())["images"]) == 4
+    ensure_shapes_dataset(root, train=4, val=2, size=64)  # other settings: the set is kept (issue 19)
+    assert len(json.loads(Path(p["train"]).read_text())["images"]) == 3
+    assert Path(p["train"]).stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="size"):
         make_shapes_dataset(root, train=1, val=1, size=8)
 
@@ -78,7 +79,7 @@ def test_check_dataset_exit_codes(coco_dir, capsys):
     out = capsys.readouterr().out
     assert "2.jpg: truncated JPEG" in out and "2 problem(s)" in out
     assert "1  annotation of a skipped image" in out  # the per-reason table
-    assert tool.main([str(coco_dir / "nope.json"), "--format", "coco"]) == 1
+    assert tool.main([str(coco_dir / "nope.json"), "--format", "coco"]) == 2  # a missing path: bad argument
     assert tool.main([str(coco_dir / "images"), "--format", "yolo"]) == 2  # no class names anywhere
 
 
