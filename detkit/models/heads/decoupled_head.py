@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from detkit.models.heads.dense_head import DenseHead
-from detkit.models.layers import ConvBNAct, conv_unit
+from detkit.models.layers import ConvBNAct, conv_unit, set_batchnorm
 
 __all__ = ["BIAS_INITS", "DecoupledHead"]
 
@@ -59,6 +59,8 @@ class DecoupledHead(DenseHead):
             YOLOX / RTMDet) or ``"yolov8"`` (box biases 1, class biases
             ``log(5 / C / (bias_init_size / stride)**2)``: about 5 objects per image).
         prior_prob, bias_init_size: see ``bias_init``.
+        norm_eps, norm_momentum: BatchNorm settings of the head's convs (YOLOv8 / YOLOX: 1e-3,
+            0.03; PyTorch's defaults 1e-5, 0.1).
         score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label: post-processing (:class:`DenseHead`).
 
     Shapes: ``forward([(B, in_i, H_i, W_i)]) -> [(B, R + O + C, H_i, W_i)]`` (O = 1 with objectness).
@@ -82,6 +84,8 @@ class DecoupledHead(DenseHead):
         bias_init: str = "prior_prob",
         prior_prob: float = 0.01,
         bias_init_size: int = 640,
+        norm_eps: float = 1e-5,
+        norm_momentum: float = 0.1,
         score_thr: float = 0.001,
         nms_iou_thr: float = 0.65,
         nms_pre: int = 30000,
@@ -111,6 +115,8 @@ class DecoupledHead(DenseHead):
         self.bias_init = bias_init
         self.prior_prob = prior_prob
         self.bias_init_size = bias_init_size
+        self.norm_eps = norm_eps
+        self.norm_momentum = norm_momentum
         if in_channels is not None:
             self.bind(in_channels)
 
@@ -150,6 +156,7 @@ class DecoupledHead(DenseHead):
         self.box_preds = nn.ModuleList(nn.Conv2d(w, self.num_box_params, 1) for w in box_w)
         self.obj_preds = nn.ModuleList(nn.Conv2d(w, 1, 1) for w in box_w) if self.objectness else None
         self.out_channels = [self.num_box_params + int(self.objectness) + self.num_classes] * len(in_channels)
+        set_batchnorm(self, self.norm_eps, self.norm_momentum)
         self._init_biases()
 
     @torch.no_grad()

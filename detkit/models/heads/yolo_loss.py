@@ -210,7 +210,8 @@ class YOLOLossPipeline(nn.Module):
     def _check_inputs(self, preds: DensePredictions) -> None:
         preds.check()
         levels = len(preds.num_level_priors)
-        if preds.obj is not None and self.obj_level_weights is not None and len(self.obj_level_weights) != levels:
+        level_mean = preds.obj is not None and self.obj_normalize == "level_mean"
+        if level_mean and self.obj_level_weights is not None and len(self.obj_level_weights) != levels:
             raise ValueError(f"obj_level_weights {self.obj_level_weights} must have one entry per level "
                              f"({levels} levels)")
         if self.loss_dfl is not None and not hasattr(preds.coder, "reg_max"):
