@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from detkit.anchors import YOLOAnchorGenerator
-from detkit.assigners import ATSSAssigner, GridAssigner, MaxIoUAssigner, SimOTAAssigner, TaskAlignedAssigner
+from detkit.assigners import (
+    ATSSAssigner,
+    DynamicSoftLabelAssigner,
+    FCOSAssigner,
+    GridAssigner,
+    MaxIoUAssigner,
+    SimOTAAssigner,
+    TaskAlignedAssigner,
+    YOLOv5Assigner,
+)
 
 IMAGE = 64  # tiny input: strides 8 / 16 / 32 -> 8x8, 4x4, 2x2 cells
 ANCHORS = [[(6, 8), (12, 10)], [(14, 26), (28, 20)], [(36, 30), (60, 56)]]
@@ -18,7 +27,15 @@ FACTORIES = {
     "simota": lambda **kw: SimOTAAssigner(**kw),
     "tal": lambda **kw: TaskAlignedAssigner(topk=4, **kw),
     "tal_v8": lambda **kw: TaskAlignedAssigner(topk=4, resolve="in_gts", **kw),
+    "tal_ultralytics": lambda **kw: TaskAlignedAssigner(topk=4, alpha=0.5, iou_mode="ciou", resolve="all_gts",
+                                                        center_min_side=16.0, keep_zero_metric=True, **kw),
+    "yolov5": lambda **kw: YOLOv5Assigner(**kw),
+    "fcos": lambda **kw: FCOSAssigner(scale_ranges=[(-1, 16), (16, 32), (32, 1e8)], **kw),
+    "dsl": lambda **kw: DynamicSoftLabelAssigner(**kw),
+    "dsl_mmyolo": lambda **kw: DynamicSoftLabelAssigner(cls_cost="gt_class", candidates_only=False, **kw),
 }
+PRED_AWARE = ("SimOTAAssigner", "TaskAlignedAssigner", "DynamicSoftLabelAssigner")
+ORDER_DEPENDENT = ("grid", "yolov5")  # the later GT in the list wins a shared prior, by design
 
 
 @pytest.fixture(params=sorted(FACTORIES))

@@ -18,7 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detkit.anchors import PointGenerator, YOLOAnchorGenerator
-from detkit.assigners import ATSSAssigner, GridAssigner, MaxIoUAssigner, SimOTAAssigner, TaskAlignedAssigner
+from detkit.assigners import (
+    ATSSAssigner,
+    DynamicSoftLabelAssigner,
+    FCOSAssigner,
+    GridAssigner,
+    MaxIoUAssigner,
+    SimOTAAssigner,
+    TaskAlignedAssigner,
+    YOLOv5Assigner,
+)
 
 IMAGE = 64  # strides 8 / 16 / 32 -> 8x8, 4x4, 2x2 cells
 FEATS = [(8, 8), (4, 4), (2, 2)]
@@ -33,6 +42,12 @@ ASSIGNERS = {
     "atss": lambda: ATSSAssigner(topk=9),
     "simota": lambda: SimOTAAssigner(),
     "tal": lambda: TaskAlignedAssigner(topk=13),
+    "tal_ultralytics": lambda: TaskAlignedAssigner(topk=10, alpha=0.5, iou_mode="ciou", resolve="all_gts",
+                                                   center_min_side=16.0, keep_zero_metric=True),
+    "yolov5": lambda: YOLOv5Assigner(),
+    "fcos": lambda: FCOSAssigner(),
+    "dsl": lambda: DynamicSoftLabelAssigner(),
+    "dsl_mmyolo": lambda: DynamicSoftLabelAssigner(cls_cost="gt_class", candidates_only=False),
 }
 FIELDS = ("gt_index", "pos_mask", "ignore_mask", "labels", "iou", "align_metric", "score_target")
 PROFILE = settings(max_examples=20, deadline=None, derandomize=True, database=None,

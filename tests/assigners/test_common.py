@@ -14,6 +14,7 @@ _spec = importlib.util.spec_from_file_location("assigner_conftest", Path(__file_
 helpers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(helpers)
 random_batch, run, assert_same = helpers.random_batch, helpers.run, helpers.assert_same
+PRED_AWARE, ORDER_DEPENDENT = helpers.PRED_AWARE, helpers.ORDER_DEPENDENT
 
 
 def check_consistent(res: AssignResult, batch: int, num_priors: int) -> None:
@@ -31,7 +32,7 @@ def check_consistent(res: AssignResult, batch: int, num_priors: int) -> None:
 def test_is_an_assigner(factory):
     assigner = factory()
     assert isinstance(assigner, Assigner)
-    assert assigner.uses_predictions == (type(assigner).__name__ in ("SimOTAAssigner", "TaskAlignedAssigner"))
+    assert assigner.uses_predictions == (type(assigner).__name__ in PRED_AWARE)
 
 
 def test_random_batch_is_consistent(factory, grid):
@@ -132,8 +133,8 @@ def test_gt_larger_than_the_image(factory, grid):
 
 
 def test_gt_order_permutation_permutes_gt_index(factory, grid, request):
-    if "grid" in request.node.name:
-        pytest.skip("grid assignment is order-dependent by design (the later GT wins a shared prior)")
+    if request.node.callspec.params["factory"] in ORDER_DEPENDENT:
+        pytest.skip("order-dependent by design (the later GT wins a shared prior)")
     data = random_batch(10, num_gts=5)
     perm = torch.tensor([3, 0, 4, 1, 2])
     permuted = {k: v[:, perm] if k.startswith("gt_") else v for k, v in data.items()}
@@ -148,10 +149,12 @@ def test_gt_order_permutation_permutes_gt_index(factory, grid, request):
     ("atss", dict(topk=128), dict(topk=1000)),  # 128 = the largest level (8x8 cells, 2 anchors)
     ("tal", dict(topk=168), dict(topk=1000)),
     ("simota", dict(candidate_topk=168), dict(candidate_topk=1000)),
+    ("dsl", dict(topk=168), dict(topk=1000)),
 ])
 def test_topk_larger_than_the_priors_takes_them_all(name, small, huge, grid):
-    from detkit.assigners import ATSSAssigner, SimOTAAssigner, TaskAlignedAssigner
+    from detkit.assigners import ATSSAssigner, DynamicSoftLabelAssigner, SimOTAAssigner, TaskAlignedAssigner
 
-    cls = {"atss": ATSSAssigner, "tal": TaskAlignedAssigner, "simota": SimOTAAssigner}[name]
+    cls = {"atss": ATSSAssigner, "tal": TaskAlignedAssigner, "simota": SimOTAAssigner,
+           "dsl": DynamicSoftLabelAssigner}[name]
     data = random_batch(11)
     assert_same(run(cls(**huge), grid, data), run(cls(**small), grid, data))

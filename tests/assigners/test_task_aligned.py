@@ -75,3 +75,45 @@ def test_resolve_in_gts_like_yolov8():
     assert tood.gt_index.tolist() == [[-1, 0, 2, -1]]
     assert v8.gt_index.tolist() == [[-1, 2, 2, -1]]
     assert v8.iou[0, 1].item() == pytest.approx(64 / 104)
+
+
+def test_gt_smaller_than_a_stride_enlarged_for_the_candidate_test():
+    # The 2x2 GT (13, 3, 15, 5) holds no prior centre. With center_min_side=16 the tested box is
+    # (6, -4, 22, 12): p1 and p2 become candidates; the IoU still uses the 2x2 box (p1's prediction
+    # (12, 2, 16, 6) covers it: 4/16; p2's misses it: 0).
+    tiny = (13, 3, 15, 5)
+    preds = [[0, 0, 8, 8], [12, 2, 16, 6], [16, 0, 24, 8], [24, 0, 32, 8]]
+    scores = [0.9] * 4
+    assert not assign(TaskAlignedAssigner(topk=2), preds, scores, tiny).pos_mask.any()
+    res = assign(TaskAlignedAssigner(topk=2, center_min_side=16.0), preds, scores, tiny)
+    assert res.gt_index.tolist() == [[-1, 0, -1, -1]]  # p2's metric is 0: not positive (TOOD)
+    assert res.iou[0, 1].item() == pytest.approx(0.25)
+    # topk=4 keeps every prior (with topk=2, which zero-metric prior joins p1 is torch.topk's choice).
+    res = assign(TaskAlignedAssigner(topk=4, center_min_side=16.0, keep_zero_metric=True), preds, scores, tiny)
+    assert res.gt_index.tolist() == [[-1, 0, 0, -1]]  # kept at metric 0 (Ultralytics 8.4)
+    # metric / (max metric + 1e-9) * max IoU, the metric 0.9 * 0.25**6 = 2.2e-4
+    assert res.score_target[0].tolist() == pytest.approx([0, 0.25, 0, 0], rel=1e-5)
+
+
+def test_resolve_all_gts_sends_an_all_zero_prior_to_the_first_valid_gt():
+    # GT_A (24, 0, 32, 8) holds p3; GT_B (0, 0, 16, 8) p0, p1; GT_C (8, 0, 24, 8) p1, p2. Every
+    # prediction is far away (IoU 0, metric 0); with keep_zero_metric each GT keeps its candidates,
+    # so p1 is positive for B and C with IoU 0 for every GT: "in_gts" gives it to the first GT
+    # holding its centre (B), "all_gts" to the first valid GT (A, as Ultralytics' argmax over its
+    # zero overlaps does), skipping a leading padding row.
+    preds = [[100, 100, 101, 101]] * 4
+    gts = [(24, 0, 32, 8), (0, 0, 16, 8), (8, 0, 24, 8)]
+    in_gts = TaskAlignedAssigner(topk=4, keep_zero_metric=True, resolve="in_gts")
+    all_gts = TaskAlignedAssigner(topk=4, keep_zero_metric=True, resolve="all_gts")
+    assert assign(in_gts, preds, [0.5] * 4, *gts).gt_index.tolist() == [[1, 1, 2, 0]]
+    assert assign(all_gts, preds, [0.5] * 4, *gts).gt_index.tolist() == [[1, 0, 2, 0]]
+    boxes = torch.tensor([[(0, 0, 0, 0), *gts]], dtype=torch.float32)
+    res = all_gts.assign(PRIORS, boxes, torch.zeros(1, 4, dtype=torch.long), torch.tensor([[False, True, True, True]]),
+                         pred_boxes=torch.tensor(preds, dtype=torch.float32)[None], pred_scores=torch.full((1, 4, 1), 0.5))
+    assert res.gt_index.tolist() == [[2, 1, 3, 1]]
+    assert res.score_target[0].tolist() == [0, 0, 0, 0]
+
+
+def test_bad_center_min_side():
+    with pytest.raises(ValueError, match="center_min_side"):
+        TaskAlignedAssigner(center_min_side=0.0)
