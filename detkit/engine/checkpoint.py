@@ -319,7 +319,7 @@ _SHOWN = 4
 
 
 def _shape(t: torch.Tensor) -> str:
-    return "(" + ", ".join(str(d) for d in t.shape) + ")"
+    return str(tuple(t.shape))
 
 
 def _not_filling(path: str, own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> str | None:

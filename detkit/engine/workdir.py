@@ -84,13 +84,13 @@ def _first_existing(path: Path) -> Path:
     return Path(".")
 
 
-def _check_creatable(path: Path, what: str) -> None:
-    """The nearest existing ancestor of ``path`` is a writable folder (so ``path`` can be made)."""
-    base = _first_existing(path)
+def _check_creatable(folder: Path, what: str, shown: Path) -> None:
+    """The nearest existing ancestor of ``folder`` is a writable folder (so ``folder`` can be made)."""
+    base = _first_existing(folder)
     if not base.is_dir():
-        raise OutputPathError(f"{what} {path}: {base} is a file, not a folder")
+        raise OutputPathError(f"{what} {shown}: {base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{what} {path}: no permission to write in {base}")
+        raise OutputPathError(f"{what} {shown}: no permission to write in {base}")
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
@@ -101,7 +101,7 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"{what} {path}: is a file, not a folder")
-    _check_creatable(path, what)
+    _check_creatable(path, what, path)
     return path
 
 
@@ -115,7 +115,7 @@ def check_output_file(path: str | os.PathLike, what: str = "output file") -> Pat
         raise OutputPathError(f"{what} {path}: is a folder, expected a file path")
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputPathError(f"{what} {path}: no permission to overwrite it")
-    _check_creatable(path.parent, what)
+    _check_creatable(path.parent, what, path)
     return path
 
 
