@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.detkit-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench parity clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,26 @@ $(BENCH_STAMP): setup.cfg pyproject.toml
 
 bench: setup bench-setup
 	$(BENCH_VENV)/bin/python benchmarks/run_all.py
+
+# Assigner presets against the peers' own code: the peers (yolov5, yolox, mmdet/mmyolo) go into the
+# benchmark venv only, without their compiled ops (yolox's sdist is installed with its C++ extension
+# left out; mmcv-lite has none; the parity script stubs mmcv.ops, which the assigners never call).
+PARITY_STAMP := $(BENCH_VENV)/.parity-installed
+$(PARITY_STAMP): $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m pip install -q --no-deps yolov5==7.0.14 mmengine==0.10.7 mmdet==3.3.0 \
+		mmyolo==0.6.0 mmcv-lite==2.0.1
+	$(BENCH_VENV)/bin/python -m pip install -q loguru pandas seaborn 'setuptools<80' yapf addict termcolor \
+		tabulate rich shapely six terminaltables
+	rm -rf $(BENCH_VENV)/yolox-src && mkdir -p $(BENCH_VENV)/yolox-src
+	$(BENCH_VENV)/bin/python -m pip download -q --no-deps --no-build-isolation --no-binary yolox \
+		-d $(BENCH_VENV)/yolox-src yolox==0.3.0
+	tar -xzf $(BENCH_VENV)/yolox-src/yolox-0.3.0.tar.gz -C $(BENCH_VENV)/yolox-src
+	sed -i 's/ext_modules=get_ext_modules(),/ext_modules=[],/' $(BENCH_VENV)/yolox-src/yolox-0.3.0/setup.py
+	$(BENCH_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation $(BENCH_VENV)/yolox-src/yolox-0.3.0
+	touch $@
+
+parity: setup $(PARITY_STAMP)
+	$(BENCH_VENV)/bin/python benchmarks/parity_assigners.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache

@@ -2,6 +2,10 @@
 
     .venv-bench/bin/python benchmarks/assigners_vs_ultralytics.py [--batch 16] [--gts 50] [--repeat 5]
 
+Also prints how many positives detkit's ``tal-ultralytics`` preset and Ultralytics' assigner as its
+YOLOv8 loss builds it (topk 10, alpha 0.5) disagree on for this batch (``parity_assigners.py`` checks
+every peer on many batches).
+
 Setting: a 640x640 input, anchor-free points at strides 8/16/32 (8,400 priors), 80 classes, ``--gts``
 ground-truth boxes per image, predictions drawn near the GTs with mostly low scores. Each side runs in
 a fresh forked process (so peak-RSS growth is its own), best of ``--repeat`` timed calls after one
@@ -20,6 +24,8 @@ import time
 from collections.abc import Callable
 
 import torch
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))  # parity_assigners beside this file
 
 STRIDES = (8, 16, 32)
 
@@ -81,6 +87,22 @@ def ultralytics_call() -> Callable[[dict], object]:
     return run
 
 
+def tal_v8_disagreements(x: dict) -> str:
+    """Disagreements of the ``tal-ultralytics`` preset with Ultralytics' v8 assigner on batch ``x``."""
+    from parity_assigners import compare, ultralytics_tal_v8
+
+    from detkit.assigners.presets import build_preset
+
+    res = build_preset("tal-ultralytics").assign(
+        x["priors"], x["gt_boxes"], x["gt_labels"], x["gt_mask"], pred_boxes=x["pred_boxes"],
+        pred_scores=x["pred_scores"])
+    gt, soft = ultralytics_tal_v8(x["pred_scores"], x["pred_boxes"], x["points"], x["gt_labels"], x["gt_boxes"],
+                                  list(STRIDES), gt_mask=x["gt_mask"])  # padding rows here hold boxes
+    c = compare(res, gt, soft, res.score_target)
+    return (f"tal-ultralytics vs Ultralytics' v8 assigner on this batch: {c['peer_pos']} / {c['detkit_pos']} "
+            f"positives, {c['pos_diff']} positive, {c['gt_diff']} GT and {c['soft_diff']} soft-target disagreements")
+
+
 def _child(side: str, name: str, args: argparse.Namespace, queue: mp.Queue) -> None:
     torch.set_num_threads(args.threads)
     x = make_inputs(args.batch, args.gts)
@@ -128,6 +150,8 @@ def main() -> int:
     print(f"\n## Assigners: batch {args.batch}, 8,400 points (640, strides 8/16/32), {args.gts} GT slots "
           f"per image, 80 classes, CPU, {args.threads} threads, best of {args.repeat}")
     print(f"torch {torch.__version__}, ultralytics {uver}, python {platform.python_version()}\n")
+    if uver:
+        print(tal_v8_disagreements(make_inputs(args.batch, args.gts)) + "\n")
     ref = rows[0][1] if uver else None
     print("| assigner | time (ms) | time vs Ultralytics TAL | peak RSS growth (MiB) |")
     print("|---|---|---|---|")

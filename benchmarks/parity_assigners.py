@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import types
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -97,16 +98,29 @@ def compare(res: AssignResult, peer_gt: torch.Tensor, peer_soft: torch.Tensor | 
 # ------------------------------------------------------------------------------------------------
 
 
-def peer_ultralytics_tal(x: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ultralytics 8.4's TaskAlignedAssigner as its v8DetectionLoss builds and calls it."""
+def ultralytics_tal_v8(scores: torch.Tensor, pred_boxes: torch.Tensor, points: torch.Tensor, gt_labels: torch.Tensor,
+                       gt_boxes: torch.Tensor, strides: list[int],
+                       gt_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ultralytics 8.4's TaskAlignedAssigner as its v8DetectionLoss builds and calls it (padding rows
+    are the all-zero ones, as v8DetectionLoss finds them, unless ``gt_mask (B, M)`` is given).
+
+    Returns:
+        ``Tensor[B, N]`` GT index (-1 not positive) and ``Tensor[B, N]`` soft target.
+    """
     from ultralytics.utils.tal import TaskAlignedAssigner
 
-    tal = TaskAlignedAssigner(topk=10, num_classes=NUM_CLASSES, alpha=0.5, beta=6.0, stride=list(STRIDES))
-    mask_gt = x["gt_boxes"].sum(2, keepdim=True).gt_(0.0)  # v8DetectionLoss's padding rule
-    _, _, scores, fg, gt_idx = tal(x["cls_logits"].sigmoid(), x["pred_boxes"], x["centres"],
-                                   x["gt_labels"][..., None].float(), x["gt_boxes"], mask_gt)
-    fg = fg.bool()
-    return torch.where(fg, gt_idx, torch.full_like(gt_idx, -1)), scores.amax(-1)
+    tal = TaskAlignedAssigner(topk=10, num_classes=scores.shape[-1], alpha=0.5, beta=6.0, stride=list(strides))
+    if gt_mask is None:
+        mask_gt = gt_boxes.sum(2, keepdim=True).gt_(0.0)  # v8DetectionLoss's padding rule
+    else:
+        mask_gt = gt_mask[..., None].float()
+    _, _, target, fg, gt_idx = tal(scores, pred_boxes, points, gt_labels[..., None].float(), gt_boxes, mask_gt)
+    return torch.where(fg.bool(), gt_idx, torch.full_like(gt_idx, -1)), target.amax(-1)
+
+
+def peer_ultralytics_tal(x: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    return ultralytics_tal_v8(x["cls_logits"].sigmoid(), x["pred_boxes"], x["centres"], x["gt_labels"],
+                              x["gt_boxes"], list(STRIDES))
 
 
 def peer_yolov5(x: dict) -> tuple[torch.Tensor, int]:
@@ -139,6 +153,7 @@ def peer_yolox(x: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """YOLOX 0.3.0's YOLOXHead.get_assignments, image by image as its get_losses calls it."""
     from yolox.models.yolo_head import YOLOXHead
 
+    warnings.filterwarnings("ignore", message=".*torch.cuda.amp.autocast.*")  # YOLOX's CPU-irrelevant autocast
     head = YOLOXHead(NUM_CLASSES, width=0.125)
     strides = x["prior_strides"][None]
     grid = x["centres"] / x["prior_strides"][:, None] - 0.5  # cell indices
