@@ -50,8 +50,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def verify(model: torch.nn.Module, path: Path, tolerance: float, seed: int = 0) -> dict[str, float]:
-    """Largest |ONNX Runtime - PyTorch| per output on a random batch (2 images when the batch is free)."""
-    from detkit.deploy import OnnxDetector
+    """Largest |ONNX Runtime - PyTorch| per output on a random batch (2 images when the batch is free).
+
+    A graph without NMS is compared output by output. A graph with NMS is checked in two parts,
+    since NMS is discontinuous (two boxes whose scores differ by 1e-7 between backends may swap,
+    and the swap changes what each suppresses): the network up to decoded boxes and scores
+    (exported once more without NMS, to a temporary file) against PyTorch, then the NMS graph's
+    detections against PyTorch's NMS run on ONNX Runtime's own decoded outputs.
+    """
+    import tempfile
+    from dataclasses import replace
+
+    from detkit.deploy import OnnxDetector, export_onnx
+    from detkit.deploy.graph_nms import padded_nms
     from detkit.deploy.onnx_export import export_module
 
     runtime = OnnxDetector(path)
@@ -61,8 +72,36 @@ def verify(model: torch.nn.Module, path: Path, tolerance: float, seed: int = 0) 
     with torch.no_grad():
         expected = export_module(model, meta).eval()(images)
     got = runtime.run(images)
+    if meta.with_nms:
+        plain_meta = replace(meta, with_nms=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = export_onnx(model, Path(tmp) / "decoded.onnx", plain_meta)
+            decoded = OnnxDetector(plain).run(images)
+        with torch.no_grad():
+            reference = export_module(model, plain_meta).eval()(images)
+        diffs = _max_diffs(plain_meta.output_names, reference, decoded)
+        expected = padded_nms(torch.from_numpy(decoded["boxes"]), torch.from_numpy(decoded["scores"]),
+                              **meta.postprocess)
+        expected = _tie_order(dict(zip(meta.output_names, (t.numpy() for t in expected))))
+        return {**diffs, **_max_diffs(meta.output_names, [torch.from_numpy(expected[k]) for k in meta.output_names],
+                                      _tie_order(got))}
+    return _max_diffs(meta.output_names, expected, got)
+
+
+def _tie_order(dets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """NMS outputs with each image's detections sorted by (score desc, label, box): detections of
+    exactly equal score come out of a top-k in either order, which is no disagreement."""
+    out = {k: v.copy() for k, v in dets.items()}
+    for b in range(dets["det_scores"].shape[0]):
+        boxes, labels, scores = dets["det_boxes"][b], dets["det_labels"][b], dets["det_scores"][b]
+        order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], labels, -scores))
+        out["det_boxes"][b], out["det_labels"][b], out["det_scores"][b] = boxes[order], labels[order], scores[order]
+    return out
+
+
+def _max_diffs(names: Sequence[str], expected: Sequence[torch.Tensor], got: dict[str, np.ndarray]) -> dict[str, float]:
     diffs = {}
-    for name, ref in zip(meta.output_names, expected):
+    for name, ref in zip(names, expected):
         ref = ref.numpy()
         if got[name].shape != ref.shape:
             raise ValueError(f"ONNX output {name} has shape {got[name].shape}, PyTorch {ref.shape}")
