@@ -12,6 +12,9 @@ prior_strides=None, pred_boxes=None, pred_scores=None) -> AssignResult`` (see ``
 * :class:`FCOSAssigner`: FCOS's centre sampling and regression range per level;
 * :class:`DynamicSoftLabelAssigner`: RTMDet's dynamic-k matching on a soft-label cost (prediction-aware).
 
+``MinPositives(assigner, min_pos_per_gt=1)`` wraps any of them so every valid GT gets a positive
+(presets: ``"<name>+minpos"``).
+
 Short names for common settings, each peer's variant included, are in :mod:`detkit.assigners.presets`.
 
 Each takes ``max_gt_chunk`` to process GTs in chunks (bounded memory, bit-identical results).
@@ -24,6 +27,7 @@ from detkit.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
 from detkit.assigners.fcos import FCOSAssigner
 from detkit.assigners.grid import GridAssigner
 from detkit.assigners.max_iou import MaxIoUAssigner
+from detkit.assigners.min_pos import MinPosAssignResult, MinPositives
 from detkit.assigners.simota import SimOTAAssigner
 from detkit.assigners.task_aligned import TaskAlignedAssigner
 from detkit.assigners.yolov5 import YOLOv5Assigner
@@ -37,6 +41,8 @@ __all__ = [
     "FCOSAssigner",
     "GridAssigner",
     "MaxIoUAssigner",
+    "MinPosAssignResult",
+    "MinPositives",
     "SimOTAAssigner",
     "TaskAlignedAssigner",
     "YOLOv5Assigner",

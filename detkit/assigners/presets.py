@@ -8,6 +8,7 @@ inputs (``benchmarks/parity_assigners.py`` counts the disagreements; see README,
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = ["ASSIGNER_PRESETS", "assigner_call", "build_preset"]
@@ -29,8 +30,20 @@ ASSIGNER_PRESETS: dict[str, str] = {
 }
 
 
+MIN_POS_SUFFIX = re.compile(r"^(?P<base>.+)\+minpos(?P<k>\d*)$")  # "<preset or call>+minpos[K]"
+
+
 def assigner_call(name: str) -> str:
-    """A preset's call text, or ``name`` itself (taken as a call such as ``"ATSSAssigner(topk=13)"``)."""
+    """A preset's call text, or ``name`` itself (taken as a call such as ``"ATSSAssigner(topk=13)"``).
+
+    A ``+minpos`` / ``+minposK`` suffix wraps the rule in ``MinPositives`` (every valid GT gets at
+    least 1 / K positives, :mod:`detkit.assigners.min_pos`): ``"atss+minpos"`` ->
+    ``"MinPositives(assigner=ATSSAssigner(topk=9), min_pos_per_gt=1)"``.
+    """
+    suffix = MIN_POS_SUFFIX.match(name.strip())
+    if suffix:
+        k = int(suffix["k"] or 1)
+        return f"MinPositives(assigner={assigner_call(suffix['base'])}, min_pos_per_gt={k})"
     return ASSIGNER_PRESETS.get(name, name)
 
 

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detkit.analysis import positives_per_gt
+from detkit.analysis import SIZE_NAMES, positives_per_gt, size_bucket
 from detkit.boxes import aligned_iou, box_area, valid_gt_mask
 from detkit.losses import BCEWithLogitsLoss, IoULoss
 from detkit.models.heads.predictions import DensePredictions
@@ -352,7 +352,11 @@ class YOLOLossPipeline(nn.Module):
     def statistics(self, assign_result: Any, sample: SampleResult, batch: Mapping[str, Any],
                    num_level_priors: list[int]) -> dict[str, Tensor]:
         """Detached ``stat_*``: positives per valid GT, GTs without a positive, valid GT count,
-        mean assigned IoU of positives, and positives per level per image."""
+        mean assigned IoU of positives, positives per level per image; valid GTs and GTs without a
+        positive per COCO size (``stat_num_gt_{small,medium,large}``, ``stat_gt_no_pos_{...}``:
+        areas in network-input pixels, the boxes the assigner saw: under mosaic / random affine the
+        batch's ``scale_factors`` do not describe them); ``stat_forced_pos`` (priors made positive
+        by :class:`~detkit.assigners.MinPositives`) when the assigner reports them."""
         boxes = batch["gt_boxes"]
         gt_mask = valid_gt_mask(boxes, batch["gt_mask"])  # valid GTs as the assigners see them
         counts = positives_per_gt(assign_result.gt_index, sample.pos_mask, gt_mask.shape[1])  # (B, M)
@@ -366,6 +370,13 @@ class YOLOLossPipeline(nn.Module):
             "stat_gt_no_pos": (valid_counts == 0).sum().float(),
             "stat_pos_iou": pos_iou.mean() if pos_iou.numel() else zero,
         }
+        sizes = size_bucket(box_area(boxes.float()))[gt_mask]  # (G,) 0 small, 1 medium, 2 large
+        for i, name in enumerate(SIZE_NAMES):
+            stats[f"stat_num_gt_{name}"] = (sizes == i).sum().float()
+            stats[f"stat_gt_no_pos_{name}"] = ((sizes == i) & (valid_counts == 0)).sum().float()
+        forced = getattr(assign_result, "forced_mask", None)
+        if forced is not None:
+            stats["stat_forced_pos"] = (forced & sample.pos_mask).sum().float()
         per_level = sample.pos_mask.split(list(num_level_priors), dim=1)
         for i, level in enumerate(per_level):
             stats[f"stat_pos_level{i}"] = level.sum().float() / max(gt_mask.shape[0], 1)
