@@ -1,99 +1,306 @@
-"""Train the same model with each assigner on the same data and seed; one table of the results.
+"""Train the same model with each assigner, over several seeds; one table with intervals.
 
-    python tools/ablate_assigners.py configs/shapes_atss.py --assigners atss iou grid simota tal \
-        [--cfg-options train.epochs=12 ...] [--work-dir work_dirs/ablation]
+    python tools/ablate_assigners.py configs/shapes_atss.py --assigners atss iou grid tal --seeds 3 \
+        [--cfg-options train.epochs=8 ...] [--work-dir work_dirs/ablation/shapes] [--no-progress]
+    python tools/ablate_assigners.py configs/shapes_atss.py configs/shapes_yolov8_tal.py --assigners atss tal
+    python tools/ablate_assigners.py --spec docs/ablations/shapes.toml          # rows with their own options
 
-Everything but ``model.head.loss.assigner`` is the config's (model, data, schedule, seed), so the rows
-differ by the assigner alone. For each run: COCO AP, AP50, APs, APm, APl of the EMA weights on the
-val split, the training-time assignment statistics of the last epoch (positives per GT, GTs with no
-positive), and the wall-clock training time. Writes ``ablation.md`` and ``ablation.csv`` in the work
-dir; each run keeps its own sub-folder (checkpoints, curves, metrics).
+Rows: each config (positional, or ``--configs``) with each of ``--assigners`` (short names of
+:mod:`detkit.assigners.presets` such as ``atss``, ``tal``, ``atss+minpos``, any call such as
+``"ATSSAssigner(topk=13)"``, or ``config`` for the config's own assigner); or the rows of a spec
+file (TOML, or JSON with the same keys), where each row can add its own overrides -- a decoupled
+head trained with a box-only rule needs ``model.head.loss.cls_target=onehot``, since box-only rules
+give no ``score_target``::
 
-``--assigners`` takes the short names of ``tools/compare_assigners.py`` (atss, iou, grid, simota, tal)
-or any call such as ``"ATSSAssigner(topk=13)"``.
+    seeds = 3                                   # optional; --seeds wins
+    cfg_options = ["train.epochs=8"]            # optional, every run; --cfg-options are added after
+    [[rows]]
+    config = "configs/shapes_atss.py"           # paths relative to the current folder
+    assigner = "atss"
+    label = "ATSS"                              # optional; default "<assigner>" or "<assigner> @ <config>"
+    [[rows]]
+    config = "configs/shapes_yolov8_tal.py"
+    assigner = "atss"
+    label = "ATSS, decoupled"
+    cfg_options = ["model.head.loss.cls_target=onehot"]
+    vs = "TAL, decoupled"                       # optional: the row its difference is taken to
+
+Seeds: ``--seeds N`` trains every row with ``train.seed`` = 0 .. N-1; a seed fixes the model's
+initialisation and the data order and is the same for every row, so runs are paired. After
+training, the tool evaluates the EMA weights on the val split (COCO metrics, per-image AP, error
+analysis by size) and keeps the run's ``result.json``; the training-time assignment statistics
+(positives per GT, GTs by size without a positive, positives forced by ``MinPositives``) come from
+the run's ``metrics.csv`` over all epochs. Writes in the work dir ``ablation.md`` (mean +- std over
+seeds; each row's paired difference to the first row, or to its ``vs``, with a 95% interval -- t
+over seeds, or with one seed a bootstrap over val images of the per-image AP -- and a verdict
+line), ``ablation.csv`` and ``runs.csv``. Each run trains in ``<work dir>/<row>/seed<k>/``.
+
+Stopping and resuming: rerun the same command. Finished runs are read back from their
+``result.json``; an interrupted run continues from its newest checkpoint (``Trainer(resume="auto")``;
+Ctrl-C writes one); a run folder holding another config's run is refused. The table is rewritten
+after every run. Training time adds up over sessions (lost for a session killed with SIGKILL).
+By default the trainer's own periodic evaluation is switched off (``train.eval_interval=0``
+before the other options: set it in ``--cfg-options`` to watch AP during training).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import hashlib
+import json
 import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from detkit.ablation import AblationRow, RunRecord, summarise, training_statistics, write_summary  # noqa: E402
 from detkit.assigners.presets import assigner_call  # noqa: E402
-from detkit.config import ConfigError, load_config  # noqa: E402
+from detkit.cli import run_cli  # noqa: E402
+from detkit.config import ConfigError, format_config, instantiate, load_config  # noqa: E402
 
-COLUMNS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "pos_per_gt", "gt_no_pos_pct", "train_min"]
+SPEC_KEYS = {"seeds", "cfg_options", "rows"}
+ROW_KEYS = {"config", "assigner", "label", "cfg_options", "vs"}
+STATE_FILE, RESULT_FILE = "ablation_run.json", "result.json"
 
 
 def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")[:60]
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name).strip("_")[:60]
 
 
-def run_one(config: str, name: str, overrides: Sequence[str], work_dir: Path, progress: bool) -> dict[str, float]:
+# ----- rows ----------------------------------------------------------------------------------------
+
+
+def rows_from_args(configs: Sequence[str], assigners: Sequence[str]) -> list[AblationRow]:
+    """Every config with every assigner; labels name the config only when there are several."""
+    many = len(configs) > 1
+    return [AblationRow(label=f"{a} @ {Path(c).stem}" if many else a, config=c, assigner=a)
+            for c in configs for a in assigners]
+
+
+def load_spec(path: str) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or JSON spec and check its keys; raises ConfigError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--spec {path}: no such file")
+    try:
+        if p.suffix == ".json":
+            spec = json.loads(p.read_text(encoding="utf-8"))
+        else:
+            import tomllib
+
+            spec = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, ImportError) as e:  # JSONDecodeError / TOMLDecodeError are ValueErrors
+        raise ConfigError(f"--spec {path}: cannot read it: {e}") from e
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"--spec {path}: unknown key(s) {sorted(unknown)}; accepted: {sorted(SPEC_KEYS)}")
+    if not spec.get("rows"):
+        raise ConfigError(f"--spec {path}: no [[rows]]")
+    return spec
+
+
+def rows_from_spec(spec: dict[str, Any], path: str) -> list[AblationRow]:
+    rows = []
+    for i, r in enumerate(spec["rows"]):
+        unknown = set(r) - ROW_KEYS
+        if unknown or "config" not in r or "assigner" not in r:
+            raise ConfigError(f"--spec {path}: rows[{i}]: needs config and assigner; unknown key(s) "
+                              f"{sorted(unknown)}; accepted: {sorted(ROW_KEYS)}")
+        rows.append(AblationRow(label=r.get("label") or f"{r['assigner']} @ {Path(r['config']).stem}",
+                                config=r["config"], assigner=r["assigner"],
+                                cfg_options=tuple(r.get("cfg_options", ())), vs=r.get("vs")))
+    return rows
+
+
+def check_rows(rows: Sequence[AblationRow]) -> None:
+    labels = [r.label for r in rows]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ConfigError(f"row labels must differ; repeated: {dupes}")
+    folders = [slug(x) for x in labels]
+    if len(set(folders)) != len(folders):
+        raise ConfigError(f"row labels {labels} give the same folder name; change a label")
+    for r in rows:
+        if r.vs is not None and r.vs not in labels:
+            raise ConfigError(f"row {r.label!r}: vs={r.vs!r} is not a row label ({', '.join(labels)})")
+
+
+def run_config(row: AblationRow, seed: int, common: Sequence[str]):
+    """The merged config of one run: eval off, the common options, the assigner, the row's options, the seed."""
+    overrides = ["train.eval_interval=0", *common]
+    if row.assigner != "config":
+        overrides.append(f"model.head.loss.assigner={assigner_call(row.assigner)}")
+    overrides += [*row.cfg_options, f"train.seed={seed}"]
+    cfg = load_config(row.config, overrides)
+    loss = cfg.model.head.get("loss")
+    if loss is not None and loss.get("cls_target", "onehot") == "assigner":
+        assigner = instantiate(loss["assigner"])
+        if not getattr(assigner, "uses_predictions", True):
+            raise ConfigError(f"row {row.label!r}: {row.config} takes its classification target from the "
+                              f"assigner (cls_target='assigner'), which {type(assigner).__name__} does not give "
+                              "(box-only rule); add model.head.loss.cls_target=onehot to the row's cfg_options")
+    return cfg
+
+
+# ----- one run -------------------------------------------------------------------------------------
+
+
+def fingerprint(cfg) -> str:
+    return hashlib.sha256(format_config(cfg).encode()).hexdigest()[:16]
+
+
+def read_state(run_dir: Path, fp: str) -> dict[str, Any]:
+    """The run folder's state (``{"fingerprint", "train_seconds"}``); refuses another config's run."""
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        return {"fingerprint": fp, "train_seconds": 0.0}
+    state = json.loads(path.read_text())
+    if state.get("fingerprint") != fp:
+        raise ConfigError(f"{run_dir} holds a run of another config (options changed since it ran); "
+                          "use another --work-dir or delete that folder")
+    return state
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool) -> RunRecord:
+    """Train (or resume, or read back) one run and evaluate it."""
+    from detkit.engine.checkpoint import find_latest_checkpoint
     from detkit.engine.trainer import Trainer
+    from detkit.engine.workdir import previous_run_files
 
-    cfg = load_config(config, [*overrides, f"model.head.loss.assigner={assigner_call(name)}"])
+    fp = fingerprint(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = read_state(run_dir, fp)
+    if (run_dir / RESULT_FILE).is_file():
+        return RunRecord.from_json(json.loads((run_dir / RESULT_FILE).read_text()))
+    write_json(run_dir / STATE_FILE, state)
+    resume = "auto" if find_latest_checkpoint(run_dir) else None
+    trainer = Trainer(cfg, work_dir=run_dir, progress=progress, resume=resume,
+                      overwrite=resume is None and bool(previous_run_files(run_dir)))
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, work_dir=str(work_dir / slug(name)), progress=progress)
-    result = trainer.train()
-    minutes = (time.perf_counter() - t0) / 60
-    metrics = result["last_metrics"] or trainer.evaluate()
-    last = trainer.writer.epochs[-1] if trainer.writer.epochs else {}
-    num_gt = float(last.get("stat_num_gt", 0.0) or 0.0)
-    return {
-        **{k: float(metrics.get(k, 0.0)) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
-        "pos_per_gt": float(last.get("stat_pos_per_gt", 0.0)),
-        "gt_no_pos_pct": 100.0 * float(last.get("stat_gt_no_pos", 0.0)) / num_gt if num_gt else 0.0,
-        "train_min": minutes,
-    }
+    try:
+        trainer.train()
+    finally:
+        state["train_seconds"] += time.perf_counter() - t0
+        write_json(run_dir / STATE_FILE, state)
+    metrics, results, evaluator = evaluate(trainer, cfg, progress)
+    from detkit.evaluation.errors import analyse_errors
+    from detkit.evaluation.per_image import per_image_ap
+
+    errors = analyse_errors(evaluator.gt.dataset, results, class_names=evaluator.class_names,
+                            image_ids=evaluator.image_ids)
+    record = RunRecord(label=row.label, seed=seed, metrics={k: float(v) for k, v in metrics.items() if "/" not in k},
+                       stats=training_statistics(trainer.writer.epochs), missed_pct=errors.missed_pct(),
+                       per_image_ap=per_image_ap(evaluator.gt.dataset, results, evaluator.image_ids),
+                       train_min=state["train_seconds"] / 60)
+    (run_dir / "errors.md").write_text(errors.to_markdown(), encoding="utf-8")
+    write_json(run_dir / RESULT_FILE, record.to_json())
+    return record
 
 
-def write_table(rows: dict[str, dict[str, float]], work_dir: Path) -> str:
-    with open(work_dir / "ablation.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["assigner", *COLUMNS])
-        for name, r in rows.items():
-            writer.writerow([name, *[f"{r[c]:.4f}" for c in COLUMNS]])
-    lines = ["| assigner | AP | AP50 | AP75 | APs | APm | APl | positives / GT | GTs w/o positive (%) | training (min) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in COLUMNS[:6])
-                     + f" | {r['pos_per_gt']:.2f} | {r['gt_no_pos_pct']:.1f} | {r['train_min']:.1f} |")
-    table = "\n".join(lines) + "\n"
-    (work_dir / "ablation.md").write_text(table)
-    return table
+def evaluate(trainer, cfg, progress: bool):
+    """COCO metrics and results of the trainer's EMA weights (or its model) on ``data.val``."""
+    from detkit.engine.inference import build_evaluator, evaluate_dataset
+    from detkit.engine.train_utils import collate_from_config
+    from detkit.engine.trainer import build_dataset
+
+    model = trainer.ema.module if trainer.ema is not None else trainer.detector
+    dataset = build_dataset(cfg, "val")
+    evaluator = build_evaluator(dataset)
+    val = cfg.data.val
+    collate = collate_from_config(cfg, int(getattr(model, "size_divisor", 32)))
+    metrics, results = evaluate_dataset(model, dataset, evaluator, trainer.device, collate,
+                                        int(val.get("batch_size", 8)), int(val.get("num_workers", 0)), progress)
+    return metrics, results, evaluator
+
+
+# ----- the ablation --------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("configs", nargs="*", help="configs (each trained with every --assigners)")
+    p.add_argument("--configs", dest="more_configs", nargs="+", default=[], metavar="CONFIG")
+    p.add_argument("--assigners", nargs="+", default=None, help="default: atss iou grid")
+    p.add_argument("--spec", default=None, help="TOML/JSON file of rows (instead of configs x assigners)")
+    p.add_argument("--seeds", type=int, default=None, help="runs per row, seeds 0..N-1 (default 1, or the spec's)")
+    p.add_argument("--work-dir", default=None)
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def plan(args: argparse.Namespace) -> tuple[list[AblationRow], int, list[str], Path]:
+    """Rows, seed count, common overrides and work dir from the arguments (and the spec)."""
+    configs = [*args.configs, *args.more_configs]
+    if args.spec:
+        if configs or args.assigners:
+            raise ConfigError("--spec takes its rows from the file: leave out configs and --assigners")
+        spec = load_spec(args.spec)
+        rows, seeds, common = rows_from_spec(spec, args.spec), spec.get("seeds", 1), list(spec.get("cfg_options", []))
+        name = Path(args.spec).stem
+    else:
+        if not configs:
+            raise ConfigError("give one or more configs, or --spec FILE")
+        rows, seeds, common = rows_from_args(configs, args.assigners or ["atss", "iou", "grid"]), 1, []
+        name = Path(configs[0]).stem
+    seeds = args.seeds if args.seeds is not None else seeds
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds must be an int >= 1, got {seeds!r}")
+    check_rows(rows)
+    work_dir = Path(args.work_dir or ROOT / "work_dirs" / "ablation" / name)
+    return rows, seeds, [*common, *args.cfg_options], work_dir
+
+
+def header(rows: Sequence[AblationRow], seeds: int, common: Sequence[str]) -> str:
+    lines = [f"Assigner ablation: {len(rows)} rows x {seeds} seed(s) (train.seed 0..{seeds - 1}); "
+             f"options for every run: {' '.join(common) or '(none)'}", ""]
+    for r in rows:
+        extra = f" + {' '.join(r.cfg_options)}" if r.cfg_options else ""
+        lines.append(f"- {r.label}: `{r.config}`, assigner `{assigner_call(r.assigner)}`{extra}")
+    return "\n".join(lines) + "\n\n"
+
+
+def run(args: argparse.Namespace) -> None:
+    rows, seeds, common, work_dir = plan(args)
+    cfgs = {(r.label, s): run_config(r, s, common) for r in rows for s in range(seeds)}  # all checked first
+    work_dir.mkdir(parents=True, exist_ok=True)
+    records: list[RunRecord] = []
+    top = header(rows, seeds, common)
+    for seed in range(seeds):  # seed-major: an interrupted ablation has every row at the same depth
+        for row in rows:
+            print(f"== {row.label}, seed {seed}", flush=True)
+            records.append(train_run(row, seed, cfgs[row.label, seed], work_dir / slug(row.label) / f"seed{seed}",
+                                     not args.no_progress))
+            write_summary(summarise(rows, records), records, work_dir, top)
+    table = write_summary(summarise(rows, records), records, work_dir, top)
+    print(table)
+    print(f"table written to {work_dir}/ablation.md, ablation.csv and runs.csv")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
-    parser.add_argument("--assigners", nargs="+", default=["atss", "iou", "grid"])
-    parser.add_argument("--work-dir", default=None)
-    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    work_dir = Path(args.work_dir or ROOT / "work_dirs" / "ablation" / Path(args.config).stem)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, dict[str, float]] = {}
-    try:
-        for name in args.assigners:
-            print(f"== {name}", flush=True)
-            rows[name] = run_one(args.config, name, args.cfg_options, work_dir, not args.no_progress)
-            write_table(rows, work_dir)  # the table so far survives an interrupted ablation
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(write_table(rows, work_dir))
-    print(f"table written to {work_dir}/ablation.md and ablation.csv")
-    return 0
+    from detkit.engine.trainer import TrainingAborted, TrainingDiverged, TrainingInterrupted
 
+    def interrupted(e: TrainingInterrupted | TrainingAborted) -> int:
+        print(f"interrupted: {e}\nrerun the same command to resume the ablation", file=sys.stderr)
+        return e.exit_code
+
+    def diverged(e: TrainingDiverged) -> int:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+    return run_cli(lambda: run(parse_args(argv)), handlers={TrainingInterrupted: interrupted,
+                                                            TrainingAborted: interrupted, TrainingDiverged: diverged})
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,26 +1,109 @@
+"""tools/ablate_assigners.py: paired seeds, one table with intervals, several configs, resuming."""
+
 import csv
+import json
 from pathlib import Path
+
+import pytest
+
 from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py"
 
 
-def test_ablation_trains_each_assigner_and_writes_one_table(tmp_path):
+def options(shapes):
+    return ["train.epochs=1", "train.checkpoint.interval_iters=0", f"data.train.dataset.root='{shapes}'",
+            f"data.val.dataset.root='{shapes}'"]
+
+
+def test_two_assigners_two_seeds_then_read_back_and_resume(tmp_path, capsys):
     tool = load_tool("ablate_assigners")
-    shapes = tmp_path / "shapes"
-    rc = tool.main([str(CONFIG), "--assigners", "atss", "MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)",
-                    "--work-dir", str(tmp_path / "abl"), "--no-progress", "--cfg-options", "train.epochs=1",
-                    "train.checkpoint.interval_iters=0", f"data.train.dataset.root='{shapes}'",
-                    f"data.val.dataset.root='{shapes}'"])
-    assert rc == 0
-    rows = list(csv.DictReader(open(tmp_path / "abl" / "ablation.csv")))
-    assert [r["assigner"] for r in rows] == ["atss", "MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)"]
-    for r in rows:
+    work = tmp_path / "abl"
+    argv = [str(CONFIG), "--assigners", "atss", "MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)", "--seeds", "2",
+            "--work-dir", str(work), "--no-progress", "--cfg-options", *options(tmp_path / "shapes")]
+    assert tool.main(argv) == 0
+    iou_dir = work / "MaxIoUAssigner_pos_iou_thr=0.5_neg_iou_thr=0.4"
+    for seed in (0, 1):  # each run trained with its row's assigner and its seed
+        dumped = (iou_dir / f"seed{seed}" / "config.py").read_text()
+        assert "L(MaxIoUAssigner)(" in dumped and "ATSSAssigner" not in dumped and f"seed={seed}," in dumped
+    runs = list(csv.DictReader(open(work / "runs.csv")))
+    assert [(r["row"], r["seed"]) for r in runs] == [("atss", "0"), ("MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)",
+                                                                    "0"), ("atss", "1"), (runs[3]["row"], "1")]
+    for r in runs:
         assert 0.0 <= float(r["AP"]) <= float(r["AP50"]) <= 1.0
-        assert float(r["pos_per_gt"]) > 0  # the training-time assignment statistics reached the table
-        assert 0.0 <= float(r["gt_no_pos_pct"]) <= 100.0 and float(r["train_min"]) > 0
-    # each run trained in its own folder with the assigner it was given
-    dumped = (tmp_path / "abl" / "MaxIoUAssigner_pos_iou_thr=0.5_neg_iou_thr=0.4" / "config.py").read_text()
-    assert "L(MaxIoUAssigner)(" in dumped and "ATSSAssigner" not in dumped
-    assert "| atss |" in (tmp_path / "abl" / "ablation.md").read_text()
+        assert float(r["pos_per_gt"]) > 0 and float(r["train_min"]) > 0
+        assert 0.0 <= float(r["gt_no_pos_small_pct"]) <= 100.0
+    rows = list(csv.DictReader(open(work / "ablation.csv")))
+    assert [r["row"] for r in rows] == ["atss", "MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)"]
+    aps = [float(r["AP"]) for r in runs]
+    assert float(rows[0]["AP_mean"]) == pytest.approx((aps[0] + aps[2]) / 2, abs=1e-5)
+    # the paired difference over the two seeds
+    d = [aps[1] - aps[0], aps[3] - aps[2]]
+    assert float(rows[1]["dAP_mean"]) == pytest.approx(sum(d) / 2, abs=1e-5)
+    assert rows[1]["vs"] == "atss" and rows[1]["interval_over"] == "t over seeds" and rows[0]["vs"] == ""
+    md = (work / "ablation.md").read_text()
+    assert "- MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4) - atss: " in md and "t over seeds, n=2)" in md
+
+    # read back: nothing retrains
+    stamp = (work / "atss" / "seed1" / "result.json").stat().st_mtime_ns
+    log = (work / "atss" / "seed0" / "train.log").read_text()
+    assert tool.main(argv) == 0
+    assert (work / "atss" / "seed1" / "result.json").stat().st_mtime_ns == stamp
+    assert (work / "atss" / "seed0" / "train.log").read_text() == log
+    # an interrupted run (no result yet, a checkpoint left) continues from its checkpoint
+    (work / "atss" / "seed1" / "result.json").unlink()
+    assert tool.main(argv) == 0
+    assert "resumed from" in (work / "atss" / "seed1" / "train.log").read_text()
+    assert (work / "atss" / "seed1" / "result.json").is_file()
+    # changed options: the old runs are refused, not mixed in
+    capsys.readouterr()
+    assert tool.main([*argv[:-1], "train.warmup_iters=1", argv[-1]]) == 2
+    assert "holds a run of another config" in capsys.readouterr().err
+
+
+def test_spec_rows_with_their_own_options(tmp_path, capsys):
+    tool = load_tool("ablate_assigners")
+    spec = tmp_path / "abl.toml"
+    spec.write_text(f"""
+seeds = 1
+cfg_options = {json.dumps(options(tmp_path / 'shapes'))}
+[[rows]]
+config = "{CONFIG}"
+assigner = "config"
+label = "own"
+[[rows]]
+config = "{CONFIG}"
+assigner = "grid+minpos"
+label = "grid, min 1 positive"
+""")
+    work = tmp_path / "w"
+    assert tool.main(["--spec", str(spec), "--work-dir", str(work), "--no-progress"]) == 0
+    md = (work / "ablation.md").read_text()
+    assert "MinPositives(assigner=GridAssigner(" in md
+    # one seed: the AP difference's interval is a bootstrap over the val images
+    rows = list(csv.DictReader(open(work / "ablation.csv")))
+    assert rows[1]["interval_over"] == "bootstrap over images" and rows[1]["vs"] == "own"
+    assert float(rows[1]["dAP_low"]) <= float(rows[1]["dAP_mean"]) <= float(rows[1]["dAP_high"])
+    runs = list(csv.DictReader(open(work / "runs.csv")))
+    assert float(runs[1]["forced_pct"]) >= 0 and runs[0]["forced_pct"] == "nan"
+
+
+def test_box_only_rule_on_a_head_taking_the_assigners_target_is_refused_before_training(tmp_path, capsys):
+    tool = load_tool("ablate_assigners")
+    cfg = str(ROOT / "configs" / "shapes_yolov8_tal.py")
+    rc = tool.main([cfg, "--assigners", "atss", "--work-dir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "model.head.loss.cls_target=onehot" in err and not (tmp_path / "w").exists()
+    row = tool.AblationRow(label="atss", config=cfg, assigner="atss",
+                           cfg_options=("model.head.loss.cls_target=onehot",))
+    assert tool.run_config(row, 0, []).model.head.loss.cls_target == "onehot"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0", "c.py"], "seeds must be"),
+    (["--spec", "missing.toml"], "no such file"),
+])
+def test_usage_errors(argv, message, capsys):
+    assert load_tool("ablate_assigners").main(argv) == 2
+    assert message in capsys.readouterr().err
