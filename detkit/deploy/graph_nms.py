@@ -74,13 +74,15 @@ def padded_nms(
     nms_pre: int,
     max_per_img: int,
     multi_label: bool,
+    nms: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Class-aware NMS of a batch as fixed-size tensors (see the module docstring's steps).
 
     Args:
         boxes: ``Tensor[B, N, 4]`` xyxy; scores: ``Tensor[B, N, C]``.
-        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label: as in
-            :func:`detkit.models.postprocess.postprocess_decoded_single`.
+        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label, nms: as in
+            :func:`detkit.models.postprocess.postprocess_decoded_single` (``nms=False``: step 2 is
+            skipped and the graph has no NonMaxSuppression op; every pair above ``score_thr`` competes).
 
     Returns:
         ``num_dets Tensor[B]`` int64, ``det_boxes Tensor[B, D, 4]``, ``det_scores Tensor[B, D]``,
@@ -93,16 +95,19 @@ def padded_nms(
     if nms_pre < n * c:
         kth = scores.reshape(-1, n * c).topk(nms_pre, dim=1).values[:, -1:]  # (B, N*C) -> (B, 1)
         scores = torch.where(scores >= kth[:, :, None], scores, torch.zeros_like(scores))
-    selected = NonMaxSuppression.apply(
-        boxes, scores.transpose(1, 2),  # (B, N, C) -> (B, C, N)
-        torch.tensor([max_per_img], dtype=torch.long),
-        torch.tensor([nms_iou_thr], dtype=torch.float32),
-        torch.tensor([score_thr], dtype=torch.float32),
-    )
-    img, cls, prior = selected[:, 0], selected[:, 1], selected[:, 2]
-    flat_index = (img * n + prior) * c + cls  # into (B, N, C) flattened
     flat_scores = scores.reshape(-1)
-    kept = torch.zeros_like(flat_scores).scatter(0, flat_index, flat_scores.index_select(0, flat_index))
+    if nms:
+        selected = NonMaxSuppression.apply(
+            boxes, scores.transpose(1, 2),  # (B, N, C) -> (B, C, N)
+            torch.tensor([max_per_img], dtype=torch.long),
+            torch.tensor([nms_iou_thr], dtype=torch.float32),
+            torch.tensor([score_thr], dtype=torch.float32),
+        )
+        img, cls, prior = selected[:, 0], selected[:, 1], selected[:, 2]
+        flat_index = (img * n + prior) * c + cls  # into (B, N, C) flattened
+        kept = torch.zeros_like(flat_scores).scatter(0, flat_index, flat_scores.index_select(0, flat_index))
+    else:
+        kept = torch.where(flat_scores > score_thr, flat_scores, torch.zeros_like(flat_scores))
     d = min(max_per_img, n * c)
     det_scores, top = kept.reshape(-1, n * c).topk(d, dim=1)  # (B*N*C,) -> (B, N*C) -> (B, D)
     valid = det_scores > 0

@@ -34,7 +34,9 @@ DECODED_OUTPUTS = ("boxes", "scores")
 # With NMS: num_dets (B,) int64, det_boxes (B, D, 4), det_scores (B, D), det_labels (B, D) int64
 # (rows past num_dets are padding: zero boxes and scores, label -1).
 NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_labels")
-POSTPROCESS_KEYS = ("score_thr", "nms_iou_thr", "nms_pre", "max_per_img", "multi_label")
+POSTPROCESS_KEYS = ("score_thr", "nms_iou_thr", "nms_pre", "max_per_img", "multi_label", "nms")
+# Settings that models exported before they existed take (``nms``: every head ran NMS then).
+POSTPROCESS_DEFAULTS = {"nms": True}
 
 
 @dataclass
@@ -46,7 +48,8 @@ class DeployMetadata:
         letterbox: input size and letterbox settings (:class:`LetterboxSettings`).
         size_divisor: the model's largest stride (input sides are multiples of it).
         strides: stride of each output level.
-        postprocess: ``score_thr``, ``nms_iou_thr``, ``nms_pre``, ``max_per_img``, ``multi_label``.
+        postprocess: ``score_thr``, ``nms_iou_thr``, ``nms_pre``, ``max_per_img``, ``multi_label``,
+            ``nms`` (False for one-to-one heads: the "NMS" graph then only keeps the best).
         with_nms: the graph ends with NMS (outputs :data:`NMS_OUTPUTS`, else :data:`DECODED_OUTPUTS`).
         dynamic_batch: the batch dimension is free (else fixed to 1).
         source: provenance (config, checkpoint, versions), informative only.
@@ -62,6 +65,7 @@ class DeployMetadata:
     source: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.postprocess = {**POSTPROCESS_DEFAULTS, **self.postprocess}
         missing = [k for k in POSTPROCESS_KEYS if k not in self.postprocess]
         if missing:
             raise ValueError(f"postprocess settings miss {missing}; expected {list(POSTPROCESS_KEYS)}")
@@ -113,7 +117,7 @@ class DeployMetadata:
                 letterbox=LetterboxSettings.from_dict(v["letterbox"]),
                 size_divisor=int(v["size_divisor"]),
                 strides=[int(s) for s in v["strides"]],
-                postprocess={k: v[k] for k in POSTPROCESS_KEYS},
+                postprocess={k: v[k] for k in POSTPROCESS_KEYS if k in v},
                 with_nms=bool(v["with_nms"]),
                 dynamic_batch=bool(v.get("dynamic_batch", False)),
                 source=dict(v.get("source", {})),

@@ -17,7 +17,8 @@ The stages, in the order chosen for speed on CPU (a 640 image has 25,200 priors 
 2. :func:`select_candidates`: the (prior, class) pairs above ``score_thr`` (all of them with
    ``multi_label``, the best class otherwise), at most ``nms_pre`` of them;
 3. (raw path only) decode boxes of the kept pairs;
-4. :func:`nms_detections`: ``torchvision.ops.batched_nms`` per class, then the ``max_per_img`` best.
+4. :func:`nms_detections`: ``torchvision.ops.batched_nms`` per class, then the ``max_per_img`` best
+   (with ``nms=False``, for heads trained one-to-one such as YOLOv10's, only the ``max_per_img`` best).
 
 No Python loop runs over boxes; the loop over images in a batch is the only one.
 """
@@ -106,18 +107,23 @@ def select_candidates(
 
 
 def nms_detections(
-    boxes: Tensor, scores: Tensor, labels: Tensor, nms_iou_thr: float, max_per_img: int
+    boxes: Tensor, scores: Tensor, labels: Tensor, nms_iou_thr: float, max_per_img: int, nms: bool = True
 ) -> dict[str, Tensor]:
     """Class-aware NMS (``torchvision.ops.batched_nms``), then the ``max_per_img`` best.
 
     Args:
         boxes: ``Tensor[M, 4]`` xyxy; scores: ``Tensor[M]``; labels: ``Tensor[M]``.
+        nms: False skips NMS (a one-to-one head predicts each object once) and keeps the
+            ``max_per_img`` best.
 
     Returns:
         ``dict(boxes (K, 4) fp32, scores (K,), labels (K,) long)`` sorted by decreasing score.
     """
     boxes = boxes.float()
-    keep = batched_nms(boxes, scores, labels, nms_iou_thr)[:max_per_img]
+    if nms:
+        keep = batched_nms(boxes, scores, labels, nms_iou_thr)[:max_per_img]
+    else:
+        keep = scores.topk(min(max_per_img, scores.numel())).indices  # sorted, decreasing
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep].long()}
 
 
@@ -134,6 +140,7 @@ def postprocess_single(
     nms_pre: int = 30000,
     max_per_img: int = 300,
     multi_label: bool = True,
+    nms: bool = True,
 ) -> dict[str, Tensor]:
     """Detections of one image from its flattened raw predictions.
 
@@ -145,6 +152,7 @@ def postprocess_single(
         score_thr: minimum score (:func:`class_scores`); nms_iou_thr: NMS IoU threshold.
         nms_pre: candidates kept before NMS; max_per_img: detections kept after it.
         multi_label: one candidate per (prior, class) above threshold instead of per prior.
+        nms: False keeps the ``max_per_img`` best candidates without NMS (one-to-one heads).
 
     Returns:
         ``dict(boxes (K, 4) xyxy fp32, scores (K,), labels (K,) long)`` sorted by score.
@@ -159,7 +167,7 @@ def postprocess_single(
     rows, labels, flat_scores = select_candidates(scores, score_thr, multi_label, nms_pre)
     idx = cand[rows]
     boxes = coder.decode(priors[idx], box[idx].float(), strides[idx])
-    return nms_detections(boxes, flat_scores, labels, nms_iou_thr, max_per_img)
+    return nms_detections(boxes, flat_scores, labels, nms_iou_thr, max_per_img, nms)
 
 
 def postprocess(preds: DensePredictions, **kwargs: Any) -> list[dict[str, Tensor]]:
@@ -180,6 +188,7 @@ def postprocess_decoded_single(
     nms_pre: int = 30000,
     max_per_img: int = 300,
     multi_label: bool = True,
+    nms: bool = True,
 ) -> dict[str, Tensor]:
     """Detections of one image from decoded boxes and class scores (same settings and result
     as :func:`postprocess_single`).
@@ -196,7 +205,7 @@ def postprocess_decoded_single(
         raise ValueError(f"boxes (N, 4) and scores (N, C) must agree, got {tuple(boxes.shape)}, "
                          f"{tuple(scores.shape)}")
     rows, labels, flat_scores = select_candidates(scores.float(), score_thr, multi_label, nms_pre)
-    return nms_detections(boxes[rows], flat_scores, labels, nms_iou_thr, max_per_img)
+    return nms_detections(boxes[rows], flat_scores, labels, nms_iou_thr, max_per_img, nms)
 
 
 def postprocess_decoded(boxes: Tensor, scores: Tensor, **kwargs: Any) -> list[dict[str, Tensor]]:

@@ -56,13 +56,16 @@ def _random_boxes(gen: torch.Generator, b: int, n: int) -> torch.Tensor:
     return torch.cat([xy, xy + torch.rand(b, n, 2, generator=gen) * 60 + 4], -1)  # (B, N, 4) overlapping
 
 
+@pytest.mark.parametrize("nms", [True, False])
 @pytest.mark.parametrize("multi_label", [True, False])
 @pytest.mark.parametrize(("nms_pre", "max_per_img"), [(30000, 300), (150, 40)])
-def test_graph_nms_equals_batched_nms(multi_label, nms_pre, max_per_img):
+def test_graph_nms_equals_batched_nms(multi_label, nms_pre, max_per_img, nms):
     gen = torch.Generator().manual_seed(0)
-    boxes, scores = _random_boxes(gen, 2, 300), torch.rand(2, 300, 4, generator=gen) ** 3
+    boxes = _random_boxes(gen, 2, 300)
+    # Distinct scores: pairs of equal score may leave a top-k in either order.
+    scores = ((torch.randperm(2 * 300 * 4, generator=gen).float() + 1) / 2400).reshape(2, 300, 4) ** 3
     settings = dict(score_thr=0.05, nms_iou_thr=0.5, nms_pre=nms_pre, max_per_img=max_per_img,
-                    multi_label=multi_label)
+                    multi_label=multi_label, nms=nms)
     num, det_boxes, det_scores, det_labels = padded_nms(boxes, scores, **settings)
     assert det_boxes.shape == (2, min(max_per_img, 1200), 4)
     for i in range(2):
@@ -99,3 +102,21 @@ def test_raw_and_decoded_entry_points_agree():
             assert torch.equal(raw[key], decoded[key])
     with pytest.raises(ValueError, match="must agree"):
         postprocess_decoded_single(torch.zeros(3, 4), torch.zeros(2, 1))
+
+
+def test_without_nms_the_best_pairs_are_kept_overlaps_included():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]])
+    scores = torch.tensor([[0.9, 0.1], [0.8, 0.7], [0.05, 0.6]])
+    dets = postprocess_decoded_single(boxes, scores, score_thr=0.2, nms=False, max_per_img=3)
+    assert dets["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7]) and dets["labels"].tolist() == [0, 0, 1]
+    with_nms = postprocess_decoded_single(boxes, scores, score_thr=0.2, nms_iou_thr=0.5)
+    assert with_nms["scores"].tolist() == pytest.approx([0.9, 0.7, 0.6])  # prior 1's class 0 suppressed
+
+
+def test_metadata_of_models_exported_before_the_nms_setting_runs_nms():
+    from detkit.deploy.metadata import DeployMetadata
+
+    meta = DeployMetadata(class_names=["a"], letterbox=LetterboxSettings((32, 32)), size_divisor=32, strides=[32],
+                          postprocess=dict(score_thr=0.1, nms_iou_thr=0.5, nms_pre=10, max_per_img=5, multi_label=True))
+    old = {k: v for k, v in meta.to_props().items() if k != "nms"}  # as written before the setting existed
+    assert DeployMetadata.from_props(old).postprocess["nms"] is True

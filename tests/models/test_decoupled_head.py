@@ -220,3 +220,64 @@ def test_yolox_objectness_normalised_by_positives_and_l1_only_in_the_last_epochs
     p.set_epoch(85, 100)
     # L1 target of GT centre (6, 6), size (8, 12) from cell (0, 0): (0.75, 0.75, log 1, log 1.5).
     assert p(preds, batch)["loss_reg"].item() == pytest.approx(1.5 + math.log(1.5), rel=1e-6)
+
+
+# ----- YOLOv10's one-to-one branch -------------------------------------------------------
+
+
+def yolov10_like(**kw):
+    from detkit.assigners import TaskAlignedAssigner
+
+    def pipeline(topk):
+        return YOLOLossPipeline(assigner=TaskAlignedAssigner(topk=topk, alpha=0.5, beta=6.0), cls_target="assigner",
+                                box_weight="cls_target", loss_dfl=DistributionFocalLoss())
+
+    return DecoupledHead(3, [8, 16], prior_generator=PointGenerator([8, 16]), coder=DFLCoder(4), bias_init="yolov8",
+                         loss=pipeline(10), one2one=True, one2one_loss=pipeline(1), **kw)
+
+
+def test_one2one_branch_layout_defaults_and_detached_features():
+    head = yolov10_like()
+    assert head.branches == ("one2many", "one2one") and head.branch == "one2one" and head.test_cfg["nms"] is False
+    assert head.out_channels == [2 * (16 + 3)] * 2
+    main = sum(p.numel() for m in (head.cls_convs, head.box_convs, head.cls_preds, head.box_preds) for p in m.parameters())
+    assert sum(p.numel() for p in head.one2one_branch.parameters()) == main
+    feats = [torch.randn(2, 8, 4, 4, requires_grad=True), torch.randn(2, 16, 2, 2, requires_grad=True)]
+    raw = head(feats)
+    o2m, o2o = head.flatten(raw, "one2many"), head.flatten(raw, "one2one")
+    assert o2m.cls.shape == o2o.cls.shape == (2, 20, 3)
+    torch.testing.assert_close(o2o.cls[:, :16], raw[0][:, 16 + 3:].flatten(2).transpose(1, 2)[..., 16:])
+    o2o.cls.sum().backward()  # the one-to-one branch learns on detached features
+    assert not feats[0].grad.any() and not feats[1].grad.any()
+    assert head.one2one_branch["cls_preds"][0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no 'one2one' branch"):
+        yolov8_like().flatten(raw, "one2one")
+    with pytest.raises(ValueError, match="one2one=True"):
+        DecoupledHead(3, prior_generator=PointGenerator([8]), coder=DFLCoder(4), one2one_loss=YOLOLossPipeline(
+            assigner=CentreInBoxAssigner()))
+
+
+def test_one2one_loss_keys_and_topk_one():
+    head = yolov10_like()
+    batch = make_batch([[[2.0, 2.0, 30.0, 26.0]]], [[2]], [[True]])
+    out = head.loss(head([torch.randn(1, 8, 4, 4), torch.randn(1, 16, 2, 2)]), batch)
+    assert {k for k in out if k.startswith("loss_")} == {"loss_cls", "loss_box", "loss_dfl", "loss_o2o_cls",
+                                                          "loss_o2o_box", "loss_o2o_dfl"}
+    assert out["stat_o2o_pos_per_gt"].item() == 1.0  # topk = 1: one positive per GT
+    assert out["stat_pos_per_gt"].item() > 1.0
+
+
+def test_predict_without_nms_keeps_duplicates_and_branch_override():
+    head = yolov10_like()
+    head.eval()
+    raw = [torch.full((1, 38, 4, 4), -8.0), torch.full((1, 38, 2, 2), -8.0)]
+    for start in (0, 19):  # the same confident class-1 prediction at priors 0 and 1 of both branches
+        raw[0][0, start + 16 + 1, 0, :2] = 6.0
+        raw[0][0, start:start + 16, 0, :2] = 0.0  # uniform bins: the same 1.5-stride box around each centre
+    dets = head.predict(raw, score_thr=0.5)[0]  # one-to-one branch, no NMS: both kept
+    assert dets["labels"].tolist() == [1, 1]
+    # The two 24 px boxes 8 px apart overlap with IoU 0.5: NMS at 0.4 keeps one.
+    nms = head.predict(raw, score_thr=0.5, branch="one2many", nms=True, nms_iou_thr=0.4)[0]
+    assert nms["labels"].tolist() == [1]
+    with pytest.raises(ValueError, match="unknown post-processing"):
+        head.predict(raw, nms_thr=0.5)

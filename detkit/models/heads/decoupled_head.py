@@ -12,6 +12,12 @@ to C class logits and R box parameters (``coder.num_params``: 4 ltrb distances f
 
 A level's raw map is the concatenation ``[box (R), obj (0 or 1), cls (C)]`` along channels;
 :meth:`split_level` names its parts for the loss pipeline and post-processing.
+
+YOLOv10's consistent dual assignment (``one2one=True``): a second set of branches of the same
+layout runs on the (detached) same features and is trained beside the first by ``one2one_loss``,
+the same rule at ``topk=1``; each object then has one confident prediction, so inference from it
+needs no NMS (``branch="one2one"``, ``nms=False``, the defaults of such a head). The raw map then
+holds both: ``[one-to-many K | one-to-one K]``.
 """
 
 from __future__ import annotations
@@ -63,7 +69,15 @@ class DecoupledHead(DenseHead):
             0.03; PyTorch's defaults 1e-5, 0.1).
         score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label: post-processing (:class:`DenseHead`).
 
-    Shapes: ``forward([(B, in_i, H_i, W_i)]) -> [(B, R + O + C, H_i, W_i)]`` (O = 1 with objectness).
+        one2one: add YOLOv10's one-to-one branches (see the module docstring).
+        one2one_loss: their loss pipeline (YOLOv10: the one-to-many pipeline's rule at ``topk=1``);
+            its outputs are returned as ``loss_o2o_*`` / ``stat_o2o_*``.
+        branch: the branch inference reads: ``"one2many"``, or ``"one2one"`` (default with
+            ``one2one``).
+        nms: run NMS at inference (default: not on the one-to-one branch).
+
+    Shapes: ``forward([(B, in_i, H_i, W_i)]) -> [(B, K, H_i, W_i)]`` with ``K = R + O + C`` (O = 1
+    with objectness), twice that with ``one2one``.
     """
 
     def __init__(
@@ -86,15 +100,26 @@ class DecoupledHead(DenseHead):
         bias_init_size: int = 640,
         norm_eps: float = 1e-5,
         norm_momentum: float = 0.1,
+        one2one: bool = False,
+        one2one_loss: nn.Module | None = None,
+        branch: str | None = None,
         score_thr: float = 0.001,
         nms_iou_thr: float = 0.65,
         nms_pre: int = 30000,
         max_per_img: int = 300,
         multi_label: bool = True,
+        nms: bool | None = None,
     ) -> None:
         super().__init__(num_classes, prior_generator=prior_generator, coder=coder, loss=loss,
                          score_thr=score_thr, nms_iou_thr=nms_iou_thr, nms_pre=nms_pre,
-                         max_per_img=max_per_img, multi_label=multi_label)
+                         max_per_img=max_per_img, multi_label=multi_label,
+                         nms=(not one2one) if nms is None else nms)
+        if one2one_loss is not None and not one2one:
+            raise ValueError("one2one_loss trains the one-to-one branches: set one2one=True")
+        self.branches = ("one2many", "one2one") if one2one else ("one2many",)
+        self.branch = branch if branch is not None else self.branches[-1]
+        self._check_branch(self.branch)
+        self.one2one_pipeline = one2one_loss
         if self.num_base_priors != 1:
             raise ValueError(f"DecoupledHead uses one point prior per location (PointGenerator); "
                              f"{prior_generator!r} has {self.num_base_priors}")
@@ -141,6 +166,23 @@ class DecoupledHead(DenseHead):
                  for i in range(self.num_convs)]
         return nn.Sequential(*convs)
 
+    @property
+    def level_channels(self) -> int:
+        """K: raw channels of one branch per level, ``R + O + C``."""
+        return self.num_box_params + int(self.objectness) + self.num_classes
+
+    def _branch_set(self, branch_in: list[int], cls_w: list[int], box_w: list[int]) -> nn.ModuleDict:
+        """One branch's layers per level: class and box convs, their 1x1 predictions, objectness."""
+        parts = nn.ModuleDict(dict(
+            cls_convs=nn.ModuleList(self._branch(c, w) for c, w in zip(branch_in, cls_w)),
+            box_convs=nn.ModuleList(self._branch(c, w) for c, w in zip(branch_in, box_w)),
+            cls_preds=nn.ModuleList(nn.Conv2d(w, self.num_classes, 1) for w in cls_w),
+            box_preds=nn.ModuleList(nn.Conv2d(w, self.num_box_params, 1) for w in box_w),
+        ))
+        if self.objectness:
+            parts["obj_preds"] = nn.ModuleList(nn.Conv2d(w, 1, 1) for w in box_w)
+        return parts
+
     def _build(self, in_channels: list[int]) -> None:
         self._check_levels(in_channels)
         cls_w, box_w = self._branch_widths(in_channels)
@@ -150,48 +192,76 @@ class DecoupledHead(DenseHead):
         else:
             self.stems = nn.ModuleList(nn.Identity() for _ in in_channels)
             branch_in = list(in_channels)
-        self.cls_convs = nn.ModuleList(self._branch(c, w) for c, w in zip(branch_in, cls_w))
-        self.box_convs = nn.ModuleList(self._branch(c, w) for c, w in zip(branch_in, box_w))
-        self.cls_preds = nn.ModuleList(nn.Conv2d(w, self.num_classes, 1) for w in cls_w)
-        self.box_preds = nn.ModuleList(nn.Conv2d(w, self.num_box_params, 1) for w in box_w)
-        self.obj_preds = nn.ModuleList(nn.Conv2d(w, 1, 1) for w in box_w) if self.objectness else None
-        self.out_channels = [self.num_box_params + int(self.objectness) + self.num_classes] * len(in_channels)
+        main = self._branch_set(branch_in, cls_w, box_w)
+        self.cls_convs, self.box_convs = main["cls_convs"], main["box_convs"]
+        self.cls_preds, self.box_preds = main["cls_preds"], main["box_preds"]
+        self.obj_preds = main["obj_preds"] if self.objectness else None
+        self.one2one_branch = self._branch_set(branch_in, cls_w, box_w) if "one2one" in self.branches else None
+        self.out_channels = [self.level_channels * len(self.branches)] * len(in_channels)
         set_batchnorm(self, self.norm_eps, self.norm_momentum)
         self._init_biases()
+
+    def _branch_modules(self, branch: str) -> dict[str, nn.ModuleList | None]:
+        if branch == "one2one":
+            return {k: self.one2one_branch[k] if k in self.one2one_branch else None
+                    for k in ("cls_convs", "box_convs", "cls_preds", "box_preds", "obj_preds")}
+        return dict(cls_convs=self.cls_convs, box_convs=self.box_convs, cls_preds=self.cls_preds,
+                    box_preds=self.box_preds, obj_preds=self.obj_preds)
 
     @torch.no_grad()
     def _init_biases(self) -> None:
         prior_logit = -math.log((1 - self.prior_prob) / self.prior_prob)
         strides = getattr(self.prior_generator, "strides", [8 * 2**i for i in range(len(self.cls_preds))])
-        for level, (cls_pred, box_pred) in enumerate(zip(self.cls_preds, self.box_preds)):
-            if self.bias_init == "yolov8":
-                box_pred.bias.fill_(1.0)
-                cls_pred.bias.fill_(math.log(5 / self.num_classes / (self.bias_init_size / strides[level]) ** 2))
-            else:
-                cls_pred.bias.fill_(prior_logit)
-        if self.obj_preds is not None:
-            for obj_pred in self.obj_preds:
+        for branch in self.branches:
+            m = self._branch_modules(branch)
+            for level, (cls_pred, box_pred) in enumerate(zip(m["cls_preds"], m["box_preds"])):
+                if self.bias_init == "yolov8":
+                    box_pred.bias.fill_(1.0)
+                    cls_pred.bias.fill_(math.log(5 / self.num_classes / (self.bias_init_size / strides[level]) ** 2))
+                else:
+                    cls_pred.bias.fill_(prior_logit)
+            for obj_pred in m["obj_preds"] or []:
                 obj_pred.bias.fill_(prior_logit)
+
+    def _run_branch(self, m: dict[str, nn.ModuleList | None], level: int, x: Tensor) -> Tensor:
+        """One branch at one level: ``(B, c, H, W) -> (B, K, H, W)`` = ``[box, obj?, cls]``."""
+        box_feat = m["box_convs"][level](x)
+        parts = [m["box_preds"][level](box_feat)]
+        if m["obj_preds"] is not None:
+            parts.append(m["obj_preds"][level](box_feat))
+        parts.append(m["cls_preds"][level](m["cls_convs"][level](x)))
+        return torch.cat(parts, dim=1)
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
         self._check_bound()
         if len(feats) != len(self.cls_preds):
             raise ValueError(f"DecoupledHead built for {len(self.cls_preds)} levels, got {len(feats)}")
+        branches = [self._branch_modules(b) for b in self.branches]
         outs = []
         for i, x in enumerate(feats):
             x = self.stems[i](x)
-            box_feat = self.box_convs[i](x)
-            parts = [self.box_preds[i](box_feat)]
-            if self.obj_preds is not None:
-                parts.append(self.obj_preds[i](box_feat))
-            parts.append(self.cls_preds[i](self.cls_convs[i](x)))
-            outs.append(torch.cat(parts, dim=1))  # (B, R + O + C, H, W)
+            # YOLOv10: the one-to-one branches learn on detached features, so their loss does not
+            # pull the shared backbone away from the one-to-many supervision.
+            maps = [self._run_branch(m, i, x if k == 0 else x.detach()) for k, m in enumerate(branches)]
+            outs.append(torch.cat(maps, dim=1))  # (B, K * branches, H, W)
         return outs
 
-    def split_level(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``(B, R + O + C, H, W)`` -> ``box (B, H*W, R)``, ``cls (B, H*W, C)``, ``obj (B, H*W)`` or None."""
-        b, k, h, w = x.shape
-        x = x.view(b, k, h * w).transpose(1, 2)  # (B, R+O+C, H, W) -> (B, H*W, R+O+C)
+    def split_level(self, x: Tensor, branch: str = "one2many") -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(B, K * branches, H, W)`` -> ``box (B, H*W, R)``, ``cls (B, H*W, C)``, ``obj (B, H*W)``
+        or None of ``branch``."""
+        k = self.level_channels
+        start = k * self.branches.index(branch)
+        b, _, h, w = x.shape
+        x = x[:, start:start + k].reshape(b, k, h * w).transpose(1, 2)  # (B, K, H, W) -> (B, H*W, K)
         r = self.num_box_params
         obj = x[..., r] if self.objectness else None
         return x[..., :r], x[..., r + int(self.objectness):], obj
+
+    def loss(self, raw: Sequence[Tensor], batch: Any) -> dict[str, Tensor]:
+        """The one-to-many losses (``loss_*``, ``stat_*``), plus with ``one2one_loss`` the
+        one-to-one branches' as ``loss_o2o_*`` / ``stat_o2o_*``."""
+        out = super().loss(raw, batch)
+        if self.one2one_pipeline is not None:
+            o2o = self.one2one_pipeline(self.flatten(raw, "one2one"), batch)
+            out.update({k.replace("_", "_o2o_", 1): v for k, v in o2o.items()})
+        return out

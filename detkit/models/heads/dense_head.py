@@ -33,9 +33,12 @@ class DenseHead(BindableModule):
         coder: box coder; ``coder.num_params`` box parameters are predicted per prior.
         loss: the loss pipeline (``YOLOLossPipeline(assigner=..., ...)``), or None for an
             inference-only head.
-        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label: inference post-processing
-            (see :func:`detkit.models.postprocess.postprocess_single`).
+        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label, nms: inference
+            post-processing (see :func:`detkit.models.postprocess.postprocess_single`).
     """
+
+    #: Prediction branches a head has; the first is the one-to-many branch every head has.
+    branches: tuple[str, ...] = ("one2many",)
 
     def __init__(
         self,
@@ -49,6 +52,7 @@ class DenseHead(BindableModule):
         nms_pre: int = 30000,
         max_per_img: int = 300,
         multi_label: bool = True,
+        nms: bool = True,
     ) -> None:
         super().__init__()
         if num_classes <= 0:
@@ -59,7 +63,8 @@ class DenseHead(BindableModule):
         self.num_base_priors = int(prior_generator.num_base_priors)
         self.loss_pipeline = loss
         self.test_cfg = dict(score_thr=score_thr, nms_iou_thr=nms_iou_thr, nms_pre=nms_pre,
-                             max_per_img=max_per_img, multi_label=multi_label)
+                             max_per_img=max_per_img, multi_label=multi_label, nms=nms)
+        self.branch = "one2many"  # the branch inference (predict, decode_outputs, export) reads
 
     # ----- what subclasses define ------------------------------------------------------------
 
@@ -67,9 +72,9 @@ class DenseHead(BindableModule):
     def has_objectness(self) -> bool:
         raise NotImplementedError
 
-    def split_level(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def split_level(self, x: Tensor, branch: str = "one2many") -> tuple[Tensor, Tensor, Tensor | None]:
         """One level's raw map ``(B, K, H, W)`` -> ``box (B, H*W*A, R)``, ``cls (B, H*W*A, C)``,
-        ``obj (B, H*W*A)`` or None, rows in the prior generator's order."""
+        ``obj (B, H*W*A)`` or None of ``branch``, rows in the prior generator's order."""
         raise NotImplementedError
 
     # ----- shared ------------------------------------------------------------------------------
@@ -98,9 +103,15 @@ class DenseHead(BindableModule):
         sizes = [tuple(x.shape[-2:]) for x in raw]
         return self.prior_generator.grid_priors(sizes, device=raw[0].device)
 
-    def flatten(self, raw: Sequence[Tensor]) -> DensePredictions:
-        """Raw maps (one per level) -> named predictions over all ``N`` priors, levels concatenated."""
-        box, cls, obj = zip(*(self.split_level(x) for x in raw))
+    def _check_branch(self, branch: str) -> None:
+        if branch not in self.branches:
+            raise ValueError(f"{type(self).__name__} has no {branch!r} branch; it has {', '.join(self.branches)}")
+
+    def flatten(self, raw: Sequence[Tensor], branch: str = "one2many") -> DensePredictions:
+        """Raw maps (one per level) -> named predictions of ``branch`` over all ``N`` priors,
+        levels concatenated."""
+        self._check_branch(branch)
+        box, cls, obj = zip(*(self.split_level(x, branch) for x in raw))
         priors, strides, counts = self.priors(raw)
         return DensePredictions(
             box=torch.cat(box, dim=1), cls=torch.cat(cls, dim=1),
@@ -115,7 +126,7 @@ class DenseHead(BindableModule):
             ``boxes (B, N, 4)`` xyxy input pixels, ``scores (B, N, C)`` (``obj * cls`` with
             objectness, else ``cls`` probabilities), fp32.
         """
-        preds = self.flatten(raw)
+        preds = self.flatten(raw, self.branch)
         return preds.decode(), preds.scores()
 
     def loss(self, raw: Sequence[Tensor], batch: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -129,11 +140,13 @@ class DenseHead(BindableModule):
                 **overrides: Any) -> list[dict[str, Tensor]]:
         """Detections per image in network-input pixels: ``dict(boxes (K, 4), scores, labels)``.
 
-        ``overrides`` replace post-processing settings for this call (e.g. ``score_thr=0.25``).
-        ``batch`` is unused here; :class:`Detector` maps boxes back to the original images.
+        ``overrides`` replace post-processing settings for this call (e.g. ``score_thr=0.25``,
+        ``nms=False``) or the branch read (``branch="one2one"``). ``batch`` is unused here;
+        :class:`Detector` maps boxes back to the original images.
         """
-        unknown = set(overrides) - set(self.test_cfg)
+        unknown = set(overrides) - set(self.test_cfg) - {"branch"}
         if unknown:
             raise ValueError(f"unknown post-processing options {sorted(unknown)}; "
-                             f"accepted: {sorted(self.test_cfg)}")
-        return postprocess(self.flatten(raw), **{**self.test_cfg, **overrides})
+                             f"accepted: {sorted([*self.test_cfg, 'branch'])}")
+        branch = overrides.pop("branch", self.branch)
+        return postprocess(self.flatten(raw, branch), **{**self.test_cfg, **overrides})

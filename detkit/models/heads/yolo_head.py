@@ -35,7 +35,7 @@ class YOLOHead(DenseHead):
             the input channels (YOLOv3/v4).
         act: activation of the 3x3 conv.
         prior_prob: initial objectness and class probability (biases set to ``logit(p)``).
-        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label: post-processing (:class:`DenseHead`).
+        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label, nms: post-processing (:class:`DenseHead`).
 
     Shapes: ``forward([(B, in_i, H_i, W_i)]) -> [(B, A*(5+C), H_i, W_i)]``.
     """
@@ -56,10 +56,11 @@ class YOLOHead(DenseHead):
         nms_pre: int = 30000,
         max_per_img: int = 300,
         multi_label: bool = True,
+        nms: bool = True,
     ) -> None:
         super().__init__(num_classes, prior_generator=prior_generator, coder=coder, loss=loss,
                          score_thr=score_thr, nms_iou_thr=nms_iou_thr, nms_pre=nms_pre,
-                         max_per_img=max_per_img, multi_label=multi_label)
+                         max_per_img=max_per_img, multi_label=multi_label, nms=nms)
         if not 0.0 < prior_prob < 1.0:
             raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
         if getattr(coder, "num_params", 4) != 4:
@@ -113,7 +114,7 @@ class YOLOHead(DenseHead):
             raise ValueError(f"YOLOHead built for {len(self.preds)} levels, got {len(feats)}")
         return [pred(conv(x)) for x, conv, pred in zip(feats, self.convs, self.preds)]
 
-    def split_level(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def split_level(self, x: Tensor, branch: str = "one2many") -> tuple[Tensor, Tensor, Tensor]:
         """``(B, A*(5+C), H, W)`` -> ``box (B, H*W*A, 4)``, ``cls (B, H*W*A, C)``, ``obj (B, H*W*A)``."""
         b, _, h, w = x.shape
         a, k = self.num_base_priors, self.num_outputs
