@@ -80,7 +80,8 @@ class FCOSAssigner:
                              f"{len(counts)} levels; give one (lo, hi) pair per level")
         strides = check_strides(prior_strides, n, "FCOSAssigner")
         sizes = torch.tensor(counts, device=priors.device)
-        lo, hi = torch.tensor(self.scale_ranges, device=priors.device).repeat_interleave(sizes, dim=0).unbind(-1)  # (N,)
+        ranges = torch.tensor(self.scale_ranges, device=priors.device)  # (L, 2)
+        lo, hi = ranges.repeat_interleave(sizes, dim=0).unbind(-1)  # (L, 2) -> (N, 2) -> (N,) each
         centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
         best_area, best_gt = empty_state(b, n, priors.device, float("inf"))
         for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):

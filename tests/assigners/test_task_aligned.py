@@ -108,7 +108,8 @@ def test_resolve_all_gts_sends_an_all_zero_prior_to_the_first_valid_gt():
     assert assign(in_gts, preds, [0.5] * 4, *gts).gt_index.tolist() == [[1, 1, 2, 0]]
     assert assign(all_gts, preds, [0.5] * 4, *gts).gt_index.tolist() == [[1, 0, 2, 0]]
     boxes = torch.tensor([[(0, 0, 0, 0), *gts]], dtype=torch.float32)
-    res = all_gts.assign(PRIORS, boxes, torch.zeros(1, 4, dtype=torch.long), torch.tensor([[False, True, True, True]]),
+    mask = torch.tensor([[False, True, True, True]])
+    res = all_gts.assign(PRIORS, boxes, torch.zeros(1, 4, dtype=torch.long), mask,
                          pred_boxes=torch.tensor(preds, dtype=torch.float32)[None], pred_scores=torch.full((1, 4, 1), 0.5))
     assert res.gt_index.tolist() == [[2, 1, 3, 1]]
     assert res.score_target[0].tolist() == [0, 0, 0, 0]
