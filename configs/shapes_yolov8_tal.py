@@ -28,7 +28,8 @@ model = dict(
         bias_init="yolov8",
         bias_init_size=320,
         loss=L(YOLOLossPipeline)(
-            assigner=L(TaskAlignedAssigner)(topk=10, alpha=0.5, beta=6.0, iou_mode="ciou", resolve="in_gts"),
+            assigner=L(TaskAlignedAssigner)(topk=10, alpha=0.5, beta=6.0, iou_mode="ciou", resolve="all_gts",
+                                          center_min_side=16.0, keep_zero_metric=True),
             loss_cls=L(BCEWithLogitsLoss)(),
             loss_box=L(IoULoss)(mode="ciou"),
             loss_dfl=L(DistributionFocalLoss)(),

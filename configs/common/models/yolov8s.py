@@ -4,8 +4,10 @@ Ultralytics' YOLOv8s as data: the backbone has exactly Ultralytics 8.4.190's 5,0
 (layers 0-9), backbone + neck 9,019,552, and the whole detector 11,166,544 (Ultralytics: 11,166,560,
 16 of them its fixed DFL projection, which detkit's ``DFLCoder`` holds as a constant). BatchNorm
 eps 1e-3 / momentum 0.03 as Ultralytics trains. Loss as YOLOv8's ``v8DetectionLoss``: task-aligned
-assignment (top 10, alpha 0.5, beta 6, CIoU metric), BCE against the normalised alignment metric
-over every prior, CIoU and DFL weighted by that target, gains box 7.5, cls 0.5, dfl 1.5.
+assignment exactly as Ultralytics 8.4 runs it (the ``tal-ultralytics`` preset: top 10, alpha 0.5,
+beta 6, CIoU metric, GTs under 16 px enlarged for the centre test, zero-metric candidates kept),
+BCE against the normalised alignment metric over every prior, CIoU and DFL weighted by that target,
+gains box 7.5, cls 0.5, dfl 1.5.
 """
 
 from detkit.anchors import PointGenerator
@@ -26,7 +28,8 @@ model = L(Detector)(
         norm_eps=1e-3,
         norm_momentum=0.03,
         loss=L(YOLOLossPipeline)(
-            assigner=L(TaskAlignedAssigner)(topk=10, alpha=0.5, beta=6.0, iou_mode="ciou", resolve="in_gts"),
+            assigner=L(TaskAlignedAssigner)(topk=10, alpha=0.5, beta=6.0, iou_mode="ciou", resolve="all_gts",
+                                          center_min_side=16.0, keep_zero_metric=True),
             loss_cls=L(BCEWithLogitsLoss)(),
             loss_box=L(IoULoss)(mode="ciou"),
             loss_dfl=L(DistributionFocalLoss)(),
