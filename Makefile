@@ -57,8 +57,10 @@ $(PARITY_STAMP): $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation $(BENCH_VENV)/yolox-src/yolox-0.3.0
 	touch $@
 
+# Each script prints its figures and exits non-zero on a mismatch; all run, then the status is 1 if any failed.
+PARITY_SCRIPTS := parity_assigners parity_ultralytics_weights
 parity: setup $(PARITY_STAMP)
-	$(BENCH_VENV)/bin/python benchmarks/parity_assigners.py
+	status=0; for s in $(PARITY_SCRIPTS); do $(BENCH_VENV)/bin/python benchmarks/$$s.py || status=1; done; exit $$status
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache
