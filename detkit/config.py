@@ -15,11 +15,12 @@ is built until :func:`instantiate`. Merging rules (child over base, override ove
 * plain dicts merge key by key, recursively;
 * a lazy call merges into a base lazy call of the same class (change one argument);
 * a lazy call of a *different* class replaces the base value whole (swap a component: the old
-  component's arguments do not leak into the new one);
+  component's arguments do not leak into the new one); likewise a dict whose ``type`` differs
+  from the base dict's (``optimizer=dict(type="adamw", lr=1e-3)`` over an SGD dict);
 * anything else replaces.
 
 Command-line overrides (``--cfg-options a.b.c=VALUE``) take Python literals (``0.5``, ``[1, 2]``,
-``'str'``, ``None``) or a call that replaces a whole component::
+``'str'``, ``None``, ``dict(a=1)``) or a call that replaces a whole component::
 
     model.head.assigner="MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)"
 
@@ -44,6 +45,7 @@ __all__ = [
     "ConfigDict",
     "ConfigError",
     "L",
+    "MissingKeyError",
     "LazyCall",
     "apply_overrides",
     "format_config",
@@ -80,6 +82,11 @@ class ConfigError(ValueError):
     """A mistake in a config file or an override; the message names the file and the key."""
 
 
+class MissingKeyError(ConfigError, AttributeError):
+    """``cfg.name`` where the config has no key ``name`` (an ``AttributeError`` too, so ``getattr``
+    with a default and ``hasattr`` work as usual)."""
+
+
 class ConfigDict(dict):
     """A dict with attribute access. A lazy call is a ConfigDict holding ``_target_``."""
 
@@ -87,7 +94,9 @@ class ConfigDict(dict):
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(f"config has no key {name!r}; keys: {sorted(self)}") from None
+            where = self.__dict__.get("_filename")
+            raise MissingKeyError(f"{where + ': ' if where else ''}config has no key {name!r}; "
+                                  f"keys: {sorted(map(str, self))}") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
@@ -159,6 +168,8 @@ def merge(base: Any, child: Any) -> Any:
         child_t, base_t = child.get(TARGET_KEY), base.get(TARGET_KEY)
         if child_t is not None and child_t is not base_t:
             return _to_config(child)  # a different component: replace whole
+        if "type" in child and "type" in base and child["type"] != base["type"]:
+            return _to_config(child)  # a different kind (optimizer type): its own defaults, not the base's
         out = ConfigDict(base)
         for k, v in child.items():
             out[k] = merge(base[k], v) if k in base and k != TARGET_KEY else _to_config(v)
@@ -225,14 +236,50 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
         The merged config. ``cfg._filename`` is the file it came from.
 
     Raises:
-        ConfigError: unknown file, bad override, or arguments a constructor does not accept.
+        ConfigError: unknown file, bad override, arguments a constructor does not accept, or a
+            value of a typed section (:data:`TYPED_SECTIONS`) of the wrong type or out of range.
     """
     path = os.fspath(path)
     cfg, namespace = _load_tree(path)
     apply_overrides(cfg, overrides, namespace=namespace, source=path)
     check_signatures(cfg, source=path)
+    check_typed_sections(cfg, source=path, overrides=overrides)
     dict.__setattr__(cfg, "_filename", path)  # not a key: kept out of dumps
     return cfg
+
+
+# Top-level sections read into typed settings (dataclasses, see detkit.schema); their values are
+# checked against the field types when a config loads. Keys these classes do not know are left
+# to the code that reads the section (the trainer refuses them).
+TYPED_SECTIONS = {
+    "train": "detkit.engine.settings.TrainSettings",
+    "runtime": "detkit.engine.settings.RuntimeSettings",
+}
+
+
+def check_typed_sections(cfg: Mapping, source: str = "<config>", overrides: Sequence[str] = ()) -> None:
+    """Raise ConfigError when a value of a :data:`TYPED_SECTIONS` section has the wrong type or is
+    out of range: one line with the file, the key, the value, the expected type and, for a value
+    from the command line, the override that set it."""
+    from detkit.schema import SettingError, parse_section
+
+    for name, class_path in TYPED_SECTIONS.items():
+        if not isinstance(cfg.get(name), Mapping):
+            continue
+        try:
+            parse_section(resolve_name(class_path), cfg[name], name, strict=False)
+        except SettingError as e:
+            given = _override_for(e.key, overrides)
+            raise ConfigError(f"{source}: {e}" + (f" (from --cfg-options {given})" if given else "")) from None
+
+
+def _override_for(key: str, overrides: Sequence[str]) -> str | None:
+    """The last override that set ``key`` or a section holding it, as written."""
+    for item in reversed(overrides):
+        set_key = item.partition("=")[0].strip()
+        if key == set_key or key.startswith((set_key + ".", set_key + "[")):
+            return item.strip()
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,9 +323,10 @@ def _eval_value(node: ast.AST, namespace: Mapping[str, Any] | None) -> Any:
     if isinstance(node, ast.Call):
         if node.args:
             raise ConfigError(f"use keyword arguments in {ast.unparse(node)!r}")
-        target = resolve_name(_dotted(node.func), namespace)
         kwargs = {kw.arg: _eval_value(kw.value, namespace) for kw in node.keywords if kw.arg}
-        return L(target)(**kwargs)
+        if isinstance(node.func, ast.Name) and node.func.id == "dict":  # a plain dict, as in config files
+            return ConfigDict(kwargs)
+        return L(resolve_name(_dotted(node.func), namespace))(**kwargs)
     if isinstance(node, ast.List):
         return [_eval_value(e, namespace) for e in node.elts]
     if isinstance(node, ast.Tuple):
@@ -399,11 +447,31 @@ def check_signatures(cfg: Mapping, source: str = "<config>") -> None:
             )
 
 
+def _bind(target: Callable, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` checked against ``target``'s signature: a ConfigError for arguments it does not
+    take or required ones missing. Only this check is a config error: an exception raised inside
+    the constructor is the constructor's own and propagates as it is."""
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):  # no signature to check (some builtins): the call will tell
+        return kwargs
+    try:
+        sig.bind(**kwargs)
+    except TypeError as e:
+        names, _ = _accepted(target)
+        raise ConfigError(f"cannot build {target.__qualname__}({', '.join(kwargs)}): {e}; "
+                          f"accepted: {', '.join(names) or '(none)'}") from None
+    return kwargs
+
+
 def instantiate(node: Any, **extra: Any) -> Any:
     """Build the object a config node describes (recursively); plain values pass through.
 
     ``extra`` keyword arguments are added to (and override) the top node's arguments, for values
-    only known at run time (``instantiate(cfg.optimizer, params=model.parameters())``).
+    only known at run time (``instantiate(cfg.optimizer, params=model.parameters())``). Arguments
+    are bound to the constructor's signature first: unknown or missing ones raise ConfigError,
+    while an error raised by the constructor itself (a bug, a bad value it checks) propagates
+    unchanged.
     """
     if isinstance(node, Mapping):
         if TARGET_KEY not in node:
@@ -413,14 +481,7 @@ def instantiate(node: Any, **extra: Any) -> Any:
         target = node[TARGET_KEY]
         kwargs = {k: instantiate(v) for k, v in node.items() if k != TARGET_KEY}
         kwargs.update(extra)
-        try:
-            return target(**kwargs)
-        except TypeError as e:
-            names, _ = _accepted(target)
-            raise ConfigError(
-                f"cannot build {target.__qualname__}({', '.join(kwargs)}): {e}; "
-                f"accepted: {', '.join(names)}"
-            ) from e
+        return target(**_bind(target, kwargs))
     if isinstance(node, list):
         return [instantiate(v) for v in node]
     if isinstance(node, tuple):

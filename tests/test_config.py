@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,92 @@ def test_attribute_errors_list_keys():
     cfg = load_config(CFG / "base.py")
     with pytest.raises(AttributeError, match="'nope'.*keys"):
         cfg.nope
+
+
+# ------------------------------------------------------------------------------------------------
+# typed sections (train / runtime) checked at load; instantiate binds before calling
+# ------------------------------------------------------------------------------------------------
+
+
+def _engine_config(tmp_path, body: str = "train = dict(epochs=3, optimizer=dict(lr=0.01))\nruntime = dict()\n") -> Path:
+    path = tmp_path / "run.py"
+    path.write_text(body)
+    return path
+
+
+def test_a_command_line_value_of_the_wrong_type_is_one_config_error_line(tmp_path):
+    path = _engine_config(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        load_config(path, ["train.epochs=1O0"])
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg == (f"{path}: train.epochs: expected int, got '1O0' (str) "
+                   "(from --cfg-options train.epochs=1O0)")
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.amp=1", "train.amp: expected bool, got 1 (int)"),
+    ("train.grad_clip='high'", "train.grad_clip: expected float or None, got 'high' (str)"),
+    ("train.multi_scale=(320, 'x')", "train.multi_scale[1]: expected int, got 'x' (str)"),
+    ("train.loss_scale='sum'", "train.loss_scale: expected one of 'mean', 'batch', got 'sum' (str)"),
+    ("train.optimizer.lr=[0.1]", "train.optimizer.lr: expected float, got [0.1] (list)"),
+    ("train.ema=dict(decay='x')", "train.ema.decay: expected float, got 'x' (str)"),
+    ("train.optimizer.type='adam'", "train.optimizer.type: 'adam' is not supported; accepted: sgd, adamw"),
+    ("train.epochs=0", "train.epochs: must be >= 1, got 0"),
+    ("runtime.loggers=['mlfow']", "runtime.loggers[0]: unknown logger 'mlfow'"),
+])
+def test_typed_values_name_key_value_and_expected_type(tmp_path, override, expected):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{_engine_config(tmp_path)}: {expected}")):
+        load_config(tmp_path / "run.py", [override])
+
+
+def test_a_file_value_of_the_wrong_type_fails_at_load_too(tmp_path):
+    path = _engine_config(tmp_path, "train = dict(epochs='ten')\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: train.epochs: expected int, got 'ten' (str)") + "$"):
+        load_config(path)
+
+
+def test_typed_values_are_converted_and_unknown_keys_left_to_the_trainer(tmp_path):
+    from detkit.engine.settings import TrainSettings
+
+    cfg = load_config(_engine_config(tmp_path), ["train.steps=[8, 11]", "train.grad_clip=5", "train.lr=0.1"])
+    s = TrainSettings.from_config(cfg.train, strict=False)
+    assert s.schedule.steps == (8, 11) and s.grad_clip == 5.0 and isinstance(s.grad_clip, float)
+    with pytest.raises(ConfigError, match=r"train: unknown key\(s\) \['lr'\]; accepted: epochs, "):
+        TrainSettings.from_config(cfg.train)
+
+
+def test_dict_call_in_an_override_is_a_plain_dict_and_a_new_type_replaces_the_old_dict(tmp_path):
+    path = _engine_config(tmp_path, "train = dict(optimizer=dict(type='sgd', lr=0.01, momentum=0.937, "
+                                    "nesterov=True))\n")
+    cfg = load_config(path, ['train.optimizer=dict(type="adamw", lr=1e-3)'])
+    assert cfg.train.optimizer == {"type": "adamw", "lr": 1e-3}  # SGD's momentum / nesterov gone
+    cfg = load_config(path, ["train.optimizer=dict(lr=0.02)"])  # same type: merged key by key
+    assert cfg.train.optimizer == {"type": "sgd", "lr": 0.02, "momentum": 0.937, "nesterov": True}
+
+
+class Buggy:
+    """A constructor with a bug of its own (a TypeError inside), not a config mistake."""
+
+    def __init__(self, a: int) -> None:
+        self.a = a + None
+
+
+def test_instantiate_reports_binding_errors_as_config_errors():
+    with pytest.raises(ConfigError, match=r"cannot build Inner\(a, bb\): .*'bb'.*; accepted: a, b"):
+        instantiate({"_target_": Inner, "a": 1, "bb": 2})
+    with pytest.raises(ConfigError, match=r"cannot build Inner\(b\): .*missing.*'a'"):
+        instantiate({"_target_": Inner, "b": 2.0})
+
+
+def test_instantiate_lets_a_constructor_bug_stay_a_bug():
+    with pytest.raises(TypeError, match="unsupported operand") as e:
+        instantiate(L(Buggy)(a=1))
+    assert not isinstance(e.value, ConfigError)
+
+
+def test_a_missing_key_is_a_config_error_naming_the_file():
+    cfg = load_config(CFG / "base.py")
+    with pytest.raises(ConfigError, match=r"base\.py: config has no key 'nope'; keys: \['model', 'train'\]"):
+        cfg.nope
+    assert getattr(cfg, "nope", 7) == 7 and not hasattr(cfg.model, "nope")

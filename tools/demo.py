@@ -27,7 +27,7 @@ CONFIG = ROOT / "configs" / "shapes_atss.py"
 DEMO_OPTIONS = [
     "train.log_interval=20",
     "runtime.plot_interval=0",
-    "runtime.tensorboard=False",
+    "runtime.loggers=[]",
 ]
 
 

@@ -8,8 +8,9 @@
     checkpoint=dict(keep_last, interval_iters)   epoch_<E>.pth kept K deep; iter_<I>.pth every N iterations (0 = off)
     log_interval                     iterations between log records / progress-bar updates
     seed, sync_bn                    reproducibility; SyncBatchNorm under DDP on CUDA
-``runtime`` keys: device ("auto" | "cpu" | "cuda"), deterministic, tensorboard, progress, dist_backend,
-plot_interval (epochs between PNG plot updates; 0 = only at the end).
+``runtime`` keys: device ("auto" | "cpu" | "cuda"), deterministic, progress, dist_backend,
+plot_interval (epochs between PNG plot updates; 0 = only at the end), loggers (experiment trackers:
+"tensorboard", "mlflow", "wandb" or L(Tracker)(...); see detkit.engine.trackers).
 """
 
 train = dict(
@@ -22,5 +23,5 @@ train = dict(
     seed=0,
     sync_bn=False,
 )
-runtime = dict(device="auto", deterministic=False, tensorboard=True, progress=True, dist_backend=None,
-               plot_interval=1)
+runtime = dict(device="auto", deterministic=False, progress=True, dist_backend=None, plot_interval=1,
+               loggers=["tensorboard"])

@@ -1,9 +1,12 @@
-"""Run logging: a text log, metrics as JSONL + CSV, TensorBoard events when installed.
+"""Run logging: a text log, metrics as JSONL + CSV, and experiment trackers (TensorBoard, MLflow, W&B).
 
 Only rank 0 writes; other ranks get writers that do nothing, so callers need no rank checks.
-Files in the work dir: ``train.log`` (text), ``metrics.jsonl`` (one object per logged step, with
-``kind`` = ``"train"`` / ``"epoch"`` / ``"val"``), ``metrics.csv`` (one row per epoch: epoch means
-of losses and ``stat_*`` assignment statistics, LR, evaluation metrics), ``tb/`` (TensorBoard).
+Files in the work dir: ``train.log`` (text), ``config.py`` (the merged config), ``metrics.jsonl``
+(one object per logged step, with ``kind`` = ``"train"`` / ``"epoch"`` / ``"val"``),
+``metrics.csv`` (one row per epoch: epoch means of losses and ``stat_*`` assignment statistics,
+LR, evaluation metrics) and the PNG plots (:mod:`detkit.engine.plots`). Every record also goes to
+the trackers of ``runtime.loggers`` (:mod:`detkit.engine.trackers`). :class:`TrainingLog` is what
+the trainer reports through, from the start of a run to its end.
 """
 
 from __future__ import annotations
@@ -14,11 +17,20 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MetricsWriter", "setup_logger"]
+from detkit.engine.plots import plot_training
+from detkit.engine.trackers import Tracker, build_trackers, finite_numbers, flatten_params
+
+if TYPE_CHECKING:
+    from detkit.engine.settings import LoggingSettings
+    from detkit.evaluation import COCOEvaluator
+
+__all__ = ["PLOT_FILES", "MetricsWriter", "TrainingLog", "setup_logger"]
+
+PLOT_FILES = ("losses.png", "metrics.png", "assignment.png", "pr_curves.png")
 
 LOGGER_NAME = "detkit"
 
@@ -64,39 +76,44 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _curve_values(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the loss curves need of a training record: step, epoch, ``loss*`` and ``lr``."""
+    return {k: v for k, v in record.items() if k in ("step", "epoch", "lr") or k.startswith("loss")}
+
+
 class MetricsWriter:
-    """Appends metrics to ``metrics.jsonl``, keeps ``metrics.csv`` (per epoch) and TensorBoard.
+    """Appends metrics to ``metrics.jsonl``, keeps ``metrics.csv`` (per epoch) and feeds the trackers.
 
     Args:
         work_dir: where the files go.
         enabled: False on ranks other than 0 (every method then does nothing).
-        tensorboard: write TensorBoard events when the package is installed.
+        trackers: experiment trackers (:func:`detkit.engine.trackers.build_trackers`) that get
+            every record too; closed with the writer.
 
-    ``self.epochs`` keeps the per-epoch rows (dicts) for :mod:`detkit.engine.plots`.
+    ``self.epochs`` keeps the per-epoch rows and ``self.iterations`` the per-iteration training
+    records (dicts with ``step``) for :mod:`detkit.engine.plots`.
     """
 
-    def __init__(self, work_dir: str | os.PathLike, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, work_dir: str | os.PathLike, enabled: bool = True, trackers: Sequence[Tracker] = ()) -> None:
         self.work_dir = Path(work_dir)
         self.enabled = enabled
         self.epochs: list[dict[str, Any]] = []
-        self._tb = None
-        if not enabled:
-            return
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        self.iterations: list[dict[str, Any]] = []
+        self.trackers: list[Tracker] = list(trackers) if enabled else []
+        if enabled:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
 
-                self._tb = SummaryWriter(str(self.work_dir / "tb"))
-            except ImportError:
-                logging.getLogger(LOGGER_NAME).info("tensorboard not installed: no TensorBoard events")
+    def attach(self, trackers: Sequence[Tracker]) -> None:
+        """Send every later record to ``trackers`` too (the trainer attaches them when training starts)."""
+        if self.enabled:
+            self.trackers += list(trackers)
 
     def load_history(self) -> None:
-        """Re-read earlier per-epoch rows from ``metrics.jsonl`` (when resuming a run)."""
+        """Re-read earlier per-epoch rows and training records from ``metrics.jsonl`` (when resuming a run)."""
         path = self.work_dir / "metrics.jsonl"
         if not self.enabled or not path.is_file():
             return
-        rows = {}
+        rows, steps = {}, {}
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
@@ -104,22 +121,33 @@ class MetricsWriter:
                 continue  # a line cut by a kill
             if rec.get("kind") == "epoch":
                 rows[rec["epoch"]] = rec
+            elif rec.get("kind") == "train":
+                steps[rec["step"]] = _curve_values(rec)  # a step logged twice (killed, then resumed): the later one
         self.epochs = [rows[k] for k in sorted(rows)]
+        self.iterations = [steps[k] for k in sorted(steps)]
+
+    def log_params(self, params: dict[str, str]) -> None:
+        """The run's settings (flattened config), for the trackers that keep parameters."""
+        for tracker in self.trackers:
+            tracker.log_params(params)
 
     def log(self, kind: str, step: int, values: Mapping[str, Any]) -> None:
-        """One JSONL record ``{"kind", "step", **values}`` and TensorBoard scalars ``kind/name``."""
+        """One JSONL record ``{"kind", "step", **values}``; the trackers get its finite numbers."""
         if not self.enabled:
             return
         rec = {"kind": kind, "step": step, **{k: _plain(v) for k, v in values.items()}}
         with open(self.work_dir / "metrics.jsonl", "a", encoding="utf-8") as f:  # whole lines survive a kill
             f.write(json.dumps(rec) + "\n")
-        if self._tb is not None:
-            for k, v in rec.items():
-                if k not in ("kind", "step") and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self._tb.add_scalar(f"{kind}/{k}", v, step)
+        if kind == "train":
+            if self.iterations and self.iterations[-1]["step"] >= step:  # resumed before these steps
+                self.iterations = [r for r in self.iterations if r["step"] < step]
+            self.iterations.append(_curve_values(rec))
+        numbers = finite_numbers({k: v for k, v in rec.items() if k not in ("kind", "step")})
+        for tracker in self.trackers:
+            tracker.log_metrics(kind, step, numbers)
 
     def log_epoch(self, epoch: int, values: Mapping[str, Any]) -> None:
-        """Record an epoch row (JSONL + TensorBoard) and rewrite ``metrics.csv`` with all rows."""
+        """Record an epoch row (JSONL + trackers) and rewrite ``metrics.csv`` with all rows."""
         if not self.enabled:
             return
         row = {"epoch": epoch, **{k: _plain(v) for k, v in values.items()}}
@@ -136,8 +164,80 @@ class MetricsWriter:
                 writer.writerow({k: r.get(k, "") for k in columns})
         os.replace(tmp, self.work_dir / "metrics.csv")
 
-    def close(self) -> None:
-        """Flush and close TensorBoard (JSONL/CSV need no closing; logging afterwards still works)."""
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+    def log_artifacts(self, paths: Sequence[str | os.PathLike]) -> None:
+        """Files of the run (config dump, plots) for the trackers that store files."""
+        for path in paths:
+            if Path(path).is_file():
+                for tracker in self.trackers:
+                    tracker.log_artifact(Path(path))
+
+    def close(self, failed: bool = False) -> None:
+        """End the trackers' runs (JSONL/CSV need no closing; logging afterwards still reaches them)."""
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            tracker.close(failed)
+
+
+class TrainingLog:
+    """What a training run reports (written on rank 0 only): the merged config, per-iteration
+    records, per-epoch rows with their log line, plots, and the trackers' runs.
+
+    Args:
+        work_dir: the run's work dir.
+        rank: this process's rank (only rank 0 writes).
+        settings: ``runtime``'s logging keys (trackers, plot interval).
+        epochs: the run's length (the last epoch is always plotted).
+    """
+
+    def __init__(self, work_dir: str | os.PathLike, rank: int, settings: LoggingSettings, epochs: int) -> None:
+        self.work_dir = Path(work_dir)
+        self.main = rank == 0
+        self.settings = settings
+        self.epochs = epochs
+        self.writer = MetricsWriter(self.work_dir, enabled=self.main)
+
+    def start(self, config_text: str, config: Mapping[str, Any], resumed: bool) -> None:
+        """Write ``config.py``; start the trackers (continuing their runs when ``resumed``) and give
+        them the config's keys as parameters."""
+        if not self.main:
+            return
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "config.py").write_text(config_text, encoding="utf-8")
+        self.writer.attach(build_trackers(self.settings.loggers, self.work_dir, resume=resumed,
+                                          run_name=self.work_dir.name))
+        self.writer.log_params(flatten_params(config))
+
+    def iteration(self, step: int, values: Mapping[str, Any]) -> None:
+        """One training record (losses, LR, speed, counters) at global iteration ``step``."""
+        self.writer.log("train", step, values)
+
+    def record_epoch(self, epoch: int, row: Mapping[str, Any]) -> None:
+        """The epoch's row: CSV, JSONL, trackers (before its checkpoint, so a resumed run has it)."""
+        self.writer.log_epoch(epoch, row)
+
+    def close_epoch(self, epoch: int, row: Mapping[str, Any], evaluator: COCOEvaluator | None) -> None:
+        """After the epoch's checkpoint: the plots when due and the epoch's log line."""
+        if not self.main:
+            return
+        every = self.settings.plot_interval
+        if every > 0 and (epoch % every == 0 or epoch == self.epochs):
+            self.plot(evaluator)
+        parts = [f"{k} {v:.4f}" for k, v in row.items() if not math.isnan(v)]
+        logging.getLogger(LOGGER_NAME).info(f"epoch {epoch}/{self.epochs}: " + ", ".join(parts))
+
+    def plot(self, evaluator: COCOEvaluator | None) -> None:
+        """``losses.png``, ``metrics.png``, ``assignment.png`` and the last evaluation's ``pr_curves.png``."""
+        from detkit.viz import plot_pr_curves
+
+        plot_training(self.writer.epochs, self.work_dir, self.writer.iterations)
+        if evaluator is not None and evaluator.precision is not None:
+            plot_pr_curves(evaluator.precision, self.work_dir / "pr_curves.png", evaluator.class_names)
+
+    def finish(self, failed: bool, evaluator: COCOEvaluator | None) -> None:
+        """End of the run: the plots (when only drawn at the end), the files for the trackers, their
+        runs ended (``failed``: stopped by an error or a signal)."""
+        if self.main and not failed:
+            if self.settings.plot_interval <= 0:
+                self.plot(evaluator)
+            self.writer.log_artifacts([self.work_dir / "config.py", *(self.work_dir / f for f in PLOT_FILES)])
+        self.writer.close(failed)

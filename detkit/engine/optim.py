@@ -1,16 +1,67 @@
-"""Optimizers with parameter groups: weight decay on conv/linear weights only, never on norms or biases."""
+"""Optimizers with parameter groups: weight decay on conv/linear weights only, never on norms or biases.
+
+Each optimizer has its own settings class with its own defaults (``train.optimizer``): a config
+or an override that says ``dict(type="adamw", lr=1e-3)`` gets AdamW's momentum and weight decay,
+never SGD's (a ``type`` change replaces the whole dict when configs merge).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "param_groups"]
+from detkit.schema import SettingError, check_value
 
+__all__ = ["OPTIMIZERS", "AdamWSettings", "OptimizerSettings", "SGDSettings", "build_optimizer", "param_groups"]
+
+
+@dataclass
+class SGDSettings:
+    """``train.optimizer=dict(type="sgd", ...)``: SGD with momentum (YOLOv5's defaults)."""
+
+    type: Literal["sgd"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.937
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+
+@dataclass
+class AdamWSettings:
+    """``train.optimizer=dict(type="adamw", ...)``: AdamW; ``momentum`` is beta1 (the warm-up
+    momentum ramp moves it, as it moves SGD's momentum)."""
+
+    type: Literal["adamw"] = "adamw"
+    lr: float = 0.001
+    momentum: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.05
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if not 0.0 <= self.beta2 < 1.0:
+            raise SettingError("train.optimizer.beta2", f"must be in [0, 1), got {self.beta2}")
+
+
+OptimizerSettings = SGDSettings | AdamWSettings
 OPTIMIZERS = ("sgd", "adamw")
+
+
+def _check_common(s: SGDSettings | AdamWSettings) -> None:
+    if s.lr <= 0:
+        raise SettingError("train.optimizer.lr", f"must be > 0, got {s.lr}")
+    if s.weight_decay < 0:
+        raise SettingError("train.optimizer.weight_decay", f"must be >= 0, got {s.weight_decay}")
+    if not 0.0 <= s.momentum < 1.0:
+        raise SettingError("train.optimizer.momentum", f"must be in [0, 1), got {s.momentum}")
 
 # Module types whose weights are normalisation scales: no weight decay (as YOLOv5 / mmdet).
 NORM_TYPES: tuple[type[nn.Module], ...] = (
@@ -51,35 +102,30 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: Mapping[str, Any], weight_decay_scale: float = 1.0) -> torch.optim.Optimizer:
-    """Build SGD or AdamW from ``cfg`` with :func:`param_groups`.
+def build_optimizer(model: nn.Module, settings: OptimizerSettings | Mapping[str, Any],
+                    weight_decay_scale: float = 1.0) -> torch.optim.Optimizer:
+    """Build SGD or AdamW with :func:`param_groups`.
 
     Args:
-        cfg: ``dict(type="sgd"|"adamw", lr, momentum=0.937, weight_decay=5e-4, nesterov=True,
-            betas=(momentum, 0.999), eps=1e-8)``; for AdamW ``momentum`` is beta1.
+        settings: :class:`SGDSettings` / :class:`AdamWSettings`, or the config dict
+            ``dict(type="sgd"|"adamw", ...)`` they are read from (missing keys: that type's defaults).
         weight_decay_scale: multiplies ``weight_decay`` (the trainer passes
             ``batch * accumulate / nominal_batch`` as YOLOv5 does).
 
     Every group stores ``initial_lr`` and ``initial_momentum`` for the schedules.
     """
-    kind = str(cfg.get("type", "sgd")).lower()
-    if kind not in OPTIMIZERS:
-        raise ValueError(f"train.optimizer.type {kind!r} is not supported; accepted: {', '.join(OPTIMIZERS)}")
-    if "lr" not in cfg:
-        raise ValueError("train.optimizer needs an 'lr' (e.g. optimizer=dict(type='sgd', lr=0.01))")
-    lr = float(cfg["lr"])
-    momentum = float(cfg.get("momentum", 0.937 if kind == "sgd" else 0.9))
-    wd = float(cfg.get("weight_decay", 5e-4 if kind == "sgd" else 0.05)) * weight_decay_scale
+    if isinstance(settings, Mapping):
+        settings = check_value(settings, OptimizerSettings, "train.optimizer")
+    wd = settings.weight_decay * weight_decay_scale
     groups = [g for g in param_groups(model, wd) if g["params"]]
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    if kind == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            groups, lr=lr, momentum=momentum, nesterov=bool(cfg.get("nesterov", True)))
+    if isinstance(settings, SGDSettings):
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum,
+                                                     nesterov=settings.nesterov)
     else:
-        betas = tuple(cfg.get("betas", (momentum, 0.999)))
-        opt = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=float(cfg.get("eps", 1e-8)))
+        opt = torch.optim.AdamW(groups, lr=settings.lr, betas=(settings.momentum, settings.beta2), eps=settings.eps)
     for g in opt.param_groups:
-        g["initial_lr"] = lr
-        g["initial_momentum"] = momentum
+        g["initial_lr"] = settings.lr
+        g["initial_momentum"] = settings.momentum
     return opt

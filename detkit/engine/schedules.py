@@ -17,13 +17,43 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
-__all__ = ["LR_POLICIES", "LRSchedule"]
+__all__ = ["LR_POLICIES", "LRSchedule", "ScheduleSettings"]
 
 LR_POLICIES = ("cosine", "step", "linear")
+
+
+@dataclass
+class ScheduleSettings:
+    """The LR schedule's keys of the ``train`` section (side by side there: ``train.warmup_iters``).
+
+    The warm-up lasts ``warmup_iters`` iterations when given, else ``warmup_epochs`` epochs but at
+    least ``min_warmup_iters`` iterations (none when ``warmup_epochs`` is 0); the other keys are
+    :class:`LRSchedule`'s arguments (``lr_schedule`` is its ``policy``).
+    """
+
+    lr_schedule: Literal["cosine", "step", "linear"] = "cosine"
+    min_lr_ratio: float = 0.05
+    steps: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: float = 3.0
+    warmup_iters: int | None = None
+    min_warmup_iters: int = 100
+    warmup_ratio: float = 0.001
+    warmup_bias_lr: float | None = None
+    warmup_momentum: float | None = None
+
+    def warmup_length(self, iters_per_epoch: int) -> int:
+        """Warm-up iterations for a run of ``iters_per_epoch`` iterations per epoch."""
+        if self.warmup_iters is not None:
+            return self.warmup_iters
+        if self.warmup_epochs <= 0:
+            return 0
+        return max(round(self.warmup_epochs * iters_per_epoch), self.min_warmup_iters)
 
 
 class LRSchedule:
@@ -45,15 +75,15 @@ class LRSchedule:
     def __init__(
         self,
         total_iters: int,
-        policy: str = "cosine",
+        policy: str = ScheduleSettings.lr_schedule,
         iters_per_epoch: int = 1,
-        min_lr_ratio: float = 0.05,
-        steps: Sequence[int] = (),
-        gamma: float = 0.1,
+        min_lr_ratio: float = ScheduleSettings.min_lr_ratio,
+        steps: Sequence[int] = ScheduleSettings.steps,
+        gamma: float = ScheduleSettings.gamma,
         warmup_iters: int = 0,
-        warmup_ratio: float = 0.001,
-        warmup_bias_lr: float | None = None,
-        warmup_momentum: float | None = None,
+        warmup_ratio: float = ScheduleSettings.warmup_ratio,
+        warmup_bias_lr: float | None = ScheduleSettings.warmup_bias_lr,
+        warmup_momentum: float | None = ScheduleSettings.warmup_momentum,
     ) -> None:
         if policy not in LR_POLICIES:
             raise ValueError(f"train.lr_schedule {policy!r} is not supported; accepted: {', '.join(LR_POLICIES)}")
@@ -74,6 +104,22 @@ class LRSchedule:
         self.warmup_bias_lr = warmup_bias_lr
         self.warmup_momentum = warmup_momentum
         self.last_iter = -1
+
+    @classmethod
+    def from_settings(cls, settings: ScheduleSettings, total_iters: int, iters_per_epoch: int) -> LRSchedule:
+        """The schedule a run of ``total_iters`` iterations (``iters_per_epoch`` per epoch) follows."""
+        return cls(
+            total_iters=total_iters,
+            policy=settings.lr_schedule,
+            iters_per_epoch=iters_per_epoch,
+            min_lr_ratio=settings.min_lr_ratio,
+            steps=settings.steps,
+            gamma=settings.gamma,
+            warmup_iters=settings.warmup_length(iters_per_epoch),
+            warmup_ratio=settings.warmup_ratio,
+            warmup_bias_lr=settings.warmup_bias_lr,
+            warmup_momentum=settings.warmup_momentum,
+        )
 
     def factor(self, it: int) -> float:
         """The decay factor ``f(it)`` (warm-up not included)."""

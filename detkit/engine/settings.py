@@ -1,8 +1,10 @@
-"""The ``train`` and ``runtime`` config sections as typed dataclasses, with defaults and key checks.
+"""The ``train`` and ``runtime`` config sections as typed dataclasses, one small class per concern.
 
     train = dict(
         epochs=300, nominal_batch=64,                    # accumulate gradients up to this batch
         optimizer=dict(type="sgd", lr=0.01, momentum=0.937, weight_decay=5e-4, nesterov=True),
+                                                         # or dict(type="adamw", lr=1e-3, momentum=0.9,
+                                                         #         beta2=0.999, weight_decay=0.05, eps=1e-8)
         warmup_epochs=3.0, warmup_iters=None,            # iterations win when both are given
         min_warmup_iters=100, warmup_ratio=0.001, warmup_bias_lr=None, warmup_momentum=None,
         lr_schedule="cosine", min_lr_ratio=0.05, steps=(), gamma=0.1,   # "cosine" | "step" | "linear"
@@ -17,46 +19,97 @@
         log_interval=50, seed=0, sync_bn=False,
         compile=None,                                    # torch.compile mode ("default", ...) or None
     )
-    runtime = dict(device="auto", deterministic=False, tensorboard=True, progress=True, dist_backend=None,
-                   plot_interval=1)
+    runtime = dict(device="auto", deterministic=False, dist_backend=None,
+                   progress=True, plot_interval=1, loggers=["tensorboard"])
+
+Each concern is its own dataclass with its own defaults: the optimizer per type
+(:class:`~detkit.engine.optim.SGDSettings`, :class:`~detkit.engine.optim.AdamWSettings`), the LR
+schedule (:class:`~detkit.engine.schedules.ScheduleSettings`, whose keys sit side by side in
+``train``), :class:`EMASettings`, :class:`CheckpointSettings`, :class:`LoggingSettings` (side by
+side in ``runtime``). :func:`detkit.config.load_config` checks every value of these sections
+against the field types when the config loads (:mod:`detkit.schema`); the trainer reads them
+with unknown keys refused.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["RuntimeSettings", "TrainSettings"]
+from detkit.engine.optim import OptimizerSettings, SGDSettings
+from detkit.engine.schedules import ScheduleSettings
+from detkit.schema import FLAT, SettingError, parse_section
+
+__all__ = ["CheckpointSettings", "EMASettings", "LoggingSettings", "RuntimeSettings", "TrainSettings"]
 
 
-def _defaults(kind: str) -> dict[str, Any]:
-    return {
-        "optimizer": dict(type="sgd", lr=0.01, momentum=0.937, weight_decay=5e-4, nesterov=True),
-        "ema": dict(enabled=True, decay=0.9999, tau=2000.0),
-        "checkpoint": dict(keep_last=3, interval_iters=0),
-    }[kind]
+def _at_least(key: str, value: int, minimum: int) -> None:
+    if value < minimum:
+        raise SettingError(key, f"must be >= {minimum}, got {value}")
+
+
+@dataclass
+class EMASettings:
+    """``train.ema``: :class:`~detkit.engine.ema.ModelEMA` of the weights, used for evaluation and saved."""
+
+    enabled: bool = True
+    decay: float = 0.9999
+    tau: float = 2000.0  # updates over which the decay ramps up (YOLOv5)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.decay < 1.0:
+            raise SettingError("train.ema.decay", f"must be in (0, 1), got {self.decay}")
+        if self.tau <= 0:
+            raise SettingError("train.ema.tau", f"must be > 0, got {self.tau}")
+
+
+@dataclass
+class CheckpointSettings:
+    """``train.checkpoint``: ``epoch_<E>.pth`` kept ``keep_last`` deep; ``iter_<I>.pth`` every
+    ``interval_iters`` iterations (0: only at epoch ends)."""
+
+    keep_last: int = 3
+    interval_iters: int = 0
+
+    def __post_init__(self) -> None:
+        _at_least("train.checkpoint.keep_last", self.keep_last, 1)
+        _at_least("train.checkpoint.interval_iters", self.interval_iters, 0)
+
+
+@dataclass
+class LoggingSettings:
+    """The ``runtime`` keys of what a run reports: progress bars, PNG plots, experiment trackers.
+
+    ``loggers`` lists the trackers besides the work dir's own files: ``"tensorboard"``,
+    ``"mlflow"``, ``"wandb"`` or a lazy call of a tracker class such as
+    ``L(MLflowTracker)(experiment="shapes")`` (:mod:`detkit.engine.trackers`).
+    """
+
+    progress: bool = True
+    plot_interval: int = 1  # epochs between PNG plot updates; 0 = only when training ends
+    loggers: list[str | dict] = field(default_factory=lambda: ["tensorboard"])
+
+    def __post_init__(self) -> None:
+        from detkit.engine.trackers import TRACKERS
+
+        _at_least("runtime.plot_interval", self.plot_interval, 0)
+        for i, entry in enumerate(self.loggers):
+            if isinstance(entry, str) and entry not in TRACKERS:
+                raise SettingError(f"runtime.loggers[{i}]", f"unknown logger {entry!r}; accepted: "
+                                   f"{', '.join(TRACKERS)} or a lazy call of a tracker class")
 
 
 @dataclass
 class TrainSettings:
-    """Training schedule and options (the ``train`` config section); see the module docstring."""
+    """The ``train`` section (see the module docstring)."""
 
     epochs: int = 300
     nominal_batch: int = 64
-    optimizer: dict = field(default_factory=lambda: _defaults("optimizer"))
-    warmup_epochs: float = 3.0
-    warmup_iters: int | None = None
-    min_warmup_iters: int = 100
-    warmup_ratio: float = 0.001
-    warmup_bias_lr: float | None = None
-    warmup_momentum: float | None = None
-    lr_schedule: str = "cosine"
-    min_lr_ratio: float = 0.05
-    steps: tuple = ()
-    gamma: float = 0.1
-    ema: dict = field(default_factory=lambda: _defaults("ema"))
+    optimizer: OptimizerSettings = field(default_factory=SGDSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings, metadata={FLAT: True})
+    ema: EMASettings = field(default_factory=EMASettings)
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     amp: bool = True
     grad_clip: float | None = 10.0
     # Iterations with a non-finite loss are skipped (no backward) and optimizer steps with non-finite
@@ -67,13 +120,12 @@ class TrainSettings:
     # "mean": backward(loss / accumulate), the loss is a mean over the nominal batch (mmdet-style LRs);
     # "batch": backward(loss * batch * world size), summed over accumulation steps (YOLOv5's
     # convention, so YOLOv5 learning rates such as 0.01 mean the same thing here).
-    loss_scale: str = "mean"
-    multi_scale: tuple | None = None
+    loss_scale: Literal["mean", "batch"] = "mean"
+    multi_scale: tuple[int, int] | None = None
     multi_scale_interval: int = 10
     no_mosaic_last_epochs: int = 0
-    assigner_schedule: list = field(default_factory=list)
+    assigner_schedule: list[tuple[int, Any]] = field(default_factory=list)
     eval_interval: int = 1
-    checkpoint: dict = field(default_factory=lambda: _defaults("checkpoint"))
     # torch.compile mode for the network's forward during training (detkit.engine.compile.maybe_compile:
     # in place, eager fall-back with a warning where compiling fails); None: eager.
     compile: str | None = None
@@ -82,64 +134,38 @@ class TrainSettings:
     sync_bn: bool = False
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None) -> TrainSettings:
-        """Build from the ``train`` section; unknown keys raise ValueError naming the accepted ones."""
-        section = dict(section or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(section) - set(names))
-        if unknown:
-            raise ValueError(f"train: unknown key(s) {unknown}; accepted: {', '.join(names)}")
-        for key in ("optimizer", "ema", "checkpoint"):
-            if key in section:
-                section[key] = {**_defaults(key), **dict(section[key] or {})}
-        s = cls(**section)
-        s.validate()
-        return s
+    def from_config(cls, section: Mapping[str, Any] | None, strict: bool = True) -> TrainSettings:
+        """Read the ``train`` section; unknown keys (when ``strict``) and wrong types raise
+        :class:`~detkit.schema.SettingError` (a ``ConfigError``) naming the key."""
+        return parse_section(cls, section, "train", strict)
 
-    def validate(self) -> None:
-        if self.epochs < 1 or self.nominal_batch < 1:
-            raise ValueError(f"train.epochs and train.nominal_batch must be >= 1, got {self.epochs}, {self.nominal_batch}")
-        if self.multi_scale is not None:
-            lo, hi = (int(v) for v in self.multi_scale)
-            if not 32 <= lo <= hi:
-                raise ValueError(f"train.multi_scale must be (min, max) with 32 <= min <= max, got {self.multi_scale}")
+    def __post_init__(self) -> None:
+        for name, minimum in (("epochs", 1), ("nominal_batch", 1), ("eval_interval", 0), ("log_interval", 1),
+                              ("multi_scale_interval", 1), ("no_mosaic_last_epochs", 0)):
+            _at_least(f"train.{name}", getattr(self, name), minimum)
+        if self.multi_scale is not None and not 32 <= self.multi_scale[0] <= self.multi_scale[1]:
+            raise SettingError("train.multi_scale", f"must be (min, max) with 32 <= min <= max, got {self.multi_scale}")
         if self.compile is not None and self.compile != "none":
             from detkit.engine.compile import COMPILE_MODES
 
             if self.compile not in COMPILE_MODES:
-                raise ValueError(f"train.compile must be None or one of {', '.join(COMPILE_MODES)}, "
-                                 f"got {self.compile!r}")
-        if self.loss_scale not in ("mean", "batch"):
-            raise ValueError(f"train.loss_scale must be 'mean' or 'batch', got {self.loss_scale!r}")
-        if self.max_nonfinite_steps is not None and (
-                isinstance(self.max_nonfinite_steps, bool) or not isinstance(self.max_nonfinite_steps, int)
-                or self.max_nonfinite_steps < 1):
-            raise ValueError(f"train.max_nonfinite_steps must be an int >= 1 or None (never stop), "
-                             f"got {self.max_nonfinite_steps!r}")
-        if self.eval_interval < 0 or self.log_interval < 1:
-            raise ValueError("train.eval_interval must be >= 0 (0: never) and train.log_interval >= 1")
-        for i, entry in enumerate(self.assigner_schedule):
-            if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], int)):
-                raise ValueError(
-                    f"train.assigner_schedule[{i}] must be (epoch, L(Assigner)(...)), got {entry!r}")
+                raise SettingError("train.compile", f"train.compile must be None or one of "
+                                                    f"{', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        if self.max_nonfinite_steps is not None and self.max_nonfinite_steps < 1:
+            raise SettingError("train.max_nonfinite_steps", f"must be an int >= 1 or None (never stop), "
+                                                            f"got {self.max_nonfinite_steps!r}")
 
 
 @dataclass
 class RuntimeSettings:
-    """Where and how a run executes (the ``runtime`` config section)."""
+    """Where and how a run executes (the ``runtime`` section)."""
 
     device: str = "auto"
     deterministic: bool = False
-    tensorboard: bool = True
-    progress: bool = True
     dist_backend: str | None = None
-    plot_interval: int = 1  # epochs between PNG plot updates; 0 = only when training ends
+    logging: LoggingSettings = field(default_factory=LoggingSettings, metadata={FLAT: True})
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None) -> RuntimeSettings:
-        section = dict(section or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(section) - set(names))
-        if unknown:
-            raise ValueError(f"runtime: unknown key(s) {unknown}; accepted: {', '.join(names)}")
-        return cls(**section)
+    def from_config(cls, section: Mapping[str, Any] | None, strict: bool = True) -> RuntimeSettings:
+        """Read the ``runtime`` section (as :meth:`TrainSettings.from_config`)."""
+        return parse_section(cls, section, "runtime", strict)

@@ -1,5 +1,5 @@
-"""Small pieces of the training loop: device choice, seeding, batch moves, multi-scale resize,
-Mosaic/MixUp switch, assigner schedule, data loaders."""
+"""Small pieces of the training loop: device choice, seeding, batch moves, multi-scale resize, the
+switches made at an epoch's start (assigner schedule, Mosaic/MixUp off), the epoch's running means."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import functools
 import logging
 import os
 import random
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,24 +14,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from detkit.config import instantiate
+from detkit.engine import distributed as du
 
 __all__ = [
     "MIX_TRANSFORMS",
+    "EpochMeter",
+    "EpochSwitches",
     "assigner_index",
-    "build_loader",
     "collate_from_config",
     "find_objects",
-    "init_worker",
     "move_batch",
+    "multi_scale_batch",
     "multi_scale_size",
     "resize_batch",
     "resolve_device",
     "seed_everything",
     "set_mix_transforms",
-    "train_collate",
+    "start_loader_epoch",
 ]
 
 logger = logging.getLogger("detkit")
@@ -80,6 +81,15 @@ def multi_scale_size(lo: int, hi: int, seed: int, step: int, divisor: int = 32) 
         raise ValueError(f"no multiple of {divisor} in multi_scale range ({lo}, {hi})")
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return choices[int(torch.randint(len(choices), (1,), generator=g))]
+
+
+def multi_scale_batch(batch: dict[str, Any], size_range: tuple[int, int] | None, seed: int, step: int,
+                      divisor: int = 32) -> dict[str, Any]:
+    """Multi-scale training: ``batch`` resized to the size drawn for ``(seed, step)`` from
+    ``size_range`` (``train.multi_scale``); the batch itself when the range is None."""
+    if size_range is None:
+        return batch
+    return resize_batch(batch, multi_scale_size(*size_range, seed, step, divisor), divisor)
 
 
 def resize_batch(batch: dict[str, Any], size: int, divisor: int = 32) -> dict[str, Any]:
@@ -151,43 +161,83 @@ def build_assigner(node: Any) -> Any:
     return instantiate(node) if isinstance(node, Mapping) else node
 
 
-def init_worker(worker_id: int) -> None:
-    """DataLoader worker set-up: python/numpy seeds from the worker's torch seed; SIGINT ignored."""
-    seed = torch.initial_seed() % 2**32  # differs per worker, derived from the loader's generator
-    random.seed(seed)
-    np.random.seed(seed)
-    # Ctrl-C reaches the whole process group: a worker that died of it would end the training
-    # process with a DataLoader error instead of its clean stop (detkit.engine.guards.StopSignals).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+class EpochSwitches:
+    """What changes when an epoch starts: ``train.assigner_schedule``'s entry for the epoch (a
+    fresh assigner set on ``detector.head.assigner`` when the entry changes), Mosaic/MixUp
+    switched off for the last ``no_mosaic_last_epochs`` epochs, and the head's loss pipeline told
+    the epoch (``set_epoch``: YOLOX's L1 loss runs only in the last ``reg_last_epochs``)."""
+
+    def __init__(self, assigner_schedule: Sequence[tuple[int, Any]], no_mosaic_last_epochs: int, epochs: int) -> None:
+        self.assigner_schedule = list(assigner_schedule)
+        self.no_mosaic_last_epochs = no_mosaic_last_epochs
+        self.epochs = epochs
+        self.assigner_entry: int | None = None  # schedule index in force (-1: the model's own assigner)
+        self.mix_off = False
+
+    def apply(self, epoch: int, detector: Any, dataset: Any) -> None:
+        """Make the switches due at ``epoch`` (0-based), logging each."""
+        idx = assigner_index(self.assigner_schedule, epoch)
+        if idx >= 0 and idx != self.assigner_entry:
+            detector.head.assigner = build_assigner(self.assigner_schedule[idx][1])
+            logger.info(f"epoch {epoch + 1}: assigner {type(detector.head.assigner).__name__}")
+        self.assigner_entry = idx
+        pipeline = getattr(detector.head, "loss_pipeline", None)
+        if callable(getattr(pipeline, "set_epoch", None)):
+            pipeline.set_epoch(epoch, self.epochs)
+        n = self.no_mosaic_last_epochs
+        if n > 0 and epoch >= self.epochs - n and not self.mix_off:
+            count = set_mix_transforms(dataset, False)
+            self.mix_off = True
+            logger.info(f"epoch {epoch + 1}: Mosaic/MixUp off for the last {n} epochs ({count} transform(s))")
 
 
-def build_loader(dataset: Dataset, batch_size: int, sampler: Sampler, num_workers: int,
-                 collate_fn: Callable, generator: torch.Generator | None = None,
-                 drop_last: bool = False, loader_cls: type[DataLoader] = DataLoader) -> DataLoader:
-    """A DataLoader (or ``loader_cls``) with seeded workers (numpy/python from the worker's torch seed)."""
-    return loader_cls(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      collate_fn=collate_fn, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
-                      worker_init_fn=init_worker, generator=generator,
-                      persistent_workers=False)
+class EpochMeter:
+    """Running sums of one epoch's ``loss_*`` / ``stat_*`` values over its finite iterations.
+
+    Checkpoints carry them (``epoch_sums`` / ``epoch_count``), so a resumed epoch's means still
+    cover the iterations before the interruption.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def reset(self) -> None:
+        self.sums, self.count = {}, 0
+
+    def add(self, values: Mapping[str, Tensor]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def means(self) -> dict[str, Tensor]:
+        """The epoch's means, the sums averaged over ranks first (every rank must call this)."""
+        summed = du.reduce_mean({k: torch.as_tensor(v) for k, v in self.sums.items()})
+        return {k: v / max(self.count, 1) for k, v in summed.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch_sums": dict(self.sums), "epoch_count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.sums = {k: float(v) for k, v in (state.get("epoch_sums") or {}).items()}
+        self.count = int(state.get("epoch_count", 0))
 
 
-def train_collate(cfg: Mapping[str, Any], size_divisor: int, num_workers: int) -> tuple[Callable, type[DataLoader]]:
-    """``(collate_fn, loader class)`` for training: with workers and detkit's collate, batches cross
-    the process boundary as uint8 and :class:`detkit.data.DetDataLoader` turns them into floats."""
-    if (cfg.get("data") or {}).get("collate") is not None or num_workers == 0:
-        return collate_from_config(cfg, size_divisor), DataLoader
-    from detkit.data import DetDataLoader, collate
-
-    return functools.partial(collate, size_divisor=size_divisor, to_float=False), DetDataLoader
+def start_loader_epoch(loader: DataLoader, epoch: int, seed: int, skip_batches: int) -> None:
+    """Set the training loader up for ``epoch``: the sampler's order for the epoch, minus the
+    batches a resumed epoch already did, and the workers' seeds from ``seed + epoch``."""
+    loader.set_epoch(epoch)  # type: ignore[attr-defined]  # DetDataLoader: forwards to the sampler
+    loader.sampler.skip(skip_batches * loader.batch_size)  # type: ignore[attr-defined]
+    loader.generator.manual_seed(seed + epoch)
 
 
 def collate_from_config(cfg: Mapping[str, Any], size_divisor: int = 32) -> Callable:
-    """``cfg.data.collate`` when the config sets one, else :func:`detkit.data.collate` padding
-    batch images to multiples of ``size_divisor`` (the model's largest stride)."""
+    """The ``collate_fn`` for :func:`detkit.data.build_dataloader`: ``cfg.data.collate`` when the
+    config sets one, else :func:`detkit.data.collate` padding batch images to multiples of
+    ``size_divisor`` (the model's largest stride) and keeping them uint8 for the loader to convert."""
     custom = (cfg.get("data") or {}).get("collate")
     if custom is not None:
         return custom
     from detkit.data import collate
 
-    return functools.partial(collate, size_divisor=size_divisor)
+    return functools.partial(collate, size_divisor=size_divisor, to_float=False)

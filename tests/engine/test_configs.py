@@ -19,12 +19,12 @@ def test_schedule_with_runtime_is_valid(schedule, tmp_path):
     leaf.write_text(f"_base_ = [{str(COMMON / 'runtime.py')!r}, {str(schedule)!r}]\n")
     cfg = load_config(leaf)
     s = TrainSettings.from_config(cfg.train)
-    assert s.epochs >= 1 and s.optimizer["lr"] > 0 and s.checkpoint["keep_last"] == 3
+    assert s.epochs >= 1 and s.optimizer.lr > 0 and s.checkpoint.keep_last == 3
     assert RuntimeSettings.from_config(cfg.runtime).device == "auto"
 
 
 def test_step_schedule_values():
     cfg = load_config(COMMON / "schedules" / "step_12e.py")
     s = TrainSettings.from_config(cfg.train)
-    assert s.lr_schedule == "step" and tuple(s.steps) == (8, 11) and s.ema["enabled"] is False
-    assert s.ema["decay"] == 0.9999  # defaults fill what the config leaves out
+    assert s.schedule.lr_schedule == "step" and tuple(s.schedule.steps) == (8, 11) and s.ema.enabled is False
+    assert s.ema.decay == 0.9999  # defaults fill what the config leaves out

@@ -43,7 +43,7 @@ def test_single_process_gather_and_reduce():
 
 
 def test_metrics_writer_jsonl_csv_history_and_plots(tmp_path):
-    w = MetricsWriter(tmp_path, tensorboard=False)
+    w = MetricsWriter(tmp_path)
     w.log("train", 5, {"loss": torch.tensor(1.5), "lr": 0.01})
     w.log_epoch(1, {"loss_cls": 1.0, "stat_pos_per_gt": 3.0})
     w.log_epoch(2, {"loss_cls": 0.5, "stat_pos_per_gt": 4.0, "AP": 0.2})
@@ -52,7 +52,7 @@ def test_metrics_writer_jsonl_csv_history_and_plots(tmp_path):
     assert recs[0] == {"kind": "train", "step": 5, "loss": 1.5, "lr": 0.01}
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["AP"] == "" and rows[1]["AP"] == "0.2"
-    again = MetricsWriter(tmp_path, tensorboard=False)
+    again = MetricsWriter(tmp_path)
     again.load_history()
     assert [r["epoch"] for r in again.epochs] == [1, 2]
     again.close()
@@ -65,7 +65,9 @@ def test_tensorboard_events_when_installed(tmp_path):
     import pytest
 
     pytest.importorskip("tensorboard")
-    w = MetricsWriter(tmp_path, tensorboard=True)
+    from detkit.engine.trackers import TensorBoardTracker
+
+    w = MetricsWriter(tmp_path, trackers=[TensorBoardTracker(tmp_path)])
     w.log("train", 1, {"loss": 2.0})
     w.close()
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))

@@ -22,4 +22,4 @@ data = dict(
 )
 train = dict(epochs=2, nominal_batch=4, warmup_iters=2, eval_interval=1, no_mosaic_last_epochs=1,
              checkpoint=dict(keep_last=10, interval_iters=1), log_interval=1, amp=False)
-runtime = dict(device="cpu", tensorboard=False, progress=False, plot_interval=0)
+runtime = dict(device="cpu", loggers=[], progress=False, plot_interval=0)

@@ -19,4 +19,4 @@ train = dict(
     no_mosaic_last_epochs=1, assigner_schedule=[(1, "second")],
     eval_interval=1, checkpoint=dict(keep_last=10, interval_iters=2), log_interval=1, seed=3,
 )
-runtime = dict(device="cpu", tensorboard=False, progress=False, plot_interval=0)
+runtime = dict(device="cpu", loggers=[], progress=False, plot_interval=0)

@@ -1,0 +1,193 @@
+"""Typed config sections: a dataclass per section, filled from a config dict with key and type checks.
+
+    @dataclass
+    class EMASettings:
+        enabled: bool = True
+        decay: float = 0.9999
+
+    ema = parse_section(EMASettings, {"decay": 0.999}, key="train.ema")   # EMASettings(True, 0.999)
+    parse_section(EMASettings, {"decay": "high"}, key="train.ema")
+    # SettingError: train.ema.decay: expected float, got 'high' (str)
+
+A field's type annotation is its schema: ``bool``, ``int``, ``float`` (an int is accepted and
+converted), ``str``, ``None``, ``X | Y``, ``Literal[...]``, ``tuple[X, ...]`` / ``tuple[X, Y]``
+and ``list[X]`` (a list or a tuple is accepted), ``dict``, ``Any``, and nested dataclasses (a
+sub-section). A union of dataclasses is told apart by their ``type`` field (a ``Literal``), as in
+``optimizer=dict(type="adamw", ...)``: each type keeps its own defaults. A dataclass field whose
+metadata has ``flat=True`` reads its keys from the enclosing section itself, so a concern can
+have its own class while the config keeps its keys side by side (``train.warmup_iters``).
+
+Value checks beyond types (``epochs >= 1``) belong in the dataclass's ``__post_init__`` and raise
+:class:`SettingError` too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, Union
+
+from detkit.config import ConfigError
+
+__all__ = ["SettingError", "check_value", "parse_section", "section_keys"]
+
+T = TypeVar("T")
+
+FLAT = "flat"  # field metadata key: the sub-dataclass reads its keys from the enclosing section
+
+
+class SettingError(ConfigError):
+    """A config value of the wrong type or out of range; ``key`` is its dotted key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def type_name(hint: Any) -> str:
+    """A short readable name of a type annotation (``int``, ``float or None``, ``one of 'a', 'b'``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return "any value"
+    if hint is type(None):
+        return "None"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(type_name(a) for a in args)
+    if origin in (tuple, list):
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return f"a list/tuple of {type_name(args[0])}"
+        if origin is tuple and args:
+            return f"a list/tuple of {len(args)} ({', '.join(type_name(a) for a in args)})"
+        return f"a list of {type_name(args[0])}" if args else "a list"
+    if dataclasses.is_dataclass(hint):
+        return f"dict({', '.join(section_keys(hint))})"
+    if origin is not None:
+        return type_name(origin)
+    return {dict: "a dict", Mapping: "a dict"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _wrong(key: str, value: Any, hint: Any) -> SettingError:
+    return SettingError(key, f"expected {type_name(hint)}, got {value!r} ({type(value).__name__})")
+
+
+def check_value(value: Any, hint: Any, key: str, strict: bool = True) -> Any:
+    """``value`` checked against the annotation ``hint`` (ints converted to float for ``float``,
+    lists to tuples for ``tuple[...]``, dicts to dataclasses, ``strict`` as for
+    :func:`parse_section`); raises :class:`SettingError`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if hint is type(None):
+        if value is None:
+            return None
+        raise _wrong(key, value, hint)
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise _wrong(key, value, hint)
+    if origin in (Union, types.UnionType):
+        return _check_union(value, args, hint, key, strict)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, Mapping):
+            return parse_section(hint, value, key, strict)
+        raise _wrong(key, value, hint)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise _wrong(key, value, hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _wrong(key, value, hint)
+            return tuple(check_value(v, a, f"{key}[{i}]", strict) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [check_value(v, item, f"{key}[{i}]", strict) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if hint in (dict, Mapping) or origin in (dict, Mapping):
+        if isinstance(value, Mapping):
+            return value
+        raise _wrong(key, value, hint)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _wrong(key, value, hint)
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _wrong(key, value, hint)
+    if isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        raise _wrong(key, value, hint)
+    return value  # an annotation this checker does not know: taken as it is
+
+
+def _check_union(value: Any, args: tuple[Any, ...], hint: Any, key: str, strict: bool) -> Any:
+    classes = [a for a in args if dataclasses.is_dataclass(a)]
+    if classes and isinstance(value, Mapping):  # tell the dataclasses apart by their `type`
+        by_type = {_type_tag(c): c for c in classes}
+        tag = value.get("type", _type_tag(classes[0]))
+        if tag not in by_type:
+            raise SettingError(f"{key}.type", f"{tag!r} is not supported; accepted: {', '.join(map(str, by_type))}")
+        return parse_section(by_type[tag], value, key, strict)
+    for arg in args:
+        try:
+            return check_value(value, arg, key, strict)
+        except SettingError as e:
+            if e.key != key:  # the value matched this member's shape; the error is inside it
+                raise
+    raise _wrong(key, value, hint)
+
+
+def _type_tag(cls: type) -> Any:
+    hints = typing.get_type_hints(cls)
+    tags = typing.get_args(hints.get("type"))
+    if len(tags) != 1:
+        raise TypeError(f"{cls.__name__} is in a union of settings classes but has no `type: Literal[...]` field")
+    return tags[0]
+
+
+def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls) if f.init]
+
+
+def section_keys(cls: type) -> list[str]:
+    """The config keys a settings dataclass reads (flat sub-dataclasses' keys included)."""
+    keys: list[str] = []
+    for f, hint in _fields(cls):
+        keys += section_keys(hint) if f.metadata.get(FLAT) else [f.name]
+    return keys
+
+
+def parse_section(cls: type[T], section: Mapping[str, Any] | None, key: str, strict: bool = True) -> T:
+    """Build the dataclass ``cls`` from the config dict ``section`` (found at dotted ``key``).
+
+    Missing keys take the dataclass's defaults; every value is checked against its field's
+    annotation (:func:`check_value`). ``strict`` makes keys the dataclass does not read errors
+    naming the accepted ones; without it they are left alone (someone else's to check).
+
+    Raises:
+        SettingError: an unknown key (strict), a value of the wrong type, or a ``__post_init__`` check.
+    """
+    if isinstance(section, cls):
+        return section
+    if section is not None and not isinstance(section, Mapping):
+        raise _wrong(key, section, cls)
+    section = dict(section or {})
+    accepted = section_keys(cls)
+    unknown = sorted(str(k) for k in section if k not in accepted)
+    if strict and unknown:
+        raise SettingError(key, f"unknown key(s) {unknown}; accepted: {', '.join(accepted)}")
+    kwargs: dict[str, Any] = {}
+    for f, hint in _fields(cls):
+        if f.metadata.get(FLAT):
+            own = {k: section[k] for k in section_keys(hint) if k in section}
+            kwargs[f.name] = parse_section(hint, own, key, strict)
+        elif f.name in section:
+            kwargs[f.name] = check_value(section[f.name], hint, f"{key}.{f.name}", strict)
+    return cls(**kwargs)
