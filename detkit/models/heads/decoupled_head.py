@@ -35,6 +35,8 @@ from detkit.models.layers import ConvBNAct, conv_unit, set_batchnorm
 __all__ = ["BIAS_INITS", "DecoupledHead"]
 
 BIAS_INITS = ("prior_prob", "yolov8")
+# Statistics of the one-to-one branch worth logging beside the one-to-many branch's (as stat_o2o_*).
+O2O_STATS = ("stat_pos_per_gt", "stat_gt_no_pos", "stat_pos_iou")
 
 
 def _per_level(value: int | Sequence[int], levels: int, name: str) -> list[int]:
@@ -259,9 +261,10 @@ class DecoupledHead(DenseHead):
 
     def loss(self, raw: Sequence[Tensor], batch: Any) -> dict[str, Tensor]:
         """The one-to-many losses (``loss_*``, ``stat_*``), plus with ``one2one_loss`` the
-        one-to-one branches' as ``loss_o2o_*`` / ``stat_o2o_*``."""
+        one-to-one branches' as ``loss_o2o_*`` and a few ``stat_o2o_*`` (:data:`O2O_STATS`)."""
         out = super().loss(raw, batch)
         if self.one2one_pipeline is not None:
             o2o = self.one2one_pipeline(self.flatten(raw, "one2one"), batch)
-            out.update({k.replace("_", "_o2o_", 1): v for k, v in o2o.items()})
+            out.update({k.replace("_", "_o2o_", 1): v for k, v in o2o.items()
+                        if k.startswith("loss_") or k in O2O_STATS})
         return out
