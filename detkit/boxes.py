@@ -3,16 +3,19 @@
 Formats: ``xyxy`` (x1, y1, x2, y2 absolute pixels, the internal format everywhere),
 ``cxcywh`` (centre, width, height) and ``xywh`` (top-left corner, width, height: COCO's).
 
-IoU functions come in two shapes:
+One IoU family, one body: every variant (IoU, GIoU, DIoU, CIoU, and the IoF of crowd regions)
+starts from :func:`inter_union` on broadcastable boxes, so its three shapes agree on the same boxes:
 
-* pairwise ``box_iou(a, b)``: ``a (..., N, 4)`` against ``b (..., M, 4)`` -> ``(..., N, M)``;
-  2-D inputs go through ``torchvision.ops`` (box_iou / generalized_box_iou / distance_box_iou /
-  complete_box_iou), batched inputs broadcast over the leading dims;
+* pairwise ``pairwise_iou(a, b, mode)`` (alias ``box_iou``): ``a (..., N, 4)`` against
+  ``b (..., M, 4)`` -> ``(..., N, M)``, 2-D or batched alike;
 * aligned ``aligned_iou(a, b, mode)``: ``a (..., 4)`` with ``b (..., 4)`` row by row -> ``(...)``,
-  used by the IoU losses.
+  used by the IoU losses and by the candidate-sparse assigners (one value per listed pair);
+* ``pairwise_iof(a, b)``: the intersection over ``a``'s own area (a prior's share inside a crowd
+  region).
 
 Degenerate boxes (zero width or height) have defined results: IoU 0 against anything, never NaN,
-and finite gradients.
+and finite gradients. Every element is computed by the same correctly rounded operations wherever
+it sits in a tensor, so a value computed for one pair equals the one in a full matrix bit for bit.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ __all__ = [
     "box_area",
     "box_iou",
     "cxcywh_to_xyxy",
+    "inter_union",
+    "pairwise_iof",
     "pairwise_iou",
     "valid_gt_mask",
     "xywh_to_xyxy",
@@ -38,6 +43,8 @@ __all__ = [
 
 # Added to unions and enclosing-box sizes so zero-area boxes give IoU 0 instead of 0/0.
 EPS = 1e-7
+# Least area an IoF divides by, so a zero-area box gives IoF 0 instead of 0/0.
+IOF_MIN_AREA = 1e-6
 
 IOU_MODES = ("iou", "giou", "diou", "ciou")
 
@@ -84,26 +91,37 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"unknown IoU mode {mode!r}; accepted: {', '.join(IOU_MODES)}")
 
 
+def inter_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union areas of broadcastable fp32 boxes: ``a (..., 4)``, ``b (..., 4)``.
+
+    Computed coordinate by coordinate (no stacked ``(..., 2)`` temporaries), inverted boxes
+    counting as area 0.
+
+    Returns:
+        ``(inter, union)``, ``Tensor[...]`` each (the broadcast shape).
+    """
+    iw = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
+    ih = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
+    inter = iw * ih
+    return inter, box_area(a) + box_area(b) - inter
+
+
 def _iou_terms(a: Tensor, b: Tensor, mode: str, eps: float) -> Tensor:
     """IoU family on broadcastable fp32 ``a (..., 4)`` and ``b (..., 4)`` -> ``(...)``."""
-    lt = torch.maximum(a[..., :2], b[..., :2])
-    rb = torch.minimum(a[..., 2:], b[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    union = box_area(a) + box_area(b) - inter
+    inter, union = inter_union(a, b)
     iou = inter / (union + eps)
     if mode == "iou":
         return iou
-    enc_lt = torch.minimum(a[..., :2], b[..., :2])
-    enc_rb = torch.maximum(a[..., 2:], b[..., 2:])
-    enc_wh = (enc_rb - enc_lt).clamp(min=0)
+    enc_w = (torch.maximum(a[..., 2], b[..., 2]) - torch.minimum(a[..., 0], b[..., 0])).clamp(min=0)
+    enc_h = (torch.maximum(a[..., 3], b[..., 3]) - torch.minimum(a[..., 1], b[..., 1])).clamp(min=0)
     if mode == "giou":
-        enc_area = enc_wh.prod(-1)
+        enc_area = enc_w * enc_h
         return iou - (enc_area - union) / (enc_area + eps)
     # DIoU / CIoU: centre distance over the enclosing box's squared diagonal.
-    diag2 = enc_wh.pow(2).sum(-1) + eps
-    centre_a = (a[..., :2] + a[..., 2:]) / 2
-    centre_b = (b[..., :2] + b[..., 2:]) / 2
-    rho2 = (centre_a - centre_b).pow(2).sum(-1)
+    diag2 = enc_w.pow(2) + enc_h.pow(2) + eps
+    dx = (a[..., 0] + a[..., 2]) / 2 - (b[..., 0] + b[..., 2]) / 2
+    dy = (a[..., 1] + a[..., 3]) / 2 - (b[..., 1] + b[..., 3]) / 2
+    rho2 = dx.pow(2) + dy.pow(2)
     # rho2 <= diag2 for well-formed boxes (both centres lie in the enclosing box); the clamp keeps
     # inverted boxes (whose enclosing box can be empty) at a penalty of 1 instead of rho2 / eps.
     diou = iou - (rho2 / diag2).clamp(max=1.0)
@@ -133,40 +151,36 @@ def aligned_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", eps: float = 
 
 
 def pairwise_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", eps: float = EPS) -> Tensor:
-    """Batched pairwise IoU family by broadcasting.
+    """Pairwise IoU family, 2-D or batched, by broadcasting.
 
     Args:
         boxes1: ``Tensor[..., N, 4]`` xyxy.
-        boxes2: ``Tensor[..., M, 4]`` xyxy; leading dims broadcast with ``boxes1``'s.
+        boxes2: ``Tensor[..., M, 4]`` xyxy; leading dims broadcast with ``boxes1``'s (so GTs
+            ``(B, M, 4)`` against shared priors ``(N, 4)`` give ``(B, M, N)``).
+        mode: ``iou`` | ``giou`` | ``diou`` | ``ciou``.
 
     Returns:
-        ``Tensor[..., N, M]`` fp32.
+        ``Tensor[..., N, M]`` fp32; element ``[..., i, j]`` equals ``aligned_iou(boxes1[..., i, :],
+        boxes2[..., j, :], mode)`` bit for bit.
     """
     _check_mode(mode)
     return _iou_terms(boxes1.float()[..., :, None, :], boxes2.float()[..., None, :, :], mode, eps)
 
 
-_TV_PAIRWISE = {
-    "iou": tvops.box_iou,
-    "giou": tvops.generalized_box_iou,
-    "diou": tvops.distance_box_iou,
-    "ciou": tvops.complete_box_iou,
-}
+box_iou = pairwise_iou  # the name torchvision users look for; same function
 
 
-def box_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
-    """Pairwise IoU family.
+def pairwise_iof(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Intersection over foreground: the share of each ``boxes1`` box's area inside each ``boxes2`` box.
 
     Args:
-        boxes1: ``Tensor[N, 4]`` or ``Tensor[B, N, 4]`` xyxy.
-        boxes2: ``Tensor[M, 4]`` or ``Tensor[B, M, 4]`` xyxy.
+        boxes1: ``Tensor[..., N, 4]`` xyxy (e.g. priors).
+        boxes2: ``Tensor[..., M, 4]`` xyxy (e.g. crowd regions); leading dims broadcast.
 
     Returns:
-        ``Tensor[N, M]`` (or ``Tensor[B, N, M]``) fp32. 2-D inputs use ``torchvision.ops``;
-        NaNs that torchvision gives for pairs of zero-area boxes (0/0) are returned as 0.
+        ``Tensor[..., N, M]`` fp32 in [0, 1]: ``inter / max(area(boxes1), IOF_MIN_AREA)``, so 0 for a
+        zero-area ``boxes1`` box.
     """
-    _check_mode(mode)
-    if boxes1.dim() == 2 and boxes2.dim() == 2:
-        out = _TV_PAIRWISE[mode](boxes1.float(), boxes2.float())
-        return torch.nan_to_num(out, nan=0.0)
-    return pairwise_iou(boxes1, boxes2, mode)
+    a = boxes1.float()[..., :, None, :]
+    inter, _ = inter_union(a, boxes2.float()[..., None, :, :])
+    return inter / box_area(a).clamp(min=IOF_MIN_AREA)

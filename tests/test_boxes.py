@@ -11,6 +11,7 @@ from detkit.boxes import (
     box_area,
     box_iou,
     cxcywh_to_xyxy,
+    pairwise_iof,
     pairwise_iou,
     valid_gt_mask,
     xywh_to_xyxy,
@@ -169,6 +170,41 @@ def test_iou_bounds_property(raw_a, raw_b):
     for mode, low in (("giou", -1.0), ("diou", -1.0), ("ciou", -1.5)):
         v = box_iou(a, b, mode)
         assert (v >= low - 1e-6).all() and (v <= iou + 1e-6).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pairwise_batched_and_aligned_agree_bit_for_bit(mode):
+    # One body for the family: the same pair gives the same fp32 value in every shape.
+    a = random_boxes(12, 9).view(3, 4, 4)
+    b = random_boxes(15, 10).view(3, 5, 4)
+    batched = pairwise_iou(a, b, mode)  # (3, 4, 5)
+    for i in range(3):
+        assert torch.equal(batched[i], pairwise_iou(a[i], b[i], mode))
+        assert torch.equal(batched[i], box_iou(a[i], b[i], mode))
+        rows, cols = torch.meshgrid(torch.arange(4), torch.arange(5), indexing="ij")
+        assert torch.equal(batched[i], aligned_iou(a[i][rows], b[i][cols], mode))
+    shared = pairwise_iou(a, b[0], mode)  # GTs (3, 4, 4) against shared boxes (5, 4)
+    assert torch.equal(shared[1], pairwise_iou(a[1], b[0], mode))
+
+
+def test_iof_hand_computed():
+    priors = torch.tensor([[0.0, 0.0, 4.0, 4.0], [10.0, 10.0, 12.0, 12.0], [3.0, 3.0, 3.0, 8.0]])
+    crowd = torch.tensor([[2.0, 0.0, 8.0, 8.0], [11.0, 11.0, 20.0, 20.0]])
+    # prior 0: 2x4 of its 16 inside crowd 0; prior 1: 1x1 of its 4 inside crowd 1; prior 2 has no area
+    expected = torch.tensor([[0.5, 0.0], [0.0, 0.25], [0.0, 0.0]])
+    assert torch.equal(pairwise_iof(priors, crowd), expected)
+    batched = pairwise_iof(priors, torch.stack([crowd, crowd.flip(0)]))  # (N, 4) with (2, J, 4) -> (2, N, J)
+    assert torch.equal(batched[0], expected) and torch.equal(batched[1], expected.flip(1))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_degenerate_pairs_give_zero_iou_never_nan(mode):
+    zero = torch.tensor([[5.0, 5.0, 5.0, 5.0], [0.0, 5.0, 10.0, 5.0]])  # a point, a line
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 5.0, 5.0]])
+    assert torch.equal(pairwise_iou(zero, box), torch.zeros(2, 2))
+    assert torch.equal(aligned_iou(zero, box), torch.zeros(2))
+    assert torch.equal(pairwise_iof(zero, box), torch.zeros(2, 2))
+    assert not pairwise_iou(zero, box, mode).isnan().any()
 
 
 def test_batched_nms_runs_on_this_torch_torchvision_pair():

@@ -18,8 +18,8 @@ from detkit.assigners.base import (
 )
 from detkit.assigners.chunking import check_chunk, gt_chunks
 from detkit.assigners.dynamic_k import DynamicKMatches, dynamic_ks, take_lowest_cost
-from detkit.assigners.pairwise import exact_log, gt_prior_iou
-from detkit.boxes import aligned_iou
+from detkit.exact_math import exact_log
+from detkit.boxes import aligned_iou, pairwise_iou
 
 __all__ = ["DynamicSoftLabelAssigner"]
 
@@ -143,7 +143,7 @@ class DynamicSoftLabelAssigner:
         """
         p, log_p, log_q, neg_sum = terms
         boxes, valid = gt.boxes[:, chunk], gt.valid[:, chunk]
-        iou = gt_prior_iou(boxes, pred_boxes)  # (B, Mc, 4) x (B, N, 4) -> (B, Mc, N)
+        iou = pairwise_iou(boxes, pred_boxes)  # (B, Mc, 4) x (B, N, 4) -> (B, Mc, N)
         labels = gt.labels[:, chunk].clamp(0, p.shape[1] - 1)  # padding rows may hold any label
         labels = labels[:, :, None].expand(-1, -1, centres.shape[0])  # (B, Mc) -> (B, Mc, N)
         p_y, lp_y, lq_y = p.gather(1, labels), log_p.gather(1, labels), log_q.gather(1, labels)  # (B, Mc, N)

@@ -18,8 +18,7 @@ from detkit.assigners.base import (
     prepare_inputs,
 )
 from detkit.assigners.chunking import check_chunk, gt_chunks
-from detkit.assigners.pairwise import gt_prior_iou
-from detkit.boxes import aligned_iou
+from detkit.boxes import aligned_iou, pairwise_iou
 
 __all__ = ["GridAssigner", "GridLayout", "grid_layout"]
 
@@ -200,7 +199,7 @@ class GridAssigner:
             queries = priors
         best, _ = empty_state(b, n, priors.device, 0.0)
         for chunk in gt_chunks(boxes.shape[1], self.max_gt_chunk):
-            iou = gt_prior_iou(boxes[:, chunk], queries)  # (B, Mc, N)
+            iou = pairwise_iou(boxes[:, chunk], queries)  # (B, Mc, N)
             iou = iou.masked_fill_(~valid[:, chunk, None], 0.0)
             best = torch.maximum(best, iou.amax(dim=1))
         return best > self.ignore_iou_thr

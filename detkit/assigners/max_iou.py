@@ -9,7 +9,7 @@ from torch import Tensor
 
 from detkit.assigners.base import AssignResult, empty_state, make_result, prepare_inputs
 from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best
-from detkit.assigners.pairwise import gt_prior_iou
+from detkit.boxes import pairwise_iou
 
 __all__ = ["MaxIoUAssigner"]
 
@@ -88,7 +88,7 @@ class MaxIoUAssigner:
     @staticmethod
     def _pair_iou(priors: Tensor, gt_boxes: Tensor, valid: Tensor) -> Tensor:
         """``Tensor[B, Mc, N]`` IoU of GTs ``(B, Mc, 4)`` with priors ``(N, 4)``; NO_GT_IOU for invalid GTs."""
-        return gt_prior_iou(gt_boxes, priors).masked_fill_(~valid[:, :, None], NO_GT_IOU)
+        return pairwise_iou(gt_boxes, priors).masked_fill_(~valid[:, :, None], NO_GT_IOU)
 
     def _low_quality(self, iou: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """Step 4 on one chunk: per prior, the last claiming GT (chunk-local, -1 if none) and its IoU.

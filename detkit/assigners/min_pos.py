@@ -24,8 +24,7 @@ from torch import Tensor
 
 from detkit.analysis import positives_per_gt
 from detkit.assigners.base import AssignResult, prepare_inputs
-from detkit.assigners.pairwise import gt_prior_iou
-from detkit.boxes import aligned_iou
+from detkit.boxes import aligned_iou, pairwise_iou
 
 __all__ = ["MinPosAssignResult", "MinPositives"]
 
@@ -136,7 +135,7 @@ class MinPositives:
         centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
         margins = torch.cat([centres[None] - boxes[:, None, :2], boxes[:, None, 2:] - centres[None]], -1)  # (K, N, 4)
         inside = margins.amin(dim=-1) > self.center_margin  # (K, N)
-        iou = gt_prior_iou(boxes[None], priors)[0]  # (1, K, 4) with (N, 4) -> (K, N)
+        iou = pairwise_iou(boxes[None], priors)[0]  # (1, K, 4) with (N, 4) -> (K, N)
         gt_centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # (K, 2)
         dist = (centres[None] - gt_centres[:, None]).pow(2).sum(-1).sqrt()  # (K, N)
         return torch.where(inside, iou + INSIDE_BONUS, -dist)

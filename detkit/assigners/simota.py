@@ -18,8 +18,8 @@ from detkit.assigners.base import (
 )
 from detkit.assigners.chunking import check_chunk, gt_chunks
 from detkit.assigners.dynamic_k import DynamicKMatches, dynamic_ks, take_lowest_cost
-from detkit.assigners.pairwise import exact_log, gt_prior_iou
-from detkit.boxes import aligned_iou
+from detkit.exact_math import exact_log
+from detkit.boxes import aligned_iou, pairwise_iou
 
 __all__ = ["SimOTAAssigner"]
 
@@ -138,7 +138,7 @@ class SimOTAAssigner:
         boxes, valid = gt.boxes[:, chunk], gt.valid[:, chunk]
         in_box, in_centre = geometry
         usable = fg[:, None, :] & valid[:, :, None]  # (B, Mc, N)
-        iou = gt_prior_iou(boxes, pred_boxes).masked_fill_(~usable, 0.0)  # (B, Mc, 4) x (B, N, 4) -> (B, Mc, N)
+        iou = pairwise_iou(boxes, pred_boxes).masked_fill_(~usable, 0.0)  # (B, Mc, 4) x (B, N, 4) -> (B, Mc, N)
         labels = gt.labels[:, chunk].clamp(0, neg_minus_pos.shape[1] - 1)  # padding rows may hold any label
         labels = labels[:, :, None].expand(-1, -1, neg_sum.shape[-1])  # (B, Mc) -> (B, Mc, N)
         cls_cost = neg_sum[:, None, :] - neg_minus_pos.gather(1, labels)  # (B, Mc, N)

@@ -16,7 +16,7 @@ from detkit.assigners.base import (
     prepare_inputs,
 )
 from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best
-from detkit.assigners.pairwise import exact_pow, gt_prior_iou
+from detkit.exact_math import exact_pow
 from detkit.boxes import IOU_MODES, pairwise_iou
 
 __all__ = ["TaskAlignedAssigner"]
@@ -157,7 +157,7 @@ class TaskAlignedAssigner:
         e = self.center_eps
         cand = (cx - x1 > e) & (cy - y1 > e) & (x2 - cx > e) & (y2 - cy > e) & gt.valid[:, chunk, None]  # (B, Mc, N)
         if self.iou_mode == "iou":
-            iou = gt_prior_iou(boxes, pred_boxes)  # (B, Mc, N)
+            iou = pairwise_iou(boxes, pred_boxes)  # (B, Mc, N)
         else:
             iou = pairwise_iou(boxes, pred_boxes, mode=self.iou_mode).clamp(min=0)  # (B, Mc, N)
         iou = iou.masked_fill(~cand, 0.0)

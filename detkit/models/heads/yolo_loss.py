@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detkit.analysis import SIZE_NAMES, positives_per_gt, size_bucket
-from detkit.boxes import aligned_iou, box_area, valid_gt_mask
+from detkit.boxes import aligned_iou, box_area, pairwise_iof, valid_gt_mask
 from detkit.losses import BCEWithLogitsLoss, IoULoss
 from detkit.models.heads.predictions import DensePredictions
 from detkit.samplers import PseudoSampler, SampleResult
@@ -240,11 +240,7 @@ class YOLOLossPipeline(nn.Module):
         ignore_boxes, ignore_valid = batch.get("ignore_boxes"), batch.get("ignore_mask")
         if self.ignore_iof_thr is None or ignore_boxes is None or ignore_valid is None or not ignore_valid.any():
             return assign_result
-        boxes = ignore_boxes.float()
-        lt = torch.maximum(priors[None, :, None, :2], boxes[:, None, :, :2])  # (B, N, J, 2)
-        rb = torch.minimum(priors[None, :, None, 2:], boxes[:, None, :, 2:])  # (B, N, J, 2)
-        inter = (rb - lt).clamp(min=0).prod(-1)  # (B, N, J)
-        iof = inter / box_area(priors).clamp(min=1e-6)[None, :, None]
+        iof = pairwise_iof(priors, ignore_boxes)  # (N, 4) with (B, J, 4) -> (B, N, J)
         iof = iof.masked_fill(~ignore_valid.bool()[:, None, :], 0.0)
         crowd = (iof.amax(dim=2) > self.ignore_iof_thr) & ~assign_result.pos_mask
         return dataclasses.replace(assign_result, ignore_mask=assign_result.ignore_mask | crowd)
