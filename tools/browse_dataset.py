@@ -14,12 +14,13 @@ import argparse
 import random
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
 
+from detkit.cli import run_cli
 from detkit.config import ConfigError, instantiate, load_config
+from detkit.engine.workdir import check_output_dir
 from detkit.viz import color_for
 
 IGNORE_COLOR = (160, 160, 160)
@@ -43,7 +44,7 @@ def draw_sample(sample: dict, class_names: Sequence[str]) -> np.ndarray:
     return img
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--split", default="train", help="data split of the config (train / val)")
@@ -51,19 +52,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="work_dirs/browse", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="picks the samples and seeds the augmentation")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-        if args.split not in cfg.get("data", {}):
-            raise ConfigError(f"{args.config}: no data.{args.split}; splits: {sorted(cfg.get('data', {}))}")
-        dataset = instantiate(cfg.data[args.split].dataset)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    out = check_output_dir(args.out, "--out")
+    cfg = load_config(args.config, args.cfg_options)
+    if args.split not in (cfg.get("data") or {}):
+        raise ConfigError(f"{args.config}: no data.{args.split}; splits: {sorted(cfg.get('data') or {})}")
+    dataset = instantiate(cfg.data[args.split].dataset)
     names = list(cfg.data.get("class_names") or getattr(dataset, "class_names", []))
     random.seed(args.seed)
     np.random.seed(args.seed)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     indices = random.sample(range(len(dataset)), min(args.num, len(dataset)))
     for k, index in enumerate(indices):
@@ -75,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems = getattr(dataset, "problems", None)
     if problems:  # skipped while indexing, or found reading these samples
         print(problems.summary())
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0, or 2 for a usage, config or data mistake (``error: ...`` on stderr)."""
+    return run_cli(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

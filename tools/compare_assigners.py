@@ -32,6 +32,7 @@ from detkit.analysis import SIZE_NAMES, AssignmentStats  # noqa: E402
 from detkit.assigners.presets import ASSIGNER_PRESETS, assigner_call  # noqa: E402
 from detkit.cli import run_cli  # noqa: E402
 from detkit.config import ConfigError, instantiate, load_config, parse_value  # noqa: E402
+from detkit.engine.workdir import check_output_dir  # noqa: E402
 from detkit.viz import draw_assignment, tensor_to_bgr  # noqa: E402
 
 
@@ -121,8 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="weights for prediction-aware assigners")
     parser.add_argument("--out", default=None)
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    return run_cli(lambda: run(args))
+    return run_cli(lambda: run(parser.parse_args(argv)))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(f"{args.config}: no data.{args.split} to compare on")
     if args.images < 1:
         raise ValueError(f"--images must be >= 1, got {args.images}")
-    out = Path(args.out or Path("work_dirs") / "compare_assigners" / Path(args.config).stem)
+    out = check_output_dir(args.out or Path("work_dirs") / "compare_assigners" / Path(args.config).stem, "--out")
     out.mkdir(parents=True, exist_ok=True)
 
     from detkit.data import build_dataloader

@@ -31,22 +31,27 @@ DEMO_OPTIONS = [
 ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", default=str(ROOT / "work_dirs" / "demo"))
+    parser.add_argument("--work-dir", default=str(ROOT / "work_dirs" / "demo"),
+                        help="output folder; an earlier demo's outputs there are replaced")
     parser.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def run(args: argparse.Namespace) -> int:
     import torch
 
     from detkit.config import load_config
     from detkit.data.shapes import ensure_shapes_dataset
     from detkit.engine.trainer import Trainer
+    from detkit.engine.workdir import check_output_dir
 
     start = time.perf_counter()
+    check_output_dir(args.work_dir, "--work-dir")
     options = list(DEMO_OPTIONS)
-    if args.epochs:
+    if args.epochs is not None:
         options += [f"train.epochs={args.epochs}", f"train.eval_interval={args.epochs}"]
     cfg = load_config(CONFIG, options)
     root = cfg.data.train.dataset.root
@@ -54,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure_shapes_dataset(root)
     print(f"[2/4] training {CONFIG.relative_to(ROOT)} for {cfg.train.epochs} epochs on "
           f"{torch.get_num_threads()} CPU threads -> {args.work_dir}", flush=True)
-    trainer = Trainer(cfg, work_dir=args.work_dir, device="cpu", progress=False if args.no_progress else None)
+    trainer = Trainer(cfg, work_dir=args.work_dir, device="cpu", progress=False if args.no_progress else None,
+                      overwrite=True)  # the demo's folder: a second `make demo` replaces the first one's run
     metrics = trainer.train()["last_metrics"]  # the last epoch ends with an evaluation
     train_s = time.perf_counter() - start
     print("[3/4] COCO evaluation of the EMA weights on the val split (pycocotools)", flush=True)
@@ -69,8 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compare)
     pictures = Path(args.work_dir) / "assigners"
-    compare.main([str(CONFIG), "--assigners", "atss", "iou", "grid", "--images", "32", "--samples", "4",
-                  "--out", str(pictures)])
+    status = compare.main([str(CONFIG), "--assigners", "atss", "iou", "grid", "--images", "32", "--samples", "4",
+                           "--out", str(pictures)])
+    if status:
+        return status
 
     total = time.perf_counter() - start
     print(f"\nmAP@[.5:.95] = {metrics.get('AP', 0.0):.3f}   mAP@.5 = {metrics.get('AP50', 0.0):.3f}   "
@@ -79,6 +87,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"assignment pictures and tables: {pictures}/")
     print(f"checkpoints: {args.work_dir}/  (python tools/test.py {CONFIG.relative_to(ROOT)} {args.work_dir}/best.pth)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0; 2 a usage or config mistake; 1 training diverged; 128 + signal when stopped."""
+    from detkit.cli import run_cli
+    from detkit.engine.guards import TrainingDiverged, TrainingInterrupted
+
+    def interrupted(e: TrainingInterrupted) -> int:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return e.exit_code
+
+    status = 0
+
+    def job() -> None:
+        nonlocal status
+        status = run(parse_args(argv))
+
+    return run_cli(job, failures=(TrainingDiverged,), handlers={TrainingInterrupted: interrupted}) or status
 
 
 if __name__ == "__main__":

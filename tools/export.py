@@ -112,6 +112,7 @@ def _max_diffs(names: Sequence[str], expected: Sequence[torch.Tensor], got: dict
 def run(args: argparse.Namespace) -> Path:
     from detkit.deploy import build_metadata, export_onnx, letterbox_from_config
     from detkit.engine.checkpoint import load_weights
+    from detkit.engine.workdir import check_output_file
 
     if args.format not in FORMATS:
         raise ValueError(f"unsupported export format {args.format!r}; accepted: {', '.join(FORMATS)}")
@@ -120,6 +121,8 @@ def run(args: argparse.Namespace) -> Path:
         raise ValueError(f"checkpoint not found: {ckpt}")
     if args.img_size is not None and len(args.img_size) not in (1, 2):
         raise ValueError(f"--img-size takes one side or H W, got {args.img_size}")
+    out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + ("_nms" if args.with_nms else "") + ".onnx")
+    check_output_file(out, "--out")  # before any work
     cfg = load_config(args.config, args.cfg_options)
     model = instantiate(cfg.model)
     load_weights(model, ckpt)
@@ -129,7 +132,6 @@ def run(args: argparse.Namespace) -> Path:
     names = (cfg.get("data") or {}).get("class_names")
     meta = build_metadata(model, letterbox, names, with_nms=args.with_nms, dynamic_batch=args.dynamic_batch,
                           source={"config": str(args.config), "checkpoint": str(ckpt)})
-    out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + ("_nms" if args.with_nms else "") + ".onnx")
     export_onnx(model, out, meta, opset=args.opset)
     h, w = meta.input_size
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): input images (B, 3, {h}, {w}), "
@@ -143,8 +145,7 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_cli(lambda: run(args), failures=(RuntimeError,))  # 1: export or parity check failed
+    return run_cli(lambda: run(parse_args(argv)), failures=(RuntimeError,))  # 1: export or parity check failed
 
 
 if __name__ == "__main__":

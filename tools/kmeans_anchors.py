@@ -34,15 +34,18 @@ def coco_sizes(ann_file: Path, size: int) -> np.ndarray:
     """``(K, 2)`` letterbox-scaled (w, h) of the non-crowd boxes of a COCO json."""
     from pycocotools.coco import COCO
 
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
-        coco = COCO(str(ann_file))
-    rows = []
-    for ann in coco.dataset.get("annotations", []):
-        if ann.get("iscrowd", 0):
-            continue
-        img = coco.imgs[ann["image_id"]]
-        scale = size / max(img["width"], img["height"])
-        rows.append((ann["bbox"][2] * scale, ann["bbox"][3] * scale))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+            coco = COCO(str(ann_file))
+        rows = []
+        for ann in coco.dataset.get("annotations", []):
+            if ann.get("iscrowd", 0):
+                continue
+            img = coco.imgs[ann["image_id"]]
+            scale = size / max(img["width"], img["height"])
+            rows.append((float(ann["bbox"][2]) * scale, float(ann["bbox"][3]) * scale))
+    except (AssertionError, AttributeError, KeyError, IndexError, TypeError) as e:  # not COCO's layout
+        raise ValueError(f"{ann_file}: not a COCO instances json ({type(e).__name__}: {e})") from None
     return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
 
 
@@ -78,9 +81,10 @@ def yolo_sizes(root: Path, size: int) -> np.ndarray:
         h, w = image.shape[:2]
         scale = size / max(w, h)
         for parts in lines:
-            if len(parts) < 5:
-                raise ValueError(f"{label}: expected 'class cx cy w h', got {' '.join(parts)!r}")
-            rows.append((float(parts[3]) * w * scale, float(parts[4]) * h * scale))
+            try:
+                rows.append((float(parts[3]) * w * scale, float(parts[4]) * h * scale))
+            except (IndexError, ValueError):
+                raise ValueError(f"{label}: expected 'class cx cy w h', got {' '.join(parts)!r}") from None
     return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
 
 
@@ -88,6 +92,8 @@ def find_coco_json(path: Path) -> Path:
     """``path`` itself when a file, else its single ``annotations/instances_*.json``."""
     if path.is_file():
         return path
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
     found = sorted((path / "annotations").glob("instances_*.json"))
     if len(found) != 1:
         raise ValueError(f"{path}: give the annotation json itself; found {[p.name for p in found]} "
@@ -175,32 +181,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> None:
     from detkit.anchors import YOLOV4_COCO_ANCHORS
 
-    try:
-        if args.format == "coco":
-            wh = coco_sizes(find_coco_json(args.dataset), args.size)
-        else:
-            wh = yolo_sizes(args.dataset, args.size)
-        wh = wh[(wh >= args.min_size).all(1)]
-        anchors = kmeans_iou(wh, args.num, seed=args.seed, restarts=args.restarts)
-        grouped = group_levels(anchors, args.levels)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    for name in ("num", "levels", "size", "restarts"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.format == "coco":
+        wh = coco_sizes(find_coco_json(args.dataset), args.size)
+    else:
+        wh = yolo_sizes(args.dataset, args.size)
+    wh = wh[(wh >= args.min_size).all(1)]
+    anchors = kmeans_iou(wh, args.num, seed=args.seed, restarts=args.restarts)
+    grouped = group_levels(anchors, args.levels)
     default = np.asarray([wh_ for level in YOLOV4_COCO_ANCHORS for wh_ in level], dtype=np.float64)
     fit, default_fit = mean_best_iou(wh, anchors), mean_best_iou(wh, default)
     if args.json:
         print(json.dumps(dict(boxes=len(wh), anchors=grouped, mean_best_iou=fit, default_mean_best_iou=default_fit)))
-        return 0
+        return
     print(f"{len(wh)} boxes, letterboxed to {args.size}")
     for i, level in enumerate(grouped):
         print(f"level {i}: {level}")
     print(f"base_sizes = {grouped}")
     print(f"mean best IoU: {fit:.4f} (default YOLOv4 COCO anchors: {default_fit:.4f})")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status 0, or 2 for a usage or data mistake (``error: ...`` on stderr)."""
+    from detkit.cli import run_cli
+
+    return run_cli(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from detkit.config import ConfigError, instantiate, load_config  # noqa: E402
+from detkit.cli import run_cli  # noqa: E402
+from detkit.config import instantiate, load_config  # noqa: E402
 
 
 def count_params(module: torch.nn.Module) -> tuple[int, int]:
@@ -51,7 +52,7 @@ def model_info(model: torch.nn.Module, height: int, width: int) -> dict[str, flo
     return info
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="config file with a `model` entry")
@@ -60,16 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="overrides, e.g. model.head.num_classes=20")
     args = parser.parse_args(argv)
-    if len(args.size) not in (1, 2):
-        parser.error(f"--size takes 1 or 2 numbers, got {args.size}")
+    if len(args.size) not in (1, 2) or min(args.size) < 1:
+        parser.error(f"--size takes 1 or 2 positive numbers, got {args.size}")
+    return args
+
+
+def run(args: argparse.Namespace) -> None:
     height, width = (args.size * 2)[:2]
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-        model = instantiate(cfg.model)
-        info = model_info(model, height, width)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.cfg_options)
+    model = instantiate(cfg.model)
+    info = model_info(model, height, width)
     print(f"model: {args.config}")
     print(f"params:    {info['params'] / 1e6:10.3f} M  ({info['params']:,})")
     if info["trainable_params"] != info["params"]:
@@ -78,7 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if f"params_{part}" in info:
             print(f"  {part:<8} {info[f'params_{part}'] / 1e6:10.3f} M")
     print(f"GFLOPs @ {height}x{width}: {info['gflops']:.2f}  (FlopCounterMode, 1 multiply-add = 2 FLOPs)")
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0, or 2 for a usage or config mistake (``error: ...`` on stderr)."""
+    return run_cli(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

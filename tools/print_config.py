@@ -15,22 +15,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from detkit.config import ConfigError, format_config, load_config  # noqa: E402
+from detkit.cli import run_cli  # noqa: E402
+from detkit.config import format_config, load_config  # noqa: E402
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="config file")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="overrides, e.g. model.head.num_classes=20")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_config(cfg), end="")
-    return 0
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0, or 2 for a usage or config mistake (``error: ...`` on stderr)."""
+
+    def job() -> None:
+        args = parse_args(argv)
+        print(format_config(load_config(args.config, args.cfg_options)), end="")
+
+    return run_cli(job)
 
 
 if __name__ == "__main__":
