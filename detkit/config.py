@@ -73,6 +73,7 @@ SEARCH_MODULES = (
     "detkit.data",
     "detkit.data.transforms",
     "detkit.engine",
+    "detkit.engine.trackers",
     "torch.optim",
     "torch.optim.lr_scheduler",
 )
