@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> Path:
     check_output_file(out, "--out")  # before any work
     cfg = load_config(args.config, args.cfg_options)
     model = instantiate(cfg.model)
-    load_weights(model, ckpt)
+    load_weights(model, ckpt, strict=True)  # export only a model the checkpoint fills whole
     model.eval()
     img_size = None if args.img_size is None else (args.img_size[0] if len(args.img_size) == 1 else args.img_size)
     letterbox = letterbox_from_config(cfg, int(getattr(model, "size_divisor", 32)), img_size)

@@ -61,6 +61,7 @@ def test_metadata_rejects_foreign_models(tmp_path):
     (["{ckpt}", "--format", "tflite"], "unsupported export format 'tflite'; accepted: onnx"),
     (["{ckpt}", "--opset", "13"], "opset 13 is not supported; use 17 or newer"),
     (["{ckpt}", "--out", "{tmp}/model.pt"], "must end in .onnx"),
+    (["{ckpt}", "--cfg-options", "model.head.num_classes=80"], "does not fit the model"),  # another head
 ])
 def test_export_tool_reports_user_errors(tmp_path, checkpoint, capsys, args, message):
     argv = [a.format(missing=tmp_path / "missing.pth", ckpt=checkpoint, tmp=tmp_path) for a in args]
