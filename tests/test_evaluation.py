@@ -194,13 +194,15 @@ def test_annotations_pycocotools_cannot_use_are_left_out(caplog):
         {"id": 3, "image_id": 1, "category_id": 3},  # no bbox
         {"id": 4, "image_id": 1, "category_id": 3, "bbox": [1, 2, float("nan"), 4]},
         {"id": 5, "image_id": 1, "category_id": 99, "bbox": [1, 2, 3, 4]},  # unknown category
+        {"id": 6, "image_id": 1, "category_id": 3, "bbox": ["1", "2", "3", "4"]},  # strings, as CocoDataset refuses
+        {"id": 7, "image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4], "iscrowd": 2},  # neither 0 nor 1
     ]
     dets = [{"image_id": 1, "category_id": 3, "bbox": [10, 10, 40, 40], "score": 0.9},
             {"image_id": 2, "category_id": 3, "bbox": [20, 20, 30, 30], "score": 0.8}]
     with caplog.at_level("WARNING"):
         metrics = COCOEvaluator(gt, backend="pycocotools").evaluate(dets)
-    assert metrics["AP"] == pytest.approx(1.0)  # the three unusable rows are not missed objects
-    assert "3 annotation(s) without a usable bbox or category" in caplog.text
+    assert metrics["AP"] == pytest.approx(1.0)  # the five unusable rows are not missed objects
+    assert "5 annotation(s) without a usable bbox or category" in caplog.text
 
 
 def test_build_evaluator_evaluates_only_the_images_a_dataset_kept(tmp_path):

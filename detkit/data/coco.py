@@ -53,7 +53,7 @@ def load_coco_json(ann_file: str) -> dict[str, Any]:
     return data
 
 
-def _number_list(value: Any, n: int) -> list[float] | None:
+def number_list(value: Any, n: int) -> list[float] | None:
     """``value`` as ``n`` floats when it is a list of ``n`` JSON numbers (not strings, not booleans)."""
     if not isinstance(value, (list, tuple)) or len(value) != n:
         return None
@@ -62,7 +62,7 @@ def _number_list(value: Any, n: int) -> list[float] | None:
     return [float(v) for v in value]
 
 
-def _crowd_flag(value: Any) -> bool | None:
+def crowd_flag(value: Any) -> bool | None:
     """``iscrowd`` as a bool: 0 / 1 (or JSON false / true); None for anything else."""
     if isinstance(value, bool):
         return value
@@ -219,7 +219,7 @@ class CocoDataset(DetDataset):
             self.problems.add("image entry without a valid 'width'/'height' (size read from the file)", path)
         boxes, labels, crowd = [], [], []
         for ann in anns:
-            bbox = _number_list(ann.get("bbox"), 4)
+            bbox = number_list(ann.get("bbox"), 4)
             where = f"{path} (ann {_ann_id(ann)})"
             if bbox is None:
                 self.problems.add("annotation bbox is not 4 numbers", where)
@@ -229,7 +229,7 @@ class CocoDataset(DetDataset):
             if label < 0:
                 self.problems.add("annotation with an unknown category_id", where)
                 continue
-            is_crowd = _crowd_flag(ann.get("iscrowd", 0))
+            is_crowd = crowd_flag(ann.get("iscrowd", 0))
             if is_crowd is None:
                 self.problems.add("annotation iscrowd is not 0 or 1", where)
                 continue

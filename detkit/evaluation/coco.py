@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from detkit.data.coco import crowd_flag, number_list
 from detkit.evaluation.report import SUMMARY_KEYS, format_per_class_table, format_summary
 
 logger = logging.getLogger(__name__)
@@ -72,17 +73,16 @@ def _usable_ground_truth(dataset: dict, image_ids: Sequence[int] | None, source:
     for a in dataset["annotations"]:
         if a.get("image_id") not in known_images:
             continue  # an image left out (or never listed): not ground truth of this evaluation
-        box = a.get("bbox")
-        ok = a.get("category_id") in known_cats and isinstance(box, (list, tuple)) and len(box) == 4 \
-            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
-        if not ok:
+        box = number_list(a.get("bbox"), 4)  # the datasets' rule: 4 JSON numbers, no strings or booleans
+        crowd = crowd_flag(a.get("iscrowd", 0))
+        if a.get("category_id") not in known_cats or box is None or not all(map(math.isfinite, box)) or crowd is None:
             dropped += 1
             continue
-        if "area" not in a or "iscrowd" not in a:
-            a = {**a, "area": a.get("area", float(box[2]) * float(box[3])), "iscrowd": a.get("iscrowd", 0)}
+        a = {**a, "area": a.get("area", box[2] * box[3]), "iscrowd": int(crowd)}
         anns.append(a)
     if dropped:
-        logger.warning(f"{source}: {dropped} annotation(s) without a usable bbox or category left out of evaluation")
+        logger.warning(f"{source}: {dropped} annotation(s) without a usable bbox or category, or with an "
+                       "iscrowd other than 0 / 1, left out of evaluation")
     return {**dataset, "images": images, "annotations": anns}
 
 
@@ -98,9 +98,10 @@ class COCOEvaluator:
         image_ids: evaluate only these images (e.g. those a dataset kept after skipping unreadable
             files); the ground truth of the other images is left out. Default: every image.
 
-    Annotations pycocotools cannot evaluate (no ``bbox`` of 4 finite numbers, or an image or
-    category id that the json does not list) are left out with a warning; a missing ``area``
-    becomes the box area and a missing ``iscrowd`` 0.
+    Annotations pycocotools cannot evaluate (no ``bbox`` of 4 finite numbers, an ``iscrowd`` other
+    than 0 / 1, or an image or category id that the json does not list) are left out with a
+    warning, by the rules :class:`~detkit.data.CocoDataset` reads annotations with; a missing
+    ``area`` becomes the box area and a missing ``iscrowd`` 0.
 
     After :meth:`evaluate`, ``self.stats`` holds the 12 COCO summary numbers and ``self.precision``
     the precision array ``(T=10 IoU thresholds, R=101 recall points, K classes, A=4 areas, M=3
