@@ -24,6 +24,7 @@ Value checks beyond types (``epochs >= 1``) belong in the dataclass's ``__post_i
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from collections.abc import Mapping
@@ -31,7 +32,7 @@ from typing import Any, Literal, TypeVar, Union
 
 from detkit.config import ConfigError
 
-__all__ = ["SettingError", "check_value", "parse_section", "section_keys"]
+__all__ = ["SettingError", "check_value", "default_of", "parse_section", "section_keys"]
 
 T = TypeVar("T")
 
@@ -44,6 +45,15 @@ class SettingError(ConfigError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")
         self.key = key
+
+
+def default_of(component: Any, argument: str) -> Any:
+    """The default of ``component``'s ``argument``, so a settings class states a default the
+    component already has without writing it a second time: ``tau: float = default_of(ModelEMA, "tau")``."""
+    default = inspect.signature(component).parameters[argument].default
+    if default is inspect.Parameter.empty:
+        raise TypeError(f"{getattr(component, '__qualname__', component)}({argument}) has no default")
+    return default
 
 
 def type_name(hint: Any) -> str:

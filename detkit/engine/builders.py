@@ -24,6 +24,7 @@ from detkit.engine.inference import build_evaluator
 from detkit.engine.settings import EMASettings, TrainSettings
 from detkit.engine.train_utils import collate_from_config, resolve_device
 from detkit.evaluation import COCOEvaluator
+from detkit.schema import default_of
 
 __all__ = ["DATA_LAYOUTS", "LossForward", "StepPlan", "build_amp", "build_dataset", "build_ema",
            "build_evaluation", "build_model", "build_step_plan", "build_train_loader", "load_initial_weights",
@@ -38,8 +39,8 @@ DATA_LAYOUTS = """expected layouts (paths as in the config; details in data/READ
   VOC:  VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main}
   shapes: generated on first use (python tools/make_shapes.py)"""
 
-# Loader keys of data.train / data.val when a config leaves them out.
-TRAIN_BATCH_SIZE, TRAIN_WORKERS, VAL_WORKERS = 16, 2, 0
+# Loader keys of data.train / data.val when a config leaves them out (validation: the training batch).
+TRAIN_BATCH_SIZE, TRAIN_WORKERS, VAL_WORKERS = 16, default_of(build_dataloader, "num_workers"), 0
 
 
 def build_dataset(cfg: Mapping[str, Any], split: str) -> Any:

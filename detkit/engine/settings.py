@@ -37,9 +37,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from detkit.engine.checkpoint import CheckpointManager
+from detkit.engine.ema import ModelEMA
 from detkit.engine.optim import OptimizerSettings, SGDSettings
 from detkit.engine.schedules import ScheduleSettings
-from detkit.schema import FLAT, SettingError, parse_section
+from detkit.schema import FLAT, SettingError, default_of, parse_section
 
 __all__ = ["CheckpointSettings", "EMASettings", "LoggingSettings", "RuntimeSettings", "TrainSettings"]
 
@@ -54,8 +56,8 @@ class EMASettings:
     """``train.ema``: :class:`~detkit.engine.ema.ModelEMA` of the weights, used for evaluation and saved."""
 
     enabled: bool = True
-    decay: float = 0.9999
-    tau: float = 2000.0  # updates over which the decay ramps up (YOLOv5)
+    decay: float = default_of(ModelEMA, "decay")
+    tau: float = default_of(ModelEMA, "tau")  # updates over which the decay ramps up (YOLOv5)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.decay < 1.0:
@@ -69,7 +71,7 @@ class CheckpointSettings:
     """``train.checkpoint``: ``epoch_<E>.pth`` kept ``keep_last`` deep; ``iter_<I>.pth`` every
     ``interval_iters`` iterations (0: only at epoch ends)."""
 
-    keep_last: int = 3
+    keep_last: int = default_of(CheckpointManager, "keep_last")
     interval_iters: int = 0
 
     def __post_init__(self) -> None:

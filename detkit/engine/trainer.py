@@ -106,13 +106,14 @@ class Trainer:
             logger.warning(note)
         seed_everything(self.settings.seed, self.runtime.deterministic)
 
-        self.model = builders.build_model(cfg, self.device, settings.sync_bn, self.world_size)
+        self.model = builders.build_model(cfg, self.device, sync_bn=settings.sync_bn, world_size=self.world_size)
         divisor = builders.size_divisor(self.model)
         self.train_set = build_dataset(cfg, "train")
-        self.loader = builders.build_train_loader(cfg, self.train_set, divisor, settings.seed, self.device)
+        self.loader = builders.build_train_loader(cfg, self.train_set, divisor=divisor, seed=settings.seed,
+                                                  device=self.device)
         self.batch_size = self.loader.batch_size
         self.iters_per_epoch = len(self.loader)
-        plan = builders.build_step_plan(settings, self.batch_size, self.world_size)
+        plan = builders.build_step_plan(settings, batch_size=self.batch_size, world_size=self.world_size)
         self.accumulate, self.loss_multiplier = plan.accumulate, plan.loss_multiplier
         self.optimizer = build_optimizer(self.model, settings.optimizer, weight_decay_scale=plan.weight_decay_scale)
         self.schedule = LRSchedule.from_settings(settings.schedule, total_iters=settings.epochs * self.iters_per_epoch,
@@ -137,7 +138,8 @@ class Trainer:
         self.meter = EpochMeter()  # this epoch's loss_*/stat_* sums
         self.best: dict[str, Any] = {"metric": "AP", "value": -1.0, "epoch": -1}
         self.guard = NonFiniteGuard(settings.max_nonfinite_steps)
-        self.stepper = GuardedStep(self.model, self.optimizer, self.scaler, self.ema, self.guard, settings.grad_clip)
+        self.stepper = GuardedStep(self.model, optimizer=self.optimizer, scaler=self.scaler, ema=self.ema,
+                                   guard=self.guard, grad_clip=settings.grad_clip)
         self.signals = StopSignals()  # replaced by the active one during train()
         self.agreed_stop = False  # under DDP: some rank got a stop signal (agreed this iteration)
         self.resumed_from: Path | None = None
