@@ -238,49 +238,18 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
 
     Raises:
         ConfigError: unknown file, bad override, arguments a constructor does not accept, or a
-            value of a typed section (:data:`TYPED_SECTIONS`) of the wrong type or out of range.
+            value of a typed section (:data:`detkit.schema.TYPED_SECTIONS`) of the wrong type or
+            out of range.
     """
     path = os.fspath(path)
     cfg, namespace = _load_tree(path)
     apply_overrides(cfg, overrides, namespace=namespace, source=path)
     check_signatures(cfg, source=path)
+    from detkit.schema import check_typed_sections  # typed sections read this module's ConfigError
+
     check_typed_sections(cfg, source=path, overrides=overrides)
     dict.__setattr__(cfg, "_filename", path)  # not a key: kept out of dumps
     return cfg
-
-
-# Top-level sections read into typed settings (dataclasses, see detkit.schema); their values are
-# checked against the field types when a config loads. Keys these classes do not know are left
-# to the code that reads the section (the trainer refuses them).
-TYPED_SECTIONS = {
-    "train": "detkit.engine.settings.TrainSettings",
-    "runtime": "detkit.engine.settings.RuntimeSettings",
-}
-
-
-def check_typed_sections(cfg: Mapping, source: str = "<config>", overrides: Sequence[str] = ()) -> None:
-    """Raise ConfigError when a value of a :data:`TYPED_SECTIONS` section has the wrong type or is
-    out of range: one line with the file, the key, the value, the expected type and, for a value
-    from the command line, the override that set it."""
-    from detkit.schema import SettingError, parse_section
-
-    for name, class_path in TYPED_SECTIONS.items():
-        if not isinstance(cfg.get(name), Mapping):
-            continue
-        try:
-            parse_section(resolve_name(class_path), cfg[name], name, strict=False)
-        except SettingError as e:
-            given = _override_for(e.key, overrides)
-            raise ConfigError(f"{source}: {e}" + (f" (from --cfg-options {given})" if given else "")) from None
-
-
-def _override_for(key: str, overrides: Sequence[str]) -> str | None:
-    """The last override that set ``key`` or a section holding it, as written."""
-    for item in reversed(overrides):
-        set_key = item.partition("=")[0].strip()
-        if key == set_key or key.startswith((set_key + ".", set_key + "[")):
-            return item.strip()
-    return None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,12 +27,13 @@ import dataclasses
 import inspect
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union
 
-from detkit.config import ConfigError
+from detkit.config import ConfigError, resolve_name
 
-__all__ = ["SettingError", "check_value", "default_of", "parse_section", "section_keys"]
+__all__ = ["TYPED_SECTIONS", "SettingError", "check_typed_sections", "check_value", "default_of", "parse_section",
+           "section_keys"]
 
 T = TypeVar("T")
 
@@ -201,3 +202,35 @@ def parse_section(cls: type[T], section: Mapping[str, Any] | None, key: str, str
         elif f.name in section:
             kwargs[f.name] = check_value(section[f.name], hint, f"{key}.{f.name}", strict)
     return cls(**kwargs)
+
+
+# Top-level config sections read into typed settings; detkit.config.load_config checks their values
+# against the field types when a config loads. Keys these classes do not know are left
+# to the code that reads the section (the trainer refuses them).
+TYPED_SECTIONS = {
+    "train": "detkit.engine.settings.TrainSettings",
+    "runtime": "detkit.engine.settings.RuntimeSettings",
+}
+
+
+def check_typed_sections(cfg: Mapping, source: str = "<config>", overrides: Sequence[str] = ()) -> None:
+    """Raise ConfigError when a value of a :data:`TYPED_SECTIONS` section has the wrong type or is
+    out of range: one line with the file, the key, the value, the expected type and, for a value
+    from the command line, the override that set it."""
+    for name, class_path in TYPED_SECTIONS.items():
+        if not isinstance(cfg.get(name), Mapping):
+            continue
+        try:
+            parse_section(resolve_name(class_path), cfg[name], name, strict=False)
+        except SettingError as e:
+            given = _override_for(e.key, overrides)
+            raise ConfigError(f"{source}: {e}" + (f" (from --cfg-options {given})" if given else "")) from None
+
+
+def _override_for(key: str, overrides: Sequence[str]) -> str | None:
+    """The last override that set ``key`` or a section holding it, as written."""
+    for item in reversed(overrides):
+        set_key = item.partition("=")[0].strip()
+        if key == set_key or key.startswith((set_key + ".", set_key + "[")):
+            return item.strip()
+    return None
