@@ -5,7 +5,8 @@
 
 * the mean +- standard deviation over seeds of each COCO metric, with the training-time assignment
   statistics (positives per GT, the share of GTs by size that had no positive, priors forced by
-  ``MinPositives``) next to the share of GTs by size the trained model missed;
+  ``MinPositives``) next to the share of val GTs by size the trained model does not find (no
+  correct detection at IoU 0.5 at any score);
 * for each row, the paired difference to its reference row (the first row unless a row names
   another) with a 95% interval: Student's t over the seeds both rows ran (same seed = same
   initialisation and data order), or with a single seed a bootstrap over the validation images of
@@ -55,7 +56,8 @@ class RunRecord:
         label, seed: the row and the seed.
         metrics: COCO metrics of the final (EMA) weights on the val split (``AP`` ... ``APl``).
         stats: training-time assignment statistics (:func:`training_statistics`).
-        missed_pct: ``{size: % of the val GTs of that size the model missed}`` (error analysis).
+        not_found_pct: ``{size: % of the val GTs of that size without a correct detection at any
+            score}`` (:meth:`detkit.evaluation.errors.ErrorReport.not_found_pct`).
         per_image_ap: ``{image_id: COCO AP of that image}`` (for the one-seed bootstrap).
         train_min: wall-clock training minutes (all sessions of a resumed run).
     """
@@ -64,7 +66,7 @@ class RunRecord:
     seed: int
     metrics: dict[str, float]
     stats: dict[str, float]
-    missed_pct: dict[str, float]
+    not_found_pct: dict[str, float]
     per_image_ap: dict[int, float] = field(default_factory=dict)
     train_min: float = 0.0
 
@@ -131,7 +133,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def _row_values(rec: RunRecord) -> dict[str, float]:
     values = {k: float(rec.metrics.get(k, math.nan)) for k in METRICS}
     values.update({k: float(v) for k, v in rec.stats.items()})
-    values.update({f"missed_{k}_pct": float(v) for k, v in rec.missed_pct.items()})
+    values.update({f"not_found_{k}_pct": float(v) for k, v in rec.not_found_pct.items()})
     values["train_min"] = rec.train_min
     return values
 
@@ -199,7 +201,7 @@ def to_markdown(summaries: Sequence[RowSummary]) -> str:
     """The two tables (metrics with assignment statistics; differences) and the verdict lines."""
     lines = ["| row | seeds | AP | AP50 | AP75 | APs | APm | APl | positives / GT | "
              "GTs w/o positive in training, % (S / M / L) | forced pos. / 100 GTs | "
-             "val GTs missed, % (S / M / L) | training (min) |",
+             "val GTs not found, % (S / M / L) | training (min) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         m = s.mean
@@ -209,7 +211,7 @@ def to_markdown(summaries: Sequence[RowSummary]) -> str:
                                                          for k in METRICS)
             + f" | {m.get('pos_per_gt', math.nan):.2f} | {_sizes(m, 'gt_no_pos_{}_pct')} | "
             + ("-" if math.isnan(forced) else f"{forced:.1f}")
-            + f" | {_sizes(m, 'missed_{}_pct')} | {m.get('train_min', math.nan):.1f} |")
+            + f" | {_sizes(m, 'not_found_{}_pct')} | {m.get('train_min', math.nan):.1f} |")
     diffs = [s for s in summaries if s.vs]
     if diffs:
         lines += ["", "| row | vs | " + " | ".join(f"Δ{k} [95% CI]" for k in DIFF_METRICS) + " | interval over |",

@@ -17,7 +17,7 @@ def rec(label, seed, ap, ap50=0.5, per_image=None, **stats):
     base.update(stats)
     return RunRecord(label=label, seed=seed, metrics={"AP": ap, "AP50": ap50, "AP75": 0.3, "APs": 0.2, "APm": 0.3,
                                                       "APl": 0.4}, stats=base,
-                     missed_pct={"small": 10.0, "medium": 5.0, "large": 2.0}, per_image_ap=per_image or {},
+                     not_found_pct={"small": 10.0, "medium": 5.0, "large": 2.0}, per_image_ap=per_image or {},
                      train_min=1.5)
 
 

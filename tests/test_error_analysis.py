@@ -47,6 +47,7 @@ def test_every_outcome_once():
     # rows/columns cat, dog, background
     assert r.confusion.tolist() == [[1, 0, 1], [1, 0, 1], [2, 1, 0]]
     assert r.missed_pct() == {"small": 50.0, "medium": 0.0, "large": 0.0}
+    assert r.not_found_pct() == {"small": 50.0, "medium": 100.0, "large": 100.0}
     md = r.to_markdown()
     assert "| small | 2 | 1 (50.0%) | 0 (0.0%) | 0 (0.0%) | 1 (50.0%) |" in md
     assert "| dog | 1 | 0 | 1 |" in md

@@ -27,8 +27,10 @@ give no ``score_target``::
 
 Seeds: ``--seeds N`` trains every row with ``train.seed`` = 0 .. N-1; a seed fixes the model's
 initialisation and the data order and is the same for every row, so runs are paired. After
-training, the tool evaluates the EMA weights on the val split (COCO metrics, per-image AP, error
-analysis by size) and keeps the run's ``result.json``; the training-time assignment statistics
+training, the tool evaluates the EMA weights on the val split (COCO metrics, per-image AP, the
+share of GTs by size without a correct detection at any score) and keeps the run's ``result.json``,
+its detections (``val_results.json``) and its error analysis at score 0.3 (``errors.md``, as
+``tools/test.py --analysis``); the training-time assignment statistics
 (positives per GT, GTs by size without a positive, positives forced by ``MinPositives``) come from
 the run's ``metrics.csv`` over all epochs. Writes in the work dir ``ablation.md`` (mean +- std over
 seeds; each row's paired difference to the first row, or to its ``vs``, with a 95% interval -- t
@@ -65,7 +67,8 @@ from detkit.config import ConfigError, format_config, instantiate, load_config  
 
 SPEC_KEYS = {"seeds", "cfg_options", "rows"}
 ROW_KEYS = {"config", "assigner", "label", "cfg_options", "vs"}
-STATE_FILE, RESULT_FILE = "ablation_run.json", "result.json"
+STATE_FILE, RESULT_FILE, RESULTS_FILE = "ablation_run.json", "result.json", "val_results.json"
+ERRORS_SCORE_THR = 0.3  # errors.md of each run: tools/test.py --analysis's default
 
 
 def slug(name: str) -> str:
@@ -194,15 +197,16 @@ def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool) -
         state["train_seconds"] += time.perf_counter() - t0
         write_json(run_dir / STATE_FILE, state)
     metrics, results, evaluator = evaluate(trainer, cfg, progress)
+    write_json(run_dir / RESULTS_FILE, results)
     from detkit.evaluation.errors import analyse_errors
     from detkit.evaluation.per_image import per_image_ap
 
-    errors = analyse_errors(evaluator.gt.dataset, results, class_names=evaluator.class_names,
-                            image_ids=evaluator.image_ids)
+    gt, names, ids = evaluator.gt.dataset, evaluator.class_names, evaluator.image_ids
+    found = analyse_errors(gt, results, score_thr=0.0, class_names=names, image_ids=ids)
     record = RunRecord(label=row.label, seed=seed, metrics={k: float(v) for k, v in metrics.items() if "/" not in k},
-                       stats=training_statistics(trainer.writer.epochs), missed_pct=errors.missed_pct(),
-                       per_image_ap=per_image_ap(evaluator.gt.dataset, results, evaluator.image_ids),
-                       train_min=state["train_seconds"] / 60)
+                       stats=training_statistics(trainer.writer.epochs), not_found_pct=found.not_found_pct(),
+                       per_image_ap=per_image_ap(gt, results, ids), train_min=state["train_seconds"] / 60)
+    errors = analyse_errors(gt, results, score_thr=ERRORS_SCORE_THR, class_names=names, image_ids=ids)
     (run_dir / "errors.md").write_text(errors.to_markdown(), encoding="utf-8")
     write_json(run_dir / RESULT_FILE, record.to_json())
     return record

@@ -85,6 +85,15 @@ class ErrorReport:
         missed = self.gt_outcomes[:, GT_OUTCOMES.index("missed")]
         return {n: (100.0 * missed[i] / totals[i] if totals[i] else float("nan")) for i, n in enumerate(SIZE_NAMES)}
 
+    def not_found_pct(self) -> dict[str, float]:
+        """``{size: % of that size's GTs without a correct detection}`` (NaN where there is none):
+        with ``score_thr=0`` this is ``1 - recall`` at IoU ``fg_iou`` over all the model's
+        detections, a measure that does not depend on how a rule calibrates its scores."""
+        totals = self.gt_outcomes.sum(axis=1)
+        found = self.gt_outcomes[:, GT_OUTCOMES.index("detected")]
+        return {n: (100.0 * (totals[i] - found[i]) / totals[i] if totals[i] else float("nan"))
+                for i, n in enumerate(SIZE_NAMES)}
+
     def to_markdown(self) -> str:
         """The per-size tables and the confusion matrix as markdown."""
         gt_tot = self.gt_outcomes.sum(axis=1)
