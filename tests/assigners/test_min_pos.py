@@ -182,3 +182,28 @@ def test_batched_equals_per_image(factory, grid):
     for i in range(3):
         one = helpers.run(wrapper, grid, {k: v[i:i + 1] for k, v in data.items()})
         assert torch.equal(one.gt_index[0], res.gt_index[i]) and torch.equal(one.forced_mask[0], res.forced_mask[i])
+
+
+# ----- adversarial batches (the hypothesis strategy of test_adversarial.py) -----------------------------
+
+_adv_spec = importlib.util.spec_from_file_location("assigner_adversarial", Path(__file__).with_name("test_adversarial.py"))
+adversarial = importlib.util.module_from_spec(_adv_spec)
+_adv_spec.loader.exec_module(adversarial)
+
+
+@pytest.mark.parametrize("name", ["atss", "grid", "simota", "tal"])
+@adversarial.PROFILE
+@adversarial.given(data=adversarial.batches())
+def test_adversarial_batches_reach_the_minimum_or_run_out_of_priors(name, data):
+    from detkit.boxes import valid_gt_mask
+
+    wrapper = MinPositives(adversarial.ASSIGNERS[name](), min_pos_per_gt=2)
+    res = adversarial.assign(wrapper, data)
+    adversarial.check(res, data)
+    valid = valid_gt_mask(data["gt_boxes"].float(), data["gt_mask"])
+    counts = positives_per_gt(res.gt_index, res.pos_mask, valid.shape[1])
+    full = res.pos_mask.all(dim=1, keepdim=True)  # (B, 1): no free prior left in the image
+    assert ((counts >= 2) | ~valid | full).all() and (counts[~valid] == 0).all()
+    for i in range(data["gt_boxes"].shape[0]):
+        single = adversarial.assign(wrapper, data, slice(i, i + 1))
+        assert torch.equal(single.gt_index[0], res.gt_index[i]) and torch.equal(single.iou[0], res.iou[i])
