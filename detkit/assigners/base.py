@@ -26,7 +26,7 @@ from torch import Tensor
 
 from detkit.boxes import valid_gt_mask
 
-__all__ = ["NOT_ASSIGNED", "AssignResult", "Assigner", "GTBatch", "make_result", "prepare_inputs"]
+__all__ = ["NOT_ASSIGNED", "AssignResult", "Assigner", "GTBatch", "TwoFormAssigner", "make_result", "prepare_inputs"]
 
 NOT_ASSIGNED = -1  # gt_index / labels value of every prior that is not positive
 
@@ -92,6 +92,36 @@ class Assigner(Protocol):
     ) -> AssignResult:
         """Assign ``priors (N, 4)`` to the padded GTs ``gt_boxes (B, M, 4)``; see AssignResult."""
         ...
+
+
+class TwoFormAssigner:
+    """Base of the rules written twice, one algorithm in two forms that give the same result bit for bit.
+
+    ``assign`` runs the candidate-sparse form when the priors are grids (each GT's candidates found by
+    grid arithmetic, :mod:`detkit.assigners.candidates`; values only for those pairs); ``assign_dense``
+    runs the short dense form (every prior against every GT), which the tests keep as the reference
+    and ``assign`` itself uses for priors that are not grids (or without ``num_level_priors``).
+    Subclasses implement ``_assign(..., dense: bool)``.
+    """
+
+    def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
+               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
+        """Assign ``priors (N, 4)`` to the padded GTs ``gt_boxes (B, M, 4)`` (see :class:`AssignResult`)."""
+        return self._assign(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
+                            prior_strides=prior_strides, pred_boxes=pred_boxes, pred_scores=pred_scores, dense=False)
+
+    def assign_dense(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+                     num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
+                     pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
+        """``assign`` by the dense form: every prior against every GT (the reference)."""
+        return self._assign(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
+                            prior_strides=prior_strides, pred_boxes=pred_boxes, pred_scores=pred_scores, dense=True)
+
+    def _assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+                num_level_priors: Sequence[int] | None, prior_strides: Tensor | None, pred_boxes: Tensor | None,
+                pred_scores: Tensor | None, dense: bool) -> AssignResult:
+        raise NotImplementedError
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["gt_chunk_for_memory", "gt_chunks", "merge_best", "scatter_best"]
+__all__ = ["gt_chunk_for_memory", "gt_chunks", "merge_best", "scatter_best", "scatter_max"]
 
 
 def gt_chunks(num_gts: int, max_gt_chunk: int | None) -> list[slice]:
@@ -57,6 +57,28 @@ def merge_best(best_value: Tensor, best_index: Tensor, value: Tensor, index: Ten
     return torch.where(better, value, best_value), torch.where(better, index, best_index)
 
 
+def scatter_max(num_slots: int, slot: Tensor, value: Tensor, owner: Tensor, fill: float) -> tuple[Tensor, Tensor]:
+    """Per slot, the largest ``value`` among the listed pairs and the lowest ``owner`` reaching it.
+
+    Args:
+        num_slots: number of slots (e.g. ``B * N`` priors of a batch).
+        slot: ``Tensor[P]`` long, the slot of each pair.
+        value: ``Tensor[P]`` float32; pairs to leave out hold ``fill``.
+        owner: ``Tensor[P]`` long >= 0 (e.g. the pair's GT index).
+        fill: value of slots that no pair reaches (smaller than any real value).
+
+    Returns:
+        ``(Tensor[num_slots] best value, Tensor[num_slots] long owner)``; slots with no pair better
+        than ``fill`` get ``fill`` and -1.
+    """
+    best = value.new_full((num_slots,), fill).scatter_reduce(0, slot, value, "amax")
+    reaches = (value == best[slot]) & (value > fill)
+    none = torch.iinfo(torch.long).max
+    low = torch.full((num_slots,), none, dtype=torch.long, device=value.device)
+    low = low.scatter_reduce(0, slot, torch.where(reaches, owner, torch.full_like(owner, none)), "amin")
+    return best, torch.where(low < none, low, torch.full_like(low, -1))
+
+
 def scatter_best(num_priors: int, prior_index: Tensor, value: Tensor, gt_offset: int,
                  fill: float) -> tuple[Tensor, Tensor]:
     """Per prior, the largest ``value`` among the GT-prior pairs listed, and its lowest GT index.
@@ -73,15 +95,8 @@ def scatter_best(num_priors: int, prior_index: Tensor, value: Tensor, gt_offset:
         ``fill`` get ``fill`` and -1.
     """
     b, mc, k = prior_index.shape
-    flat_idx = prior_index.reshape(b, mc * k)  # (B, Mc, K) -> (B, Mc*K)
-    flat_val = value.reshape(b, mc * k)  # (B, Mc, K) -> (B, Mc*K)
-    best = value.new_full((b, num_priors), fill).scatter_reduce(1, flat_idx, flat_val, "amax")
-    gt_ids = torch.arange(mc, device=value.device).view(1, mc, 1)  # (Mc,) -> (1, Mc, 1)
-    gt_ids = gt_ids.expand(b, mc, k).reshape(b, mc * k)  # (1, Mc, 1) -> (B, Mc*K)
-    reaches = (flat_val == best.gather(1, flat_idx)) & (flat_val > fill)
-    no_gt = mc  # larger than any chunk-local index
-    ids = torch.where(reaches, gt_ids, torch.full_like(gt_ids, no_gt))
-    local = torch.full((b, num_priors), no_gt, dtype=torch.long, device=value.device)
-    local = local.scatter_reduce(1, flat_idx, ids, "amin")
-    found = local < no_gt
-    return best, torch.where(found, local + gt_offset, torch.full_like(local, -1))
+    images = torch.arange(b, device=value.device).view(b, 1, 1) * num_priors  # (B,) -> (B, 1, 1)
+    gt_ids = torch.arange(gt_offset, gt_offset + mc, device=value.device).view(1, mc, 1)  # (Mc,) -> (1, Mc, 1)
+    best, gt = scatter_max(b * num_priors, (prior_index + images).flatten(), value.flatten(),
+                           gt_ids.expand(b, mc, k).flatten(), fill)  # (B, Mc, K) -> (B*Mc*K,)
+    return best.view(b, num_priors), gt.view(b, num_priors)

@@ -10,6 +10,8 @@ from torch import Tensor
 
 from detkit.assigners.base import (
     AssignResult,
+    GTBatch,
+    TwoFormAssigner,
     assigned_boxes,
     check_level_counts,
     check_strides,
@@ -17,6 +19,7 @@ from detkit.assigners.base import (
     make_result,
     prepare_inputs,
 )
+from detkit.assigners.candidates import PriorLayout, level_regions, prior_layout, valid_rows, window_pairs
 from detkit.assigners.chunking import check_chunk, gt_chunks
 from detkit.boxes import aligned_iou, pairwise_iou
 
@@ -108,7 +111,7 @@ def shape_iou(gt_wh: Tensor, anchor_wh: Tensor) -> Tensor:
     return inter / union
 
 
-class GridAssigner:
+class GridAssigner(TwoFormAssigner):
     """YOLOv3 / YOLOv4 grid assignment (darknet ``yolo_layer``).
 
     Steps (all images and GTs at once):
@@ -124,7 +127,9 @@ class GridAssigner:
     4. Two GTs on the same prior: the later GT in the list wins (darknet overwrites in GT order).
     5. Ignore: a non-positive prior whose IoU with any valid GT is ``> ignore_iou_thr`` (0.7 in
        YOLOv4, 0.5 in YOLOv3) is left out of the negative loss. The IoU is the prior box's, or with
-       ``ignore_with_pred`` the predicted box's (what darknet does; needs ``pred_boxes``).
+       ``ignore_with_pred`` the predicted box's (what darknet does; needs ``pred_boxes``). The
+       candidate-sparse form (``assign`` on grid priors) measures the prior boxes only where they can
+       overlap a GT (prior centre within the GT widened by the level's largest prior half-size).
 
     ``iou`` of the result is the IoU of the positive prior box with its GT. Needs ``prior_strides``
     and ``num_level_priors``, and priors laid out as ``anchors.grid_priors`` makes them.
@@ -152,10 +157,9 @@ class GridAssigner:
         return (f"GridAssigner(extra_match_thr={self.extra_match_thr}, ignore_iou_thr={self.ignore_iou_thr}, "
                 f"ignore_with_pred={self.ignore_with_pred})")
 
-    def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
-               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
-               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
-        """Assign; needs ``prior_strides`` and ``num_level_priors`` (see :class:`AssignResult`)."""
+    def _assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+                num_level_priors: Sequence[int] | None, prior_strides: Tensor | None, pred_boxes: Tensor | None,
+                pred_scores: Tensor | None, dense: bool) -> AssignResult:
         priors, gt = prepare_inputs(priors, gt_boxes, gt_labels, gt_mask)
         b, n, m = gt.batch_size, priors.shape[0], gt.num_gts
         counts = check_level_counts(num_level_priors, n, "GridAssigner")
@@ -165,8 +169,16 @@ class GridAssigner:
             layout = grid_layout(priors, strides, counts)
             gt_index = self._positives(layout, gt.boxes, gt.valid, n)
         iou = aligned_iou(priors, assigned_boxes(gt, gt_index))  # (N, 4) with (B, N, 4) -> (B, N)
-        ignore = self._ignored(priors, pred_boxes, gt.boxes, gt.valid, b, n)
-        return make_result(gt_index, iou, gt, ignore_mask=ignore)
+        if self.ignore_iou_thr is None:
+            return make_result(gt_index, iou, gt)
+        if self.ignore_with_pred:
+            if pred_boxes is None or tuple(pred_boxes.shape) != (b, n, 4):
+                raise ValueError(f"ignore_with_pred=True needs pred_boxes of shape (B, N, 4) = ({b}, {n}, 4)")
+            best = self._dense_best_iou(pred_boxes.float(), gt)
+        else:
+            grids = None if dense else prior_layout(priors, counts, strides)
+            best = self._dense_best_iou(priors, gt) if grids is None else self._sparse_best_iou(priors, gt, grids)
+        return make_result(gt_index, iou, gt, ignore_mask=best > self.ignore_iou_thr)
 
     def _positives(self, layout: GridLayout, boxes: Tensor, valid: Tensor, num_priors: int) -> Tensor:
         """Steps 1-4: ``Tensor[B, N]`` long GT index (-1 where not positive)."""
@@ -185,21 +197,25 @@ class GridAssigner:
         # (B, M, K) -> (B, M*K); the largest claiming GT index is the last one written.
         return out.scatter_reduce(1, prior.reshape(b, -1), claims.reshape(b, -1), "amax")
 
-    def _ignored(self, priors: Tensor, pred_boxes: Tensor | None, boxes: Tensor, valid: Tensor,
-                 b: int, n: int) -> Tensor:
-        """Step 5: ``Tensor[B, N]`` bool, max IoU with any valid GT ``> ignore_iou_thr``."""
-        ignore = torch.zeros(b, n, dtype=torch.bool, device=priors.device)
-        if self.ignore_iou_thr is None:
-            return ignore
-        if self.ignore_with_pred:
-            if pred_boxes is None or tuple(pred_boxes.shape) != (b, n, 4):
-                raise ValueError(f"ignore_with_pred=True needs pred_boxes of shape (B, N, 4) = ({b}, {n}, 4)")
-            queries = pred_boxes.float()
-        else:
-            queries = priors
-        best, _ = empty_state(b, n, priors.device, 0.0)
-        for chunk in gt_chunks(boxes.shape[1], self.max_gt_chunk):
-            iou = pairwise_iou(boxes[:, chunk], queries)  # (B, Mc, N)
-            iou = iou.masked_fill_(~valid[:, chunk, None], 0.0)
+    def _dense_best_iou(self, queries: Tensor, gt: GTBatch) -> Tensor:
+        """Step 5: ``Tensor[B, N]`` max IoU of each query box (prior ``(N, 4)`` or prediction
+        ``(B, N, 4)``) with any valid GT, 0 without one."""
+        best, _ = empty_state(gt.batch_size, queries.shape[-2], queries.device, 0.0)
+        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
+            iou = pairwise_iou(gt.boxes[:, chunk], queries)  # (B, Mc, N)
+            iou = iou.masked_fill_(~gt.valid[:, chunk, None], 0.0)
             best = torch.maximum(best, iou.amax(dim=1))
-        return best > self.ignore_iou_thr
+        return best
+
+    def _sparse_best_iou(self, priors: Tensor, gt: GTBatch, layout: PriorLayout) -> Tensor:
+        """Step 5 over the pairs whose boxes can overlap (all others have IoU 0)."""
+        b, n = gt.batch_size, priors.shape[0]
+        best = priors.new_zeros(b * n)
+        reach = [max(level.extent) for level in layout.levels]
+        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
+            image, slot = valid_rows(gt.valid, chunk)  # (G,) each
+            boxes = gt.boxes[image, slot]  # (G, 4)
+            row, prior = window_pairs(layout, level_regions(layout, boxes, reach))  # (P,) each
+            iou = aligned_iou(boxes[row], priors[prior])  # (P,)
+            best = best.scatter_reduce(0, image[row] * n + prior, iou, "amax")
+        return best.view(b, n)

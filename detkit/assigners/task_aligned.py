@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -10,14 +11,26 @@ from torch import Tensor
 from detkit.assigners.base import (
     AssignResult,
     GTBatch,
+    TwoFormAssigner,
     check_predictions,
     empty_state,
     make_result,
     prepare_inputs,
 )
-from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best
+from detkit.assigners.candidates import (
+    PriorLayout,
+    first_valid,
+    level_regions,
+    prior_layout,
+    row_chunks,
+    segment_ranks,
+    take_rows,
+    valid_rows,
+    window_pairs,
+)
+from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best, scatter_max
+from detkit.boxes import IOU_MODES, aligned_iou
 from detkit.exact_math import exact_pow
-from detkit.boxes import IOU_MODES, pairwise_iou
 
 __all__ = ["TaskAlignedAssigner"]
 
@@ -25,7 +38,21 @@ NOT_POSITIVE = -1.0  # IoU stored for pairs that are not positive (below any rea
 RESOLVE_RULES = ("positives", "in_gts", "all_gts")
 
 
-class TaskAlignedAssigner:
+@dataclass
+class _Inputs:
+    """Flat tables the per-pair values are gathered from (GT ``b * M + m``, prediction ``b * N + n``)."""
+
+    centres: Tensor  # (N, 2) prior centres
+    pred_boxes: Tensor  # (B*N, 4) fp32
+    scores: Tensor  # (B*N*C,) fp32 probabilities
+    gt_boxes: Tensor  # (B*M, 4)
+    cand_boxes: Tensor  # (B*M, 4) the box of the candidate test (step 1)
+    labels: Tensor  # (B*M,) long, clamped to [0, C)
+    valid: Tensor  # (B*M,) bool
+    num_classes: int
+
+
+class TaskAlignedAssigner(TwoFormAssigner):
     """Task-aligned assignment: the top-``topk`` priors of each GT by ``score**alpha * IoU**beta``.
 
     Steps (all images and GTs at once; chunks of GTs when ``max_gt_chunk``):
@@ -52,6 +79,13 @@ class TaskAlignedAssigner:
        batches). A prior positive for one GT keeps it in every rule.
     5. Normalised target: per GT, ``t = metric / max metric * max IoU``, maxima over the priors
        finally assigned to that GT (``eps`` guards the division).
+
+    The candidate-sparse form (``assign`` on grid priors) lists each GT's candidates of step 1 by
+    grid arithmetic and computes IoUs and metrics for them only; step 3 ranks them per GT by
+    (metric, prior index). Where ``keep_zero_metric`` leaves the choice to ``torch.topk``'s order
+    among equal metrics (a GT with fewer than ``topk`` positive metrics and a zero-metric
+    candidate, or a tie at the k-th metric), that GT's full row of N metrics is built and ranked by
+    ``torch.topk`` itself, as in the dense form, so the two forms agree bit for bit.
 
     Extra result fields: ``align_metric`` (the metric of the assigned pair) and ``score_target``
     (``t`` of step 5), both ``Tensor[B, N]``, 0 where not positive; ``iou`` is the predicted box's.
@@ -99,90 +133,159 @@ class TaskAlignedAssigner:
                 f"iou_mode={self.iou_mode!r}, resolve={self.resolve!r}, center_min_side={self.center_min_side}, "
                 f"keep_zero_metric={self.keep_zero_metric})")
 
-    def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
-               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
-               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
-        """Assign; needs ``pred_boxes`` and ``pred_scores`` (see :class:`AssignResult`)."""
+    def _assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+                num_level_priors: Sequence[int] | None, prior_strides: Tensor | None, pred_boxes: Tensor | None,
+                pred_scores: Tensor | None, dense: bool) -> AssignResult:
         priors, gt = prepare_inputs(priors, gt_boxes, gt_labels, gt_mask)
         b, n = gt.batch_size, priors.shape[0]
         pred_boxes, scores = check_predictions(pred_boxes, pred_scores, b, n, gt, "TaskAlignedAssigner")
-        centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
-        scores_t = scores.transpose(1, 2).contiguous()  # (B, N, C) -> (B, C, N), rows of N for gather
-        # Running best (IoU, GT, metric) per prior among its positive GTs, and among all GTs whose
-        # box holds its centre (used by resolve="in_gts" for priors positive for several GTs).
-        by_pos = self._state(b, n, priors.device)
-        by_cand = self._state(b, n, priors.device)
-        num_pos = torch.zeros(b, n, dtype=torch.long, device=priors.device)
-        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
-            iou, metric, pos, cand = self._chunk_metrics(centres, pred_boxes, scores_t, gt, chunk)
+        x = self._inputs(priors, pred_boxes, scores, gt)
+        layout = None if dense else prior_layout(priors, num_level_priors, prior_strides)
+        num_pos, by_pos, by_cand = self._dense_state(x, gt) if layout is None else self._sparse_state(x, gt, layout)
+        best_iou, best_gt = by_pos
+        if self.resolve != "positives":  # step 4 for priors positive for several GTs
+            several = num_pos > 1
+            best_iou, best_gt = (torch.where(several, c, p) for c, p in zip(by_cand, by_pos))
+        metric = torch.zeros_like(best_iou)
+        image, prior = (best_gt >= 0).nonzero(as_tuple=True)  # the metric of each positive's pair
+        if image.numel():
+            metric[image, prior] = self._pair_values(x, image * gt.num_gts + best_gt[image, prior],
+                                                     image * n + prior, prior)[1]
+        target = self._normalised(best_gt, best_iou, metric, gt.num_gts)
+        return make_result(best_gt, best_iou, gt, align_metric=metric, score_target=target)
+
+    def _inputs(self, priors: Tensor, pred_boxes: Tensor, scores: Tensor, gt: GTBatch) -> _Inputs:
+        boxes = gt.boxes.flatten(0, 1)  # (B, M, 4) -> (B*M, 4)
+        return _Inputs(centres=(priors[:, :2] + priors[:, 2:]) / 2, pred_boxes=pred_boxes.flatten(0, 1),
+                       scores=scores.flatten(), gt_boxes=boxes, cand_boxes=self._candidate_box(boxes),
+                       labels=gt.labels.flatten().clamp(0, scores.shape[-1] - 1),  # padding rows may hold any label
+                       valid=gt.valid.flatten(), num_classes=scores.shape[-1])
+
+    def _pair_values(self, x: _Inputs, gt_row: Tensor, pred_row: Tensor, prior: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Steps 1-2 for the pairs (GT ``gt_row``, prediction ``pred_row`` of prior ``prior``): index
+        tensors into :class:`_Inputs`' tables that broadcast (a full ``(B, Mc, N)`` grid in the dense
+        form, one entry per listed pair in the sparse one).
+
+        Returns:
+            ``(iou, metric, candidate)``, each of the broadcast shape; IoU and metric 0 off candidates.
+        """
+        cx, cy = take_rows(x.centres, prior).unbind(-1)
+        x1, y1, x2, y2 = take_rows(x.cand_boxes, gt_row).unbind(-1)
+        e = self.center_eps
+        cand = (cx - x1 > e) & (cy - y1 > e) & (x2 - cx > e) & (y2 - cy > e) & take_rows(x.valid, gt_row)
+        iou = aligned_iou(take_rows(x.gt_boxes, gt_row), take_rows(x.pred_boxes, pred_row), mode=self.iou_mode)
+        iou = (iou.clamp(min=0) if self.iou_mode == "ciou" else iou).masked_fill(~cand, 0.0)
+        score = x.scores.take(pred_row * x.num_classes + take_rows(x.labels, gt_row))
+        metric = (exact_pow(score, self.alpha) * exact_pow(iou, self.beta)).masked_fill(~cand, 0.0)
+        return iou, metric, cand
+
+    def _candidate_box(self, boxes: Tensor) -> Tensor:
+        """Step 1's box ``(..., 4)``: the GT, or with ``center_min_side`` the GT with each side shorter than
+        it set to it (corners ``centre -/+ side / 2``)."""
+        if self.center_min_side is None:
+            return boxes
+        centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+        side = boxes[..., 2:] - boxes[..., :2]
+        side = torch.where(side < self.center_min_side, torch.full_like(side, self.center_min_side), side)
+        return torch.cat([centre - side / 2, centre + side / 2], -1)
+
+    def _dense_state(self, x: _Inputs, gt: GTBatch) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """Steps 1-4 over every (GT, prior) pair, chunk by chunk: each prior's number of positive GTs,
+        and its best ``(iou, gt)`` among its positive GTs and among the GTs step 4 may choose."""
+        b, m, n = gt.batch_size, gt.num_gts, x.centres.shape[0]
+        device = x.centres.device
+        by_pos, by_cand = empty_state(b, n, device, NOT_POSITIVE), empty_state(b, n, device, NOT_POSITIVE)
+        num_pos = torch.zeros(b, n, dtype=torch.long, device=device)
+        image, prior = torch.arange(b, device=device)[:, None, None], torch.arange(n, device=device)  # (B, 1, 1), (N,)
+        for chunk in gt_chunks(m, self.max_gt_chunk):
+            slot = torch.arange(chunk.start, chunk.stop, device=device)[:, None]  # (Mc, 1)
+            iou, metric, cand = self._pair_values(x, image * m + slot, image * n + prior, prior)  # (B, Mc, N) each
+            pos = self._dense_topk(metric) & cand
             num_pos += pos.sum(dim=1)
-            by_pos = self._merge(by_pos, iou, metric, pos, chunk.start)
+            by_pos = self._merge(by_pos, iou, pos, chunk.start)
             if self.resolve != "positives":
                 allowed = cand if self.resolve == "in_gts" else gt.valid[:, chunk, None].expand_as(cand)
-                by_cand = self._merge(by_cand, iou, metric, allowed, chunk.start)
-        best_iou, best_gt, best_metric = by_pos
-        if self.resolve != "positives":
-            several = num_pos > 1
-            best_iou, best_gt, best_metric = (torch.where(several, c, p) for c, p in zip(by_cand, by_pos))
-        target = self._normalised(best_gt, best_iou, best_metric, gt.num_gts)
-        return make_result(best_gt, best_iou, gt, align_metric=best_metric, score_target=target)
+                by_cand = self._merge(by_cand, iou, allowed, chunk.start)
+        return num_pos, by_pos, by_cand
 
-    @staticmethod
-    def _state(b: int, n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-        """Empty running best: ``(iou, gt, metric)``, ``Tensor[B, N]`` each."""
-        iou, gt = empty_state(b, n, device, NOT_POSITIVE)
-        return iou, gt, torch.zeros(b, n, device=device)
-
-    @staticmethod
-    def _merge(state: tuple[Tensor, Tensor, Tensor], iou: Tensor, metric: Tensor, allowed: Tensor,
-               offset: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Merge one chunk's ``(B, Mc, N)`` pairs where ``allowed`` into the running best (step 4)."""
-        value = torch.where(allowed, iou, torch.full_like(iou, NOT_POSITIVE))  # (B, Mc, N)
-        c_iou, c_gt = value.max(dim=1)  # (B, N); first maximum on ties
-        c_metric = metric.gather(1, c_gt[:, None]).squeeze(1)
-        c_gt = torch.where(c_iou > NOT_POSITIVE, c_gt + offset, torch.full_like(c_gt, -1))
-        best_iou, best_gt, best_metric = state
-        best_metric = torch.where(c_iou > best_iou, c_metric, best_metric)
-        best_iou, best_gt = merge_best(best_iou, best_gt, c_iou, c_gt)
-        return best_iou, best_gt, best_metric
-
-    def _chunk_metrics(self, centres: Tensor, pred_boxes: Tensor, scores_t: Tensor, gt: GTBatch,
-                       chunk: slice) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Steps 1-3 for one chunk: ``(iou, metric, positive, candidate)``, ``Tensor[B, Mc, N]`` each."""
-        boxes = gt.boxes[:, chunk]  # (B, Mc, 4)
-        cx, cy = centres[:, 0], centres[:, 1]  # (N,)
-        x1, y1, x2, y2 = (boxes[..., i:i + 1] for i in range(4))  # (B, Mc, 1) each
-        if self.center_min_side is not None:
-            x1, y1, x2, y2 = self._enlarged(boxes)
-        e = self.center_eps
-        cand = (cx - x1 > e) & (cy - y1 > e) & (x2 - cx > e) & (y2 - cy > e) & gt.valid[:, chunk, None]  # (B, Mc, N)
-        if self.iou_mode == "iou":
-            iou = pairwise_iou(boxes, pred_boxes)  # (B, Mc, N)
-        else:
-            iou = pairwise_iou(boxes, pred_boxes, mode=self.iou_mode).clamp(min=0)  # (B, Mc, N)
-        iou = iou.masked_fill(~cand, 0.0)
-        labels = gt.labels[:, chunk].clamp(0, scores_t.shape[1] - 1)  # padding rows may hold any label
-        labels = labels[:, :, None].expand(-1, -1, centres.shape[0])  # (B, Mc) -> (B, Mc, N)
-        score = scores_t.gather(1, labels)  # (B, C, N) -> (B, Mc, N)
-        metric = (exact_pow(score, self.alpha) * exact_pow(iou, self.beta)).masked_fill(~cand, 0.0)
+    def _dense_topk(self, metric: Tensor) -> Tensor:
+        """Step 3 on rows of N metrics ``(..., N)``: the kept priors (TOOD's rule also needs a metric > 0)."""
         k = min(self.topk, metric.shape[-1])
-        kept = torch.zeros_like(cand)
-        top, idx = metric.topk(k, dim=-1)  # (B, Mc, k)
+        top, idx = metric.topk(k, dim=-1)  # (..., k)
         if not self.keep_zero_metric:  # torch.topk's tie order kept as it is otherwise (see step 3)
             tied = ((metric >= top[..., -1:]).sum(-1) > k) & (top[..., -1] > 0)  # ties at a positive k-th metric
             if bool(tied.any()):
                 idx[tied] = (-metric[tied]).sort(dim=-1, stable=True).indices[:, :k]
-        kept.scatter_(-1, idx, True)
-        pos = kept & cand if self.keep_zero_metric else kept & cand & (metric > 0)
-        return iou, metric, pos, cand
+        kept = torch.zeros_like(metric, dtype=torch.bool).scatter_(-1, idx, True)
+        return kept if self.keep_zero_metric else kept & (metric > 0)
 
-    def _enlarged(self, boxes: Tensor) -> tuple[Tensor, ...]:
-        """Step 1's box with sides of at least ``center_min_side``: four ``Tensor[B, Mc, 1]`` corners."""
-        centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # (B, Mc, 2)
-        side = boxes[..., 2:] - boxes[..., :2]
-        side = torch.where(side < self.center_min_side, torch.full_like(side, self.center_min_side), side)
-        lt, rb = centre - side / 2, centre + side / 2
-        return lt[..., 0:1], lt[..., 1:2], rb[..., 0:1], rb[..., 1:2]
+    @staticmethod
+    def _merge(state: tuple[Tensor, Tensor], iou: Tensor, allowed: Tensor, offset: int) -> tuple[Tensor, Tensor]:
+        """Merge one chunk's ``(B, Mc, N)`` pairs where ``allowed`` into the running best (step 4)."""
+        value = torch.where(allowed, iou, torch.full_like(iou, NOT_POSITIVE))  # (B, Mc, N)
+        c_iou, c_gt = value.max(dim=1)  # (B, N); first maximum on ties
+        c_gt = torch.where(c_iou > NOT_POSITIVE, c_gt + offset, torch.full_like(c_gt, -1))
+        return merge_best(*state, c_iou, c_gt)
+
+    def _sparse_state(self, x: _Inputs, gt: GTBatch,
+                      layout: PriorLayout) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """Steps 1-4 over each GT's candidates only (see :meth:`_dense_state` for what is returned)."""
+        b, m, n = gt.batch_size, gt.num_gts, x.centres.shape[0]
+        device = x.centres.device
+        by_pos = [t.flatten() for t in empty_state(b, n, device, NOT_POSITIVE)]  # (B*N,) each
+        by_cand = [t.flatten() for t in empty_state(b, n, device, NOT_POSITIVE)]
+        num_pos = torch.zeros(b * n, dtype=torch.long, device=device)
+        for chunk in gt_chunks(m, self.max_gt_chunk):
+            image, slot = valid_rows(gt.valid, chunk)  # (G,) each
+            regions = x.cand_boxes[image * m + slot]  # (G, 4)
+            row, prior = window_pairs(layout, level_regions(layout, regions, [0.0] * len(layout.levels)))
+            pair_gt, flat = image[row] * m + slot[row], image[row] * n + prior  # (P,) each
+            iou, metric, cand = self._pair_values(x, pair_gt, flat, prior)
+            row, prior, flat, iou, metric = row[cand], prior[cand], flat[cand], iou[cand], metric[cand]
+            pos = self._sparse_topk(row, prior, metric, image.shape[0], n)
+            owner = slot[row]
+            num_pos.index_add_(0, flat[pos], torch.ones_like(flat[pos]))
+            by_pos = merge_best(*by_pos, *scatter_max(b * n, flat[pos], iou[pos], owner[pos], NOT_POSITIVE))
+            if self.resolve != "positives":
+                by_cand = merge_best(*by_cand, *scatter_max(b * n, flat, iou, owner, NOT_POSITIVE))
+        if self.resolve == "all_gts":  # every valid GT competes: IoU 0 everywhere goes to the first one
+            first = first_valid(gt)[:, None].expand(b, n).flatten()  # (B,) -> (B*N,)
+            none = (by_cand[0] <= 0) & (first >= 0)
+            by_cand = [torch.where(none, torch.zeros_like(by_cand[0]), by_cand[0]), torch.where(none, first, by_cand[1])]
+        return num_pos.view(b, n), tuple(t.view(b, n) for t in by_pos), tuple(t.view(b, n) for t in by_cand)
+
+    def _sparse_topk(self, row: Tensor, prior: Tensor, metric: Tensor, num_rows: int, num_priors: int) -> Tensor:
+        """Step 3 on the candidate pairs ``(row, prior, metric)`` of ``num_rows`` GTs: ``Tensor[P]`` bool, positive."""
+        k = min(self.topk, num_priors)
+        rank = segment_ranks(row, metric, num_rows, descending=True)  # (P,) by (metric, prior index)
+        if not self.keep_zero_metric:
+            return (rank < k) & (metric > 0)
+        # torch.topk's order decides among equal metrics at the k-th place, zeros included: such GTs
+        # are ranked on their full row of N metrics (0 off candidates), as in the dense form.
+        count = torch.zeros(num_rows, 2, dtype=torch.long, device=metric.device)
+        count.index_put_((row, (metric > 0).long()), torch.ones_like(row), accumulate=True)  # zero / positive metrics
+        at_k, after_k = rank == k - 1, rank == k
+        kth = metric.new_full((num_rows,), -1.0).index_put_((row[at_k],), metric[at_k])
+        tied = torch.zeros(num_rows, dtype=torch.bool, device=metric.device)
+        tied[row[after_k]] = metric[after_k] == kth[row[after_k]]
+        redo = torch.where(count[:, 1] < k, count[:, 0] > 0, tied)  # (G,)
+        pos = (rank < k) & ~redo[row]
+        if bool(redo.any()):
+            again = redo[row]
+            pos[again] = self._full_rows(row[again], prior[again], metric[again], num_priors)
+        return pos
+
+    def _full_rows(self, row: Tensor, prior: Tensor, metric: Tensor, num_priors: int) -> Tensor:
+        """Step 3 of the dense form for the pairs ``(row, prior, metric)`` of a few GTs: their full rows
+        of N metrics (0 off the listed candidates) ranked by ``torch.topk``; ``Tensor[P]`` bool, kept."""
+        rows, local = torch.unique_consecutive(row, return_inverse=True)  # rows ascend: pairs come GT by GT
+        kept = torch.empty_like(row, dtype=torch.bool)
+        for part in row_chunks(torch.arange(rows.shape[0], device=row.device), num_priors):
+            sel = (local >= part[0]) & (local <= part[-1])
+            full = metric.new_zeros(part.shape[0], num_priors)
+            full[local[sel] - part[0], prior[sel]] = metric[sel]
+            kept[sel] = self._dense_topk(full)[local[sel] - part[0], prior[sel]]
+        return kept
 
     def _normalised(self, gt_index: Tensor, iou: Tensor, metric: Tensor, num_gts: int) -> Tensor:
         """Step 5: ``Tensor[B, N]`` normalised target from the final assignment."""

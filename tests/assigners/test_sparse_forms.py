@@ -1,0 +1,135 @@
+"""The candidate-sparse form of each rule (``assign`` on grid priors) against its dense form
+(``assign_dense``, every prior against every GT), bit for bit, on random batches built to hit the
+edge cases: GTs from under a pixel to past the image, boxes and predictions on integer coordinates
+(ties of IoU, GTs on cell borders), scores on a coarse grid (ties of metric and cost), padding rows,
+anchors and points."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from detkit.anchors import PointGenerator, YOLOAnchorGenerator
+from detkit.assigners.candidates import prior_layout, segment_ranks, window_pairs
+from detkit.assigners.presets import ASSIGNER_PRESETS, build_preset
+
+_spec = importlib.util.spec_from_file_location("assigner_conftest", Path(__file__).with_name("conftest.py"))
+helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(helpers)
+FACTORIES, assert_same = helpers.FACTORIES, helpers.assert_same
+
+ANCHORS = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)], [(116, 90), (156, 198), (373, 326)]]
+SIZE = 128
+TWO_FORM = ("maxiou", "grid", "fcos", "tal", "tal_v8", "tal_ultralytics")
+
+
+def priors_of(anchors: bool):
+    gen = YOLOAnchorGenerator(ANCHORS, [8, 16, 32]) if anchors else PointGenerator([8, 16, 32])
+    return gen.grid_priors([(SIZE // 8,) * 2, (SIZE // 16,) * 2, (SIZE // 32,) * 2])
+
+
+def random_case(seed: int, anchors: bool, batch: int = 3, num_gts: int = 12, num_classes: int = 5) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    priors, strides, counts = priors_of(anchors)
+    n = priors.shape[0]
+    side = torch.exp(torch.empty(batch, num_gts, 2).uniform_(-1, 5.5, generator=g))  # 0.4 to 245 px
+    centre = torch.rand(batch, num_gts, 2, generator=g) * SIZE
+    boxes = torch.cat([centre - side / 2, centre + side / 2], -1)
+    centres = (priors[:, :2] + priors[:, 2:]) / 2
+    pc = centres + torch.randn(batch, n, 2, generator=g) * strides[:, None]
+    pwh = strides[:, None] * 3 * torch.exp(torch.randn(batch, n, 2, generator=g) * 0.5)
+    pred = torch.cat([pc - pwh / 2, pc + pwh / 2], -1)
+    scores = torch.rand(batch, n, num_classes, generator=g) ** 3
+    if seed % 2:  # integer coordinates and coarse scores: exact ties everywhere
+        boxes, pred, scores = boxes.round(), pred.round(), (scores * 4).round() / 4
+    return dict(priors=priors, gt_boxes=boxes, gt_labels=torch.randint(0, num_classes, (batch, num_gts), generator=g),
+                gt_mask=torch.rand(batch, num_gts, generator=g) > 0.2,
+                kwargs=dict(num_level_priors=counts, prior_strides=strides, pred_boxes=pred, pred_scores=scores))
+
+
+def both_forms(assigner, case: dict):
+    args = (case["priors"], case["gt_boxes"], case["gt_labels"], case["gt_mask"])
+    return assigner.assign(*args, **case["kwargs"]), assigner.assign_dense(*args, **case["kwargs"])
+
+
+@pytest.mark.parametrize("name", TWO_FORM)
+@pytest.mark.parametrize("anchors", [False, True])
+def test_sparse_form_equals_dense_form(name, anchors):
+    for seed in range(6):
+        sparse, dense = both_forms(FACTORIES[name](), random_case(seed, anchors))
+        assert_same(sparse, dense)
+
+
+@pytest.mark.parametrize("name", ["iou", "grid", "fcos", "tal", "tal-ultralytics"])
+def test_presets_sparse_equals_dense(name):
+    for seed in range(4):
+        sparse, dense = both_forms(build_preset(name), random_case(100 + seed, anchors=False, num_gts=20))
+        assert_same(sparse, dense)
+
+
+@pytest.mark.parametrize("name", TWO_FORM)
+def test_sparse_form_chunked_equals_dense(name):
+    case = random_case(7, anchors=False)
+    sparse, _ = both_forms(FACTORIES[name](max_gt_chunk=5), case)
+    _, dense = both_forms(FACTORIES[name](), case)
+    assert_same(sparse, dense)
+
+
+def test_zero_metric_candidates_ranked_on_full_rows():
+    # Ultralytics' rule keeps top-k candidates at metric 0 in torch.topk's order: predictions that
+    # miss every GT give all-zero rows, which the sparse form must hand to torch.topk as the dense one.
+    case = random_case(3, anchors=False)
+    case["kwargs"]["pred_boxes"] = case["kwargs"]["pred_boxes"] + 1000.0  # every IoU (and CIoU) 0
+    sparse, dense = both_forms(build_preset("tal-ultralytics"), case)
+    assert_same(sparse, dense)
+    assert sparse.num_pos > 0  # zero-metric candidates are positive under this rule
+
+
+def test_priors_that_are_not_grids_take_the_dense_form():
+    priors, strides, counts = priors_of(anchors=False)
+    shuffled = priors[torch.randperm(priors.shape[0], generator=torch.Generator().manual_seed(0))]
+    assert prior_layout(shuffled, counts, strides) is None
+    assert prior_layout(priors, None, strides) is None
+    layout = prior_layout(priors, counts, strides)
+    assert [(lv.width, lv.height, lv.anchors, lv.stride) for lv in layout.levels] == [
+        (16, 16, 1, 8.0), (8, 8, 1, 16.0), (4, 4, 1, 32.0)]
+    case = random_case(0, anchors=False)
+    a = FACTORIES["maxiou"]()
+    kw = dict(num_level_priors=counts, prior_strides=strides)
+    res = a.assign(shuffled, case["gt_boxes"], case["gt_labels"], case["gt_mask"], **kw)
+    assert_same(res, a.assign_dense(shuffled, case["gt_boxes"], case["gt_labels"], case["gt_mask"], **kw))
+
+
+@pytest.mark.parametrize("anchors", [False, True])
+def test_window_pairs_are_the_priors_with_centres_in_the_region(anchors):
+    priors, strides, counts = priors_of(anchors)
+    layout = prior_layout(priors, counts, strides)
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(40, 2, generator=g) * 160 - 16
+    regions = torch.cat([xy, xy + torch.rand(40, 2, generator=g) * 60], 1).round()  # borders on centres too
+    gt, prior = window_pairs(layout, regions[:, None].expand(-1, 3, -1))
+    c = layout.centres
+    inside = ((c[None, :, 0] > regions[:, 0, None]) & (c[None, :, 0] < regions[:, 2, None])
+              & (c[None, :, 1] > regions[:, 1, None]) & (c[None, :, 1] < regions[:, 3, None]))  # (40, N)
+    listed = torch.zeros_like(inside)
+    listed[gt, prior] = True
+    assert not (inside & ~listed).any()  # nothing missing
+    closed = ((c[None, :, 0] >= regions[:, 0, None] - 0.1) & (c[None, :, 0] <= regions[:, 2, None] + 0.1)
+              & (c[None, :, 1] >= regions[:, 1, None] - 0.1) & (c[None, :, 1] <= regions[:, 3, None] + 0.1))
+    assert not (listed & ~closed).any()  # only the region's border is extra
+    assert (gt.diff() >= 0).all() and len(set(zip(gt.tolist(), prior.tolist()))) == gt.shape[0]
+
+
+def test_segment_ranks_by_key_then_position():
+    segment = torch.tensor([1, 0, 1, 1, 0, 1])
+    key = torch.tensor([0.5, 2.0, -0.0, 0.5, 2.0, 0.0])
+    assert segment_ranks(segment, key, 2).tolist() == [2, 0, 0, 3, 1, 1]  # -0.0 == 0.0: by position
+    assert segment_ranks(segment, key, 2, descending=True).tolist() == [0, 0, 2, 1, 1, 3]
+
+
+def test_every_rule_with_two_forms_has_a_preset_here():
+    for name in ("iou", "grid", "fcos", "tal", "tal-ultralytics", "simota", "dsl", "dsl-mmyolo"):
+        assert name in ASSIGNER_PRESETS
