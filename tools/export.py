@@ -82,20 +82,30 @@ def verify(model: torch.nn.Module, path: Path, tolerance: float, seed: int = 0) 
         diffs = _max_diffs(plain_meta.output_names, reference, decoded)
         expected = padded_nms(torch.from_numpy(decoded["boxes"]), torch.from_numpy(decoded["scores"]),
                               **meta.postprocess)
-        expected = _tie_order(dict(zip(meta.output_names, (t.numpy() for t in expected))))
+        scores = decoded["scores"]
+        expected = _tie_order(dict(zip(meta.output_names, (t.numpy() for t in expected))), scores)
         return {**diffs, **_max_diffs(meta.output_names, [torch.from_numpy(expected[k]) for k in meta.output_names],
-                                      _tie_order(got))}
+                                      _tie_order(got, scores))}
     return _max_diffs(meta.output_names, expected, got)
 
 
-def _tie_order(dets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """NMS outputs with each image's detections sorted by (score desc, label, box): detections of
-    exactly equal score come out of a top-k in either order, which is no disagreement."""
+def _tie_order(dets: dict[str, np.ndarray], scores: np.ndarray) -> dict[str, np.ndarray]:
+    """NMS outputs made comparable across backends where exact score ties decide.
+
+    Each image's detections are sorted by (score desc, label, box): detections of exactly equal
+    score leave a top-k in either order. And where a detection's score is shared by another prior
+    of its class in the decoded ``scores (B, N, C)``, NMS may keep either of the two, so its box is
+    zeroed: only its score and label are compared.
+    """
     out = {k: v.copy() for k, v in dets.items()}
     for b in range(dets["det_scores"].shape[0]):
-        boxes, labels, scores = dets["det_boxes"][b], dets["det_labels"][b], dets["det_scores"][b]
-        order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], labels, -scores))
-        out["det_boxes"][b], out["det_labels"][b], out["det_scores"][b] = boxes[order], labels[order], scores[order]
+        boxes, labels, det_scores = dets["det_boxes"][b], dets["det_labels"][b], dets["det_scores"][b]
+        order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], labels, -det_scores))
+        boxes, labels, det_scores = boxes[order], labels[order], det_scores[order]
+        tied = np.array([lab >= 0 and int((scores[b, :, lab] == sc).sum()) > 1 for lab, sc in zip(labels, det_scores)],
+                        dtype=bool)
+        out["det_boxes"][b] = np.where(tied[:, None], 0.0, boxes)
+        out["det_labels"][b], out["det_scores"][b] = labels, det_scores
     return out
 
 

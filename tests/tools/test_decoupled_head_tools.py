@@ -25,6 +25,9 @@ def test_train_test_export_infer_compare(tmp_path, capsys, head):
     header = (work / "metrics.csv").read_text().splitlines()[0].split(",")
     expected = {"loss_cls", "loss_box", "loss_obj", "loss_reg"} if head == "yolox" else {"loss_cls", "loss_box", "loss_dfl"}
     assert {c for c in header if c.startswith("loss_")} == expected
+    if head == "yolox":  # reg_last_epochs=1: YOLOX's L1 only in the last of the 2 epochs
+        rows = [dict(zip(header, line.split(","))) for line in (work / "metrics.csv").read_text().splitlines()[1:]]
+        assert [float(r["loss_reg"]) > 0 for r in rows] == [False, True]
 
     capsys.readouterr()
     assert load_tool("test").main([cfg, str(work / "epoch_2.pth"), "--out", str(tmp_path / "r.json"),
