@@ -29,20 +29,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from detkit.models.backbones import CSPDarknet  # noqa: E402
+from detkit.models.convert.ultralytics import ultralytics_to_detkit_key  # noqa: E402
 from detkit.models.necks import CSPPAN  # noqa: E402
 
-# Ultralytics yolov8.yaml layer index -> detkit module path (layers 10, 11, 13, 14, 17, 20 are
-# upsample / concat, without parameters).
-YOLOV8_LAYERS: dict[int, str] = {
-    0: "backbone.stem",
-    1: "backbone.stages.1.0", 2: "backbone.stages.1.1",
-    3: "backbone.stages.2.0", 4: "backbone.stages.2.1",
-    5: "backbone.stages.3.0", 6: "backbone.stages.3.1",
-    7: "backbone.stages.4.0", 8: "backbone.stages.4.1", 9: "backbone.stages.4.2",
-    12: "neck.td_blocks.0", 15: "neck.td_blocks.1",
-    16: "neck.down.0", 18: "neck.bu_blocks.0",
-    19: "neck.down.1", 21: "neck.bu_blocks.1",
-}
 YOLOV8_NECK_OUTPUTS = (15, 18, 21)
 YOLOV8_NUM_BLOCKS = {"n": 1, "s": 1, "m": 2, "l": 3, "x": 3}
 
@@ -59,15 +48,6 @@ YOLOX_MODULES: dict[str, str] = {
     "bu_conv2": "neck.down.0", "C3_n3": "neck.bu_blocks.0",
     "bu_conv1": "neck.down.1", "C3_n4": "neck.bu_blocks.1",
 }
-
-
-def rename_ultralytics_key(key: str) -> str:
-    """``model.{i}.<rest>`` -> detkit path; inside C2f ``m.{k}.cv{j}`` -> ``blocks.{k}.conv{j}``."""
-    match = re.fullmatch(r"model\.(\d+)\.(.+)", key)
-    if match is None or int(match.group(1)) not in YOLOV8_LAYERS:
-        raise KeyError(f"no detkit module for Ultralytics key {key!r}")
-    rest = re.sub(r"^m\.(\d+)\.cv(\d)\.", r"blocks.\1.conv\2.", match.group(2))
-    return f"{YOLOV8_LAYERS[int(match.group(1))]}.{rest}"
 
 
 def rename_yolox_key(key: str) -> str:
@@ -115,7 +95,7 @@ def check_yolov8(scale: str, x: torch.Tensor, tol: float) -> bool:
         backbone=backbone,
         neck=CSPPAN(backbone.out_channels, layout="yolov8", num_blocks=YOLOV8_NUM_BLOCKS[scale]),
     )).eval()
-    state = {rename_ultralytics_key(k): v for k, v in ref.state_dict().items()
+    state = {ultralytics_to_detkit_key(k): v for k, v in ref.state_dict().items()
              if int(k.split(".")[1]) < 22}
     ours.load_state_dict(state, strict=True)  # raises on any missing or unused tensor
 
