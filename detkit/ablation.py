@@ -60,6 +60,7 @@ class RunRecord:
             score}`` (:meth:`detkit.evaluation.errors.ErrorReport.not_found_pct`).
         per_image_ap: ``{image_id: COCO AP of that image}`` (for the one-seed bootstrap).
         train_min: wall-clock training minutes (all sessions of a resumed run).
+        train_cpu_min: CPU minutes of the training process and its loader workers (NaN: not measured).
     """
 
     label: str
@@ -69,6 +70,7 @@ class RunRecord:
     not_found_pct: dict[str, float]
     per_image_ap: dict[int, float] = field(default_factory=dict)
     train_min: float = 0.0
+    train_cpu_min: float = math.nan
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -135,6 +137,7 @@ def _row_values(rec: RunRecord) -> dict[str, float]:
     values.update({k: float(v) for k, v in rec.stats.items()})
     values.update({f"not_found_{k}_pct": float(v) for k, v in rec.not_found_pct.items()})
     values["train_min"] = rec.train_min
+    values["train_cpu_min"] = rec.train_cpu_min
     return values
 
 

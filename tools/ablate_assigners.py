@@ -40,7 +40,9 @@ line), ``ablation.csv`` and ``runs.csv``. Each run trains in ``<work dir>/<row>/
 Stopping and resuming: rerun the same command. Finished runs are read back from their
 ``result.json``; an interrupted run continues from its newest checkpoint (``Trainer(resume="auto")``;
 Ctrl-C writes one); a run folder holding another config's run is refused. The table is rewritten
-after every run. Training time adds up over sessions (lost for a session killed with SIGKILL).
+after every run. Training time (wall-clock, and CPU time of the process and its loader workers, which
+a shared machine's load does not inflate as much) adds up over sessions (lost for a session killed
+with SIGKILL).
 By default the trainer's own periodic evaluation is switched off (``train.eval_interval=0``
 before the other options: set it in ``--cfg-options`` to watch AP during training).
 """
@@ -50,6 +52,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
+import os
 import re
 import sys
 import time
@@ -158,15 +162,22 @@ def fingerprint(cfg) -> str:
 
 
 def read_state(run_dir: Path, fp: str) -> dict[str, Any]:
-    """The run folder's state (``{"fingerprint", "train_seconds"}``); refuses another config's run."""
+    """The run folder's state (``{"fingerprint", "train_seconds", "train_cpu_seconds"}``: wall-clock and
+    CPU time of this process and its loader workers, summed over sessions); refuses another config's run."""
     path = run_dir / STATE_FILE
     if not path.is_file():
-        return {"fingerprint": fp, "train_seconds": 0.0}
+        return {"fingerprint": fp, "train_seconds": 0.0, "train_cpu_seconds": 0.0}
     state = json.loads(path.read_text())
     if state.get("fingerprint") != fp:
         raise ConfigError(f"{run_dir} holds a run of another config (options changed since it ran); "
                           "use another --work-dir or delete that folder")
     return state
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (the loader workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -190,11 +201,12 @@ def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool) -
     resume = "auto" if find_latest_checkpoint(run_dir) else None
     trainer = Trainer(cfg, work_dir=run_dir, progress=progress, resume=resume,
                       overwrite=resume is None and bool(previous_run_files(run_dir)))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     try:
         trainer.train()
     finally:
         state["train_seconds"] += time.perf_counter() - t0
+        state["train_cpu_seconds"] = state.get("train_cpu_seconds", 0.0) + cpu_seconds() - cpu0
         write_json(run_dir / STATE_FILE, state)
     metrics, results, evaluator = evaluate(trainer, cfg, progress)
     write_json(run_dir / RESULTS_FILE, results)
@@ -205,7 +217,8 @@ def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool) -
     found = analyse_errors(gt, results, score_thr=0.0, class_names=names, image_ids=ids)
     record = RunRecord(label=row.label, seed=seed, metrics={k: float(v) for k, v in metrics.items() if "/" not in k},
                        stats=training_statistics(trainer.writer.epochs), not_found_pct=found.not_found_pct(),
-                       per_image_ap=per_image_ap(gt, results, ids), train_min=state["train_seconds"] / 60)
+                       per_image_ap=per_image_ap(gt, results, ids), train_min=state["train_seconds"] / 60,
+                       train_cpu_min=state.get("train_cpu_seconds", math.nan) / 60)
     errors = analyse_errors(gt, results, score_thr=ERRORS_SCORE_THR, class_names=names, image_ids=ids)
     (run_dir / "errors.md").write_text(errors.to_markdown(), encoding="utf-8")
     write_json(run_dir / RESULT_FILE, record.to_json())

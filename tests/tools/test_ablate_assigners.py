@@ -32,7 +32,7 @@ def test_two_assigners_two_seeds_then_read_back_and_resume(tmp_path, capsys):
                                                                     "0"), ("atss", "1"), (runs[3]["row"], "1")]
     for r in runs:
         assert 0.0 <= float(r["AP"]) <= float(r["AP50"]) <= 1.0
-        assert float(r["pos_per_gt"]) > 0 and float(r["train_min"]) > 0
+        assert float(r["pos_per_gt"]) > 0 and float(r["train_min"]) > 0 and float(r["train_cpu_min"]) > 0
         assert 0.0 <= float(r["gt_no_pos_small_pct"]) <= 100.0 and 0.0 <= float(r["not_found_small_pct"]) <= 100.0
     assert isinstance(json.loads((work / "atss" / "seed0" / "val_results.json").read_text()), list)
     assert "| size | GTs | detected |" in (work / "atss" / "seed0" / "errors.md").read_text()
