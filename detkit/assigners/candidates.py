@@ -21,8 +21,19 @@ from torch import Tensor
 
 from detkit.assigners.base import GTBatch
 
-__all__ = ["GridLevel", "PriorLayout", "first_valid", "level_regions", "prior_layout", "row_chunks", "segment_ranks", "take_rows", "valid_rows", "window_counts",
-           "window_pairs"]
+__all__ = [
+    "GridLevel",
+    "PriorLayout",
+    "first_valid",
+    "level_regions",
+    "level_window_counts",
+    "prior_layout",
+    "row_chunks",
+    "segment_ranks",
+    "take_rows",
+    "valid_rows",
+    "window_pairs",
+]
 
 WINDOW_TOL = 1e-3  # windows are widened by this many strides: far above rounding, far below a cell
 ROW_BUDGET = 1 << 22  # elements of a block of full rows (GT x all priors) built at once
@@ -49,6 +60,11 @@ class GridLevel:
     xs: Tensor
     ys: Tensor
     extent: tuple[float, float]
+
+    @property
+    def size(self) -> int:
+        """Number of priors on the level, ``H * W * A``."""
+        return self.width * self.height * self.anchors
 
 
 @dataclass
@@ -119,17 +135,10 @@ def _spans(level: GridLevel, regions: Tensor) -> tuple[Tensor, Tensor, Tensor, T
     return x0, x1, y0, y1
 
 
-def window_counts(layout: PriorLayout, regions: Tensor) -> Tensor:
-    """``Tensor[G, L]`` long: priors of each level whose centres lie in each GT's region.
-
-    Args:
-        regions: ``Tensor[G, L, 4]`` xyxy, one region per GT and level.
-    """
-    counts = []
-    for i, level in enumerate(layout.levels):
-        x0, x1, y0, y1 = _spans(level, regions[:, i])
-        counts.append((x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0) * level.anchors)
-    return torch.stack(counts, 1) if counts else regions.new_zeros(regions.shape[0], 0, dtype=torch.long)
+def level_window_counts(level: GridLevel, regions: Tensor) -> Tensor:
+    """``Tensor[G]`` long: priors of ``level`` whose centres lie in each of ``regions (G, 4)``."""
+    x0, x1, y0, y1 = _spans(level, regions)
+    return (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0) * level.anchors
 
 
 def window_pairs(layout: PriorLayout, regions: Tensor) -> tuple[Tensor, Tensor]:
@@ -159,10 +168,10 @@ def window_pairs(layout: PriorLayout, regions: Tensor) -> tuple[Tensor, Tensor]:
     row = (nx * a).flatten()  # (G, L) -> (G*L,) GT-major, then level
     counts = row * ny.flatten()
     window = torch.repeat_interleave(torch.arange(g * num_levels, device=device), counts)  # (P,)
-    k = torch.arange(window.shape[0], device=device) - (torch.cumsum(counts, 0) - counts)[window]
-    skip = ((w - nx) * a).flatten()[window]
-    first = (start + (y0 * w + x0) * a).flatten()[window]
-    prior = first + k + k.div(row[window], rounding_mode="floor") * skip
+    k = torch.arange(window.shape[0], device=device) - (torch.cumsum(counts, 0) - counts).index_select(0, window)
+    skip = ((w - nx) * a).flatten().index_select(0, window)
+    first = (start + (y0 * w + x0) * a).flatten().index_select(0, window)
+    prior = k.div(row.index_select(0, window), rounding_mode="floor").mul_(skip).add_(first).add_(k)
     return window.div(num_levels, rounding_mode="floor"), prior
 
 

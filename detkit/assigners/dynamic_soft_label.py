@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-from detkit.assigners.base import (
-    AssignResult,
-    GTBatch,
-    assigned_boxes,
-    check_predictions,
-    check_strides,
-    make_result,
-    prepare_inputs,
-)
-from detkit.assigners.chunking import check_chunk, gt_chunks
-from detkit.assigners.dynamic_k import DynamicKMatches, dynamic_ks, take_lowest_cost
+from detkit.assigners.candidates import PriorLayout, take_rows
+from detkit.assigners.chunking import check_chunk
+from detkit.assigners.dynamic_k import DynamicKAssigner, PairTables
+from detkit.boxes import aligned_iou
 from detkit.exact_math import exact_log
-from detkit.boxes import aligned_iou, pairwise_iou
 
 __all__ = ["DynamicSoftLabelAssigner"]
 
@@ -29,7 +19,7 @@ OUTSIDE_COST = 1e8  # mmyolo's cost of priors inside no GT when they are not exc
 CLS_COSTS = ("all_classes", "gt_class")
 
 
-class DynamicSoftLabelAssigner:
+class DynamicSoftLabelAssigner(DynamicKAssigner):
     """RTMDet's dynamic soft label assignment.
 
     Steps (all images and GTs at once; chunks of GTs when ``max_gt_chunk``):
@@ -54,7 +44,9 @@ class DynamicSoftLabelAssigner:
 
     ``iou`` and ``score_target`` of the result are the IoU of the predicted box with its GT (the
     soft label's value). Ignores nothing. Needs ``prior_strides``, ``pred_boxes`` and
-    ``pred_scores`` (probabilities).
+    ``pred_scores`` (probabilities). The candidate-sparse form (``assign`` on grid priors, see
+    :mod:`detkit.assigners.dynamic_k_sparse`) costs a GT only against the candidates whose predicted
+    box overlaps it: every other pair costs at least ``iou_weight * -log(1e-7)``.
 
     Args:
         topk: IoUs summed for the dynamic k (also its upper bound).
@@ -86,79 +78,65 @@ class DynamicSoftLabelAssigner:
                 f"soft_center_radius={self.soft_center_radius}, cls_cost={self.cls_cost!r}, "
                 f"candidates_only={self.candidates_only})")
 
-    def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
-               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
-               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
-        """Assign; needs ``prior_strides``, ``pred_boxes`` and ``pred_scores`` (see :class:`AssignResult`)."""
-        priors, gt = prepare_inputs(priors, gt_boxes, gt_labels, gt_mask)
-        b, n = gt.batch_size, priors.shape[0]
-        strides = check_strides(prior_strides, n, "DynamicSoftLabelAssigner")
-        pred_boxes, scores = check_predictions(pred_boxes, pred_scores, b, n, gt, "DynamicSoftLabelAssigner")
-        centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
-        chunks = gt_chunks(gt.num_gts, self.max_gt_chunk)
-        fg = torch.zeros(b, n, dtype=torch.bool, device=priors.device)
-        for chunk in chunks:  # step 1 needs every GT before any cost
-            fg |= (self._inside(centres, gt.boxes[:, chunk]) & gt.valid[:, chunk, None]).any(dim=1)
-        terms = self._score_logs(scores)
-        matches = DynamicKMatches(b, n, priors.device)
-        for chunk in chunks:
-            cost, iou = self._cost(centres, strides, pred_boxes, terms, gt, chunk, fg)  # step 2
-            counts = dynamic_ks(iou, self.topk)  # step 3
-            taken = take_lowest_cost(cost, counts, self.topk,
-                                     tie_order="index" if self.candidates_only else "torch_sort")
-            matches.add(taken, cost, chunk.start)  # steps 4-5
-        gt_index = matches.gt_index()
-        iou = aligned_iou(pred_boxes, assigned_boxes(gt, gt_index))  # (B, N)
-        return make_result(gt_index, iou, gt, score_target=iou)
+    @property
+    def candidate_topk(self) -> int:  # the dynamic k's IoUs (DynamicKAssigner)
+        return self.topk
 
-    @staticmethod
-    def _inside(centres: Tensor, boxes: Tensor) -> Tensor:
-        """``Tensor[B, Mc, N]`` bool: prior centre strictly inside GT ``boxes (B, Mc, 4)``."""
-        x, y = centres[:, 0], centres[:, 1]  # (N,)
-        x1, y1, x2, y2 = (boxes[..., i:i + 1] for i in range(4))  # (B, Mc, 1) each
-        return (x - x1 > 0) & (y - y1 > 0) & (x2 - x > 0) & (y2 - y > 0)
+    @property
+    def tie_order(self) -> str:
+        return "index" if self.candidates_only else "torch_sort"
 
-    @staticmethod
-    def _score_logs(scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Per-prior score terms, computed once for every chunk.
+    @property
+    def all_priors_usable(self) -> bool:
+        return not self.candidates_only
 
-        Returns:
-            ``p``, ``log p`` and ``log(1 - p)`` (logs clamped at -100), ``Tensor[B, C, N]`` each
-            (rows of N for gathering the GT class), and ``Tensor[B, N]``: the sum over classes of
-            the background term ``BCE(p, 0) * p**2 = -log(1 - p) * p**2``.
-        """
+    score_target = True  # the soft label: the IoU
+
+    def _score_tables(self, scores: Tensor) -> dict[str, Tensor]:
+        """``p``, ``log p`` and ``log(1 - p)`` per class (logs clamped at -100), ``Tensor[B*N*C]`` each,
+        and ``neg_sum``, ``Tensor[B*N]``: the sum over classes of the background term ``-log(1 - p) * p**2``."""
         p = scores.clamp(0.0, 1.0)  # (B, N, C)
         log_p = p.log().clamp_(min=BCE_LOG_MIN)
         log_q = torch.log1p(-p).clamp_(min=BCE_LOG_MIN)
         neg_sum = (-log_q * p * p).sum(dim=-1)  # (B, N)
-        rows = (t.transpose(1, 2).contiguous() for t in (p, log_p, log_q))  # (B, N, C) -> (B, C, N)
-        return (*rows, neg_sum)
+        return {"p": p.flatten(), "log_p": log_p.flatten(), "log_q": log_q.flatten(), "neg_sum": neg_sum.flatten()}
 
-    def _cost(self, centres: Tensor, strides: Tensor, pred_boxes: Tensor, terms: tuple[Tensor, ...],
-              gt: GTBatch, chunk: slice, fg: Tensor) -> tuple[Tensor, Tensor]:
-        """Step 2 for one chunk: ``(cost, iou)``, ``Tensor[B, Mc, N]`` each.
+    def _candidate_test(self, t: PairTables, gt_row: Tensor, prior: Tensor) -> Tensor:
+        """Step 1: the prior's centre strictly inside the GT."""
+        x, y = take_rows(t.centres, prior).unbind(-1)
+        x1, y1, x2, y2 = take_rows(t.gt_boxes, gt_row).unbind(-1)
+        return (x - x1 > 0) & (y - y1 > 0) & (x2 - x > 0) & (y2 - y > 0)
 
-        Off candidates or valid GTs the cost is ``inf`` and the IoU 0; with ``candidates_only=False``
-        priors inside no GT cost ``OUTSIDE_COST`` and keep their IoU (padding rows still do not).
-        """
-        p, log_p, log_q, neg_sum = terms
-        boxes, valid = gt.boxes[:, chunk], gt.valid[:, chunk]
-        iou = pairwise_iou(boxes, pred_boxes)  # (B, Mc, 4) x (B, N, 4) -> (B, Mc, N)
-        labels = gt.labels[:, chunk].clamp(0, p.shape[1] - 1)  # padding rows may hold any label
-        labels = labels[:, :, None].expand(-1, -1, centres.shape[0])  # (B, Mc) -> (B, Mc, N)
-        p_y, lp_y, lq_y = p.gather(1, labels), log_p.gather(1, labels), log_q.gather(1, labels)  # (B, Mc, N)
+    def _candidate_regions(self, layout: PriorLayout, boxes: Tensor) -> Tensor:
+        return boxes[:, None, :].expand(-1, len(layout.levels), -1).clone()  # the box on every level
+
+    def _pair_iou(self, t: PairTables, gt_row: Tensor, pred_row: Tensor) -> Tensor:
+        valid = take_rows(t.valid, gt_row)
+        usable = valid if self.all_priors_usable else valid & take_rows(t.fg, pred_row)
+        return aligned_iou(take_rows(t.gt_boxes, gt_row), take_rows(t.pred_boxes, pred_row)).masked_fill(~usable, 0.0)
+
+    def _pair_cost(self, t: PairTables, gt_row: Tensor, pred_row: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
+        """Step 2 of the broadcast pairs. Off candidates or valid GTs the cost is ``inf``; with
+        ``candidates_only=False`` priors inside no GT cost ``OUTSIDE_COST`` (padding rows still ``inf``)."""
+        index = pred_row * t.num_classes + take_rows(t.labels, gt_row)
+        p_y, lp_y, lq_y = (t.scores[key].take(index) for key in ("p", "log_p", "log_q"))
         gap = iou - p_y
         cls = -(iou * lp_y + (1 - iou) * lq_y) * (gap * gap)  # the GT class's term, soft label = IoU
         if self.cls_cost == "all_classes":
-            cls = cls + (neg_sum[:, None, :] - (-lq_y * p_y * p_y))  # + every other class's background term
-        gcx = (boxes[..., 0:1] + boxes[..., 2:3]) / 2  # (B, Mc, 1)
-        gcy = (boxes[..., 1:2] + boxes[..., 3:4]) / 2
-        dx, dy = centres[:, 0] - gcx, centres[:, 1] - gcy  # (B, Mc, N)
-        distance = (dx * dx + dy * dy).sqrt() / strides
+            cls = cls + (t.scores["neg_sum"].take(pred_row) - (-lq_y * p_y * p_y))  # + every other class's background term
+        cx, cy = take_rows(t.centres, prior).unbind(-1)
+        x1, y1, x2, y2 = take_rows(t.gt_boxes, gt_row).unbind(-1)
+        dx, dy = cx - (x1 + x2) / 2, cy - (y1 + y2) / 2
+        distance = (dx * dx + dy * dy).sqrt() / take_rows(t.strides, prior)
         centre_cost = torch.pow(10.0, (distance - self.soft_center_radius).double()).float()  # size-independent
         cost = cls + self.iou_weight * -exact_log(iou + IOU_LOG_EPS) + centre_cost
-        usable = fg[:, None, :] & valid[:, :, None]  # (B, Mc, N)
+        valid, fg = take_rows(t.valid, gt_row), take_rows(t.fg, pred_row)
         if self.candidates_only:
-            return cost.masked_fill(~usable, float("inf")), iou.masked_fill(~usable, 0.0)
-        outside = torch.full_like(cost, OUTSIDE_COST).masked_fill(~valid[:, :, None], float("inf"))
-        return torch.where(usable, cost, outside), iou.masked_fill(~valid[:, :, None], 0.0)
+            return cost.masked_fill(~(valid & fg), float("inf"))
+        outside = torch.full_like(cost, OUTSIDE_COST).masked_fill(~valid, float("inf"))
+        return torch.where(valid & fg, cost, outside)
+
+    def _unlisted_bound(self, t: PairTables, gt_row: Tensor) -> Tensor:
+        # A pair with IoU 0: class cost >= 0, centre cost >= 0 (or OUTSIDE_COST, larger).
+        zero = torch.zeros(gt_row.shape[0], device=gt_row.device)
+        return zero + self.iou_weight * -exact_log(zero + IOU_LOG_EPS) + zero

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-from detkit.assigners.base import (
-    AssignResult,
-    GTBatch,
-    assigned_boxes,
-    check_predictions,
-    check_strides,
-    make_result,
-    prepare_inputs,
-)
-from detkit.assigners.chunking import check_chunk, gt_chunks
-from detkit.assigners.dynamic_k import DynamicKMatches, dynamic_ks, take_lowest_cost
+from detkit.assigners.candidates import PriorLayout, take_rows
+from detkit.assigners.chunking import check_chunk
+from detkit.assigners.dynamic_k import DynamicKAssigner, PairTables
+from detkit.boxes import aligned_iou
 from detkit.exact_math import exact_log
-from detkit.boxes import aligned_iou, pairwise_iou
 
 __all__ = ["SimOTAAssigner"]
 
@@ -28,7 +18,7 @@ IOU_LOG_EPS = 1e-8  # YOLOX: -log(IoU + 1e-8), finite for IoU 0
 BCE_LOG_MIN = -100.0  # torch's binary_cross_entropy clamps its logs here; the cost does the same
 
 
-class SimOTAAssigner:
+class SimOTAAssigner(DynamicKAssigner):
     """YOLOX's SimOTA.
 
     Steps (all images and GTs at once; padded GTs and non-candidate priors cost ``inf``):
@@ -48,7 +38,9 @@ class SimOTAAssigner:
 
     ``iou`` of the result is the IoU of the *predicted* box with its GT (YOLOX's IoU-aware target).
     SimOTA ignores nothing: ``ignore_mask`` is all False. Needs ``prior_strides``, ``pred_boxes``
-    and ``pred_scores``.
+    and ``pred_scores``. The candidate-sparse form (``assign`` on grid priors, see
+    :mod:`detkit.assigners.dynamic_k_sparse`) costs a GT only against the candidates whose predicted
+    box can overlap it: every other candidate costs at least ``1e5 + iou_weight * -log(1e-8)``.
 
     Args:
         center_radius: half-size of the centre region, in strides.
@@ -77,71 +69,65 @@ class SimOTAAssigner:
         return (f"SimOTAAssigner(center_radius={self.center_radius}, candidate_topk={self.candidate_topk}, "
                 f"iou_weight={self.iou_weight}, cls_weight={self.cls_weight})")
 
-    def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
-               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
-               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
-        """Assign; needs ``prior_strides``, ``pred_boxes`` and ``pred_scores`` (see :class:`AssignResult`)."""
-        priors, gt = prepare_inputs(priors, gt_boxes, gt_labels, gt_mask)
-        b, n = gt.batch_size, priors.shape[0]
-        strides = check_strides(prior_strides, n, "SimOTAAssigner")
-        pred_boxes, scores = check_predictions(pred_boxes, pred_scores, b, n, gt, "SimOTAAssigner")
-        centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
-        chunks = gt_chunks(gt.num_gts, self.max_gt_chunk)
-        fg = torch.zeros(b, n, dtype=torch.bool, device=priors.device)
-        geometry = None
-        for chunk in chunks:  # step 1: the candidates of each image (needs every GT before step 3)
-            geometry = self._geometry(centres, strides, gt.boxes[:, chunk])
-            fg |= ((geometry[0] | geometry[1]) & gt.valid[:, chunk, None]).any(dim=1)
-        if len(chunks) > 1:
-            geometry = None  # recomputed chunk by chunk below
-        neg_sum, neg_minus_pos = self._score_logs(scores)
-        matches = DynamicKMatches(b, n, priors.device)
-        for chunk in chunks:
-            if geometry is None:
-                geometry = self._geometry(centres, strides, gt.boxes[:, chunk])
-            cost, iou = self._cost(geometry, pred_boxes, neg_sum, neg_minus_pos, gt, chunk, fg)
-            geometry = None
-            counts = dynamic_ks(iou, self.candidate_topk)  # step 3, (B, Mc)
-            matches.add(take_lowest_cost(cost, counts, self.candidate_topk), cost, chunk.start)  # steps 4-5
-        gt_index = matches.gt_index()
-        return make_result(gt_index, aligned_iou(pred_boxes, assigned_boxes(gt, gt_index)), gt)
-
-    def _geometry(self, centres: Tensor, strides: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-        """Step 1 for GTs ``boxes (B, Mc, 4)``: ``(in_box, in_centre)``, ``Tensor[B, Mc, N]`` bool each."""
-        x, y = centres[:, 0], centres[:, 1]  # (N,)
-        x1, y1, x2, y2 = (boxes[..., i:i + 1] for i in range(4))  # (B, Mc, 1) each
-        in_box = (x > x1) & (y > y1) & (x2 > x) & (y2 > y)  # (B, Mc, N)
-        radius = self.center_radius * strides  # (N,)
-        gcx, gcy = (x1 + x2) / 2, (y1 + y2) / 2
-        in_centre = (x > gcx - radius) & (y > gcy - radius) & (gcx + radius > x) & (gcy + radius > y)
-        return in_box, in_centre
-
     def _score_logs(self, scores: Tensor) -> tuple[Tensor, Tensor]:
         """Per prior and class, ``-log(1 - p)`` and ``-log(p)`` (logs clamped as in torch's BCE).
 
         Returns:
-            ``(Tensor[B, N] sum over classes of -log(1 - p), Tensor[B, C, N] of -log(1-p) - (-log p))``
-            so that the BCE against class y is ``first - second[y]``.
+            ``(Tensor[B, N] sum over classes of -log(1 - p), Tensor[B, N, C] of -log(1-p) - (-log p))``
+            so that the BCE against class y is ``first - second[..., y]``.
         """
         p = scores.clamp(0.0, 1.0)  # a copy: the in-place steps below never touch the input
         if self.score_sqrt:
             p = p.sqrt_()
         neg = torch.log1p(-p).clamp_(min=BCE_LOG_MIN).neg_()  # (B, N, C)
         pos = p.log_().clamp_(min=BCE_LOG_MIN).neg_()  # (B, N, C), in p's memory
-        neg_sum = neg.sum(dim=-1)  # (B, N)
-        return neg_sum, neg.sub_(pos).transpose(1, 2).contiguous()  # (B, N, C) -> (B, C, N)
+        return neg.sum(dim=-1), neg.sub_(pos)
 
-    def _cost(self, geometry: tuple[Tensor, Tensor], pred_boxes: Tensor, neg_sum: Tensor, neg_minus_pos: Tensor,
-              gt: GTBatch, chunk: slice, fg: Tensor) -> tuple[Tensor, Tensor]:
-        """Step 2 for one chunk (``geometry``: its step-1 masks): ``(cost, iou)``, ``Tensor[B, Mc, N]``
-        each; ``inf`` / 0 off candidates."""
-        boxes, valid = gt.boxes[:, chunk], gt.valid[:, chunk]
-        in_box, in_centre = geometry
-        usable = fg[:, None, :] & valid[:, :, None]  # (B, Mc, N)
-        iou = pairwise_iou(boxes, pred_boxes).masked_fill_(~usable, 0.0)  # (B, Mc, 4) x (B, N, 4) -> (B, Mc, N)
-        labels = gt.labels[:, chunk].clamp(0, neg_minus_pos.shape[1] - 1)  # padding rows may hold any label
-        labels = labels[:, :, None].expand(-1, -1, neg_sum.shape[-1])  # (B, Mc) -> (B, Mc, N)
-        cls_cost = neg_sum[:, None, :] - neg_minus_pos.gather(1, labels)  # (B, Mc, N)
+    def _score_tables(self, scores: Tensor) -> dict[str, Tensor]:
+        neg_sum, neg_minus_pos = self._score_logs(scores)
+        return {"neg_sum": neg_sum.flatten(), "neg_minus_pos": neg_minus_pos.flatten()}
+
+    def _geometry(self, t: PairTables, gt_row: Tensor, prior: Tensor) -> tuple[Tensor, Tensor]:
+        """Step 1 for the broadcast pairs: ``(in_box, in_centre)``, bool each."""
+        x, y = take_rows(t.centres, prior).unbind(-1)
+        x1, y1, x2, y2 = take_rows(t.gt_boxes, gt_row).unbind(-1)
+        in_box = (x > x1) & (y > y1) & (x2 > x) & (y2 > y)
+        radius = self.center_radius * take_rows(t.strides, prior)
+        gcx, gcy = (x1 + x2) / 2, (y1 + y2) / 2
+        in_centre = (x > gcx - radius) & (y > gcy - radius) & (gcx + radius > x) & (gcy + radius > y)
+        return in_box, in_centre
+
+    def _candidate_test(self, t: PairTables, gt_row: Tensor, prior: Tensor) -> Tensor:
+        in_box, in_centre = self._geometry(t, gt_row, prior)
+        return in_box | in_centre
+
+    def _candidate_regions(self, layout: PriorLayout, boxes: Tensor) -> Tensor:
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # (G, 2)
+        out = []
+        for level in layout.levels:  # the box and the centre region, both
+            r = self.center_radius * level.stride
+            out.append(torch.cat([torch.minimum(boxes[:, :2], centre - r), torch.maximum(boxes[:, 2:], centre + r)], 1))
+        return torch.stack(out, 1)  # (G, L, 4)
+
+    def _pair_iou(self, t: PairTables, gt_row: Tensor, pred_row: Tensor) -> Tensor:
+        usable = take_rows(t.fg, pred_row) & take_rows(t.valid, gt_row)
+        return aligned_iou(take_rows(t.gt_boxes, gt_row), take_rows(t.pred_boxes, pred_row)).masked_fill(~usable, 0.0)
+
+    def _pair_cost(self, t: PairTables, gt_row: Tensor, pred_row: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
+        """Step 2 of the broadcast pairs; ``inf`` off candidates and valid GTs."""
+        in_box, in_centre = self._geometry(t, gt_row, prior)
+        usable = take_rows(t.fg, pred_row) & take_rows(t.valid, gt_row)
+        labels = take_rows(t.labels, gt_row)
+        cls_cost = t.scores["neg_sum"].take(pred_row) - t.scores["neg_minus_pos"].take(pred_row * t.num_classes + labels)
         cost = (self.cls_weight * cls_cost + self.iou_weight * -exact_log(iou + IOU_LOG_EPS)
                 + OUT_OF_CENTRE_COST * (~(in_box & in_centre)).float())
-        return cost.masked_fill(~usable, float("inf")), iou
+        return cost.masked_fill(~usable, float("inf"))
+
+    def _must_list(self, t: PairTables, gt_row: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
+        in_box, in_centre = self._geometry(t, gt_row, prior)
+        return (iou > 0) | (in_box & in_centre)
+
+    def _unlisted_bound(self, t: PairTables, gt_row: Tensor) -> Tensor:
+        # Any other pair has IoU 0 and the out-of-centre penalty, and a classification cost >= 0.
+        zero = torch.zeros(gt_row.shape[0], device=gt_row.device)
+        return self.cls_weight * zero + self.iou_weight * -exact_log(zero + IOU_LOG_EPS) + OUT_OF_CENTRE_COST

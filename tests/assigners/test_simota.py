@@ -82,4 +82,4 @@ def test_classification_cost_is_yolox_bce_on_sqrt_scores():
         for y in range(3):
             onehot = torch.nn.functional.one_hot(torch.tensor(y), 3).float()
             expect = torch.nn.functional.binary_cross_entropy(scores[0, n].sqrt(), onehot, reduction="none").sum()
-            assert (neg_sum[0, n] - neg_minus_pos[0, y, n]).item() == pytest.approx(expect.item(), abs=1e-4)  # sums of terms up to 100
+            assert (neg_sum[0, n] - neg_minus_pos[0, n, y]).item() == pytest.approx(expect.item(), abs=1e-4)  # sums of terms up to 100

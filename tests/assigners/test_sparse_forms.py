@@ -23,7 +23,7 @@ FACTORIES, assert_same = helpers.FACTORIES, helpers.assert_same
 
 ANCHORS = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)], [(116, 90), (156, 198), (373, 326)]]
 SIZE = 128
-TWO_FORM = ("maxiou", "grid", "fcos", "tal", "tal_v8", "tal_ultralytics")
+TWO_FORM = ("maxiou", "grid", "fcos", "tal", "tal_v8", "tal_ultralytics", "simota", "dsl", "dsl_mmyolo")
 
 
 def priors_of(anchors: bool):
@@ -63,7 +63,7 @@ def test_sparse_form_equals_dense_form(name, anchors):
         assert_same(sparse, dense)
 
 
-@pytest.mark.parametrize("name", ["iou", "grid", "fcos", "tal", "tal-ultralytics"])
+@pytest.mark.parametrize("name", ["iou", "grid", "fcos", "tal", "tal-ultralytics", "simota", "dsl", "dsl-mmyolo"])
 def test_presets_sparse_equals_dense(name):
     for seed in range(4):
         sparse, dense = both_forms(build_preset(name), random_case(100 + seed, anchors=False, num_gts=20))
@@ -86,6 +86,33 @@ def test_zero_metric_candidates_ranked_on_full_rows():
     sparse, dense = both_forms(build_preset("tal-ultralytics"), case)
     assert_same(sparse, dense)
     assert sparse.num_pos > 0  # zero-metric candidates are positive under this rule
+
+
+@pytest.mark.parametrize("name", ["simota", "dsl", "dsl_mmyolo"])
+def test_dynamic_k_rules_with_wide_predictions_and_lonely_gts(name, monkeypatch):
+    # A few predictions span the whole image (listed against every GT of their image); a GT off the
+    # image overlaps no prediction and has no candidate near it, so it takes the cheapest candidate
+    # anywhere, decided on its full row; priors taken by several GTs are settled on their full
+    # columns. Each path is counted, and agrees with the dense form.
+    import detkit.assigners.dynamic_k_sparse as sparse
+
+    calls = {"_full_rows": 0, "_cheapest_gt": 0, "_merge_sorted": 0}
+    for fn in calls:
+        original = getattr(sparse, fn)
+
+        def counted(*args, _f=original, _n=fn):
+            calls[_n] += 1
+            return _f(*args)
+        monkeypatch.setattr(sparse, fn, counted)
+    for seed in range(4):
+        case = random_case(200 + seed, anchors=False, num_gts=16)
+        pred = case["kwargs"]["pred_boxes"]
+        pred[:, ::9] = torch.tensor([-40.0, -40.0, 170.0, 170.0])  # wide predictions
+        case["gt_boxes"][:, 0] = torch.tensor([400.0, 400.0, 401.0, 401.0])  # far off the image
+        case["gt_mask"][:, 0] = True
+        sparse_res, dense_res = both_forms(FACTORIES[name](), case)
+        assert_same(sparse_res, dense_res)
+    assert all(calls.values()), calls
 
 
 def test_priors_that_are_not_grids_take_the_dense_form():
