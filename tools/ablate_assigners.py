@@ -37,6 +37,10 @@ seeds; each row's paired difference to the first row, or to its ``vs``, with a 9
 over seeds, or with one seed a bootstrap over val images of the per-image AP -- and a verdict
 line), ``ablation.csv`` and ``runs.csv``. Each run trains in ``<work dir>/<row>/seed<k>/``.
 
+Parallel seeds: ``--only-seeds 1`` and ``--only-seeds 2`` in two processes on the same work dir
+train those seeds only (each run folder is locked by its trainer); the same command without
+``--only-seeds`` then reads every finished run back and writes the whole table.
+
 Stopping and resuming: rerun the same command. Finished runs are read back from their
 ``result.json``; an interrupted run continues from its newest checkpoint (``Trainer(resume="auto")``;
 Ctrl-C writes one); a run folder holding another config's run is refused. The table is rewritten
@@ -186,17 +190,19 @@ def write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool) -> RunRecord:
-    """Train (or resume, or read back) one run and evaluate it."""
+def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool, train: bool = True) -> RunRecord | None:
+    """Train (or resume, or read back) one run and evaluate it; with ``train=False`` only read back
+    a finished run (None when there is none)."""
     from detkit.engine.checkpoint import find_latest_checkpoint
     from detkit.engine.trainer import Trainer
     from detkit.engine.workdir import previous_run_files
 
-    fp = fingerprint(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = read_state(run_dir, fp)
+    state = read_state(run_dir, fingerprint(cfg))
     if (run_dir / RESULT_FILE).is_file():
         return RunRecord.from_json(json.loads((run_dir / RESULT_FILE).read_text()))
+    if not train:
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / STATE_FILE, state)
     resume = "auto" if find_latest_checkpoint(run_dir) else None
     trainer = Trainer(cfg, work_dir=run_dir, progress=progress, resume=resume,
@@ -251,6 +257,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--assigners", nargs="+", default=None, help="default: atss iou grid")
     p.add_argument("--spec", default=None, help="TOML/JSON file of rows (instead of configs x assigners)")
     p.add_argument("--seeds", type=int, default=None, help="runs per row, seeds 0..N-1 (default 1, or the spec's)")
+    p.add_argument("--only-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="train only these seeds' runs now (finished runs of the others are read back): "
+                        "one process per seed on a shared work dir, then a last call without it for the table")
     p.add_argument("--work-dir", default=None)
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true")
@@ -294,12 +303,18 @@ def run(args: argparse.Namespace) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     records: list[RunRecord] = []
     top = header(rows, seeds, common)
+    only = set(args.only_seeds) if args.only_seeds else set(range(seeds))
+    if not only <= set(range(seeds)):
+        raise ConfigError(f"--only-seeds {sorted(only)}: the ablation's seeds are 0..{seeds - 1}")
     for seed in range(seeds):  # seed-major: an interrupted ablation has every row at the same depth
         for row in rows:
-            print(f"== {row.label}, seed {seed}", flush=True)
-            records.append(train_run(row, seed, cfgs[row.label, seed], work_dir / slug(row.label) / f"seed{seed}",
-                                     not args.no_progress))
-            write_summary(summarise(rows, records), records, work_dir, top)
+            if seed in only:
+                print(f"== {row.label}, seed {seed}", flush=True)
+            record = train_run(row, seed, cfgs[row.label, seed], work_dir / slug(row.label) / f"seed{seed}",
+                               not args.no_progress, train=seed in only)
+            if record is not None:
+                records.append(record)
+                write_summary(summarise(rows, records), records, work_dir, top)
     table = write_summary(summarise(rows, records), records, work_dir, top)
     print(table)
     print(f"table written to {work_dir}/ablation.md, ablation.csv and runs.csv")

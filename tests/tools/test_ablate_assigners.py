@@ -58,6 +58,11 @@ def test_two_assigners_two_seeds_then_read_back_and_resume(tmp_path, capsys):
     assert tool.main(argv) == 0
     assert "resumed from" in (work / "atss" / "seed1" / "train.log").read_text()
     assert (work / "atss" / "seed1" / "result.json").is_file()
+    # --only-seeds 0 of 3: seed 0 read back, seed 1 (finished elsewhere) read back, seed 2 left alone
+    log_1 = (work / "atss" / "seed1" / "train.log").read_text()
+    assert tool.main([*argv[:5], "3", "--only-seeds", "0", *argv[6:]]) == 0
+    assert (work / "atss" / "seed1" / "train.log").read_text() == log_1 and not (work / "atss" / "seed2").exists()
+    assert [r["seeds"] for r in csv.DictReader(open(work / "ablation.csv"))] == ["0 1", "0 1"]
     # changed options: the old runs are refused, not mixed in
     capsys.readouterr()
     assert tool.main([*argv[:-1], "train.warmup_iters=1", argv[-1]]) == 2
