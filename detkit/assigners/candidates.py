@@ -27,8 +27,10 @@ __all__ = [
     "first_valid",
     "level_regions",
     "level_window_counts",
+    "ordered_bits",
     "prior_layout",
     "row_chunks",
+    "segment_blocks",
     "segment_ranks",
     "take_rows",
     "valid_rows",
@@ -175,6 +177,13 @@ def window_pairs(layout: PriorLayout, regions: Tensor) -> tuple[Tensor, Tensor]:
     return window.div(num_levels, rounding_mode="floor"), prior
 
 
+def ordered_bits(x: Tensor) -> Tensor:
+    """``Tensor`` long in ``[0, 2**32)`` ordered as the fp32 values ``x`` (no NaN; -0.0 taken as +0.0,
+    which it equals): the float's bits with negatives flipped, so integer keys sort like the floats."""
+    bits = (x.float() + 0.0).view(torch.int32).long()
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31
+
+
 def segment_ranks(segment: Tensor, key: Tensor, num_segments: int, descending: bool = False) -> Tensor:
     """Rank of each pair within its segment, ordered by ``key`` then by position (ties: earlier first).
 
@@ -185,18 +194,43 @@ def segment_ranks(segment: Tensor, key: Tensor, num_segments: int, descending: b
     Returns:
         ``Tensor[P]`` long, 0 for the first of each segment.
     """
-    # One stable sort on (segment, key): fp32 bits, negatives flipped, order like the floats
-    # (-0.0 taken as +0.0, which it equals).
-    bits = (key + 0.0).view(torch.int32).long()
-    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    bits = ordered_bits(key)  # one stable sort on (segment, key)
     if descending:
-        bits = -bits - 1
-    order = torch.sort(segment * 2**32 + (bits + 2**31), stable=True).indices
+        bits = 2**32 - 1 - bits
+    order = torch.sort(segment * 2**32 + bits, stable=True).indices
     sizes = torch.bincount(segment, minlength=num_segments)
     first = torch.cumsum(sizes, 0) - sizes
     ranks = torch.empty_like(order)
     ranks[order] = torch.arange(order.shape[0], device=order.device) - first[segment[order]]
     return ranks
+
+
+def segment_blocks(segment: Tensor, num_segments: int) -> list[tuple[Tensor, Tensor]]:
+    """The pairs of each segment laid out as the rows of padded blocks: one block when that holds at
+    most four times the pairs, else blocks of segments of similar size (widths powers of four).
+
+    Args:
+        segment: ``Tensor[P]`` long in ``[0, num_segments)``, ascending (pairs grouped by segment).
+
+    Returns:
+        ``[(segments (S,), pairs (S, W)), ...]``: each block's segments and, per row, the indices of its
+        pairs in their order (-1 past a segment's end). Empty segments are left out.
+    """
+    sizes = torch.bincount(segment, minlength=num_segments)
+    first = torch.cumsum(sizes, 0) - sizes
+    widest = int(sizes.max()) if num_segments else 0
+    if num_segments * widest <= 4 * segment.shape[0] + 4096:
+        width = torch.where(sizes > 0, widest, 0)
+    else:
+        width = torch.where(sizes > 1, 4 ** torch.ceil(torch.log2(sizes.clamp(min=1).double()) / 2).long(), sizes)
+    blocks = []
+    for w in width.unique().tolist():
+        if w == 0:
+            continue
+        rows = (width == w).nonzero().flatten()
+        pairs = first[rows, None] + torch.arange(w, device=segment.device)  # (S, W)
+        blocks.append((rows, torch.where(pairs < (first + sizes)[rows, None], pairs, -1)))
+    return blocks
 
 
 def take_rows(table: Tensor, index: Tensor) -> Tensor:

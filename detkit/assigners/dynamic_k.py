@@ -104,7 +104,7 @@ class DynamicKMatches:
 class PairTables:
     """Flat tables the per-pair values of a dynamic-k rule are gathered from: GT ``b * M + m``,
     prediction ``b * N + n``, prior ``n``; ``scores`` holds the rule's per-prediction score terms
-    (``Tensor[B*N]`` or, per class, ``Tensor[B*N*C]`` at ``(b * N + n) * C + c``)."""
+    (``Tensor[B*N]``, or the raw probabilities ``Tensor[B*N, C]``)."""
 
     centres: Tensor  # (N, 2)
     strides: Tensor  # (N,)
@@ -112,7 +112,7 @@ class PairTables:
     gt_boxes: Tensor  # (B*M, 4)
     labels: Tensor  # (B*M,) long, clamped to [0, C)
     valid: Tensor  # (B*M,) bool
-    scores: dict[str, Tensor]
+    scores: dict[str, Tensor]  # "raw": the (B*N, C) probabilities, until step 1 puts the rule's terms beside
     num_classes: int
     batch: int
     num_gts: int
@@ -138,6 +138,7 @@ class DynamicKAssigner(TwoFormAssigner):
     candidate_topk: int
     tie_order: str = "index"
     all_priors_usable: bool = False  # every prior a candidate (mmyolo's batched DSL), not only fg
+    lists_centres_in_box: bool = False  # some pairs with IoU 0 need listing: those whose prior centre is in the box
     score_target: bool = False  # the result's score_target is its IoU (DSL)
 
     def _assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
@@ -151,7 +152,7 @@ class DynamicKAssigner(TwoFormAssigner):
         tables = PairTables(
             centres=(priors[:, :2] + priors[:, 2:]) / 2, strides=strides, pred_boxes=pred_boxes.flatten(0, 1),
             gt_boxes=gt.boxes.flatten(0, 1), labels=gt.labels.flatten().clamp(0, scores.shape[-1] - 1),
-            valid=gt.valid.flatten(), scores=self._score_tables(scores), num_classes=scores.shape[-1],
+            valid=gt.valid.flatten(), scores={"raw": scores.flatten(0, 1)}, num_classes=scores.shape[-1],
             batch=b, num_gts=gt.num_gts)
         layout = None
         if not dense and bool(pred_boxes.isfinite().all()):
@@ -176,6 +177,7 @@ class DynamicKAssigner(TwoFormAssigner):
             gt_row = image * m + torch.arange(chunk.start, chunk.stop, device=device)[:, None]  # (B, Mc, 1)
             fg |= (self._candidate_test(t, gt_row, prior) & take_rows(t.valid, gt_row)).any(dim=1)
         t.fg = fg.flatten()
+        t.scores.update(self._score_tables(t.scores["raw"], t.fg))
         matches = DynamicKMatches(b, n, device)
         for chunk in chunks:
             gt_row = image * m + torch.arange(chunk.start, chunk.stop, device=device)[:, None]
@@ -186,8 +188,9 @@ class DynamicKAssigner(TwoFormAssigner):
 
     # hooks ------------------------------------------------------------------------------------------
 
-    def _score_tables(self, scores: Tensor) -> dict[str, Tensor]:
-        """The rule's per-prediction score terms from ``scores (B, N, C)`` (see :class:`PairTables`)."""
+    def _score_tables(self, scores: Tensor, fg: Tensor) -> dict[str, Tensor]:
+        """The rule's per-prediction score terms from ``scores (B*N, C)``, computed on the candidate rows
+        ``fg (B*N,)`` (see :class:`PairTables`)."""
         raise NotImplementedError
 
     def _candidate_test(self, t: PairTables, gt_row: Tensor, prior: Tensor) -> Tensor:

@@ -27,11 +27,14 @@ from detkit.assigners.candidates import (
     PriorLayout,
     level_window_counts,
     row_chunks,
-    segment_ranks,
+    ordered_bits,
+    segment_blocks,
+    take_rows,
     valid_rows,
     window_pairs,
 )
-from detkit.assigners.chunking import gt_chunks
+from detkit.assigners.base import empty_state
+from detkit.assigners.chunking import gt_chunks, merge_best, scatter_max
 from detkit.assigners.dynamic_k import DynamicKAssigner, PairTables, take_lowest_cost
 
 __all__ = ["sparse_match"]
@@ -50,23 +53,30 @@ def sparse_match(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout) -> 
         row, prior = window_pairs(layout, rule._candidate_regions(layout, t.gt_boxes[image * m + slot]))
         hit = rule._candidate_test(t, image[row] * m + slot[row], prior)
         t.fg[image[row][hit] * n + prior[hit]] = True
+    t.scores.update(rule._score_tables(t.scores["raw"], t.fg))
     usable = torch.ones_like(t.fg) if rule.all_priors_usable else t.fg
     reach = _reach(t)  # (B*N,)
     matches = torch.zeros(b * n, dtype=torch.long, device=device)
     last = torch.full((b * n,), -1, dtype=torch.long, device=device)
+    cheapest, cheapest_gt = empty_state(1, b * n, device, float("inf"))  # lowest listed cost per prior
+    cheapest, cheapest_gt, floor = cheapest[0], cheapest_gt[0], torch.inf
     for chunk in chunks:
         image, slot = valid_rows(t.valid.view(b, m), chunk)
         if image.numel() == 0:
             continue
         gt_row = image * m + slot  # (G,)
         row, prior = _listing(rule, t, layout, image, gt_row, usable, reach)
+        row, prior = _select(_sieve(rule, t, gt_row[row], image[row] * n + prior, prior), row, prior)
         pair_gt, pred_row = gt_row[row], image[row] * n + prior
         iou = rule._pair_iou(t, pair_gt, pred_row)  # (P,)
         row, prior, pair_gt, pred_row, iou = _select(rule._must_list(t, pair_gt, prior, iou), row, prior, pair_gt,
                                                      pred_row, iou)
         cost = rule._pair_cost(t, pair_gt, pred_row, prior, iou)
+        bound = rule._unlisted_bound(t, gt_row)  # (G,)
+        floor = min(floor, float(bound.min()))
+        cheapest, cheapest_gt = _merge_cheapest(cheapest, cheapest_gt, pred_row, cost, slot[row])
         k = _dynamic_ks(row, iou, gt_row.shape[0], min(rule.candidate_topk, n))  # (G,)
-        taken, decided = _take(rule, row, cost, k, rule._unlisted_bound(t, gt_row))
+        taken, decided = _take(rule, row, prior, cost, k, bound)
         row, prior = row[taken], prior[taken]
         redo = (~decided).nonzero().flatten()
         if redo.numel():
@@ -75,8 +85,35 @@ def sparse_match(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout) -> 
         flat = image[row] * n + prior
         matches.index_add_(0, flat, torch.ones_like(flat))
         last.scatter_reduce_(0, flat, slot[row], "amax")  # chunks ascend: the last GT that took it
-    gt_index = torch.where(matches > 1, _cheapest_gt(rule, t, (matches > 1).nonzero().flatten()), last)
+    # Step 4: a prior taken by several GTs goes to its cheapest GT; the listed one when it costs less
+    # than any unlisted pair can, else found on the prior's full column.
+    several = matches > 1
+    column = (several & ~(cheapest < floor)).nonzero().flatten()
+    gt_index = torch.where(several, cheapest_gt, last)
+    if column.numel():
+        gt_index[column] = _cheapest_gt(rule, t, column)
     return torch.where(matches > 0, gt_index, torch.full_like(gt_index, -1)).view(b, n)
+
+
+def _merge_cheapest(cheapest: Tensor, cheapest_gt: Tensor, pred_row: Tensor, cost: Tensor,
+                    slot: Tensor) -> tuple[Tensor, Tensor]:
+    """Running lowest listed cost per prediction and its GT (ties: lowest GT index)."""
+    neg, gt = scatter_max(cheapest.shape[0], pred_row, -cost, slot, -torch.inf)
+    return merge_best(cheapest, cheapest_gt, -neg, gt, lower_is_better=True)
+
+
+def _sieve(rule: DynamicKAssigner, t: PairTables, gt_row: Tensor, pred_row: Tensor, prior: Tensor) -> Tensor:
+    """Bool per pair, a cheap superset of :meth:`DynamicKAssigner._must_list`: the predicted box overlaps
+    the GT on both axes (IoU > 0 needs that), or the prior's centre lies inside the GT's box."""
+    keep = None
+    for axis in (0, 1):
+        lo, hi = take_rows(t.gt_boxes[:, axis], gt_row), take_rows(t.gt_boxes[:, axis + 2], gt_row)
+        ok = (take_rows(t.pred_boxes[:, axis], pred_row) < hi) & (take_rows(t.pred_boxes[:, axis + 2], pred_row) > lo)
+        if rule.lists_centres_in_box:
+            c = take_rows(t.centres[:, axis], prior)
+            ok |= (c > lo) & (c < hi)
+        keep = ok if keep is None else keep & ok
+    return keep
 
 
 def _select(mask: Tensor, *tensors: Tensor) -> list[Tensor]:
@@ -93,7 +130,7 @@ def _reach(t: PairTables) -> Tensor:
 
 def _listing(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout, image: Tensor, gt_row: Tensor,
              usable: Tensor, reach: Tensor) -> tuple[Tensor, Tensor]:
-    """Step 2: ``(row (P,), prior (P,))``, ordered by (GT, prior): the usable pairs of the GTs
+    """Step 2: ``(row (P,), prior (P,))``, grouped by GT: the usable pairs of the GTs
     ``gt_row`` whose prior centre lies in the GT's candidate region or its box widened by the level's
     reach threshold, and every usable pair of a wide prediction. Holds every usable pair with IoU > 0."""
     n = t.num_priors
@@ -113,24 +150,28 @@ def _listing(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout, image: 
     row, prior = window_pairs(layout, regions)
     flat = image[row] * n + prior
     row, prior = _select(usable[flat] & ~wide[flat], row, prior)
-    wide_img, wide_prior = wide.view(t.batch, n).nonzero(as_tuple=True)
+    wide_img, wide_prior = wide.view(t.batch, n).nonzero(as_tuple=True)  # ordered by image
     if wide_img.numel() == 0:
         return row, prior
-    first = torch.cumsum(per_image, 0) - per_image  # (B,) first row of each image (rows ascend by image)
-    counts = per_image[wide_img]
-    owner = torch.repeat_interleave(torch.arange(wide_img.shape[0], device=row.device), counts)
-    offset = torch.arange(owner.shape[0], device=row.device) - (torch.cumsum(counts, 0) - counts)[owner]
-    wide_row, wide_prior = first[wide_img][owner] + offset, wide_prior[owner]
-    order = torch.argsort(wide_row * n + wide_prior)
-    return _merge_sorted(row, prior, wide_row[order], wide_prior[order], n)
+    # Each GT row's wide pairs (the wide predictions of its image) after its window pairs.
+    wide_count = torch.bincount(wide_img, minlength=t.batch)  # (B,)
+    per_row = wide_count[image]  # (G,)
+    wide_row = torch.repeat_interleave(torch.arange(gt_row.shape[0], device=row.device), per_row)
+    offset = torch.arange(wide_row.shape[0], device=row.device) - (torch.cumsum(per_row, 0) - per_row)[wide_row]
+    wide_prior = wide_prior[(torch.cumsum(wide_count, 0) - wide_count)[image[wide_row]] + offset]
+    return _interleave(row, prior, wide_row, wide_prior, gt_row.shape[0])
 
 
-def _merge_sorted(row_a: Tensor, prior_a: Tensor, row_b: Tensor, prior_b: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Two lists of distinct pairs, each ordered by (row, prior), merged into one ordered list."""
-    key_a, key_b = row_a * n + prior_a, row_b * n + prior_b
-    at_a = torch.arange(key_a.shape[0], device=key_a.device) + torch.searchsorted(key_b, key_a)
-    at_b = torch.arange(key_b.shape[0], device=key_b.device) + torch.searchsorted(key_a, key_b)
-    row, prior = torch.empty(2, key_a.shape[0] + key_b.shape[0], dtype=torch.long, device=key_a.device)
+def _interleave(row_a: Tensor, prior_a: Tensor, row_b: Tensor, prior_b: Tensor, num_rows: int) -> tuple[Tensor, Tensor]:
+    """Two lists of pairs, each grouped by row (ascending), as one list grouped by row: each row's
+    pairs of ``a`` then its pairs of ``b``."""
+    count_a, count_b = torch.bincount(row_a, minlength=num_rows), torch.bincount(row_b, minlength=num_rows)
+    start = torch.cumsum(count_a + count_b, 0) - count_a - count_b
+    at_a = start[row_a] + torch.arange(row_a.shape[0], device=row_a.device) - (torch.cumsum(count_a, 0) - count_a)[row_a]
+    at_b = (start + count_a)[row_b] + torch.arange(row_b.shape[0], device=row_b.device) \
+        - (torch.cumsum(count_b, 0) - count_b)[row_b]
+    row = torch.empty(row_a.shape[0] + row_b.shape[0], dtype=torch.long, device=row_a.device)
+    prior = torch.empty_like(row)
     row[at_a], row[at_b], prior[at_a], prior[at_b] = row_a, row_b, prior_a, prior_b
     return row, prior
 
@@ -138,46 +179,59 @@ def _merge_sorted(row_a: Tensor, prior_a: Tensor, row_b: Tensor, prior_b: Tensor
 def _choose_reach(level: GridLevel, regions: Tensor, boxes: Tensor, reach: Tensor, gts_of_image: Tensor) -> float:
     """The reach threshold of one level (px) that lists the fewest pairs: predictions reaching
     further are wide (paired with every GT of their image); the others are found in each GT's box
-    widened by the threshold."""
+    widened by the threshold. Tried: the quantiles ``REACH_QUANTILES`` of the predictions' reach."""
     if reach.numel() == 0:
         return 0.0
-    ordered = reach.sort().values
-    best, best_cost = float(ordered[-1]), None
-    for q in REACH_QUANTILES:
-        limit = float(ordered[min(int(q * ordered.shape[0]), ordered.shape[0] - 1)])
-        grown = torch.cat([torch.minimum(regions[:, :2], boxes[:, :2] - limit),
-                           torch.maximum(regions[:, 2:], boxes[:, 2:] + limit)], 1)
-        cost = float(level_window_counts(level, grown).sum()) + float(gts_of_image[reach > limit].sum())
-        if best_cost is None or cost < best_cost:
-            best, best_cost = limit, cost
-    return best
+    ordered, order = reach.sort()
+    at = torch.tensor([min(int(q * reach.shape[0]), reach.shape[0] - 1) for q in REACH_QUANTILES], device=reach.device)
+    limits = ordered[at]  # (Q,)
+    grown = torch.cat([torch.minimum(regions[None, :, :2], boxes[None, :, :2] - limits[:, None, None]),
+                       torch.maximum(regions[None, :, 2:], boxes[None, :, 2:] + limits[:, None, None])], -1)  # (Q, G, 4)
+    listed = level_window_counts(level, grown.flatten(0, 1)).view(limits.shape[0], -1).sum(1)  # (Q,)
+    beyond = torch.cumsum(gts_of_image[order].flip(0), 0).flip(0)  # pairs of the predictions from each rank on
+    past = torch.searchsorted(ordered, limits, right=True)  # first rank reaching further than each limit
+    wide = torch.where(past < reach.shape[0], beyond[past.clamp(max=reach.shape[0] - 1)], 0)
+    return float(limits[(listed + wide).argmin()])
 
 
 def _dynamic_ks(row: Tensor, iou: Tensor, num_rows: int, k: int) -> Tensor:
-    """``Tensor[G]`` int: ``max(1, int(sum of each GT's k largest IoUs))``, unlisted IoUs being 0; the
-    sum runs over the values in the dense form's order (descending, zeros last)."""
-    rank = segment_ranks(row, iou, num_rows, descending=True)
+    """``Tensor[G]`` int: ``max(1, int(sum of each GT's k largest IoUs))``, unlisted IoUs being 0, summed
+    as the dense form sums them (``dynamic_ks``: the k largest in descending order, zeros last)."""
     top = iou.new_zeros(num_rows, k)
-    first = rank < k
-    top[row[first], rank[first]] = iou[first]
+    for rows, pairs in segment_blocks(row, num_rows):
+        values = torch.where(pairs >= 0, iou[pairs.clamp(min=0)], 0.0)  # (S, W)
+        kk = min(k, values.shape[1])
+        top[rows, :kk] = values.topk(kk, dim=1).values
     return top.sum(-1).int().clamp(min=1)
 
 
-def _take(rule: DynamicKAssigner, row: Tensor, cost: Tensor, k: Tensor, bound: Tensor) -> tuple[Tensor, Tensor]:
-    """Step 3: ``(taken (P,), decided (G,))``: each GT's k lowest listed costs (by cost, then prior
-    index), and whether that is what the dense form takes."""
-    g = k.shape[0]
-    rank = segment_ranks(row, cost, g)
-    finite = torch.isfinite(cost)
-    taken = (rank < k[row]) & finite
+def _take(rule: DynamicKAssigner, row: Tensor, prior: Tensor, cost: Tensor, k: Tensor,
+          bound: Tensor) -> tuple[Tensor, Tensor]:
+    """Step 3: ``(taken (P,), decided (G,))``: each GT's k lowest listed costs, ties to the lower prior
+    (``take_lowest_cost``'s order; with ``torch.sort``'s order only untied cuts are decided), and
+    whether that is what the dense form takes: the k-th cost is below ``bound`` (no unlisted pair can
+    cost less) and, for ``torch.sort``'s order, not equal to the next one."""
+    g, n = k.shape[0], int(prior.max()) + 1 if prior.numel() else 1
+    taken = torch.zeros_like(row, dtype=torch.bool)
     kth = torch.full((g,), torch.inf, device=cost.device)
-    at_k = (rank == k[row] - 1) & finite
-    kth[row[at_k]] = cost[at_k]
-    decided = kth < bound  # also False when fewer than k are listed (kth stays inf)
+    tied = torch.zeros(g, dtype=torch.bool, device=cost.device)
+    for rows, pairs in segment_blocks(row, g):
+        valid = pairs >= 0
+        at = pairs.clamp(min=0)
+        values = torch.where(valid, cost[at], torch.inf)  # (S, W)
+        key = ordered_bits(values) * n + torch.where(valid, prior[at], n - 1)  # (cost, prior): no two equal
+        kk = min(rule.candidate_topk + 1, key.shape[1])
+        order = key.topk(kk, dim=1, largest=False).indices  # (S, kk) ascending
+        low = values.gather(1, order)
+        need = k[rows].long()[:, None]
+        pick = (torch.arange(kk, device=cost.device) < need) & torch.isfinite(low)  # (S, kk)
+        taken[pairs.gather(1, order)[pick]] = True
+        low = torch.cat([low, low.new_full((low.shape[0], 1), torch.inf)], 1)  # a next of inf
+        at_k = (need - 1).clamp(max=kk - 1)
+        kth[rows] = torch.where(need[:, 0] <= values.shape[1], low.gather(1, at_k)[:, 0], torch.inf)
+        tied[rows] = low.gather(1, at_k + 1)[:, 0] == kth[rows]
+    decided = kth < bound  # False too when fewer than k are listed (kth stays inf)
     if rule.tie_order != "index":  # torch.sort's order among equal costs: no tie at the cut
-        after = rank == k[row]
-        tied = torch.zeros(g, dtype=torch.bool, device=cost.device)
-        tied[row[after]] = cost[after] == kth[row[after]]
         decided &= ~tied
     return taken & decided[row], decided
 
@@ -199,13 +253,13 @@ def _full_rows(rule: DynamicKAssigner, t: PairTables, image: Tensor, gt_row: Ten
 
 
 def _cheapest_gt(rule: DynamicKAssigner, t: PairTables, flat: Tensor) -> Tensor:
-    """Step 4: ``Tensor[B*N]`` long, for the priors ``flat`` (``b * N + n``) the GT of lowest cost
-    among all GTs of their image (ties: lowest index), from their full columns; -1 elsewhere."""
-    b, m, n = t.batch, t.num_gts, t.num_priors
-    out = torch.full((b * n,), -1, dtype=torch.long, device=flat.device)
+    """Step 4 of the dense form: ``Tensor[K]`` long, for the priors ``flat`` (``b * N + n``) the GT of
+    lowest cost among all GTs of their image (ties: lowest index), from their full columns."""
+    m, n = t.num_gts, t.num_priors
+    out = torch.empty_like(flat)
     slots = torch.arange(m, device=flat.device)
-    for part in row_chunks(flat, m):
-        image, prior = part // n, part % n
-        cost, _ = rule._pair_values(t, image[:, None] * m + slots, part[:, None], prior[:, None])  # (K, M)
+    for part in row_chunks(torch.arange(flat.shape[0], device=flat.device), m):
+        image, prior = flat[part] // n, flat[part] % n
+        cost, _ = rule._pair_values(t, image[:, None] * m + slots, flat[part, None], prior[:, None])  # (K, M)
         out[part] = cost.min(dim=1).indices  # first minimum on ties
     return out

@@ -92,14 +92,22 @@ class DynamicSoftLabelAssigner(DynamicKAssigner):
 
     score_target = True  # the soft label: the IoU
 
-    def _score_tables(self, scores: Tensor) -> dict[str, Tensor]:
-        """``p``, ``log p`` and ``log(1 - p)`` per class (logs clamped at -100), ``Tensor[B*N*C]`` each,
-        and ``neg_sum``, ``Tensor[B*N]``: the sum over classes of the background term ``-log(1 - p) * p**2``."""
-        p = scores.clamp(0.0, 1.0)  # (B, N, C)
-        log_p = p.log().clamp_(min=BCE_LOG_MIN)
-        log_q = torch.log1p(-p).clamp_(min=BCE_LOG_MIN)
-        neg_sum = (-log_q * p * p).sum(dim=-1)  # (B, N)
-        return {"p": p.flatten(), "log_p": log_p.flatten(), "log_q": log_q.flatten(), "neg_sum": neg_sum.flatten()}
+    def _score_tables(self, scores: Tensor, fg: Tensor) -> dict[str, Tensor]:
+        """The raw scores, and with ``cls_cost="all_classes"`` ``neg_sum (B*N,)``: per candidate, the sum
+        over classes of the background term ``-log(1 - p) * p**2`` (logs clamped at -100)."""
+        tables = {"flat": scores.flatten()}
+        if self.cls_cost == "all_classes":
+            rows = fg.nonzero().flatten()
+            p = scores.index_select(0, rows).clamp(0.0, 1.0)  # (F, C)
+            tables["neg_sum"] = torch.zeros(scores.shape[0], device=scores.device)
+            tables["neg_sum"][rows] = (-torch.log1p(-p).clamp_(min=BCE_LOG_MIN) * p * p).sum(dim=-1)
+        return tables
+
+    @staticmethod
+    def _class_terms(t: PairTables, gt_row: Tensor, pred_row: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``p``, ``log p`` and ``log(1 - p)`` (logs clamped at -100) of the GT class's score, per pair."""
+        p = t.scores["flat"].take(pred_row * t.num_classes + take_rows(t.labels, gt_row)).clamp(0.0, 1.0)
+        return p, p.log().clamp_(min=BCE_LOG_MIN), torch.log1p(-p).clamp_(min=BCE_LOG_MIN)
 
     def _candidate_test(self, t: PairTables, gt_row: Tensor, prior: Tensor) -> Tensor:
         """Step 1: the prior's centre strictly inside the GT."""
@@ -118,8 +126,7 @@ class DynamicSoftLabelAssigner(DynamicKAssigner):
     def _pair_cost(self, t: PairTables, gt_row: Tensor, pred_row: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
         """Step 2 of the broadcast pairs. Off candidates or valid GTs the cost is ``inf``; with
         ``candidates_only=False`` priors inside no GT cost ``OUTSIDE_COST`` (padding rows still ``inf``)."""
-        index = pred_row * t.num_classes + take_rows(t.labels, gt_row)
-        p_y, lp_y, lq_y = (t.scores[key].take(index) for key in ("p", "log_p", "log_q"))
+        p_y, lp_y, lq_y = self._class_terms(t, gt_row, pred_row)
         gap = iou - p_y
         cls = -(iou * lp_y + (1 - iou) * lq_y) * (gap * gap)  # the GT class's term, soft label = IoU
         if self.cls_cost == "all_classes":

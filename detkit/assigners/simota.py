@@ -51,6 +51,7 @@ class SimOTAAssigner(DynamicKAssigner):
     """
 
     uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
+    lists_centres_in_box = True  # "in box and centre" pairs lack the penalty even at IoU 0
 
     def __init__(self, center_radius: float = 2.5, candidate_topk: int = 10, iou_weight: float = 3.0,
                  cls_weight: float = 1.0, score_sqrt: bool = True, max_gt_chunk: int | None = None) -> None:
@@ -70,22 +71,34 @@ class SimOTAAssigner(DynamicKAssigner):
                 f"iou_weight={self.iou_weight}, cls_weight={self.cls_weight})")
 
     def _score_logs(self, scores: Tensor) -> tuple[Tensor, Tensor]:
-        """Per prior and class, ``-log(1 - p)`` and ``-log(p)`` (logs clamped as in torch's BCE).
+        """Per score ``p`` (``Tensor[..., C]``), ``-log(1 - q)`` and ``-log(q)``, ``q = sqrt(p)`` (or ``p``),
+        logs clamped at -100 as in torch's BCE: the BCE against class y is ``neg.sum(-1) - (neg - pos)[y]``.
 
         Returns:
-            ``(Tensor[B, N] sum over classes of -log(1 - p), Tensor[B, N, C] of -log(1-p) - (-log p))``
-            so that the BCE against class y is ``first - second[..., y]``.
+            ``(neg, pos)``, each of the shape of ``scores``.
         """
-        p = scores.clamp(0.0, 1.0)  # a copy: the in-place steps below never touch the input
+        q = scores.clamp(0.0, 1.0)  # a copy: the in-place steps below never touch the input
         if self.score_sqrt:
-            p = p.sqrt_()
-        neg = torch.log1p(-p).clamp_(min=BCE_LOG_MIN).neg_()  # (B, N, C)
-        pos = p.log_().clamp_(min=BCE_LOG_MIN).neg_()  # (B, N, C), in p's memory
-        return neg.sum(dim=-1), neg.sub_(pos)
+            q = q.sqrt_()
+        neg = torch.log1p(-q).clamp_(min=BCE_LOG_MIN).neg_()
+        return neg, q.log_().clamp_(min=BCE_LOG_MIN).neg_()  # pos in q's memory
 
-    def _score_tables(self, scores: Tensor) -> dict[str, Tensor]:
-        neg_sum, neg_minus_pos = self._score_logs(scores)
-        return {"neg_sum": neg_sum.flatten(), "neg_minus_pos": neg_minus_pos.flatten()}
+    def _score_tables(self, scores: Tensor, fg: Tensor) -> dict[str, Tensor]:
+        # The sum over classes of -log(1 - q) for the candidate rows (in place: the largest tensor the
+        # rule builds); the GT class's terms per pair (_class_cost).
+        rows = fg.nonzero().flatten()
+        q = scores.index_select(0, rows).clamp_(0.0, 1.0)  # (F, C)
+        if self.score_sqrt:
+            q.sqrt_()
+        neg_sum = torch.zeros(scores.shape[0], device=scores.device)
+        neg_sum[rows] = q.neg_().log1p_().clamp_(min=BCE_LOG_MIN).sum(dim=-1).neg_()  # = sum of -clamp(log1p(-q))
+        return {"neg_sum": neg_sum, "flat": scores.flatten()}
+
+    def _class_cost(self, t: PairTables, gt_row: Tensor, pred_row: Tensor) -> Tensor:
+        """``sum over classes of BCE(q, one-hot GT class)`` of the broadcast pairs."""
+        score = t.scores["flat"].take(pred_row * t.num_classes + take_rows(t.labels, gt_row))
+        neg, pos = self._score_logs(score)
+        return t.scores["neg_sum"].take(pred_row) - (neg - pos)
 
     def _geometry(self, t: PairTables, gt_row: Tensor, prior: Tensor) -> tuple[Tensor, Tensor]:
         """Step 1 for the broadcast pairs: ``(in_box, in_centre)``, bool each."""
@@ -117,8 +130,7 @@ class SimOTAAssigner(DynamicKAssigner):
         """Step 2 of the broadcast pairs; ``inf`` off candidates and valid GTs."""
         in_box, in_centre = self._geometry(t, gt_row, prior)
         usable = take_rows(t.fg, pred_row) & take_rows(t.valid, gt_row)
-        labels = take_rows(t.labels, gt_row)
-        cls_cost = t.scores["neg_sum"].take(pred_row) - t.scores["neg_minus_pos"].take(pred_row * t.num_classes + labels)
+        cls_cost = self._class_cost(t, gt_row, pred_row)
         cost = (self.cls_weight * cls_cost + self.iou_weight * -exact_log(iou + IOU_LOG_EPS)
                 + OUT_OF_CENTRE_COST * (~(in_box & in_centre)).float())
         return cost.masked_fill(~usable, float("inf"))

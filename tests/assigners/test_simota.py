@@ -77,7 +77,8 @@ def test_needs_predictions_and_valid_labels():
 
 def test_classification_cost_is_yolox_bce_on_sqrt_scores():
     scores = torch.tensor([[[0.0, 0.25, 1.0], [0.64, 0.01, 0.5]]])  # (B=1, N=2, C=3), with 0 and 1
-    neg_sum, neg_minus_pos = SimOTAAssigner()._score_logs(scores)
+    neg, pos = SimOTAAssigner()._score_logs(scores)
+    neg_sum, neg_minus_pos = neg.sum(-1), neg - pos
     for n in range(2):
         for y in range(3):
             onehot = torch.nn.functional.one_hot(torch.tensor(y), 3).float()
