@@ -43,7 +43,8 @@ train those seeds only (each run folder is locked by its trainer); the same comm
 
 Stopping and resuming: rerun the same command. Finished runs are read back from their
 ``result.json``; an interrupted run continues from its newest checkpoint (``Trainer(resume="auto")``;
-Ctrl-C writes one); a run folder holding another config's run is refused. The table is rewritten
+Ctrl-C writes one); a run folder holding another config's run (its ``config.py`` differs in any
+argument; formatting and defaults written out do not count) is refused. The table is rewritten
 after every run. Training time (wall-clock, and CPU time of the process and its loader workers, which
 a shared machine's load does not inflate as much) adds up over sessions (lost for a session killed
 with SIGKILL).
@@ -55,13 +56,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import math
 import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +73,7 @@ sys.path.insert(0, str(ROOT))
 from detkit.ablation import AblationRow, RunRecord, summarise, training_statistics, write_summary  # noqa: E402
 from detkit.assigners.presets import assigner_call  # noqa: E402
 from detkit.cli import run_cli  # noqa: E402
-from detkit.config import ConfigError, format_config, instantiate, load_config  # noqa: E402
+from detkit.config import ConfigError, instantiate, load_config  # noqa: E402
 
 SPEC_KEYS = {"seeds", "cfg_options", "rows"}
 ROW_KEYS = {"config", "assigner", "label", "cfg_options", "vs"}
@@ -161,21 +163,51 @@ def run_config(row: AblationRow, seed: int, common: Sequence[str]):
 # ----- one run -------------------------------------------------------------------------------------
 
 
+def canonical(node: Any) -> Any:
+    """A config as plain data that compares equal when the runs it describes are the same: keys
+    sorted, components as dotted class names, arguments equal to the constructor's default left
+    out (so ``multi_label=True`` written out equals a config relying on that default)."""
+    if isinstance(node, Mapping):
+        items = {k: v for k, v in node.items() if k != "_target_"}
+        target = node.get("_target_")
+        if target is None:
+            return {str(k): canonical(v) for k, v in sorted(items.items(), key=lambda kv: str(kv[0]))}
+        try:
+            params = inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            params = {}
+        defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+        kept = {k: canonical(v) for k, v in items.items() if k not in defaults or canonical(v) != canonical(defaults[k])}
+        return {"_target_": canonical(target), **dict(sorted(kept.items()))}
+    if isinstance(node, (list, tuple)):
+        return [canonical(v) for v in node]
+    if isinstance(node, type) or callable(node):
+        return f"{getattr(node, '__module__', '')}.{getattr(node, '__qualname__', repr(node))}"
+    return node
+
+
 def fingerprint(cfg) -> str:
-    return hashlib.sha256(format_config(cfg).encode()).hexdigest()[:16]
+    """Short hash of :func:`canonical` ``(cfg)``."""
+    text = json.dumps(canonical(cfg), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def read_state(run_dir: Path, fp: str) -> dict[str, Any]:
-    """The run folder's state (``{"fingerprint", "train_seconds", "train_cpu_seconds"}``: wall-clock and
-    CPU time of this process and its loader workers, summed over sessions); refuses another config's run."""
-    path = run_dir / STATE_FILE
-    if not path.is_file():
-        return {"fingerprint": fp, "train_seconds": 0.0, "train_cpu_seconds": 0.0}
-    state = json.loads(path.read_text())
-    if state.get("fingerprint") != fp:
+def check_same_run(run_dir: Path, cfg) -> None:
+    """Refuse a run folder whose run (its ``config.py``, the merged config the trainer wrote) is not
+    the one ``cfg`` describes (:func:`canonical`: formatting and explicit defaults do not count)."""
+    done = run_dir / "config.py"
+    if done.is_file() and fingerprint(load_config(str(done))) != fingerprint(cfg):
         raise ConfigError(f"{run_dir} holds a run of another config (options changed since it ran); "
                           "use another --work-dir or delete that folder")
-    return state
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """The run folder's timing (``{"train_seconds", "train_cpu_seconds"}``: wall-clock and CPU time of
+    this process and its loader workers, summed over sessions)."""
+    path = run_dir / STATE_FILE
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    return {"train_seconds": float(state.get("train_seconds", 0.0)),
+            "train_cpu_seconds": float(state.get("train_cpu_seconds", 0.0))}
 
 
 def cpu_seconds() -> float:
@@ -197,7 +229,8 @@ def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool, t
     from detkit.engine.trainer import Trainer
     from detkit.engine.workdir import previous_run_files
 
-    state = read_state(run_dir, fingerprint(cfg))
+    check_same_run(run_dir, cfg)
+    state = read_state(run_dir)
     if (run_dir / RESULT_FILE).is_file():
         return RunRecord.from_json(json.loads((run_dir / RESULT_FILE).read_text()))
     if not train:
@@ -212,7 +245,7 @@ def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool, t
         trainer.train()
     finally:
         state["train_seconds"] += time.perf_counter() - t0
-        state["train_cpu_seconds"] = state.get("train_cpu_seconds", 0.0) + cpu_seconds() - cpu0
+        state["train_cpu_seconds"] += cpu_seconds() - cpu0
         write_json(run_dir / STATE_FILE, state)
     metrics, results, evaluator = evaluate(trainer, cfg, progress)
     write_json(run_dir / RESULTS_FILE, results)
@@ -224,7 +257,7 @@ def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool, t
     record = RunRecord(label=row.label, seed=seed, metrics={k: float(v) for k, v in metrics.items() if "/" not in k},
                        stats=training_statistics(trainer.writer.epochs), not_found_pct=found.not_found_pct(),
                        per_image_ap=per_image_ap(gt, results, ids), train_min=state["train_seconds"] / 60,
-                       train_cpu_min=state.get("train_cpu_seconds", math.nan) / 60)
+                       train_cpu_min=state["train_cpu_seconds"] / 60 or math.nan)
     errors = analyse_errors(gt, results, score_thr=ERRORS_SCORE_THR, class_names=names, image_ids=ids)
     (run_dir / "errors.md").write_text(errors.to_markdown(), encoding="utf-8")
     write_json(run_dir / RESULT_FILE, record.to_json())
