@@ -40,6 +40,7 @@ from detkit.assigners.dynamic_k import DynamicKAssigner, PairTables, take_lowest
 __all__ = ["sparse_match"]
 
 REACH_QUANTILES = (0.5, 0.75, 0.9, 0.97, 0.99, 1.0)  # reach thresholds tried per level (step 2)
+REACH_SAMPLE = 8192  # predictions per level the thresholds' costs are estimated on
 
 
 def sparse_match(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout) -> Tensor:
@@ -66,7 +67,6 @@ def sparse_match(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout) -> 
             continue
         gt_row = image * m + slot  # (G,)
         row, prior = _listing(rule, t, layout, image, gt_row, usable, reach)
-        row, prior = _select(_sieve(rule, t, gt_row[row], image[row] * n + prior, prior), row, prior)
         pair_gt, pred_row = gt_row[row], image[row] * n + prior
         iou = rule._pair_iou(t, pair_gt, pred_row)  # (P,)
         row, prior, pair_gt, pred_row, iou = _select(rule._must_list(t, pair_gt, prior, iou), row, prior, pair_gt,
@@ -105,14 +105,15 @@ def _merge_cheapest(cheapest: Tensor, cheapest_gt: Tensor, pred_row: Tensor, cos
 def _sieve(rule: DynamicKAssigner, t: PairTables, gt_row: Tensor, pred_row: Tensor, prior: Tensor) -> Tensor:
     """Bool per pair, a cheap superset of :meth:`DynamicKAssigner._must_list`: the predicted box overlaps
     the GT on both axes (IoU > 0 needs that), or the prior's centre lies inside the GT's box."""
+    gt_cols, pred_cols, centre_cols = t.gt_boxes.t().contiguous(), t.pred_boxes.t().contiguous(), t.centres.t().contiguous()
     keep = None
     for axis in (0, 1):
-        lo, hi = take_rows(t.gt_boxes[:, axis], gt_row), take_rows(t.gt_boxes[:, axis + 2], gt_row)
-        ok = (take_rows(t.pred_boxes[:, axis], pred_row) < hi) & (take_rows(t.pred_boxes[:, axis + 2], pred_row) > lo)
+        lo, hi = gt_cols[axis].index_select(0, gt_row), gt_cols[axis + 2].index_select(0, gt_row)
+        ok = (pred_cols[axis].index_select(0, pred_row) < hi) & (pred_cols[axis + 2].index_select(0, pred_row) > lo)
         if rule.lists_centres_in_box:
-            c = take_rows(t.centres[:, axis], prior)
+            c = centre_cols[axis].index_select(0, prior)
             ok |= (c > lo) & (c < hi)
-        keep = ok if keep is None else keep & ok
+        keep = ok if keep is None else keep.logical_and_(ok)
     return keep
 
 
@@ -130,9 +131,10 @@ def _reach(t: PairTables) -> Tensor:
 
 def _listing(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout, image: Tensor, gt_row: Tensor,
              usable: Tensor, reach: Tensor) -> tuple[Tensor, Tensor]:
-    """Step 2: ``(row (P,), prior (P,))``, grouped by GT: the usable pairs of the GTs
-    ``gt_row`` whose prior centre lies in the GT's candidate region or its box widened by the level's
-    reach threshold, and every usable pair of a wide prediction. Holds every usable pair with IoU > 0."""
+    """Step 2: ``(row (P,), prior (P,))``, grouped by GT: the usable pairs of the GTs ``gt_row``
+    whose prior centre lies in the GT's candidate region or its box widened by the level's reach
+    threshold, and every usable pair of a wide prediction, that pass :func:`_sieve`. Holds every
+    usable pair with IoU > 0."""
     n = t.num_priors
     boxes = t.gt_boxes[gt_row]  # (G, 4)
     regions = rule._candidate_regions(layout, boxes)  # (G, L, 4)
@@ -149,7 +151,8 @@ def _listing(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout, image: 
         regions[:, i, 2:] = torch.maximum(regions[:, i, 2:], boxes[:, 2:] + limit)
     row, prior = window_pairs(layout, regions)
     flat = image[row] * n + prior
-    row, prior = _select(usable[flat] & ~wide[flat], row, prior)
+    keep = usable[flat].logical_and_(~wide[flat]).logical_and_(_sieve(rule, t, gt_row[row], flat, prior))
+    row, prior = _select(keep, row, prior)
     wide_img, wide_prior = wide.view(t.batch, n).nonzero(as_tuple=True)  # ordered by image
     if wide_img.numel() == 0:
         return row, prior
@@ -159,6 +162,8 @@ def _listing(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout, image: 
     wide_row = torch.repeat_interleave(torch.arange(gt_row.shape[0], device=row.device), per_row)
     offset = torch.arange(wide_row.shape[0], device=row.device) - (torch.cumsum(per_row, 0) - per_row)[wide_row]
     wide_prior = wide_prior[(torch.cumsum(wide_count, 0) - wide_count)[image[wide_row]] + offset]
+    wide_row, wide_prior = _select(_sieve(rule, t, gt_row[wide_row], image[wide_row] * n + wide_prior, wide_prior),
+                                   wide_row, wide_prior)
     return _interleave(row, prior, wide_row, wide_prior, gt_row.shape[0])
 
 
@@ -179,18 +184,23 @@ def _interleave(row_a: Tensor, prior_a: Tensor, row_b: Tensor, prior_b: Tensor, 
 def _choose_reach(level: GridLevel, regions: Tensor, boxes: Tensor, reach: Tensor, gts_of_image: Tensor) -> float:
     """The reach threshold of one level (px) that lists the fewest pairs: predictions reaching
     further are wide (paired with every GT of their image); the others are found in each GT's box
-    widened by the threshold. Tried: the quantiles ``REACH_QUANTILES`` of the predictions' reach."""
+    widened by the threshold. Tried: quantiles ``REACH_QUANTILES`` of the reach, estimated on at most
+    ``REACH_SAMPLE`` predictions (the choice only decides speed, never the result)."""
     if reach.numel() == 0:
         return 0.0
-    ordered, order = reach.sort()
-    at = torch.tensor([min(int(q * reach.shape[0]), reach.shape[0] - 1) for q in REACH_QUANTILES], device=reach.device)
+    step = max(1, reach.shape[0] // REACH_SAMPLE)
+    sample, weight = reach[::step], gts_of_image[::step]
+    ordered, order = sample.sort()
+    at = torch.tensor([min(int(q * sample.shape[0]), sample.shape[0] - 1) for q in REACH_QUANTILES],
+                      device=reach.device)
     limits = ordered[at]  # (Q,)
+    limits[-1] = reach.max()  # the last: nothing wide
     grown = torch.cat([torch.minimum(regions[None, :, :2], boxes[None, :, :2] - limits[:, None, None]),
                        torch.maximum(regions[None, :, 2:], boxes[None, :, 2:] + limits[:, None, None])], -1)  # (Q, G, 4)
     listed = level_window_counts(level, grown.flatten(0, 1)).view(limits.shape[0], -1).sum(1)  # (Q,)
-    beyond = torch.cumsum(gts_of_image[order].flip(0), 0).flip(0)  # pairs of the predictions from each rank on
+    beyond = torch.cumsum(weight[order].flip(0), 0).flip(0) * step  # pairs of the predictions from each rank on
     past = torch.searchsorted(ordered, limits, right=True)  # first rank reaching further than each limit
-    wide = torch.where(past < reach.shape[0], beyond[past.clamp(max=reach.shape[0] - 1)], 0)
+    wide = torch.where(past < sample.shape[0], beyond[past.clamp(max=sample.shape[0] - 1)], 0)
     return float(limits[(listed + wide).argmin()])
 
 
@@ -219,17 +229,19 @@ def _take(rule: DynamicKAssigner, row: Tensor, prior: Tensor, cost: Tensor, k: T
         valid = pairs >= 0
         at = pairs.clamp(min=0)
         values = torch.where(valid, cost[at], torch.inf)  # (S, W)
-        key = ordered_bits(values) * n + torch.where(valid, prior[at], n - 1)  # (cost, prior): no two equal
-        kk = min(rule.candidate_topk + 1, key.shape[1])
-        order = key.topk(kk, dim=1, largest=False).indices  # (S, kk) ascending
-        low = values.gather(1, order)
+        kk = min(rule.candidate_topk + 1, values.shape[1])
+        low, order = values.topk(kk, dim=1, largest=False)  # (S, kk) ascending; equal costs in any order
         need = k[rows].long()[:, None]
-        pick = (torch.arange(kk, device=cost.device) < need) & torch.isfinite(low)  # (S, kk)
-        taken[pairs.gather(1, order)[pick]] = True
         low = torch.cat([low, low.new_full((low.shape[0], 1), torch.inf)], 1)  # a next of inf
         at_k = (need - 1).clamp(max=kk - 1)
-        kth[rows] = torch.where(need[:, 0] <= values.shape[1], low.gather(1, at_k)[:, 0], torch.inf)
-        tied[rows] = low.gather(1, at_k + 1)[:, 0] == kth[rows]
+        kth_b = torch.where(need[:, 0] <= values.shape[1], low.gather(1, at_k)[:, 0], torch.inf)
+        tie = low.gather(1, at_k + 1)[:, 0] == kth_b  # equal costs across the cut: (cost, prior) decides
+        if bool(tie.any()):
+            key = ordered_bits(values[tie]) * n + torch.where(valid[tie], prior[at[tie]], n - 1)
+            order[tie] = key.topk(kk, dim=1, largest=False).indices
+        pick = (torch.arange(kk, device=cost.device) < need) & torch.isfinite(low[:, :kk])  # (S, kk)
+        taken[pairs.gather(1, order)[pick]] = True
+        kth[rows], tied[rows] = kth_b, tie
     decided = kth < bound  # False too when fewer than k are listed (kth stays inf)
     if rule.tie_order != "index":  # torch.sort's order among equal costs: no tie at the cut
         decided &= ~tied
