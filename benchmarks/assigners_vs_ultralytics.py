@@ -5,8 +5,8 @@ YOLOX's SimOTA (``YOLOXHead.get_assignments``) and mmyolo's ``BatchDynamicSoftLa
 
 Setting: a 640x640 input, anchor-free points at strides 8/16/32 (8,400 priors), 80 classes, ``--gts``
 GT slots per image (40 to all of them valid, padding rows trailing and all zeros, as the peers'
-collate functions make them), GT sides up to 392 px, predictions drawn near the priors (4 strides wide, jittered by 20 px)
-with mostly low scores (class logits, plus objectness logits for YOLOX).
+collate functions make them), GT sides up to 392 px, predictions drawn near the priors (4 strides
+wide, jittered by 20 px) with mostly low scores (class logits, plus objectness logits for YOLOX).
 
 Time: every side in one process, all sides once per round, the order rotating (see
 ``assigners_measure.py``); a ratio is the median of the per-round ratios. Memory: each side's first

@@ -128,12 +128,13 @@ class ATSSAssigner:
     Args:
         topk: candidates per level and GT.
         center_margin: least distance (px) from a candidate's centre to every GT side.
-        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
+        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result); "auto"
+            (default) picks it from the free memory of a CUDA device, none on CPU (chunking.auto_chunk).
     """
 
     uses_predictions: bool = False  # box-only: the loss pipeline need not compute pred_scores
 
-    def __init__(self, topk: int = 9, center_margin: float = 0.01, max_gt_chunk: int | None = None) -> None:
+    def __init__(self, topk: int = 9, center_margin: float = 0.01, max_gt_chunk: int | str | None = "auto") -> None:
         if not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
         self.topk = topk
@@ -152,7 +153,7 @@ class ATSSAssigner:
         counts = check_level_counts(num_level_priors, n, "ATSSAssigner")
         prior_centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
         best_iou, best_gt = empty_state(b, n, priors.device, NOT_POSITIVE)
-        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
+        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk, batch=b, num_priors=n, device=priors.device):
             boxes = gt.boxes[:, chunk]  # (B, Mc, 4)
             cand = nearest_candidates(prior_centres, (boxes[..., :2] + boxes[..., 2:]) / 2, counts, self.topk)
             iou, pos = self._positives(priors, prior_centres, boxes, gt.valid[:, chunk], cand)

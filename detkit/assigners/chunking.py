@@ -12,24 +12,53 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["gt_chunk_for_memory", "gt_chunks", "merge_best", "scatter_best", "scatter_max"]
+__all__ = ["AUTO", "auto_chunk", "gt_chunk_for_memory", "gt_chunks", "merge_best", "scatter_best", "scatter_max"]
+
+AUTO = "auto"  # max_gt_chunk picked from the device's free memory (auto_chunk)
+AUTO_MEMORY_FRACTION = 0.25  # of a CUDA device's free memory, the most a chunk's working set may take
 
 
-def gt_chunks(num_gts: int, max_gt_chunk: int | None) -> list[slice]:
-    """Slices of ``range(num_gts)`` of at most ``max_gt_chunk`` GTs (one slice when None).
+def gt_chunks(num_gts: int, max_gt_chunk: int | str | None, *, batch: int = 1, num_priors: int = 1,
+              device: torch.device | str = "cpu") -> list[slice]:
+    """Slices of ``range(num_gts)`` of at most ``max_gt_chunk`` GTs (one slice when None; with
+    ``"auto"``, the chunk :func:`auto_chunk` picks for ``batch x num_priors`` priors on ``device``).
 
     Returns an empty list when ``num_gts == 0``.
     """
+    if max_gt_chunk == AUTO:
+        max_gt_chunk = auto_chunk(batch, num_priors, torch.device(device))
     if max_gt_chunk is None or max_gt_chunk >= num_gts:
         return [slice(0, num_gts)] if num_gts else []
     return [slice(s, min(s + max_gt_chunk, num_gts)) for s in range(0, num_gts, max_gt_chunk)]
 
 
-def check_chunk(max_gt_chunk: int | None) -> int | None:
-    """Validate an assigner's ``max_gt_chunk`` argument."""
-    if max_gt_chunk is not None and (not isinstance(max_gt_chunk, int) or max_gt_chunk < 1):
-        raise ValueError(f"max_gt_chunk must be a positive int or None (no chunking), got {max_gt_chunk!r}")
+def check_chunk(max_gt_chunk: int | str | None) -> int | str | None:
+    """Validate an assigner's ``max_gt_chunk`` argument: a positive int, None or ``"auto"``."""
+    if max_gt_chunk == AUTO:
+        return AUTO
+    if max_gt_chunk is not None and (isinstance(max_gt_chunk, bool) or not isinstance(max_gt_chunk, int)
+                                     or max_gt_chunk < 1):
+        raise ValueError(f"max_gt_chunk must be a positive int, None (no chunking) or 'auto', got {max_gt_chunk!r}")
     return max_gt_chunk
+
+
+def free_memory_mb(device: torch.device) -> float | None:
+    """Free memory of a CUDA ``device`` in MiB (``torch.cuda.mem_get_info``); None for other devices."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return free / 2**20
+
+
+def auto_chunk(batch: int, num_priors: int, device: torch.device) -> int | None:
+    """``max_gt_chunk="auto"``: on a CUDA device, the largest chunk whose dense working set takes at most
+    ``AUTO_MEMORY_FRACTION`` of the device's free memory now (:func:`gt_chunk_for_memory`), so a batch
+    with many GTs never runs out of memory; elsewhere None (host memory is the limit there, and the
+    candidate-sparse forms' pairs are few)."""
+    free = free_memory_mb(device)
+    if free is None:
+        return None
+    return gt_chunk_for_memory(batch, num_priors, max(free * AUTO_MEMORY_FRACTION, 1.0))
 
 
 def gt_chunk_for_memory(batch: int, num_priors: int, limit_mb: float, bytes_per_pair: int = 64) -> int:

@@ -171,7 +171,7 @@ class DynamicKAssigner(TwoFormAssigner):
         b, m, n = t.batch, t.num_gts, t.num_priors
         device = t.centres.device
         image, prior = torch.arange(b, device=device)[:, None, None], torch.arange(n, device=device)  # (B, 1, 1), (N,)
-        chunks = gt_chunks(m, self.max_gt_chunk)
+        chunks = gt_chunks(m, self.max_gt_chunk, batch=b, num_priors=n, device=device)
         fg = torch.zeros(b, n, dtype=torch.bool, device=device)
         for chunk in chunks:  # step 1 needs every GT before any cost
             gt_row = image * m + torch.arange(chunk.start, chunk.stop, device=device)[:, None]  # (B, Mc, 1)

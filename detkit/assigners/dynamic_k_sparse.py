@@ -47,7 +47,7 @@ def sparse_match(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout) -> 
     """``Tensor[B, N]`` long: the dense form's matched GT of each prior (-1 where none)."""
     b, m, n = t.batch, t.num_gts, t.num_priors
     device = t.centres.device
-    chunks = gt_chunks(m, rule.max_gt_chunk)
+    chunks = gt_chunks(m, rule.max_gt_chunk, batch=b, num_priors=n, device=device)
     t.fg = torch.zeros(b * n, dtype=torch.bool, device=device)
     for chunk in chunks:  # step 1 needs every GT before any cost
         image, slot = valid_rows(t.valid.view(b, m), chunk)
@@ -105,7 +105,8 @@ def _merge_cheapest(cheapest: Tensor, cheapest_gt: Tensor, pred_row: Tensor, cos
 def _sieve(rule: DynamicKAssigner, t: PairTables, gt_row: Tensor, pred_row: Tensor, prior: Tensor) -> Tensor:
     """Bool per pair, a cheap superset of :meth:`DynamicKAssigner._must_list`: the predicted box overlaps
     the GT on both axes (IoU > 0 needs that), or the prior's centre lies inside the GT's box."""
-    gt_cols, pred_cols, centre_cols = t.gt_boxes.t().contiguous(), t.pred_boxes.t().contiguous(), t.centres.t().contiguous()
+    gt_cols, pred_cols = t.gt_boxes.t().contiguous(), t.pred_boxes.t().contiguous()  # (4, B*M), (4, B*N)
+    centre_cols = t.centres.t().contiguous()  # (2, N)
     keep = None
     for axis in (0, 1):
         lo, hi = gt_cols[axis].index_select(0, gt_row), gt_cols[axis + 2].index_select(0, gt_row)
@@ -172,7 +173,8 @@ def _interleave(row_a: Tensor, prior_a: Tensor, row_b: Tensor, prior_b: Tensor, 
     pairs of ``a`` then its pairs of ``b``."""
     count_a, count_b = torch.bincount(row_a, minlength=num_rows), torch.bincount(row_b, minlength=num_rows)
     start = torch.cumsum(count_a + count_b, 0) - count_a - count_b
-    at_a = start[row_a] + torch.arange(row_a.shape[0], device=row_a.device) - (torch.cumsum(count_a, 0) - count_a)[row_a]
+    at_a = start[row_a] + torch.arange(row_a.shape[0], device=row_a.device) \
+        - (torch.cumsum(count_a, 0) - count_a)[row_a]
     at_b = (start + count_a)[row_b] + torch.arange(row_b.shape[0], device=row_b.device) \
         - (torch.cumsum(count_b, 0) - count_b)[row_b]
     row = torch.empty(row_a.shape[0] + row_b.shape[0], dtype=torch.long, device=row_a.device)
@@ -195,8 +197,9 @@ def _choose_reach(level: GridLevel, regions: Tensor, boxes: Tensor, reach: Tenso
                       device=reach.device)
     limits = ordered[at]  # (Q,)
     limits[-1] = reach.max()  # the last: nothing wide
-    grown = torch.cat([torch.minimum(regions[None, :, :2], boxes[None, :, :2] - limits[:, None, None]),
-                       torch.maximum(regions[None, :, 2:], boxes[None, :, 2:] + limits[:, None, None])], -1)  # (Q, G, 4)
+    grow = limits[:, None, None]  # (Q, 1, 1)
+    grown = torch.cat([torch.minimum(regions[None, :, :2], boxes[None, :, :2] - grow),
+                       torch.maximum(regions[None, :, 2:], boxes[None, :, 2:] + grow)], -1)  # (Q, G, 4)
     listed = level_window_counts(level, grown.flatten(0, 1)).view(limits.shape[0], -1).sum(1)  # (Q,)
     beyond = torch.cumsum(weight[order].flip(0), 0).flip(0) * step  # pairs of the predictions from each rank on
     past = torch.searchsorted(ordered, limits, right=True)  # first rank reaching further than each limit

@@ -54,14 +54,15 @@ class DynamicSoftLabelAssigner(DynamicKAssigner):
         soft_center_radius: the centre prior's radius, in strides (the cost is 1 at that distance).
         cls_cost: ``all_classes`` or ``gt_class`` (step 2).
         candidates_only: False for mmyolo's batched variant (see above).
-        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
+        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result); "auto"
+            (default) picks it from the free memory of a CUDA device, none on CPU (chunking.auto_chunk).
     """
 
     uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
 
     def __init__(self, topk: int = 13, iou_weight: float = 3.0, soft_center_radius: float = 3.0,
                  cls_cost: str = "all_classes", candidates_only: bool = True,
-                 max_gt_chunk: int | None = None) -> None:
+                 max_gt_chunk: int | str | None = "auto") -> None:
         if not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
         if cls_cost not in CLS_COSTS:
@@ -130,7 +131,8 @@ class DynamicSoftLabelAssigner(DynamicKAssigner):
         gap = iou - p_y
         cls = -(iou * lp_y + (1 - iou) * lq_y) * (gap * gap)  # the GT class's term, soft label = IoU
         if self.cls_cost == "all_classes":
-            cls = cls + (t.scores["neg_sum"].take(pred_row) - (-lq_y * p_y * p_y))  # + every other class's background term
+            # + every other class's background term
+            cls = cls + (t.scores["neg_sum"].take(pred_row) - (-lq_y * p_y * p_y))
         cx, cy = take_rows(t.centres, prior).unbind(-1)
         x1, y1, x2, y2 = take_rows(t.gt_boxes, gt_row).unbind(-1)
         dx, dy = cx - (x1 + x2) / 2, cy - (y1 + y2) / 2

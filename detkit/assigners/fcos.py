@@ -54,14 +54,15 @@ class FCOSAssigner(TwoFormAssigner):
         center_sampling_radius: radius of the centre region in strides (1.5 in FCOS's improved
             version and mmdet); None: the whole box (the paper's first version).
         scale_ranges: ``(lo, hi)`` of ``max(l, t, r, b)`` in pixels, one pair per level.
-        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
+        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result); "auto"
+            (default) picks it from the free memory of a CUDA device, none on CPU (chunking.auto_chunk).
     """
 
     uses_predictions: bool = False  # box-only: the loss pipeline need not compute pred_scores
 
     def __init__(self, center_sampling_radius: float | None = 1.5,
                  scale_ranges: Sequence[Sequence[float]] = DEFAULT_SCALE_RANGES,
-                 max_gt_chunk: int | None = None) -> None:
+                 max_gt_chunk: int | str | None = "auto") -> None:
         if center_sampling_radius is not None and not center_sampling_radius > 0:
             raise ValueError(f"center_sampling_radius must be > 0 (in strides) or None, got {center_sampling_radius!r}")
         ranges = [tuple(float(v) for v in pair) for pair in scale_ranges]
@@ -97,7 +98,8 @@ class FCOSAssigner(TwoFormAssigner):
     def _dense_best(self, centres: Tensor, strides: Tensor, lo: Tensor, hi: Tensor, gt: GTBatch) -> Tensor:
         """Steps 1-4 over every (GT, prior) pair: ``Tensor[B, N]`` GT index, -1 where none."""
         best_area, best_gt = empty_state(gt.batch_size, centres.shape[0], centres.device, float("inf"))
-        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
+        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk, batch=gt.batch_size, num_priors=centres.shape[0],
+                               device=centres.device):
             boxes = gt.boxes[:, chunk]  # (B, Mc, 4)
             pos = self._positives(centres, strides, lo, hi, boxes[:, :, None, :]) & gt.valid[:, chunk, None]
             area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])  # (B, Mc)
@@ -113,7 +115,8 @@ class FCOSAssigner(TwoFormAssigner):
         b, n = gt.batch_size, centres.shape[0]
         best_area, best_gt = empty_state(b, n, centres.device, float("inf"))
         best_area, best_gt = best_area.flatten(), best_gt.flatten()  # (B, N) -> (B*N,)
-        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
+        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk, batch=gt.batch_size, num_priors=centres.shape[0],
+                               device=centres.device):
             image, slot = valid_rows(gt.valid, chunk)  # (G,) each
             boxes = gt.boxes[image, slot]  # (G, 4)
             row, prior = window_pairs(layout, self._regions(layout, boxes))  # (P,) each

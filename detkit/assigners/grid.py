@@ -138,13 +138,14 @@ class GridAssigner(TwoFormAssigner):
         extra_match_thr: YOLOv4's extra-anchor shape-IoU threshold; None = YOLOv3 (best anchor only).
         ignore_iou_thr: IoU above which a non-positive prior is ignored; None disables ignoring.
         ignore_with_pred: measure the ignore IoU with ``pred_boxes`` instead of the prior boxes.
-        max_gt_chunk: process at most this many GTs at a time in the ignore step (same result).
+        max_gt_chunk: process at most this many GTs at a time in the ignore step (same result);
+            "auto" (default) picks it from the free memory of a CUDA device (chunking.auto_chunk).
     """
 
     uses_predictions: bool = False  # box-only: the loss pipeline need not compute pred_scores
 
     def __init__(self, extra_match_thr: float | None = 0.213, ignore_iou_thr: float | None = 0.7,
-                 ignore_with_pred: bool = False, max_gt_chunk: int | None = None) -> None:
+                 ignore_with_pred: bool = False, max_gt_chunk: int | str | None = "auto") -> None:
         for name, value in (("extra_match_thr", extra_match_thr), ("ignore_iou_thr", ignore_iou_thr)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1] or None (disabled), got {value}")
@@ -201,7 +202,8 @@ class GridAssigner(TwoFormAssigner):
         """Step 5: ``Tensor[B, N]`` max IoU of each query box (prior ``(N, 4)`` or prediction
         ``(B, N, 4)``) with any valid GT, 0 without one."""
         best, _ = empty_state(gt.batch_size, queries.shape[-2], queries.device, 0.0)
-        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
+        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk, batch=gt.batch_size, num_priors=queries.shape[-2],
+                               device=queries.device):
             iou = pairwise_iou(gt.boxes[:, chunk], queries)  # (B, Mc, N)
             iou = iou.masked_fill_(~gt.valid[:, chunk, None], 0.0)
             best = torch.maximum(best, iou.amax(dim=1))
@@ -212,7 +214,7 @@ class GridAssigner(TwoFormAssigner):
         b, n = gt.batch_size, priors.shape[0]
         best = priors.new_zeros(b * n)
         reach = [max(level.extent) for level in layout.levels]
-        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
+        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk, batch=b, num_priors=n, device=priors.device):
             image, slot = valid_rows(gt.valid, chunk)  # (G,) each
             boxes = gt.boxes[image, slot]  # (G, 4)
             row, prior = window_pairs(layout, level_regions(layout, boxes, reach))  # (P,) each

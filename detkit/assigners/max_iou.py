@@ -50,13 +50,14 @@ class MaxIoUAssigner(TwoFormAssigner):
         neg_iou_thr: IoU below which a prior is negative (``<= pos_iou_thr``).
         min_pos_iou: least best-IoU a GT needs for low-quality matching.
         match_low_quality: apply step 4 (so every GT with any overlap gets a prior).
-        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
+        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result); "auto"
+            (default) picks it from the free memory of a CUDA device, none on CPU (chunking.auto_chunk).
     """
 
     uses_predictions: bool = False  # box-only: the loss pipeline need not compute pred_scores
 
     def __init__(self, pos_iou_thr: float, neg_iou_thr: float, min_pos_iou: float = 0.0,
-                 match_low_quality: bool = True, max_gt_chunk: int | None = None) -> None:
+                 match_low_quality: bool = True, max_gt_chunk: int | str | None = "auto") -> None:
         if not 0.0 <= neg_iou_thr <= pos_iou_thr:
             raise ValueError(f"need 0 <= neg_iou_thr <= pos_iou_thr, got neg_iou_thr={neg_iou_thr}, "
                              f"pos_iou_thr={pos_iou_thr}")
@@ -94,7 +95,7 @@ class MaxIoUAssigner(TwoFormAssigner):
         b, n = gt.batch_size, priors.shape[0]
         best_iou, best_gt = empty_state(b, n, priors.device, NO_GT_IOU)
         lq_iou, lq_gt = empty_state(b, n, priors.device, 0.0)
-        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
+        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk, batch=b, num_priors=n, device=priors.device):
             iou = self._pair_iou(priors, gt.boxes[:, chunk], gt.valid[:, chunk])  # (B, Mc, N)
             chunk_best, chunk_gt = iou.max(dim=1)  # (B, N); first maximum on ties
             best_iou, best_gt = merge_best(best_iou, best_gt, chunk_best, chunk_gt + chunk.start)
@@ -113,7 +114,7 @@ class MaxIoUAssigner(TwoFormAssigner):
         best_iou, lq_iou = best_iou.flatten(), lq_iou.flatten()  # (B, N) -> (B*N,)
         best_gt, lq_gt = best_gt.flatten(), lq_gt.flatten()
         reach = [max(level.extent) for level in layout.levels]
-        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk):
+        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk, batch=b, num_priors=n, device=priors.device):
             image, slot = valid_rows(gt.valid, chunk)  # (G,) each
             if image.numel() == 0:
                 continue

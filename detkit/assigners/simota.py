@@ -47,14 +47,15 @@ class SimOTAAssigner(DynamicKAssigner):
         candidate_topk: IoUs summed for the dynamic k (also its upper bound).
         iou_weight, cls_weight: cost weights.
         score_sqrt: take the square root of the scores in the classification cost (YOLOX).
-        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
+        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result); "auto"
+            (default) picks it from the free memory of a CUDA device, none on CPU (chunking.auto_chunk).
     """
 
     uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
     lists_centres_in_box = True  # "in box and centre" pairs lack the penalty even at IoU 0
 
     def __init__(self, center_radius: float = 2.5, candidate_topk: int = 10, iou_weight: float = 3.0,
-                 cls_weight: float = 1.0, score_sqrt: bool = True, max_gt_chunk: int | None = None) -> None:
+                 cls_weight: float = 1.0, score_sqrt: bool = True, max_gt_chunk: int | str | None = "auto") -> None:
         if center_radius <= 0:
             raise ValueError(f"center_radius must be > 0 (in strides), got {center_radius}")
         if not isinstance(candidate_topk, int) or candidate_topk < 1:

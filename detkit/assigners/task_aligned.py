@@ -100,7 +100,8 @@ class TaskAlignedAssigner(TwoFormAssigner):
         keep_zero_metric: kept candidates are positive even at metric 0 (step 3).
         resolve: ``positives``, ``in_gts`` or ``all_gts`` (step 4).
         eps: added to the max metric in step 5.
-        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
+        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result); "auto"
+            (default) picks it from the free memory of a CUDA device, none on CPU (chunking.auto_chunk).
     """
 
     uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
@@ -108,7 +109,7 @@ class TaskAlignedAssigner(TwoFormAssigner):
     def __init__(self, topk: int = 13, alpha: float = 1.0, beta: float = 6.0, iou_mode: str = "iou",
                  center_eps: float = 1e-9, resolve: str = "positives", eps: float = 1e-9,
                  center_min_side: float | None = None, keep_zero_metric: bool = False,
-                 max_gt_chunk: int | None = None) -> None:
+                 max_gt_chunk: int | str | None = "auto") -> None:
         if not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
         if iou_mode not in ("iou", "ciou"):
@@ -161,7 +162,8 @@ class TaskAlignedAssigner(TwoFormAssigner):
                        labels=gt.labels.flatten().clamp(0, scores.shape[-1] - 1),  # padding rows may hold any label
                        valid=gt.valid.flatten(), num_classes=scores.shape[-1])
 
-    def _pair_values(self, x: _Inputs, gt_row: Tensor, pred_row: Tensor, prior: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _pair_values(self, x: _Inputs, gt_row: Tensor, pred_row: Tensor,
+                     prior: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Steps 1-2 for the pairs (GT ``gt_row``, prediction ``pred_row`` of prior ``prior``): index
         tensors into :class:`_Inputs`' tables that broadcast (a full ``(B, Mc, N)`` grid in the dense
         form, one entry per listed pair in the sparse one).
@@ -197,7 +199,7 @@ class TaskAlignedAssigner(TwoFormAssigner):
         by_pos, by_cand = empty_state(b, n, device, NOT_POSITIVE), empty_state(b, n, device, NOT_POSITIVE)
         num_pos = torch.zeros(b, n, dtype=torch.long, device=device)
         image, prior = torch.arange(b, device=device)[:, None, None], torch.arange(n, device=device)  # (B, 1, 1), (N,)
-        for chunk in gt_chunks(m, self.max_gt_chunk):
+        for chunk in gt_chunks(m, self.max_gt_chunk, batch=b, num_priors=n, device=device):
             slot = torch.arange(chunk.start, chunk.stop, device=device)[:, None]  # (Mc, 1)
             iou, metric, cand = self._pair_values(x, image * m + slot, image * n + prior, prior)  # (B, Mc, N) each
             pos = self._dense_topk(metric) & cand
@@ -235,7 +237,7 @@ class TaskAlignedAssigner(TwoFormAssigner):
         by_pos = [t.flatten() for t in empty_state(b, n, device, NOT_POSITIVE)]  # (B*N,) each
         by_cand = [t.flatten() for t in empty_state(b, n, device, NOT_POSITIVE)]
         num_pos = torch.zeros(b * n, dtype=torch.long, device=device)
-        for chunk in gt_chunks(m, self.max_gt_chunk):
+        for chunk in gt_chunks(m, self.max_gt_chunk, batch=b, num_priors=n, device=device):
             image, slot = valid_rows(gt.valid, chunk)  # (G,) each
             regions = x.cand_boxes[image * m + slot]  # (G, 4)
             row, prior = window_pairs(layout, level_regions(layout, regions, [0.0] * len(layout.levels)))
@@ -251,7 +253,8 @@ class TaskAlignedAssigner(TwoFormAssigner):
         if self.resolve == "all_gts":  # every valid GT competes: IoU 0 everywhere goes to the first one
             first = first_valid(gt)[:, None].expand(b, n).flatten()  # (B,) -> (B*N,)
             none = (by_cand[0] <= 0) & (first >= 0)
-            by_cand = [torch.where(none, torch.zeros_like(by_cand[0]), by_cand[0]), torch.where(none, first, by_cand[1])]
+            by_cand = [torch.where(none, torch.zeros_like(by_cand[0]), by_cand[0]),
+                       torch.where(none, first, by_cand[1])]
         return num_pos.view(b, n), tuple(t.view(b, n) for t in by_pos), tuple(t.view(b, n) for t in by_cand)
 
     def _sparse_topk(self, row: Tensor, prior: Tensor, metric: Tensor, num_rows: int, num_priors: int) -> Tensor:

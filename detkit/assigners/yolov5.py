@@ -58,12 +58,13 @@ class YOLOv5Assigner:
         anchor_t: largest allowed width or height ratio between a GT and an anchor (YOLOv5: 4.0).
         offset: how near (in cells) a cell border the centre must be for the neighbour across
             it to be claimed (YOLOv5: 0.5; 0 keeps the centre cell alone).
-        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result).
+        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result); "auto"
+            (default) picks it from the free memory of a CUDA device, none on CPU (chunking.auto_chunk).
     """
 
     uses_predictions: bool = False  # box-only: the loss pipeline need not compute pred_scores
 
-    def __init__(self, anchor_t: float = 4.0, offset: float = 0.5, max_gt_chunk: int | None = None) -> None:
+    def __init__(self, anchor_t: float = 4.0, offset: float = 0.5, max_gt_chunk: int | str | None = "auto") -> None:
         if not anchor_t > 1.0:
             raise ValueError(f"anchor_t must be > 1 (a ratio of sizes), got {anchor_t!r}")
         if not 0.0 <= offset <= 0.5:
@@ -86,7 +87,7 @@ class YOLOv5Assigner:
         claim = torch.full((b, n), -1, dtype=torch.long, device=priors.device)
         if m and n:
             layout = grid_layout(priors, strides, counts)
-            for chunk in gt_chunks(m, self.max_gt_chunk):
+            for chunk in gt_chunks(m, self.max_gt_chunk, batch=b, num_priors=n, device=priors.device):
                 prior, key = self._claims(layout, gt.boxes[:, chunk], gt.valid[:, chunk], chunk.start, m)
                 claim = claim.scatter_reduce(1, prior, key, "amax")  # step 4: the largest key wins
         gt_index = torch.where(claim >= 0, claim % max(m, 1), torch.full_like(claim, -1))
