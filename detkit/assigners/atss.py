@@ -3,28 +3,36 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from detkit.assigners.base import AssignResult, check_level_counts, empty_state, make_result, prepare_inputs
+from detkit.assigners.base import (
+    AssignResult,
+    TwoFormAssigner,
+    check_level_counts,
+    empty_state,
+    make_result,
+    prepare_inputs,
+)
+from detkit.assigners.candidates import GridLevel, PriorLayout, prior_layout
 from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best, scatter_best
 from detkit.boxes import aligned_iou
 
-__all__ = ["ATSSAssigner", "nearest_candidates"]
+__all__ = ["ATSSAssigner", "nearest_candidates", "windowed_nearest_candidates"]
 
 NOT_POSITIVE = -1.0  # candidate IoU stored for pairs that are not positive (below any real IoU)
 
 
 def nearest_candidates(prior_centres: Tensor, gt_centres: Tensor, num_level_priors: Sequence[int],
                        topk: int) -> Tensor:
-    """Per GT and level, the ``min(topk, level size)`` priors whose centres are nearest the GT's.
+    """Per GT and level, the ``min(topk, level size)`` priors whose centres are nearest the GT's
+    (the dense form: every prior's distance).
 
     Distances are compared squared (same order as L2). Ties go to the lower prior index, so the
-    candidate set never depends on ``torch.topk``'s tie order. When a level's priors come in runs
-    of ``A`` sharing one centre (``A`` anchors per location), distances are computed once per
-    location: the same set, ``A`` times less work.
+    candidate set never depends on ``torch.topk``'s tie order.
 
     Args:
         prior_centres: ``Tensor[N, 2]`` (cx, cy), levels concatenated.
@@ -35,62 +43,63 @@ def nearest_candidates(prior_centres: Tensor, gt_centres: Tensor, num_level_prio
     Returns:
         ``Tensor[B, M, K]`` long prior indices, ``K = sum(min(topk, n_l))``, ascending within a level.
     """
-    out = []
-    start = 0
+    out, start = [], 0
     for n_l in num_level_priors:
-        k = min(topk, n_l)
-        if k:
-            centres = prior_centres[start:start + n_l]  # (n_l, 2)
-            a = _run_length(centres)
-            if a > 1:
-                loc = _smallest(_sq_distance(gt_centres, centres[::a]), -(-k // a))  # (B, M, ceil(k/A))
-                prior = (loc[..., None] * a + torch.arange(a, device=loc.device)).flatten(-2)  # (B, M, kl*a)
-                idx = prior[..., :k]  # (dist, location, anchor) order = (dist, prior index) order
-            else:
-                idx = _smallest(_sq_distance(gt_centres, centres), k)
-            out.append(idx.sort(dim=-1).values + start)
+        if min(topk, n_l):
+            c = prior_centres[start:start + n_l]  # (n_l, 2)
+            dx, dy = gt_centres[..., 0:1] - c[:, 0], gt_centres[..., 1:2] - c[:, 1]  # (B, M, n_l) each
+            out.append(_smallest(dx * dx + dy * dy, min(topk, n_l)).sort(dim=-1).values + start)
         start += n_l
     return torch.cat(out, dim=-1)
 
 
-def _run_length(centres: Tensor) -> int:
-    """``A`` when ``centres (n, 2)`` come in runs of ``A`` equal rows (anchors of one location), else 1."""
-    a = int((centres == centres[0]).all(-1).long().cumprod(0).sum())
-    if a <= 1 or centres.shape[0] % a:
-        return 1
-    runs = centres.view(-1, a, 2)  # (n, 2) -> (n/A, A, 2)
-    return a if bool((runs == runs[:, :1]).all()) else 1
+def windowed_nearest_candidates(layout: PriorLayout, gt_centres: Tensor, topk: int) -> Tensor:
+    """:func:`nearest_candidates` on grid priors, from a window of cells around each GT centre.
 
-
-def _sq_distance(gt_centres: Tensor, centres: Tensor) -> Tensor:
-    """Squared distances ``(B, M, 2)`` x ``(n, 2)`` -> ``(B, M, n)``.
-
-    When the centres form a row-major ``H x W`` grid (as prior generators make them), the distance
-    is the outer sum of per-column ``dx**2`` and per-row ``dy**2``: the same values, one pass.
+    Distances are computed per location (the ``A`` anchors of a cell share its centre) in a window
+    of ``(2 * ceil(sqrt(k / A)) + 1)**2`` cells, shifted to stay on the grid. A GT's nearest
+    locations are the window's when the k-th distance is below that of the nearest cell outside it;
+    for the others the level's full row is ranked. Same result as the dense form.
     """
-    axes = _grid_axes(centres)
-    if axes is None:
-        dx = gt_centres[..., 0:1] - centres[:, 0]  # (B, M, 1) - (n,) -> (B, M, n)
-        dy = gt_centres[..., 1:2] - centres[:, 1]
-        return dx.mul_(dx).add_(dy.mul_(dy))
-    xs, ys = axes
-    dx = gt_centres[..., 0:1] - xs  # (B, M, W)
-    dy = gt_centres[..., 1:2] - ys  # (B, M, H)
-    dist = dy.mul_(dy)[..., :, None] + dx.mul_(dx)[..., None, :]  # (B, M, H, W)
-    return dist.flatten(-2)  # (B, M, H, W) -> (B, M, H*W), row-major like the centres
+    out = []
+    for level in layout.levels:
+        k = min(topk, level.size)
+        a, kl = level.anchors, -(-k // level.anchors)  # locations needed
+        loc = _window_nearest(level, gt_centres, kl)  # (B, M, kl) by (distance, location index)
+        prior = (loc[..., None] * a + torch.arange(a, device=loc.device)).flatten(-2)[..., :k]  # (B, M, kl*A) -> k
+        out.append(prior.sort(dim=-1).values + level.start)
+    return torch.cat(out, dim=-1)
 
 
-def _grid_axes(centres: Tensor) -> tuple[Tensor, Tensor] | None:
-    """``(xs (W,), ys (H,))`` when ``centres (n, 2)`` are the row-major grid ``ys x xs``, else None."""
-    n = centres.shape[0]
-    w = int((centres[:, 1] == centres[0, 1]).long().cumprod(0).sum())
-    if w < 2 or n % w or n == w:
-        return None
-    grid = centres.view(n // w, w, 2)  # (n, 2) -> (H, W, 2)
-    xs, ys = grid[0, :, 0], grid[:, 0, 1]
-    if bool((grid[..., 0] == xs).all()) and bool((grid[..., 1] == ys[:, None]).all()):
-        return xs, ys
-    return None
+def _window_nearest(level: GridLevel, gt_centres: Tensor, kl: int) -> Tensor:
+    """The ``kl`` locations (``y * W + x``) of ``level`` nearest each GT centre ``(B, M, 2)``:
+    ``Tensor[B, M, kl]`` ordered by (squared distance, location index)."""
+    side = 2 * math.ceil(math.sqrt(kl)) + 1
+    gx, gy = gt_centres[..., 0], gt_centres[..., 1]  # (B, M) each
+    wx, wy = min(side, level.width), min(side, level.height)
+    if wx * wy < kl:  # a grid narrower than the window: the window grows as a strip; take whole rows
+        wx, wy = level.width, min(level.height, -(-kl // level.width) + 2)
+    x0 = (torch.searchsorted(level.xs, gx.contiguous()) - wx // 2).clamp(0, level.width - wx)  # (B, M)
+    y0 = (torch.searchsorted(level.ys, gy.contiguous()) - wy // 2).clamp(0, level.height - wy)
+    cols, rows = x0[..., None] + torch.arange(wx, device=gx.device), y0[..., None] + torch.arange(wy, device=gx.device)
+    dx, dy = gx[..., None] - level.xs[cols], gy[..., None] - level.ys[rows]  # (B, M, wx), (B, M, wy)
+    dist = (dx * dx)[..., None, :] + (dy * dy)[..., :, None]  # (B, M, wy, wx), row-major like the locations
+    pos = _smallest(dist.flatten(-2), kl)  # (B, M, kl)
+    loc = rows.gather(-1, pos.div(wx, rounding_mode="floor")) * level.width + cols.gather(-1, pos.remainder(wx))
+    # Every location outside the window lies beyond one of its four sides: no nearer than that side.
+    inf = torch.full_like(gx, torch.inf)
+    edge = torch.stack([
+        torch.where(x0 > 0, gx - level.xs[(x0 - 1).clamp(min=0)], inf),
+        torch.where(x0 + wx < level.width, level.xs[(x0 + wx).clamp(max=level.width - 1)] - gx, inf),
+        torch.where(y0 > 0, gy - level.ys[(y0 - 1).clamp(min=0)], inf),
+        torch.where(y0 + wy < level.height, level.ys[(y0 + wy).clamp(max=level.height - 1)] - gy, inf)], -1)
+    outside = (edge * edge).amin(-1)  # (B, M)
+    unsure = ~(dist.flatten(-2).gather(-1, pos[..., -1:])[..., 0] < outside)  # (B, M)
+    if bool(unsure.any()):  # rank the level's full row of locations
+        lx, ly = level.xs.repeat(level.height), level.ys.repeat_interleave(level.width)  # (H*W,) row-major
+        fx, fy = gx[unsure][:, None] - lx, gy[unsure][:, None] - ly  # (U, H*W)
+        loc[unsure] = _smallest(fx * fx + fy * fy, kl)
+    return loc
 
 
 def _smallest(dist: Tensor, k: int) -> Tensor:
@@ -109,13 +118,15 @@ def _smallest(dist: Tensor, k: int) -> Tensor:
     return idx.gather(-1, order)
 
 
-class ATSSAssigner:
+class ATSSAssigner(TwoFormAssigner):
     """Adaptive training sample selection.
 
     Steps (all images and GTs at once; chunks of GTs when ``max_gt_chunk``):
 
     1. For each GT and each level, the ``min(topk, level size)`` priors whose centres are nearest
        (L2) the GT centre are its candidates (ties by lower prior index): ``(B, M, K)`` indices.
+       The candidate-sparse form (``assign`` on grid priors) measures only a window of cells around
+       the GT centre (:func:`windowed_nearest_candidates`); the dense form every prior.
     2. IoU of each GT with its ``K`` candidates only (never the full ``N x M`` matrix).
     3. Threshold per GT = mean + standard deviation (Bessel's correction, N-1) of its candidates'
        IoUs; with a single candidate the deviation is taken as 0.
@@ -144,18 +155,20 @@ class ATSSAssigner:
     def __repr__(self) -> str:
         return f"ATSSAssigner(topk={self.topk}, center_margin={self.center_margin})"
 
-    def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
-               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
-               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
-        """Assign; needs ``num_level_priors`` (see :class:`AssignResult`)."""
+    def _assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+                num_level_priors: Sequence[int] | None, prior_strides: Tensor | None, pred_boxes: Tensor | None,
+                pred_scores: Tensor | None, dense: bool) -> AssignResult:
         priors, gt = prepare_inputs(priors, gt_boxes, gt_labels, gt_mask)
         b, n = gt.batch_size, priors.shape[0]
         counts = check_level_counts(num_level_priors, n, "ATSSAssigner")
         prior_centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
+        layout = None if dense else prior_layout(priors, counts, prior_strides)
         best_iou, best_gt = empty_state(b, n, priors.device, NOT_POSITIVE)
         for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk, batch=b, num_priors=n, device=priors.device):
             boxes = gt.boxes[:, chunk]  # (B, Mc, 4)
-            cand = nearest_candidates(prior_centres, (boxes[..., :2] + boxes[..., 2:]) / 2, counts, self.topk)
+            gt_centres = (boxes[..., :2] + boxes[..., 2:]) / 2
+            cand = (nearest_candidates(prior_centres, gt_centres, counts, self.topk) if layout is None
+                    else windowed_nearest_candidates(layout, gt_centres, self.topk))  # (B, Mc, K)
             iou, pos = self._positives(priors, prior_centres, boxes, gt.valid[:, chunk], cand)
             value = torch.where(pos, iou, torch.full_like(iou, NOT_POSITIVE))  # (B, Mc, K)
             chunk_iou, chunk_gt = scatter_best(n, cand, value, chunk.start, NOT_POSITIVE)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from detkit.anchors import PointGenerator, YOLOAnchorGenerator
+from detkit.assigners.atss import nearest_candidates, windowed_nearest_candidates
 from detkit.assigners.candidates import prior_layout, segment_ranks, window_pairs
 from detkit.assigners.presets import ASSIGNER_PRESETS, build_preset
 
@@ -23,7 +24,7 @@ FACTORIES, assert_same = helpers.FACTORIES, helpers.assert_same
 
 ANCHORS = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)], [(116, 90), (156, 198), (373, 326)]]
 SIZE = 128
-TWO_FORM = ("maxiou", "grid", "fcos", "tal", "tal_v8", "tal_ultralytics", "simota", "dsl", "dsl_mmyolo")
+TWO_FORM = ("atss", "maxiou", "grid", "fcos", "tal", "tal_v8", "tal_ultralytics", "simota", "dsl", "dsl_mmyolo")
 
 
 def priors_of(anchors: bool):
@@ -63,7 +64,10 @@ def test_sparse_form_equals_dense_form(name, anchors):
         assert_same(sparse, dense)
 
 
-@pytest.mark.parametrize("name", ["iou", "grid", "fcos", "tal", "tal-ultralytics", "simota", "dsl", "dsl-mmyolo"])
+PRESETS = ["atss", "iou", "grid", "fcos", "tal", "tal-ultralytics", "simota", "dsl", "dsl-mmyolo"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
 def test_presets_sparse_equals_dense(name):
     for seed in range(4):
         sparse, dense = both_forms(build_preset(name), random_case(100 + seed, anchors=False, num_gts=20))
@@ -151,6 +155,23 @@ def test_window_pairs_are_the_priors_with_centres_in_the_region(anchors):
     assert (gt.diff() >= 0).all() and len(set(zip(gt.tolist(), prior.tolist()))) == gt.shape[0]
 
 
+@pytest.mark.parametrize("sizes", [[(16, 16), (8, 8), (4, 4)], [(1, 12), (12, 1), (2, 3)]])
+@pytest.mark.parametrize("anchors", [False, True])
+def test_windowed_nearest_candidates_equal_the_dense_ones(sizes, anchors):
+    # Centres on and off the grid (far outside: the window cannot decide, the full row is ranked),
+    # on cell borders (distance ties), grids narrower than the window.
+    gen = YOLOAnchorGenerator(ANCHORS, [8, 16, 32]) if anchors else PointGenerator([8, 16, 32])
+    priors, strides, counts = gen.grid_priors(sizes)
+    layout = prior_layout(priors, counts, strides)
+    g = torch.Generator().manual_seed(2)
+    on_borders = (torch.rand(2, 10, 2, generator=g) * 16).round() * 8
+    far = torch.tensor([[[-500.0, 40.0], [900.0, 900.0]]]).expand(2, -1, -1)
+    centres = torch.cat([torch.rand(2, 30, 2, generator=g) * 160 - 16, on_borders, far], 1)
+    for topk in (1, 4, 9, 13):
+        dense = nearest_candidates((priors[:, :2] + priors[:, 2:]) / 2, centres, counts, topk)
+        assert torch.equal(windowed_nearest_candidates(layout, centres, topk), dense)
+
+
 def test_segment_ranks_by_key_then_position():
     segment = torch.tensor([1, 0, 1, 1, 0, 1])
     key = torch.tensor([0.5, 2.0, -0.0, 0.5, 2.0, 0.0])
@@ -159,5 +180,4 @@ def test_segment_ranks_by_key_then_position():
 
 
 def test_every_rule_with_two_forms_has_a_preset_here():
-    for name in ("iou", "grid", "fcos", "tal", "tal-ultralytics", "simota", "dsl", "dsl-mmyolo"):
-        assert name in ASSIGNER_PRESETS
+    assert set(PRESETS) <= set(ASSIGNER_PRESETS)
