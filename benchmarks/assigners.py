@@ -1,4 +1,5 @@
-"""Time and peak memory of every assigner on a YOLOv4-sized batch, and ATSS against a per-image loop.
+"""Time and peak memory of every assigner on a YOLOv4-sized batch, each rule's candidate-sparse form
+(``assign``) next to its dense form (``assign_dense``), and ATSS against a per-image loop.
 
     .venv/bin/python benchmarks/assigners.py [--batch 16] [--size 640] [--gts 50] [--repeat 2] [--threads N]
 
@@ -28,14 +29,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers beside this file
 
 from detkit.anchors import YOLOV4_COCO_ANCHORS, YOLOAnchorGenerator  # noqa: E402
 from detkit.assigners import (  # noqa: E402
     ATSSAssigner,
+    DynamicSoftLabelAssigner,
+    FCOSAssigner,
     GridAssigner,
     MaxIoUAssigner,
     SimOTAAssigner,
     TaskAlignedAssigner,
+    YOLOv5Assigner,
 )
 from detkit.boxes import box_iou  # noqa: E402
 
@@ -43,12 +48,32 @@ STRIDES = (8, 16, 32)
 NUM_CLASSES = 80
 ASSIGNERS = {
     "GridAssigner (YOLOv4)": lambda: GridAssigner(extra_match_thr=0.213, ignore_iou_thr=0.7),
+    "GridAssigner (YOLOv4), dense form": lambda: DenseForm(GridAssigner(extra_match_thr=0.213, ignore_iou_thr=0.7)),
+    "YOLOv5Assigner": lambda: YOLOv5Assigner(),
     "MaxIoUAssigner(0.5, 0.4)": lambda: MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4),
+    "MaxIoUAssigner(0.5, 0.4), dense form": lambda: DenseForm(MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)),
     "ATSSAssigner(topk=9)": lambda: ATSSAssigner(topk=9),
+    "ATSSAssigner(topk=9), dense form": lambda: DenseForm(ATSSAssigner(topk=9)),
     "ATSS per-image loop (reference)": lambda: ReferenceATSS(topk=9),
+    "FCOSAssigner": lambda: FCOSAssigner(),
+    "FCOSAssigner, dense form": lambda: DenseForm(FCOSAssigner()),
     "SimOTAAssigner": lambda: SimOTAAssigner(),
+    "SimOTAAssigner, dense form": lambda: DenseForm(SimOTAAssigner()),
     "TaskAlignedAssigner(topk=13)": lambda: TaskAlignedAssigner(topk=13),
+    "TaskAlignedAssigner(topk=13), dense form": lambda: DenseForm(TaskAlignedAssigner(topk=13)),
+    "DynamicSoftLabelAssigner": lambda: DynamicSoftLabelAssigner(),
+    "DynamicSoftLabelAssigner, dense form": lambda: DenseForm(DynamicSoftLabelAssigner()),
 }
+
+
+class DenseForm:
+    """An assigner's dense form (every prior against every GT), the reference its ``assign`` equals."""
+
+    def __init__(self, assigner) -> None:
+        self.assigner = assigner
+
+    def assign(self, *args, **kwargs):
+        return self.assigner.assign_dense(*args, **kwargs)
 
 
 class ReferenceATSS:
@@ -161,15 +186,17 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--gts", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # internal: one assigner per process
     args = parser.parse_args()
     if args.only:
         print(json.dumps(measure_one(args.only, args)))
         return 0
     n = sum((args.size // s) ** 2 * 3 for s in STRIDES)
+    from assigners_measure import load_line
+
     print(f"batch {args.batch}, {args.size} px, {n} priors (3 anchors/location), {args.gts} GT slots/image, "
-          f"{args.threads} threads, torch {torch.__version__}, median of {args.repeat}\n")
+          f"{args.threads} threads, torch {torch.__version__}, median of {args.repeat}; {load_line()}\n")
     print("| assigner | time (ms) | peak RSS growth (MiB) | positives |")
     print("|---|---:|---:|---:|")
     rows = {}
@@ -179,6 +206,7 @@ def main() -> int:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"| {name} | {row['time_ms']:.0f} | {row['peak_mib']:.0f} | {row['num_pos']} |", flush=True)
+    print(f"\n{load_line()} after")
     ours, ref = rows["ATSSAssigner(topk=9)"], rows["ATSS per-image loop (reference)"]
     print(f"\nATSS batched vs per-image loop: {ref['ratio']:.1f}x faster (runs alternated in one process), "
           f"peak memory {ref['peak_mib']:.0f} -> {ours['peak_mib']:.0f} MiB; "
