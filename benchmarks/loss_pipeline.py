@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         env = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     assigner = args.assigner or type(head.assigner).__name__
-    print(f"{Path(args.config).name}: loss pipeline, batch {args.batch}, {args.size}x{args.size}, {t['priors']} priors, "
-          f"{head.num_classes} classes, {gts}, assigner {assigner}, {device.type} ({env})\n")
+    print(f"{Path(args.config).name}: loss pipeline, batch {args.batch}, {args.size}x{args.size}, {t['priors']} "
+          f"priors, {head.num_classes} classes, {gts}, assigner {assigner}, {device.type} ({env})\n")
     model_time, note = None, ""
     if not args.skip_model:
         mb = args.model_batch or (args.batch if device.type == "cuda" else min(2, args.batch))
@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|")
     for name, v in parts:
         print(f"| {name} | {ms(v) if v is not None else 'n/a'} | {f'{100 * v / step:.1f}%' if v is not None else ''} |")
-    print(f"| (of the pipeline: decode + assign alone, no grad) | {ms(t['assign'])} | {100 * t['assign'] / step:.1f}% |")
+    assign = t["assign"]
+    print(f"| (of the pipeline: decode + assign alone, no grad) | {ms(assign)} | {100 * assign / step:.1f}% |")
     print(f"| step | {ms(step)} | 100% |")
     if model_time:
         share = t["pipeline"] / step

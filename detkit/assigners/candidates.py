@@ -28,6 +28,7 @@ __all__ = [
     "level_regions",
     "level_window_counts",
     "ordered_bits",
+    "paint_open_rects",
     "prior_layout",
     "row_chunks",
     "segment_blocks",
@@ -231,6 +232,38 @@ def segment_blocks(segment: Tensor, num_segments: int) -> list[tuple[Tensor, Ten
         pairs = first[rows, None] + torch.arange(w, device=segment.device)  # (S, W)
         blocks.append((rows, torch.where(pairs < (first + sizes)[rows, None], pairs, -1)))
     return blocks
+
+
+def paint_open_rects(layout: PriorLayout, image: Tensor, rects: Sequence[Tensor], batch: int) -> Tensor:
+    """``Tensor[B*N]`` bool: the priors whose centre lies strictly inside (``lo < c < hi`` on both axes,
+    the comparisons done on the same fp32 values) any of the rectangles of their image.
+
+    Args:
+        image: ``Tensor[G]`` long, the image of each GT row.
+        rects: ``Tensor[G, L, 4]`` rectangles per GT row and level (several sets, e.g. a box and a
+            centre region).
+
+    The columns with ``lo < x`` start at ``searchsorted(xs, lo, right=True)`` and those with
+    ``x < hi`` end before ``searchsorted(xs, hi)``: exact, so no pair is tested; the rectangles are
+    painted on a per-image grid of counts (a 2-D difference array) and summed up.
+    """
+    out = []
+    for i, level in enumerate(layout.levels):
+        w, h = level.width, level.height
+        paint = torch.zeros(batch, h + 1, w + 1, device=image.device)
+        for r in rects:
+            x0 = torch.searchsorted(level.xs, r[:, i, 0].contiguous(), right=True)
+            x1 = torch.searchsorted(level.xs, r[:, i, 2].contiguous())
+            y0 = torch.searchsorted(level.ys, r[:, i, 1].contiguous(), right=True)
+            y1 = torch.searchsorted(level.ys, r[:, i, 3].contiguous())
+            some = (x1 > x0) & (y1 > y0)
+            img, x0, x1, y0, y1 = image[some], x0[some], x1[some], y0[some], y1[some]
+            ones = torch.ones_like(img, dtype=paint.dtype)
+            for yy, xx, sign in ((y0, x0, 1.0), (y0, x1, -1.0), (y1, x0, -1.0), (y1, x1, 1.0)):
+                paint.index_put_((img, yy, xx), sign * ones, accumulate=True)
+        covered = paint.cumsum(1).cumsum(2)[:, :h, :w] > 0.5  # (B, H, W)
+        out.append(covered.flatten(1).repeat_interleave(level.anchors, dim=1))  # (B, H*W) -> (B, H*W*A)
+    return torch.cat(out, 1).flatten() if out else torch.zeros(batch * layout.num_priors, dtype=torch.bool)
 
 
 def take_rows(table: Tensor, index: Tensor) -> Tensor:

@@ -197,10 +197,11 @@ class DynamicKAssigner(TwoFormAssigner):
         """Step 1: bool of the broadcast shape, the prior is a candidate of the image through this GT."""
         raise NotImplementedError
 
-    def _candidate_regions(self, layout: PriorLayout, boxes: Tensor) -> Tensor:
-        """``Tensor[G, L, 4]``: per GT ``boxes (G, 4)`` and level, a region holding the centre of every
-        prior that passes :meth:`_candidate_test` (also every prior whose cost lacks a GT's own
-        penalty, as SimOTA's "in box and centre")."""
+    def _candidate_rects(self, layout: PriorLayout, boxes: Tensor) -> list[Tensor]:
+        """Step 1 as rectangles: ``[Tensor[G, L, 4], ...]`` per GT ``boxes (G, 4)`` and level; a prior
+        passes :meth:`_candidate_test` exactly when its centre lies strictly inside one of them
+        (``lo < c < hi``, compared as that test compares). Every pair whose cost lacks a GT's own
+        penalty (SimOTA's "in box and centre") lies in their bounding box."""
         raise NotImplementedError
 
     def _pair_values(self, t: PairTables, gt_row: Tensor, pred_row: Tensor, prior: Tensor) -> tuple[Tensor, Tensor]:

@@ -28,6 +28,7 @@ from detkit.assigners.candidates import (
     level_window_counts,
     row_chunks,
     ordered_bits,
+    paint_open_rects,
     segment_blocks,
     take_rows,
     valid_rows,
@@ -51,9 +52,7 @@ def sparse_match(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout) -> 
     t.fg = torch.zeros(b * n, dtype=torch.bool, device=device)
     for chunk in chunks:  # step 1 needs every GT before any cost
         image, slot = valid_rows(t.valid.view(b, m), chunk)
-        row, prior = window_pairs(layout, rule._candidate_regions(layout, t.gt_boxes[image * m + slot]))
-        hit = rule._candidate_test(t, image[row] * m + slot[row], prior)
-        t.fg[image[row][hit] * n + prior[hit]] = True
+        t.fg |= paint_open_rects(layout, image, rule._candidate_rects(layout, t.gt_boxes[image * m + slot]), b)
     t.scores.update(rule._score_tables(t.scores["raw"], t.fg))
     usable = torch.ones_like(t.fg) if rule.all_priors_usable else t.fg
     reach = _reach(t)  # (B*N,)
@@ -138,7 +137,9 @@ def _listing(rule: DynamicKAssigner, t: PairTables, layout: PriorLayout, image: 
     usable pair with IoU > 0."""
     n = t.num_priors
     boxes = t.gt_boxes[gt_row]  # (G, 4)
-    regions = rule._candidate_regions(layout, boxes)  # (G, L, 4)
+    rects = rule._candidate_rects(layout, boxes)
+    regions = torch.cat([torch.stack([r[..., :2] for r in rects]).amin(0),
+                         torch.stack([r[..., 2:] for r in rects]).amax(0)], -1)  # (G, L, 4) their bounding box
     per_image = torch.bincount(image, minlength=t.batch)  # (B,) GTs of each image in this chunk
     wide = torch.zeros_like(usable)
     images = torch.arange(t.batch, device=usable.device)[:, None] * n  # (B, 1)

@@ -116,8 +116,9 @@ class DynamicSoftLabelAssigner(DynamicKAssigner):
         x1, y1, x2, y2 = take_rows(t.gt_boxes, gt_row).unbind(-1)
         return (x - x1 > 0) & (y - y1 > 0) & (x2 - x > 0) & (y2 - y > 0)
 
-    def _candidate_regions(self, layout: PriorLayout, boxes: Tensor) -> Tensor:
-        return boxes[:, None, :].expand(-1, len(layout.levels), -1).clone()  # the box on every level
+    def _candidate_rects(self, layout: PriorLayout, boxes: Tensor) -> list[Tensor]:
+        # x - x1 > 0 holds exactly when x > x1 (an fp32 difference has the sign of the true one)
+        return [boxes[:, None, :].expand(-1, len(layout.levels), -1)]
 
     def _pair_iou(self, t: PairTables, gt_row: Tensor, pred_row: Tensor) -> Tensor:
         valid = take_rows(t.valid, gt_row)

@@ -115,13 +115,15 @@ class SimOTAAssigner(DynamicKAssigner):
         in_box, in_centre = self._geometry(t, gt_row, prior)
         return in_box | in_centre
 
-    def _candidate_regions(self, layout: PriorLayout, boxes: Tensor) -> Tensor:
-        centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # (G, 2)
-        out = []
-        for level in layout.levels:  # the box and the centre region, both
-            r = self.center_radius * level.stride
-            out.append(torch.cat([torch.minimum(boxes[:, :2], centre - r), torch.maximum(boxes[:, 2:], centre + r)], 1))
-        return torch.stack(out, 1)  # (G, L, 4)
+    def _candidate_rects(self, layout: PriorLayout, boxes: Tensor) -> list[Tensor]:
+        # In box: x > x1, x2 > x; in centre: x > gcx - radius, gcx + radius > x (radius: this level's).
+        x1, y1, x2, y2 = boxes.unbind(-1)
+        gcx, gcy = (x1 + x2) / 2, (y1 + y2) / 2
+        centre = []
+        for level in layout.levels:
+            radius = self.center_radius * torch.full_like(gcx, level.stride)  # as center_radius * strides
+            centre.append(torch.stack([gcx - radius, gcy - radius, gcx + radius, gcy + radius], -1))
+        return [boxes[:, None, :].expand(-1, len(layout.levels), -1), torch.stack(centre, 1)]
 
     def _pair_iou(self, t: PairTables, gt_row: Tensor, pred_row: Tensor) -> Tensor:
         usable = take_rows(t.fg, pred_row) & take_rows(t.valid, gt_row)

@@ -14,7 +14,7 @@ import torch
 
 from detkit.anchors import PointGenerator, YOLOAnchorGenerator
 from detkit.assigners.atss import nearest_candidates, windowed_nearest_candidates
-from detkit.assigners.candidates import prior_layout, segment_ranks, window_pairs
+from detkit.assigners.candidates import paint_open_rects, prior_layout, segment_ranks, window_pairs
 from detkit.assigners.presets import ASSIGNER_PRESETS, build_preset
 
 _spec = importlib.util.spec_from_file_location("assigner_conftest", Path(__file__).with_name("conftest.py"))
@@ -170,6 +170,26 @@ def test_windowed_nearest_candidates_equal_the_dense_ones(sizes, anchors):
     for topk in (1, 4, 9, 13):
         dense = nearest_candidates((priors[:, :2] + priors[:, 2:]) / 2, centres, counts, topk)
         assert torch.equal(windowed_nearest_candidates(layout, centres, topk), dense)
+
+
+@pytest.mark.parametrize("anchors", [False, True])
+def test_painted_rectangles_are_the_strict_inside_test(anchors):
+    priors, strides, counts = priors_of(anchors)
+    layout = prior_layout(priors, counts, strides)
+    g = torch.Generator().manual_seed(3)
+    xy = (torch.rand(2, 20, 2, generator=g) * 20).round() * 8 - 16  # borders on prior centres too
+    rects = [torch.cat([xy, xy + (torch.rand(2, 20, 2, generator=g) * 8).round() * 8], -1)[:, :, None]
+             .expand(-1, -1, 3, -1).flatten(0, 1) for _ in range(2)]  # (G, L, 4) twice
+    image = torch.arange(2).repeat_interleave(20)
+    painted = paint_open_rects(layout, image, rects, batch=2).view(2, -1)
+    c = layout.centres
+    inside = torch.zeros(2, c.shape[0], dtype=torch.bool)
+    for r in rects:
+        r = r[:, 0]  # (G, 4), the same on every level
+        hit = ((c[None, :, 0] > r[:, 0, None]) & (c[None, :, 0] < r[:, 2, None])
+               & (c[None, :, 1] > r[:, 1, None]) & (c[None, :, 1] < r[:, 3, None]))  # (G, N)
+        inside |= torch.stack([hit[image == i].any(0) for i in range(2)])
+    assert torch.equal(painted, inside) and inside.any()
 
 
 def test_segment_ranks_by_key_then_position():
