@@ -17,7 +17,15 @@ prior_strides=None, pred_boxes=None, pred_scores=None) -> AssignResult`` (see ``
 
 Short names for common settings, each peer's variant included, are in :mod:`detkit.assigners.presets`.
 
-Each takes ``max_gt_chunk`` to process GTs in chunks (bounded memory, bit-identical results).
+At scale: every rule works on each GT's candidates, not on the ``N x M`` matrix. On grid priors
+(``anchors.grid_priors``' layout) ``assign`` lists a GT's candidate priors by each level's grid
+arithmetic (:mod:`detkit.assigners.candidates`; SimOTA and dynamic soft labels in
+:mod:`detkit.assigners.dynamic_k_sparse`) and computes IoUs, costs and metrics for those pairs only;
+``assign_dense`` is the same rule over every pair, which the tests compare with bit for bit, and
+which ``assign`` uses for priors that are not grids.
+
+Each takes ``max_gt_chunk`` to process GTs in chunks (bounded memory, bit-identical results):
+``"auto"`` (the default) picks the chunk from a CUDA device's free memory, none on CPU.
 """
 
 from detkit.assigners.atss import ATSSAssigner

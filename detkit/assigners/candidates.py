@@ -13,6 +13,7 @@ so the surviving pairs and their values are the dense ones bit for bit.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,14 +80,35 @@ class PriorLayout:
     centres: Tensor
 
 
+_LAYOUTS: dict[tuple, tuple[weakref.ref, weakref.ref | None, PriorLayout | None]] = {}
+CACHED_LAYOUTS = 8  # layouts of the last priors seen (a head's prior generator hands out the same tensors)
+
+
 def prior_layout(priors: Tensor, num_level_priors: Sequence[int] | None,
                  prior_strides: Tensor | None = None) -> PriorLayout | None:
     """The grid layout of ``priors (N, 4)``, or None when they are not laid out as grids (or the
-    level counts are unknown, or a level mixes strides): the rules then use their dense form."""
+    level counts are unknown, or a level mixes strides): the rules then use their dense form.
+
+    Remembered for the same (unmodified) ``priors`` and ``prior_strides`` tensors."""
     if num_level_priors is None:
         return None
+    counts = tuple(int(n) for n in num_level_priors)
+    key = (id(priors), priors._version, counts, None if prior_strides is None else (id(prior_strides),
+                                                                                    prior_strides._version))
+    hit = _LAYOUTS.get(key)
+    if hit is not None and hit[0]() is priors and (prior_strides is None or hit[1]() is prior_strides):
+        return hit[2]
+    layout = _build_layout(priors, counts, prior_strides)
+    if len(_LAYOUTS) >= CACHED_LAYOUTS:
+        _LAYOUTS.pop(next(iter(_LAYOUTS)))
+    _LAYOUTS[key] = (weakref.ref(priors), None if prior_strides is None else weakref.ref(prior_strides), layout)
+    return layout
+
+
+def _build_layout(priors: Tensor, num_level_priors: Sequence[int],
+                  prior_strides: Tensor | None) -> PriorLayout | None:
     centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
-    if not bool(centres.isfinite().all()):
+    if sum(num_level_priors) != priors.shape[0] or not bool(centres.isfinite().all()):
         return None
     levels, start = [], 0
     for n_l in (int(n) for n in num_level_priors):
@@ -247,20 +269,20 @@ def paint_open_rects(layout: PriorLayout, image: Tensor, rects: Sequence[Tensor]
     ``x < hi`` end before ``searchsorted(xs, hi)``: exact, so no pair is tested; the rectangles are
     painted on a per-image grid of counts (a 2-D difference array) and summed up.
     """
+    sets = list(rects)
+    image, rects = image.repeat(len(sets)), torch.cat(sets)  # (R,), (R, L, 4): every set's rows
     out = []
     for i, level in enumerate(layout.levels):
         w, h = level.width, level.height
+        r = rects[:, i]  # (R, 4)
+        x0 = torch.searchsorted(level.xs, r[:, 0].contiguous(), right=True)
+        x1 = torch.searchsorted(level.xs, r[:, 2].contiguous())
+        y0 = torch.searchsorted(level.ys, r[:, 1].contiguous(), right=True)
+        y1 = torch.searchsorted(level.ys, r[:, 3].contiguous())
+        weight = ((x1 > x0) & (y1 > y0)).float()  # empty rectangles paint nothing
+        corners = (torch.cat([image] * 4), torch.cat([y0, y0, y1, y1]), torch.cat([x0, x1, x0, x1]))
         paint = torch.zeros(batch, h + 1, w + 1, device=image.device)
-        for r in rects:
-            x0 = torch.searchsorted(level.xs, r[:, i, 0].contiguous(), right=True)
-            x1 = torch.searchsorted(level.xs, r[:, i, 2].contiguous())
-            y0 = torch.searchsorted(level.ys, r[:, i, 1].contiguous(), right=True)
-            y1 = torch.searchsorted(level.ys, r[:, i, 3].contiguous())
-            some = (x1 > x0) & (y1 > y0)
-            img, x0, x1, y0, y1 = image[some], x0[some], x1[some], y0[some], y1[some]
-            ones = torch.ones_like(img, dtype=paint.dtype)
-            for yy, xx, sign in ((y0, x0, 1.0), (y0, x1, -1.0), (y1, x0, -1.0), (y1, x1, 1.0)):
-                paint.index_put_((img, yy, xx), sign * ones, accumulate=True)
+        paint.index_put_(corners, torch.cat([weight, -weight, -weight, weight]), accumulate=True)
         covered = paint.cumsum(1).cumsum(2)[:, :h, :w] > 0.5  # (B, H, W)
         out.append(covered.flatten(1).repeat_interleave(level.anchors, dim=1))  # (B, H*W) -> (B, H*W*A)
     return torch.cat(out, 1).flatten() if out else torch.zeros(batch * layout.num_priors, dtype=torch.bool)

@@ -5,16 +5,18 @@ In the dense form every GT is costed against every candidate of its image (prior
 GT's region), its dynamic k sums its best IoUs over all of them, and a prior taken by several
 GTs goes to the lowest cost among *all* GTs. Here:
 
-1. Candidates (``fg``) from each GT's candidate regions, by grid arithmetic.
+1. Candidates (``fg``): each GT's candidate rectangles painted on its image's grid of each level.
 2. Each GT's listed pairs: the candidates whose centre lies in its region widened by the reach of
    their level's predicted boxes (``T``, chosen per level to list the fewest pairs), plus the
-   "wide" candidates whose predicted box reaches further, paired with every GT of their image.
-   Every pair with IoU > 0 is listed, so dynamic k is exact; every unlisted pair has IoU 0 and a
-   cost no lower than the rule's bound (:meth:`DynamicKAssigner._unlisted_bound`).
+   "wide" candidates whose predicted box reaches further, paired with every GT of their image;
+   kept when the predicted box overlaps the GT (or the cost lacks the GT's own penalty). Every
+   pair with IoU > 0 is listed, so dynamic k is exact; every unlisted pair has IoU 0 and a cost no
+   lower than the rule's bound (:meth:`DynamicKAssigner._unlisted_bound`).
 3. A GT takes its k lowest listed costs when the k-th is below that bound (and, for
    ``torch.sort``'s tie order, not tied with the next); any other GT is redone on its full row of
    N priors by the dense functions.
-4. A prior taken by several GTs is costed against every GT of its image (its full column).
+4. A prior taken by several GTs goes to its lowest listed cost when that is below every GT's bound;
+   any other such prior is costed against every GT of its image (its full column).
 """
 
 from __future__ import annotations
@@ -22,19 +24,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from detkit.assigners.base import empty_state
 from detkit.assigners.candidates import (
     GridLevel,
     PriorLayout,
     level_window_counts,
-    row_chunks,
     ordered_bits,
     paint_open_rects,
+    row_chunks,
     segment_blocks,
-    take_rows,
     valid_rows,
     window_pairs,
 )
-from detkit.assigners.base import empty_state
 from detkit.assigners.chunking import gt_chunks, merge_best, scatter_max
 from detkit.assigners.dynamic_k import DynamicKAssigner, PairTables, take_lowest_cost
 

@@ -125,6 +125,12 @@ def test_priors_that_are_not_grids_take_the_dense_form():
     shuffled = priors[torch.randperm(priors.shape[0], generator=torch.Generator().manual_seed(0))]
     assert prior_layout(shuffled, counts, strides) is None
     assert prior_layout(priors, None, strides) is None
+    assert prior_layout(priors, counts[:-1], strides) is None  # counts not covering the priors
+    assert prior_layout(priors, counts, strides) is prior_layout(priors, counts, strides)  # remembered
+    moved = priors.clone()
+    first = prior_layout(moved, counts, strides)
+    moved.add_(0.5)  # an in-place change is a new layout
+    assert prior_layout(moved, counts, strides) is not first
     layout = prior_layout(priors, counts, strides)
     assert [(lv.width, lv.height, lv.anchors, lv.stride) for lv in layout.levels] == [
         (16, 16, 1, 8.0), (8, 8, 1, 16.0), (4, 4, 1, 32.0)]
