@@ -104,10 +104,13 @@ def load_spec(path: str) -> dict[str, Any]:
         if p.suffix == ".json":
             spec = json.loads(p.read_text(encoding="utf-8"))
         else:
-            import tomllib
-
+            try:
+                import tomllib
+            except ImportError as e:  # Python 3.10
+                raise ConfigError(f"--spec {path}: TOML specs need Python 3.11 (tomllib); "
+                                  "write the same keys as a .json file") from e
             spec = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, ImportError) as e:  # JSONDecodeError / TOMLDecodeError are ValueErrors
+    except ValueError as e:  # JSONDecodeError / TOMLDecodeError are ValueErrors
         raise ConfigError(f"--spec {path}: cannot read it: {e}") from e
     unknown = set(spec) - SPEC_KEYS
     if unknown:

@@ -114,3 +114,15 @@ def test_box_only_rule_on_a_head_taking_the_assigners_target_is_refused_before_t
 def test_usage_errors(argv, message, capsys):
     assert load_tool("ablate_assigners").main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"rows": [{"config": "c.py"}]}', "rows[0]: needs config and assigner"),
+    ('{"seed": 3, "rows": []}', "unknown key(s) ['seed']"),
+    ('{"rows": [', "cannot read it"),
+])
+def test_bad_json_specs(tmp_path, text, message, capsys):
+    spec = tmp_path / "spec.json"
+    spec.write_text(text)
+    assert load_tool("ablate_assigners").main(["--spec", str(spec)]) == 2
+    assert message in capsys.readouterr().err
