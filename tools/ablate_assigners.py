@@ -180,7 +180,8 @@ def canonical(node: Any) -> Any:
         except (TypeError, ValueError):
             params = {}
         defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-        kept = {k: canonical(v) for k, v in items.items() if k not in defaults or canonical(v) != canonical(defaults[k])}
+        kept = {k: canonical(v) for k, v in items.items()
+                if k not in defaults or canonical(v) != canonical(defaults[k])}
         return {"_target_": canonical(target), **dict(sorted(kept.items()))}
     if isinstance(node, (list, tuple)):
         return [canonical(v) for v in node]

@@ -186,7 +186,8 @@ def test_batched_equals_per_image(factory, grid):
 
 # ----- adversarial batches (the hypothesis strategy of test_adversarial.py) -----------------------------
 
-_adv_spec = importlib.util.spec_from_file_location("assigner_adversarial", Path(__file__).with_name("test_adversarial.py"))
+_adv_spec = importlib.util.spec_from_file_location("assigner_adversarial",
+                                                   Path(__file__).with_name("test_adversarial.py"))
 adversarial = importlib.util.module_from_spec(_adv_spec)
 _adv_spec.loader.exec_module(adversarial)
 
