@@ -262,7 +262,7 @@ def check_yolov5(x: dict) -> dict[str, int]:
 def check_yolox(x: dict) -> dict[str, int]:
     res = detkit_assign("simota-yolox", x, scores=x["cls_logits"].sigmoid() * x["obj_logits"].sigmoid())
     gt, iou = peer_yolox(x)
-    return compare(res, gt, iou, res.iou)
+    return compare(res, gt, iou, res.score_target)
 
 
 def check_dsl(x: dict) -> dict[str, int]:

@@ -45,9 +45,10 @@ class AssignResult:
             prior box; prediction-aware ones (SimOTA, task-aligned) the predicted box.
         align_metric: float32 or None. Task-aligned only: ``score**alpha * IoU**beta`` of the
             assigned pair, 0 where not positive.
-        score_target: float32 or None. Task-aligned only: the normalised classification target
-            ``align_metric / max align_metric of the GT * max IoU of the GT`` (maxima over that
-            GT's positives), 0 where not positive.
+        score_target: float32 or None. The soft classification target of prediction-aware rules
+            (what the loss pipeline's ``cls_target="assigner"`` learns): task-aligned, the normalised
+            ``align_metric / max align_metric of the GT * max IoU of the GT`` (maxima over that GT's
+            positives); SimOTA and dynamic soft labels, the predicted box's IoU; 0 where not positive.
     """
 
     gt_index: Tensor

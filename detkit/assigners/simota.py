@@ -36,7 +36,8 @@ class SimOTAAssigner(DynamicKAssigner):
     5. A prior taken by several GTs goes to the GT of lowest cost among *all* GTs (YOLOX's
        ``cost.min(0)``; ties: lowest GT index).
 
-    ``iou`` of the result is the IoU of the *predicted* box with its GT (YOLOX's IoU-aware target).
+    ``iou`` and ``score_target`` of the result are the IoU of the *predicted* box with its GT
+    (YOLOX's IoU-aware classification target, what ``cls_target="assigner"`` then learns).
     SimOTA ignores nothing: ``ignore_mask`` is all False. Needs ``prior_strides``, ``pred_boxes``
     and ``pred_scores``. The candidate-sparse form (``assign`` on grid priors, see
     :mod:`detkit.assigners.dynamic_k_sparse`) costs a GT only against the candidates whose predicted
@@ -53,6 +54,7 @@ class SimOTAAssigner(DynamicKAssigner):
 
     uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
     lists_centres_in_box = True  # "in box and centre" pairs lack the penalty even at IoU 0
+    score_target = True  # the soft label: YOLOX's IoU-aware target
 
     def __init__(self, center_radius: float = 2.5, candidate_topk: int = 10, iou_weight: float = 3.0,
                  cls_weight: float = 1.0, score_sqrt: bool = True, max_gt_chunk: int | str | None = "auto") -> None:

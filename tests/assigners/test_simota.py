@@ -29,6 +29,7 @@ def test_dynamic_k_one_takes_lowest_cost():
     res = assign(preds, [0.3, 0.8, 0.9, 0.9], GT)
     assert res.gt_index.tolist() == [[-1, 0, -1, -1]]
     assert res.iou[0, 1].item() == pytest.approx(0.5)  # the predicted box's IoU
+    assert res.score_target.tolist() == [[0.0, pytest.approx(0.5), 0.0, 0.0]]  # YOLOX's IoU-aware target
     assert not res.ignore_mask.any()
 
 
