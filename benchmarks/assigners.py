@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers beside this file
 
+from assigners_measure import load_line, reset_peak, status_mib  # noqa: E402
 from detkit.anchors import YOLOV4_COCO_ANCHORS, YOLOAnchorGenerator  # noqa: E402
 from detkit.assigners import (  # noqa: E402
     ATSSAssigner,
@@ -128,22 +129,6 @@ def make_inputs(batch: int, size: int, num_gts: int, seed: int = 0) -> dict:
                 pred_boxes=pred_boxes, pred_scores=torch.rand(batch, n, NUM_CLASSES, generator=g) ** 4)
 
 
-def status_mib(key: str) -> float:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of this process, in MiB."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
-
-
-def reset_peak() -> bool:
-    """Reset this process's peak RSS (Linux >= 4.0: ``clear_refs`` 5); False where not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def measure_one(name: str, args: argparse.Namespace) -> dict:
     """Run one assigner (this process is its own): median time, peak RSS growth, positives."""
     torch.set_num_threads(args.threads)
@@ -193,7 +178,6 @@ def main() -> int:
         print(json.dumps(measure_one(args.only, args)))
         return 0
     n = sum((args.size // s) ** 2 * 3 for s in STRIDES)
-    from assigners_measure import load_line
 
     print(f"batch {args.batch}, {args.size} px, {n} priors (3 anchors/location), {args.gts} GT slots/image, "
           f"{args.threads} threads, torch {torch.__version__}, median of {args.repeat}; {load_line()}\n")
