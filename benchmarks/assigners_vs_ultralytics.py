@@ -101,30 +101,14 @@ def ultralytics_side(topk: int, alpha: float, with_strides: bool) -> Callable[[d
 
 
 def yolox_side() -> Callable[[dict], object]:
-    """YOLOX 0.3.0's ``get_assignments``, image by image as its ``get_losses`` calls it; returns the
-    ``(B, N)`` GT index (-1 not positive) and IoU."""
-    from yolox.models.yolo_head import YOLOXHead
+    """YOLOX 0.3.0's ``get_assignments``, image by image as its ``get_losses`` calls it
+    (``parity_assigners.yolox_assignments``); returns the ``(B, N)`` GT index (-1 not positive) and IoU."""
+    from parity_assigners import yolox_assignments, yolox_head
 
-    warnings.filterwarnings("ignore", message=".*torch.cuda.amp.autocast.*")  # YOLOX's CPU-irrelevant autocast
-    head = YOLOXHead(NUM_CLASSES, width=0.125)
+    head = yolox_head(NUM_CLASSES)
 
     def run(x: dict):
-        strides = x["prior_strides"][None]
-        grid = x["points"] / x["prior_strides"][:, None] - 0.5  # cell indices
-        preds = x["pred_boxes"]
-        preds = torch.cat([(preds[..., :2] + preds[..., 2:]) / 2, preds[..., 2:] - preds[..., :2]], -1)
-        gt_index = torch.full(x["gt_mask"].shape[:1] + x["points"].shape[:1], -1, dtype=torch.long)
-        ious = torch.zeros(gt_index.shape)
-        for b in range(gt_index.shape[0]):
-            num_gt = int(x["gt_mask"][b].sum())
-            boxes = x["gt_boxes"][b, :num_gt]
-            gt_cxcywh = torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1)
-            _, fg, pred_ious, matched, _ = head.get_assignments(
-                b, num_gt, preds.shape[1], gt_cxcywh, x["gt_labels"][b, :num_gt].float(), preds[b], strides,
-                grid[None, :, 0], grid[None, :, 1], x["cls_logits"], None, x["obj_logits"], None, None)
-            gt_index[b, fg] = matched
-            ious[b, fg] = pred_ious
-        return gt_index, ious
+        return yolox_assignments(head, x, x["points"])
 
     return run
 

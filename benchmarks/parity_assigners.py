@@ -149,19 +149,26 @@ def peer_yolov5(x: dict) -> tuple[torch.Tensor, int]:
     return winner, pairs
 
 
-def peer_yolox(x: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """YOLOX 0.3.0's YOLOXHead.get_assignments, image by image as its get_losses calls it."""
+def yolox_head(num_classes: int = NUM_CLASSES) -> object:
+    """A YOLOX 0.3.0 ``YOLOXHead`` for ``num_classes`` (its assignment uses no weights)."""
     from yolox.models.yolo_head import YOLOXHead
 
     warnings.filterwarnings("ignore", message=".*torch.cuda.amp.autocast.*")  # YOLOX's CPU-irrelevant autocast
-    head = YOLOXHead(NUM_CLASSES, width=0.125)
+    return YOLOXHead(num_classes, width=0.125)
+
+
+def yolox_assignments(head: object, x: dict, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """YOLOX's ``get_assignments``, image by image as its ``get_losses`` calls it, on a batch of
+    ``x`` (``gt_boxes``, ``gt_labels``, ``gt_mask``, ``pred_boxes`` xyxy, ``cls_logits``,
+    ``obj_logits``, ``prior_strides``) with prior ``centres`` (N, 2). Returns the (B, N) GT index
+    (-1 not positive) and the IoU of each positive's predicted box with its GT."""
     strides = x["prior_strides"][None]
-    grid = x["centres"] / x["prior_strides"][:, None] - 0.5  # cell indices
+    grid = centres / x["prior_strides"][:, None] - 0.5  # cell indices
     preds = x["pred_boxes"]
     preds_cxcywh = torch.cat([(preds[..., :2] + preds[..., 2:]) / 2, preds[..., 2:] - preds[..., :2]], -1)
-    gt_index = torch.full(x["gt_mask"].shape[:1] + x["priors"].shape[:1], -1, dtype=torch.long)
+    gt_index = torch.full(x["gt_mask"].shape[:1] + centres.shape[:1], -1, dtype=torch.long)
     ious = torch.zeros(gt_index.shape)
-    for b in range(BATCH):
+    for b in range(gt_index.shape[0]):
         num_gt = int(x["gt_mask"][b].sum())
         boxes = x["gt_boxes"][b, :num_gt]
         gt_cxcywh = torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1)
@@ -171,6 +178,11 @@ def peer_yolox(x: dict) -> tuple[torch.Tensor, torch.Tensor]:
         gt_index[b, fg] = matched
         ious[b, fg] = pred_ious
     return gt_index, ious
+
+
+def peer_yolox(x: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """YOLOX 0.3.0's assignment of the parity batch ``x``."""
+    return yolox_assignments(yolox_head(), x, x["centres"])
 
 
 def _load_mm() -> tuple[type, type]:
