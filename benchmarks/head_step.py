@@ -6,8 +6,9 @@ One training step = forward, the head's loss pipeline, backward and an SGD step,
 of 16 shapes images at 320 px (the demo's batch, with its real boxes, read through the configs'
 training data pipeline). The configs run in turn, round after round, so load on a shared machine
 hits them alike; the median per config and its ratio to the first config are printed. The ratio is
-how many epochs of each config fit in the demo's wall time (data loading, the same for every head,
-excluded): the README's head comparison gives each config ``17 / ratio`` epochs.
+the most a head can cost in a training run's wall time, where data loading and evaluation (the same
+for every head) dilute it; ``17 / ratio`` is the fewest epochs of a config that fit in the time of
+the first config's 17 (the README's head comparison measures wall times instead).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(times[args.configs[0]])
     print(f"batch {batch['images'].shape[0]} x {tuple(batch['images'].shape[-2:])}, {args.rounds} rounds, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| config | params | step (s, median) | ratio | epochs in the demo's time |")
+    print("| config | params | step (s, median) | ratio | 17 / ratio |")
     print("|---|---:|---:|---:|---:|")
     for name in cfgs:
         t = statistics.median(times[name])
