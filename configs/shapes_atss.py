@@ -1,7 +1,8 @@
 """Small CPU config: a YOLOv5-layout CSPDarknet (depth 0.33, width 0.125) - PAN(SPP) - YOLO head on
 the synthetic shapes set, ATSS.
 
-The model and schedule of ``make demo`` (under 10 minutes on 2 CPU cores): CSPDarknet with
+The demo's network and schedule (``make demo`` trains it with YOLOv8's head for 15 epochs:
+``shapes_yolov8_tal.py``; this anchor head was the demo until 2026-12-02): CSPDarknet with
 YOLOv5's 6x6 stride-2 stem (``arch="yolov5"``: no full-resolution layer, 3.4x faster per step than
 YOLOv4's layout at this width), PAN with SPP, YOLO head with anchors fitted to the shapes set by
 ``tools/kmeans_anchors.py data/shapes/annotations/instances_train.json --format coco --size 320``

@@ -2,7 +2,7 @@
 anchor-free decoupled head with plain distance boxes, dynamic soft label assignment
 (``DynamicSoftLabelAssigner(topk=13, iou_weight=3.0, soft_center_radius=3.0)``), quality focal loss on
 the assigner's IoU target and GIoU box loss weighted by it (RTMDet's weights: 1 and 2). Only the head
-and its loss differ from the demo (branch widths 32).
+and its loss differ from ``shapes_atss.py`` (branch widths 32).
 
     python tools/train.py configs/shapes_rtmdet_dsl.py
     python tools/train.py configs/shapes_rtmdet_dsl.py \\

@@ -2,7 +2,7 @@
 every anchor whose width and height are within 4x of the GT's, in the GT's cell and its two nearest
 neighbouring cells (``YOLOv5Assigner``, YOLOv5's ``build_targets``), and YOLOv5's box parameters
 (centre ``2 * sigmoid - 0.5`` in cells, size ``(2 * sigmoid)**2`` times the anchor). Only the assigner
-and the coder differ from the demo.
+and the coder differ from ``shapes_atss.py``.
 
     python tools/train.py configs/shapes_yolov5.py
     python tools/compare_assigners.py configs/shapes_yolov5.py --assigners yolov5 atss grid --images 200

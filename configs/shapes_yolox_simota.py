@@ -2,7 +2,7 @@
 SPP) with YOLOX's head and loss (``common/heads/yolox.py``) instead of the anchor head: decoupled head
 with objectness and YOLOX's box coding, SimOTA, IoU-aware classification target, ``1 - IoU**2`` box
 loss, losses divided by the number of positives, L1 in the last 3 epochs (the epochs without mosaic).
-Only the head and its loss differ from the demo (stem width 32, the demo's NMS settings).
+Only the head and its loss differ from ``shapes_atss.py`` (stem width 32, its NMS settings).
 
     python tools/train.py configs/shapes_yolox_simota.py
 """
