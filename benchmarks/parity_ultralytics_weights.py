@@ -34,8 +34,10 @@ os.environ.setdefault("YOLO_VERBOSE", "False")  # Ultralytics' per-load summarie
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without install
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the helpers beside this file
 
 import torch  # noqa: E402
+from parity_yolov8_arch import randomise_batchnorm  # noqa: E402
 from torch import nn  # noqa: E402
 
 from detkit.boxes import cxcywh_to_xyxy  # noqa: E402
@@ -55,15 +57,9 @@ def random_ultralytics_model(scale: str, num_classes: int, seed: int) -> nn.Modu
 
     torch.manual_seed(seed)
     model = DetectionModel(f"yolov8{scale}.yaml", nc=num_classes, verbose=False)
-    g = torch.Generator().manual_seed(seed + 1)
+    randomise_batchnorm(model, seed + 1)
+    g = torch.Generator().manual_seed(seed + 2)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
         detect = model.model[-1]
         for branch in (*detect.cv2, *detect.cv3):
             pred = branch[-1]
