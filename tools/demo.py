@@ -26,10 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 CONFIG = ROOT / "configs" / "shapes_yolov8_tal.py"
 EPOCHS = 15  # the anchor head's 17-epoch wall time (the config's schedule, cosine decay over 15 epochs)
-# The model is the config's; the demo sets its budget and writes fewer side files.
+# The model is the config's; the demo sets its budget (EPOCHS, or --epochs) and writes fewer side files.
 DEMO_OPTIONS = [
-    f"train.epochs={EPOCHS}",
-    f"train.eval_interval={EPOCHS}",
     "train.log_interval=20",
     "runtime.plot_interval=0",
     "runtime.loggers=[]",
@@ -55,9 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     check_output_dir(args.work_dir, "--work-dir")
-    options = list(DEMO_OPTIONS)
-    if args.epochs is not None:
-        options += [f"train.epochs={args.epochs}", f"train.eval_interval={args.epochs}"]
+    epochs = EPOCHS if args.epochs is None else args.epochs
+    options = [f"train.epochs={epochs}", f"train.eval_interval={epochs}", *DEMO_OPTIONS]
     cfg = load_config(CONFIG, options)
     root = cfg.data.train.dataset.root
     print(f"[1/4] shapes set under {root} (generated when missing)", flush=True)
