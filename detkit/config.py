@@ -41,6 +41,8 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from detkit.config_files import find_config
+
 __all__ = [
     "ConfigDict",
     "ConfigError",
@@ -230,7 +232,8 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
     """Load a config file, its ``_base_`` chain and command-line style overrides.
 
     Args:
-        path: the config file.
+        path: the config file, or the name of a config shipped with detkit (``"yolov8n_tal.py"``,
+            ``"detkit://yolov8n_tal.py"``: :func:`detkit.config_files.find_config`).
         overrides: ``"a.b.c=VALUE"`` strings (see the module docstring).
 
     Returns:
@@ -241,7 +244,10 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
             value of a typed section (:data:`detkit.schema.TYPED_SECTIONS`) of the wrong type or
             out of range.
     """
-    path = os.fspath(path)
+    try:
+        path = find_config(path)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
     cfg, namespace = _load_tree(path)
     apply_overrides(cfg, overrides, namespace=namespace, source=path)
     check_signatures(cfg, source=path)

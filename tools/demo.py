@@ -72,11 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     print("[4/4] assignment pictures: the trained model's task-aligned rule vs ATSS vs FCOS on 4 val images",
           flush=True)
-    import importlib.util
+    from detkit.tools import compare_assigners as compare
 
-    spec = importlib.util.spec_from_file_location("compare_assigners", ROOT / "tools" / "compare_assigners.py")
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
     pictures = Path(args.work_dir) / "assigners"
     status = compare.main([str(CONFIG), "--assigners", "config", "atss", "fcos", "--checkpoint",
                            str(Path(args.work_dir) / "best.pth"), "--images", "32", "--samples", "4",

@@ -32,19 +32,21 @@ import pickle
 import random
 import re
 import socket
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from detkit.fileio import OutputWriteError, atomic_write, atomic_write_text
+
 __all__ = [
     "CheckpointError",
     "CheckpointManager",
+    "OutputWriteError",
     "atomic_save",
     "checkpoint_candidates",
     "checkpoint_temporaries",
@@ -60,7 +62,7 @@ logger = logging.getLogger("detkit")
 
 LAST_POINTER = "last_checkpoint"  # text file in the work dir naming the newest checkpoint
 _CKPT_RE = re.compile(r"^(epoch|iter)_(\d+)\.pth$")
-# Temporaries of atomic_save / _atomic_write_text: ".<target>.<host>-<pid>.<random>.tmp" (mkstemp;
+# Temporaries of atomic_save / atomic_write_text (detkit.fileio): ".<target>.<host>-<pid>.<random>.tmp" (mkstemp;
 # files of older versions lack "<host>-<pid>" and are never removed automatically).
 _TMP_RE = re.compile(r"^\.((epoch|iter)_\d+\.pth|best\.pth|last_checkpoint)\..+\.tmp$")
 _TMP_WRITER_RE = re.compile(r"^\.(?:(?:epoch|iter)_\d+\.pth|best\.pth|last_checkpoint)\.(.+)-(\d+)\.[^.]+\.tmp$")
@@ -74,50 +76,18 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``.
+    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``
+    (:func:`detkit.fileio.atomic_write`).
 
     A crash or exception part-way leaves any existing file at ``path`` untouched.
+
+    Raises:
+        OutputWriteError: (a ValueError) full disk or another refused write, in one line naming
+            ``path`` (and the free space); the previous file stays and no temporary is left.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, "wb", lambda f: torch.save(obj, f))
-    _fsync_dir(path.parent)
-
-
-def _atomic_write(path: Path, mode: str, write: Callable[[IO[Any]], Any], **open_kwargs: Any) -> None:
-    """``write(f)`` into a temporary file next to ``path`` (``mode``), fsync, then ``os.replace``.
-
-    The temporary is removed when anything fails, so ``path`` is either the old file or the new one.
-    """
-    writer = f"{socket.gethostname()}-{os.getpid()}"  # read at each call: a forked child has its own pid
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{writer}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    _atomic_write(path, "w", lambda f: f.write(text), encoding="utf-8")
+    atomic_write(path, "wb", lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
@@ -213,7 +183,7 @@ class CheckpointManager:
         path = self.work_dir / name
         atomic_save(dict(state), path)
         if name != "best.pth":
-            _atomic_write_text(name + "\n", self.work_dir / LAST_POINTER)
+            atomic_write_text(self.work_dir / LAST_POINTER, name + "\n")
             self._rotate()
         return path
 

@@ -19,9 +19,10 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from detkit.engine.plots import plot_training
+from detkit.fileio import atomic_write
 from detkit.engine.trackers import Tracker, build_trackers, finite_numbers, flatten_params
 
 if TYPE_CHECKING:
@@ -156,13 +157,14 @@ class MetricsWriter:
         columns: list[str] = []
         for r in self.epochs:
             columns += [k for k in r if k not in columns and k not in ("kind", "step")]
-        tmp = self.work_dir / ".metrics.csv.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+
+        def write(f: IO[str]) -> None:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             for r in self.epochs:
                 writer.writerow({k: r.get(k, "") for k in columns})
-        os.replace(tmp, self.work_dir / "metrics.csv")
+
+        atomic_write(self.work_dir / "metrics.csv", "w", write, newline="", encoding="utf-8")
 
     def log_artifacts(self, paths: Sequence[str | os.PathLike]) -> None:
         """Files of the run (config dump, plots) for the trackers that store files."""

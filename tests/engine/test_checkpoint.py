@@ -69,7 +69,7 @@ def test_failing_write_leaves_old_file_intact(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(ck.torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ck.OutputWriteError, match="disk full"):  # one line for the user, not an OSError
         atomic_save({"v": torch.tensor([2.0])}, path)
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["v"], torch.tensor([1.0]))

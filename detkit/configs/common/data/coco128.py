@@ -8,10 +8,9 @@ import os
 
 from detkit.config import L
 from detkit.data import COCO_CLASSES, CocoDataset, LetterBox, Mosaic, RandomAffine, RandomFlip, RandomHSV, YoloDataset
+from detkit.data.roots import coco128_root
 
-_root = os.environ.get("DETKIT_COCO128") or os.path.normpath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../../shared/data/coco128")
-)
+_root = coco128_root()
 _size = 640
 
 data = dict(

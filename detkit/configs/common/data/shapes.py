@@ -1,14 +1,11 @@
 """The synthetic shapes set (generated on first use under data/shapes, or $DETKIT_SHAPES): 320 px."""
 
-import os
-
 from detkit.config import L
 from detkit.data import LetterBox, Mosaic, RandomAffine, RandomFlip, RandomHSV, ShapesDataset
+from detkit.data.roots import dataset_root
 from detkit.data.shapes import SHAPE_CLASSES
 
-_root = os.environ.get("DETKIT_SHAPES") or os.path.normpath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../data/shapes")
-)
+_root = dataset_root("shapes", "DETKIT_SHAPES")
 _size = 320
 
 data = dict(

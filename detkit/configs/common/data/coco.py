@@ -7,10 +7,9 @@ import os
 
 from detkit.config import L
 from detkit.data import COCO_CLASSES, CocoDataset, LetterBox, Mosaic, RandomAffine, RandomFlip, RandomHSV
+from detkit.data.roots import dataset_root
 
-_root = os.environ.get("DETKIT_COCO") or os.path.normpath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../data/coco")
-)
+_root = dataset_root("coco", "DETKIT_COCO")
 _size = 640
 
 data = dict(

@@ -1,0 +1,185 @@
+"""Compare label assigners on a dataset's ground truth with a model's priors — no training needed.
+
+    python tools/compare_assigners.py configs/shapes_atss.py --assigners atss iou grid --images 200
+
+For each assigner: positives per GT (mean / median / min), GTs with no positive (count and %, by
+object size small/medium/large in original-image pixels and by pyramid level), mean IoU of the
+positives, positives per level. Writes ``assigners.md`` and ``assigners.csv``, one PNG per sample
+image with the GT boxes and the priors each assigner made positive side by side, and a histogram of
+positives per GT (``--out``, default ``work_dirs/compare_assigners/<config name>``).
+
+``--assigners`` takes short names (``atss``, ``iou``, ``grid``, ``simota``, ``tal``, ``config`` =
+the config's own assigner) or any call, e.g. ``"MaxIoUAssigner(pos_iou_thr=0.6, neg_iou_thr=0.5)"``.
+Prediction-aware assigners (SimOTA, task-aligned) use the model's predictions: pass
+``--checkpoint`` for trained weights; without it they see an untrained model's predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+import cv2
+import numpy as np
+import torch
+
+from detkit.analysis import SIZE_NAMES, AssignmentStats
+from detkit.assigners.presets import ASSIGNER_PRESETS, assigner_call
+from detkit.cli import run_cli
+from detkit.config import ConfigError, instantiate, load_config, parse_value
+from detkit.engine.workdir import check_output_dir
+from detkit.viz import draw_assignment, tensor_to_bgr
+
+
+def build_assigners(names: Sequence[str], cfg) -> dict[str, object]:
+    """Short names or call expressions -> {label: assigner}."""
+    out: dict[str, object] = {}
+    for name in names:
+        if name == "config":
+            out[type_name(cfg.model.head.loss.assigner)] = instantiate(cfg.model.head.loss.assigner)
+            continue
+        node = parse_value(assigner_call(name))
+        if not isinstance(node, dict):
+            raise ConfigError(f"--assigners: {name!r} is neither a short name ({', '.join(ASSIGNER_PRESETS)}) nor a call")
+        out[name] = instantiate(node)
+    return out
+
+
+def type_name(node) -> str:
+    return node["_target_"].__name__ if isinstance(node, dict) else type(node).__name__
+
+
+def predictions(model, images):
+    """Decoded boxes ``(B, N, 4)`` and scores ``(B, N, C)`` (class probabilities, times objectness
+    for heads that have it) of the model, as the loss pipeline hands them to an assigner."""
+    with torch.no_grad():
+        preds = model.head.flatten(model(images))
+    return preds.decode(), preds.scores()
+
+
+def write_tables(rows: dict[str, dict[str, float]], num_levels: int, out: Path) -> str:
+    keys = list(next(iter(rows.values())).keys())
+    with open(out / "assigners.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["assigner", *keys])
+        for name, s in rows.items():
+            writer.writerow([name, *[f"{s[k]:.4f}" for k in keys]])
+    lines = [
+        "| assigner | pos/GT mean | median | min | GTs w/o pos | % | "
+        + " | ".join(f"w/o pos {n} (%)" for n in SIZE_NAMES)
+        + " | " + " | ".join(f"w/o pos L{i}" for i in range(num_levels))
+        + " | IoU of pos | " + " | ".join(f"pos L{i} (%)" for i in range(num_levels)) + " |",
+        "|" + "---|" * (7 + len(SIZE_NAMES) + 2 * num_levels),
+    ]
+    for name, s in rows.items():
+        cells = [
+            name, f"{s['pos_per_gt_mean']:.2f}", f"{s['pos_per_gt_median']:.0f}", f"{s['pos_per_gt_min']:.0f}",
+            f"{s['gt_no_pos']:.0f} / {s['num_gt']:.0f}", f"{s['gt_no_pos_pct']:.1f}",
+            *[f"{s[f'gt_no_pos_{n}']:.0f} ({s[f'gt_no_pos_{n}_pct']:.1f})" for n in SIZE_NAMES],
+            *[f"{s[f'gt_no_pos_level{i}']:.0f}" for i in range(num_levels)],
+            f"{s['pos_iou_mean']:.3f}",
+            *[f"{s[f'pos_level{i}']:.0f} ({s[f'pos_level{i}_pct']:.0f})" for i in range(num_levels)],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    (out / "assigners.md").write_text(table)
+    return table
+
+
+def plot_histogram(stats: dict[str, AssignmentStats], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    top = max(int(s.all_counts().max(initial=0)) for s in stats.values())
+    bins = np.arange(0, top + 2) - 0.5
+    for name, s in stats.items():
+        ax.hist(s.all_counts(), bins=bins, histtype="step", linewidth=2, label=name)
+    ax.set_xlabel("positive priors per GT")
+    ax.set_ylabel("GTs")
+    ax.set_title("Positives per GT")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--assigners", nargs="+", default=["atss", "iou", "grid"])
+    parser.add_argument("--images", type=int, default=200, help="how many images (from the start of the split)")
+    parser.add_argument("--split", default="val", choices=["train", "val"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=4, help="images drawn side by side")
+    parser.add_argument("--checkpoint", default=None, help="weights for prediction-aware assigners")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    return run_cli(lambda: run(parser.parse_args(argv)))
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, args.cfg_options)
+    assigners = build_assigners(args.assigners, cfg)
+    if args.split not in (cfg.get("data") or {}):
+        raise ConfigError(f"{args.config}: no data.{args.split} to compare on")
+    if args.images < 1:
+        raise ValueError(f"--images must be >= 1, got {args.images}")
+    out = check_output_dir(args.out or Path("work_dirs") / "compare_assigners" / Path(args.config).stem, "--out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    from detkit.data import build_dataloader
+
+    dataset = instantiate(cfg.data[args.split].dataset)
+    n = min(args.images, len(dataset))
+    loader = build_dataloader(torch.utils.data.Subset(dataset, range(n)), args.batch, num_workers=0, shuffle=False)
+    model = instantiate(cfg.model).eval()
+    if args.checkpoint:
+        from detkit.engine.checkpoint import load_weights
+
+        load_weights(model, args.checkpoint)
+    head = model.head
+    need_preds = any(getattr(a, "uses_predictions", True) for a in assigners.values())
+    num_levels = len(head.prior_generator.strides)
+    stats = {name: AssignmentStats(num_levels=num_levels) for name in assigners}
+    drawn = 0
+    for batch in loader:
+        images = batch["images"]
+        sizes = [(images.shape[2] // s, images.shape[3] // s) for s in head.prior_generator.strides]
+        priors, prior_strides, num_level_priors = head.prior_generator.grid_priors(sizes, images.device)
+        pred_boxes = pred_scores = None
+        if need_preds:
+            pred_boxes, pred_scores = predictions(model, images)
+        sf = batch["scale_factors"].float()
+        area_scale = 1.0 / (sf[:, 0] * sf[:, 1])
+        panels: list[list[np.ndarray]] = [[] for _ in range(min(args.samples - drawn, len(images)))]
+        for name, assigner in assigners.items():
+            res = assigner.assign(priors, batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"],
+                                  num_level_priors=num_level_priors, prior_strides=prior_strides,
+                                  pred_boxes=pred_boxes, pred_scores=pred_scores)
+            stats[name].update(res.gt_index, res.pos_mask, res.iou, batch["gt_boxes"], batch["gt_mask"],
+                               priors, num_level_priors, area_scale=area_scale)
+            for i in range(len(panels)):
+                panels[i].append(draw_assignment(tensor_to_bgr(images[i]), batch["gt_boxes"][i], batch["gt_mask"][i],
+                                                 priors, res.gt_index[i], res.pos_mask[i], name))
+        for i, row in enumerate(panels):
+            image_id = int(batch["image_ids"][i])
+            cv2.imwrite(str(out / f"assign_{image_id}.png"), np.concatenate(row, axis=1))
+        drawn += len(panels)
+
+    rows = {name: s.summary() for name, s in stats.items()}
+    table = write_tables(rows, num_levels, out)
+    plot_histogram(stats, out / "positives_per_gt.png")
+    print(f"{n} images, {int(next(iter(rows.values()))['num_gt'])} GTs, config {args.config}\n")
+    print(table)
+    print(f"tables, pictures and histogram written to {out}/")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Export a trained detector for deployment (ONNX), with a parity check against PyTorch.
+
+    python tools/export.py CONFIG CHECKPOINT [--format onnx] [--out PATH] [--opset 17]
+        [--dynamic-batch] [--with-nms] [--img-size N | --img-size H W] [--cfg-options ...] [--no-verify]
+
+The graph takes ``images (B, 3, H, W)`` float32 RGB in 0..1, letterboxed as the config's
+evaluation pipeline does it, and returns decoded ``boxes (B, N, 4)`` (xyxy, input pixels) and
+``scores (B, N, C)``; with ``--with-nms`` it ends in ONNX ``NonMaxSuppression`` and returns
+``num_dets, det_boxes, det_scores, det_labels`` (at most ``max_per_img`` per image). Class names,
+input size, letterbox, stride and the post-processing settings (``model.head.score_thr``, ...;
+change them with ``--cfg-options``) are stored as ONNX metadata, which ``tools/infer.py model.onnx
+INPUT`` reads. Default output: the checkpoint's path with ``.onnx`` (``_nms.onnx`` with NMS).
+After writing, ONNX Runtime runs the model on a random batch and the outputs are compared with
+PyTorch's (exit status 1 when they differ by more than ``--tolerance``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+import numpy as np
+import torch
+
+from detkit.cli import run_cli
+from detkit.config import instantiate, load_config
+
+FORMATS = ("onnx",)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", default="onnx", help=f"export format: {' | '.join(FORMATS)}")
+    p.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    p.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")
+    p.add_argument("--with-nms", action="store_true", help="end the graph with NonMaxSuppression")
+    p.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
+                   help="input side, or H W (default data.img_size; rounded up to the stride)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="largest accepted |ONNX - PyTorch| (default 1e-3)")
+    return p.parse_args(argv)
+
+
+def verify(model: torch.nn.Module, path: Path, tolerance: float, seed: int = 0) -> dict[str, float]:
+    """Largest |ONNX Runtime - PyTorch| per output on a random batch (2 images when the batch is free).
+
+    A graph without NMS is compared output by output. A graph with NMS is checked in two parts,
+    since NMS is discontinuous (two boxes whose scores differ by 1e-7 between backends may swap,
+    and the swap changes what each suppresses): the network up to decoded boxes and scores
+    (exported once more without NMS, to a temporary file) against PyTorch, then the NMS graph's
+    detections against PyTorch's NMS run on ONNX Runtime's own decoded outputs.
+    """
+    import tempfile
+    from dataclasses import replace
+
+    from detkit.deploy import OnnxDetector, export_onnx
+    from detkit.deploy.graph_nms import padded_nms
+    from detkit.deploy.onnx_export import export_module
+
+    runtime = OnnxDetector(path)
+    meta = runtime.metadata
+    images = torch.rand(2 if meta.dynamic_batch else 1, 3, *meta.input_size,
+                        generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = export_module(model, meta).eval()(images)
+    got = runtime.run(images)
+    if meta.with_nms:
+        plain_meta = replace(meta, with_nms=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = export_onnx(model, Path(tmp) / "decoded.onnx", plain_meta)
+            decoded = OnnxDetector(plain).run(images)
+        with torch.no_grad():
+            reference = export_module(model, plain_meta).eval()(images)
+        diffs = _max_diffs(plain_meta.output_names, reference, decoded)
+        expected = padded_nms(torch.from_numpy(decoded["boxes"]), torch.from_numpy(decoded["scores"]),
+                              **meta.postprocess)
+        scores = decoded["scores"]
+        expected = _tie_order(dict(zip(meta.output_names, (t.numpy() for t in expected))), scores)
+        return {**diffs, **_max_diffs(meta.output_names, [torch.from_numpy(expected[k]) for k in meta.output_names],
+                                      _tie_order(got, scores))}
+    return _max_diffs(meta.output_names, expected, got)
+
+
+def _tie_order(dets: dict[str, np.ndarray], scores: np.ndarray) -> dict[str, np.ndarray]:
+    """NMS outputs made comparable across backends where exact score ties decide.
+
+    Each image's detections are sorted by (score desc, label, box): detections of exactly equal
+    score leave a top-k in either order. And where a detection's score is shared by another prior
+    of its class in the decoded ``scores (B, N, C)``, NMS may keep either of the two, so its box is
+    zeroed: only its score and label are compared.
+    """
+    out = {k: v.copy() for k, v in dets.items()}
+    for b in range(dets["det_scores"].shape[0]):
+        boxes, labels, det_scores = dets["det_boxes"][b], dets["det_labels"][b], dets["det_scores"][b]
+        order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], labels, -det_scores))
+        boxes, labels, det_scores = boxes[order], labels[order], det_scores[order]
+        tied = np.array([lab >= 0 and int((scores[b, :, lab] == sc).sum()) > 1 for lab, sc in zip(labels, det_scores)],
+                        dtype=bool)
+        out["det_boxes"][b] = np.where(tied[:, None], 0.0, boxes)
+        out["det_labels"][b], out["det_scores"][b] = labels, det_scores
+    return out
+
+
+def _max_diffs(names: Sequence[str], expected: Sequence[torch.Tensor], got: dict[str, np.ndarray]) -> dict[str, float]:
+    diffs = {}
+    for name, ref in zip(names, expected):
+        ref = ref.numpy()
+        if got[name].shape != ref.shape:
+            raise ValueError(f"ONNX output {name} has shape {got[name].shape}, PyTorch {ref.shape}")
+        diffs[name] = float(np.abs(got[name].astype(np.float64) - ref).max()) if ref.size else 0.0
+    return diffs
+
+
+def run(args: argparse.Namespace) -> Path:
+    from detkit.deploy import build_metadata, export_onnx, letterbox_from_config
+    from detkit.engine.checkpoint import load_weights
+    from detkit.engine.workdir import check_output_file
+
+    if args.format not in FORMATS:
+        raise ValueError(f"unsupported export format {args.format!r}; accepted: {', '.join(FORMATS)}")
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        raise ValueError(f"checkpoint not found: {ckpt}")
+    if args.img_size is not None and len(args.img_size) not in (1, 2):
+        raise ValueError(f"--img-size takes one side or H W, got {args.img_size}")
+    out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + ("_nms" if args.with_nms else "") + ".onnx")
+    check_output_file(out, "--out")  # before any work
+    cfg = load_config(args.config, args.cfg_options)
+    model = instantiate(cfg.model)
+    load_weights(model, ckpt, strict=True)  # export only a model the checkpoint fills whole
+    model.eval()
+    img_size = None if args.img_size is None else (args.img_size[0] if len(args.img_size) == 1 else args.img_size)
+    letterbox = letterbox_from_config(cfg, int(getattr(model, "size_divisor", 32)), img_size)
+    names = (cfg.get("data") or {}).get("class_names")
+    meta = build_metadata(model, letterbox, names, with_nms=args.with_nms, dynamic_batch=args.dynamic_batch,
+                          source={"config": str(args.config), "checkpoint": str(ckpt)})
+    export_onnx(model, out, meta, opset=args.opset)
+    h, w = meta.input_size
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): input images (B, 3, {h}, {w}), "
+          f"batch {'dynamic' if meta.dynamic_batch else 1}, outputs {', '.join(meta.output_names)}, opset {args.opset}")
+    if not args.no_verify:
+        diffs = verify(model, out, args.tolerance)
+        print("parity with PyTorch (max |diff|): " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+        if any(v > args.tolerance for v in diffs.values()):
+            raise RuntimeError(f"ONNX Runtime outputs differ from PyTorch by more than {args.tolerance}: {diffs}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(lambda: run(parse_args(argv)), failures=(RuntimeError,))  # 1: export or parity check failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

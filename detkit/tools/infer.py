@@ -1,0 +1,201 @@
+"""Run a detector on an image, a folder of images or a video; draw the boxes, write a json.
+
+    python tools/infer.py CONFIG CHECKPOINT INPUT [--compile [MODE]]      # PyTorch
+    python tools/infer.py MODEL.onnx INPUT                                 # ONNX Runtime (tools/export.py)
+        [--out DIR] [--device cpu|cuda] [--batch 8] [--score-thr 0.3] [--img-size 640]
+        [--backend auto|torch|onnxruntime] [--cfg-options ...]
+
+The backend follows the model file's suffix (``.onnx``: ONNX Runtime, else a PyTorch checkpoint
+with its config) unless ``--backend`` says otherwise. Both backends share the pre- and
+post-processing: frames are letterboxed as the config's evaluation pipeline does it (an ONNX
+model carries those settings in its metadata), predicted in batches, and mapped back to original
+pixels. ``--compile`` runs the PyTorch network through ``torch.compile`` (mode ``default``) with
+inductor's freezing (inference only; see docs/deployment.md).
+``DIR`` (default ``work_dirs/infer``) receives one drawn image per input (or ``<video name>.mp4``)
+and ``detections.json``:
+``[{"file", "frame", "width", "height", "detections": [{"bbox": [x1, y1, x2, y2], "score", "label", "name"}]}]``.
+
+Images are decoded as training reads them (EXIF orientation, 16-bit, alpha; docs/reliability.md).
+In a folder, a file that cannot be read (not an image, truncated, empty) is skipped with a warning
+naming it and the reason, and counted in the closing summary; the other images are processed. A
+single unreadable image, a folder with no readable image, an ``--out`` that is a file, or a
+checkpoint that does not fill the config's model is an error (exit status 2) before any output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+
+import cv2
+import numpy as np
+
+from detkit.cli import run_cli
+
+if TYPE_CHECKING:
+    from detkit.data.problems import ProblemLog
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="CONFIG CHECKPOINT INPUT, or MODEL.onnx INPUT; INPUT: an image, a folder of images, a video")
+    p.add_argument("--out", default="work_dirs/infer")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--score-thr", type=float, default=0.3)
+    p.add_argument("--img-size", type=int, default=None, help="network input side (default data.img_size or 640)")
+    p.add_argument("--backend", default="auto", help="auto (from the model file suffix) | torch | onnxruntime")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile the PyTorch model, frozen for inference "
+                        "(mode: default | reduce-overhead | max-autotune)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    if len(args.paths) == 3:
+        args.config, args.checkpoint, args.input = args.paths
+    elif len(args.paths) == 2:
+        args.config, (args.checkpoint, args.input) = None, args.paths
+    else:
+        p.error("expected CONFIG CHECKPOINT INPUT or MODEL.onnx INPUT")
+    return args
+
+
+def read_bgr(path: Path) -> np.ndarray:
+    """``(H, W, 3) uint8`` BGR of an image file, decoded as training decodes it.
+
+    Raises:
+        ImageReadError: (an OSError) the file cannot be read; the message is the reason.
+    """
+    from detkit.data.imageio import read_image
+
+    return cv2.cvtColor(read_image(str(path)), cv2.COLOR_RGB2BGR)
+
+
+def iter_inputs(path: Path, skipped: ProblemLog) -> Iterator[tuple[str, int, np.ndarray]]:
+    """(source name, frame index, BGR frame) for an image, a folder or a video.
+
+    In a folder, unreadable files are counted in ``skipped`` (and warned about) instead.
+    """
+    from detkit.data.imageio import ImageReadError
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {path}")
+    elif path.suffix.lower() in VIDEO_EXTS:
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            raise ValueError(f"OpenCV cannot open video {path}")
+        index = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield path.name, index, frame
+            index += 1
+        cap.release()
+        return
+    elif path.is_file():
+        try:
+            frame = read_bgr(path)
+        except ImageReadError as e:
+            raise ValueError(f"cannot read image {path}: {e}") from e
+        yield path.name, 0, frame
+        return
+    else:
+        raise ValueError(f"input not found: {path}; give an image, a folder of images or a video ({', '.join(VIDEO_EXTS)})")
+    read = 0
+    for f in files:
+        try:
+            frame = read_bgr(f)
+        except ImageReadError as e:
+            skipped.add(str(e), str(f))
+            print(f"warning: skipped {f}: {e}", file=sys.stderr)
+            continue
+        read += 1
+        yield f.name, 0, frame
+    if not read:
+        raise ValueError(f"no readable image in folder {path}: {skipped.summary()}")
+
+
+def batched(items: Iterator, n: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    from detkit.data.problems import ProblemLog
+    from detkit.deploy import load_predictor
+    from detkit.engine.workdir import check_output_dir
+    from detkit.viz import draw_detections
+
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    check_output_dir(args.out, "--out")
+    src = Path(args.input)
+    if not src.exists():
+        raise ValueError(f"input not found: {src}; give an image, a folder of images or a video ({', '.join(VIDEO_EXTS)})")
+    predictor = load_predictor(args.checkpoint, args.config, backend=args.backend, device=args.device,
+                               img_size=args.img_size, cfg_options=args.cfg_options, compile_mode=args.compile)
+    meta = getattr(predictor.model, "metadata", None)
+    if meta is not None and not meta.dynamic_batch:
+        args.batch = 1  # exported with a fixed batch of 1
+    names = predictor.class_names
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    is_video = src.is_file() and src.suffix.lower() in VIDEO_EXTS
+    writer = None
+    records: list[dict] = []
+    skipped = ProblemLog(str(src))
+    for chunk in batched(iter_inputs(src, skipped), args.batch):
+        dets = predictor([f for _, _, f in chunk])
+        for (name, index, frame), det in zip(chunk, dets):
+            keep = det["scores"] >= args.score_thr
+            boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
+            drawn = draw_detections(frame, boxes, scores, labels, names)
+            if is_video:
+                if writer is None:
+                    fps = cv2.VideoCapture(str(src)).get(cv2.CAP_PROP_FPS) or 25.0
+                    writer = cv2.VideoWriter(str(out / (src.stem + ".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),
+                                             fps, (frame.shape[1], frame.shape[0]))
+                writer.write(drawn)
+            else:
+                cv2.imwrite(str(out / name), drawn)
+            records.append({
+                "file": name, "frame": index, "width": frame.shape[1], "height": frame.shape[0],
+                "detections": [{"bbox": b, "score": s, "label": int(c),
+                                "name": names[int(c)] if names and int(c) < len(names) else str(int(c))}
+                               for b, s, c in zip(boxes.tolist(), scores.tolist(), labels.tolist())],
+            })
+    if writer is not None:
+        writer.release()
+    (out / "detections.json").write_text(json.dumps(records, indent=1))
+    total = sum(len(r["detections"]) for r in records)
+    print(f"{len(records)} image(s)/frame(s), {total} detections >= {args.score_thr} ({predictor.backend}); "
+          f"written to {out}/")
+    if skipped:
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in skipped.counts.most_common())
+        print(f"{skipped.total} unreadable file(s) skipped: {reasons}")
+    return records
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(lambda: run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

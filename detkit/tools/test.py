@@ -1,0 +1,130 @@
+"""Evaluate a checkpoint on the config's validation set (COCO box AP).
+
+    python tools/test.py configs/yolov4_atss.py work_dirs/yolov4_atss/best.pth [--out results.json]
+        [--cfg-options ...] [--device cuda] [--batch 16] [--backend auto|pycocotools|faster] [--pr-curve pr.png]
+        [--analysis DIR [--analysis-score-thr 0.3]]
+
+Prints the standard 12-line COCO summary and a per-class AP table. Uses the checkpoint's EMA
+weights when it has them. Runs under torchrun too (each rank predicts a shard; rank 0 evaluates).
+
+``--analysis DIR`` also writes the error analysis (:mod:`detkit.evaluation.errors`): a confusion
+matrix (classes + background) and GT outcomes / false detections by COCO size (missed,
+mislocalised, wrong class, duplicate, background) at ``--analysis-score-thr`` (default 0.3), as
+``DIR/analysis.md``, ``DIR/confusion_matrix.png`` and ``DIR/errors_by_size.png``.
+
+Refused before any work, exit status 2: a checkpoint that does not fill the config's model (another
+class count, width or head: the message lists the tensors and shapes that differ), and ``--out`` /
+``--pr-curve`` / ``--analysis`` paths that cannot be written (a folder, under a file, no
+permission). With no detections at all, ``--pr-curve`` writes nothing and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+from detkit.cli import run_cli
+from detkit.config import instantiate, load_config
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", default=None, help="write the COCO results json here")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--batch", type=int, default=None, help="images per batch (default data.val.batch_size)")
+    p.add_argument("--backend", default="auto", help="COCO evaluation backend: auto | pycocotools | faster")
+    p.add_argument("--pr-curve", default=None, help="write precision-recall curves to this PNG")
+    p.add_argument("--analysis", default=None, metavar="DIR",
+                   help="write a confusion matrix and errors by object size (markdown + PNG) to this folder")
+    p.add_argument("--analysis-score-thr", type=float, default=0.3,
+                   help="detections scoring below this are left out of --analysis (default 0.3)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    from detkit.engine.checkpoint import load_weights
+    from detkit.engine.distributed import init_distributed, is_main_process
+    from detkit.engine.inference import build_evaluator, evaluate_dataset
+    from detkit.engine.logging import setup_logger
+    from detkit.engine.train_utils import collate_from_config, resolve_device
+    from detkit.engine.trainer import build_dataset
+    from detkit.engine.workdir import check_output_dir, check_output_file
+    from detkit.evaluation import write_coco_results
+    from detkit.viz import plot_pr_curves
+
+    if args.batch is not None and args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    for flag, path in (("--out", args.out), ("--pr-curve", args.pr_curve)):
+        if path:
+            check_output_file(path, flag)
+    if args.analysis:
+        check_output_dir(args.analysis, "--analysis")
+    if not 0.0 <= args.analysis_score_thr <= 1.0:
+        raise ValueError(f"--analysis-score-thr must lie in [0, 1], got {args.analysis_score_thr}")
+    cfg = load_config(args.config, args.cfg_options)
+    device = resolve_device(args.device)
+    rank, _, local_rank = init_distributed(device.type)
+    setup_logger(None, rank)
+    if device.type == "cuda":
+        device = __import__("torch").device("cuda", local_rank)
+    model = instantiate(cfg.model)
+    load_weights(model, args.checkpoint, strict=True)  # a checkpoint of another model is refused
+    model.to(device).eval()
+    dataset = build_dataset(cfg, "val")
+    evaluator = build_evaluator(dataset, backend=args.backend) if is_main_process() else None
+    val = cfg.data.val
+    collate = collate_from_config(cfg, int(getattr(model, "size_divisor", 32)))
+    metrics, results = evaluate_dataset(model, dataset, evaluator, device, collate,
+                                        args.batch or int(val.get("batch_size", 8)),
+                                        int(val.get("num_workers", 0)), not args.no_progress)
+    if is_main_process():
+        print(evaluator.summary())
+        print()
+        print(evaluator.per_class_table())
+        if args.out:
+            write_coco_results(results, args.out)
+            print(f"\n{len(results)} detections written to {args.out}")
+        if args.pr_curve and evaluator.precision is None:
+            print(f"warning: --pr-curve {args.pr_curve} not written: the model made no detections", file=sys.stderr)
+        elif args.pr_curve:
+            plot_pr_curves(evaluator.precision, args.pr_curve, evaluator.class_names)
+            print(f"precision-recall curves written to {args.pr_curve}")
+        if args.analysis:
+            write_analysis(evaluator, results, args.analysis, args.analysis_score_thr)
+    return metrics
+
+
+def write_analysis(evaluator, results, out_dir: str, score_thr: float) -> None:
+    """``--analysis``: the confusion matrix and errors by size, printed and written to ``out_dir``."""
+    from detkit.evaluation.errors import analyse_errors
+
+    report = analyse_errors(evaluator.gt.dataset, results, score_thr=score_thr,
+                            class_names=evaluator.class_names, image_ids=evaluator.image_ids)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "analysis.md").write_text(report.to_markdown(), encoding="utf-8")
+    report.plot(out)
+    print(f"\n{report.to_markdown()}\nerror analysis written to {out}/ (analysis.md, confusion_matrix.png, "
+          f"errors_by_size.png)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from detkit.engine.distributed import cleanup_distributed
+
+    try:
+        return run_cli(lambda: run(parse_args(argv)))
+    finally:
+        cleanup_distributed()
+
+
+if __name__ == "__main__":
+    from detkit.engine.distributed import exit_process
+
+    exit_process(main())
