@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from detkit.data.loader import build_dataloader
 from detkit.engine.distributed import InferenceSampler, all_gather_object, is_main_process
 from detkit.evaluation import COCOEvaluator, detections_to_coco_results
+from detkit.evaluation.results import CocoResults, merge_coco_results
 
 __all__ = ["build_evaluator", "evaluate_dataset", "predict_dataset"]
 
@@ -72,18 +73,17 @@ def predict_dataset(
                               pin_memory=device.type == "cuda", collate_fn=collate_fn,
                               size_divisor=size_divisor, device=device)
     cat_ids = getattr(dataset, "cat_ids", None)
-    results: list[dict[str, Any]] = []
+    results = CocoResults()  # with the count of non-finite detections dropped
     start, images = time.perf_counter(), 0
     bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()), leave=False, dynamic_ncols=True)
     for batch in bar:
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             dets = model.predict(batch)
-        results += detections_to_coco_results(dets, batch["image_ids"], cat_ids)
+        results += detections_to_coco_results(dets, batch["image_ids"], cat_ids, warn=False)
         images += batch["images"].shape[0]
         bar.set_postfix(img_s=f"{images / max(time.perf_counter() - start, 1e-9):.1f}")
     model.train(was_training)
-    gathered = all_gather_object(results)
-    return [r for part in gathered for r in part]
+    return merge_coco_results(all_gather_object(results), warn=is_main_process())  # one warning: the total
 
 
 def evaluate_dataset(
@@ -104,4 +104,6 @@ def evaluate_dataset(
     if not is_main_process():
         return {}, results
     metrics = evaluator.evaluate(results)
+    if getattr(results, "nonfinite_dropped", 0):  # the run is flagged: its model output NaN / inf
+        metrics["nonfinite_dropped"] = float(results.nonfinite_dropped)
     return metrics, results

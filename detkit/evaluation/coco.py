@@ -29,6 +29,7 @@ import numpy as np
 
 from detkit.data.coco import crowd_flag, number_list
 from detkit.evaluation.report import SUMMARY_KEYS, format_per_class_table, format_summary
+from detkit.evaluation.results import first_nonfinite_result
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,13 @@ class COCOEvaluator:
     def _check_results(self, results: Sequence[Mapping[str, Any]]) -> list[dict]:
         known = set(self.image_ids)
         out = []
+        count, first = first_nonfinite_result(results)
+        if count:
+            raise ValueError(
+                f"{count} result(s) have a non-finite bbox or score (NaN/inf; first: result {first}, image_id "
+                f"{results[first].get('image_id')}); COCOEvaluator refuses them, as pycocotools can score NaN "
+                "boxes as matches: drop them first (detections_to_coco_results does, counting them)"
+            )
         for i, r in enumerate(results):
             missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in r]
             if missing:
@@ -185,6 +193,10 @@ class COCOEvaluator:
             ``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl`` (0..1, ``-1`` where the
             annotations have no object of that size, as pycocotools reports) and ``AP/<class name>``
             for every class that has ground truth. Empty results give zeros.
+
+        Raises:
+            ValueError: a result lacks a key, names an image not in the annotations, or has a NaN /
+                inf ``bbox`` value or ``score`` (the message gives the count and the first image id).
         """
         dets = self._check_results(results)
         if not dets:

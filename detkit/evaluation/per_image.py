@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from detkit.evaluation.results import first_nonfinite_result
+
 __all__ = ["paired_image_differences", "per_image_ap"]
 
 
@@ -39,10 +41,17 @@ def per_image_ap(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]],
     Returns:
         ``{image_id: AP in [0, 1]}`` for the images with ground truth (0.0 for such an image
         without detections).
+
+    Raises:
+        ValueError: a result with a NaN / inf ``bbox`` value or ``score``.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    count, first = first_nonfinite_result(results)
+    if count:  # pycocotools can score a NaN box as a match
+        raise ValueError(f"{count} result(s) have a non-finite bbox or score (NaN/inf; first: result {first}, "
+                         f"image_id {results[first].get('image_id')}); drop them before scoring images")
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = copy.deepcopy(dict(gt))
