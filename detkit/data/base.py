@@ -41,6 +41,7 @@ from detkit.data.imageio import ImageReadError, LoadedImage, load_image, read_he
 from detkit.data.problems import ProblemLog, logger
 
 __all__ = [
+    "ALL_BACKGROUND",
     "DEFAULT_MAX_SIZE",
     "DetDataset",
     "ImageReadError",
@@ -49,6 +50,7 @@ __all__ = [
     "clean_boxes",
     "empty_sample",
     "read_image",
+    "stem_image_ids",
 ]
 
 # Boxes reaching further than this outside the image (pixels) are reported when clipped;
@@ -67,6 +69,7 @@ EXIF_SIZE_MISMATCH = (
     "(image skipped; exif_orientation=False reads stored pixels)"
 )
 DUPLICATE_BOX = "duplicate box (same class and coordinates; removed)"
+ALL_BACKGROUND = "every image is background: no usable box in the whole split (labels missing or empty?)"
 
 
 def clean_boxes(
@@ -129,6 +132,45 @@ def clean_boxes(
         problems.add(DUPLICATE_BOX, path, len(boxes) - len(first))
         boxes, labels = boxes[first], labels[first]
     return boxes, labels
+
+
+# Numeric stems become ids only up to this (collate puts ids in an int64 tensor).
+MAX_NUMERIC_ID = 2**63 - 1
+
+
+def stem_image_ids(stems: Sequence[str], where: str = "", strip: str = "") -> list[int]:
+    """Image ids of a split's files from their stems (file names without extension), in order.
+
+    Unique by construction: the stems read as integers (after removing the characters in
+    ``strip``, e.g. VOC's ``2008_000008`` -> 2008000008) when every stem is then a plain ASCII
+    number up to 2**63 - 1 and no two different stems give the same number (so coco128's
+    ``000000000009.jpg`` keeps its COCO id 9); else the position in ``stems`` (``1.jpg``,
+    ``01.jpg``, ``001.jpg`` get 0, 1, 2, with a warning naming two stems that give the same
+    number). Equal stems (``a.jpg`` and ``a.png``, a name listed twice) share their number or
+    position's id: the datasets keep the first of them and count the others as duplicates.
+
+    Args:
+        stems: ``(N,)`` stems in the dataset's order (sorted file names, or the split list).
+        where: the folder or list, for the warning.
+        strip: characters removed before reading a stem as a number.
+    """
+    digits = [s.translate({ord(c): None for c in strip}) for s in stems]
+    if not digits or not all(d.isascii() and d.isdigit() and int(d) <= MAX_NUMERIC_ID for d in digits):
+        return _positions(stems)
+    first: dict[int, str] = {}
+    for stem, d in zip(stems, digits):
+        other = first.setdefault(int(d), stem)
+        if other != stem:
+            logger.warning(f"{where or 'dataset'}: file stems {other!r} and {stem!r} are the same number; "
+                           "image ids are positions in the file order instead of the stems' numbers")
+            return _positions(stems)
+    return [int(d) for d in digits]
+
+
+def _positions(stems: Sequence[str]) -> list[int]:
+    """Position of each stem, an equal stem getting its first occurrence's position."""
+    first: dict[str, int] = {}
+    return [first.setdefault(s, i) for i, s in enumerate(stems)]
 
 
 def empty_sample(img: np.ndarray, image_id: int, img_path: str = "") -> dict[str, Any]:
@@ -220,7 +262,10 @@ class DetDataset(Dataset):
         return len(self.class_names)
 
     def _finish_init(self, source: str) -> None:
-        """Summarise problems once; raise when nothing usable was found."""
+        """Count a split without any box as a problem, summarise problems once; raise when nothing
+        usable was found."""
+        if self.records and not any(len(r["boxes"]) for r in self.records):
+            self.problems.add(ALL_BACKGROUND, source)
         self.problems.source = source
         self.problems.log_summary()
         if not self.records:

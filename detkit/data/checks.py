@@ -235,7 +235,8 @@ def check_dataset(path: str, fmt: str | None = None, images: str | None = None, 
 
     Returns:
         The problems of all splits together, and ``(split name, dataset)`` for every split that
-        had something usable (a split with nothing usable is a problem too).
+        had something usable. A split with nothing usable, a YOLO split without its labels
+        folder and a split whose every image is background are problems too.
 
     Raises:
         ValueError: what :func:`find_sources` refuses (a usage mistake, not a problem of the data).
@@ -247,8 +248,10 @@ def check_dataset(path: str, fmt: str | None = None, images: str | None = None, 
     for source in sources:
         try:
             ds = _build(source, read)
-        except ValueError as e:  # nothing usable, or not a dataset of this format
-            log.add(str(e), str(source.kwargs.get("ann_file") or source.kwargs.get("img_dir") or path))
+        except ValueError as e:  # nothing usable, no labels folder, or not a dataset of this format
+            where = str(source.kwargs.get("ann_file") or source.kwargs.get("img_dir") or source.kwargs.get("root")
+                        or path)
+            log.add(str(e).removeprefix(f"{where}: "), where)
             continue
         log.extend(ds.problems)
         found.append((source.name, ds))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, clean_boxes
+from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, clean_boxes, stem_image_ids
 from detkit.data.imageio import check_image_file
 
 __all__ = ["VOC_CLASSES", "VocDataset"]
@@ -38,7 +38,8 @@ class VocDataset(DetDataset):
 
     Coordinates are VOC's 1-based inclusive pixels; ``x1 - 1, y1 - 1, x2, y2`` gives xyxy edges.
     Image ids are the stem's digits as an integer (``2008_000008`` -> ``2008000008``) when every
-    stem has them, else the index in the list.
+    stem has them and no two stems give the same number, else the index in the list
+    (:func:`~detkit.data.base.stem_image_ids`: unique by construction).
     """
 
     def __init__(
@@ -61,9 +62,9 @@ class VocDataset(DetDataset):
         self.cat_ids = list(range(len(self.class_names)))
         self.ann_file = None  # no COCO json: the evaluator uses coco_dict()
         stems = self._stems(split)
-        numeric = all(s.replace("_", "").isdigit() for s in stems)
+        ids = stem_image_ids(stems, self.root, strip="_")
         seen: set[str] = set()
-        for index, stem in enumerate(stems):
+        for image_id, stem in zip(ids, stems):
             if stem in seen:
                 self.problems.add("duplicate image id (listed twice; first kept)", stem)
                 continue
@@ -71,7 +72,7 @@ class VocDataset(DetDataset):
             rec = self._parse_xml(stem)
             if rec is None or (filter_empty and len(rec["boxes"]) == 0):
                 continue
-            rec["image_id"] = int(stem.replace("_", "")) if numeric else index
+            rec["image_id"] = image_id
             self.records.append(rec)
         if check_images:
             from detkit.data.base import check_images as _check

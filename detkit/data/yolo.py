@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog, clean_boxes
+from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog, clean_boxes, stem_image_ids
 from detkit.data.imageio import check_image_file
 
 __all__ = ["IMAGE_EXTENSIONS", "YoloDataset", "load_class_names", "parse_yolo_label"]
@@ -118,9 +118,16 @@ class YoloDataset(DetDataset):
         max_size, exif_orientation: see :class:`DetDataset`. Labels are normalised to the image
             as shown (EXIF orientation applied), as Ultralytics reads them.
 
-    Image ids are the file stems as integers when every stem is a number (COCO file names give
-    COCO ids, so a COCO json of the same images evaluates the results), else the index in
-    sorted file-name order.
+    Image ids are unique by construction (:func:`~detkit.data.base.stem_image_ids`): the file
+    stems as integers when every stem is a number and no two stems are the same number (COCO
+    file names give COCO ids, so a COCO json of the same images evaluates the results), else the
+    index in sorted file-name order (``1.jpg``, ``01.jpg`` and ``001.jpg`` get 0, 1 and 2, with a
+    warning).
+
+    A missing labels folder is an error (``ValueError``): every image would be background, which
+    is a wrong path far more often than the intent; a split of background images on purpose has
+    its labels folder, empty. A split where no image has a box is counted as a problem (a warning
+    at load; ``tools/check_dataset.py`` reports it).
     """
 
     def __init__(
@@ -145,6 +152,11 @@ class YoloDataset(DetDataset):
         if not os.path.isdir(self.img_dir):
             raise ValueError(f"image folder not found: {self.img_dir}")
         self._parse(filter_empty)
+        if self.records and not os.path.isdir(self.label_dir):
+            raise ValueError(
+                f"{self.img_dir}: labels folder not found: {self.label_dir} (every image would be background); "
+                "pass label_dir, or create that folder, empty, if these images are background on purpose"
+            )
         if check_images:
             from detkit.data.base import check_images as _check
 
@@ -154,9 +166,9 @@ class YoloDataset(DetDataset):
     def _parse(self, filter_empty: bool) -> None:
         files = sorted(f for f in os.listdir(self.img_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
         stems = [os.path.splitext(f)[0] for f in files]
-        numeric = bool(stems) and all(s.isdigit() for s in stems)
+        ids = stem_image_ids(stems, self.img_dir)
         seen: dict[str, str] = {}
-        for index, (name, stem) in enumerate(zip(files, stems)):
+        for name, stem, image_id in zip(files, stems, ids):
             path = os.path.join(self.img_dir, name)
             label_path = os.path.join(self.label_dir, stem + ".txt")
             if stem in seen:
@@ -181,7 +193,7 @@ class YoloDataset(DetDataset):
                 continue
             self.records.append({
                 "img_path": path,
-                "image_id": int(stem) if numeric else index,
+                "image_id": image_id,
                 "boxes": boxes,  # normalised xyxy; scaled to pixels when read
                 "labels": labels,
                 "ignore_boxes": np.zeros((0, 4), np.float32),
