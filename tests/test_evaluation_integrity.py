@@ -238,3 +238,59 @@ def test_results_json_on_a_full_disk_is_one_line_and_the_old_file_is_intact(tmp_
     assert message.startswith(f"cannot write {path}: disk full") and "previous file is unchanged" in message
     assert path.read_bytes() == old
     assert sorted(os.listdir(tmp_path)) == ["r.json"]  # no temporary left
+
+
+# ------------------------------------------------------------------------------------------------
+# through tools/test.py: a checkpoint with a NaN weight, a full disk
+# ------------------------------------------------------------------------------------------------
+
+
+def tiny_checkpoint(path, nan_bias: bool = False):
+    from detkit.engine.checkpoint import atomic_save
+    from tests.engine.standins import TinyDetector
+
+    torch.manual_seed(0)
+    model = TinyDetector(num_classes=2, width=8)
+    if nan_bias:
+        with torch.no_grad():
+            model.head.out.bias[0] = NAN  # every predicted box has a NaN x1
+    atomic_save({"model": model.state_dict()}, path)
+    return path
+
+
+def run_test_tool(tmp_path, ckpt, out) -> int:
+    from pathlib import Path
+
+    from tests.fixtures.tools import load_tool
+
+    cfg = Path(__file__).resolve().parent / "engine" / "configs" / "tiny.py"
+    return load_tool("test").main([str(cfg), str(ckpt), "--device", "cpu", "--out", str(out), "--no-progress"])
+
+
+def test_test_tool_with_a_nan_checkpoint_writes_standard_json_and_flags_the_run(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert run_test_tool(tmp_path, tiny_checkpoint(tmp_path / "nan.pth", nan_bias=True), out) == 0
+    captured = capsys.readouterr()
+    assert "warning: 8 detection(s) with a NaN/inf box or score were left out" in captured.err
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.000" in captured.out
+    assert json.loads(out.read_text()) == []  # 8 images, one NaN box each: nothing to write
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell the results file")
+def test_test_tool_on_a_full_disk_is_one_line_and_keeps_the_old_results(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "results.json"
+    out.write_text('[{"old": 1}]')
+    ckpt = tiny_checkpoint(tmp_path / "ok.pth")
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:  # the disk fills up while the results temporary is written; other files behave
+        if ".results.json." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert run_test_tool(tmp_path, ckpt, out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {out}: disk full") and err.count("\n") == 1
+    assert out.read_text() == '[{"old": 1}]'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.pth", "results.json"]
