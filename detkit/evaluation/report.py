@@ -25,7 +25,8 @@ def format_summary(stats: Sequence[float] | np.ndarray) -> str:
     lines = []
     for (is_ap, iou, area, max_dets), value in zip(_LINES, stats):
         title, kind = ("Average Precision", "(AP)") if is_ap else ("Average Recall", "(AR)")
-        lines.append(f" {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets:>3d} ] = {value:0.3f}")
+        lines.append(f" {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets:>3d} ] "
+                     f"= {value:0.3f}")
     return "\n".join(lines)
 
 
