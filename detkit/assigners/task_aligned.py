@@ -105,6 +105,7 @@ class TaskAlignedAssigner(TwoFormAssigner):
     """
 
     uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
+    score_target = True  # the result's score_target is the normalised metric (step 5)
 
     def __init__(self, topk: int = 13, alpha: float = 1.0, beta: float = 6.0, iou_mode: str = "iou",
                  center_eps: float = 1e-9, resolve: str = "positives", eps: float = 1e-9,

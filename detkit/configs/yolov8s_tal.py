@@ -8,6 +8,10 @@ translate 0.1) + HSV + flip at 640; SGD with YOLOv8's warm-up and linear decay o
     python tools/train.py configs/yolov8s_tal.py
     python tools/test.py configs/yolov8s_tal.py yolov8s_converted.pth       # Ultralytics weights, see README
     python tools/train.py configs/yolov8s_tal.py --cfg-options 'model.head.loss.assigner=ATSSAssigner(topk=9)'
+
+The swap needs no other override: the loss's ``cls_target="auto"`` learns the rule's soft target
+when it has one (TAL, SimOTA, DSL) and one-hot otherwise (ATSS, max-IoU, FCOS, grid); presets work
+too (``model.head.loss.assigner=atss``).
 """
 
 _base_ = [

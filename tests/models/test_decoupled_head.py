@@ -165,6 +165,8 @@ class ScoredResult:
 class ScoredAssigner(CentreInBoxAssigner):
     """The stand-in with a soft target of 0.5 for each positive (as TAL / DSL set one)."""
 
+    score_target = True  # declared, as the rules that set one do (box-only stand-ins are taken to set none)
+
     def __init__(self, with_score=True):
         super().__init__()
         self.with_score = with_score

@@ -96,15 +96,18 @@ label = "grid, min 1 positive"
     assert float(runs[1]["forced_pct"]) >= 0 and runs[0]["forced_pct"] == "nan"
 
 
-def test_box_only_rule_on_a_head_taking_the_assigners_target_is_refused_before_training(tmp_path, capsys):
+def test_box_only_rule_on_the_yolov8_head_needs_no_target_override(tmp_path, capsys):
+    """The head's cls_target="auto" follows the rule; an explicit "assigner" with a box-only rule is
+    refused when the config loads, before any run folder exists."""
     tool = load_tool("ablate_assigners")
     cfg = str(ROOT / "configs" / "shapes_yolov8_tal.py")
-    rc = tool.main([cfg, "--assigners", "atss", "--work-dir", str(tmp_path / "w")])
+    row = tool.AblationRow(label="atss", config=cfg, assigner="atss")
+    loss = tool.run_config(row, 0, []).model.head.loss
+    assert loss.cls_target == "auto" and loss.assigner["_target_"].__name__ == "ATSSAssigner"
+    rc = tool.main([cfg, "--assigners", "atss", "--work-dir", str(tmp_path / "w"),
+                    "--cfg-options", "model.head.loss.cls_target=assigner"])
     err = capsys.readouterr().err
-    assert rc == 2 and "model.head.loss.cls_target=onehot" in err and not (tmp_path / "w").exists()
-    row = tool.AblationRow(label="atss", config=cfg, assigner="atss",
-                           cfg_options=("model.head.loss.cls_target=onehot",))
-    assert tool.run_config(row, 0, []).model.head.loss.cls_target == "onehot"
+    assert rc == 2 and "cls_target='assigner' needs a rule" in err and not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize("argv, message", [

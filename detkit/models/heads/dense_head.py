@@ -81,13 +81,17 @@ class DenseHead(BindableModule):
 
     @property
     def assigner(self) -> Any:
-        """The loss pipeline's assigner; setting it swaps the assigner used from then on."""
+        """The loss pipeline's assigner; setting it swaps the assigner used from then on (a rule the
+        pipeline's ``cls_target`` cannot train with is refused: ``check_config_arguments``)."""
         return None if self.loss_pipeline is None else self.loss_pipeline.assigner
 
     @assigner.setter
     def assigner(self, value: Any) -> None:
         if self.loss_pipeline is None:
             raise ValueError("this head was built without a loss pipeline (inference only)")
+        check = getattr(type(self.loss_pipeline), "check_config_arguments", None)
+        if check is not None:
+            check({"cls_target": getattr(self.loss_pipeline, "cls_target", None), "assigner": value}, "head.loss")
         self.loss_pipeline.assigner = value
 
     def _check_levels(self, in_channels: list[int]) -> None:

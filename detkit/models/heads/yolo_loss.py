@@ -15,8 +15,12 @@ named, flattened predictions (box parameters, class logits, objectness or None):
 
 Targets (``cls_target``): the classification target of a positive at its GT's class is 1
 (``"onehot"``), the IoU of its decoded (detached) prediction with the GT (``"iou"``, YOLOX's
-IoU-aware target), or the assigner's ``score_target`` (``"assigner"``: TOOD / YOLOv8's normalised
-alignment metric, RTMDet's IoU); every other class's target is 0.
+IoU-aware target), the assigner's ``score_target`` (``"assigner"``: TOOD / YOLOv8's normalised
+alignment metric, RTMDet's IoU), or the rule's ``score_target`` when its result has one and 1
+otherwise (``"auto"``: the YOLOv8 / RTMDet configs, so that swapping in a box-only rule such as
+ATSS needs no second override); every other class's target is 0. ``"assigner"`` with a rule that
+says it sets no ``score_target`` (:func:`rule_sets_score_target`) is refused when the config loads
+(:meth:`YOLOLossPipeline.check_config_arguments`) and when the pipeline is built.
 
 Normalisation happens once, here (the loss modules get ``avg_factor``):
 
@@ -40,8 +44,9 @@ belongs to the learning rate (``train.loss_scale``).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,16 +54,70 @@ from torch import Tensor, nn
 
 from detkit.analysis import SIZE_NAMES, positives_per_gt, size_bucket
 from detkit.boxes import aligned_iou, box_area, pairwise_iof, valid_gt_mask
+from detkit.config import TARGET_KEY
 from detkit.losses import BCEWithLogitsLoss, IoULoss
 from detkit.models.heads.predictions import DensePredictions
 from detkit.samplers import PseudoSampler, SampleResult
 
-__all__ = ["CLS_TARGETS", "DEFAULT_LOSS_WEIGHTS", "YOLOLossPipeline"]
+__all__ = ["CLS_TARGETS", "DEFAULT_LOSS_WEIGHTS", "ClsTarget", "YOLOLossPipeline", "rule_sets_score_target"]
 
 DEFAULT_LOSS_WEIGHTS = {"cls": 0.5 / 80, "obj": 1.0, "box": 0.05, "dfl": 1.0, "reg": 1.0}
 OBJ_TARGETS = ("iou", "one")
 OBJ_NORMALIZE = ("level_mean", "num_pos")
-CLS_TARGETS = ("onehot", "iou", "assigner")
+ClsTarget = Literal["auto", "onehot", "iou", "assigner"]
+CLS_TARGETS: tuple[str, ...] = typing.get_args(ClsTarget)
+
+
+def rule_sets_score_target(assigner: Any) -> bool | None:
+    """Whether an assigner fills ``AssignResult.score_target``, known before it runs.
+
+    Args:
+        assigner: an assigner object, its class, or a config's lazy call of it. A rule wrapping
+            another (an ``assigner`` argument or attribute, as :class:`~detkit.assigners.MinPositives`)
+            answers for the wrapped rule.
+
+    Returns:
+        The class attribute ``score_target`` when the class states it as a bool (task-aligned,
+        SimOTA, dynamic soft labels: True), False for box-only rules (``uses_predictions = False``:
+        ATSS, max-IoU, FCOS, grid, YOLOv5), None when it cannot be told (a rule of the user's own).
+    """
+    inner: Any = None
+    if isinstance(assigner, Mapping) and TARGET_KEY in assigner:
+        from detkit.schema import target_product  # schema imports the config machinery, loaded lazily here
+
+        cls = target_product(assigner[TARGET_KEY])
+        inner = assigner.get("assigner")
+    elif isinstance(assigner, type):
+        cls = assigner
+    else:
+        cls = type(assigner)
+        inner = getattr(assigner, "assigner", None)
+    if inner is not None:
+        return rule_sets_score_target(inner)
+    if cls is None:
+        return None
+    declared = getattr(cls, "score_target", None)
+    if isinstance(declared, bool):
+        return declared
+    return False if getattr(cls, "uses_predictions", True) is False else None
+
+
+def _rule_name(assigner: Any) -> str:
+    """``ATSSAssigner``, ``MinPositives(ATSSAssigner)``: the class names of a rule and the rule it wraps."""
+    lazy = isinstance(assigner, Mapping) and TARGET_KEY in assigner
+    name = getattr(assigner[TARGET_KEY], "__qualname__", "?") if lazy else type(assigner).__name__
+    inner = assigner.get("assigner") if lazy else getattr(assigner, "assigner", None)
+    return name if inner is None else f"{name}({_rule_name(inner)})"
+
+
+def _refuse_pair(cls_target: str, assigner: Any) -> str | None:
+    """Why ``cls_target`` cannot train with ``assigner`` (None when it can, or cannot be told)."""
+    if cls_target != "assigner" or rule_sets_score_target(assigner) is not False:
+        return None
+    name = _rule_name(assigner)
+    return (f"cls_target='assigner' needs a rule that sets score_target (task-aligned, SimOTA, dynamic soft "
+            f"label); {name} does not: set cls_target='auto' (the rule's target when it has one, else one-hot) "
+            f"or 'onehot'")
 BOX_WEIGHTS = ("uniform", "cls_target")
 
 
@@ -109,7 +168,7 @@ class YOLOLossPipeline(nn.Module):
             trainer calls :meth:`set_epoch`); None applies it always.
         loss_weights: multipliers for ``cls``, ``obj``, ``box``, ``dfl``, ``reg``; missing keys
             keep :data:`DEFAULT_LOSS_WEIGHTS`.
-        cls_target: ``"onehot"`` | ``"iou"`` | ``"assigner"`` (see the module docstring).
+        cls_target: ``"auto"`` | ``"onehot"`` | ``"iou"`` | ``"assigner"`` (see the module docstring).
         box_weight: ``"uniform"`` | ``"cls_target"`` (see the module docstring).
         obj_level_weights: objectness weight per level (YOLOv5: 4.0, 1.0, 0.4); None for 1.
         obj_target: positives' objectness target: ``"iou"`` (detached IoU of the decoded
@@ -130,7 +189,7 @@ class YOLOLossPipeline(nn.Module):
         loss_reg: nn.Module | None = None,
         reg_last_epochs: int | None = None,
         loss_weights: Mapping[str, float] | None = None,
-        cls_target: str = "onehot",
+        cls_target: ClsTarget = "onehot",
         box_weight: str = "uniform",
         obj_level_weights: list[float] | tuple[float, ...] | None = (4.0, 1.0, 0.4),
         obj_target: str = "iou",
@@ -150,6 +209,9 @@ class YOLOLossPipeline(nn.Module):
             raise ValueError(f"reg_last_epochs={reg_last_epochs} needs a loss_reg and a positive epoch count")
         if assigner is None:
             raise ValueError("YOLOLossPipeline needs an assigner, e.g. assigner=ATSSAssigner()")
+        refusal = _refuse_pair(cls_target, assigner)
+        if refusal:
+            raise ValueError(refusal)
         self.assigner = assigner
         self.sampler = sampler if sampler is not None else PseudoSampler()
         self.loss_cls = loss_cls if loss_cls is not None else BCEWithLogitsLoss()
@@ -166,6 +228,21 @@ class YOLOLossPipeline(nn.Module):
         self.obj_target = obj_target
         self.obj_normalize = obj_normalize
         self.ignore_iof_thr = ignore_iof_thr
+
+    @staticmethod
+    def check_config_arguments(arguments: Mapping[str, Any], key: str) -> None:
+        """Config-time check of a lazy call's arguments (run by :func:`detkit.schema.check_call_arguments`
+        when a config loads, before a tool creates any output): ``cls_target="assigner"`` with a rule
+        that sets no ``score_target`` is refused.
+
+        Raises:
+            SettingError: naming ``<key>.cls_target``.
+        """
+        from detkit.schema import SettingError
+
+        refusal = _refuse_pair(arguments.get("cls_target", "onehot"), arguments.get("assigner"))
+        if refusal:
+            raise SettingError(f"{key}.cls_target" if key else "cls_target", refusal)
 
     def set_epoch(self, epoch: int, max_epochs: int) -> None:
         """Called by the trainer at each epoch start (0-based): switches ``loss_reg`` on for the
@@ -263,11 +340,11 @@ class YOLOLossPipeline(nn.Module):
     @torch.no_grad()
     def classification_targets(self, pos: Positives, assign_result: Any) -> Tensor:
         """``Tensor[P]``: each positive's classification target at its GT's class (``cls_target``)."""
-        if self.cls_target == "onehot":
+        score_target = getattr(assign_result, "score_target", None)
+        if self.cls_target == "onehot" or (self.cls_target == "auto" and score_target is None):
             return torch.ones_like(pos.box[:, 0])
         if self.cls_target == "iou":
             return aligned_iou(pos.pred_boxes, pos.gt_boxes).clamp(min=0)
-        score_target = getattr(assign_result, "score_target", None)
         if score_target is None:
             raise ValueError(f"cls_target='assigner' needs an assigner that sets score_target "
                              f"(task-aligned, SimOTA, dynamic soft label); {type(self.assigner).__name__} does not")

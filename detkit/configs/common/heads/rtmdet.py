@@ -20,7 +20,7 @@ model = L(Detector)(
             assigner=L(DynamicSoftLabelAssigner)(topk=13, iou_weight=3.0, soft_center_radius=3.0),
             loss_cls=L(QualityFocalLoss)(beta=2.0),
             loss_box=L(IoULoss)(mode="giou"),
-            cls_target="assigner",
+            cls_target="auto",  # the rule's score_target (DSL here), one-hot for a box-only rule swapped in
             box_weight="cls_target",
             loss_weights=dict(cls=1.0, box=2.0),
         ),

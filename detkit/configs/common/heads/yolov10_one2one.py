@@ -17,7 +17,7 @@ model = dict(
             loss_cls=L(BCEWithLogitsLoss)(),
             loss_box=L(IoULoss)(mode="ciou"),
             loss_dfl=L(DistributionFocalLoss)(),
-            cls_target="assigner",
+            cls_target="auto",  # the rule's score_target (TAL here), one-hot for a box-only rule swapped in
             box_weight="cls_target",
             loss_weights=dict(cls=0.5, box=7.5, dfl=1.5),
         ),
