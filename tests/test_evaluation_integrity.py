@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,8 +260,6 @@ def tiny_checkpoint(path, nan_bias: bool = False):
 
 
 def run_test_tool(tmp_path, ckpt, out) -> int:
-    from pathlib import Path
-
     from tests.fixtures.tools import load_tool
 
     cfg = Path(__file__).resolve().parent / "engine" / "configs" / "tiny.py"
@@ -294,3 +293,21 @@ def test_test_tool_on_a_full_disk_is_one_line_and_keeps_the_old_results(tmp_path
     assert err.startswith(f"error: cannot write {out}: disk full") and err.count("\n") == 1
     assert out.read_text() == '[{"old": 1}]'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.pth", "results.json"]
+
+
+def test_infer_tool_with_a_nan_checkpoint_writes_no_nan_and_warns(tmp_path, capsys):
+    import cv2
+
+    from tests.fixtures.tools import load_tool
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        assert cv2.imwrite(str(tmp_path / "imgs" / f"{i}.png"), np.full((48, 80, 3), 100, np.uint8))
+    cfg = str(Path(__file__).resolve().parent / "engine" / "configs" / "tiny.py")
+    ckpt = tiny_checkpoint(tmp_path / "nan.pth", nan_bias=True)
+    out = tmp_path / "out"
+    assert load_tool("infer").main([cfg, str(ckpt), str(tmp_path / "imgs"), "--out", str(out), "--device", "cpu",
+                                    "--score-thr", "0"]) == 0
+    assert "warning: 2 detection(s) with a NaN/inf box or score left out" in capsys.readouterr().err
+    records = json.loads((out / "detections.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert [r["detections"] for r in records] == [[], []]
