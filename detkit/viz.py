@@ -1,4 +1,5 @@
-"""Drawing: detections with class names and scores, assignment pictures, metric curves, PR curves.
+"""Drawing: detections with class names and scores, image grids, assignment pictures, metric curves,
+PR curves and precision / recall / F1 against the score threshold.
 
 Images are ``(H, W, 3) uint8`` BGR numpy arrays (OpenCV's convention); boxes are xyxy pixels.
 Plots use matplotlib's Agg backend (no display needed) and are written as PNG.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import colorsys
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,10 +21,14 @@ __all__ = [
     "color_for",
     "draw_assignment",
     "draw_detections",
+    "image_grid",
+    "plot_class_curves",
     "plot_curves",
     "plot_pr_curves",
     "tensor_to_bgr",
 ]
+
+MAX_LEGEND_CLASSES = 10  # more classes than this: their curves in grey without a legend
 
 
 def color_for(index: int) -> tuple[int, int, int]:
@@ -51,17 +57,18 @@ def _label(image: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, 
 def draw_detections(
     image: np.ndarray,
     boxes: Tensor | np.ndarray,
-    scores: Tensor | np.ndarray,
+    scores: Tensor | np.ndarray | None,
     labels: Tensor | np.ndarray,
     class_names: Sequence[str] | None = None,
     score_thr: float = 0.0,
     thickness: int = 2,
 ) -> np.ndarray:
-    """Draw boxes with ``name score`` labels on a copy of ``image``.
+    """Draw boxes with ``name score`` labels (``name`` alone without scores) on a copy of ``image``.
 
     Args:
         image: ``(H, W, 3)`` uint8 BGR.
-        boxes: ``(K, 4)`` xyxy pixels; scores ``(K,)``; labels ``(K,)`` class indices.
+        boxes: ``(K, 4)`` xyxy pixels; scores ``(K,)`` or None (ground truth); labels ``(K,)``
+            class indices.
         class_names: names per class index (the index is printed when missing).
         score_thr: detections scoring below it are not drawn.
 
@@ -69,16 +76,51 @@ def draw_detections(
         The drawn ``(H, W, 3)`` uint8 BGR image.
     """
     out = image.copy()
-    boxes, scores, labels = (np.asarray(torch.as_tensor(v).detach().cpu()) for v in (boxes, scores, labels))
-    for box, score, label in zip(boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)):
-        if score < score_thr:
+    boxes, labels = (np.asarray(torch.as_tensor(v).detach().cpu()) for v in (boxes, labels))
+    labels = labels.reshape(-1)
+    scores = None if scores is None else np.asarray(torch.as_tensor(scores).detach().cpu()).reshape(-1)
+    for i, (box, label) in enumerate(zip(boxes.reshape(-1, 4), labels)):
+        score = None if scores is None else float(scores[i])
+        if score is not None and score < score_thr:
             continue
         label = int(label)
         color = color_for(label)
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
         name = class_names[label] if class_names is not None and label < len(class_names) else str(label)
-        _label(out, f"{name} {float(score):.2f}", x1, y1, color)
+        _label(out, name if score is None else f"{name} {score:.2f}", x1, y1, color)
+    return out
+
+
+def image_grid(images: Sequence[np.ndarray], cols: int, tile: int, captions: Sequence[str] | None = None,
+               fill: int = 114) -> np.ndarray:
+    """Images side by side in a grid, each scaled to fit a ``tile`` x ``tile`` cell (aspect kept).
+
+    Args:
+        images: ``(H_i, W_i, 3)`` uint8 BGR each.
+        cols: images per row.
+        tile: cell side in pixels.
+        captions: a line written in each cell's bottom-left corner.
+        fill: grey level of empty space.
+
+    Returns:
+        ``(rows * tile, cols * tile, 3)`` uint8 BGR.
+    """
+    if not images or cols < 1 or tile < 1:
+        raise ValueError(f"image_grid needs images, cols >= 1 and tile >= 1; got {len(images)} images, "
+                         f"cols={cols}, tile={tile}")
+    rows = -(-len(images) // cols)
+    out = np.full((rows * tile, cols * tile, 3), fill, np.uint8)
+    for i, img in enumerate(images):
+        h, w = img.shape[:2]
+        scale = tile / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        y, x = (i // cols) * tile, (i % cols) * tile
+        out[y:y + nh, x:x + nw] = small
+        cv2.rectangle(out, (x, y), (x + tile - 1, y + tile - 1), (255, 255, 255), 1)
+        if captions is not None and i < len(captions) and captions[i]:
+            _label(out, captions[i], x + 2, y + tile - 4, (40, 40, 40))
     return out
 
 
@@ -206,3 +248,59 @@ def plot_pr_curves(
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_class_curves(curves: Any, out_dir: str | os.PathLike) -> list[str]:
+    """``PR_curve.png``, ``P_curve.png``, ``R_curve.png`` and ``F1_curve.png`` in ``out_dir``.
+
+    Args:
+        curves: a :class:`detkit.evaluation.curves.ClassCurves`.
+
+    Each figure shows every class with GT (named in the legend up to :data:`MAX_LEGEND_CLASSES`
+    classes, with its AP or best value; grey without a legend beyond) and the mean over classes in
+    bold. Returns the paths written.
+    """
+    plt = _pyplot()
+    os.makedirs(out_dir, exist_ok=True)
+    shown = [k for k in range(len(curves.class_names)) if curves.has_gt[k]]
+    legend = len(shown) <= MAX_LEGEND_CLASSES
+    x_pr, x_conf = curves.recalls, curves.thresholds
+    panels = [("PR_curve.png", "pr", x_pr, "recall", "precision"),
+              ("P_curve.png", "precision", x_conf, "score threshold", "precision"),
+              ("R_curve.png", "recall", x_conf, "score threshold", "recall"),
+              ("F1_curve.png", "f1", x_conf, "score threshold", "F1")]
+    written = []
+    for file, name, xs, xlabel, ylabel in panels:
+        values = getattr(curves, name)
+        mean = curves.mean(name)
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        for k in shown:
+            note = {"pr": f" (AP {curves.ap[k]:.3f})", "f1": f" (best {values[k].max():.2f})"}.get(name, "")
+            if legend:
+                ax.plot(xs, values[k], linewidth=1, label=f"{curves.class_names[k]}{note}")
+            else:
+                ax.plot(xs, values[k], linewidth=0.6, color="0.7")
+        if name == "pr":
+            label = f"all classes, AP {np.nanmean(curves.ap) if shown else 0.0:.3f}"
+        elif name == "f1":
+            thr, best = curves.best_f1()
+            label = f"all classes, best {best:.2f} at {thr:.3f}"
+            ax.axvline(thr, color="tab:blue", linestyle=":", linewidth=1)
+        else:
+            label = "all classes"
+        ax.plot(xs, mean, color="tab:blue", linewidth=3, label=label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        what = {"pr": "precision-recall", "precision": "precision", "recall": "recall", "f1": "F1"}[name]
+        more = "" if legend else f"; {len(shown)} classes in grey"
+        ax.set_title(f"{what} at IoU {curves.iou:g}{more}", fontsize=11)
+        ax.legend(fontsize=8, loc="lower left" if name in ("pr", "recall") else "best")
+        fig.tight_layout()
+        path = os.path.join(out_dir, file)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -6,6 +6,10 @@
 - ``metrics.png``: AP, AP50, AP75, APs, APm, APl against the epoch in one panel; with a single
   evaluation (a short run evaluated once), a table of the final numbers instead of plots of one point.
 - ``assignment.png``: the ``stat_*`` assignment statistics against the epoch (a table after one epoch).
+- ``results.png`` (:func:`plot_results`): each training loss per epoch with its validation loss
+  (``val/loss*``) on the same panel, then AP50 and AP.
+- ``labels.png`` (:func:`plot_labels`): the training labels: boxes per class, boxes per image, box
+  centres and box widths / heights (in image fractions).
 """
 
 from __future__ import annotations
@@ -15,11 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_training"]
+import numpy as np
+
+__all__ = ["plot_labels", "plot_results", "plot_training"]
 
 EVAL_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 SMOOTH_POINTS = 25  # the smoothed curve averages about 1/25 of the logged points around each one
 MAX_EPOCH_LINES = 40  # more epochs than this: only the epoch axis on top, no dotted lines
+VAL_PREFIX = "val/"  # validation losses in metrics.csv: val/loss, val/loss_box, ...
+RESULT_METRICS = ("AP50", "AP")
+MAX_LABEL_CLASSES = 80  # labels.png names at most this many classes (most boxes first)
+MAX_SCATTER_POINTS = 20000  # labels.png draws a fixed sample of this many boxes at most
 
 
 def _pyplot() -> Any:
@@ -171,3 +181,112 @@ def plot_training(epochs: Sequence[dict[str, Any]], out_dir: str | os.PathLike,
     written.append(plot_per_epoch(epochs, [k for k in keys if k.startswith("stat_")],
                                   out_dir / "assignment.png", "assignment statistics"))
     return [p for p in written if p is not None]
+
+
+def plot_results(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path | None:
+    """``results.png``: per epoch, each training ``loss*`` with its ``val/loss*`` beside it in one
+    panel, then :data:`RESULT_METRICS`; None when the rows hold none of them.
+
+    Args:
+        rows: per-epoch rows (``metrics.csv``): ``epoch`` and numbers (empty strings are skipped).
+    """
+    keys = {k for r in rows for k in r}
+    losses = sorted(k for k in keys if k.startswith("loss"))
+    losses += sorted(k[len(VAL_PREFIX):] for k in keys if k.startswith(VAL_PREFIX + "loss")
+                     and k[len(VAL_PREFIX):] not in losses)
+    panels = [(k, [("train", k), ("val", VAL_PREFIX + k)]) for k in losses]
+    panels += [(k, [(k, k)]) for k in RESULT_METRICS if k in keys]
+    series = [(title, [(label, *_numbers(rows, "epoch", key)) for label, key in lines]) for title, lines in panels]
+    series = [(title, [line for line in lines if line[1]]) for title, lines in series]
+    series = [(title, lines) for title, lines in series if lines]
+    if not series:
+        return None
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    cols = min(4, len(series))
+    n_rows = -(-len(series) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.6 * cols, 2.9 * n_rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[len(series):]:
+        ax.axis("off")
+    for ax, (title, lines) in zip(flat, series):
+        for label, xs, ys in lines:
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=label)
+        if len(lines) > 1 or lines[0][0] == "val":
+            ax.legend(fontsize=7)
+        ax.set_title(title, fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    return _save(fig, Path(path))
+
+
+def plot_labels(labels: np.ndarray, boxes: np.ndarray, image_index: np.ndarray, num_images: int,
+                class_names: Sequence[str], path: str | os.PathLike) -> Path:
+    """``labels.png``: an overview of a dataset's boxes.
+
+    Args:
+        labels: ``(N,)`` class indices of all boxes.
+        boxes: ``(N, 4)`` ``cx, cy, w, h`` as fractions of their image's width / height.
+        image_index: ``(N,)`` the image each box is in (``0..num_images-1``).
+        num_images: images in the dataset (those without boxes count in the per-image histogram).
+        class_names: C names.
+
+    Panels: boxes per class (at most :data:`MAX_LABEL_CLASSES` named, most boxes first beyond),
+    boxes per image, box centres (a 2-D histogram) and box width against height (a fixed sample of
+    at most :data:`MAX_SCATTER_POINTS` boxes, coloured by class).
+    """
+    plt = _pyplot()
+    c = len(class_names)
+    counts = np.bincount(labels.astype(np.int64), minlength=c)[:c]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    ax = axes[0, 0]
+    order = np.arange(c) if c <= MAX_LABEL_CLASSES else np.argsort(-counts, kind="stable")[:MAX_LABEL_CLASSES]
+    ax.bar(range(len(order)), counts[order], color=[_rgb(int(k)) for k in order])
+    ax.set_xticks(range(len(order)), [class_names[k] for k in order], rotation=90,
+                  fontsize=9 if len(order) <= 20 else 6)
+    more = f" ({len(order)} of {c} classes, most boxes first)" if len(order) < c else ""
+    ax.set_title(f"{len(labels)} boxes in {num_images} images{more}", fontsize=10)
+    ax.set_ylabel("boxes")
+    ax = axes[0, 1]
+    per_image = np.bincount(image_index.astype(np.int64), minlength=num_images)
+    most = int(per_image.max(initial=0))
+    ax.hist(per_image, bins=np.arange(most + 2) - 0.5 if most < 50 else 50, color="tab:blue")
+    ax.set_xlabel("boxes per image")
+    ax.set_ylabel("images")
+    ax.set_title(f"boxes per image: mean {per_image.mean() if num_images else 0:.1f}, "
+                 f"{int((per_image == 0).sum())} images without boxes", fontsize=10)
+    ax = axes[1, 0]
+    ax.hist2d(boxes[:, 0], boxes[:, 1], bins=50, range=[[0, 1], [0, 1]], cmap="Blues")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(1, 0)  # image coordinates: y down
+    ax.set_aspect("equal")
+    ax.set_xlabel("centre x (image fraction)")
+    ax.set_ylabel("centre y")
+    ax.set_title("box centres", fontsize=10)
+    ax = axes[1, 1]
+    pick = np.arange(len(labels))
+    if len(pick) > MAX_SCATTER_POINTS:
+        pick = np.sort(np.random.default_rng(0).choice(len(pick), MAX_SCATTER_POINTS, replace=False))
+    ax.scatter(boxes[pick, 2], boxes[pick, 3], s=12 if len(pick) < 2000 else 3, alpha=0.5,
+               c=[_rgb(int(k)) for k in labels[pick]] if len(pick) else None)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("width (image fraction)")
+    ax.set_ylabel("height")
+    ax.set_title("box sizes" + (f" ({len(pick)} of {len(labels)} boxes)" if len(pick) < len(labels) else ""),
+                 fontsize=10)
+    for a in axes.flat:
+        a.grid(alpha=0.3)
+    return _save(fig, Path(path))
+
+
+def _rgb(index: int) -> tuple[float, float, float]:
+    """A class's colour (viz's BGR one) as a matplotlib RGB tuple."""
+    from detkit.viz import color_for
+
+    b, g, r = color_for(index)
+    return r / 255, g / 255, b / 255

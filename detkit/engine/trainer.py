@@ -54,6 +54,7 @@ from detkit.engine.inference import evaluate_dataset
 from detkit.engine.logging import MetricsWriter, TrainingLog, setup_logger
 from detkit.engine.optim import build_optimizer
 from detkit.engine.run_checkpoints import RunCheckpoints
+from detkit.engine.run_report import report_training_run
 from detkit.engine.schedules import LRSchedule
 from detkit.engine.settings import RuntimeSettings, TrainSettings
 from detkit.engine.stepping import GuardedStep, save_refusal
@@ -223,6 +224,7 @@ class Trainer:
                     if any_rank([self.signals.requested is not None], self.device)[0]:
                         self._stop(saved=self.checkpoints.latest())  # during evaluation
                     metrics = self._train_epoch()
+            self.log.writer.log_artifacts(report_training_run(self))  # never raises (run_report's docstring)
             failed = False
         finally:
             self.log.finish(failed, self.evaluator)
@@ -351,7 +353,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         if interval and (epoch % interval == 0 or epoch == self.settings.epochs):
             metrics = self.evaluate()
-            row.update({k: v for k, v in metrics.items() if "/" not in k})
+            row.update({k: v for k, v in metrics.items() if "/" not in k or k.startswith("val/")})
         self.log.record_epoch(epoch, row)
         value = metrics.get(self.best["metric"])
         is_best = self.rank == 0 and value is not None and value > self.best["value"]
@@ -373,9 +375,10 @@ class Trainer:
         if self.val_set is None:
             self.val_set, self.evaluator = builders.build_evaluation(self.cfg, self.rank)
         model = self.ema.module if self.ema is not None else self.detector
-        metrics, _ = evaluate_dataset(model, self.val_set, self.evaluator, self.device,
-                                      collate_fn=self.loader.collate_fn, progress=self.progress,
-                                      **builders.val_loader_options(self.cfg, self.batch_size))
+        metrics, results = evaluate_dataset(model, self.val_set, self.evaluator, self.device,
+                                            collate_fn=self.loader.collate_fn, progress=self.progress, val_losses=True,
+                                            **builders.val_loader_options(self.cfg, self.batch_size))
+        self.val_results = results if self.rank == 0 else None  # for the run report
         if self.rank == 0:
             self.log.writer.log("val", self.epoch, metrics)
             logger.info(f"evaluation after epoch {self.epoch}:\n{self.evaluator.summary()}\n"

@@ -29,21 +29,29 @@ detections of each class.
 
 Sizes are COCO's (small < 32², medium < 96², large), from the GT's ``area`` field (as COCOeval;
 box area when absent) and a detection's box area, in original-image pixels.
+
+The report also keeps each matched detection's score, class and whether step 1 found it correct
+(ignored ones left out): :mod:`detkit.evaluation.curves` draws precision, recall and F1 against the
+score, and the precision-recall curves, from them (with ``score_thr=0``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DET_ERRORS", "GT_OUTCOMES", "SIZE_NAMES", "ErrorReport", "analyse_errors"]
+__all__ = ["DET_ERRORS", "GT_OUTCOMES", "SIZE_NAMES", "ErrorReport", "analyse_errors", "confusion_classes"]
 
 SIZE_NAMES = ("small", "medium", "large")
+CONFUSION_ALL_CLASSES = 30  # more classes than this: the confusion figure shows only those present
+CONFUSION_MAX_CLASSES = 80  # ... and at most this many of them (most GTs + detections first)
+CONFUSION_NUMBERS_UP_TO = 30  # cells are numbered up to this many rows
+CONFUSION_MAX_INCHES = 14.0  # the figure's longer side (1540 px at its 110 dpi)
 SMALL_AREA, MEDIUM_AREA = 32.0**2, 96.0**2
 GT_OUTCOMES = ("detected", "mislocalised", "wrong_class", "missed")
 DET_ERRORS = ("duplicate", "wrong_class", "mislocalised", "background")
@@ -68,6 +76,8 @@ class ErrorReport:
         det_errors: ``(3, 4)`` int64 detections per size and error (:data:`DET_ERRORS`).
         num_dets: ``(3,)`` detections at or above the score threshold per size (ignored ones included).
         score_thr, fg_iou, bg_iou: the settings used.
+        det_scores, det_labels, det_correct: ``(D,)`` score, class index and whether it is correct
+            (step 1) of every detection at or above the threshold that is not ignored.
     """
 
     class_names: list[str]
@@ -78,6 +88,14 @@ class ErrorReport:
     score_thr: float
     fg_iou: float
     bg_iou: float
+    det_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    det_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    det_correct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    @property
+    def num_gt(self) -> np.ndarray:
+        """``(C,)`` non-crowd GTs per class (the confusion matrix's row sums)."""
+        return self.confusion[:-1].sum(axis=1)
 
     def missed_pct(self) -> dict[str, float]:
         """``{size: % of that size's GTs missed}`` (NaN where there is no GT of that size)."""
@@ -118,35 +136,62 @@ class ErrorReport:
             lines.append(f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |")
         return "\n".join(lines) + "\n"
 
+    def plot_confusion(self, path: str | os.PathLike, normalize: bool = False) -> Path:
+        """Write the confusion matrix to ``path`` (PNG) at a readable size; returns ``path``.
+
+        Counts (``normalize=False``, cells coloured by the share of their true class's row) or those
+        shares (each true class's row sums to 1; the background row by the detections it holds).
+        Up to :data:`CONFUSION_ALL_CLASSES` classes all are shown; with more, only the classes
+        present (a GT or a detection), at most :data:`CONFUSION_MAX_CLASSES` of them, those with most
+        GTs + detections first, the title saying how many were left out. The figure's longer side
+        is at most :data:`CONFUSION_MAX_INCHES` inches (110 dpi) and cells carry numbers up to
+        :data:`CONFUSION_NUMBERS_UP_TO` rows.
+        """
+        plt = _pyplot()
+        keep = confusion_classes(self.confusion)
+        idx = [*keep, len(self.class_names)]  # the chosen classes and background
+        names = [self.class_names[i] for i in keep] + ["background"]
+        counts = self.confusion[np.ix_(idx, idx)]
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        k = len(names)
+        side = min(CONFUSION_MAX_INCHES, 2.0 + 0.55 * k)
+        fig, ax = plt.subplots(figsize=(side + 1.0, side))
+        image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's row")
+        if k <= CONFUSION_NUMBERS_UP_TO:
+            font = 9 if k <= 12 else 7
+            for i in range(k):
+                for j in range(k):
+                    if counts[i, j]:
+                        text = f"{shares[i, j]:.2f}" if normalize else str(int(counts[i, j]))
+                        ax.text(j, i, text, ha="center", va="center", fontsize=font,
+                                color="white" if shares[i, j] > 0.5 else "black")
+        tick_font = 9 if k <= 20 else 7 if k <= 45 else 6
+        ax.set_xticks(range(k), names, rotation=90 if k > 12 else 45, ha="center" if k > 12 else "right",
+                      fontsize=tick_font)
+        ax.set_yticks(range(k), names, fontsize=tick_font)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        title = f"confusion matrix{', normalised by row' if normalize else ''} (score >= {self.score_thr:g}, " \
+                f"IoU >= {self.fg_iou:g})"
+        if len(keep) < len(self.class_names):
+            title += f"\n{len(keep)} of {len(self.class_names)} classes shown: those present, most GTs + detections"
+        ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
     def plot(self, out_dir: str | os.PathLike) -> list[Path]:
         """Write ``confusion_matrix.png`` (counts, coloured by the share of each true class's row)
         and ``errors_by_size.png`` (GT outcomes as shares per size, detection errors as counts)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = _pyplot()
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        names = [*self.class_names, "background"]
-        k = len(names)
-        fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.55 * k))
-        shares = self.confusion / np.maximum(self.confusion.sum(axis=1, keepdims=True), 1)
-        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-        for i in range(k):
-            for j in range(k):
-                if self.confusion[i, j]:
-                    ax.text(j, i, str(int(self.confusion[i, j])), ha="center", va="center", fontsize=8,
-                            color="white" if shares[i, j] > 0.5 else "black")
-        ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(k), names, fontsize=8)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"confusion matrix (score >= {self.score_thr:g}, IoU >= {self.fg_iou:g})", fontsize=9)
-        fig.tight_layout()
-        written = [out / "confusion_matrix.png"]
-        fig.savefig(written[0], dpi=110)
-        plt.close(fig)
+        written = [self.plot_confusion(out / "confusion_matrix.png")]
 
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
         totals = np.maximum(self.gt_outcomes.sum(axis=1, keepdims=True), 1)
@@ -172,6 +217,34 @@ class ErrorReport:
         fig.savefig(written[1], dpi=110)
         plt.close(fig)
         return written
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_classes(confusion: np.ndarray) -> list[int]:
+    """The class indices a confusion figure shows (see :meth:`ErrorReport.plot_confusion`).
+
+    Args:
+        confusion: ``(C + 1, C + 1)`` counts, the last row and column background.
+
+    Returns:
+        All ``C`` when ``C <= CONFUSION_ALL_CLASSES``; else the classes with a GT or a detection, at
+        most ``CONFUSION_MAX_CLASSES`` (most GTs + detections first, ties by index), in index order.
+    """
+    c = confusion.shape[0] - 1
+    if c <= CONFUSION_ALL_CLASSES:
+        return list(range(c))
+    volume = confusion[:c].sum(axis=1) + confusion[:, :c].sum(axis=0)  # (C,) GTs + detections
+    present = np.flatnonzero(volume > 0)
+    chosen = present[np.argsort(-volume[present], kind="stable")][:CONFUSION_MAX_CLASSES]
+    return sorted(int(i) for i in chosen)
 
 
 def analyse_errors(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]], score_thr: float = 0.3,
@@ -220,8 +293,9 @@ def analyse_errors(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]], 
                          gt_outcomes=np.zeros((3, len(GT_OUTCOMES)), np.int64),
                          det_errors=np.zeros((3, len(DET_ERRORS)), np.int64), num_dets=np.zeros(3, np.int64),
                          score_thr=score_thr, fg_iou=fg_iou, bg_iou=bg_iou)
-    for image_id in ids:
-        _analyse_image(gts_by_image[image_id], dets_by_image[image_id], cat_index, report)
+    matched = [_analyse_image(gts_by_image[i], dets_by_image[i], cat_index, report) for i in ids]
+    if matched:
+        report.det_scores, report.det_labels, report.det_correct = (np.concatenate(v) for v in zip(*matched))
     return report
 
 
@@ -234,15 +308,20 @@ def _arrays(gts: Sequence[Mapping[str, Any]], dets: Sequence[Mapping[str, Any]],
     order = np.argsort([-float(d["score"]) for d in dets], kind="stable")
     d_box = np.array([dets[i]["bbox"] for i in order], np.float64).reshape(-1, 4)
     d_cls = np.array([cat_index[int(dets[i]["category_id"])] for i in order], np.int64)
-    return g_box, g_cls, g_crowd, g_area, d_box, d_cls
+    d_score = np.array([float(dets[i]["score"]) for i in order], np.float64)
+    return g_box, g_cls, g_crowd, g_area, d_box, d_cls, d_score
 
 
 def _analyse_image(gts: Sequence[Mapping[str, Any]], dets: Sequence[Mapping[str, Any]],
-                   cat_index: Mapping[int, int], report: ErrorReport) -> None:
-    """Match one image's detections (steps 1-2 of the module docstring) and add its counts."""
+                   cat_index: Mapping[int, int], report: ErrorReport) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Match one image's detections (steps 1-2 of the module docstring) and add its counts.
+
+    Returns:
+        ``(scores, labels, correct)`` of its detections that are not ignored, each ``(D',)``.
+    """
     from pycocotools import mask as mask_utils
 
-    g_box, g_cls, g_crowd, g_area, d_box, d_cls = _arrays(gts, dets, cat_index)
+    g_box, g_cls, g_crowd, g_area, d_box, d_cls, d_score = _arrays(gts, dets, cat_index)
     ng, nd = len(g_cls), len(d_cls)
     background = len(report.class_names)
     d_size = _size(d_box[:, 2] * d_box[:, 3])
@@ -295,3 +374,5 @@ def _analyse_image(gts: Sequence[Mapping[str, Any]], dets: Sequence[Mapping[str,
         report.det_errors[d_size[d], DET_ERRORS.index(err)] += 1
         if det_state[d] == _UNSET:  # a detection paired with a GT of another class is counted there
             report.confusion[background, d_cls[d]] += 1
+    kept = det_state != _IGNORED
+    return d_score[kept], d_cls[kept], det_state[kept] == _CORRECT
