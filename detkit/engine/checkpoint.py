@@ -11,11 +11,18 @@ so it holds only tensors and plain Python values::
      "rng": {"python": ..., "numpy": ..., "torch": ByteTensor, "cuda": [ByteTensor, ...]},
      "config": str,          # detkit.config.format_config of the run's config
      "best": {"metric": str, "value": float} ...,
-     "guard": {"loss_total": int, ...}}   # counters of skipped non-finite steps
+     "guard": {"loss_total": int, ...},   # counters of skipped non-finite steps
+     "meta": {"class_names", "num_classes", "img_size", "run": {...}, ...},  # run_checkpoints.run_meta
+     "epoch_end_pending": bool}  # an epoch_<E>.pth written before its evaluation
+
+``best.pth`` and ``last.pth`` are weights files (:func:`detkit.engine.run_checkpoints.lean_state`):
+``model`` (the EMA weights when the run had an EMA, fp16 with ``train.checkpoint.final_fp16``),
+``meta``, ``config``, ``epoch``, ``iter``, ``best``; :func:`load_weights` reads both kinds.
 
 Safety: files are written atomically (a kill -9 at any moment leaves either the old or the new
-file, never a partial one). A temporary's name carries its writer
-(``.<target>.<host>-<pid>.<random>.tmp``); the next save removes only temporaries whose writer is
+file, never a partial one; a full disk is a one-line :class:`~detkit.fileio.OutputWriteError`). A
+temporary's name carries its writer (``.<target>.<host>-<pid>.<random>.tmp``); the next save
+removes only temporaries whose writer is
 gone (same host, pid not running), never another live process's. Checkpoints are read with
 ``weights_only=True``, so a checkpoint whose pickle would run code is refused. A file that cannot
 be read (truncated, corrupt, refused) raises :class:`CheckpointError` naming it;
@@ -26,6 +33,7 @@ not fill the whole model, naming the tensors and shapes that differ.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -33,7 +41,7 @@ import random
 import re
 import socket
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +63,21 @@ __all__ = [
     "load_checkpoint",
     "load_latest_checkpoint",
     "load_weights",
+    "preserved_rng",
     "set_rng_state",
+    "weights_misfit",
 ]
 
 logger = logging.getLogger("detkit")
 
 LAST_POINTER = "last_checkpoint"  # text file in the work dir naming the newest checkpoint
+FINAL_NAMES = ("best.pth", "last.pth")  # weights files: never rotated, never resumed from
 _CKPT_RE = re.compile(r"^(epoch|iter)_(\d+)\.pth$")
-# Temporaries of atomic_save / atomic_write_text (detkit.fileio): ".<target>.<host>-<pid>.<random>.tmp" (mkstemp;
+# Temporaries of the run's atomic writes (detkit.fileio): ".<target>.<host>-<pid>.<random>.tmp" (mkstemp;
 # files of older versions lack "<host>-<pid>" and are never removed automatically).
-_TMP_RE = re.compile(r"^\.((epoch|iter)_\d+\.pth|best\.pth|last_checkpoint)\..+\.tmp$")
-_TMP_WRITER_RE = re.compile(r"^\.(?:(?:epoch|iter)_\d+\.pth|best\.pth|last_checkpoint)\.(.+)-(\d+)\.[^.]+\.tmp$")
+_WRITTEN = r"(?:(?:epoch|iter)_\d+\.pth|best\.pth|last\.pth|last_checkpoint|metrics\.csv)"
+_TMP_RE = re.compile(rf"^\.{_WRITTEN}\..+\.tmp$")
+_TMP_WRITER_RE = re.compile(rf"^\.{_WRITTEN}\.(.+)-(\d+)\.[^.]+\.tmp$")
 # What torch.load raises on a truncated or corrupt file, by format and by where the cut falls.
 _READ_ERRORS = (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError,
                 KeyError, IndexError, AttributeError, ImportError, UnicodeDecodeError)
@@ -151,6 +163,17 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run the body without changing the global RNGs (python, numpy, torch, CUDA): e.g. an evaluation
+    between an epoch's checkpoint and the next epoch, which a resumed run may repeat or skip."""
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
 # ----------------------------------------------------------------------------------------------
 # rotation
 # ----------------------------------------------------------------------------------------------
@@ -159,7 +182,8 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 class CheckpointManager:
     """Writes ``epoch_<E>.pth`` / ``iter_<I>.pth`` into a work dir, keeping the newest ``keep_last``.
 
-    ``best.pth`` (the best evaluation so far) is written separately and never rotated out.
+    ``best.pth`` (the best evaluation so far) and ``last.pth`` (the weights at the end of training)
+    are written separately and never rotated out.
     ``last_checkpoint`` names the newest file, for ``--resume`` without a path.
     """
 
@@ -175,14 +199,14 @@ class CheckpointManager:
 
         The first save also removes temporaries that a killed earlier run left behind.
         """
-        if not _CKPT_RE.match(name) and name != "best.pth":
-            raise ValueError(f"checkpoint name {name!r} must be epoch_<N>.pth, iter_<N>.pth or best.pth")
+        if not _CKPT_RE.match(name) and name not in FINAL_NAMES:
+            raise ValueError(f"checkpoint name {name!r} must be epoch_<N>.pth, iter_<N>.pth, best.pth or last.pth")
         if not self._cleaned:
             self.remove_stale_temporaries()
             self._cleaned = True
         path = self.work_dir / name
         atomic_save(dict(state), path)
-        if name != "best.pth":
+        if name not in FINAL_NAMES:
             atomic_write_text(self.work_dir / LAST_POINTER, name + "\n")
             self._rotate()
         return path
@@ -292,8 +316,10 @@ def _shape(t: torch.Tensor) -> str:
     return str(tuple(t.shape))
 
 
-def _not_filling(path: str, own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """Why ``state_dict`` does not fill a model with ``own`` tensors exactly, in one line; None if it does."""
+def weights_misfit(path: str | os.PathLike, own: Mapping[str, torch.Tensor],
+                   state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """Why ``state_dict`` (read from ``path``) does not fill a model with ``own`` tensors exactly,
+    in one line naming the tensors and shapes that differ; None if it does."""
     mismatched = sorted(k for k, v in state_dict.items() if k in own and own[k].shape != v.shape)
     missing = sorted(k for k in own if k not in state_dict)
     unexpected = sorted(k for k in state_dict if k not in own)
@@ -312,7 +338,7 @@ def _not_filling(path: str, own: Mapping[str, torch.Tensor], state_dict: Mapping
         parts.append(f"{len(missing)} model tensor(s) missing (" + listed(missing, str) + ")")
     if unexpected:
         parts.append(f"{len(unexpected)} tensor(s) the model does not have (" + listed(unexpected, str) + ")")
-    return (f"{path} does not fit the model: " + "; ".join(parts) + ". It was trained with another config "
+    return (f"{os.fspath(path)} does not fit the model: " + "; ".join(parts) + ". It was trained with another config "
             "(class count, width, head); pass that config (or use it with --load-from to fine-tune)")
 
 
@@ -321,7 +347,7 @@ def _load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], pa
     """Load the entries whose name and shape match; report the rest (``strict``: raise
     :class:`CheckpointError` instead, before loading anything, unless every tensor matches)."""
     own = module.state_dict()
-    if strict and (why := _not_filling(path, own, state_dict)):
+    if strict and (why := weights_misfit(path, own, state_dict)):
         raise CheckpointError(why)
     usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
     mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]

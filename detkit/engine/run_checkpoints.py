@@ -3,7 +3,19 @@
 :class:`RunCheckpoints` wraps :class:`~detkit.engine.checkpoint.CheckpointManager` (atomic writes,
 rotation, ``last_checkpoint``) with what a distributed run needs: one writer, the same answer on
 every rank, a refusal (a non-finite streak, non-finite weights) logged instead of a write, and
-the checkpoint ``--resume`` continues from, checked to be a whole training checkpoint.
+the checkpoint ``--resume`` continues from, checked to be a whole training checkpoint of this model
+and of this run's settings.
+
+Every checkpoint carries ``meta`` (:func:`run_meta`)::
+
+    {"class_names": [str, ...] | None, "num_classes": int | None, "img_size": int | list | None,
+     "run": {"batch_size", "accumulate", "world_size", "img_size", "num_classes", "dataset_size"},
+     "weights": "full" | "ema" | "model", "dtype": "float32" | "float16"}
+
+``epoch_<E>.pth`` / ``iter_<I>.pth`` are whole training states (resumable); ``best.pth`` and
+``last.pth`` are weights files (:func:`lean_state`: the EMA weights when the run has an EMA, else
+the model's, plus ``meta``, ``config``, ``epoch``, ``iter``, ``best``; no optimizer, schedule,
+scaler or RNG state), which ``load_weights``, ``tools/test.py`` and ``tools/infer.py`` read.
 """
 
 from __future__ import annotations
@@ -17,14 +29,26 @@ from typing import Any
 import torch
 
 from detkit.engine import distributed as du
+from torch import nn
+
 from detkit.engine.checkpoint import (
     CheckpointError, CheckpointManager, find_latest_checkpoint, load_checkpoint, load_latest_checkpoint,
+    weights_misfit,
 )
 
-__all__ = ["RESUME_KEYS", "RunCheckpoints"]
+__all__ = ["RESUME_KEYS", "RUN_KEYS", "RunCheckpoints", "check_resume", "lean_state", "run_changes", "run_meta"]
 
 # Entries a checkpoint needs for --resume.
 RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "iter", "epoch_iter", "rng")
+# Settings that define a run's sample order and schedule (meta["run"]), with the config key a user changes.
+RUN_KEYS = {
+    "batch_size": "data.train.batch_size",
+    "accumulate": "accumulation steps (train.nominal_batch / batch size)",
+    "world_size": "number of processes",
+    "img_size": "data.img_size",
+    "num_classes": "number of classes",
+    "dataset_size": "training images",
+}
 
 logger = logging.getLogger("detkit")
 
@@ -60,8 +84,22 @@ class RunCheckpoints:
         return path
 
     def save_best(self, state: Mapping[str, Any]) -> None:
-        """``best.pth`` (never rotated out); rank 0 only."""
-        self.manager.save(state, "best.pth")
+        """``best.pth`` (never rotated out) as a weights file (:func:`lean_state`); rank 0 only."""
+        self.manager.save(lean_state(state), "best.pth")
+
+    def save_final(self, state: Callable[[], dict[str, Any]], refusal: str | None, fp16: bool) -> None:
+        """End of training: ``last.pth`` (the weights, :func:`lean_state`) and ``best.pth`` in fp16 when
+        ``fp16``; not written when there is a ``refusal`` (logged). Rank 0 writes; all ranks meet."""
+        if refusal is not None:
+            logger.warning(f"not writing last.pth: {refusal}; the newest checkpoint stays {self.latest()}")
+        elif self.rank == 0:
+            path = self.manager.save(lean_state(state(), fp16=fp16), "last.pth")
+            best = self.work_dir / "best.pth"
+            if fp16 and best.is_file():
+                self.manager.save(lean_state(load_checkpoint(best), fp16=True), "best.pth")
+            logger.info(f"saved {path} ({path.stat().st_size / 2**20:.1f} MiB, weights only"
+                        f"{', fp16' if fp16 else ''}){'; best.pth in fp16' if fp16 and best.is_file() else ''}")
+        du.barrier()
 
     def load_for_resume(self, resume: str, device: torch.device) -> tuple[Path, dict[str, Any]] | None:
         """The checkpoint ``--resume`` names (a path, or ``"auto"``: the newest in the work dir that
@@ -80,7 +118,83 @@ class RunCheckpoints:
             path = Path(resume)
             ckpt = load_checkpoint(path, map_location=device)
         missing = [k for k in RESUME_KEYS if not isinstance(ckpt, Mapping) or k not in ckpt]
+        if missing and isinstance(ckpt, Mapping) and (ckpt.get("meta") or {}).get("weights") in ("ema", "model"):
+            raise CheckpointError(f"{path}: cannot resume from it: it holds the final weights only (no optimizer, "
+                                  "schedule or RNG state); resume from an epoch_*.pth / iter_*.pth checkpoint, or "
+                                  "use --load-from to start a new run from these weights")
         if missing:
             raise CheckpointError(f"{path}: cannot resume from it: not a detkit training checkpoint (missing "
                                   f"{', '.join(missing)}); use --load-from to start from its weights only")
         return path, ckpt
+
+
+def _plain_size(value: Any) -> Any:
+    """``img_size`` as a plain value that compares equal after a round trip (tuples become lists)."""
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def run_meta(cfg: Mapping[str, Any], model: nn.Module, dataset_size: int, class_names: list[str] | None,
+             batch_size: int, accumulate: int, world_size: int) -> dict[str, Any]:
+    """A run's ``meta`` (module docstring): what a tool needs to use a checkpoint alone, and the
+    settings :func:`run_changes` compares on ``--resume``."""
+    data = cfg.get("data") or {}
+    names = data.get("class_names") or class_names
+    head = getattr(model, "head", None)
+    num_classes = getattr(head, "num_classes", None) or getattr(model, "num_classes", None) or data.get("num_classes")
+    img_size = _plain_size(data.get("img_size"))
+    num_classes = int(num_classes) if num_classes is not None else None
+    return {
+        "class_names": [str(n) for n in names] if names else None,
+        "num_classes": num_classes,
+        "img_size": img_size,
+        "run": {"batch_size": int(batch_size), "accumulate": int(accumulate), "world_size": int(world_size),
+                "img_size": img_size, "num_classes": num_classes, "dataset_size": int(dataset_size)},
+        "weights": "full",
+        "dtype": "float32",
+    }
+
+
+def run_changes(ckpt: Mapping[str, Any], run: Mapping[str, Any]) -> list[str]:
+    """The run-defining settings (:data:`RUN_KEYS`) whose value in ``run`` differs from the
+    checkpoint's ``meta["run"]``, each as ``"<key> <now> (checkpoint: <then>)"``; empty for an
+    older checkpoint without them."""
+    stored = (ckpt.get("meta") or {}).get("run") or {}
+    return [f"{RUN_KEYS[k]} {run[k]} (checkpoint: {stored[k]})" for k in RUN_KEYS
+            if k in stored and k in run and _plain_size(stored[k]) != _plain_size(run[k])]
+
+
+def check_resume(path: str | os.PathLike, ckpt: Mapping[str, Any], model: nn.Module, run: Mapping[str, Any],
+                 anyway: bool) -> list[str]:
+    """Refuse a checkpoint that does not fit ``model`` (one line naming the tensors and shapes, as
+    ``load_weights(strict=True)`` gives), or whose run-defining settings differ from ``run`` unless
+    ``anyway``; returns the accepted changes (empty: none).
+
+    Raises:
+        CheckpointError: another model (class count, width, head); changed settings without ``anyway``.
+    """
+    if why := weights_misfit(path, model.state_dict(), ckpt["model"]):
+        raise CheckpointError(f"cannot resume: {why}")
+    changes = run_changes(ckpt, run)
+    if changes and not anyway:
+        raise CheckpointError(
+            f"cannot resume from {os.fspath(path)}: the run's settings changed: {'; '.join(changes)}; continuing "
+            "would change the order of the training images (some repeated, some skipped) and the schedule; "
+            "restore them, or pass --resume-anyway to continue from the next epoch boundary with the new settings")
+    return changes
+
+
+def lean_state(state: Mapping[str, Any], fp16: bool = False) -> dict[str, Any]:
+    """The weights file of a training state: the EMA weights when there are some, else the model's,
+    with ``meta`` (``weights``: which, ``dtype``), ``config``, ``epoch``, ``iter`` and ``best``;
+    floating tensors in fp16 when ``fp16``. A weights file given again comes back unchanged
+    (or converted to fp16)."""
+    ema = state.get("ema")
+    weights, which = (ema["module"], "ema") if ema else (state["model"], "model")
+    meta = dict(state.get("meta") or {})
+    if meta.get("weights") in ("ema", "model"):
+        which = meta["weights"]  # already a weights file
+    if fp16:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    meta.update(weights=which, dtype="float16" if fp16 else meta.get("dtype", "float32"))
+    keep = {k: state[k] for k in ("epoch", "iter", "config", "best") if k in state}
+    return {"model": dict(weights), "ema": None, **keep, "meta": meta}

@@ -69,10 +69,12 @@ class EMASettings:
 @dataclass
 class CheckpointSettings:
     """``train.checkpoint``: ``epoch_<E>.pth`` kept ``keep_last`` deep; ``iter_<I>.pth`` every
-    ``interval_iters`` iterations (0: only at epoch ends)."""
+    ``interval_iters`` iterations (0: only at epoch ends). At the end of training ``best.pth`` and
+    ``last.pth`` hold the weights only, in fp16 with ``final_fp16``."""
 
     keep_last: int = default_of(CheckpointManager, "keep_last")
     interval_iters: int = 0
+    final_fp16: bool = False
 
     def __post_init__(self) -> None:
         _at_least("train.checkpoint.keep_last", self.keep_last, 1)

@@ -8,7 +8,10 @@
 The work dir (default ``work_dirs/<config name>``) receives the config dump, ``train.log``,
 ``metrics.csv`` / ``metrics.jsonl``, TensorBoard events, PNG curves and checkpoints
 (``epoch_<E>.pth``, ``iter_<I>.pth``, ``best.pth``). ``--resume`` without a path continues from
-the newest checkpoint there that loads.
+the newest checkpoint there that loads; it refuses a run whose batch size, accumulation, process
+count, image size, classes or dataset size changed (the sample order would change), unless
+``--resume-anyway`` (continues from the next epoch boundary). At the end of training ``best.pth``
+and ``last.pth`` hold the weights only (``train.checkpoint.final_fp16``: in fp16).
 
 One run per work dir: a run holds ``run.lock`` there while it trains (a second run is refused,
 naming the holder; a lock left by a killed run is taken over). A work dir holding an earlier run
@@ -42,6 +45,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--work-dir", default=None, help="output folder (default work_dirs/<config name>)")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue from PATH, or from the newest checkpoint in the work dir when no PATH")
+    p.add_argument("--resume-anyway", action="store_true",
+                   help="resume (as --resume) although the batch size, accumulation, process count, image size, "
+                        "classes or dataset size changed: continues from the next epoch boundary")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in a work dir holding an earlier run, deleting its checkpoints and metrics")
     p.add_argument("--load-from", default=None,
@@ -59,7 +65,8 @@ def train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.cfg_options)
     trainer = Trainer(cfg, work_dir=args.work_dir, device=args.device, seed=args.seed,
-                      deterministic=args.deterministic or None, resume=args.resume, load_from=args.load_from,
+                      deterministic=args.deterministic or None, load_from=args.load_from,
+                      resume=args.resume or ("auto" if args.resume_anyway else None), resume_anyway=args.resume_anyway,
                       progress=False if args.no_progress else None, overwrite=args.overwrite)
     best = trainer.train()["best"]
     if trainer.rank == 0:
