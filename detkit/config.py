@@ -251,8 +251,9 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
     cfg, namespace = _load_tree(path)
     apply_overrides(cfg, overrides, namespace=namespace, source=path)
     check_signatures(cfg, source=path)
-    from detkit.schema import check_typed_sections  # typed sections read this module's ConfigError
+    from detkit.schema import check_call_arguments, check_typed_sections  # they read this module's ConfigError
 
+    check_call_arguments(cfg, source=path, overrides=overrides)
     check_typed_sections(cfg, source=path, overrides=overrides)
     dict.__setattr__(cfg, "_filename", path)  # not a key: kept out of dumps
     return cfg

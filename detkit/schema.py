@@ -24,16 +24,17 @@ Value checks beyond types (``epochs >= 1``) belong in the dataclass's ``__post_i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union
 
-from detkit.config import ConfigError, resolve_name
+from detkit.config import TARGET_KEY, ConfigError, resolve_name
 
-__all__ = ["TYPED_SECTIONS", "SettingError", "check_typed_sections", "check_value", "default_of", "parse_section",
-           "section_keys"]
+__all__ = ["TYPED_SECTIONS", "SettingError", "check_typed_sections", "check_value", "default_of", "parameter_hints",
+           "parse_section", "section_keys", "target_product"]
 
 T = TypeVar("T")
 
@@ -82,16 +83,74 @@ def type_name(hint: Any) -> str:
 
 
 def _wrong(key: str, value: Any, hint: Any) -> SettingError:
-    return SettingError(key, f"expected {type_name(hint)}, got {value!r} ({type(value).__name__})")
+    if isinstance(value, Mapping) and TARGET_KEY in value:
+        got = f"a lazy call of {getattr(value[TARGET_KEY], '__qualname__', value[TARGET_KEY])}"
+    else:
+        got = f"{value!r} ({type(value).__name__})"
+    return SettingError(key, f"expected {type_name(hint)}, got {got}")
+
+
+@functools.lru_cache(maxsize=None)
+def target_product(target: Callable) -> type | None:
+    """The class of what calling ``target`` builds: ``target`` itself for a class, a function's
+    return annotation when that is a class, else None (unknown)."""
+    if isinstance(target, type):
+        return target
+    returned = parameter_hints(target).get("return")
+    return returned if isinstance(returned, type) else None
+
+
+@functools.lru_cache(maxsize=None)
+def parameter_hints(target: Callable) -> dict[str, Any]:
+    """The type annotations of a class's constructor or a function's parameters (and ``return``),
+    resolved; an annotation that cannot be resolved (a name imported only for type checkers) is left out."""
+    fn = target.__init__ if isinstance(target, type) else target
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - resolve the annotations one by one, skipping those that fail
+        pass
+    namespace = getattr(inspect.unwrap(fn), "__globals__", {})
+    hints = {}
+    for name, annotation in getattr(fn, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307
+        except Exception:  # noqa: BLE001 - an annotation this checker cannot read is not checked
+            continue
+    return hints
+
+
+def _check_lazy(value: Mapping, hint: Any, key: str) -> Any:
+    """A lazy call where ``hint`` is expected: accepted when the class it builds is (a subclass of)
+    the annotated class, or when either cannot be told (a protocol, a function without a return
+    annotation, a generic alias)."""
+    if hint in (dict, Mapping) or typing.get_origin(hint) in (dict, Mapping):
+        return value  # a section that takes dicts (runtime.loggers): the lazy call is one
+    if typing.get_origin(hint) is Literal:
+        raise _wrong(key, value, hint)
+    product = target_product(value[TARGET_KEY])
+    expected = typing.get_origin(hint) or hint
+    if product is None or not isinstance(expected, type):
+        return value
+    try:
+        fits = issubclass(product, expected)
+    except TypeError:  # a protocol with data members, and the like: not checkable
+        return value
+    if not fits:
+        raise _wrong(key, value, hint)
+    return value
 
 
 def check_value(value: Any, hint: Any, key: str, strict: bool = True) -> Any:
     """``value`` checked against the annotation ``hint`` (ints converted to float for ``float``,
     lists to tuples for ``tuple[...]``, dicts to dataclasses, ``strict`` as for
-    :func:`parse_section`); raises :class:`SettingError`."""
+    :func:`parse_section`); a lazy call is checked by the class it builds (:func:`target_product`);
+    raises :class:`SettingError`."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return value
+    if (isinstance(value, Mapping) and TARGET_KEY in value and origin not in (Union, types.UnionType)
+            and not dataclasses.is_dataclass(hint)):
+        return _check_lazy(value, hint, key)
     if hint is type(None):
         if value is None:
             return None
@@ -118,6 +177,11 @@ def check_value(value: Any, hint: Any, key: str, strict: bool = True) -> Any:
         item = args[0] if args else Any
         items = [check_value(v, item, f"{key}[{i}]", strict) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
+    if origin is Sequence and isinstance(value, (list, tuple)):  # constructors' `Sequence[int]`: items checked
+        item = args[0] if args else Any
+        for i, v in enumerate(value):
+            check_value(v, item, f"{key}[{i}]", strict)
+        return value
     if hint in (dict, Mapping) or origin in (dict, Mapping):
         if isinstance(value, Mapping):
             return value
@@ -139,6 +203,8 @@ def check_value(value: Any, hint: Any, key: str, strict: bool = True) -> Any:
 
 def _check_union(value: Any, args: tuple[Any, ...], hint: Any, key: str, strict: bool) -> Any:
     classes = [a for a in args if dataclasses.is_dataclass(a)]
+    if len(classes) == 1 and isinstance(value, Mapping):  # `Section | None`
+        return parse_section(classes[0], value, key, strict)
     if classes and isinstance(value, Mapping):  # tell the dataclasses apart by their `type`
         by_type = {_type_tag(c): c for c in classes}
         tag = value.get("type", _type_tag(classes[0]))
@@ -206,11 +272,15 @@ def parse_section(cls: type[T], section: Mapping[str, Any] | None, key: str, str
 
 # Top-level config sections read into typed settings; detkit.config.load_config checks their values
 # against the field types when a config loads. Keys these classes do not know are left
-# to the code that reads the section (the trainer refuses them).
+# to the code that reads the section (the trainer refuses them), except in STRICT_SECTIONS.
 TYPED_SECTIONS = {
     "train": "detkit.engine.settings.TrainSettings",
     "runtime": "detkit.engine.settings.RuntimeSettings",
+    "data": "detkit.data.settings.DataSettings",
 }
+# Sections whose unknown keys are refused when the config loads: no other code reads them whole
+# (a typo such as ``data.train.batchsize`` would be ignored).
+STRICT_SECTIONS = ("data",)
 
 
 def check_typed_sections(cfg: Mapping, source: str = "<config>", overrides: Sequence[str] = ()) -> None:
@@ -221,7 +291,7 @@ def check_typed_sections(cfg: Mapping, source: str = "<config>", overrides: Sequ
         if not isinstance(cfg.get(name), Mapping):
             continue
         try:
-            parse_section(resolve_name(class_path), cfg[name], name, strict=False)
+            parse_section(resolve_name(class_path), cfg[name], name, strict=name in STRICT_SECTIONS)
         except SettingError as e:
             given = _override_for(e.key, overrides)
             raise ConfigError(f"{source}: {e}" + (f" (from --cfg-options {given})" if given else "")) from None
@@ -234,3 +304,48 @@ def _override_for(key: str, overrides: Sequence[str]) -> str | None:
         if key == set_key or key.startswith((set_key + ".", set_key + "[")):
             return item.strip()
     return None
+
+
+# Constructor arguments that take a component which a config may name by a string: the string is
+# expanded by the function named here (``f(value, key) -> lazy call``) or refused by it; never passed on.
+COMPONENT_ARGUMENTS = {
+    "assigner": "detkit.assigners.presets.assigner_component",
+}
+
+
+def check_call_arguments(cfg: Mapping, source: str = "<config>", overrides: Sequence[str] = ()) -> None:
+    """Check every lazy call's arguments against its constructor's type annotations (:func:`check_value`;
+    unannotated arguments and annotations it does not know are skipped), expanding the strings of
+    :data:`COMPONENT_ARGUMENTS` in place, then with the class's own ``check_config_arguments(arguments,
+    key)`` when it has one (arguments that cannot go together, raising SettingError). Raises ConfigError
+    in the one-line form of :func:`check_typed_sections`."""
+    try:
+        _check_calls(cfg, "")
+    except SettingError as e:
+        given = _override_for(e.key, overrides)
+        raise ConfigError(f"{source}: {e}" + (f" (from --cfg-options {given})" if given else "")) from None
+
+
+def _check_calls(node: Any, key: str) -> Any:
+    """Check the lazy calls below ``node`` (at dotted ``key``); returns ``node`` (a new tuple where an
+    item of a tuple was expanded)."""
+    if isinstance(node, Mapping):
+        target = node.get(TARGET_KEY)
+        hints = parameter_hints(target) if callable(target) else {}
+        for k in [k for k in node if k != TARGET_KEY]:
+            sub = f"{key}.{k}" if key else str(k)
+            if callable(target) and k in COMPONENT_ARGUMENTS:
+                node[k] = resolve_name(COMPONENT_ARGUMENTS[k])(node[k], sub)
+            node[k] = _check_calls(node[k], sub)
+            if k in hints:
+                check_value(node[k], hints[k], sub, strict=False)
+        product = target_product(target) if callable(target) else None
+        if product is not None and hasattr(product, "check_config_arguments"):  # the class's own cross-argument check
+            product.check_config_arguments(node, key)
+        return node
+    if isinstance(node, list):
+        node[:] = [_check_calls(v, f"{key}.{i}") for i, v in enumerate(node)]
+        return node
+    if isinstance(node, tuple):
+        return tuple(_check_calls(v, f"{key}.{i}") for i, v in enumerate(node))
+    return node

@@ -9,9 +9,14 @@ inputs (``benchmarks/parity_assigners.py`` counts the disagreements; see README,
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ASSIGNER_PRESETS", "assigner_call", "build_preset"]
+from detkit.assigners.base import Assigner
+from detkit.config import TARGET_KEY, ConfigError, instantiate, parse_value
+from detkit.schema import SettingError, target_product
+
+__all__ = ["ASSIGNER_PRESETS", "assigner_call", "assigner_component", "build_preset"]
 
 ASSIGNER_PRESETS: dict[str, str] = {
     "atss": "ATSSAssigner(topk=9)",
@@ -53,9 +58,45 @@ def build_preset(name: str) -> Any:
     Raises:
         ValueError: when ``name`` is neither a preset nor a call.
     """
-    from detkit.config import instantiate, parse_value  # late: detkit.config imports the assigners
-
     node = parse_value(assigner_call(name))
     if not isinstance(node, dict):
         raise ValueError(f"{name!r} is neither an assigner preset ({', '.join(ASSIGNER_PRESETS)}) nor a call")
     return instantiate(node)
+
+
+def assigner_component(value: Any, key: str) -> Any:
+    """``value`` as an assigner component of a config: a preset name (or call text) expanded to its
+    lazy call; a lazy call of an assigner class or an assigner object kept as it is.
+
+    Args:
+        value: what the config holds where an assigner is expected (``key``, a dotted config key).
+
+    Raises:
+        SettingError: ``value`` is a string that is neither a preset nor a call of an assigner, a
+            lazy call of a class without ``assign``, or anything else (``3``).
+    """
+    accepted = f"a lazy call of an assigner (L(ATSSAssigner)(...)) or a preset: {', '.join(ASSIGNER_PRESETS)}"
+    if isinstance(value, str):
+        try:
+            node = parse_value(assigner_call(value))
+        except ConfigError as e:  # a call of an unknown name
+            raise SettingError(key, f"{value!r}: {e}") from None
+        if not isinstance(node, Mapping) or TARGET_KEY not in node:
+            raise SettingError(key, f"{value!r} is not an assigner preset; expected {accepted}")
+        value = node
+    if isinstance(value, Mapping) and TARGET_KEY in value:
+        product = target_product(value[TARGET_KEY])
+        if product is not None and not _is_assigner_class(product):
+            raise SettingError(key, f"{product.__qualname__} is not an assigner (it has no assign method); "
+                                    f"expected {accepted}")
+        return value
+    if isinstance(value, Assigner):
+        return value
+    raise SettingError(key, f"expected {accepted}, got {value!r} ({type(value).__name__})")
+
+
+def _is_assigner_class(cls: type) -> bool:
+    try:
+        return issubclass(cls, Assigner)
+    except TypeError:  # a class issubclass cannot test against the protocol: taken on trust
+        return True

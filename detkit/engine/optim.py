@@ -7,6 +7,7 @@ never SGD's (a ``type`` change replaces the whole dict when configs merge).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -56,12 +57,15 @@ OPTIMIZERS = ("sgd", "adamw")
 
 
 def _check_common(s: SGDSettings | AdamWSettings) -> None:
-    if s.lr <= 0:
-        raise SettingError("train.optimizer.lr", f"must be > 0, got {s.lr}")
-    if s.weight_decay < 0:
-        raise SettingError("train.optimizer.weight_decay", f"must be >= 0, got {s.weight_decay}")
+    # `not x > 0` rather than `x <= 0`: NaN fails every comparison and must fail the check too.
+    if not (math.isfinite(s.lr) and s.lr > 0):
+        raise SettingError("train.optimizer.lr", f"must be a finite number > 0, got {s.lr}")
+    if not (math.isfinite(s.weight_decay) and s.weight_decay >= 0):
+        raise SettingError("train.optimizer.weight_decay", f"must be a finite number >= 0, got {s.weight_decay}")
     if not 0.0 <= s.momentum < 1.0:
         raise SettingError("train.optimizer.momentum", f"must be in [0, 1), got {s.momentum}")
+    if isinstance(s, AdamWSettings) and not (math.isfinite(s.eps) and s.eps > 0):
+        raise SettingError("train.optimizer.eps", f"must be a finite number > 0, got {s.eps}")
 
 # Module types whose weights are normalisation scales: no weight decay (as YOLOv5 / mmdet).
 NORM_TYPES: tuple[type[nn.Module], ...] = (

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import torch
 
+from detkit.schema import SettingError
+
 __all__ = ["LR_POLICIES", "LRSchedule", "ScheduleSettings"]
 
 LR_POLICIES = ("cosine", "step", "linear")
@@ -46,6 +48,23 @@ class ScheduleSettings:
     warmup_ratio: float = 0.001
     warmup_bias_lr: float | None = None
     warmup_momentum: float | None = None
+
+    def __post_init__(self) -> None:
+        # Written as `not (in range)` so that NaN, which fails every comparison, fails the check.
+        ranges = (("min_lr_ratio", 0.0, 1.0), ("warmup_ratio", 0.0, 1.0), ("gamma", 0.0, math.inf),
+                  ("warmup_epochs", 0.0, math.inf), ("min_warmup_iters", 0, math.inf), ("warmup_iters", 0, math.inf),
+                  ("warmup_bias_lr", 0.0, math.inf))
+        for name, low, high in ranges:
+            value = getattr(self, name)
+            if value is not None and not (low <= value <= high and math.isfinite(value)):
+                bound = f"in [{low}, {high}]" if math.isfinite(high) else f"a finite number >= {low}"
+                raise SettingError(f"train.{name}", f"must be {bound}, got {value}")
+        if self.gamma == 0:
+            raise SettingError("train.gamma", f"must be > 0, got {self.gamma}")
+        if self.warmup_momentum is not None and not 0.0 <= self.warmup_momentum < 1.0:
+            raise SettingError("train.warmup_momentum", f"must be in [0, 1) or None, got {self.warmup_momentum}")
+        if any(step < 0 for step in self.steps):
+            raise SettingError("train.steps", f"must be epochs >= 0, got {self.steps}")
 
     def warmup_length(self, iters_per_epoch: int) -> int:
         """Warm-up iterations for a run of ``iters_per_epoch`` iterations per epoch."""

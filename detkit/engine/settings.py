@@ -33,10 +33,12 @@ with unknown keys refused.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from detkit.assigners.presets import assigner_component
 from detkit.engine.checkpoint import CheckpointManager
 from detkit.engine.ema import ModelEMA
 from detkit.engine.optim import OptimizerSettings, SGDSettings
@@ -51,6 +53,22 @@ def _at_least(key: str, value: int, minimum: int) -> None:
         raise SettingError(key, f"must be >= {minimum}, got {value}")
 
 
+def _checked_schedule(schedule: list[tuple[int, Any]], epochs: int) -> list[tuple[int, Any]]:
+    """``train.assigner_schedule`` with each entry's epoch in ``[0, epochs)``, in increasing order, and
+    each component an assigner (a preset name expanded to its lazy call:
+    :func:`~detkit.assigners.presets.assigner_component`)."""
+    out = []
+    for i, (epoch, component) in enumerate(schedule):
+        if not 0 <= epoch < epochs:
+            raise SettingError(f"train.assigner_schedule[{i}][0]", f"epoch {epoch} is outside this run's epochs "
+                                                                   f"0..{epochs - 1} (0-based, train.epochs={epochs})")
+        if out and epoch <= out[-1][0]:
+            raise SettingError(f"train.assigner_schedule[{i}][0]", f"entries must be in increasing epoch order, "
+                                                                   f"got epoch {epoch} after {out[-1][0]}")
+        out.append((epoch, assigner_component(component, f"train.assigner_schedule[{i}][1]")))
+    return out
+
+
 @dataclass
 class EMASettings:
     """``train.ema``: :class:`~detkit.engine.ema.ModelEMA` of the weights, used for evaluation and saved."""
@@ -62,8 +80,8 @@ class EMASettings:
     def __post_init__(self) -> None:
         if not 0.0 < self.decay < 1.0:
             raise SettingError("train.ema.decay", f"must be in (0, 1), got {self.decay}")
-        if self.tau <= 0:
-            raise SettingError("train.ema.tau", f"must be > 0, got {self.tau}")
+        if not (math.isfinite(self.tau) and self.tau > 0):  # NaN fails the comparison
+            raise SettingError("train.ema.tau", f"must be a finite number > 0, got {self.tau}")
 
 
 @dataclass
@@ -158,6 +176,10 @@ class TrainSettings:
         if self.max_nonfinite_steps is not None and self.max_nonfinite_steps < 1:
             raise SettingError("train.max_nonfinite_steps", f"must be an int >= 1 or None (never stop), "
                                                             f"got {self.max_nonfinite_steps!r}")
+        if self.grad_clip is not None and not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
+            raise SettingError("train.grad_clip", f"must be a finite max gradient norm > 0, or 0 / None for no "
+                                                  f"clipping, got {self.grad_clip}")
+        self.assigner_schedule = _checked_schedule(self.assigner_schedule, self.epochs)
 
 
 @dataclass

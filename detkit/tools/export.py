@@ -1,7 +1,10 @@
 """Export a trained detector for deployment (ONNX), with a parity check against PyTorch.
 
-    python tools/export.py CONFIG CHECKPOINT [--format onnx] [--out PATH] [--opset 17]
+    python tools/export.py [CONFIG] CHECKPOINT [--format onnx] [--out PATH] [--opset 17]
         [--dynamic-batch] [--with-nms] [--img-size N | --img-size H W] [--cfg-options ...] [--no-verify]
+
+Without CONFIG the model is built from the config the trainer stored in the checkpoint (see
+``tools/infer.py``); the class names written into the metadata are the checkpoint's.
 
 The graph takes ``images (B, 3, H, W)`` float32 RGB in 0..1, letterboxed as the config's
 evaluation pipeline does it, and returns decoded ``boxes (B, N, 4)`` (xyxy, input pixels) and
@@ -26,15 +29,14 @@ import numpy as np
 import torch
 
 from detkit.cli import run_cli
-from detkit.config import instantiate, load_config
 
 FORMATS = ("onnx",)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
-    p.add_argument("checkpoint")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="[CONFIG] CHECKPOINT (without CONFIG: the one stored "
+                                                              "in the checkpoint)")
     p.add_argument("--format", default="onnx", help=f"export format: {' | '.join(FORMATS)}")
     p.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
@@ -45,7 +47,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     p.add_argument("--tolerance", type=float, default=1e-3, help="largest accepted |ONNX - PyTorch| (default 1e-3)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if len(args.paths) > 2:
+        p.error("expected [CONFIG] CHECKPOINT")
+    args.config, args.checkpoint = ([None] + args.paths)[-2:]
+    return args
 
 
 def verify(model: torch.nn.Module, path: Path, tolerance: float, seed: int = 0) -> dict[str, float]:
@@ -120,7 +126,7 @@ def _max_diffs(names: Sequence[str], expected: Sequence[torch.Tensor], got: dict
 
 def run(args: argparse.Namespace) -> Path:
     from detkit.deploy import build_metadata, export_onnx, letterbox_from_config
-    from detkit.engine.checkpoint import load_weights
+    from detkit.engine.checkpoint_config import load_checkpoint_model
     from detkit.engine.workdir import check_output_file
 
     if args.format not in FORMATS:
@@ -132,15 +138,14 @@ def run(args: argparse.Namespace) -> Path:
         raise ValueError(f"--img-size takes one side or H W, got {args.img_size}")
     out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + ("_nms" if args.with_nms else "") + ".onnx")
     check_output_file(out, "--out")  # before any work
-    cfg = load_config(args.config, args.cfg_options)
-    model = instantiate(cfg.model)
-    load_weights(model, ckpt, strict=True)  # export only a model the checkpoint fills whole
-    model.eval()
+    # export only a model the checkpoint fills whole; its own class names, its own config when none is given
+    loaded = load_checkpoint_model(ckpt, args.config, args.cfg_options)
+    cfg, model = loaded.cfg, loaded.detector
     img_size = None if args.img_size is None else (args.img_size[0] if len(args.img_size) == 1 else args.img_size)
     letterbox = letterbox_from_config(cfg, int(getattr(model, "size_divisor", 32)), img_size)
-    names = (cfg.get("data") or {}).get("class_names")
-    meta = build_metadata(model, letterbox, names, with_nms=args.with_nms, dynamic_batch=args.dynamic_batch,
-                          source={"config": str(args.config), "checkpoint": str(ckpt)})
+    meta = build_metadata(model, letterbox, loaded.class_names, with_nms=args.with_nms,
+                          dynamic_batch=args.dynamic_batch,
+                          source={"config": loaded.config_source, "checkpoint": str(ckpt)})
     export_onnx(model, out, meta, opset=args.opset)
     h, w = meta.input_size
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): input images (B, 3, {h}, {w}), "

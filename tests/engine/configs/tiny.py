@@ -16,7 +16,7 @@ train = dict(
     lr_schedule="cosine", min_lr_ratio=0.1,
     ema=dict(enabled=True, decay=0.99, tau=4),
     amp=True, grad_clip=10.0, multi_scale=(32, 96), multi_scale_interval=2,
-    no_mosaic_last_epochs=1, assigner_schedule=[(1, "second")],
+    no_mosaic_last_epochs=1,
     eval_interval=1, checkpoint=dict(keep_last=10, interval_iters=2), log_interval=1, seed=3,
 )
 runtime = dict(device="cpu", loggers=[], progress=False, plot_interval=0)
