@@ -48,7 +48,8 @@ def tensor_to_bgr(image: Tensor) -> np.ndarray:
 def _label(image: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:
     scale, thick = 0.45, 1
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    y0 = max(y, th + base + 2)  # keep the label inside the image at the top edge
+    y0 = max(y, th + base + 2)  # keep the label inside the image at the top edge ...
+    x = max(0, min(x, image.shape[1] - tw - 2))  # ... and at the right edge
     cv2.rectangle(image, (x, y0 - th - base - 2), (x + tw + 2, y0), color, -1)
     cv2.putText(image, text, (x + 1, y0 - base - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
                 cv2.LINE_AA)

@@ -119,8 +119,12 @@ def draw_val_images(work_dir: Path, model: nn.Module, val_set: Dataset, class_na
     batch = _val_batch(val_set, indices, collate_fn, size_divisor, device)
     was_training = model.training
     model.eval()
+    from detkit.engine.inference import predicts_with_losses
+
+    inputs = {k: v for k, v in batch.items() if k not in ("scale_factors", "pads", "ori_sizes")}
     with torch.no_grad():  # boxes in network-input pixels: no letterbox undone
-        dets = model.predict({k: v for k, v in batch.items() if k not in ("scale_factors", "pads", "ori_sizes")})
+        # a detkit Detector keeps only what is drawn (cheaper NMS); another model's own threshold applies
+        dets = model.predict(inputs, score_thr=score_thr) if predicts_with_losses(model) else model.predict(inputs)
     model.train(was_training)
     labelled, predicted, names, drawn = [], [], [], 0
     for i in range(len(indices)):
@@ -280,7 +284,8 @@ def write_run_report(
             report.item("PR_curve.png, P_curve.png, R_curve.png, F1_curve.png (and pr_curves.png)",
                         lambda: _curves(work_dir, evaluator, results, names))
     elif val_set is None:
-        logger.info("run report: no val set: drawn val images, confusion matrix and PR / F1 curves not made")
+        logger.info("run report: no evaluation in this run (no val set, or train.eval_interval=0): drawn val "
+                    "images, confusion matrix and PR / F1 curves not made")
     if train_set is not None:
         report.item("labels.png", lambda: _labels(work_dir, train_set))
     report.item("results.png", lambda: _results(work_dir))

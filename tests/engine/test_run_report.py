@@ -167,7 +167,8 @@ def test_without_a_val_set_the_report_says_what_it_left_out(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="detkit"):
         written = write_run_report(tmp_path, None, None, None)
     assert [p.name for p in written] == ["results.png"]
-    assert "run report: no val set: drawn val images, confusion matrix and PR / F1 curves not made" in caplog.text
+    assert "run report: no evaluation in this run (no val set, or train.eval_interval=0): drawn val images, " \
+           "confusion matrix and PR / F1 curves not made" in caplog.text
 
 
 @pytest.mark.slow
