@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from detkit.config import instantiate
+from detkit.data.adopt import check_data_config, check_dataset_classes
 from detkit.data.loader import DetDataLoader, build_dataloader
 from detkit.engine import distributed as du
 from detkit.engine.checkpoint import load_weights
@@ -26,7 +27,7 @@ from detkit.engine.train_utils import collate_from_config, resolve_device
 from detkit.evaluation import COCOEvaluator
 from detkit.schema import default_of
 
-__all__ = ["DATA_LAYOUTS", "LossForward", "StepPlan", "build_amp", "build_dataset", "build_ema",
+__all__ = ["DATA_LAYOUTS", "LossForward", "StepPlan", "build_amp", "build_dataset", "build_ema", "check_data_config",
            "build_evaluation", "build_model", "build_step_plan", "build_train_loader", "load_initial_weights",
            "setup_device", "wrap_for_training"]
 
@@ -44,16 +45,21 @@ TRAIN_BATCH_SIZE, TRAIN_WORKERS, VAL_WORKERS = 16, default_of(build_dataloader, 
 
 
 def build_dataset(cfg: Mapping[str, Any], split: str) -> Any:
-    """Instantiate ``cfg.data[split].dataset`` with a clear message when the data are missing."""
+    """Instantiate ``cfg.data[split].dataset`` with a clear message when the data are missing; a
+    dataset whose class count differs from the model's / the data section's is a ConfigError
+    (:func:`detkit.data.adopt.check_dataset_classes`)."""
     data = cfg.get("data") or {}
     if split not in data or "dataset" not in data[split]:
-        raise ValueError(f"config has no data.{split}.dataset; add data=dict({split}=dict(dataset=L(...)(...)))")
+        raise ValueError(f"config has no data.{split}.dataset; add data=dict({split}=dict(dataset=L(...)(...))) "
+                         f"or give --data PATH (a dataset with a {split} split)")
     try:
-        return instantiate(data[split].dataset)
+        dataset = instantiate(data[split].dataset)
     except (OSError, ValueError) as e:
         if not isinstance(e, OSError) and "No such file" not in str(e) and "not found" not in str(e):
             raise
         raise ValueError(f"data.{split}: dataset not found: {e}\n{DATA_LAYOUTS}") from e
+    check_dataset_classes(cfg, split, dataset)
+    return dataset
 
 
 def setup_device(device: str, dist_backend: str | None) -> tuple[torch.device, int, int]:

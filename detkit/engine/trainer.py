@@ -91,6 +91,7 @@ class Trainer:
                  seed: int | None = None, deterministic: bool | None = None, resume: str | None = None,
                  load_from: str | None = None, progress: bool | None = None, overwrite: bool = False) -> None:
         self.cfg = cfg
+        builders.check_data_config(cfg)  # one image size, one class count: refused before the work dir
         settings = TrainSettings.from_config(cfg.get("train"))
         if seed is not None:
             settings = dataclasses.replace(settings, seed=seed)

@@ -71,6 +71,7 @@ from detkit.ablation import AblationRow, RunRecord, summarise, training_statisti
 from detkit.assigners.presets import assigner_call
 from detkit.cli import run_cli
 from detkit.config import ConfigError, instantiate, load_config
+from detkit.data.adopt import add_data_arguments, apply_data_arguments
 
 SPEC_KEYS = {"seeds", "cfg_options", "rows"}
 ROW_KEYS = {"config", "assigner", "label", "cfg_options", "vs"}
@@ -143,13 +144,16 @@ def check_rows(rows: Sequence[AblationRow]) -> None:
             raise ConfigError(f"row {r.label!r}: vs={r.vs!r} is not a row label ({', '.join(labels)})")
 
 
-def run_config(row: AblationRow, seed: int, common: Sequence[str]):
-    """The merged config of one run: eval off, the common options, the assigner, the row's options, the seed."""
+def run_config(row: AblationRow, seed: int, common: Sequence[str], data: argparse.Namespace | None = None):
+    """The merged config of one run: eval off, the common options, the assigner, the row's options, the seed;
+    then ``--data`` / ``--img-size`` from ``data`` (:func:`detkit.data.adopt.apply_data_arguments`)."""
     overrides = ["train.eval_interval=0", *common]
     if row.assigner != "config":
         overrides.append(f"model.head.loss.assigner={assigner_call(row.assigner)}")
     overrides += [*row.cfg_options, f"train.seed={seed}"]
     cfg = load_config(row.config, overrides)
+    if data is not None:
+        apply_data_arguments(cfg, data, quiet=True)
     loss = cfg.model.head.get("loss")
     if loss is not None and loss.get("cls_target", "onehot") == "assigner":
         assigner = instantiate(loss["assigner"])
@@ -296,6 +300,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "one process per seed on a shared work dir, then a last call without it for the table")
     p.add_argument("--work-dir", default=None)
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    add_data_arguments(p)
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -333,7 +338,7 @@ def header(rows: Sequence[AblationRow], seeds: int, common: Sequence[str]) -> st
 
 def run(args: argparse.Namespace) -> None:
     rows, seeds, common, work_dir = plan(args)
-    cfgs = {(r.label, s): run_config(r, s, common) for r in rows for s in range(seeds)}  # all checked first
+    cfgs = {(r.label, s): run_config(r, s, common, args) for r in rows for s in range(seeds)}  # all checked first
     work_dir.mkdir(parents=True, exist_ok=True)
     records: list[RunRecord] = []
     top = header(rows, seeds, common)

@@ -31,6 +31,7 @@ from detkit.analysis import SIZE_NAMES, AssignmentStats
 from detkit.assigners.presets import ASSIGNER_PRESETS, assigner_call
 from detkit.cli import run_cli
 from detkit.config import ConfigError, instantiate, load_config, parse_value
+from detkit.data.adopt import add_data_arguments, apply_data_arguments
 from detkit.engine.workdir import check_output_dir
 from detkit.viz import draw_assignment, tensor_to_bgr
 
@@ -121,11 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="weights for prediction-aware assigners")
     parser.add_argument("--out", default=None)
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    add_data_arguments(parser)
     return run_cli(lambda: run(parser.parse_args(argv)))
 
 
 def run(args: argparse.Namespace) -> None:
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args)
     assigners = build_assigners(args.assigners, cfg)
     if args.split not in (cfg.get("data") or {}):
         raise ConfigError(f"{args.config}: no data.{args.split} to compare on")

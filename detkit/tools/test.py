@@ -28,6 +28,7 @@ from pathlib import Path
 
 from detkit.cli import run_cli
 from detkit.config import instantiate, load_config
+from detkit.data.adopt import add_data_arguments, apply_data_arguments
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -36,6 +37,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("checkpoint")
     p.add_argument("--out", default=None, help="write the COCO results json here")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    add_data_arguments(p)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--batch", type=int, default=None, help="images per batch (default data.val.batch_size)")
     p.add_argument("--backend", default="auto", help="COCO evaluation backend: auto | pycocotools | faster")
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         check_output_dir(args.analysis, "--analysis")
     if not 0.0 <= args.analysis_score_thr <= 1.0:
         raise ValueError(f"--analysis-score-thr must lie in [0, 1], got {args.analysis_score_thr}")
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args)
     device = resolve_device(args.device)
     rank, _, local_rank = init_distributed(device.type)
     setup_logger(None, rank)

@@ -30,6 +30,7 @@ signal ended): the first signal finishes the optimizer step and writes ``iter_<N
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from detkit.cli import run_cli
 from detkit.config import load_config
+from detkit.data.adopt import add_data_arguments, apply_data_arguments
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -53,6 +55,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--load-from", default=None,
                    help="start from these weights (detkit checkpoint, torchvision ResNet, Darknet .weights)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_data_arguments(p)
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default runtime.device)")
@@ -63,7 +66,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def train(args: argparse.Namespace) -> None:
     from detkit.engine.trainer import Trainer
 
-    cfg = load_config(args.config, args.cfg_options)
+    # under torchrun only the first process describes --data (the process group is not up yet)
+    cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args,
+                               quiet=os.environ.get("RANK", "0") != "0")
     trainer = Trainer(cfg, work_dir=args.work_dir, device=args.device, seed=args.seed,
                       deterministic=args.deterministic or None, load_from=args.load_from,
                       resume=args.resume or ("auto" if args.resume_anyway else None), resume_anyway=args.resume_anyway,
