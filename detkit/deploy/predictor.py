@@ -69,7 +69,7 @@ class Predictor:
 
 
 def load_torch_predictor(
-    config: str | os.PathLike,
+    config: str | os.PathLike | None,
     checkpoint: str | os.PathLike,
     *,
     device: str = "auto",
@@ -77,22 +77,20 @@ def load_torch_predictor(
     cfg_options: Sequence[str] = (),
     compile_mode: str | None = None,
 ) -> Predictor:
-    """A config's model with a checkpoint's weights (EMA when present), optionally compiled
+    """A checkpoint's model with its weights (EMA when present), built from ``config`` or, when it is
+    None, from the config stored in the checkpoint; labelled with the checkpoint's class names
+    (:func:`detkit.engine.checkpoint_config.load_checkpoint_model`); optionally compiled
     (``torch.compile`` with ``freeze=True``: see :func:`detkit.engine.compile.maybe_compile`)."""
-    from detkit.config import instantiate, load_config
-    from detkit.engine.checkpoint import load_weights
+    from detkit.engine.checkpoint_config import load_checkpoint_model
     from detkit.engine.compile import maybe_compile
     from detkit.engine.train_utils import resolve_device
 
     dev = resolve_device(device)
-    cfg = load_config(str(config), list(cfg_options))
-    model = instantiate(cfg.model)
-    load_weights(model, checkpoint, strict=True)  # weights of another model (class count, width) are refused
-    model.to(dev).eval()
+    loaded = load_checkpoint_model(checkpoint, config, cfg_options)
+    model = loaded.detector.to(dev).eval()
     maybe_compile(model, compile_mode, freeze=True)  # an inference-only model: fold BN, prepack weights
-    names = list((cfg.get("data") or {}).get("class_names") or []) or None
-    letterbox = letterbox_from_config(cfg, int(getattr(model, "size_divisor", 32)), img_size)
-    return Predictor(model, letterbox, names, "torch", dev)
+    letterbox = letterbox_from_config(loaded.cfg, int(getattr(model, "size_divisor", 32)), img_size)
+    return Predictor(model, letterbox, loaded.class_names, "torch", dev)
 
 
 def load_onnx_predictor(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = None,
@@ -151,8 +149,5 @@ def load_predictor(
         if cfg_options:
             raise ValueError("--cfg-options apply to the PyTorch backend; an .onnx model carries its settings")
         return load_onnx_predictor(model_path, device=device, threads=threads, img_size=img_size)
-    if config is None:
-        raise ValueError(f"{model_path}: a PyTorch checkpoint needs its config "
-                         "(tools/infer.py CONFIG CHECKPOINT INPUT)")
     return load_torch_predictor(config, model_path, device=device, img_size=img_size, cfg_options=cfg_options,
                                 compile_mode=compile_mode)

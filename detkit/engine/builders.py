@@ -138,11 +138,27 @@ def build_amp(requested: bool, device: torch.device) -> tuple[bool, torch.amp.Gr
     return amp, torch.amp.GradScaler("cuda", enabled=amp)
 
 
-def load_initial_weights(model: nn.Module, path: str) -> None:
-    """``--load-from``: weights only (detkit checkpoint, torchvision ResNet, Darknet), reported."""
+def load_initial_weights(model: nn.Module, path: str, data_names: list[str] | None = None) -> None:
+    """``--load-from``: weights only (detkit checkpoint, torchvision ResNet, Darknet), reported. With
+    ``data_names`` (the training data's class names), a detkit checkpoint trained on other names in
+    label order is said so in a warning (fine-tuning on other classes is allowed)."""
     report = load_weights(model, path)
     logger.info(f"loaded weights from {path}: {len(report['loaded'])} tensors, "
                 f"{len(report['missing'])} missing, {len(report['shape_mismatch'])} shape mismatches")
+    if data_names is not None:
+        from detkit.config import ConfigError
+        from detkit.data.classes import check_class_names
+        from detkit.engine.checkpoint import CheckpointError, load_checkpoint
+        from detkit.engine.checkpoint_config import checkpoint_class_names
+
+        try:
+            check_class_names(checkpoint_class_names(load_checkpoint(path), path), data_names,
+                              f"--load-from {path} on data.train")
+        except CheckpointError:  # not a detkit checkpoint (Darknet weights): no names to compare
+            pass
+        except ConfigError as e:
+            logger.warning(f"{e}; fine-tuning goes on: each label k learns the data's class k from the "
+                           "checkpoint's class k")
 
 
 class LossForward(nn.Module):

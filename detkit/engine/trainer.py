@@ -135,7 +135,7 @@ class Trainer:
                     f"device {self.device}")
 
         if load_from:
-            builders.load_initial_weights(self.detector, load_from)
+            builders.load_initial_weights(self.detector, load_from, getattr(self.train_set, "class_names", None))
         self.epoch, self.iter, self.epoch_iter = 0, 0, 0
         self.meter = EpochMeter()  # this epoch's loss_*/stat_* sums
         self.best: dict[str, Any] = {"metric": "AP", "value": -1.0, "epoch": -1}

@@ -1,12 +1,16 @@
 """Run a detector on an image, a folder of images or a video; draw the boxes, write a json.
 
-    python tools/infer.py CONFIG CHECKPOINT INPUT [--compile [MODE]]      # PyTorch
+    python tools/infer.py CHECKPOINT INPUT [--compile [MODE]]             # PyTorch, the config stored inside
+    python tools/infer.py CONFIG CHECKPOINT INPUT [--compile [MODE]]      # PyTorch, the given config
     python tools/infer.py MODEL.onnx INPUT                                 # ONNX Runtime (tools/export.py)
         [--out DIR] [--device cpu|cuda] [--batch 8] [--score-thr 0.3] [--img-size 640]
         [--backend auto|torch|onnxruntime] [--cfg-options ...]
 
-The backend follows the model file's suffix (``.onnx``: ONNX Runtime, else a PyTorch checkpoint
-with its config) unless ``--backend`` says otherwise. Both backends share the pre- and
+The backend follows the model file's suffix (``.onnx``: ONNX Runtime, else a PyTorch checkpoint)
+unless ``--backend`` says otherwise. A checkpoint alone is built from the config the trainer
+stored in it (read without running it; ``--cfg-options`` apply to it); one saved without a config
+is an error asking for CONFIG. Detections are labelled with the class names the checkpoint was
+trained with (its ``meta``, else its stored config's), not a given config's. Both backends share the pre- and
 post-processing: frames are letterboxed as the config's evaluation pipeline does it (an ONNX
 model carries those settings in its metadata), predicted in batches, and mapped back to original
 pixels. ``--compile`` runs the PyTorch network through ``torch.compile`` (mode ``default``) with
@@ -47,7 +51,8 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="CONFIG CHECKPOINT INPUT, or MODEL.onnx INPUT; INPUT: an image, a folder of images, a video")
+                   help="[CONFIG] CHECKPOINT INPUT, or MODEL.onnx INPUT; INPUT: an image, a folder of images, "
+                        "a video")
     p.add_argument("--out", default="work_dirs/infer")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--batch", type=int, default=8)
@@ -64,7 +69,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     elif len(args.paths) == 2:
         args.config, (args.checkpoint, args.input) = None, args.paths
     else:
-        p.error("expected CONFIG CHECKPOINT INPUT or MODEL.onnx INPUT")
+        p.error("expected [CONFIG] CHECKPOINT INPUT or MODEL.onnx INPUT")
     return args
 
 

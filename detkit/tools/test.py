@@ -13,7 +13,9 @@ mislocalised, wrong class, duplicate, background) at ``--analysis-score-thr`` (d
 ``DIR/analysis.md``, ``DIR/confusion_matrix.png`` and ``DIR/errors_by_size.png``.
 
 Refused before any work, exit status 2: a checkpoint that does not fill the config's model (another
-class count, width or head: the message lists the tensors and shapes that differ), and ``--out`` /
+class count, width or head: the message lists the tensors and shapes that differ), a checkpoint whose
+class names (stored in it) are not the val data's in label order (:func:`detkit.data.classes.check_class_names`:
+the same names in another order, other names, another count), and ``--out`` /
 ``--pr-curve`` / ``--analysis`` paths that cannot be written (a folder, under a file, no
 permission). With no detections at all, ``--pr-curve`` writes nothing and says so.
 """
@@ -51,7 +53,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
-    from detkit.engine.checkpoint import load_weights
+    from detkit.data.classes import check_class_names
+    from detkit.engine.checkpoint import load_checkpoint, load_weights
+    from detkit.engine.checkpoint_config import checkpoint_class_names
     from detkit.engine.distributed import init_distributed, is_main_process
     from detkit.engine.inference import build_evaluator, evaluate_dataset
     from detkit.engine.logging import setup_logger
@@ -80,6 +84,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     load_weights(model, args.checkpoint, strict=True)  # a checkpoint of another model is refused
     model.to(device).eval()
     dataset = build_dataset(cfg, "val")
+    # the names the checkpoint was trained with, label by label, before any work: other names are refused
+    ckpt_names = checkpoint_class_names(load_checkpoint(args.checkpoint), args.checkpoint,
+                                        getattr(model.head, "num_classes", None))
+    check_class_names(ckpt_names, getattr(dataset, "class_names", None), f"{args.checkpoint} on data.val")
     evaluator = build_evaluator(dataset, backend=args.backend) if is_main_process() else None
     val = cfg.data.val
     collate = collate_from_config(cfg, int(getattr(model, "size_divisor", 32)))
