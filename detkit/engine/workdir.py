@@ -54,7 +54,7 @@ __all__ = [
 
 LOCK_NAME = "run.lock"
 # Files that mark an earlier training run (checkpoints, the resume pointer, metrics).
-_RUN_RE = re.compile(r"^((epoch|iter)_\d+\.pth|best\.pth|last_checkpoint|metrics\.jsonl|metrics\.csv)$")
+_RUN_RE = re.compile(r"^((epoch|iter)_\d+\.pth|best\.pth|last\.pth|last_checkpoint|metrics\.jsonl|metrics\.csv)$")
 # Further files a run writes, deleted by --overwrite with the run files (plots, log, config dump).
 _RUN_EXTRAS = ("train.log", "config.py", "losses.png", "metrics.png", "assignment.png", "pr_curves.png",
                ".metrics.csv.tmp")
