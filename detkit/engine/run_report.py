@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -202,8 +203,10 @@ class _Report:
     def __init__(self, work_dir: Path, strict: bool) -> None:
         self.work_dir, self.strict = work_dir, strict
         self.written: list[Path] = []
+        self.seconds: dict[str, float] = {}  # per item made
 
     def item(self, name: str, make: Callable[[], Sequence[Path] | Path | None]) -> None:
+        start = time.perf_counter()
         try:
             made = make()
         except _Skip as e:
@@ -220,6 +223,7 @@ class _Report:
         if isinstance(made, Path):
             made = [made]
         self.written += [Path(p) for p in made or []]
+        self.seconds[name] = time.perf_counter() - start
 
 
 def write_run_report(
@@ -253,6 +257,7 @@ def write_run_report(
         device, collate_fn, batch_size, size_divisor: how to run ``model`` on val batches.
         strict: raise an item's exception instead of logging it (tests).
     """
+    start = time.perf_counter()
     work_dir = Path(work_dir)
     device = torch.device(device)
     report = _Report(work_dir, strict)
@@ -289,6 +294,9 @@ def write_run_report(
     if train_set is not None:
         report.item("labels.png", lambda: _labels(work_dir, train_set))
     report.item("results.png", lambda: _results(work_dir))
+    logger.info(f"run report: {len(report.written)} files in {time.perf_counter() - start:.1f} s "
+                f"({', '.join(p.name for p in report.written)})")
+    logger.debug("run report seconds per item: " + ", ".join(f"{k} {v:.2f}" for k, v in report.seconds.items()))
     return report.written
 
 

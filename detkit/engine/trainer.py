@@ -91,7 +91,6 @@ class Trainer:
                  seed: int | None = None, deterministic: bool | None = None, resume: str | None = None,
                  load_from: str | None = None, progress: bool | None = None, overwrite: bool = False) -> None:
         self.cfg = cfg
-        builders.check_data_config(cfg)  # one image size, one class count: refused before the work dir
         settings = TrainSettings.from_config(cfg.get("train"))
         if seed is not None:
             settings = dataclasses.replace(settings, seed=seed)
@@ -135,7 +134,7 @@ class Trainer:
                     f"device {self.device}")
 
         if load_from:
-            builders.load_initial_weights(self.detector, load_from, getattr(self.train_set, "class_names", None))
+            builders.load_initial_weights(self.detector, load_from)
         self.epoch, self.iter, self.epoch_iter = 0, 0, 0
         self.meter = EpochMeter()  # this epoch's loss_*/stat_* sums
         self.best: dict[str, Any] = {"metric": "AP", "value": -1.0, "epoch": -1}
