@@ -183,3 +183,22 @@ def test_a_broken_report_does_not_end_training(tmp_path, monkeypatch):
     assert "run report: val_batch_labels.jpg, val_batch_pred.jpg not written: ValueError: cannot draw" in log
     assert "cannot draw" in (tmp_path / run_report.ERRORS_FILE).read_text()
     assert (tmp_path / "args.json").is_file() and (tmp_path / "results.png").is_file()
+
+
+class _Records:
+    """A dataset's records as YOLO (normalised), COCO (pixels and size) and VOC without a size give them."""
+
+    class_names = ["a", "b"]
+    records = [
+        {"boxes": np.array([[0.1, 0.2, 0.3, 0.6]], np.float32), "labels": np.array([1]), "normalized": True},
+        {"boxes": np.array([[10.0, 0.0, 30.0, 50.0], [0.0, 0.0, 100.0, 100.0]], np.float32), "labels": np.array([0, 0]),
+         "size": (100, 200)},
+        {"boxes": np.array([[1.0, 1.0, 2.0, 2.0]], np.float32), "labels": np.array([1]), "size": None},
+        {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "normalized": True},
+    ]
+
+
+def test_labels_read_normalised_and_pixel_records_without_opening_images():
+    labels, boxes, where, n, left_out = run_report._records_labels(_Records())
+    assert labels.tolist() == [1, 0, 0] and where.tolist() == [0, 1, 1] and n == 3 and left_out == 1
+    np.testing.assert_allclose(boxes, [[0.2, 0.4, 0.2, 0.4], [0.1, 0.25, 0.1, 0.5], [0.25, 0.5, 0.5, 1.0]], rtol=1e-6)
