@@ -36,7 +36,8 @@ from detkit.engine.checkpoint import (
     weights_misfit,
 )
 
-__all__ = ["RESUME_KEYS", "RUN_KEYS", "RunCheckpoints", "check_resume", "lean_state", "run_changes", "run_meta"]
+__all__ = ["RESUME_KEYS", "RUN_KEYS", "RunCheckpoints", "check_resume", "epoch_boundary", "lean_state", "run_changes",
+           "run_meta"]
 
 # Entries a checkpoint needs for --resume.
 RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "iter", "epoch_iter", "rng")
@@ -181,6 +182,20 @@ def check_resume(path: str | os.PathLike, ckpt: Mapping[str, Any], model: nn.Mod
             "would change the order of the training images (some repeated, some skipped) and the schedule; "
             "restore them, or pass --resume-anyway to continue from the next epoch boundary with the new settings")
     return changes
+
+
+def epoch_boundary(epoch: int, epoch_iter: int, iters_per_epoch: int, changes: list[str]) -> tuple[int, int]:
+    """Where a run resumed with changed settings (``--resume-anyway``) continues: the next epoch
+    boundary, so the new sample order starts afresh and no image is seen twice. Returns
+    ``(epoch_iter, iter)``: an interrupted epoch is marked done (``epoch_iter = iters_per_epoch``:
+    its remaining images skipped, its end still run); the global iteration is recounted in the new
+    iterations per epoch, which the schedule follows. Logs a warning naming the changes."""
+    skipped = epoch_iter > 0
+    it = (epoch + int(skipped)) * iters_per_epoch
+    logger.warning(f"--resume-anyway: {'; '.join(changes)}; continuing at the start of epoch "
+                   f"{epoch + int(skipped) + 1} (iteration {it}) with the new settings"
+                   + (f", the rest of epoch {epoch + 1} skipped" if skipped else ""))
+    return (iters_per_epoch if skipped else 0), it
 
 
 def lean_state(state: Mapping[str, Any], fp16: bool = False) -> dict[str, Any]:
