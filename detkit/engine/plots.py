@@ -241,24 +241,27 @@ def plot_labels(labels: np.ndarray, boxes: np.ndarray, image_index: np.ndarray, 
     plt = _pyplot()
     c = len(class_names)
     counts = np.bincount(labels.astype(np.int64), minlength=c)[:c]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
-    ax = axes[0, 0]
+    fig = plt.figure(figsize=(13, 9))
+    grid = fig.add_gridspec(2, 3)
+    axes = [fig.add_subplot(grid[0, :]), *(fig.add_subplot(grid[1, i]) for i in range(3))]  # counts on top
+    ax = axes[0]
     order = np.arange(c) if c <= MAX_LABEL_CLASSES else np.argsort(-counts, kind="stable")[:MAX_LABEL_CLASSES]
     ax.bar(range(len(order)), counts[order], color=[_rgb(int(k)) for k in order])
-    ax.set_xticks(range(len(order)), [class_names[k] for k in order], rotation=90,
-                  fontsize=9 if len(order) <= 20 else 6)
+    ax.set_xticks(range(len(order)), [class_names[k] for k in order], rotation=90 if len(order) > 12 else 0,
+                  fontsize=9 if len(order) <= 40 else 7)
+    ax.set_xlim(-0.6, len(order) - 0.4)
     more = f" ({len(order)} of {c} classes, most boxes first)" if len(order) < c else ""
     ax.set_title(f"{len(labels)} boxes in {num_images} images{more}", fontsize=10)
     ax.set_ylabel("boxes")
-    ax = axes[0, 1]
+    ax = axes[1]
     per_image = np.bincount(image_index.astype(np.int64), minlength=num_images)
     most = int(per_image.max(initial=0))
     ax.hist(per_image, bins=np.arange(most + 2) - 0.5 if most < 50 else 50, color="tab:blue")
     ax.set_xlabel("boxes per image")
     ax.set_ylabel("images")
-    ax.set_title(f"boxes per image: mean {per_image.mean() if num_images else 0:.1f}, "
+    ax.set_title(f"boxes per image: mean {per_image.mean() if num_images else 0:.1f},\n"
                  f"{int((per_image == 0).sum())} images without boxes", fontsize=10)
-    ax = axes[1, 0]
+    ax = axes[2]
     ax.hist2d(boxes[:, 0], boxes[:, 1], bins=50, range=[[0, 1], [0, 1]], cmap="Blues")
     ax.set_xlim(0, 1)
     ax.set_ylim(1, 0)  # image coordinates: y down
@@ -266,7 +269,7 @@ def plot_labels(labels: np.ndarray, boxes: np.ndarray, image_index: np.ndarray, 
     ax.set_xlabel("centre x (image fraction)")
     ax.set_ylabel("centre y")
     ax.set_title("box centres", fontsize=10)
-    ax = axes[1, 1]
+    ax = axes[3]
     pick = np.arange(len(labels))
     if len(pick) > MAX_SCATTER_POINTS:
         pick = np.sort(np.random.default_rng(0).choice(len(pick), MAX_SCATTER_POINTS, replace=False))
@@ -279,7 +282,7 @@ def plot_labels(labels: np.ndarray, boxes: np.ndarray, image_index: np.ndarray, 
     ax.set_ylabel("height")
     ax.set_title("box sizes" + (f" ({len(pick)} of {len(labels)} boxes)" if len(pick) < len(labels) else ""),
                  fontsize=10)
-    for a in axes.flat:
+    for a in axes:
         a.grid(alpha=0.3)
     return _save(fig, Path(path))
 
