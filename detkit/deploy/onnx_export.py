@@ -125,8 +125,9 @@ def export_onnx(
     Returns:
         The written path, after ``onnx.checker`` accepted the model.
     """
-    import onnx
+    from detkit.extras import require
 
+    onnx = require("onnx", "ONNX export")
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is not supported; use {MIN_OPSET} or newer")
     path = Path(path)

@@ -38,10 +38,9 @@ class OnnxDetector:
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None,
                  threads: int | None = None, session_config: Mapping[str, str] | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise ValueError("running .onnx models needs onnxruntime: pip install onnxruntime") from e
+        from detkit.extras import require
+
+        ort = require("onnxruntime", "running .onnx models")
         self.path = Path(path)
         if not self.path.is_file():
             raise ValueError(f"ONNX model not found: {self.path}")

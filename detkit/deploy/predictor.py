@@ -103,8 +103,9 @@ def load_onnx_predictor(path: str | os.PathLike, *, device: str = "cpu", threads
 
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
-        import onnxruntime as ort
+        from detkit.extras import require
 
+        ort = require("onnxruntime", "running .onnx models")
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ValueError(f"device {device!r}: this onnxruntime has no CUDAExecutionProvider "
                              f"(available: {ort.get_available_providers()}); use --device cpu")

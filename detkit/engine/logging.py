@@ -197,14 +197,22 @@ class TrainingLog:
         self.settings = settings
         self.epochs = epochs
         self.writer = MetricsWriter(self.work_dir, enabled=self.main)
+        self.config_file = self.work_dir / "config.py"  # where start() wrote the config dump
 
     def start(self, config_text: str, config: Mapping[str, Any], resumed: bool) -> None:
-        """Write ``config.py``; start the trackers (continuing their runs when ``resumed``) and give
-        them the config's keys as parameters."""
+        """Write the config dump (``config.py``, or ``config.dump.py`` beside a user's own
+        ``config.py``: :func:`~detkit.engine.workdir.config_dump_path`); start the trackers
+        (continuing their runs when ``resumed``) and give them the config's keys as parameters."""
+        from detkit.engine.workdir import CONFIG_DUMP_MARK, config_dump_path
+
         if not self.main:
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        (self.work_dir / "config.py").write_text(config_text, encoding="utf-8")
+        self.config_file = config_dump_path(self.work_dir)
+        if self.config_file.name != "config.py":
+            logging.getLogger(LOGGER_NAME).info(f"{self.work_dir / 'config.py'} is not a config dump (your own "
+                                                f"file, kept): the merged config goes to {self.config_file}")
+        self.config_file.write_text(f"{CONFIG_DUMP_MARK}\n{config_text}", encoding="utf-8")
         self.writer.attach(build_trackers(self.settings.loggers, self.work_dir, resume=resumed,
                                           run_name=self.work_dir.name))
         self.writer.log_params(flatten_params(config))
@@ -241,5 +249,5 @@ class TrainingLog:
         if self.main and not failed:
             if self.settings.plot_interval <= 0:
                 self.plot(evaluator)
-            self.writer.log_artifacts([self.work_dir / "config.py", *(self.work_dir / f for f in PLOT_FILES)])
+            self.writer.log_artifacts([self.config_file, *(self.work_dir / f for f in PLOT_FILES)])
         self.writer.close(failed)

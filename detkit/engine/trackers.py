@@ -14,15 +14,15 @@ per run; and (where the tracker stores files) the config dump and PNG plots at t
 
 - ``"tensorboard"`` (:class:`TensorBoardTracker`): events under ``<work_dir>/tb``; skipped with a
   log line when the ``tensorboard`` package is missing (it is the default).
-- ``"mlflow"`` (:class:`MLflowTracker`, ``pip install -e .[mlflow]``): a local file store under
+- ``"mlflow"`` (:class:`MLflowTracker`, ``pip install 'detkit[mlflow]'``): a local file store under
   ``<work_dir>/mlruns`` unless ``tracking_uri`` says otherwise (``mlflow ui --backend-store-uri
   <work_dir>/mlruns``, with the full ``mlflow`` package, browses it).
-- ``"wandb"`` (:class:`WandbTracker`, ``pip install -e .[wandb]``): Weights & Biases, offline by
+- ``"wandb"`` (:class:`WandbTracker`, ``pip install 'detkit[wandb]'``): Weights & Biases, offline by
   default (files under ``<work_dir>/wandb``, uploaded later with ``wandb sync``).
 
 The MLflow and W&B runs keep their id in the work dir (``mlflow_run_id``, ``wandb_run_id``), so
 ``--resume`` continues the same tracked run. A tracker asked for by name whose package is
-missing is a config error naming the extra to install.
+missing is a config error naming the extra to install (:func:`detkit.extras.require`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from detkit.config import ConfigError, instantiate
+from detkit.config import instantiate
+from detkit.extras import MissingExtraError, install_hint
 
 __all__ = ["TRACKERS", "MLflowTracker", "TensorBoardTracker", "Tracker", "WandbTracker", "build_trackers",
            "finite_numbers", "flatten_params"]
@@ -90,22 +91,21 @@ def _read_run_id(work_dir: Path, name: str, resume: bool) -> str | None:
 
 
 def _import(module: str, extra: str) -> Any:
-    import importlib
+    from detkit.extras import require
 
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ConfigError(f"runtime.loggers: the {extra} tracker needs the {module!r} package "
-                          f"(pip install -e '.[{extra}]'): {e}") from e
+    return require(module, f"runtime.loggers: the {extra} tracker")
 
 
 class TensorBoardTracker:
     """TensorBoard event files under ``<work_dir>/tb`` (scalars ``<kind>/<name>``)."""
 
     def __init__(self, work_dir: str | os.PathLike, resume: bool = False, run_name: str | None = None) -> None:
-        from torch.utils.tensorboard import SummaryWriter  # ImportError without the tensorboard package
+        from detkit.extras import require
 
-        self.writer: Any = SummaryWriter(str(Path(work_dir) / "tb"))
+        purpose = "runtime.loggers: the tensorboard tracker"
+        require("tensorboard", purpose)  # MissingExtraError when absent
+        board = require("torch.utils.tensorboard", purpose, provider="tensorboard")
+        self.writer: Any = board.SummaryWriter(str(Path(work_dir) / "tb"))
 
     def log_params(self, params: Mapping[str, str]) -> None:
         return None  # TensorBoard's hparams view wants metrics alongside; the config dump is config.py
@@ -251,8 +251,8 @@ def build_trackers(specs: Sequence[str | Mapping[str, Any]], work_dir: str | os.
         if spec == "tensorboard":
             try:
                 trackers.append(TensorBoardTracker(**common))
-            except ImportError:
-                logger.info("tensorboard not installed: no TensorBoard events")
+            except MissingExtraError:
+                logger.info(f"tensorboard not installed ({install_hint('tensorboard')}): no TensorBoard events")
         elif isinstance(spec, str):
             trackers.append(TRACKERS[spec](**common))
         else:

@@ -6,8 +6,17 @@
 
 - :func:`check_output_dir` / :func:`check_output_file` raise :class:`OutputPathError` (a
   ``ValueError``: exit status 2 in the tools) when a path cannot be written: a file where a folder
-  is needed or the reverse, a parent that is a file, a folder without write permission. Tools
-  call them before the work, so a long evaluation is never lost to a bad ``--out``.
+  is needed or the reverse, a parent that is a file, a folder without write permission, a folder
+  where no file can be created (``/proc``, a read-only file system: a file is created there and
+  deleted at once to find out). Tools call them before the work, so a long evaluation is never
+  lost to a bad ``--out``.
+- :func:`check_not_input` refuses an output path that is one of the tool's inputs or lies inside
+  an input folder (resolved through symlinks), and an output folder that holds an input file a
+  tool would replace by name; :func:`config_input_paths` lists the existing paths a config's
+  dataset entries name, so a tool can pass them as inputs.
+- :func:`config_dump_path` says where a run writes its merged config: ``config.py`` unless a file
+  of that name is not a dump detkit wrote (a user's own config in the work dir), then
+  ``config.dump.py`` beside it. Dumps start with :data:`CONFIG_DUMP_MARK`.
 - :func:`claim_work_dir` takes a work dir for one training run: a lock file ``run.lock``
   (:data:`LOCK_NAME`, JSON with the owner's pid, host, run id, start time and command) created
   atomically; a second run is refused with a one-line message naming the holder. A lock whose
@@ -28,26 +37,34 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import uuid
 import weakref
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from detkit.engine.checkpoint import checkpoint_temporaries
 
 __all__ = [
+    "CONFIG_DUMP_MARK",
     "LOCK_NAME",
     "LockHolder",
     "OutputPathError",
     "WorkDirError",
     "WorkDirLock",
+    "check_not_input",
     "check_output_dir",
     "check_output_file",
     "claim_work_dir",
     "clear_previous_run",
+    "config_dump_path",
+    "config_input_paths",
     "pid_alive",
     "previous_run_files",
 ]
@@ -55,9 +72,13 @@ __all__ = [
 LOCK_NAME = "run.lock"
 # Files that mark an earlier training run (checkpoints, the resume pointer, metrics).
 _RUN_RE = re.compile(r"^((epoch|iter)_\d+\.pth|best\.pth|last\.pth|last_checkpoint|metrics\.jsonl|metrics\.csv)$")
-# Further files a run writes, deleted by --overwrite with the run files (plots, log, config dump).
-_RUN_EXTRAS = ("train.log", "config.py", "losses.png", "metrics.png", "assignment.png", "pr_curves.png",
-               ".metrics.csv.tmp")
+# Further files a run writes, deleted by --overwrite with the run files (plots, log); the config
+# dumps (_DUMP_NAMES) only when they start with CONFIG_DUMP_MARK.
+_RUN_EXTRAS = ("train.log", "losses.png", "metrics.png", "assignment.png", "pr_curves.png", ".metrics.csv.tmp")
+# The first line of every config dump a run writes into its work dir.
+CONFIG_DUMP_MARK = "# detkit config dump"
+# Where the dump goes: the first of these that is missing or a dump (never a user's own file).
+_DUMP_NAMES = ("config.py", "config.dump.py")
 # How long to wait for a lock file that another process is writing right now.
 _UNREADABLE_WAIT_S = 1.0
 _MAX_TRIES = 100
@@ -85,12 +106,20 @@ def _first_existing(path: Path) -> Path:
 
 
 def _check_creatable(folder: Path, what: str, shown: Path) -> None:
-    """The nearest existing ancestor of ``folder`` is a writable folder (so ``folder`` can be made)."""
+    """The nearest existing ancestor of ``folder`` is a folder where files can be created (so
+    ``folder`` can be made): permissions, then an empty file created and deleted at once, which
+    finds what permissions do not tell (``/proc``, a read-only file system, root on either)."""
     base = _first_existing(folder)
     if not base.is_dir():
         raise OutputPathError(f"{what} {shown}: {base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK):
         raise OutputPathError(f"{what} {shown}: no permission to write in {base}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".detkit-write-check-", suffix=".tmp", dir=base)
+    except OSError as e:
+        raise OutputPathError(f"{what} {shown}: cannot create files in {base} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
@@ -119,6 +148,98 @@ def check_output_file(path: str | os.PathLike, what: str = "output file") -> Pat
     return path
 
 
+def _shown(path: str | os.PathLike) -> str:
+    """``path`` as the user gave it, plus where it leads when a symlink makes that differ."""
+    real = Path(path).resolve()
+    return str(path) if Path(os.path.abspath(path)) == real else f"{path} (-> {real})"
+
+
+def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], what: str = "--out", *,
+                    names_from_inputs: bool = False) -> Path:
+    """Raise :class:`OutputPathError` when writing ``out`` could destroy one of ``inputs``.
+
+    Refused, with both paths named (each resolved through symlinks): ``out`` is an input (a file
+    or a folder); ``out`` lies inside an input folder. With ``names_from_inputs`` (a tool that
+    reads an input folder's own files, not its subfolders, and writes into the folder ``out``
+    files named after them, as ``tools/infer.py`` draws ``photo.jpg`` into ``OUT/photo.jpg``): an
+    input file directly inside ``out`` is refused too, and a subfolder of an input folder is
+    allowed (nothing written there can replace an input). ``None`` inputs are skipped; nothing
+    is created. Returns ``Path(out)``.
+    """
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source:
+            kind = "folder" if source.is_dir() else "file"
+            raise OutputPathError(f"{what} {_shown(out)} is the input {kind} {_shown(given)}: it would be "
+                                  "overwritten; pick another output path")
+        if source.is_dir() and target.is_relative_to(source) and not names_from_inputs:
+            raise OutputPathError(f"{what} {_shown(out)} lies inside the input folder {_shown(given)}; "
+                                  "write the output outside it")
+        if names_from_inputs and source.parent == target and not source.is_dir():
+            raise OutputPathError(f"{what} {_shown(out)} holds the input {_shown(given)}, whose output of the same "
+                                  "name would replace it; pick another output folder")
+    return Path(out)
+
+
+def config_input_paths(node: Any) -> list[Path]:
+    """The existing files and folders a config node names (string values anywhere inside it, e.g. a
+    dataset's ``ann_file``, ``img_dir``, ``root``): the inputs an output must not replace.
+
+    The current folder and its ancestors are left out (a data root of ``"."`` would make every
+    relative output path "inside an input"); files there are still listed.
+    """
+    return [p for p in _named_paths(node) if not (p.is_dir() and Path.cwd().is_relative_to(p.resolve()))]
+
+
+def _named_paths(node: Any) -> list[Path]:
+    found: list[Path] = []
+    if isinstance(node, Mapping):
+        values: Iterable[Any] = (v for k, v in node.items() if k not in ("_target_", "type"))
+    elif isinstance(node, (list, tuple)):
+        values = node
+    elif isinstance(node, (str, os.PathLike)):
+        text = os.fspath(node)
+        return [Path(text)] if text and "\n" not in text and len(text) < 4096 and os.path.exists(text) else []
+    else:
+        return []
+    for value in values:
+        found += _named_paths(value)
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# the config dump
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_dump(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline().rstrip("\r\n") == CONFIG_DUMP_MARK
+    except OSError:
+        return False
+
+
+def config_dump_path(work_dir: str | os.PathLike) -> Path:
+    """Where a run writes its merged config in ``work_dir``: ``config.py`` when it is missing or a
+    dump a run wrote (its first line is :data:`CONFIG_DUMP_MARK`), else ``config.dump.py`` (same
+    rule): a file the user wrote is never replaced.
+
+    Raises:
+        WorkDirError: both names hold files the user wrote.
+    """
+    work_dir = Path(work_dir)
+    for name in _DUMP_NAMES:
+        path = work_dir / name
+        if not os.path.lexists(path) or (path.is_file() and not path.is_symlink() and _is_dump(path)):
+            return path
+    raise WorkDirError(f"work dir {work_dir}: {' and '.join(_DUMP_NAMES)} are files of yours (not config dumps), "
+                       "where the run writes its merged config; move one of them or pick another --work-dir")
+
+
 # ----------------------------------------------------------------------------------------------
 # earlier runs
 # ----------------------------------------------------------------------------------------------
@@ -137,14 +258,16 @@ def clear_previous_run(work_dir: str | os.PathLike) -> list[Path]:
     """Delete an earlier run's files from ``work_dir``; returns what was deleted.
 
     Only names a training run writes: checkpoints and their temporaries, ``last_checkpoint``,
-    metrics, ``train.log``, ``config.py``, the plots, TensorBoard event files under ``tb/``.
-    Anything else in the folder is left alone.
+    metrics, ``train.log``, the config dump (``config.py`` / ``config.dump.py`` when it starts with
+    :data:`CONFIG_DUMP_MARK`), the plots, TensorBoard event files under ``tb/``. Anything else in
+    the folder (a user's own ``config.py``) is left alone.
     """
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         return []
     gone = previous_run_files(work_dir)
     gone += [work_dir / n for n in _RUN_EXTRAS if (work_dir / n).is_file()]
+    gone += [work_dir / n for n in _DUMP_NAMES if (work_dir / n).is_file() and _is_dump(work_dir / n)]
     gone += checkpoint_temporaries(work_dir)
     tb = work_dir / "tb"
     if tb.is_dir():
@@ -203,11 +326,22 @@ def _read_holder(path: Path) -> LockHolder | None:
         return None
 
 
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free there"
+    except OSError:
+        return "free space unknown"
+
+
 def _create(path: Path, holder: LockHolder) -> bool:
     """Create the lock file with ``holder`` unless one exists (atomically, complete when visible)."""
     tmp = path.with_name(f".{path.name}.{holder.host}-{holder.pid}.tmp")
-    tmp.write_text(json.dumps(asdict(holder)) + "\n", encoding="utf-8")
     try:
+        try:
+            tmp.write_text(json.dumps(asdict(holder)) + "\n", encoding="utf-8")
+        except OSError as e:  # a full disk or quota: one line, and no half-written temporary left
+            raise OutputPathError(f"--work-dir {path.parent}: cannot write the lock file {path.name} "
+                                  f"({e.strerror or e}; {_free_space(path.parent)})") from None
         os.link(tmp, path)  # fails when the lock exists; readers never see a half-written file
         return True
     except FileExistsError:

@@ -48,14 +48,10 @@ def _backend_classes(backend: str) -> tuple[type, type, str]:
     if backend not in BACKENDS:
         raise ValueError(f"unknown COCO evaluation backend {backend!r}; accepted: {', '.join(BACKENDS)}")
     if backend == "faster" or (backend == "auto" and faster_coco_eval_available()):
-        try:
-            from faster_coco_eval import COCO, COCOeval_faster
-        except ImportError as e:
-            raise ValueError(
-                "backend='faster' needs the faster-coco-eval package (pip install faster-coco-eval); "
-                "use backend='pycocotools' or 'auto'"
-            ) from e
-        return COCO, COCOeval_faster, "faster"
+        from detkit.extras import require
+
+        fast = require("faster_coco_eval", "COCO evaluation backend 'faster' (else use 'pycocotools' or 'auto')")
+        return fast.COCO, fast.COCOeval_faster, "faster"
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

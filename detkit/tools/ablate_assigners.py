@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from detkit.ablation import AblationRow, RunRecord, summarise, training_statistics, write_summary
+from detkit.argtypes import nonnegative_int, positive_int
 from detkit.assigners.presets import assigner_call
 from detkit.cli import run_cli
 from detkit.config import ConfigError, instantiate, load_config
@@ -294,8 +295,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--configs", dest="more_configs", nargs="+", default=[], metavar="CONFIG")
     p.add_argument("--assigners", nargs="+", default=None, help="default: atss iou grid")
     p.add_argument("--spec", default=None, help="TOML/JSON file of rows (instead of configs x assigners)")
-    p.add_argument("--seeds", type=int, default=None, help="runs per row, seeds 0..N-1 (default 1, or the spec's)")
-    p.add_argument("--only-seeds", type=int, nargs="+", default=None, metavar="SEED",
+    p.add_argument("--seeds", type=positive_int, default=None,
+                   help="runs per row, seeds 0..N-1 (default 1, or the spec's)")
+    p.add_argument("--only-seeds", type=nonnegative_int, nargs="+", default=None, metavar="SEED",
                    help="train only these seeds' runs now (finished runs of the others are read back): "
                         "one process per seed on a shared work dir, then a last call without it for the table")
     p.add_argument("--work-dir", default=None)
@@ -338,7 +340,14 @@ def header(rows: Sequence[AblationRow], seeds: int, common: Sequence[str]) -> st
 
 def run(args: argparse.Namespace) -> None:
     rows, seeds, common, work_dir = plan(args)
+    from detkit.engine.workdir import check_not_input, check_output_dir, config_input_paths
+
     cfgs = {(r.label, s): run_config(r, s, common, args) for r in rows for s in range(seeds)}  # all checked first
+    inputs = [args.spec, *(r.config for r in rows)]
+    for cfg in cfgs.values():
+        inputs += config_input_paths(cfg.get("data"))
+    check_not_input(work_dir, inputs, "--work-dir")  # never inside a data set or over a config
+    check_output_dir(work_dir, "--work-dir")
     work_dir.mkdir(parents=True, exist_ok=True)
     records: list[RunRecord] = []
     top = header(rows, seeds, common)

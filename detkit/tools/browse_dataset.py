@@ -20,7 +20,8 @@ import numpy as np
 
 from detkit.cli import run_cli
 from detkit.config import ConfigError, instantiate, load_config
-from detkit.engine.workdir import check_output_dir
+from detkit.argtypes import nonnegative_int, positive_int
+from detkit.engine.workdir import check_not_input, check_output_dir, config_input_paths
 from detkit.viz import color_for
 
 IGNORE_COLOR = (160, 160, 160)
@@ -48,20 +49,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--split", default="train", help="data split of the config (train / val)")
-    parser.add_argument("--num", type=int, default=8, help="how many samples")
+    parser.add_argument("--num", type=positive_int, default=8, help="how many samples")
     parser.add_argument("--out", default="work_dirs/browse", help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="picks the samples and seeds the augmentation")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="picks the samples and seeds the augmentation")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
+    check_not_input(args.out, [args.config], "--out")
     out = check_output_dir(args.out, "--out")
     cfg = load_config(args.config, args.cfg_options)
     if args.split not in (cfg.get("data") or {}):
         raise ConfigError(f"{args.config}: no data.{args.split}; splits: {sorted(cfg.get('data') or {})}")
+    check_not_input(out, config_input_paths(cfg.data[args.split]), "--out")  # not inside the data set
     dataset = instantiate(cfg.data[args.split].dataset)
     names = list(cfg.data.get("class_names") or getattr(dataset, "class_names", []))
     random.seed(args.seed)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 
 from detkit.cli import run_cli
+from detkit.argtypes import positive_int
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -46,7 +47,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="YOLO class names file (default: the data.yaml's names, or names.txt / data.yaml "
                              "found upwards)")
     parser.add_argument("--split", default=None, help="VOC ImageSets/Main list (default: every xml)")
-    parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
+    parser.add_argument("--max-size", type=positive_int, default=DEFAULT_MAX_SIZE,
                         help="decode images at most this large, as training does (default: %(default)s)")
     parser.add_argument("--stored-orientation", action="store_true",
                         help="ignore EXIF orientation: labels refer to the stored pixels (exif_orientation=False)")

@@ -32,7 +32,8 @@ from detkit.assigners.presets import ASSIGNER_PRESETS, assigner_call
 from detkit.cli import run_cli
 from detkit.config import ConfigError, instantiate, load_config, parse_value
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
-from detkit.engine.workdir import check_output_dir
+from detkit.argtypes import nonnegative_int, positive_int
+from detkit.engine.workdir import check_not_input, check_output_dir, config_input_paths
 from detkit.viz import draw_assignment, tensor_to_bgr
 
 
@@ -115,10 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--assigners", nargs="+", default=["atss", "iou", "grid"])
-    parser.add_argument("--images", type=int, default=200, help="how many images (from the start of the split)")
+    parser.add_argument("--images", type=positive_int, default=200,
+                        help="how many images (from the start of the split)")
     parser.add_argument("--split", default="val", choices=["train", "val"])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--samples", type=int, default=4, help="images drawn side by side")
+    parser.add_argument("--batch", type=positive_int, default=8)
+    parser.add_argument("--samples", type=nonnegative_int, default=4, help="images drawn side by side")
     parser.add_argument("--checkpoint", default=None, help="weights for prediction-aware assigners")
     parser.add_argument("--out", default=None)
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
@@ -131,9 +133,9 @@ def run(args: argparse.Namespace) -> None:
     assigners = build_assigners(args.assigners, cfg)
     if args.split not in (cfg.get("data") or {}):
         raise ConfigError(f"{args.config}: no data.{args.split} to compare on")
-    if args.images < 1:
-        raise ValueError(f"--images must be >= 1, got {args.images}")
-    out = check_output_dir(args.out or Path("work_dirs") / "compare_assigners" / Path(args.config).stem, "--out")
+    out = args.out or Path("work_dirs") / "compare_assigners" / Path(args.config).stem
+    check_not_input(out, [args.config, args.checkpoint, *config_input_paths(cfg.data[args.split])], "--out")
+    out = check_output_dir(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
 
     from detkit.data import build_dataloader

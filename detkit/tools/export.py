@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detkit.argtypes import nonnegative_float, positive_int
 from detkit.cli import run_cli
 
 FORMATS = ("onnx",)
@@ -39,14 +40,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                                               "in the checkpoint)")
     p.add_argument("--format", default="onnx", help=f"export format: {' | '.join(FORMATS)}")
     p.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")
     p.add_argument("--with-nms", action="store_true", help="end the graph with NonMaxSuppression")
-    p.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
+    p.add_argument("--img-size", type=positive_int, nargs="+", default=None, metavar="N",
                    help="input side, or H W (default data.img_size; rounded up to the stride)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
-    p.add_argument("--tolerance", type=float, default=1e-3, help="largest accepted |ONNX - PyTorch| (default 1e-3)")
+    p.add_argument("--tolerance", type=nonnegative_float, default=1e-3,
+                   help="largest accepted |ONNX - PyTorch| (default 1e-3)")
     args = p.parse_args(argv)
     if len(args.paths) > 2:
         p.error("expected [CONFIG] CHECKPOINT")
@@ -127,7 +129,8 @@ def _max_diffs(names: Sequence[str], expected: Sequence[torch.Tensor], got: dict
 def run(args: argparse.Namespace) -> Path:
     from detkit.deploy import build_metadata, export_onnx, letterbox_from_config
     from detkit.engine.checkpoint_config import load_checkpoint_model
-    from detkit.engine.workdir import check_output_file
+    from detkit.engine.workdir import check_not_input, check_output_file
+    from detkit.extras import require
 
     if args.format not in FORMATS:
         raise ValueError(f"unsupported export format {args.format!r}; accepted: {', '.join(FORMATS)}")
@@ -137,7 +140,11 @@ def run(args: argparse.Namespace) -> Path:
     if args.img_size is not None and len(args.img_size) not in (1, 2):
         raise ValueError(f"--img-size takes one side or H W, got {args.img_size}")
     out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + ("_nms" if args.with_nms else "") + ".onnx")
-    check_output_file(out, "--out")  # before any work
+    check_not_input(out, [ckpt, args.config], "--out")  # before any work
+    check_output_file(out, "--out")
+    require("onnx", "ONNX export (tools/export.py)")  # a missing extra: one line, before the model is built
+    if not args.no_verify:
+        require("onnxruntime", "the ONNX Runtime parity check of tools/export.py (or pass --no-verify)")
     # export only a model the checkpoint fills whole; its own class names, its own config when none is given
     loaded = load_checkpoint_model(ckpt, args.config, args.cfg_options)
     cfg, model = loaded.cfg, loaded.detector

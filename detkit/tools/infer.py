@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from detkit.argtypes import fraction, positive_int
 from detkit.cli import run_cli
 
 if TYPE_CHECKING:
@@ -55,9 +56,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "a video")
     p.add_argument("--out", default="work_dirs/infer")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--score-thr", type=float, default=0.3)
-    p.add_argument("--img-size", type=int, default=None, help="network input side (default data.img_size or 640)")
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--score-thr", type=fraction, default=0.3, help="keep detections scoring at least this (0..1)")
+    p.add_argument("--img-size", type=positive_int, default=None,
+                   help="network input side (default data.img_size or 640)")
     p.add_argument("--backend", default="auto", help="auto (from the model file suffix) | torch | onnxruntime")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the PyTorch model, frozen for inference "
@@ -145,11 +147,12 @@ def batched(items: Iterator, n: int) -> Iterator[list]:
 def run(args: argparse.Namespace) -> list[dict]:
     from detkit.data.problems import ProblemLog
     from detkit.deploy import load_predictor
-    from detkit.engine.workdir import check_output_dir
+    from detkit.engine.workdir import check_not_input, check_output_dir
     from detkit.viz import draw_detections
 
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    # --out never replaces an input: not the input folder, not the folder holding the input image or video
+    check_not_input(args.out, [args.input], "--out", names_from_inputs=True)
+    check_not_input(args.out, [args.checkpoint, args.config], "--out")
     check_output_dir(args.out, "--out")
     src = Path(args.input)
     if not src.exists():

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from detkit.argtypes import nonnegative_float, nonnegative_int, positive_int
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -171,12 +173,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dataset", type=Path, help="COCO json (or folder with annotations/) or YOLO folder")
     p.add_argument("--format", choices=("coco", "yolo"), default="coco")
-    p.add_argument("--num", type=int, default=9, help="number of anchors")
-    p.add_argument("--levels", type=int, default=3, help="feature levels to spread them over")
-    p.add_argument("--size", type=int, default=640, help="letterbox input size")
-    p.add_argument("--min-size", type=float, default=2.0, help="drop boxes smaller (pixels) on a side")
-    p.add_argument("--restarts", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num", type=positive_int, default=9, help="number of anchors")
+    p.add_argument("--levels", type=positive_int, default=3, help="feature levels to spread them over")
+    p.add_argument("--size", type=positive_int, default=640, help="letterbox input size")
+    p.add_argument("--min-size", type=nonnegative_float, default=2.0, help="drop boxes smaller (pixels) on a side")
+    p.add_argument("--restarts", type=positive_int, default=5)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return p.parse_args(argv)
 
@@ -184,9 +186,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> None:
     from detkit.anchors import YOLOV4_COCO_ANCHORS
 
-    for name in ("num", "levels", "size", "restarts"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.format == "coco":
         wh = coco_sizes(find_coco_json(args.dataset), args.size)
     else:

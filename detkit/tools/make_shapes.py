@@ -17,17 +17,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+from detkit.argtypes import nonnegative_int, positive_int
 from detkit.cli import run_cli
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
-    parser.add_argument("--train", type=int, default=1000, help="training images")
-    parser.add_argument("--val", type=int, default=200, help="validation images")
-    parser.add_argument("--size", type=int, default=320, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
+    parser.add_argument("--train", type=nonnegative_int, default=1000, help="training images")
+    parser.add_argument("--val", type=nonnegative_int, default=200, help="validation images")
+    parser.add_argument("--size", type=positive_int, default=320, help="image side in pixels (>= 64)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--workers", type=positive_int, default=None, help="processes (default: up to 4)")
     return parser.parse_args(argv)
 
 
@@ -35,8 +36,6 @@ def run(args: argparse.Namespace) -> None:
     from detkit.data.shapes import make_shapes_dataset
     from detkit.engine.workdir import check_output_dir
 
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     check_output_dir(args.out_dir, "OUT_DIR")
     start = time.perf_counter()
     paths = make_shapes_dataset(args.out_dir, args.train, args.val, args.size, args.seed, args.workers)

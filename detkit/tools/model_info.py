@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from detkit.argtypes import positive_int
 from detkit.cli import run_cli
 from detkit.config import instantiate, load_config
 
@@ -55,7 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="config file with a `model` entry")
-    parser.add_argument("--size", type=int, nargs="+", default=[640], metavar="N",
+    parser.add_argument("--size", type=positive_int, nargs="+", default=[640], metavar="N",
                         help="input size: one number (square) or H W; multiples of 32")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="overrides, e.g. model.head.num_classes=20")

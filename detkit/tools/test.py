@@ -2,7 +2,9 @@
 
     python tools/test.py configs/yolov4_atss.py work_dirs/yolov4_atss/best.pth [--out results.json]
         [--cfg-options ...] [--device cuda] [--batch 16] [--backend auto|pycocotools|faster] [--pr-curve pr.png]
-        [--analysis DIR [--analysis-score-thr 0.3]]
+        [--analysis DIR [--analysis-score-thr 0.3]] [--data PATH [--img-size N]]
+
+``--data`` evaluates on your own data's val split (as ``tools/train.py --data``: docs/custom_data.md).
 
 Prints the standard 12-line COCO summary and a per-class AP table. Uses the checkpoint's EMA
 weights when it has them. Runs under torchrun too (each rank predicts a shard; rank 0 evaluates).
@@ -28,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+from detkit.argtypes import fraction, positive_int
 from detkit.cli import run_cli
 from detkit.config import instantiate, load_config
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
@@ -41,12 +44,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     add_data_arguments(p)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--batch", type=int, default=None, help="images per batch (default data.val.batch_size)")
+    p.add_argument("--batch", type=positive_int, default=None, help="images per batch (default data.val.batch_size)")
     p.add_argument("--backend", default="auto", help="COCO evaluation backend: auto | pycocotools | faster")
     p.add_argument("--pr-curve", default=None, help="write precision-recall curves to this PNG")
     p.add_argument("--analysis", default=None, metavar="DIR",
                    help="write a confusion matrix and errors by object size (markdown + PNG) to this folder")
-    p.add_argument("--analysis-score-thr", type=float, default=0.3,
+    p.add_argument("--analysis-score-thr", type=fraction, default=0.3,
                    help="detections scoring below this are left out of --analysis (default 0.3)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -61,20 +64,24 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     from detkit.engine.logging import setup_logger
     from detkit.engine.train_utils import collate_from_config, resolve_device
     from detkit.engine.trainer import build_dataset
-    from detkit.engine.workdir import check_output_dir, check_output_file
+    from detkit.engine.workdir import check_not_input, check_output_dir, check_output_file, config_input_paths
     from detkit.evaluation import write_coco_results
     from detkit.viz import plot_pr_curves
 
-    if args.batch is not None and args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    outputs = (("--out", args.out), ("--pr-curve", args.pr_curve), ("--analysis", args.analysis))
+    for flag, path in outputs:  # never the config or the checkpoint
+        if path:
+            check_not_input(path, [args.config, args.checkpoint], flag)
     for flag, path in (("--out", args.out), ("--pr-curve", args.pr_curve)):
         if path:
             check_output_file(path, flag)
     if args.analysis:
         check_output_dir(args.analysis, "--analysis")
-    if not 0.0 <= args.analysis_score_thr <= 1.0:
-        raise ValueError(f"--analysis-score-thr must lie in [0, 1], got {args.analysis_score_thr}")
     cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args)
+    data_inputs = config_input_paths((cfg.get("data") or {}).get("val"))  # annotation files, image folders
+    for flag, path in outputs:
+        if path:
+            check_not_input(path, data_inputs, flag)
     device = resolve_device(args.device)
     rank, _, local_rank = init_distributed(device.type)
     setup_logger(None, rank)

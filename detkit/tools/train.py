@@ -5,6 +5,10 @@
 
     torchrun --nproc_per_node 4 tools/train.py configs/yolov4_atss.py     # DDP, one process per GPU
 
+    # your own data: a data.yaml (Roboflow / Ultralytics), YOLO root, COCO json or VOC root; classes and
+    # splits from the data, the config's pipelines at one --img-size (docs/custom_data.md)
+    python tools/train.py configs/yolov8n_tal.py --data mydata/data.yaml [--img-size 640] [--img-dir DIR]
+
 The work dir (default ``work_dirs/<config name>``) receives the config dump, ``train.log``,
 ``metrics.csv`` / ``metrics.jsonl``, TensorBoard events, PNG curves and checkpoints
 (``epoch_<E>.pth``, ``iter_<I>.pth``, ``best.pth``). ``--resume`` without a path continues from
@@ -36,6 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+from detkit.argtypes import nonnegative_int
 from detkit.cli import run_cli
 from detkit.config import load_config
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
@@ -56,7 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="start from these weights (detkit checkpoint, torchvision ResNet, Darknet .weights)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     add_data_arguments(p)
-    p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    p.add_argument("--seed", type=nonnegative_int, default=None, help="overrides train.seed")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default runtime.device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -65,10 +70,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def train(args: argparse.Namespace) -> None:
     from detkit.engine.trainer import Trainer
+    from detkit.engine.workdir import check_not_input, config_input_paths
 
     # under torchrun only the first process describes --data (the process group is not up yet)
     cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args,
                                quiet=os.environ.get("RANK", "0") != "0")
+    if args.work_dir:  # never a data set's folder or inside one (a config in the work dir is kept: config.dump.py)
+        check_not_input(args.work_dir, [args.load_from, *config_input_paths(cfg.get("data"))], "--work-dir")
     trainer = Trainer(cfg, work_dir=args.work_dir, device=args.device, seed=args.seed,
                       deterministic=args.deterministic or None, load_from=args.load_from,
                       resume=args.resume or ("auto" if args.resume_anyway else None), resume_anyway=args.resume_anyway,

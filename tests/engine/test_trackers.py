@@ -140,7 +140,8 @@ def test_a_tracker_whose_package_is_missing_is_a_config_error(tmp_path, monkeypa
     import sys
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow now fails as when not installed
-    with pytest.raises(ConfigError, match=r"the mlflow tracker needs the 'mlflow' package \(pip install -e '\.\[mlflow\]'\)"):
+    with pytest.raises(ConfigError, match=r"the mlflow tracker needs the mlflow package: "
+                                          r"pip install 'detkit\[mlflow\]'$"):
         build_trackers(["mlflow"], tmp_path)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # the default tracker: skipped
     assert build_trackers(["tensorboard"], tmp_path) == []

@@ -83,6 +83,7 @@ def test_an_earlier_run_is_refused_unless_resume_or_overwrite(tmp_path):
              "config.py", "losses.png", ".epoch_3.pth.h-1.x.tmp", "notes.txt", "my_weights.pth"]
     for n in names:
         (tmp_path / n).write_text("x")
+    (tmp_path / "config.py").write_text("# detkit config dump\nx = 1\n")  # a run's dump: deleted with the run
     (tmp_path / "tb").mkdir()
     (tmp_path / "tb" / "events.out.tfevents.1.h").write_text("x")
     assert [p.name for p in previous_run_files(tmp_path)] == [

@@ -28,7 +28,8 @@ def files(tmp_path):
     return tmp_path
 
 
-# (tool, argv with {tmp} for the fixture folder, text the one error line must hold)
+# (tool, argv with {tmp} for the fixture folder, text the one error line must hold); numeric flags out of
+# range are argparse's usage errors: tests/tools/test_inputs_never_outputs.py::test_every_numeric_flag_is_range_checked
 MISTAKES = [
     ("print_config", ["{tmp}/nope.py"], "config file not found: {tmp}/nope.py"),
     ("print_config", [str(CFG), "--cfg-options", "train.epochs=1O0"],
@@ -41,16 +42,13 @@ MISTAKES = [
     ("kmeans_anchors", ["{tmp}/a_folder"], "need exactly one instances_*.json"),
     ("kmeans_anchors", ["{tmp}/list.json"], "list.json: not a COCO instances json"),
     ("kmeans_anchors", ["{tmp}/yolo_root", "--format", "yolo"], "must hold labels/ and images/"),
-    ("kmeans_anchors", ["{tmp}/list.json", "--levels", "0"], "--levels must be >= 1, got 0"),
     ("browse_dataset", [str(CFG), "--split", "test", "--out", "{tmp}/browse"], "no data.test; splits: "),
-    ("browse_dataset", [str(CFG), "--num", "0"], "--num must be >= 1, got 0"),
     ("browse_dataset", [str(CFG), "--out", "{tmp}/a_file"], "--out {tmp}/a_file: is a file, not a folder"),
     ("browse_dataset", [str(CFG), "--cfg-options", "runtime.loggers=['tb']", "--out", "{tmp}/browse"],
      "runtime.loggers[0]: unknown logger 'tb'"),
     ("compare_assigners", [str(CFG), "--assigners", "atss", "nope"], "'nope' is neither a short name"),
     ("compare_assigners", [str(CFG), "--assigners", "ATSSAssigner(top_k=3)"],
      "cannot build ATSSAssigner(top_k): "),
-    ("compare_assigners", [str(CFG), "--images", "0"], "--images must be >= 1, got 0"),
     ("compare_assigners", [str(CFG), "--out", "{tmp}/a_file"], "--out {tmp}/a_file: is a file, not a folder"),
     ("ablate_assigners", [str(CFG), "--cfg-options", "train.epochs=1O0", "--work-dir", "{tmp}/ablation"],
      "train.epochs: expected int, got '1O0' (str)"),

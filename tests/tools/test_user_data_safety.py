@@ -316,17 +316,17 @@ def mistakes(tmp_path):
                   ([CFG, "--cfg-options", "train.epoch=1"], "unknown key"),
                   ([CFG, "--work-dir", str(a_file)], "is a file, not a folder")],
         "test": [([CFG, missing + ".pth", "--device", "cpu"], "checkpoint not found"),
-                 ([CFG, str(ckpt), "--batch", "0"], "--batch must be >= 1"),
+                 ([CFG, str(ckpt), "--batch", "0"], "argument --batch: must be an integer >= 1, got '0'"),
                  ([CFG], "the following arguments are required: checkpoint")],
         "infer": [([CFG, str(ckpt), missing, "--device", "cpu"], "input not found"),
-                  ([CFG, str(ckpt), str(tmp_path), "--batch", "0"], "--batch must be >= 1"),
+                  ([CFG, str(ckpt), str(tmp_path), "--batch", "0"], "argument --batch: must be an integer >= 1"),
                   ([CFG, str(ckpt), str(tmp_path), "x"], "expected CONFIG CHECKPOINT INPUT")],
         "check_dataset": [([missing], "dataset path does not exist"),
                           ([str(tmp_path), "--format", "xml"], "invalid choice: 'xml'"),
                           ([str(tmp_path), "--format", "yolo"], "no class names found")],
         "make_shapes": [([str(tmp_path / "s"), "--size", "8"], "size >= 64"),
                         ([str(a_file)], "is a file, not a folder"),
-                        ([str(tmp_path / "s"), "--train", "many"], "invalid int value: 'many'")],
+                        ([str(tmp_path / "s"), "--train", "many"], "argument --train: must be an integer >= 0")],
     }
 
 
