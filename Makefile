@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.detkit-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench parity clean
+.PHONY: setup test demo bench parity clean docs docs-serve
 
 setup: $(STAMP)
 
@@ -25,6 +25,19 @@ test: setup
 
 demo: setup
 	$(PY) tools/demo.py
+
+# The documentation site (mkdocs.yml): the `docs` extra installs MkDocs, Material and mkdocstrings into .venv;
+# `mkdocs build --strict` fails on a broken link, a page missing from the nav or a bad API reference.
+DOCS_STAMP := $(VENV)/.detkit-docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs-serve: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 # Comparison tools (ultralytics, faster-coco-eval) live only in the benchmark's own venv.
 BENCH_VENV := .venv-bench
@@ -63,4 +76,4 @@ parity: setup $(PARITY_STAMP)
 	status=0; for s in $(PARITY_SCRIPTS); do $(BENCH_VENV)/bin/python benchmarks/$$s.py || status=1; done; exit $$status
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache site
