@@ -9,8 +9,9 @@ What the path may be, and how its folders are found (``docs/custom_data.md`` has
   ``path:`` (relative to the yaml's folder) when given, else the yaml's folder; ``train`` / ``val``
   / ``test`` are image folders relative to the root. As Ultralytics does, an entry starting with
   ``../`` that does not exist relative to the root is tried without its ``../`` (Roboflow writes
-  ``train: ../train/images`` beside ``train/``). Labels: the image folder's path with its last
-  ``images`` component replaced by ``labels``.
+  ``train: ../train/images`` beside ``train/``); each may also be a ``.txt`` list of images (paths
+  relative to the list's folder) or a list of folders / lists. Labels: each image's folder with its
+  last ``images`` component replaced by ``labels``.
 - **a YOLO dataset root**: ``images/<split>/`` and ``labels/<split>/``; splits named ``train`` /
   ``train2017``, ``val`` / ``valid`` / ``validation`` / ``val2017``, ``test`` / ``test2017``; names
   from ``names.txt`` / ``classes.txt`` in the root; without a val split the training images are
@@ -174,19 +175,19 @@ def _from_yaml(path: Path) -> DatasetSource:
         entry = data.get(split)
         if not entry:
             continue
-        if not isinstance(entry, str):
-            if isinstance(entry, list) and len(entry) == 1 and isinstance(entry[0], str):
-                entry = entry[0]
-            else:
-                raise ValueError(f"{path}: {split}: a list of several folders is not supported yet; give one "
-                                 "images folder per split")
-        folder = resolve_yaml_entry(root, entry)
-        if folder.suffix.lower() == ".txt":
-            raise ValueError(f"{path}: {split}: {folder} is a list of image files, not supported yet; give the "
-                             "images folder")
-        if not folder.is_dir():
-            raise ValueError(f"{path}: {split}: image folder not found: {folder} (from {entry!r}, root {root})")
-        splits[split] = SplitSource("yolo", {"img_dir": str(folder)})
+        entries = [entry] if isinstance(entry, str) else entry
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise ValueError(f"{path}: {split}: expected a folder, a .txt list of images or a list of folders, "
+                             f"got {entry!r}")
+        found = []
+        for e in entries:
+            target = resolve_yaml_entry(root, e)
+            is_list = target.suffix.lower() == ".txt"
+            if not (target.is_file() if is_list else target.is_dir()):
+                kind = "image list" if is_list else "image folder"
+                raise ValueError(f"{path}: {split}: {kind} not found: {target} (from {e!r}, root {root})")
+            found.append(str(target))
+        splits[split] = SplitSource("yolo", {"img_dir": found[0] if len(found) == 1 else found})
     if not splits:
         raise ValueError(f"{path}: no train / val / test folder listed")
     return DatasetSource(str(path), "yolo", tuple(names), splits)

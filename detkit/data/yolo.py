@@ -105,11 +105,13 @@ class YoloDataset(DetDataset):
     """Images with YOLO txt labels (the Ultralytics / coco128 layout).
 
     Args:
-        img_dir: folder of images, e.g. ``coco128/images/train2017``.
+        img_dir: folder of images, e.g. ``coco128/images/train2017``; or a ``.txt`` list of image
+            paths (one a line, relative ones relative to the list's folder); or a list of such
+            folders / lists (an Ultralytics data.yaml's ``train: [a/images, b/images]``).
         class_names: names list, ``{id: name}`` dict, or a file (``names.txt`` one per line,
             ``.json``, or an Ultralytics ``.yaml``).
-        label_dir: folder of ``.txt`` labels; default: ``img_dir`` with its last ``images``
-            component replaced by ``labels``.
+        label_dir: folder of ``.txt`` labels (one images folder only); default: each image's
+            folder with its last ``images`` component replaced by ``labels``.
         pipeline: transforms applied to each sample.
         filter_empty: drop images without usable boxes.
         check_images: decode every image now (``tools/check_dataset.py`` does).
@@ -132,7 +134,7 @@ class YoloDataset(DetDataset):
 
     def __init__(
         self,
-        img_dir: str,
+        img_dir: str | os.PathLike | Sequence[str],
         class_names: str | os.PathLike | Sequence[str] | Mapping[int, str],
         label_dir: str | None = None,
         pipeline: Callable | Sequence[Callable] | None = None,
@@ -144,17 +146,26 @@ class YoloDataset(DetDataset):
         exif_orientation: bool = True,
     ) -> None:
         super().__init__(pipeline, seed, cache_size, max_size, exif_orientation)
-        self.img_dir = os.fspath(img_dir)
-        self.label_dir = os.fspath(label_dir) if label_dir else default_label_dir(self.img_dir)
+        single = isinstance(img_dir, (str, os.PathLike))
+        self.sources = [os.fspath(img_dir)] if single else [os.fspath(d) for d in img_dir]
+        if not self.sources:
+            raise ValueError("YoloDataset: img_dir is an empty list")
+        self.img_dir = self.sources[0]
+        listed = len(self.sources) > 1 or self.img_dir.lower().endswith(".txt")
+        if label_dir and listed:
+            raise ValueError(f"label_dir {label_dir} goes with one images folder, not with {self.sources}")
+        self.label_dir = os.fspath(label_dir) if label_dir else None if listed else default_label_dir(self.img_dir)
         self.class_names = load_class_names(class_names)
         self.cat_ids = list(range(len(self.class_names)))
         self.ann_file = None  # no COCO json: the evaluator uses coco_dict()
-        if not os.path.isdir(self.img_dir):
-            raise ValueError(f"image folder not found: {self.img_dir}")
-        self._parse(filter_empty)
-        if self.records and not os.path.isdir(self.label_dir):
+        for src in self.sources:
+            if not (os.path.isfile(src) if src.lower().endswith(".txt") else os.path.isdir(src)):
+                raise ValueError(f"image {'list' if src.lower().endswith('.txt') else 'folder'} not found: {src}")
+        label_dirs = self._parse(filter_empty)
+        missing = next((d for d in label_dirs if not os.path.isdir(d)), None)
+        if self.records and missing is not None:
             raise ValueError(
-                f"{self.img_dir}: labels folder not found: {self.label_dir} (every image would be background); "
+                f"{self.img_dir}: labels folder not found: {missing} (every image would be background); "
                 "pass label_dir, or create that folder, empty, if these images are background on purpose"
             )
         if check_images:
@@ -163,14 +174,31 @@ class YoloDataset(DetDataset):
             _check(self)
         self._finish_init(self.img_dir)
 
-    def _parse(self, filter_empty: bool) -> None:
-        files = sorted(f for f in os.listdir(self.img_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
-        stems = [os.path.splitext(f)[0] for f in files]
-        ids = stem_image_ids(stems, self.img_dir)
+    def _image_files(self) -> list[tuple[str, str]]:
+        """``(image path, label path)`` of every image: a folder's files in sorted order, a list's in its order."""
+        files = []
+        for src in self.sources:
+            if src.lower().endswith(".txt"):
+                base = os.path.dirname(os.path.abspath(src))
+                lines = Path(src).read_text(encoding="utf-8-sig").splitlines()
+                paths = [os.path.normpath(os.path.join(base, s.strip())) for s in lines if s.strip()]
+            else:
+                paths = [os.path.join(src, f) for f in sorted(os.listdir(src)) if f.lower().endswith(IMAGE_EXTENSIONS)]
+            for path in paths:
+                folder = self.label_dir or default_label_dir(os.path.dirname(path))
+                files.append((path, os.path.join(folder, os.path.splitext(os.path.basename(path))[0] + ".txt")))
+        return files
+
+    def _parse(self, filter_empty: bool) -> list[str]:
+        """Read the labels into ``self.records``; returns the labels folders the images look in."""
+        files = self._image_files()
+        stems = [os.path.splitext(os.path.basename(p))[0] for p, _ in files]
+        # one id per label file: stems (numbers stay COCO ids) unless two folders hold the same stem
+        keys = stems if len(set(stems)) == len({lp for _, lp in files}) else [lp[:-4] for _, lp in files]
+        ids = stem_image_ids(keys, self.img_dir)
         seen: dict[str, str] = {}
-        for name, stem, image_id in zip(files, stems, ids):
-            path = os.path.join(self.img_dir, name)
-            label_path = os.path.join(self.label_dir, stem + ".txt")
+        for (path, label_path), stem, image_id in zip(files, keys, ids):
+            name = os.path.basename(path)
             if stem in seen:
                 self.problems.add("duplicate image id: another image has the same file stem (first kept)",
                                   f"{path} (same stem as {seen[stem]})")
@@ -200,10 +228,14 @@ class YoloDataset(DetDataset):
                 "size": None,
                 "normalized": True,
             })
-        if os.path.isdir(self.label_dir):
-            for f in sorted(os.listdir(self.label_dir)):
-                if f.endswith(".txt") and os.path.splitext(f)[0] not in seen:
-                    self.problems.add("label file has no image", os.path.join(self.label_dir, f))
+        label_dirs = list(dict.fromkeys(os.path.dirname(lp) for _, lp in files))
+        if self.label_dir is not None or len(self.sources) == 1 and not self.img_dir.lower().endswith(".txt"):
+            used = {lp for _, lp in files}
+            for folder in [d for d in label_dirs if os.path.isdir(d)]:
+                for f in sorted(os.listdir(folder)):
+                    if f.endswith(".txt") and os.path.join(folder, f) not in used:
+                        self.problems.add("label file has no image", os.path.join(folder, f))
+        return label_dirs if files else [self.label_dir] if self.label_dir else []
 
 
 def _count_rows(label_path: str) -> int:

@@ -4,11 +4,12 @@ section rebuilt for it, and the start-up checks of one image size and one class 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from detkit.config import ConfigError, L, format_config, load_config
+from detkit.config import ConfigError, L, format_config, instantiate, load_config
 from detkit.data import LetterBox, Mosaic, RandomAffine, YoloDataset
 from detkit.data.adopt import adopt_dataset, check_data_config, check_dataset_classes, set_img_size
 from detkit.data.sources import resolve_source, resolve_yaml_entry
@@ -67,13 +68,40 @@ def test_yaml_path_key_relative_to_the_yaml_and_names_as_dict(tmp_path):
     ("train: ../train/images\nval: ../valid/images\nnc: 4\nnames: [a, b, c]\n", "nc is 4 but names has 3 entries"),
     ("train: ../train/images\nval: ../valid/images\n", "no 'names'"),
     ("train: nowhere/images\nnames: [a]\n", "train: image folder not found"),
-    ("train: [../train/images, ../valid/images]\nnames: [a]\n", "list of several folders is not supported"),
+    ("train: [../train/images, nowhere/images]\nnames: [a]\n", "train: image folder not found: .*nowhere"),
+    ("train: lists/train.txt\nnames: [a]\n", "train: image list not found"),
 ])
 def test_bad_yaml_is_one_line_naming_the_file(tmp_path, text, message):
     data = roboflow_export(tmp_path / "rf", yaml_text=text)
     with pytest.raises(ValueError, match=message) as e:
         resolve_source(data)
     assert str(e.value).startswith(str(data)) and "\n" not in str(e.value)
+
+
+def test_yaml_split_as_txt_list_and_list_of_folders(tmp_path):
+    data = roboflow_export(tmp_path / "rf", yaml_text=(
+        "train: [../train/images, valid/images]\nval: lists/val.txt\nnames: [person, car, dog]\n"))
+    (tmp_path / "rf" / "lists").mkdir()
+    (tmp_path / "rf" / "lists" / "val.txt").write_text("../valid/images/valid1.jpg\n\n../train/images/train0.jpg\n")
+    src = resolve_source(data)
+    assert src.splits["train"].kwargs["img_dir"] == [str(tmp_path / "rf" / "train" / "images"),
+                                                     str(tmp_path / "rf" / "valid" / "images")]
+    train = instantiate(src.dataset("train"))
+    assert len(train) == 5 and [r["image_id"] for r in train.records] == [0, 1, 2, 3, 4]
+    val = instantiate(src.dataset("val"))
+    # the list's order, labels by the images -> labels rule (valid1 has class 1, train0 class 0)
+    assert [os.path.basename(r["img_path"]) for r in val.records] == ["valid1.jpg", "train0.jpg"]
+    assert [r["labels"].tolist() for r in val.records] == [[1], [0]]
+
+
+def test_same_stem_in_two_folders_keeps_both_images(tmp_path):
+    for folder in ("a", "b"):
+        write_image(tmp_path / folder / "images" / "1.jpg")
+        (tmp_path / folder / "labels").mkdir(parents=True)
+        (tmp_path / folder / "labels" / "1.txt").write_text(f"{'ab'.index(folder)} 0.5 0.5 0.2 0.2\n")
+    ds = YoloDataset([str(tmp_path / "a" / "images"), str(tmp_path / "b" / "images")], ["x", "y"])
+    assert [r["labels"].tolist() for r in ds.records] == [[0], [1]]
+    assert len({r["image_id"] for r in ds.records}) == 2 and not ds.problems.counts
 
 
 def test_yolo_root_with_names_txt(tmp_path):
