@@ -9,10 +9,6 @@
     # splits from the data, the config's pipelines at one --img-size (docs/custom_data.md)
     python tools/train.py configs/yolov8n_tal.py --data mydata/data.yaml [--img-size 640] [--img-dir DIR]
 
-    # your own data: a data.yaml (Roboflow / Ultralytics), YOLO root, COCO json or VOC root; classes and
-    # splits from the data, the config's pipelines at one --img-size (docs/custom_data.md)
-    python tools/train.py configs/yolov8n_tal.py --data mydata/data.yaml [--img-size 640] [--img-dir DIR]
-
 The work dir (default ``work_dirs/<config name>``) receives the config dump, ``train.log``,
 ``metrics.csv`` / ``metrics.jsonl``, TensorBoard events, PNG curves and checkpoints
 (``epoch_<E>.pth``, ``iter_<I>.pth``, ``best.pth``). ``--resume`` without a path continues from
