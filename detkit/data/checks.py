@@ -118,7 +118,9 @@ def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[D
     for split in YAML_SPLITS:
         entries = data.get(split) or []
         for entry in [entries] if isinstance(entries, str) else entries:
-            folder = Path(entry) if Path(entry).is_absolute() else root / entry
+            from detkit.data.sources import resolve_yaml_entry  # the --data rule (Roboflow's ../train/images)
+
+            folder = resolve_yaml_entry(root, entry)
             if folder.suffix == ".txt":
                 raise ValueError(f"{path}: {split}: {folder} is a list of image files; check_dataset takes "
                                  "image folders (give the folder, or check it with --format yolo FOLDER)")
