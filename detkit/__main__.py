@@ -67,9 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown command {name!r}; commands: {', '.join([*COMMANDS, 'configs'])}", file=sys.stderr)
         return 2
     module = COMMANDS[name][0]
-    sys.argv = [f"detkit {name}", *rest]
+    sys.argv = [f"detkit {name}", *rest]  # argparse's usage lines say "detkit NAME"
     try:
-        runpy.run_module(f"detkit.tools.{module}", run_name="__main__", alter_sys=True)
+        runpy.run_module(f"detkit.tools.{module}", run_name="__main__")
     except SystemExit as e:  # every tool leaves through sys.exit(status)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
