@@ -44,7 +44,8 @@ def anchor_of(heading: str) -> str:
 
 
 def test_nav_pages_parsed_from_a_hand_made_config():
-    yml = "site_name: x\nnav:\n  - Home: index.md\n  - Rules:\n      - ATSS: assigners/atss.md\n  - faq.md\nplugins:\n  - a.md\n"
+    yml = ("site_name: x\nnav:\n  - Home: index.md\n  - Rules:\n      - ATSS: assigners/atss.md\n  - faq.md\n"
+           "plugins:\n  - a.md\n")
     assert nav_pages(yml) == ["index.md", "assigners/atss.md", "faq.md"]
 
 

@@ -5,7 +5,8 @@ The fenced shell blocks of the pages below are read; each ``detkit COMMAND ...``
 is stopped right after parsing (no work is done): an unknown flag, a removed subcommand or a missing
 argument fails here. The assigners it names must build, the config it names must be found (a path or a
 packaged config), and its ``--cfg-options`` must load onto it (``load_config``, which checks every key and
-value); ``make TARGET`` lines must name a Makefile target. Placeholders in capitals (``CONFIG``, ``CHECKPOINT``) are left unchecked.
+value); ``make TARGET`` lines must name a Makefile target. Placeholders in capitals (``CONFIG``,
+``CHECKPOINT``) are left unchecked.
 """
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ def collected() -> list[tuple[str, str]]:
 
 
 def test_shell_commands_read_from_a_hand_made_page():
-    text = ("text\n```bash\nmake demo   # comment\n# alone\ndetkit train a.py \\\n    --cfg-options 'x=MaxIoU(a=1, b=2)'\n"
+    text = ("text\n```bash\nmake demo   # comment\n# alone\n"
+            "detkit train a.py \\\n    --cfg-options 'x=MaxIoU(a=1, b=2)'\n"
             "```\n```python\nnot = 'a command'\n```\n")
     assert shell_commands(text) == ["make demo", "detkit train a.py --cfg-options 'x=MaxIoU(a=1, b=2)'"]
     assert tool_argv("python tools/compare_assigners.py c.py --images 2") == ["compare", "c.py", "--images", "2"]
