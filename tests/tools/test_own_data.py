@@ -111,3 +111,14 @@ def test_detkit_command_passes_data_through(tmp_path, capsys):
     assert "--data PATH" in capsys.readouterr().out
     assert main(["train", "yolov8n_tal.py", "--data", str(tmp_path / "missing.yaml")]) == 2
     assert f"--data {tmp_path / 'missing.yaml'}: no such file or folder" in capsys.readouterr().err
+
+
+def test_compare_assigners_on_own_data(tmp_path, capsys, monkeypatch):
+    data = roboflow_export(tmp_path / "rf", n_train=1, n_val=2)
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    out = tmp_path / "cmp"
+    assert load_tool("compare_assigners").main([CONFIG, "--data", str(data), "--img-size", "64", "--images", "2",
+                                                "--assigners", "atss", "iou", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 images, 4 GTs" in printed  # the export's val split (2 boxes an image), not the config's shapes
+    assert {"assign_0.png", "assign_1.png"} <= {p.name for p in out.iterdir()}
