@@ -150,3 +150,24 @@ def test_test_tool_refuses_val_data_with_other_names_in_label_order(tmp_path, va
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and not out.exists()
     assert "the same names in another order" in err[-1] and "run.pth on data.val" in err[-1]
+
+
+@pytest.mark.slow
+def test_a_trained_runs_weights_alone_infer_and_export_with_the_datas_names(tmp_path):
+    """End to end: one epoch of the YOLOv8 head with ATSS swapped in by one override, then last.pth alone."""
+    from detkit.deploy import OnnxDetector
+
+    work = tmp_path / "run"
+    cfg = str(ROOT / "tests" / "engine" / "configs" / "shapes_tiny_decoupled.py")
+    assert load_tool("train").main([cfg, "--work-dir", str(work), "--no-progress", "--cfg-options", "train.epochs=1",
+                                    "train.eval_interval=0", "model.head.loss.assigner=atss"]) == 0
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), make_shape_image(3, 128)[0][..., ::-1])
+    out = tmp_path / "out"
+    assert load_tool("infer").main([str(work / "last.pth"), str(images), "--out", str(out), "--score-thr", "0",
+                                    "--device", "cpu"]) == 0
+    found = detections(out)
+    assert found and all(name == SHAPE_CLASSES[label] for _, label, name, _ in found)
+    assert load_tool("export").main([str(work / "last.pth"), "--out", str(tmp_path / "m.onnx"), "--no-verify"]) == 0
+    assert OnnxDetector(tmp_path / "m.onnx").metadata.class_names == list(SHAPE_CLASSES)

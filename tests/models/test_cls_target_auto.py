@@ -147,3 +147,17 @@ def test_built_pipeline_and_assigner_schedule_swap_refuse_the_pair():
     auto = instantiate(load_config(TINY_V8).model)
     auto.head.assigner = ATSSAssigner()
     assert isinstance(auto.head.assigner, ATSSAssigner)
+
+
+@pytest.mark.parametrize("preset", ["atss", "iou", "fcos", "grid", "simota", "dsl", "ATSSAssigner(topk=9)"])
+def test_yolov8n_config_takes_every_rule_with_one_override(preset):
+    """The issue's command: configs/yolov8n_tal.py with one assigner override trains (a loss step at 64 px)."""
+    cfg = load_config(str(ROOT / "detkit" / "configs" / "yolov8n_tal.py"), [SWAP + preset])
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    batch = dict(images=torch.rand(1, 3, 64, 64), gt_boxes=torch.tensor([[[8.0, 8.0, 40.0, 52.0]]]),
+                 gt_labels=torch.tensor([[5]]), gt_mask=torch.tensor([[True]]))
+    losses = model.loss(batch)
+    total = sum(v for k, v in losses.items() if k.startswith("loss_"))
+    total.backward()
+    assert torch.isfinite(total) and float(losses["stat_pos_per_gt"]) > 0
