@@ -253,7 +253,7 @@ def parse_section(cls: type[T], section: Mapping[str, Any] | None, key: str, str
     """
     if isinstance(section, cls):
         return section
-    if section is not None and not isinstance(section, Mapping):
+    if section is not None and (not isinstance(section, Mapping) or TARGET_KEY in section):  # a lazy call: no section
         raise _wrong(key, section, cls)
     section = dict(section or {})
     accepted = section_keys(cls)

@@ -57,6 +57,8 @@ BAD_OVERRIDES = [
     (["data.val.num_workers=-1"], "data.val.num_workers: must be >= 0, got -1"),
     (["data.img_size=0"], "data.img_size: must be >= 1 (pixels), got 0"),
     (["data.num_classes=3"], "data.num_classes: is 3 but data.class_names has 5 names"),
+    (["data.val=ShapesDataset(root='x')"],
+     "data.val: expected dict(dataset, batch_size, num_workers), got a lazy call of ShapesDataset"),
     (["data.train.dataset='coco'"], "data.train.dataset: expected a lazy call of a dataset class such as "
                                     "L(CocoDataset)(ann_file=..., img_dir=...), got 'coco'"),
     # the assigner schedule
