@@ -108,17 +108,22 @@ def test_resume_with_another_batch_size_is_refused_naming_both_values(reference,
 
 def test_resume_anyway_restarts_at_the_next_epoch_without_repeating_images(reference, tmp_path, monkeypatch):
     _copy_run(reference[0], tmp_path, "iter_2.pth")  # epoch 1, 2 of 4 iterations done (batch 2)
-    trainer = _trainer(tmp_path, ["data.train.batch_size=4", "train.nominal_batch=4"], resume="auto",
-                       resume_anyway=True)
-    # batch 4: 2 iterations per epoch; the rest of epoch 1 is skipped, epoch 2 starts at iteration 2
-    assert (trainer.iters_per_epoch, trainer.epoch, trainer.epoch_iter, trainer.iter) == (2, 0, 2, 2)
-    drawn = []
-    original = TinyDataset.__getitem__
-    monkeypatch.setattr(TinyDataset, "__getitem__", lambda self, i: drawn.append(i) or original(self, i))
+    trainer = _trainer(tmp_path, ["data.train.batch_size=1"], resume="auto", resume_anyway=True)
+    # batch 1: 8 iterations per epoch; the rest of epoch 1 is skipped (continuing it with the skip counted
+    # in batches of 1 would draw 4 of its images a second time), epoch 2 starts at iteration 8
+    assert (trainer.iters_per_epoch, trainer.epoch, trainer.epoch_iter, trainer.iter) == (8, 0, 8, 8)
+    drawn, train_set, original = [], trainer.train_set, TinyDataset.__getitem__
+
+    def getitem(self, i):
+        if self is train_set:  # (not the evaluation's)
+            drawn.append(i)
+        return original(self, i)
+
+    monkeypatch.setattr(TinyDataset, "__getitem__", getitem)
     trainer.train()
-    assert sorted(drawn[:8]) == list(range(8))  # epoch 2: each training image once (then the evaluation's)
-    assert sorted(train_losses(tmp_path)) == [3, 4] and trainer.iter == 4
-    assert load_checkpoint(tmp_path / "epoch_2.pth")["meta"]["run"]["batch_size"] == 4
+    assert sorted(drawn) == list(range(8))  # epoch 2 only: each training image once
+    assert sorted(train_losses(tmp_path)) == list(range(9, 17)) and trainer.iter == 16
+    assert load_checkpoint(tmp_path / "epoch_2.pth")["meta"]["run"]["batch_size"] == 1
 
 
 def test_resume_of_another_model_is_the_one_line_refusal_of_load_weights(reference, tmp_path):
