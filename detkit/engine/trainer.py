@@ -8,8 +8,12 @@
 
 One iteration (global index ``it``): set LR/momentum for ``it`` -> move the batch -> multi-scale
 resize -> forward + loss (autocast on CUDA) -> backward of ``sum(loss_*) / accumulate`` -> every
-``accumulate`` iterations: unscale, clip, optimizer step, EMA update. Epoch ends: evaluate (EMA
-weights), write ``epoch_<E>.pth`` and ``best.pth``, the epoch's row, plots. Every random choice is
+``accumulate`` iterations: unscale, clip, optimizer step, EMA update. Epoch ends: write
+``epoch_<E>.pth``, then evaluate (EMA weights; the RNGs left as they were), ``best.pth`` on a new
+best, the epoch's row, plots; a run resumed from an epoch checkpoint runs that epoch's end again
+(so a kill or an error during an evaluation loses nothing). At the end of training ``last.pth``
+and ``best.pth`` hold the weights only (:func:`~detkit.engine.run_checkpoints.lean_state`). Every
+random choice is
 reproducible from ``(seed, epoch, iteration)`` or restored from the checkpoint, so a resumed run
 continues with the same losses as an uninterrupted one (exactly, on CPU with ``num_workers=0``;
 with workers, augmentation randomness is reseeded per epoch instead).
@@ -44,7 +48,7 @@ from detkit.config import ConfigDict, format_config
 from detkit.engine import builders
 from detkit.engine import distributed as du
 from detkit.engine.builders import build_dataset
-from detkit.engine.checkpoint import get_rng_state, set_rng_state
+from detkit.engine.checkpoint import get_rng_state, preserved_rng, set_rng_state
 from detkit.engine.compile import maybe_compile
 from detkit.engine.ema import unwrap_model
 from detkit.engine.guards import (
@@ -53,7 +57,7 @@ from detkit.engine.guards import (
 from detkit.engine.inference import evaluate_dataset
 from detkit.engine.logging import MetricsWriter, TrainingLog, setup_logger
 from detkit.engine.optim import build_optimizer
-from detkit.engine.run_checkpoints import RunCheckpoints
+from detkit.engine.run_checkpoints import RunCheckpoints, check_resume, epoch_boundary, run_meta
 from detkit.engine.run_report import report_training_run
 from detkit.engine.schedules import LRSchedule
 from detkit.engine.settings import RuntimeSettings, TrainSettings
@@ -81,6 +85,9 @@ class Trainer:
         progress: tqdm bars (overrides ``runtime.progress``).
         overwrite: delete an earlier run's files in ``work_dir`` first; without it (or ``resume``)
             a work dir holding an earlier run is refused (:func:`detkit.engine.workdir.claim_work_dir`).
+        resume_anyway: resume although run-defining settings (batch size, accumulation, processes,
+            image size, classes, dataset size) differ from the checkpoint's, from the next epoch
+            boundary (:func:`~detkit.engine.run_checkpoints.check_resume`); without it that is refused.
     """
 
     # ------------------------------------------------------------------------------------------
@@ -89,8 +96,10 @@ class Trainer:
 
     def __init__(self, cfg: ConfigDict, work_dir: str | Path | None = None, device: str | None = None,
                  seed: int | None = None, deterministic: bool | None = None, resume: str | None = None,
-                 load_from: str | None = None, progress: bool | None = None, overwrite: bool = False) -> None:
+                 load_from: str | None = None, progress: bool | None = None, overwrite: bool = False,
+                 resume_anyway: bool = False) -> None:
         self.cfg = cfg
+        builders.check_data_config(cfg)  # one image size, one class count: refused before the work dir
         settings = TrainSettings.from_config(cfg.get("train"))
         if seed is not None:
             settings = dataclasses.replace(settings, seed=seed)
@@ -134,7 +143,7 @@ class Trainer:
                     f"device {self.device}")
 
         if load_from:
-            builders.load_initial_weights(self.detector, load_from)
+            builders.load_initial_weights(self.detector, load_from, getattr(self.train_set, "class_names", None))
         self.epoch, self.iter, self.epoch_iter = 0, 0, 0
         self.meter = EpochMeter()  # this epoch's loss_*/stat_* sums
         self.best: dict[str, Any] = {"metric": "AP", "value": -1.0, "epoch": -1}
@@ -144,9 +153,12 @@ class Trainer:
         self.signals = StopSignals()  # replaced by the active one during train()
         self.agreed_stop = False  # under DDP: some rank got a stop signal (agreed this iteration)
         self.resumed_from: Path | None = None
+        self.epoch_end_pending = False  # resumed from an epoch checkpoint: its evaluation etc. run first
+        self.meta = run_meta(cfg, self.detector, len(self.train_set), getattr(self.train_set, "class_names", None),
+                             self.batch_size, self.accumulate, self.world_size)
         seed_everything(settings.seed + self.rank)  # augmentation differs per rank, reproducibly
         if resume:
-            self.resume(resume)
+            self.resume(resume, anyway=resume_anyway)
 
     @property
     def detector(self) -> nn.Module:
@@ -170,22 +182,25 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.amp else None,
             "epoch": self.epoch, "iter": self.iter, "epoch_iter": self.epoch_iter, **self.meter.state_dict(),
             "rng": get_rng_state(), "config": format_config(self.cfg), "best": dict(self.best),
-            "guard": self.guard.state_dict(),
+            "guard": self.guard.state_dict(), "meta": self.meta, "epoch_end_pending": False,
         }
 
-    def save(self, name: str) -> Path | None:
+    def save(self, name: str, epoch_end: bool = False) -> Path | None:
         """Write checkpoint ``name`` (rank 0) unless the weights are suspect (a non-finite streak or
         non-finite weights: the last good checkpoint stays the newest); returns its path or None,
-        the same answer on every rank."""
-        return self.checkpoints.save(name, self.state_dict, save_refusal(self.detector, self.ema, self.guard))
+        the same answer on every rank. ``epoch_end``: written before the epoch's evaluation."""
+        return self.checkpoints.save(name, lambda: {**self.state_dict(), "epoch_end_pending": epoch_end},
+                                     save_refusal(self.detector, self.ema, self.guard))
 
-    def resume(self, resume: str) -> None:
+    def resume(self, resume: str, anyway: bool = False) -> None:
         """Restore everything from ``resume`` (a path, or ``"auto"``: the newest checkpoint in the work
-        dir that loads; a newer one that does not is skipped with a warning)."""
+        dir that loads; a newer one that does not is skipped with a warning). Another model, or
+        changed run-defining settings unless ``anyway``, are refused (:class:`CheckpointError`)."""
         found = self.checkpoints.load_for_resume(resume, self.device)
         if found is None:
             return
         path, ckpt = found
+        changes = check_resume(path, ckpt, self.detector, self.meta["run"], anyway)
         self.detector.load_state_dict(ckpt["model"])
         if self.ema and ckpt.get("ema"):
             self.ema.load_state_dict(ckpt["ema"])
@@ -200,7 +215,10 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.log.writer.load_history()
         self.resumed_from = path
+        self.epoch_end_pending = bool(ckpt.get("epoch_end_pending")) and self.epoch_iter == 0
         logger.info(f"resumed from {path}: epoch {self.epoch}, iteration {self.iter}")
+        if changes:  # --resume-anyway: the new sample order starts at an epoch boundary (no image twice)
+            self.epoch_iter, self.iter = epoch_boundary(self.epoch, self.epoch_iter, self.iters_per_epoch, changes)
 
     # ------------------------------------------------------------------------------------------
     # the loop
@@ -220,10 +238,15 @@ class Trainer:
         failed = True
         try:
             with StopSignals() as self.signals:
+                if self.epoch_end_pending:  # resumed from an epoch checkpoint: its end (evaluation) first
+                    self.epoch_end_pending = False
+                    metrics = self._finish_epoch(saved=True)
                 while self.epoch < self.settings.epochs:
                     if any_rank([self.signals.requested is not None], self.device)[0]:
                         self._stop(saved=self.checkpoints.latest())  # during evaluation
                     metrics = self._train_epoch()
+                self.checkpoints.save_final(self.state_dict, save_refusal(self.detector, self.ema, self.guard),
+                                            fp16=self.settings.checkpoint.final_fp16)
             self.log.writer.log_artifacts(report_training_run(self))  # never raises (run_report's docstring)
             failed = False
         finally:
@@ -240,10 +263,10 @@ class Trainer:
             self.guard.new_epoch()
         if self.epoch_iter < self.iters_per_epoch:  # (an epoch stopped after its last iteration has none left)
             self._run_iterations(epoch)
-        means = self.meter.means()
         self.epoch, self.epoch_iter = epoch + 1, 0
         self._sync_ranks()
-        return self._end_epoch(means)
+        saved = self.save(f"epoch_{epoch + 1}.pth", epoch_end=True)  # before the evaluation: never lost to it
+        return self._finish_epoch(saved=saved is not None)
 
     def _run_iterations(self, epoch: int) -> None:
         from tqdm import tqdm
@@ -344,25 +367,26 @@ class Trainer:
         logger.error(msg)
         raise TrainingDiverged(msg)
 
-    def _end_epoch(self, means: Mapping[str, Tensor]) -> dict[str, float]:
-        """Evaluate when due, log the epoch's row, checkpoint (``best.pth`` on a new best), plot."""
+    def _finish_epoch(self, saved: bool) -> dict[str, float]:
+        """After the epoch's checkpoint: evaluate when due (the RNGs untouched, so a resumed run that
+        repeats this matches), ``best.pth`` on a new best (when the weights were ``saved``: sound),
+        the epoch's row (kept in the metrics files only), plots."""
         epoch, interval = self.epoch, self.settings.eval_interval
-        row: dict[str, Any] = {k: float(v) for k, v in means.items()}
+        row: dict[str, Any] = {k: float(v) for k, v in self.meter.means().items()}
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         row.update(self.guard.epoch_counters())
         metrics: dict[str, float] = {}
         if interval and (epoch % interval == 0 or epoch == self.settings.epochs):
-            metrics = self.evaluate()
+            with preserved_rng():
+                metrics = self.evaluate()
             row.update({k: v for k, v in metrics.items() if "/" not in k or k.startswith("val/")})
-        self.log.record_epoch(epoch, row)
         value = metrics.get(self.best["metric"])
-        is_best = self.rank == 0 and value is not None and value > self.best["value"]
-        if is_best:
+        if self.rank == 0 and value is not None and value > self.best["value"]:
             self.best.update(value=float(value), epoch=epoch)
-        saved = self.save(f"epoch_{epoch}.pth")
-        if is_best and saved is not None:
-            self.checkpoints.save_best(self.state_dict())
-            logger.info(f"new best {self.best['metric']} {value:.4f} at epoch {epoch}")
+            if saved:
+                self.checkpoints.save_best(self.state_dict())
+                logger.info(f"new best {self.best['metric']} {value:.4f} at epoch {epoch}")
+        self.log.record_epoch(epoch, row)
         self.log.close_epoch(epoch, row, self.evaluator)
         return metrics
 
