@@ -17,7 +17,6 @@ from detkit.engine import checkpoint as ck
 from detkit.engine.checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint, load_weights
 from detkit.engine.run_checkpoints import check_resume
 from detkit.engine.trainer import Trainer
-from detkit.fileio import OutputWriteError
 from tests.engine.standins import TinyDataset, TinyDetector
 from tests.fixtures.runs import train_losses
 from tests.fixtures.tools import load_tool
