@@ -17,7 +17,7 @@ What the path may be, and how its folders are found (``docs/custom_data.md`` has
   from ``names.txt`` / ``classes.txt`` in the root; without a val split the training images are
   evaluated, with a warning.
 - **a COCO instances json**: its split is read from its name (``val`` / ``valid`` -> val, ``test``
-  -> test, else train); the other splits are the same path with that word swapped
+  -> test), else from its folder when named for a split, else train; the other splits are the same path with that word swapped
   (``instances_train2017.json`` -> ``instances_val2017.json``, Roboflow's
   ``train/_annotations.coco.json`` -> ``valid/_annotations.coco.json``); without a val json the
   training json is evaluated too, with a warning. Images: ``img_dir`` when given (for the json
@@ -223,12 +223,12 @@ def _from_yolo_root(root: Path) -> DatasetSource:
 
 
 def _split_of(ann: Path) -> str:
-    """The split a COCO json's name (else its folder's) says it holds (default train)."""
-    for text in (ann.stem.lower(), ann.parent.name.lower()):
-        for split in ("val", "test", "train"):
-            if split in text:
-                return split
-    return "train"
+    """The split a COCO json's name says it holds, else its folder when named for a split (Roboflow's
+    ``valid/_annotations.coco.json``), else train."""
+    for split in ("val", "test", "train"):
+        if split in ann.stem.lower():
+            return split
+    return next((s for s, words in SPLIT_WORDS.items() if ann.parent.name.lower() in words), "train")
 
 
 def _sibling_jsons(ann: Path) -> dict[str, Path]:
@@ -239,6 +239,8 @@ def _sibling_jsons(ann: Path) -> dict[str, Path]:
     found = {split: ann}
     for in_name in (True, False):
         text = ann.name if in_name else ann.parent.name
+        if not in_name and text.lower() not in SPLIT_WORDS[split]:
+            break  # a folder is swapped only when it is named for the split
         word = next((w for w in PLAIN_WORDS[split] if w in text.lower()), None)
         if word is None:
             continue
@@ -296,6 +298,7 @@ def _from_coco_json(ann: Path, img_dir: str | None) -> DatasetSource:
                        "evaluates the training images")
         jsons["val"] = jsons["train"]
     names: tuple[str, ...] | None = None
+    first: Path | None = None
     splits = {}
     for split in SPLITS:
         if split not in jsons:
@@ -304,9 +307,8 @@ def _from_coco_json(ann: Path, img_dir: str | None) -> DatasetSource:
         data = _read_json(path)
         these = _coco_names(path, data)
         if names is not None and these != names:
-            raise ValueError(f"{path}: categories {list(these)[:5]}... differ from {jsons['train']}'s "
-                             f"{list(names)[:5]}...")
-        names = these
+            raise ValueError(f"{path}: categories {list(these)[:5]}... differ from {first}'s {list(names)[:5]}...")
+        names, first = these, first or path
         splits[split] = SplitSource("coco", {"ann_file": str(path),
                                              "img_dir": _coco_images(path, data, img_dir if path == ann else None)})
     assert names is not None

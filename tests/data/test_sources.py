@@ -153,6 +153,15 @@ def test_coco_json_without_images_asks_for_img_dir(tmp_path):
     assert src.splits["train"].kwargs["img_dir"] == str(tmp_path / "pics")
 
 
+def test_coco_json_without_val_evaluates_train_with_a_warning(tmp_path, caplog):
+    coco_json(tmp_path / "mine.json", "x.jpg")
+    write_image(tmp_path / "x.jpg")
+    with caplog.at_level("WARNING", logger="detkit"):
+        src = resolve_source(tmp_path / "mine.json")
+    assert src.splits["val"] == src.splits["train"] and "test" not in src.splits
+    assert "no val json found beside it" in caplog.text and "evaluates the training images" in caplog.text
+
+
 def test_coco_splits_with_different_categories_are_refused(tmp_path):
     coco_json(tmp_path / "train" / "_annotations.coco.json", "x.jpg")
     coco_json(tmp_path / "valid" / "_annotations.coco.json", "x.jpg", cats=((1, "a"),))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from detkit.config import ConfigError, load_config
+from detkit.config import load_config
 from tests.fixtures.tools import load_tool
 
 CONFIG = "tests/engine/configs/shapes_tiny.py"  # YOLOv4 at width 0.125 on 128 px shapes: CPU-sized
