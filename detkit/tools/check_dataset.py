@@ -30,6 +30,7 @@ from pathlib import Path
 
 from detkit.cli import run_cli
 from detkit.argtypes import positive_int
+from detkit.cli import run_cli
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -193,8 +193,8 @@ def run(args: argparse.Namespace) -> Path:
     from detkit.engine.workdir import check_not_input
 
     src, dst = Path(args.src), Path(args.dst)
-    check_not_input(dst, [src, args.config], "DST")  # never SRC or the config, through symlinks too
     check_paths(src, dst, args.overwrite)
+    check_not_input(dst, [src, args.config], "DST")  # nor the config (with --overwrite), through symlinks too
     source = extract_model(load_ultralytics(src, unsafe=args.unsafe_load), src)
     return convert(source, src, dst, args.config, args.cfg_options)
 

@@ -24,6 +24,10 @@ In a folder, a file that cannot be read (not an image, truncated, empty) is skip
 naming it and the reason, and counted in the closing summary; the other images are processed. A
 single unreadable image, a folder with no readable image, an ``--out`` that is a file, or a
 checkpoint that does not fill the config's model is an error (exit status 2) before any output.
+So is an ``--out`` that would replace an input (symlinks resolved): the input folder itself, the
+folder holding the input image or video, the checkpoint or the config (a subfolder of the input
+folder is fine: the folder is read flat). Numeric flags are range-checked (``--score-thr`` in
+[0, 1], ``--batch`` and ``--img-size`` >= 1).
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ class count, width or head: the message lists the tensors and shapes that differ
 class names (stored in it) are not the val data's in label order (:func:`detkit.data.classes.check_class_names`:
 the same names in another order, other names, another count), and ``--out`` /
 ``--pr-curve`` / ``--analysis`` paths that cannot be written (a folder, under a file, no
-permission). With no detections at all, ``--pr-curve`` writes nothing and says so.
+permission, nowhere files can be created such as ``/proc``) or that would replace an input (the
+config, the checkpoint, the val annotation json, or inside a folder the val set names; symlinks
+resolved). With no detections at all, ``--pr-curve`` writes nothing and says so.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def test_box_only_rule_on_the_yolov8_head_needs_no_target_override(tmp_path, cap
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--seeds", "0", "c.py"], "seeds must be"),
+    (["--seeds", "0", "c.py"], "argument --seeds: must be an integer >= 1, got '0'"),
     (["--spec", "missing.toml"], "no such file"),
 ])
 def test_usage_errors(argv, message, capsys):
