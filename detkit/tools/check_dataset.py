@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-from detkit.cli import run_cli
 from detkit.argtypes import positive_int
 from detkit.cli import run_cli
 
