@@ -12,6 +12,7 @@ import pytest
 from torch import nn
 
 from detkit.assigners import ATSSAssigner, MinPositives, TaskAlignedAssigner
+from detkit.assigners.presets import build_preset
 from detkit.config import TARGET_KEY, ConfigError, L, format_config, load_config, parse_value
 from detkit.engine.settings import TrainSettings
 from detkit.schema import SettingError, check_value
@@ -204,3 +205,11 @@ def test_through_a_tool_a_bad_value_is_one_error_line_and_status_2(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {CFG}: {expected}"), err
     assert not (tmp_path / "work").exists()
+
+
+def test_build_preset_refuses_what_the_config_refuses():
+    assert isinstance(build_preset("atss+minpos2"), MinPositives) and build_preset("atss+minpos2").min_pos_per_gt == 2
+    with pytest.raises(ValueError, match=r"^assigner: 'nope' is not an assigner preset; expected a lazy call"):
+        build_preset("nope")
+    with pytest.raises(ValueError, match=r"^assigner: PAN is not an assigner \(it has no assign method\)"):
+        build_preset("PAN()")

@@ -56,12 +56,10 @@ def build_preset(name: str) -> Any:
     """The assigner a preset name (or a call text) describes, built.
 
     Raises:
-        ValueError: when ``name`` is neither a preset nor a call.
+        ValueError: (a :class:`~detkit.schema.SettingError`) when ``name`` is neither a preset nor
+            a call of an assigner.
     """
-    node = parse_value(assigner_call(name))
-    if not isinstance(node, dict):
-        raise ValueError(f"{name!r} is neither an assigner preset ({', '.join(ASSIGNER_PRESETS)}) nor a call")
-    return instantiate(node)
+    return instantiate(assigner_component(name, "assigner"))
 
 
 def assigner_component(value: Any, key: str) -> Any:
