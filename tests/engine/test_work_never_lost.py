@@ -7,6 +7,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ from tests.engine.standins import TinyDataset, TinyDetector
 from tests.fixtures.runs import train_losses
 from tests.fixtures.tools import load_tool
 
+ROOT = Path(__file__).resolve().parents[2]
 CFG = Path(__file__).parent / "configs" / "tiny.py"
 # 8 images, batch 2: 4 iterations per epoch, accumulate 2; 2 epochs; img_size recorded in the meta.
 OPTS = ["train.checkpoint.interval_iters=2", "data.img_size=64"]
@@ -72,6 +76,28 @@ def test_an_evaluation_error_keeps_the_epoch_and_resume_evaluates_it(tmp_path, m
     assert resumed.iter == 4 and "AP" in result["last_metrics"]  # evaluated, no iteration repeated
     assert result["best"]["epoch"] == 1 and (tmp_path / "best.pth").is_file()
     assert [r["epoch"] for r in resumed.writer.epochs] == [1] and "AP" in resumed.writer.epochs[0]
+
+
+KILLED_IN_EVALUATION = """
+import os, signal, sys
+from detkit.config import load_config
+from detkit.engine.trainer import Trainer
+Trainer.evaluate = lambda self: os.kill(os.getpid(), signal.SIGKILL)
+Trainer(load_config(sys.argv[1], sys.argv[3:]), work_dir=sys.argv[2]).train()
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_evaluation_loses_no_epoch(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    opts = OPTS + ["train.epochs=1", "train.assigner_schedule=[]"]
+    done = subprocess.run([sys.executable, "-c", KILLED_IN_EVALUATION, str(CFG), str(tmp_path), *opts], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "epoch_1.pth")["epoch_end_pending"] is True
+    assert find_latest_checkpoint(tmp_path).name == "epoch_1.pth"
+    resumed = Trainer(load_config(CFG, opts), work_dir=tmp_path, resume="auto")
+    assert "AP" in resumed.train()["last_metrics"] and resumed.iter == 4 and (tmp_path / "best.pth").is_file()
 
 
 def test_resume_from_an_epoch_checkpoint_repeats_its_evaluation_and_the_same_training(reference, tmp_path):
