@@ -27,7 +27,9 @@ Command-line overrides (``--cfg-options a.b.c=VALUE``) take Python literals (``0
 A bare class name is looked up among detkit's public components (and the config's own imports);
 a dotted path (``mypkg.assign.MyAssigner(...)``) imports any class. Every lazy call's arguments
 are checked against the constructor signature when the config loads, so a typo fails before
-training starts with the config path, the key and the accepted arguments in the message.
+training starts with the config path, the key and the accepted arguments in the message; their
+values are checked against the constructor's type annotations, and an assigner preset name
+(``model.head.loss.assigner=atss``) is expanded to its lazy call (:mod:`detkit.schema`).
 """
 
 from __future__ import annotations
