@@ -19,6 +19,10 @@ have its own class while the config keeps its keys side by side (``train.warmup_
 
 Value checks beyond types (``epochs >= 1``) belong in the dataclass's ``__post_init__`` and raise
 :class:`SettingError` too.
+
+The same checker reads constructors' annotations: :func:`check_call_arguments` checks every lazy
+call's arguments when a config loads (a nested lazy call by the class it builds,
+:func:`target_product`), and expands an assigner preset name where an assigner is expected.
 """
 
 from __future__ import annotations
