@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["OutputWriteError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir"]
+__all__ = ["OutputWriteError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "write_error"]
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # What torch.save raises (a RuntimeError, its writer's OSError swallowed) when the file could not be
@@ -50,7 +50,7 @@ def atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO[Any]], 
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{writer}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise _write_error(path, e) from e
+        raise write_error(path, e) from e
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             write(f)
@@ -61,7 +61,7 @@ def atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO[Any]], 
         if os.path.exists(tmp):
             os.unlink(tmp)
         if _refused_by_file_system(e):
-            raise _write_error(path, e) from e
+            raise write_error(path, e) from e
         raise
     fsync_dir(path.parent)
 
@@ -118,8 +118,13 @@ def _free_space(directory: Path) -> str:
     return ""  # not reached
 
 
-def _write_error(path: Path, error: BaseException) -> OutputWriteError:
-    kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+def write_error(path: str | os.PathLike, error: BaseException, kept: str | None = None) -> OutputWriteError:
+    """The one-line :class:`OutputWriteError` for a write of ``path`` that ``error`` (an OSError, or
+    torch's short-write RuntimeError) stopped: the path, the reason (for a full disk: the free
+    space) and ``kept``, what became of the file (default: for an atomic write)."""
+    path = Path(path)
+    if kept is None:
+        kept = "the previous file is unchanged" if path.exists() else "nothing was written"
     if _disk_full(error):
         return OutputWriteError(f"cannot write {path}: disk full or quota exceeded "
                                 f"({_free_space(path.parent)} on {path.parent}); {kept}")

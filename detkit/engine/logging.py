@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from detkit.engine.plots import plot_training
-from detkit.fileio import atomic_write
+from detkit.fileio import atomic_write, write_error
 from detkit.engine.trackers import Tracker, build_trackers, finite_numbers, flatten_params
 
 if TYPE_CHECKING:
@@ -137,8 +137,12 @@ class MetricsWriter:
         if not self.enabled:
             return
         rec = {"kind": kind, "step": step, **{k: _plain(v) for k, v in values.items()}}
-        with open(self.work_dir / "metrics.jsonl", "a", encoding="utf-8") as f:  # whole lines survive a kill
-            f.write(json.dumps(rec) + "\n")
+        path = self.work_dir / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as f:  # whole lines survive a kill
+                f.write(json.dumps(rec) + "\n")
+        except OSError as e:  # a full disk: one line (a cut last line is skipped when read back)
+            raise write_error(path, e, kept="the lines before are intact") from e
         if kind == "train":
             if self.iterations and self.iterations[-1]["step"] >= step:  # resumed before these steps
                 self.iterations = [r for r in self.iterations if r["step"] < step]

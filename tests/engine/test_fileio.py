@@ -75,3 +75,29 @@ def test_torch_short_write_while_saving_a_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OutputWriteError, match="previous file is unchanged"):
         monkeypatch.setattr(torch, "save", short_write)
         atomic_save({"w": torch.zeros(1)}, tmp_path / "epoch_1.pth")
+
+
+def test_metrics_files_on_a_full_disk_are_one_line(tmp_path, monkeypatch):
+    from detkit.engine import logging as run_logging
+
+    writer = run_logging.MetricsWriter(tmp_path)
+    writer.log_epoch(1, {"loss": 1.0})
+    before = {n: (tmp_path / n).read_text() for n in ("metrics.csv", "metrics.jsonl")}
+
+    def full_open(path, mode="r", *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(run_logging, "open", full_open, raising=False)
+    with pytest.raises(OutputWriteError, match=r"metrics\.jsonl: disk full .* free on .*; the lines before are intact"):
+        writer.log("train", 5, {"loss": 0.5})
+    monkeypatch.undo()
+
+    def fill(obj, *args, **kwargs):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+    monkeypatch.setattr(run_logging.csv, "DictWriter", fill)
+    with pytest.raises(OutputWriteError, match=r"metrics\.csv: disk full .*; the previous file is unchanged"):
+        writer.log_epoch(2, {"loss": 0.5})
+    monkeypatch.undo()
+    assert (tmp_path / "metrics.csv").read_text() == before["metrics.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "metrics.jsonl"]
