@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from detkit.config import L, load_config
-from detkit.data import LetterBox, Mosaic, RandomFlip, YoloDataset
+from detkit.data import LetterBox, Mosaic, RandomFlip, YoloDataset, load_class_names
 from detkit.engine.trainer import Trainer
 
 CFG = Path(__file__).resolve().parents[1] / "engine" / "configs" / "shapes_tiny.py"
@@ -25,6 +25,8 @@ def test_one_epoch_over_the_bad_corpus(bad_corpus, tmp_path):
         img_dir=str(bad_corpus.img_dir), class_names=str(bad_corpus.names), max_size=256,
         pipeline=[L(Mosaic)(size=128), L(RandomFlip)(), L(LetterBox)(size=128)],
     )
+    cfg.data.class_names = load_class_names(str(bad_corpus.names))  # the corpus' 80 (the start-up check)
+    del cfg.data.val  # evaluation is off; the config's val set has the shapes' 5 classes
     cfg.data.train.num_workers = 1  # decoding failures are found in the worker process
     trainer = Trainer(cfg, work_dir=tmp_path)
     trainer.train()
