@@ -320,7 +320,7 @@ def mistakes(tmp_path):
                  ([CFG], "the following arguments are required: checkpoint")],
         "infer": [([CFG, str(ckpt), missing, "--device", "cpu"], "input not found"),
                   ([CFG, str(ckpt), str(tmp_path), "--batch", "0"], "argument --batch: must be an integer >= 1"),
-                  ([CFG, str(ckpt), str(tmp_path), "x"], "expected CONFIG CHECKPOINT INPUT")],
+                  ([CFG, str(ckpt), str(tmp_path), "x"], "CHECKPOINT INPUT or MODEL.onnx INPUT")],
         "check_dataset": [([missing], "dataset path does not exist"),
                           ([str(tmp_path), "--format", "xml"], "invalid choice: 'xml'"),
                           ([str(tmp_path), "--format", "yolo"], "no class names found")],
