@@ -135,11 +135,13 @@ def load_predictor(
     compile_mode: str | None = None,
     threads: int | None = None,
 ) -> Predictor:
-    """A :class:`Predictor` for a checkpoint (with its ``config``) or an ``.onnx`` model.
+    """A :class:`Predictor` for a checkpoint (with its ``config``, or the one stored inside it) or an
+    ``.onnx`` model.
 
     Args:
         model_path: a detkit checkpoint (``.pth``) or an exported ``.onnx`` file.
-        config: the model's config; required for checkpoints, unused for ``.onnx``.
+        config: the model's config for a checkpoint (None: the config the trainer stored in it);
+            unused for ``.onnx``.
         backend: ``"auto"`` (from the suffix), ``"torch"`` or ``"onnxruntime"``.
         compile_mode: ``torch.compile`` mode for the PyTorch backend (None: eager).
     """

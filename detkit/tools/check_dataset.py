@@ -15,8 +15,9 @@ root. ``--format`` is told from the path when omitted (json: coco, yaml: yolo, a
 
 Every image is decoded the way training reads it (EXIF orientation, 16-bit, alpha; see
 docs/reliability.md). Prints one line per problem (where, then the reason), a line per split, a
-summary line, and the count per reason. Exit status: 0 clean, 1 problems found, 2 bad arguments
-(a path that does not exist, no class names, images that cannot be found).
+summary line, and the count per reason. A YOLO split without its labels folder and a split whose
+every image is background (no usable box at all) are problems. Exit status: 0 clean, 1 problems
+found, 2 bad arguments (a path that does not exist, no class names, images that cannot be found).
 """
 
 from __future__ import annotations

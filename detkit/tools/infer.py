@@ -173,10 +173,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     writer = None
     records: list[dict] = []
     skipped = ProblemLog(str(src))
+    nonfinite = 0  # detections with a NaN/inf box or score: never drawn or written
     for chunk in batched(iter_inputs(src, skipped), args.batch):
         dets = predictor([f for _, _, f in chunk])
         for (name, index, frame), det in zip(chunk, dets):
-            keep = det["scores"] >= args.score_thr
+            finite = det["boxes"].isfinite().all(-1) & det["scores"].isfinite()
+            nonfinite += int((~finite).sum())
+            keep = finite & (det["scores"] >= args.score_thr)
             boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
             drawn = draw_detections(frame, boxes, scores, labels, names)
             if is_video:
@@ -199,6 +202,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     total = sum(len(r["detections"]) for r in records)
     print(f"{len(records)} image(s)/frame(s), {total} detections >= {args.score_thr} ({predictor.backend}); "
           f"written to {out}/")
+    if nonfinite:
+        print(f"warning: {nonfinite} detection(s) with a NaN/inf box or score left out: the model's outputs are "
+              "broken (check the checkpoint for NaN weights)", file=sys.stderr)
     if skipped:
         reasons = "; ".join(f"{n} x {reason}" for reason, n in skipped.counts.most_common())
         print(f"{skipped.total} unreadable file(s) skipped: {reasons}")

@@ -107,6 +107,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         print(evaluator.summary())
         print()
         print(evaluator.per_class_table())
+        if metrics.get("nonfinite_dropped"):
+            print(f"\nwarning: {int(metrics['nonfinite_dropped'])} detection(s) with a NaN/inf box or score were "
+                  "left out of the evaluation and of --out: the checkpoint's outputs are broken", file=sys.stderr)
         if args.out:
             write_coco_results(results, args.out)
             print(f"\n{len(results)} detections written to {args.out}")
