@@ -8,9 +8,9 @@
 Rows: each config (positional, or ``--configs``) with each of ``--assigners`` (short names of
 :mod:`detkit.assigners.presets` such as ``atss``, ``tal``, ``atss+minpos``, any call such as
 ``"ATSSAssigner(topk=13)"``, or ``config`` for the config's own assigner); or the rows of a spec
-file (TOML, or JSON with the same keys), where each row can add its own overrides -- a decoupled
-head trained with a box-only rule needs ``model.head.loss.cls_target=onehot``, since box-only rules
-give no ``score_target``::
+file (TOML, or JSON with the same keys), where each row can add its own overrides (the decoupled
+heads' ``cls_target="auto"`` learns a rule's ``score_target`` when it has one, else one-hot, so any
+rule swaps in without one)::
 
     seeds = 3                                   # optional; --seeds wins
     cfg_options = ["train.epochs=8"]            # optional, every run; --cfg-options are added after
@@ -22,7 +22,7 @@ give no ``score_target``::
     config = "configs/shapes_yolov8_tal.py"
     assigner = "atss"
     label = "ATSS, decoupled"
-    cfg_options = ["model.head.loss.cls_target=onehot"]
+    cfg_options = ["train.epochs=17"]           # optional: this row's own overrides
     vs = "TAL, decoupled"                       # optional: the row its difference is taken to
 
 Seeds: ``--seeds N`` trains every row with ``train.seed`` = 0 .. N-1; a seed fixes the model's
@@ -71,7 +71,7 @@ from detkit.ablation import AblationRow, RunRecord, summarise, training_statisti
 from detkit.argtypes import nonnegative_int, positive_int
 from detkit.assigners.presets import assigner_call
 from detkit.cli import run_cli
-from detkit.config import ConfigError, instantiate, load_config
+from detkit.config import ConfigError, load_config
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
 
 SPEC_KEYS = {"seeds", "cfg_options", "rows"}
@@ -155,13 +155,6 @@ def run_config(row: AblationRow, seed: int, common: Sequence[str], data: argpars
     cfg = load_config(row.config, overrides)
     if data is not None:
         apply_data_arguments(cfg, data, quiet=True)
-    loss = cfg.model.head.get("loss")
-    if loss is not None and loss.get("cls_target", "onehot") == "assigner":
-        assigner = instantiate(loss["assigner"])
-        if not getattr(assigner, "uses_predictions", True):
-            raise ConfigError(f"row {row.label!r}: {row.config} takes its classification target from the "
-                              f"assigner (cls_target='assigner'), which {type(assigner).__name__} does not give "
-                              "(box-only rule); add model.head.loss.cls_target=onehot to the row's cfg_options")
     return cfg
 
 

@@ -26,7 +26,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 
 from detkit.argtypes import positive_int

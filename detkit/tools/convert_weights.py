@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import Any
 
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from detkit.cli import run_cli
 from detkit.config_files import find_config

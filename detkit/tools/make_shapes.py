@@ -14,7 +14,6 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 
 from detkit.argtypes import nonnegative_int, positive_int

@@ -37,7 +37,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 
 from detkit.argtypes import nonnegative_int
