@@ -88,9 +88,13 @@ class AssignmentStats:
         """Add one batch.
 
         Args:
-            gt_index, pos_mask, iou: ``Tensor[B, N]`` from an AssignResult.
-            gt_boxes: ``Tensor[B, M, 4]``; gt_mask: ``Tensor[B, M]`` bool.
-            priors: ``Tensor[N, 4]``; num_level_priors: count per level.
+            gt_index: ``Tensor[B, N]`` int64 from an AssignResult (-1: no GT).
+            pos_mask: ``Tensor[B, N]`` bool from an AssignResult.
+            iou: ``Tensor[B, N]`` from an AssignResult.
+            gt_boxes: ``Tensor[B, M, 4]`` xyxy.
+            gt_mask: ``Tensor[B, M]`` bool (padding False).
+            priors: ``Tensor[N, 4]``.
+            num_level_priors: prior count per level.
             area_scale: ``Tensor[B]`` factor turning input-pixel areas into original-pixel areas.
         """
         valid = valid_gt_mask(gt_boxes, gt_mask)

@@ -46,7 +46,8 @@ class SimOTAAssigner(DynamicKAssigner):
     Args:
         center_radius: half-size of the centre region, in strides.
         candidate_topk: IoUs summed for the dynamic k (also its upper bound).
-        iou_weight, cls_weight: cost weights.
+        iou_weight: weight of the IoU cost (``-log(IoU)``).
+        cls_weight: weight of the classification cost.
         score_sqrt: take the square root of the scores in the classification cost (YOLOX).
         max_gt_chunk: process at most this many GTs at a time (bounds memory; same result); "auto"
             (default) picks it from the free memory of a CUDA device, none on CPU (chunking.auto_chunk).

@@ -93,7 +93,8 @@ class TaskAlignedAssigner(TwoFormAssigner):
 
     Args:
         topk: priors kept per GT.
-        alpha, beta: exponents of the score and the IoU in the metric.
+        alpha: exponent of the class score in the metric ``score**alpha * IoU**beta``.
+        beta: exponent of the IoU in the metric.
         iou_mode: ``iou`` or ``ciou``.
         center_eps: least distance (px) from a candidate's centre to every GT side (YOLOv8: 1e-9).
         center_min_side: least GT side (px) of the candidate test (step 1); None = the GT as it is.

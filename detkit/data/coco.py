@@ -106,7 +106,8 @@ class CocoDataset(DetDataset):
         check_images: decode every image now (slow; what ``tools/check_dataset.py`` does).
         seed: seed for picking a replacement when an image cannot be read.
         cache_size: decoded images kept per process (0: none); see :class:`DetDataset`.
-        max_size, exif_orientation: see :class:`DetDataset`.
+        max_size: longest image side when read (larger images are shrunk); see :class:`DetDataset`.
+        exif_orientation: apply EXIF orientation; see :class:`DetDataset`.
     """
 
     def __init__(

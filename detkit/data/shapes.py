@@ -340,7 +340,10 @@ class ShapesDataset(CocoDataset):
             as it is, whatever its settings: see :func:`ensure_shapes_dataset`).
         split: ``train`` or ``val``.
         pipeline: transforms applied to each sample.
-        num_train, num_val, size, seed: generation parameters (see :func:`make_shapes_dataset`).
+        num_train: training images generated (:func:`make_shapes_dataset`'s ``train``).
+        num_val: validation images generated (its ``val``).
+        size: image side in pixels.
+        seed: generation seed.
         filter_empty: drop images without boxes.
         cache_size: decoded images kept per process (0: none).
     """

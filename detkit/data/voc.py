@@ -34,7 +34,8 @@ class VocDataset(DetDataset):
         check_images: decode every image now.
         seed: seed for picking a replacement when an image cannot be read.
         cache_size: decoded images kept per process (0: none); see :class:`DetDataset`.
-        max_size, exif_orientation: see :class:`DetDataset`.
+        max_size: longest image side when read (larger images are shrunk); see :class:`DetDataset`.
+        exif_orientation: apply EXIF orientation; see :class:`DetDataset`.
 
     Coordinates are VOC's 1-based inclusive pixels; ``x1 - 1, y1 - 1, x2, y2`` gives xyxy edges.
     Image ids are the stem's digits as an integer (``2008_000008`` -> ``2008000008``) when every

@@ -117,8 +117,9 @@ class YoloDataset(DetDataset):
         check_images: decode every image now (``tools/check_dataset.py`` does).
         seed: seed for picking a replacement when an image cannot be read.
         cache_size: decoded images kept per process (0: none); see :class:`DetDataset`.
-        max_size, exif_orientation: see :class:`DetDataset`. Labels are normalised to the image
-            as shown (EXIF orientation applied), as Ultralytics reads them.
+        max_size: longest image side when read (larger images are shrunk); see :class:`DetDataset`.
+        exif_orientation: apply EXIF orientation (see :class:`DetDataset`). Labels are normalised
+            to the image as shown (EXIF orientation applied), as Ultralytics reads them.
 
     Image ids are unique by construction (:func:`~detkit.data.base.stem_image_ids`): the file
     stems as integers when every stem is a number and no two stems are the same number (COCO

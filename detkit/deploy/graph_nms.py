@@ -33,10 +33,10 @@ class NonMaxSuppression(torch.autograd.Function):
         boxes: ``Tensor[B, N, 4]`` corners (xyxy; the op accepts either diagonal order).
         scores: ``Tensor[B, C, N]``.
         max_per_class: ``Tensor[1]`` int64, boxes kept per (image, class).
-        iou_thr: ``Tensor[1]`` float; score_thr: ``Tensor[1]`` float.
+        iou_thr: ``Tensor[1]`` float.
+        score_thr: ``Tensor[1]`` float.
 
-    Returns:
-        ``Tensor[K, 3]`` int64 rows ``[image, class, box]``.
+    ``apply`` returns ``Tensor[K, 3]`` int64 rows ``[image, class, box]``.
     """
 
     @staticmethod
@@ -79,10 +79,15 @@ def padded_nms(
     """Class-aware NMS of a batch as fixed-size tensors (see the module docstring's steps).
 
     Args:
-        boxes: ``Tensor[B, N, 4]`` xyxy; scores: ``Tensor[B, N, C]``.
-        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label, nms: as in
-            :func:`detkit.models.postprocess.postprocess_decoded_single` (``nms=False``: step 2 is
-            skipped and the graph has no NonMaxSuppression op; every pair above ``score_thr`` competes).
+        boxes: ``Tensor[B, N, 4]`` xyxy.
+        scores: ``Tensor[B, N, C]``.
+        score_thr: least class score of a detection.
+        nms_iou_thr: IoU above which NMS drops the lower-scored box of a class.
+        nms_pre: candidates kept (top scores) before NMS.
+        max_per_img: detections kept per image.
+        multi_label: a prior may give one detection per class above ``score_thr`` (else its best class only).
+        nms: False: step 2 is skipped and the graph has no NonMaxSuppression op; every pair above
+            ``score_thr`` competes (settings as in :func:`detkit.models.postprocess.postprocess_decoded_single`).
 
     Returns:
         ``num_dets Tensor[B]`` int64, ``det_boxes Tensor[B, D, 4]``, ``det_scores Tensor[B, D]``,

@@ -79,7 +79,8 @@ class Trainer:
         cfg: a loaded config (``load_config``).
         work_dir: output folder (default ``work_dirs/<config name>``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``; overrides ``runtime.device``.
-        seed / deterministic: override ``train.seed`` / ``runtime.deterministic``.
+        seed: overrides ``train.seed``.
+        deterministic: overrides ``runtime.deterministic``.
         resume: ``None`` (fresh run), ``"auto"`` (latest checkpoint in ``work_dir``) or a path.
         load_from: weights to start from (see :func:`detkit.engine.checkpoint.load_weights`).
         progress: tqdm bars (overrides ``runtime.progress``).

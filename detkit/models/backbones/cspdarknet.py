@@ -203,7 +203,8 @@ class CSPDarknet(nn.Module):
         scale: optional key of the arch's scale table (:data:`CSP_SCALES` for yolov4/csp-v5/
             yolov5, :data:`YOLOX_SCALES`, :data:`YOLOV8_SCALES`) setting both multipliers and
             the channel cap (overrides them).
-        deepen_factor / widen_factor: block-count and channel multipliers.
+        deepen_factor: block-count multiplier.
+        widen_factor: channel multiplier.
         max_channels: cap on a stage's channels before widening (YOLOv8's; None: no cap).
         out_indices: stages (1..5, stride ``2**i``) whose outputs are returned.
         act: activation name overriding the arch's.

@@ -56,9 +56,11 @@ class DecoupledHead(DenseHead):
         coder: ``DistanceCoder``, ``YOLOXCoder`` or ``DFLCoder(reg_max)``.
         loss: the loss pipeline (``YOLOLossPipeline``), or None for an inference-only head.
         stem_channels: width of a 1x1 stem conv per level (YOLOX: 256 x width), or None for none.
-        cls_channels, box_channels: widths of the branches' 3x3 convs (an int or one per level).
-            None: the stem's width, or without a stem YOLOv8's rule from the first level's input
-            ``c0``: box ``max(16, c0 // 4, R)``, classes ``max(c0, min(C, 100))``.
+        cls_channels: width of the class branch's 3x3 convs (an int or one per level). None: the
+            stem's width, or without a stem YOLOv8's rule from the first level's input ``c0``:
+            ``max(c0, min(C, 100))``.
+        box_channels: width of the box branch's 3x3 convs (an int or one per level). None: the
+            stem's width, or without a stem ``max(16, c0 // 4, R)``.
         num_convs: 3x3 convs per branch (>= 1).
         depthwise: depthwise-separable 3x3 convs (YOLOX-Nano style).
         act: activation of the stem and branch convs.
@@ -66,10 +68,15 @@ class DecoupledHead(DenseHead):
         bias_init: ``"prior_prob"`` (class and objectness biases ``logit(prior_prob)``, as
             YOLOX / RTMDet) or ``"yolov8"`` (box biases 1, class biases
             ``log(5 / C / (bias_init_size / stride)**2)``: about 5 objects per image).
-        prior_prob, bias_init_size: see ``bias_init``.
-        norm_eps, norm_momentum: BatchNorm settings of the head's convs (YOLOv8 / YOLOX: 1e-3,
-            0.03; PyTorch's defaults 1e-5, 0.1).
-        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label: post-processing (:class:`DenseHead`).
+        prior_prob: see ``bias_init``.
+        bias_init_size: see ``bias_init``.
+        norm_eps: BatchNorm eps of the head's convs (YOLOv8 / YOLOX: 1e-3; PyTorch's default 1e-5).
+        norm_momentum: BatchNorm momentum (YOLOv8 / YOLOX: 0.03; PyTorch's default 0.1).
+        score_thr: least class score of a detection.
+        nms_iou_thr: IoU above which NMS drops the lower-scored box of a class.
+        nms_pre: candidates kept (top scores) before NMS.
+        max_per_img: detections kept per image.
+        multi_label: a prior may give one detection per class above ``score_thr`` (else its best class only).
 
         one2one: add YOLOv10's one-to-one branches (see the module docstring).
         one2one_loss: their loss pipeline (YOLOv10: the one-to-many pipeline's rule at ``topk=1``);

@@ -33,8 +33,12 @@ class DenseHead(BindableModule):
         coder: box coder; ``coder.num_params`` box parameters are predicted per prior.
         loss: the loss pipeline (``YOLOLossPipeline(assigner=..., ...)``), or None for an
             inference-only head.
-        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label, nms: inference
-            post-processing (see :func:`detkit.models.postprocess.postprocess_single`).
+        score_thr: least class score of a detection.
+        nms_iou_thr: IoU above which NMS drops the lower-scored box of a class.
+        nms_pre: candidates kept (top scores) before NMS.
+        max_per_img: detections kept per image.
+        multi_label: a prior may give one detection per class above ``score_thr`` (else its best class only).
+        nms: False skips NMS (inference post-processing: :func:`detkit.models.postprocess.postprocess_single`).
     """
 
     #: Prediction branches a head has; the first is the one-to-many branch every head has.

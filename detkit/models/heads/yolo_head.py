@@ -35,7 +35,12 @@ class YOLOHead(DenseHead):
             the input channels (YOLOv3/v4).
         act: activation of the 3x3 conv.
         prior_prob: initial objectness and class probability (biases set to ``logit(p)``).
-        score_thr, nms_iou_thr, nms_pre, max_per_img, multi_label, nms: post-processing (:class:`DenseHead`).
+        score_thr: least class score of a detection.
+        nms_iou_thr: IoU above which NMS drops the lower-scored box of a class.
+        nms_pre: candidates kept (top scores) before NMS.
+        max_per_img: detections kept per image.
+        multi_label: a prior may give one detection per class above ``score_thr`` (else its best class only).
+        nms: False skips NMS (post-processing as in :class:`DenseHead`).
 
     Shapes: ``forward([(B, in_i, H_i, W_i)]) -> [(B, A*(5+C), H_i, W_i)]``.
     """
