@@ -7,6 +7,7 @@ and go-to-definition lead from a config line to the code::
     from detkit.assigners import ATSSAssigner
 
     _base_ = ["common/models/yolov4.py"]          # paths relative to this file, merged in order
+                                                  # ("detkit://yolov8n_tal.py": a config shipped with detkit)
     model = dict(head=dict(assigner=L(ATSSAssigner)(topk=9)))
 
 ``L(Cls)(**kwargs)`` records the call as a :class:`ConfigDict` with ``_target_ = Cls``; nothing
@@ -43,7 +44,7 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from detkit.config_files import find_config
+from detkit.config_files import PACKAGE_SCHEME, find_config
 
 __all__ = [
     "ConfigDict",
@@ -210,6 +211,17 @@ def _exec_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return values, namespace
 
 
+def _base_path(path: str, base: str) -> str:
+    """The file a ``_base_`` entry of the config ``path`` names: relative to ``path``'s folder, or a packaged
+    config for ``detkit://NAME`` (so a user's config can inherit from one shipped with the package)."""
+    if not str(base).startswith(PACKAGE_SCHEME):
+        return os.path.join(os.path.dirname(path), base)
+    try:
+        return find_config(base)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: _base_ {base}: {e}") from None
+
+
 def _load_tree(path: str, stack: tuple[str, ...] = ()) -> tuple[ConfigDict, dict[str, Any]]:
     path = os.path.abspath(path)
     if path in stack:
@@ -221,7 +233,7 @@ def _load_tree(path: str, stack: tuple[str, ...] = ()) -> tuple[ConfigDict, dict
     merged = ConfigDict()
     names: dict[str, Any] = {}
     for base in bases:
-        base_path = os.path.join(os.path.dirname(path), base)
+        base_path = _base_path(path, base)
         base_cfg, base_ns = _load_tree(base_path, stack + (path,))
         merged = merge(merged, base_cfg)
         names.update(base_ns)

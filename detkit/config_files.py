@@ -9,7 +9,8 @@ detkit's configs live in ``detkit/configs/`` (a repository checkout also shows t
     find_config("yolov8n_tal")              # ".py" may be left out for a packaged config
 
 A path that exists always wins, so a user's own ``yolov8n_tal.py`` in the current folder is the
-one loaded. ``_base_`` entries inside a config are relative to that config's own file, as before.
+one loaded. ``_base_`` entries inside a config are relative to that config's own file, as before;
+``_base_ = ["detkit://yolov8n_tal.py"]`` inherits a packaged config from a config anywhere.
 """
 
 from __future__ import annotations

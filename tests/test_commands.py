@@ -82,6 +82,19 @@ def test_packaged_config_loads_with_its_base_chain_from_any_folder(tmp_path: Pat
     assert cfg.model.backbone.scale == "n" and cfg.data.num_classes == 80
 
 
+def test_a_users_config_inherits_a_packaged_one_by_detkit_scheme(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_base_ = ["detkit://yolov8n_tal.py"]`` in a config outside the package: the packaged file, its own
+    relative bases, then the user's values; a packaged name that does not exist is one ConfigError naming it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text('_base_ = ["detkit://yolov8n_tal.py"]\ntrain = dict(epochs=3)\n')
+    cfg = load_config("mine.py")
+    assert (cfg.model.backbone.scale, cfg.data.num_classes, cfg.train.epochs) == ("n", 80, 3)
+    (tmp_path / "bad.py").write_text('_base_ = "detkit://nosuch.py"\n')
+    with pytest.raises(ConfigError, match=r"bad\.py: _base_ detkit://nosuch\.py: config file not found"):
+        load_config("bad.py")
+
+
 def test_dataset_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("DETKIT_DATA", "DETKIT_COCO", "DETKIT_COCO128"):
         monkeypatch.delenv(var, raising=False)
