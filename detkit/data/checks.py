@@ -210,7 +210,11 @@ def find_sources(path: str, fmt: str | None = None, images: str | None = None, n
         return _coco_sources(p, images)
     if fmt == "yolo":
         return _yolo_sources(p, names, labels)
-    return [DataSource("voc", split or p.name, dict(root=str(p), split=split))]
+    from detkit.data.sources import voc_class_names  # the --data rule, so check and train agree on the classes
+    from detkit.data.yolo import load_class_names
+
+    class_names = list(load_class_names(names) if names else voc_class_names(p))
+    return [DataSource("voc", split or p.name, dict(root=str(p), split=split, class_names=class_names))]
 
 
 def _build(source: DataSource, read: dict[str, Any]) -> DetDataset:
@@ -230,7 +234,8 @@ def check_dataset(path: str, fmt: str | None = None, images: str | None = None, 
         path: see the module doc (COCO json or root, YOLO root / data.yaml / images folder, VOC root).
         fmt: ``coco``, ``yolo``, ``voc``, or None to tell from the path (:func:`detect_format`).
         images: COCO image folder (default: the standard layouts, :func:`coco_image_dirs`).
-        names: YOLO class names file (default: the yaml's ``names``, else :func:`find_names_file`).
+        names: class names file (YOLO default: the yaml's ``names``, else :func:`find_names_file`; VOC
+            default: :func:`detkit.data.sources.voc_class_names`).
         split: VOC split list (default: every xml).
         max_size, exif_orientation: how images are read (see :class:`~detkit.data.base.DetDataset`).
         labels: YOLO labels folder of a single images folder (default: ``images`` -> ``labels``).

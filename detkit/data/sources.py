@@ -47,7 +47,8 @@ from detkit.data.coco import CocoDataset
 from detkit.data.voc import VOC_CLASSES, VocDataset
 from detkit.data.yolo import YoloDataset, load_class_names
 
-__all__ = ["SPLITS", "DatasetSource", "SplitSource", "coco_class_names", "resolve_source", "resolve_yaml_entry"]
+__all__ = ["SPLITS", "DatasetSource", "SplitSource", "coco_class_names", "resolve_source", "resolve_yaml_entry",
+           "voc_class_names"]
 
 logger = logging.getLogger("detkit")
 
@@ -324,6 +325,25 @@ def _voc_child(p: Path) -> Path | None:
     return children[0] if len(children) == 1 else None
 
 
+def voc_class_names(root: str | os.PathLike) -> tuple[str, ...]:
+    """A VOC root's classes: ``classes.txt`` / ``names.txt`` in the root, else the 20 VOC classes when every
+    object is one of them, else the objects' names sorted (what ``--data`` and ``detkit check`` use)."""
+    root = Path(root)
+    names_file = next((root / n for n in NAMES_FILES if (root / n).is_file()), None)
+    if names_file is not None:
+        return tuple(load_class_names(str(names_file)))
+    import xml.etree.ElementTree as ET
+
+    seen: set[str] = set()
+    for xml in (root / "Annotations").glob("*.xml"):
+        try:
+            seen.update((o.findtext("name") or "").strip() for o in ET.parse(xml).getroot().iter("object"))
+        except ET.ParseError:
+            continue  # the dataset counts it when it reads the file
+    seen.discard("")
+    return tuple(VOC_CLASSES) if seen <= set(VOC_CLASSES) else tuple(sorted(seen))
+
+
 def _from_voc(root: Path) -> DatasetSource:
     lists = root / "ImageSets" / "Main"
     has = {n: (lists / f"{n}.txt").is_file() for n in ("train", "val", "trainval", "test")}
@@ -334,20 +354,7 @@ def _from_voc(root: Path) -> DatasetSource:
     missing = [s for s in splits.values() if not has[s]]
     if missing:
         raise ValueError(f"{root}: no {', '.join(f'ImageSets/Main/{m}.txt' for m in missing)} (VOC split lists)")
-    names_file = next((root / n for n in NAMES_FILES if (root / n).is_file()), None)
-    if names_file is not None:
-        names = tuple(load_class_names(str(names_file)))
-    else:
-        import xml.etree.ElementTree as ET
-
-        seen: set[str] = set()
-        for xml in (root / "Annotations").glob("*.xml"):
-            try:
-                seen.update((o.findtext("name") or "").strip() for o in ET.parse(xml).getroot().iter("object"))
-            except ET.ParseError:
-                continue  # the dataset counts it when it reads the file
-        seen.discard("")
-        names = VOC_CLASSES if seen <= set(VOC_CLASSES) else tuple(sorted(seen))
-    return DatasetSource(str(root), "voc", tuple(names),
+    names = voc_class_names(root)
+    return DatasetSource(str(root), "voc", names,
                          {s: SplitSource("voc", {"root": str(root), "split": lst}) for s, lst in splits.items()})
 

@@ -44,8 +44,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--labels", default=None,
                         help="YOLO labels folder of one images folder (default: its path with images -> labels)")
     parser.add_argument("--names", default=None,
-                        help="YOLO class names file (default: the data.yaml's names, or names.txt / data.yaml "
-                             "found upwards)")
+                        help="class names file (YOLO default: the data.yaml's names, or names.txt / data.yaml "
+                             "found upwards; VOC default: as --data reads the root)")
     parser.add_argument("--split", default=None, help="VOC ImageSets/Main list (default: every xml)")
     parser.add_argument("--max-size", type=positive_int, default=DEFAULT_MAX_SIZE,
                         help="decode images at most this large, as training does (default: %(default)s)")

@@ -193,6 +193,20 @@ def test_voc_root_own_classes_sorted_and_trainval_test_splits(tmp_path):
                                                                                            "bird")
 
 
+def test_check_dataset_reads_a_voc_root_with_the_classes_data_would_train_on(tmp_path):
+    """``detkit check`` and ``--data`` agree on a VOC root's classes: its own objects' names (sorted) are no
+    'unknown class name' problem, and ``--names`` / ``names.txt`` win as they do for ``--data``."""
+    from detkit.data.checks import check_dataset
+
+    root = voc_root(tmp_path / "voc")
+    problems, found = check_dataset(str(root))
+    assert problems.total == 0 and [list(ds.class_names) for _, ds in found] == [["apple", "zebra"]]
+    assert sum(len(r["boxes"]) for _, ds in found for r in ds.records) == 2
+    (root / "names.txt").write_text("zebra\napple\nkiwi\n")
+    _, found = check_dataset(str(root))
+    assert tuple(found[0][1].class_names) == resolve_source(root).class_names == ("zebra", "apple", "kiwi")
+
+
 def test_unknown_layout_and_missing_path(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         resolve_source(tmp_path / "nope")
