@@ -4,7 +4,8 @@
         [--cfg-options ...] [--device cuda] [--batch 16] [--backend auto|pycocotools|faster] [--pr-curve pr.png]
         [--analysis DIR [--analysis-score-thr 0.3]] [--data PATH [--img-size N]]
 
-``--data`` evaluates on your own data's val split (as ``tools/train.py --data``: docs/custom_data.md).
+``--data`` evaluates on your own data's val split (as ``tools/train.py --data``: docs/custom_data.md),
+at the image size stored in the checkpoint unless ``--img-size`` says otherwise.
 
 Prints the standard 12-line COCO summary and a per-class AP table. Uses the checkpoint's EMA
 weights when it has them. Runs under torchrun too (each rank predicts a shard; rank 0 evaluates).
@@ -79,6 +80,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             check_output_file(path, flag)
     if args.analysis:
         check_output_dir(args.analysis, "--analysis")
+    checkpoint = load_checkpoint(args.checkpoint)
+    trained_size = (checkpoint.get("meta") or {}).get("img_size") if isinstance(checkpoint, dict) else None
+    if args.data and args.img_size is None and isinstance(trained_size, int):
+        args.img_size = trained_size  # the data is new to the config: evaluate at the size the model learned
+        print(f"--img-size {trained_size}: the size {args.checkpoint} was trained at (its meta)", flush=True)
     cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args)
     data_inputs = config_input_paths((cfg.get("data") or {}).get("val"))  # annotation files, image folders
     for flag, path in outputs:
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     model.to(device).eval()
     dataset = build_dataset(cfg, "val")
     # the names the checkpoint was trained with, label by label, before any work: other names are refused
-    ckpt_names = checkpoint_class_names(load_checkpoint(args.checkpoint), args.checkpoint,
+    ckpt_names = checkpoint_class_names(checkpoint, args.checkpoint,
                                         getattr(model.head, "num_classes", None))
     check_class_names(ckpt_names, getattr(dataset, "class_names", None), f"{args.checkpoint} on data.val")
     evaluator = build_evaluator(dataset, backend=args.backend) if is_main_process() else None

@@ -104,6 +104,26 @@ def test_img_size_option_is_checked_and_sets_every_transform(tmp_path, capsys, m
     assert not (tmp_path / "w").exists()
 
 
+def test_test_with_data_evaluates_at_the_checkpoints_trained_size(tmp_path, capsys, monkeypatch):
+    """``test CONFIG CKPT --data PATH`` without ``--img-size``: the size in the checkpoint's meta (a model
+    trained at 64 px is not evaluated at the config's 128 px); ``--img-size`` still wins."""
+    from detkit.config import instantiate
+
+    data = roboflow_export(tmp_path / "rf", n_train=1, n_val=1)
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    model = instantiate(load_config(CONFIG, ["model.head.num_classes=3"]).model)
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"model": model.state_dict(), "meta": {"class_names": NAMES, "num_classes": 3, "img_size": 64}}, ckpt)
+    tool = load_tool("test")
+    assert tool.main([CONFIG, str(ckpt), "--data", str(data), "--device", "cpu", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "--img-size 64: the size " in out and out.rstrip().count("img_size 64") == 1
+    assert tool.main([CONFIG, str(ckpt), "--data", str(data), "--img-size", "96", "--device", "cpu",
+                      "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "img_size 96" in out and "the size " not in out
+
+
 def test_detkit_command_passes_data_through(tmp_path, capsys):
     from detkit.__main__ import main
 
