@@ -142,9 +142,13 @@ def aligned_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", eps: float = 
         boxes1: ``Tensor[..., 4]`` xyxy.
         boxes2: ``Tensor[..., 4]`` xyxy, same (or broadcastable) shape.
         mode: ``iou`` | ``giou`` | ``diou`` | ``ciou``.
+        eps: added to the union (and the enclosing box's area / diagonal) so empty boxes give 0, not NaN.
 
     Returns:
         ``Tensor[...]`` fp32: IoU in [0, 1]; GIoU / DIoU / CIoU in [-1, 1].
+
+    Raises:
+        ValueError: an unknown ``mode``.
     """
     _check_mode(mode)
     return _iou_terms(boxes1.float(), boxes2.float(), mode, eps)
@@ -158,10 +162,14 @@ def pairwise_iou(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", eps: float =
         boxes2: ``Tensor[..., M, 4]`` xyxy; leading dims broadcast with ``boxes1``'s (so GTs
             ``(B, M, 4)`` against shared priors ``(N, 4)`` give ``(B, M, N)``).
         mode: ``iou`` | ``giou`` | ``diou`` | ``ciou``.
+        eps: as in :func:`aligned_iou`.
 
     Returns:
         ``Tensor[..., N, M]`` fp32; element ``[..., i, j]`` equals ``aligned_iou(boxes1[..., i, :],
         boxes2[..., j, :], mode)`` bit for bit.
+
+    Raises:
+        ValueError: an unknown ``mode``.
     """
     _check_mode(mode)
     return _iou_terms(boxes1.float()[..., :, None, :], boxes2.float()[..., None, :, :], mode, eps)

@@ -279,7 +279,19 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
 
 
 def resolve_name(name: str, namespace: Mapping[str, Any] | None = None) -> Callable:
-    """Find a class/function by bare name (config imports, then detkit) or dotted path."""
+    """Find a class/function by bare name (config imports, then detkit) or dotted path.
+
+    Args:
+        name: ``ATSSAssigner`` (looked up in ``namespace``, then detkit's public modules) or a dotted path
+            (``mypkg.assign.MyAssigner``, imported).
+        namespace: the config's own names.
+
+    Returns:
+        The class or function.
+
+    Raises:
+        ConfigError: the name is not found or its module does not import.
+    """
     if namespace and name in namespace and callable(namespace[name]):
         return namespace[name]
     if "." in name:
@@ -351,7 +363,21 @@ def apply_overrides(
     namespace: Mapping[str, Any] | None = None,
     source: str = "<overrides>",
 ) -> ConfigDict:
-    """Apply ``a.b.c=VALUE`` overrides in place (merge rules as for ``_base_``)."""
+    """Apply ``a.b.c=VALUE`` overrides in place (merge rules as for ``_base_``).
+
+    Args:
+        cfg: the config to change.
+        overrides: ``"key.path=VALUE"`` strings; VALUE is a Python literal or a call
+            (``model.head.loss.assigner=ATSSAssigner(topk=9)``); list items by index (``pipeline.0.size=320``).
+        namespace: names a call may use besides detkit's (the config file's imports).
+        source: what error messages name (the config's path).
+
+    Returns:
+        ``cfg`` itself.
+
+    Raises:
+        ConfigError: an item without ``=``, an unparsable value, or a path through a missing key.
+    """
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -463,6 +489,17 @@ def instantiate(node: Any, **extra: Any) -> Any:
     are bound to the constructor's signature first: unknown or missing ones raise ConfigError,
     while an error raised by the constructor itself (a bug, a bad value it checks) propagates
     unchanged.
+
+    Args:
+        node: a lazy call (``L(ATSSAssigner)(topk=9)``), a dict with ``type``, or a list / dict / plain
+            value holding them (``cfg.model``, ``cfg.data.train.dataset``).
+        **extra: keyword arguments added to the top node's call.
+
+    Returns:
+        The built object (a plain value as it is; containers with their lazy calls built).
+
+    Raises:
+        ConfigError: an unknown name, or arguments the constructor's signature does not accept.
     """
     if isinstance(node, Mapping):
         if TARGET_KEY not in node:

@@ -91,7 +91,28 @@ class Assigner(Protocol):
         pred_boxes: Tensor | None = None,
         pred_scores: Tensor | None = None,
     ) -> AssignResult:
-        """Assign ``priors (N, 4)`` to the padded GTs ``gt_boxes (B, M, 4)``; see AssignResult."""
+        """Assign ``priors (N, 4)`` to the padded GTs ``gt_boxes (B, M, 4)``; see AssignResult.
+
+        Args:
+            priors: ``Tensor[N, 4]`` xyxy prior boxes (anchors, or points as zero-size boxes) of every level,
+                level after level.
+            gt_boxes: ``Tensor[B, M, 4]`` xyxy GT boxes in input pixels, padded to the batch's largest count.
+            gt_labels: ``Tensor[B, M]`` integer classes.
+            gt_mask: ``Tensor[B, M]`` bool, False on padding rows (which never influence a result).
+            num_level_priors: priors per level (sums to N); needed by the level-aware rules (ATSS, FCOS,
+                grid, YOLOv5) and by the candidate-sparse form.
+            prior_strides: ``Tensor[N]`` stride of each prior's level; needed by grid, YOLOv5, FCOS, SimOTA
+                and dynamic soft label, used by the candidate-sparse form of the others.
+            pred_boxes: ``Tensor[B, N, 4]`` decoded predicted xyxy boxes (prediction-aware rules: SimOTA,
+                task-aligned, dynamic soft label).
+            pred_scores: ``Tensor[B, N, C]`` predicted class probabilities (prediction-aware rules).
+
+        Returns:
+            An :class:`AssignResult` of ``Tensor[B, N]`` fields.
+
+        Raises:
+            ValueError: a shape that is not the one above, or an input the rule needs left out.
+        """
         ...
 
 
@@ -108,7 +129,28 @@ class TwoFormAssigner:
     def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
-        """Assign ``priors (N, 4)`` to the padded GTs ``gt_boxes (B, M, 4)`` (see :class:`AssignResult`)."""
+        """Assign ``priors (N, 4)`` to the padded GTs ``gt_boxes (B, M, 4)`` (see :class:`AssignResult`).
+
+        Args:
+            priors: ``Tensor[N, 4]`` xyxy prior boxes (anchors, or points as zero-size boxes) of every level,
+                level after level.
+            gt_boxes: ``Tensor[B, M, 4]`` xyxy GT boxes in input pixels, padded to the batch's largest count.
+            gt_labels: ``Tensor[B, M]`` integer classes.
+            gt_mask: ``Tensor[B, M]`` bool, False on padding rows (which never influence a result).
+            num_level_priors: priors per level (sums to N); needed by the level-aware rules (ATSS, FCOS,
+                grid, YOLOv5) and by the candidate-sparse form.
+            prior_strides: ``Tensor[N]`` stride of each prior's level; needed by grid, YOLOv5, FCOS, SimOTA
+                and dynamic soft label, used by the candidate-sparse form of the others.
+            pred_boxes: ``Tensor[B, N, 4]`` decoded predicted xyxy boxes (prediction-aware rules: SimOTA,
+                task-aligned, dynamic soft label).
+            pred_scores: ``Tensor[B, N, C]`` predicted class probabilities (prediction-aware rules).
+
+        Returns:
+            An :class:`AssignResult` of ``Tensor[B, N]`` fields.
+
+        Raises:
+            ValueError: a shape that is not the one above, or an input the rule needs left out.
+        """
         return self._assign(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
                             prior_strides=prior_strides, pred_boxes=pred_boxes, pred_scores=pred_scores, dense=False)
 

@@ -65,7 +65,13 @@ FORMATS = {"yolo": YoloDataset, "coco": CocoDataset, "voc": VocDataset}
 
 @dataclass(frozen=True)
 class SplitSource:
-    """One split: its format's dataset arguments (paths only: no classes, no pipeline)."""
+    """One split: its format's dataset arguments (paths only: no classes, no pipeline).
+
+    Attributes:
+        fmt: ``"coco"``, ``"yolo"`` or ``"voc"`` (a key of :data:`FORMATS`).
+        kwargs: the dataset class's path arguments (COCO: ``ann_file``, ``img_dir``; YOLO: ``img_dir``; VOC:
+            ``root``, ``split``).
+    """
 
     fmt: str
     kwargs: Mapping[str, Any]
@@ -73,7 +79,14 @@ class SplitSource:
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """What :func:`resolve_source` found: the splits present and the class names (in label order)."""
+    """What :func:`resolve_source` found: the splits present and the class names (in label order).
+
+    Attributes:
+        path: the path given to :func:`resolve_source`.
+        fmt: ``"coco"``, ``"yolo"`` or ``"voc"``.
+        class_names: the classes, label 0 first.
+        splits: ``{"train": SplitSource, "val": ..., "test": ...}``, the splits found.
+    """
 
     path: str
     fmt: str
@@ -85,7 +98,18 @@ class DatasetSource:
         return len(self.class_names)
 
     def dataset(self, split: str, pipeline: Sequence[Any] | Mapping[str, Any] | None = None) -> ConfigDict:
-        """The lazy call of ``split``'s dataset with ``pipeline`` (config nodes of transforms)."""
+        """The lazy call of ``split``'s dataset with ``pipeline`` (config nodes of transforms).
+
+        Args:
+            split: ``"train"``, ``"val"`` or ``"test"``.
+            pipeline: the transforms' config nodes (lazy calls), or None.
+
+        Returns:
+            A lazy call (``instantiate`` builds the dataset); YOLO and VOC datasets get ``class_names``.
+
+        Raises:
+            ValueError: the data has no such split.
+        """
         if split not in self.splits:
             raise ValueError(f"{self.path}: no {split} split (found: {', '.join(self.splits) or 'none'})")
         src = self.splits[split]
@@ -101,6 +125,9 @@ def resolve_source(path: str | os.PathLike, img_dir: str | None = None) -> Datas
     Args:
         path: a ``data.yaml``, a YOLO root, a COCO json or root, a VOC root.
         img_dir: the image folder of a COCO json given as ``path`` (default: found by the rules above).
+
+    Returns:
+        A :class:`DatasetSource`: ``resolve_source("data.yaml").class_names``, ``.splits["val"]``.
 
     Raises:
         ValueError: one line naming the file or key: a missing path, split or names, ``nc`` not

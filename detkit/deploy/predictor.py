@@ -28,7 +28,15 @@ ONNX_SUFFIXES = (".onnx",)
 
 
 def resolve_backend(model_path: str | os.PathLike, backend: str = "auto") -> str:
-    """``"torch"`` or ``"onnxruntime"``: ``backend`` when given, else from the file suffix."""
+    """``"torch"`` or ``"onnxruntime"``: ``backend`` when given, else from the file suffix.
+
+    Args:
+        model_path: a checkpoint or an ``.onnx`` file (only its suffix is read).
+        backend: ``"auto"``, ``"torch"`` or ``"onnxruntime"``.
+
+    Raises:
+        ValueError: an unknown ``backend``.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
     if backend != "auto":
@@ -57,6 +65,11 @@ class Predictor:
     @torch.no_grad()
     def __call__(self, frames: Sequence[np.ndarray], *, bgr: bool = True, **overrides: Any) -> list[dict[str, Tensor]]:
         """Detections for ``frames`` (``(H, W, 3) uint8``, BGR unless ``bgr=False``).
+
+        Args:
+            frames: images of any sizes, each ``np.ndarray (H, W, 3)`` uint8 (``cv2.imread``'s output).
+            bgr: False for RGB frames.
+            **overrides: post-processing settings for this call (``score_thr=0.3``, ``max_per_img``, ...).
 
         Returns:
             ``[dict(boxes (K, 4) xyxy original pixels, scores (K,), labels (K,))]`` on the CPU.
@@ -143,7 +156,20 @@ def load_predictor(
         config: the model's config for a checkpoint (None: the config the trainer stored in it);
             unused for ``.onnx``.
         backend: ``"auto"`` (from the suffix), ``"torch"`` or ``"onnxruntime"``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        img_size: network input size (an int or ``(H, W)``) instead of the config's; for ``.onnx`` it
+            must equal the exported size.
+        cfg_options: config overrides (PyTorch backend only), as ``--cfg-options``.
         compile_mode: ``torch.compile`` mode for the PyTorch backend (None: eager).
+        threads: ONNX Runtime intra-op threads (None: its default).
+
+    Returns:
+        A :class:`Predictor`: ``predictor([cv2.imread("a.jpg")])`` gives the detections.
+
+    Raises:
+        ValueError: an unknown backend or device, an ``img_size`` an ``.onnx`` model cannot take, or an
+            option the chosen backend does not have.
+        CheckpointError: a checkpoint that is missing, corrupt or unsafe to load.
     """
     kind = resolve_backend(model_path, backend)
     if kind == "onnxruntime":

@@ -89,6 +89,26 @@ class Trainer:
         resume_anyway: resume although run-defining settings (batch size, accumulation, processes,
             image size, classes, dataset size) differ from the checkpoint's, from the next epoch
             boundary (:func:`~detkit.engine.run_checkpoints.check_resume`); without it that is refused.
+
+    Raises:
+        ConfigError: a ``train`` / ``runtime`` value of the wrong type or out of range.
+        ValueError: the data and the model disagree (image size, class count), checked before the work
+            dir is created.
+        WorkDirError: ``work_dir`` holds an earlier run (without ``resume`` / ``overwrite``) or another
+            run holds it (:func:`detkit.engine.workdir.claim_work_dir`).
+        CheckpointError: ``resume`` or ``load_from`` cannot be used.
+
+    Example:
+        ```python
+        from detkit.config import load_config
+        from detkit.data.adopt import adopt_dataset
+        from detkit.engine.trainer import Trainer
+
+        cfg = load_config("yolov8n_tal.py", ["train.epochs=1", "model.head.loss.assigner=atss"])
+        adopt_dataset(cfg, "datasets/mydata/data.yaml", img_size=320)
+        result = Trainer(cfg, work_dir="work_dirs/mydata_atss").train()
+        print(result["best"])  # {'metric': 'AP', 'value': ..., 'epoch': ...}
+        ```
     """
 
     # ------------------------------------------------------------------------------------------
@@ -175,6 +195,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs: model, EMA, optimizer, schedule, scaler, counters, RNG states, the
+        config as text, the best metric and the run's settings (what ``epoch_<E>.pth`` holds)."""
         return {
             "model": self.detector.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
@@ -188,15 +210,29 @@ class Trainer:
 
     def save(self, name: str, epoch_end: bool = False) -> Path | None:
         """Write checkpoint ``name`` (rank 0) unless the weights are suspect (a non-finite streak or
-        non-finite weights: the last good checkpoint stays the newest); returns its path or None,
-        the same answer on every rank. ``epoch_end``: written before the epoch's evaluation."""
+        non-finite weights: the last good checkpoint stays the newest).
+
+        Args:
+            name: file name in the work dir (``epoch_3.pth``).
+            epoch_end: written before the epoch's evaluation (a resume runs that evaluation first).
+
+        Returns:
+            Its path, or None when refused; the same answer on every rank.
+        """
         return self.checkpoints.save(name, lambda: {**self.state_dict(), "epoch_end_pending": epoch_end},
                                      save_refusal(self.detector, self.ema, self.guard))
 
     def resume(self, resume: str, anyway: bool = False) -> None:
         """Restore everything from ``resume`` (a path, or ``"auto"``: the newest checkpoint in the work
-        dir that loads; a newer one that does not is skipped with a warning). Another model, or
-        changed run-defining settings unless ``anyway``, are refused (:class:`CheckpointError`)."""
+        dir that loads; a newer one that does not is skipped with a warning).
+
+        Args:
+            resume: a checkpoint path or ``"auto"`` (nothing to restore in an empty work dir).
+            anyway: accept changed run-defining settings (batch size, image size, classes, ...).
+
+        Raises:
+            CheckpointError: another model, or changed run-defining settings without ``anyway``.
+        """
         found = self.checkpoints.load_for_resume(resume, self.device)
         if found is None:
             return
@@ -396,7 +432,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, float]:
-        """COCO metrics of the EMA weights (or the model's) on ``data.val`` (rank 0; {} elsewhere)."""
+        """COCO metrics of the EMA weights (or the model's) on ``data.val``.
+
+        Returns:
+            ``{"AP": ..., "AP50": ..., "AP75": ..., "APs": ..., "AR100": ..., "val/loss": ...}`` on rank 0
+            (the COCO summary's twelve numbers and the validation losses); ``{}`` on other ranks.
+        """
         if self.val_set is None:
             self.val_set, self.evaluator = builders.build_evaluation(self.cfg, self.rank)
         model = self.ema.module if self.ema is not None else self.detector

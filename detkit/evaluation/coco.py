@@ -104,6 +104,18 @@ class COCOEvaluator:
     the precision array ``(T=10 IoU thresholds, R=101 recall points, K classes, A=4 areas, M=3
     max-dets)`` (``-1`` where a class has no GT), for :meth:`summary`, :meth:`per_class_table`
     and :func:`detkit.viz.plot_pr_curves`.
+
+    Raises:
+        ValueError: ``ann_file`` missing, or without its ``images`` / ``annotations`` / ``categories``
+            lists; an unknown ``backend``.
+
+    Example:
+        ```python
+        evaluator = COCOEvaluator("data/coco/annotations/instances_val2017.json")
+        metrics = evaluator.evaluate([{"image_id": 9, "category_id": 1, "bbox": [1, 2, 30, 40], "score": 0.9}])
+        print(metrics["AP"])
+        print(evaluator.summary())  # the 12-line COCO summary; per_class_table(): AP per class
+        ```
     """
 
     def __init__(
