@@ -44,7 +44,15 @@ MAX_PEEK_BYTES = 64 << 20
 
 def default_pipeline(split: str, size: int) -> list[ConfigDict]:
     """The pipeline of a split the config has none for: YOLOv5/v8's training augmentation (mosaic,
-    affine with scale 0.5 / translate 0.1, HSV, flip) for ``train``, a letterbox for the others."""
+    affine with scale 0.5 / translate 0.1, HSV, flip) for ``train``, a letterbox for the others.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        size: the side in pixels of every transform.
+
+    Returns:
+        The transforms as lazy calls (config nodes).
+    """
     from detkit.data.transforms import LetterBox, Mosaic, RandomAffine, RandomFlip, RandomHSV
 
     if split == "train":
@@ -175,7 +183,12 @@ def _transform_size(t: Mapping) -> tuple[int, int] | None:
 
 def set_img_size(cfg: Mapping[str, Any], size: int) -> Mapping[str, Any]:
     """``data.img_size = size`` and every pipeline transform's ``size`` (given, or an int default such
-    as Mosaic's 640) set to it; returns ``cfg``."""
+    as Mosaic's 640) set to it; returns ``cfg``.
+
+    Args:
+        cfg: a loaded config (changed in place).
+        size: the image side in pixels.
+    """
     cfg.setdefault("data", ConfigDict())["img_size"] = int(size)
     for split, _, pipeline in _pipelines(cfg):
         for _, t in _transforms(pipeline, f"data.{split}.dataset.pipeline"):
@@ -271,7 +284,17 @@ def _check_classes(cfg: Mapping[str, Any], split: str, what: str, names: Sequenc
 
 
 def check_dataset_classes(cfg: Mapping[str, Any], split: str, dataset: Any) -> None:
-    """A built dataset's class count against the config's (ConfigError naming the keys and counts)."""
+    """A built dataset's class count against the config's (ConfigError naming the keys and counts).
+
+    Args:
+        cfg: the config the dataset was built from.
+        split: its split (``"train"``, ``"val"``, ``"test"``), named in the message.
+        dataset: the built dataset (its ``class_names``).
+
+    Raises:
+        ConfigError: the count differs from ``model.head.num_classes``, ``data.num_classes`` or
+            ``data.class_names``.
+    """
     names = getattr(dataset, "class_names", None)
     if isinstance(names, (list, tuple)) and names:
         _check_classes(cfg, split, type(dataset).__name__, names)
@@ -306,7 +329,17 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool = False) -> ConfigDict:
     """``--data`` / ``--img-size`` applied to a loaded config (in place; returned), then
-    :func:`check_data_config`. Prints one line describing the adopted data unless ``quiet``."""
+    :func:`check_data_config`. Prints one line describing the adopted data unless ``quiet``.
+
+    Args:
+        cfg: a loaded config.
+        args: a tool's parsed arguments with ``data``, ``img_size`` and ``img_dir`` (None when not given).
+        quiet: print nothing.
+
+    Raises:
+        ValueError: ``--img-dir`` without ``--data``, an ``--img-size`` below 1, what
+            :func:`~detkit.data.sources.resolve_source` refuses, or what :func:`check_data_config` refuses.
+    """
     if args.img_dir and not args.data:
         raise ValueError("--img-dir needs --data (a COCO json)")
     if args.img_size is not None and args.img_size < 1:

@@ -82,6 +82,12 @@ class DetDataLoader(DataLoader):
     Problems the workers found while reading (unreadable images, sizes unlike the annotations)
     travel in ``batch["problems"]`` and are counted here in ``dataset.problems`` of the main
     process, each once; when an epoch found new ones, one summary line is logged at its end.
+
+    Args:
+        *args: ``torch.utils.data.DataLoader``'s (dataset first).
+        device: move every tensor of a batch there before converting (None: stay on the CPU).
+        float_images: convert ``images`` to float32 0..1 (False: keep uint8).
+        **kwargs: ``torch.utils.data.DataLoader``'s (``batch_size``, ``num_workers``, ``collate_fn``, ...).
     """
 
     def __init__(self, *args: Any, device: str | torch.device | None = None, float_images: bool = True,

@@ -238,6 +238,14 @@ def make_shapes_dataset(root: str, train: int = 1000, val: int = 200, size: int 
     A marker file (:data:`GENERATING`) is there until both annotation files are written, so a
     generation that was killed is recognised (and redone) instead of being taken for a user's files.
 
+    Args:
+        root: the folder to write (``train/``, ``val/``, ``annotations/instances_{train,val}.json``).
+        train: training images.
+        val: validation images.
+        size: image side in pixels (>= 64).
+        seed: generation seed (the same seed gives the same set).
+        workers: processes drawing images (None: up to 4).
+
     Raises:
         ValueError: non-positive counts or a size below 64; ``root`` not empty (a user's files, or
             a complete set already); another live process generating into ``root``.

@@ -62,13 +62,31 @@ class Detector(nn.Module):
             )
 
     def extract(self, images: Tensor) -> list[Tensor]:
-        """Neck outputs ``[(B, C_i, H / s_i, W / s_i)]``."""
+        """Neck outputs ``[(B, C_i, H / s_i, W / s_i)]``.
+
+        Args:
+            images: ``Tensor[B, 3, H, W]`` float, H and W multiples of :attr:`size_divisor`.
+
+        Returns:
+            One feature map per level, finest first.
+
+        Raises:
+            ValueError: an input that is not ``(B, 3, H, W)`` with sides multiples of the largest stride.
+        """
         self.check_input(images)
         feats = self.backbone(images)
         return self.neck(feats) if self.neck is not None else feats
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        """Raw head maps ``[(B, A*(5+C), H / s_i, W / s_i)]``."""
+        """Raw head maps, one per level: ``[(B, A*(5+C), H / s_i, W / s_i)]`` for the anchor head, the
+        box, class (and objectness) channels of each prior for the decoupled head.
+
+        Args:
+            images: ``Tensor[B, 3, H, W]`` float in 0..1, H and W multiples of :attr:`size_divisor`.
+
+        Returns:
+            The head's raw maps (``head.decode_outputs`` / ``predict`` read them).
+        """
         return self.head(self.extract(images))
 
     def forward_decoded(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,7 +101,16 @@ class Detector(nn.Module):
         return self.head.decode_outputs(self(images))
 
     def loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        """The head's loss dict for a training batch (sum the ``loss_*`` keys)."""
+        """The head's loss dict for a training batch (sum the ``loss_*`` keys).
+
+        Args:
+            batch: a collated batch: ``images (B, 3, H, W)``, ``gt_boxes (B, M, 4)`` xyxy input pixels,
+                ``gt_labels (B, M)``, ``gt_mask (B, M)`` (False on padding rows).
+
+        Returns:
+            ``loss_*`` scalar tensors (the terms of the recipe: ``loss_cls``, ``loss_box``, ...) and
+            ``stat_*`` detached assignment statistics (``stat_pos_per_gt``, ``stat_gt_no_pos``, ...).
+        """
         return self.head.loss(self(batch["images"]), batch)
 
     @torch.no_grad()

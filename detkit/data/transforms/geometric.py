@@ -287,7 +287,15 @@ class RandomAffine(Transform):
 
 
 class RandomFlip(Transform):
-    """Flip with probability ``p``, horizontally (default) or vertically."""
+    """Flip with probability ``p``, horizontally (default) or vertically; boxes follow.
+
+    Args:
+        p: probability of a flip.
+        direction: ``"horizontal"`` or ``"vertical"``.
+
+    Raises:
+        ValueError: an unknown ``direction`` or ``p`` outside [0, 1].
+    """
 
     def __init__(self, p: float = 0.5, direction: str = "horizontal") -> None:
         if direction not in ("horizontal", "vertical"):

@@ -53,6 +53,11 @@ class Mosaic(Transform):
         p: probability of a mosaic.
         pad_value: canvas fill.
         center_range: the centre is drawn from ``[lo*s, hi*s]`` on each axis.
+        enabled: False resizes only (the trainer turns mosaic off for the last epochs:
+            ``train.no_mosaic_last_epochs``).
+
+    Raises:
+        ValueError: a ``size`` that is not a positive int, or ``p`` outside [0, 1].
     """
 
     def __init__(self, size: int = 640, p: float = 1.0, pad_value: int = 114,
@@ -123,6 +128,11 @@ class MixUp(Transform):
     Args:
         p: probability of a mixup.
         alpha: Beta distribution parameter (32 keeps ``r`` near 0.5).
+        pad_value: fill of the letterbox of a second image of another size.
+        enabled: False passes samples through (turned off with mosaic for the last epochs).
+
+    Raises:
+        ValueError: ``p`` outside [0, 1] or a non-positive ``alpha``.
     """
 
     def __init__(self, p: float = 0.15, alpha: float = 32.0, pad_value: int = 114, enabled: bool = True) -> None:
