@@ -8,7 +8,7 @@ and go-to-definition lead from a config line to the code::
 
     _base_ = ["common/models/yolov4.py"]          # paths relative to this file, merged in order
                                                   # ("detkit://yolov8n_tal.py": a config shipped with detkit)
-    model = dict(head=dict(assigner=L(ATSSAssigner)(topk=9)))
+    model = dict(head=dict(loss=dict(assigner=L(ATSSAssigner)(topk=9))))
 
 ``L(Cls)(**kwargs)`` records the call as a :class:`ConfigDict` with ``_target_ = Cls``; nothing
 is built until :func:`instantiate`. Merging rules (child over base, override over config):
@@ -23,7 +23,7 @@ is built until :func:`instantiate`. Merging rules (child over base, override ove
 Command-line overrides (``--cfg-options a.b.c=VALUE``) take Python literals (``0.5``, ``[1, 2]``,
 ``'str'``, ``None``, ``dict(a=1)``) or a call that replaces a whole component::
 
-    model.head.assigner="MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)"
+    --cfg-options 'model.head.loss.assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)'
 
 A bare class name is looked up among detkit's public components (and the config's own imports);
 a dotted path (``mypkg.assign.MyAssigner(...)``) imports any class. Every lazy call's arguments
@@ -63,7 +63,7 @@ TARGET_KEY = "_target_"
 BASE_KEY = "_base_"
 
 # Modules searched, in order, for a bare class name in an override such as
-# ``model.head.assigner=MaxIoUAssigner(...)``. Missing modules are skipped.
+# ``model.head.loss.assigner=MaxIoUAssigner(...)``. Missing modules are skipped.
 SEARCH_MODULES = (
     "detkit.assigners",
     "detkit.samplers",
