@@ -34,6 +34,7 @@ Inside one process a newer claim on the same work dir takes the lock over from a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -186,7 +187,8 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike |
 
 def config_input_paths(node: Any) -> list[Path]:
     """The existing files and folders a config node names (string values anywhere inside it, e.g. a
-    dataset's ``ann_file``, ``img_dir``, ``root``): the inputs an output must not replace.
+    dataset's ``ann_file``, ``img_dir``, ``root``): the inputs an output must not replace. A YOLO
+    dataset's labels folder is one too when it is derived from ``img_dir`` (``images`` -> ``labels``).
 
     The current folder and its ancestors are left out (a data root of ``"."`` would make every
     relative output path "inside an input"); files there are still listed.
@@ -194,10 +196,29 @@ def config_input_paths(node: Any) -> list[Path]:
     return [p for p in _named_paths(node) if not (p.is_dir() and Path.cwd().is_relative_to(p.resolve()))]
 
 
+def _derived_label_dirs(node: Mapping) -> list[Path]:
+    """The labels folders a ``YoloDataset`` call reads without naming them (no ``label_dir``)."""
+    from detkit.data.yolo import YoloDataset, default_label_dir
+
+    target = node.get("_target_")
+    if not (isinstance(target, type) and issubclass(target, YoloDataset)) or node.get("label_dir"):
+        return []
+    img_dirs = node.get("img_dir")
+    img_dirs = [img_dirs] if isinstance(img_dirs, (str, os.PathLike)) else img_dirs or []
+    found = []
+    for img_dir in img_dirs:
+        with contextlib.suppress(ValueError, TypeError):  # no 'images' component: nothing derived
+            label_dir = Path(default_label_dir(os.fspath(img_dir)))
+            if label_dir.is_dir():
+                found.append(label_dir)
+    return found
+
+
 def _named_paths(node: Any) -> list[Path]:
     found: list[Path] = []
     if isinstance(node, Mapping):
         values: Iterable[Any] = (v for k, v in node.items() if k not in ("_target_", "type"))
+        found += _derived_label_dirs(node)
     elif isinstance(node, (list, tuple)):
         values = node
     elif isinstance(node, (str, os.PathLike)):

@@ -336,7 +336,7 @@ def run(args: argparse.Namespace) -> None:
     from detkit.engine.workdir import check_not_input, check_output_dir, config_input_paths
 
     cfgs = {(r.label, s): run_config(r, s, common, args) for r in rows for s in range(seeds)}  # all checked first
-    inputs = [args.spec, *(r.config for r in rows)]
+    inputs = [args.spec, *config_input_paths(args.data), *(r.config for r in rows)]
     for cfg in cfgs.values():
         inputs += config_input_paths(cfg.get("data"))
     check_not_input(work_dir, inputs, "--work-dir")  # never inside a data set or over a config

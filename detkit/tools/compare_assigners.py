@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> None:
     if args.split not in (cfg.get("data") or {}):
         raise ConfigError(f"{args.config}: no data.{args.split} to compare on")
     out = args.out or Path("work_dirs") / "compare_assigners" / Path(args.config).stem
-    check_not_input(out, [args.config, args.checkpoint, *config_input_paths(cfg.data[args.split])], "--out")
+    check_not_input(out, [args.config, args.checkpoint, *config_input_paths(args.data),
+                          *config_input_paths(cfg.data[args.split])], "--out")
     out = check_output_dir(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
 

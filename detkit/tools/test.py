@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         args.img_size = trained_size  # the data is new to the config: evaluate at the size the model learned
         print(f"--img-size {trained_size}: the size {args.checkpoint} was trained at (its meta)", flush=True)
     cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args)
-    data_inputs = config_input_paths((cfg.get("data") or {}).get("val"))  # annotation files, image folders
+    # --data itself, then the annotation files and image (and derived label) folders the val set reads
+    data_inputs = [*config_input_paths(args.data), *config_input_paths((cfg.get("data") or {}).get("val"))]
     for flag, path in outputs:
         if path:
             check_not_input(path, data_inputs, flag)

@@ -75,7 +75,8 @@ def train(args: argparse.Namespace) -> None:
     cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args,
                                quiet=os.environ.get("RANK", "0") != "0")
     if args.work_dir:  # never a data set's folder or inside one (a config in the work dir is kept: config.dump.py)
-        check_not_input(args.work_dir, [args.load_from, *config_input_paths(cfg.get("data"))], "--work-dir")
+        inputs = [args.load_from, *config_input_paths(args.data), *config_input_paths(cfg.get("data"))]
+        check_not_input(args.work_dir, inputs, "--work-dir")
     trainer = Trainer(cfg, work_dir=args.work_dir, device=args.device, seed=args.seed,
                       deterministic=args.deterministic or None, load_from=args.load_from,
                       resume=args.resume or ("auto" if args.resume_anyway else None), resume_anyway=args.resume_anyway,
