@@ -81,7 +81,24 @@ def build_metadata(
     source: Mapping[str, str] | None = None,
 ) -> DeployMetadata:
     """Metadata of ``detector`` (a detkit ``Detector``): its strides and its head's post-processing
-    settings (``head.test_cfg``), with class names (``"0"``, ``"1"``, ... when not given)."""
+    settings (``head.test_cfg``), with class names (``"0"``, ``"1"``, ... when not given).
+
+    Args:
+        detector: the model to export.
+        letterbox: how frames are fitted to the input (:func:`~detkit.deploy.letterbox_from_config`).
+        class_names: names per class index.
+        with_nms: the graph ends in ONNX ``NonMaxSuppression`` (padded outputs) instead of decoded
+            boxes and scores.
+        dynamic_batch: the batch dimension is symbolic (else 1).
+        source: where the model came from (``{"checkpoint": ...}``), kept in the file beside detkit's and
+            torch's versions.
+
+    Returns:
+        The :class:`DeployMetadata` :func:`export_onnx` writes into the model.
+
+    Raises:
+        ValueError: not a detkit Detector with a dense head, a class-name count unlike the head's, or an
+            input size that is not a multiple of the model's largest stride."""
     head = getattr(detector, "head", None)
     test_cfg = getattr(head, "test_cfg", None)
     if test_cfg is None or not hasattr(detector, "strides"):

@@ -39,6 +39,10 @@ class CocoResults(list):
 
     ``a += b`` adds ``b``'s count to ``a``'s (for collecting batch after batch); the count survives
     pickling (``all_gather_object``).
+
+    Args:
+        results: the result dicts (``image_id``, ``category_id``, ``bbox`` xywh, ``score``).
+        nonfinite_dropped: the count of detections left out.
     """
 
     def __init__(self, results: Iterable[dict[str, Any]] = (), nonfinite_dropped: int = 0) -> None:
@@ -114,7 +118,14 @@ def detections_to_coco_results(
 
 def merge_coco_results(parts: Iterable[Iterable[dict[str, Any]]], warn: bool = True) -> CocoResults:
     """Concatenate result lists (batches, or the parts gathered from every rank), adding up their
-    ``nonfinite_dropped`` counts; with ``warn``, one warning names the total when it is not 0."""
+    ``nonfinite_dropped`` counts; with ``warn``, one warning names the total when it is not 0.
+
+    Args:
+        parts: result lists (:class:`CocoResults` or plain lists of dicts).
+        warn: log the warning.
+
+    Returns:
+        One :class:`CocoResults`."""
     out = CocoResults()
     for part in parts:
         out += part
@@ -144,6 +155,10 @@ def write_coco_results(results: Sequence[Mapping[str, Any]], path: str | os.Path
     The file is standard JSON (a NaN / inf value is refused, not written as a bare ``NaN``) and
     is written atomically: on a full disk or another refused write, the previous file at ``path``
     is intact and no temporary is left.
+
+    Args:
+        results: dicts with ``image_id``, ``category_id``, ``bbox`` (xywh, original pixels), ``score``.
+        path: the ``.json`` file.
 
     Raises:
         ValueError: a non-finite value in ``results`` (nothing written), or
