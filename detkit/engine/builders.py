@@ -47,7 +47,20 @@ TRAIN_BATCH_SIZE, TRAIN_WORKERS, VAL_WORKERS = 16, default_of(build_dataloader, 
 def build_dataset(cfg: Mapping[str, Any], split: str) -> Any:
     """Instantiate ``cfg.data[split].dataset`` with a clear message when the data are missing; a
     dataset whose class count differs from the model's / the data section's is a ConfigError
-    (:func:`detkit.data.adopt.check_dataset_classes`)."""
+    (:func:`detkit.data.adopt.check_dataset_classes`).
+
+    Args:
+        cfg: a loaded config.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+
+    Returns:
+        The built dataset (``len``, ``dataset[i]`` a sample dict, ``class_names``).
+
+    Raises:
+        ValueError: no ``data.<split>.dataset``, or its files are missing (the message lists the layouts
+            detkit reads).
+        ConfigError: its class count differs from the config's.
+    """
     data = cfg.get("data") or {}
     if split not in data or "dataset" not in data[split]:
         raise ValueError(f"config has no data.{split}.dataset; add data=dict({split}=dict(dataset=L(...)(...))) "

@@ -78,7 +78,11 @@ class TrainingInterrupted(Exception):
 
 class TrainingAborted(KeyboardInterrupt):
     """A second stop signal arrived before the clean stop finished: training ends at once, without
-    writing a checkpoint (the files already written stay intact)."""
+    writing a checkpoint (the files already written stay intact).
+
+    Args:
+        signum: the second signal (``exit_code`` is 128 + signum).
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"aborted by a second {_signal_name(signum)}")
