@@ -77,7 +77,8 @@ class AssignResult:
 
 @runtime_checkable
 class Assigner(Protocol):
-    """Anything with this ``assign`` method can be a head's assigner (see DESIGN.md, Assigners)."""
+    """Anything with this ``assign`` method can be a head's assigner (docs/design.md, Assigners); every rule
+    of :mod:`detkit.assigners` takes these arguments."""
 
     def assign(
         self,
