@@ -71,7 +71,13 @@ def _checked_schedule(schedule: list[tuple[int, Any]], epochs: int) -> list[tupl
 
 @dataclass
 class EMASettings:
-    """``train.ema``: :class:`~detkit.engine.ema.ModelEMA` of the weights, used for evaluation and saved."""
+    """``train.ema``: :class:`~detkit.engine.ema.ModelEMA` of the weights, used for evaluation and saved.
+
+    Attributes:
+        enabled: keep the EMA.
+        decay: the EMA's decay in (0, 1).
+        tau: updates over which the decay ramps up (YOLOv5).
+    """
 
     enabled: bool = True
     decay: float = default_of(ModelEMA, "decay")
@@ -88,7 +94,13 @@ class EMASettings:
 class CheckpointSettings:
     """``train.checkpoint``: ``epoch_<E>.pth`` kept ``keep_last`` deep; ``iter_<I>.pth`` every
     ``interval_iters`` iterations (0: only at epoch ends). At the end of training ``best.pth`` and
-    ``last.pth`` hold the weights only, in fp16 with ``final_fp16``."""
+    ``last.pth`` hold the weights only, in fp16 with ``final_fp16``.
+
+    Attributes:
+        keep_last: epoch checkpoints kept (>= 1).
+        interval_iters: iterations between ``iter_<I>.pth`` checkpoints (0: none).
+        final_fp16: ``best.pth`` / ``last.pth`` in fp16.
+    """
 
     keep_last: int = default_of(CheckpointManager, "keep_last")
     interval_iters: int = 0
@@ -106,6 +118,11 @@ class LoggingSettings:
     ``loggers`` lists the trackers besides the work dir's own files: ``"tensorboard"``,
     ``"mlflow"``, ``"wandb"`` or a lazy call of a tracker class such as
     ``L(MLflowTracker)(experiment="shapes")`` (:mod:`detkit.engine.trackers`).
+
+    Attributes:
+        progress: tqdm progress bars.
+        plot_interval: epochs between PNG plot updates (0: only when training ends).
+        loggers: experiment trackers besides the work dir's files.
     """
 
     progress: bool = True
@@ -124,7 +141,31 @@ class LoggingSettings:
 
 @dataclass
 class TrainSettings:
-    """The ``train`` section (see the module docstring)."""
+    """The ``train`` section (see the module docstring; the schedule's keys: ``ScheduleSettings``).
+
+    Attributes:
+        epochs: training epochs.
+        nominal_batch: gradients are accumulated up to this many images per optimizer step.
+        optimizer: ``dict(type="sgd", ...)`` or ``dict(type="adamw", ...)`` (``SGDSettings``, ``AdamWSettings``).
+        schedule: warm-up and LR schedule keys, side by side in ``train`` (``lr_schedule``, ``warmup_epochs``, ...).
+        ema: :class:`EMASettings` (``train.ema.enabled``, ``decay``, ``tau``).
+        checkpoint: :class:`CheckpointSettings` (``train.checkpoint.keep_last``, ...).
+        amp: mixed precision on CUDA.
+        grad_clip: largest global L2 norm of the gradients, or None.
+        max_nonfinite_steps: non-finite steps in a row that stop training (``TrainingDiverged``); None: never.
+        loss_scale: ``"mean"`` (mmdet-style learning rates) or ``"batch"`` (YOLOv5's loss x batch).
+        multi_scale: ``(min, max)``: a random input side in that range (pixels) every
+            ``multi_scale_interval`` iterations; None: the config's size.
+        multi_scale_interval: iterations between multi-scale draws.
+        no_mosaic_last_epochs: Mosaic and MixUp off for the last N epochs.
+        assigner_schedule: ``[(epoch, assigner), ...]``: the head's assigner swapped at those epochs
+            (a preset name or a lazy call).
+        eval_interval: epochs between evaluations on ``data.val`` (0: none).
+        compile: ``torch.compile`` mode of the training forward, or None (eager).
+        log_interval: iterations between log lines.
+        seed: the run's seed.
+        sync_bn: SyncBatchNorm across processes (CUDA DDP).
+    """
 
     epochs: int = 300
     nominal_batch: int = 64
@@ -184,7 +225,15 @@ class TrainSettings:
 
 @dataclass
 class RuntimeSettings:
-    """Where and how a run executes (the ``runtime`` section)."""
+    """Where and how a run executes (the ``runtime`` section).
+
+    Attributes:
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        deterministic: deterministic kernels (slower).
+        dist_backend: DDP backend (``"nccl"``, ``"gloo"``), or None for the device's default.
+        logging: :class:`LoggingSettings` (``progress``, ``plot_interval``, ``loggers``), side by side in
+            ``runtime``.
+    """
 
     device: str = "auto"
     deterministic: bool = False
