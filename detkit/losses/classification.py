@@ -100,7 +100,18 @@ def quality_focal_loss(
 
 
 class BCEWithLogitsLoss(_WeightedLoss):
-    """Module form of :func:`bce_with_logits_loss`."""
+    """Module form of :func:`bce_with_logits_loss`: ``forward(pred, target, weight=None, avg_factor=None)``
+    on logits ``pred (...)`` and targets ``(...)`` in [0, 1].
+
+    Args:
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (``forward``'s ``reduction_override`` wins).
+        loss_weight: factor on the loss.
+        label_smoothing: targets moved towards 0.5 by this fraction.
+        pos_weight: weight of the positive term (``torch``'s ``pos_weight``), or None.
+
+    Raises:
+        ValueError: an unknown ``reduction`` or a ``label_smoothing`` outside [0, 1).
+    """
 
     _fn = staticmethod(bce_with_logits_loss)
 
@@ -112,7 +123,18 @@ class BCEWithLogitsLoss(_WeightedLoss):
 
 
 class FocalLoss(_WeightedLoss):
-    """Module form of :func:`sigmoid_focal_loss`."""
+    """Module form of :func:`sigmoid_focal_loss` (logits ``pred (...)``, targets ``(...)`` in [0, 1]).
+
+    Args:
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (``forward``'s ``reduction_override`` wins).
+        loss_weight: factor on the loss.
+        alpha: weight of the positives (negatives ``1 - alpha``); below 0: no weighting.
+        gamma: focusing exponent on ``1 - p_t``.
+        label_smoothing: targets moved towards 0.5 by this fraction.
+
+    Raises:
+        ValueError: an unknown ``reduction`` or a ``label_smoothing`` outside [0, 1).
+    """
 
     _fn = staticmethod(sigmoid_focal_loss)
 
@@ -124,7 +146,18 @@ class FocalLoss(_WeightedLoss):
 
 
 class VarifocalLoss(_WeightedLoss):
-    """Module form of :func:`varifocal_loss`."""
+    """Module form of :func:`varifocal_loss` (logits ``pred (...)``, IoU-aware targets ``(...)``).
+
+    Args:
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (``forward``'s ``reduction_override`` wins).
+        loss_weight: factor on the loss.
+        alpha: weight of the negatives' ``sigmoid(pred) ** gamma``.
+        gamma: exponent on the negatives' predicted score.
+        iou_weighted: weight positives by their target (else 1).
+
+    Raises:
+        ValueError: an unknown ``reduction``.
+    """
 
     _fn = staticmethod(varifocal_loss)
 
@@ -135,7 +168,16 @@ class VarifocalLoss(_WeightedLoss):
 
 
 class QualityFocalLoss(_WeightedLoss):
-    """Module form of :func:`quality_focal_loss`."""
+    """Module form of :func:`quality_focal_loss` (logits ``pred (...)``, soft targets ``(...)``).
+
+    Args:
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (``forward``'s ``reduction_override`` wins).
+        loss_weight: factor on the loss.
+        beta: exponent on ``|target - sigmoid(pred)|``.
+
+    Raises:
+        ValueError: an unknown ``reduction``.
+    """
 
     _fn = staticmethod(quality_focal_loss)
 

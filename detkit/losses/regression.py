@@ -122,8 +122,17 @@ def smooth_l1_loss(
 
 
 class IoULoss(_WeightedLoss):
-    """Module form of :func:`iou_loss`; ``mode`` is ``iou`` | ``giou`` | ``diou`` | ``ciou``,
-    ``penalty`` is ``linear`` | ``square`` (YOLOX) | ``log``."""
+    """Module form of :func:`iou_loss` on matching xyxy boxes ``pred (..., 4)``, ``target (..., 4)``.
+
+    Args:
+        mode: ``iou`` | ``giou`` | ``diou`` | ``ciou``.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (``forward``'s ``reduction_override`` wins).
+        loss_weight: factor on the loss.
+        penalty: ``linear`` (``1 - IoU``) | ``square`` (YOLOX) | ``log`` (UnitBox); the last two for ``iou`` only.
+
+    Raises:
+        ValueError: an unknown ``mode``, ``penalty`` or ``reduction``, or a penalty the mode has not.
+    """
 
     _fn = staticmethod(iou_loss)
     input_space = "boxes"
@@ -139,7 +148,12 @@ class IoULoss(_WeightedLoss):
 
 class DistributionFocalLoss(_WeightedLoss):
     """Module form of :func:`distribution_focal_loss` (the loss pipeline's ``loss_dfl``: bin
-    logits of the positives against their :class:`~detkit.coders.DFLCoder` targets)."""
+    logits of the positives against their :class:`~detkit.coders.DFLCoder` targets).
+
+    Args:
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (``forward``'s ``reduction_override`` wins).
+        loss_weight: factor on the loss.
+    """
 
     _fn = staticmethod(distribution_focal_loss)
     input_space = "distribution"
@@ -158,7 +172,16 @@ class _RegressionLoss(_WeightedLoss):
 
 class L1Loss(_RegressionLoss):
     """Module form of :func:`l1_loss`. ``input_space`` tells the loss pipeline whether to apply
-    it to encoded targets (``"deltas"``, YOLOX's extra L1) or to decoded boxes (``"boxes"``)."""
+    it to encoded targets (``"deltas"``, YOLOX's extra L1) or to decoded boxes (``"boxes"``).
+
+    Args:
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (``forward``'s ``reduction_override`` wins).
+        loss_weight: factor on the loss.
+        input_space: ``"deltas"`` or ``"boxes"``.
+
+    Raises:
+        ValueError: an unknown ``reduction`` or ``input_space``.
+    """
 
     _fn = staticmethod(l1_loss)
 
@@ -167,7 +190,17 @@ class L1Loss(_RegressionLoss):
 
 
 class SmoothL1Loss(_RegressionLoss):
-    """Module form of :func:`smooth_l1_loss` (``input_space`` as for :class:`L1Loss`)."""
+    """Module form of :func:`smooth_l1_loss` (``input_space`` as for :class:`L1Loss`).
+
+    Args:
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (``forward``'s ``reduction_override`` wins).
+        loss_weight: factor on the loss.
+        beta: where the quadratic part ends (0: plain L1).
+        input_space: ``"deltas"`` or ``"boxes"``.
+
+    Raises:
+        ValueError: an unknown ``reduction`` or ``input_space``, a negative ``beta``.
+    """
 
     _fn = staticmethod(smooth_l1_loss)
 
