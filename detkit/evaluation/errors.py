@@ -75,9 +75,12 @@ class ErrorReport:
             (:data:`GT_OUTCOMES`).
         det_errors: ``(3, 4)`` int64 detections per size and error (:data:`DET_ERRORS`).
         num_dets: ``(3,)`` detections at or above the score threshold per size (ignored ones included).
-        score_thr, fg_iou, bg_iou: the settings used.
-        det_scores, det_labels, det_correct: ``(D,)`` score, class index and whether it is correct
-            (step 1) of every detection at or above the threshold that is not ignored.
+        score_thr: the score at or above which detections are analysed.
+        fg_iou: the IoU of a correct detection (COCO's true positives at this IoU).
+        bg_iou: below it a detection is background; in ``[bg_iou, fg_iou)`` mislocalised.
+        det_scores: ``(D,)`` score of every detection at or above the threshold that is not ignored.
+        det_labels: ``(D,)`` their class indices.
+        det_correct: ``(D,)`` bool, whether each is correct (step 1).
     """
 
     class_names: list[str]

@@ -31,7 +31,8 @@ class Interval:
 
     Attributes:
         mean: the estimate (mean difference).
-        low, high: the interval's bounds (NaN when it cannot be computed, e.g. one seed).
+        low: the interval's lower bound (NaN when it cannot be computed, e.g. one seed).
+        high: its upper bound (NaN likewise).
         n: how many differences it rests on (seeds or images).
         method: ``"t over seeds"`` or ``"bootstrap over images"``.
         confidence: e.g. 0.95.

@@ -213,7 +213,8 @@ class CSPDarknet(nn.Module):
         norm_eval: keep every BatchNorm in eval mode while training.
 
     Attributes:
-        out_channels: channels of each returned level; strides: their strides.
+        out_channels: channels of each returned level.
+        strides: their strides.
 
     Shapes: ``(B, 3, H, W) -> [(B, out_channels[i], H / strides[i], W / strides[i])]``.
     """

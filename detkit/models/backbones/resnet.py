@@ -109,7 +109,8 @@ class ResNet(nn.Module):
         dcn_stages: levels (2..5) whose 3x3 convs are deformable.
 
     Attributes:
-        out_channels, strides: of each returned level.
+        out_channels: channels of each returned level.
+        strides: their strides.
 
     Shapes: ``(B, 3, H, W) -> [(B, out_channels[i], H / strides[i], W / strides[i])]``.
     """

@@ -65,7 +65,8 @@ class CSPPAN(BindableModule):
         layout: key of :data:`CSPPAN_LAYOUTS` (``yolov8`` | ``yolox``).
         num_blocks: bottlenecks per CSP block (``round(3 * deepen_factor)``: 1 for the n/s/nano/
             tiny scales, 2 for m, 3 for l and YOLOv8-x, 4 for YOLOX-x).
-        act: activation; depthwise: depthwise-separable 3x3 convs (YOLOX-nano).
+        act: activation.
+        depthwise: depthwise-separable 3x3 convs (YOLOX-nano).
 
     Shapes: ``[(B, c_i, H_i, W_i)] -> [(B, c_i, H_i, W_i)]``.
     """
