@@ -30,7 +30,8 @@ ENTRY_POINTS = [
     "detkit.deploy:load_predictor", "detkit.deploy:export_onnx", "detkit.deploy:build_metadata",
     "detkit.evaluation:COCOEvaluator", "detkit.evaluation:COCOEvaluator.evaluate",
     "detkit.assigners:Assigner.assign", "detkit.boxes:aligned_iou", "detkit.boxes:pairwise_iou",
-    "detkit.models.detector:Detector", "detkit.models.detector:Detector.loss", "detkit.models.detector:Detector.predict",
+    "detkit.models.detector:Detector", "detkit.models.detector:Detector.loss",
+    "detkit.models.detector:Detector.predict",
 ]
 
 
