@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from detkit.models.heads.predictions import DensePredictions
 from detkit.models.necks.base import BindableModule
-from detkit.models.postprocess import postprocess
+from detkit.models.postprocess import check_postprocess_args, postprocess
 
 __all__ = ["DenseHead"]
 
@@ -69,6 +69,31 @@ class DenseHead(BindableModule):
         self.test_cfg = dict(score_thr=score_thr, nms_iou_thr=nms_iou_thr, nms_pre=nms_pre,
                              max_per_img=max_per_img, multi_label=multi_label, nms=nms)
         self.branch = "one2many"  # the branch inference (predict, decode_outputs, export) reads
+        check_postprocess_args(score_thr, nms_iou_thr, nms_pre, max_per_img)  # when built, not at the first eval
+
+    @classmethod
+    def check_config_arguments(cls, arguments: Mapping[str, Any], key: str) -> None:
+        """Config-time check of the post-processing settings (run by :func:`detkit.schema.check_call_arguments`
+        when a config loads, before a tool creates any output): ``score_thr`` in [0, 1), ``nms_iou_thr`` in
+        (0, 1], ``nms_pre`` and ``max_per_img`` positive (NaN refused), by
+        :func:`detkit.models.postprocess.check_postprocess_args`.
+
+        Raises:
+            SettingError: naming ``<key>.<argument>``.
+        """
+        from detkit.schema import SettingError, default_of
+
+        defaults = {name: default_of(cls, name) for name in ("score_thr", "nms_iou_thr", "nms_pre", "max_per_img")}
+        for name, value in defaults.items():
+            value = arguments.get(name, value)
+            if not isinstance(value, (int, float)):
+                continue  # a wrong type is the annotation check's to report
+            try:
+                check_postprocess_args(**{**defaults, name: value})
+            except ValueError as e:
+                own = str(e).startswith(f"{name} must")  # else the message names nms_pre and max_per_img together
+                message = str(e)[len(name) + 1:] if own else f"must be positive, got {value}"
+                raise SettingError(f"{key}.{name}" if key else name, message) from None
 
     # ----- what subclasses define ------------------------------------------------------------
 
