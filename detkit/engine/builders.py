@@ -8,6 +8,7 @@ built first, so its initialisation draws the same random numbers as it always di
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -109,8 +110,9 @@ def build_train_loader(cfg: Mapping[str, Any], dataset: Any, divisor: int, seed:
     (and Mosaic switched off in the main process is off in them)."""
     split = cfg["data"]["train"]
     sampler = du.TrainSampler(len(dataset), shuffle=True, seed=seed)
+    workers = loader_workers(int(split.get("num_workers", TRAIN_WORKERS)), "data.train.num_workers")
     return build_dataloader(dataset, int(split.get("batch_size", TRAIN_BATCH_SIZE)),
-                            num_workers=int(split.get("num_workers", TRAIN_WORKERS)), shuffle=False,
+                            num_workers=workers, shuffle=False,
                             sampler=sampler, generator=torch.Generator(), persistent_workers=False,
                             collate_fn=collate_from_config(cfg, divisor), device=device)
 
@@ -204,4 +206,22 @@ def val_loader_options(cfg: Mapping[str, Any], train_batch_size: int) -> dict[st
     """``batch_size`` / ``num_workers`` of ``data.val`` (default: the training batch, no workers)."""
     split = cfg["data"]["val"]
     return {"batch_size": int(split.get("batch_size", train_batch_size)),
-            "num_workers": int(split.get("num_workers", VAL_WORKERS))}
+            "num_workers": loader_workers(int(split.get("num_workers", VAL_WORKERS)), "data.val.num_workers")}
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as ``taskset`` / a container's cpuset give it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int, key: str) -> int:
+    """``requested`` loader processes, at most one per available CPU (as Ultralytics caps them): more
+    processes than cores only make the training process wait for its own threads. Logged when capped."""
+    cpus = available_cpus()
+    if requested > cpus:
+        logger.info(f"{key}={requested} but {cpus} CPU(s) are available to this process: {cpus} loader workers")
+        return cpus
+    return requested

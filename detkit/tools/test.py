@@ -60,6 +60,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     from detkit.data.classes import check_class_names
+    from detkit.engine.builders import loader_workers
     from detkit.engine.checkpoint import load_checkpoint, load_weights
     from detkit.engine.checkpoint_config import checkpoint_class_names
     from detkit.engine.distributed import init_distributed, is_main_process
@@ -109,7 +110,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     collate = collate_from_config(cfg, int(getattr(model, "size_divisor", 32)))
     metrics, results = evaluate_dataset(model, dataset, evaluator, device, collate,
                                         args.batch or int(val.get("batch_size", 8)),
-                                        int(val.get("num_workers", 0)), not args.no_progress)
+                                        loader_workers(int(val.get("num_workers", 0)), "data.val.num_workers"),
+                                        not args.no_progress)
     if is_main_process():
         print(evaluator.summary())
         print()
