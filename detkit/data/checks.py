@@ -146,8 +146,11 @@ def _need_names(names: str | None, where: Path | str) -> None:
 
 
 def _yolo_sources(path: Path, names: str | None, labels: str | None) -> list[DataSource]:
-    if path.is_file():
-        return _yolo_from_yaml(path, names, labels)
+    from detkit.data.sources import YAML_FILES  # a folder holding data.yaml is read by it, as --data does
+
+    yaml_file = next((path / n for n in YAML_FILES if (path / n).is_file()), None) if path.is_dir() else None
+    if path.is_file() or yaml_file is not None:
+        return _yolo_from_yaml(yaml_file or path, names, labels)
     if (path / "images").is_dir() and not _has_images(path):  # a dataset root: every split
         splits = sorted(d for d in (path / "images").iterdir() if _has_images(d))
         if _has_images(path / "images"):

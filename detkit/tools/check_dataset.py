@@ -7,8 +7,8 @@
     python tools/check_dataset.py data/VOCdevkit/VOC2007 --format voc --split test
 
 PATH may be a YOLO dataset root (``images/<split>/`` and ``labels/<split>/`` side by side: every
-split is checked), a YOLO ``data.yaml`` (its ``path``, ``train`` / ``val`` / ``test`` folders and
-``names``), an images folder, a COCO json (images in ``--images DIR``, else ``root/<split>/`` or
+split is checked), a YOLO ``data.yaml`` or the folder holding it (its ``path``, ``train`` / ``val`` /
+``test`` folders and ``names``, read as ``--data`` reads them), an images folder, a COCO json (images in ``--images DIR``, else ``root/<split>/`` or
 ``root/images/<split>/`` beside ``root/annotations/``), a COCO root with ``annotations/``, or a VOC
 root. ``--format`` is told from the path when omitted (json: coco, yaml: yolo, a folder with
 ``Annotations/``: voc, another folder: yolo).

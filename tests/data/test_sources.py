@@ -207,6 +207,17 @@ def test_check_dataset_reads_a_voc_root_with_the_classes_data_would_train_on(tmp
     assert tuple(found[0][1].class_names) == resolve_source(root).class_names == ("zebra", "apple", "kiwi")
 
 
+def test_check_dataset_takes_the_folder_holding_data_yaml_as_data_does(tmp_path):
+    """``detkit check mydata/`` reads ``mydata/data.yaml`` like ``--data mydata/`` (it said "no 'images' folder
+    in the path")."""
+    from detkit.data.checks import check_dataset
+
+    data = roboflow_export(tmp_path / "rf")
+    problems, found = check_dataset(str(data.parent))
+    assert problems.total == 0 and [name for name, _ in found] == ["train", "val"]
+    assert [len(ds) for _, ds in found] == [3, 2] and list(found[0][1].class_names) == NAMES
+
+
 def test_unknown_layout_and_missing_path(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         resolve_source(tmp_path / "nope")
