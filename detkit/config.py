@@ -262,6 +262,9 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
         path = find_config(path)
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
+    if os.path.splitext(path)[1].lower() in (".yaml", ".yml", ".json"):  # a data.yaml / COCO json given as CONFIG
+        raise ConfigError(f"{path}: not a config (configs are Python files); to train or evaluate on this dataset "
+                          f"give a config and --data {path}, e.g. detkit train yolov8n_tal.py --data {path}")
     cfg, namespace = _load_tree(path)
     apply_overrides(cfg, overrides, namespace=namespace, source=path)
     check_signatures(cfg, source=path)

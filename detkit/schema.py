@@ -292,9 +292,13 @@ def check_typed_sections(cfg: Mapping, source: str = "<config>", overrides: Sequ
     out of range: one line with the file, the key, the value, the expected type and, for a value
     from the command line, the override that set it."""
     for name, class_path in TYPED_SECTIONS.items():
-        if not isinstance(cfg.get(name), Mapping):
-            continue
         try:
+            if cfg.get(name) is None:
+                continue
+            if not isinstance(cfg[name], Mapping):  # e.g. --cfg-options data=mydata/data.yaml
+                hint = "; train or evaluate on a dataset file with --data PATH" if name == "data" else ""
+                raise SettingError(name, f"expected a section (a dict of settings), got {cfg[name]!r} "
+                                         f"({type(cfg[name]).__name__}){hint}")
             parse_section(resolve_name(class_path), cfg[name], name, strict=name in STRICT_SECTIONS)
         except SettingError as e:
             given = _override_for(e.key, overrides)

@@ -62,6 +62,10 @@ BAD_OVERRIDES = [
      "data.val: expected dict(dataset, batch_size, num_workers), got a lazy call of ShapesDataset"),
     (["data.train.dataset='coco'"], "data.train.dataset: expected a lazy call of a dataset class such as "
                                     "L(CocoDataset)(ann_file=..., img_dir=...), got 'coco'"),
+    # a whole section replaced by something else (a data.yaml given where --data belongs)
+    (["data=/x/data.yaml"], "data: expected a section (a dict of settings), got '/x/data.yaml' (str); "
+                            "train or evaluate on a dataset file with --data PATH"),
+    (["train=3"], "train: expected a section (a dict of settings), got 3 (int)"),
     # the assigner schedule
     (["train.assigner_schedule=[(0, ATSSAssigner()), (1, 3)]"],
      f"train.assigner_schedule[1][1]: {ASSIGNER}, got 3 (int)"),
@@ -117,6 +121,18 @@ BAD_FILES = [
      "data.val: unknown key(s) ['batchsize']; accepted: dataset, batch_size, num_workers"),
     ("data = dict(class_names='abc')", "data.class_names: expected a list of str or None, got 'abc' (str)"),
 ]
+
+
+@pytest.mark.parametrize("name", ["data.yaml", "instances_train.json"])
+def test_a_dataset_file_given_as_the_config_says_so_and_names_data(tmp_path, name):
+    """``detkit train data.yaml`` was ``failed to execute config: SyntaxError``."""
+    path = tmp_path / name
+    path.write_text("train: ../train/images\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"{path}: not a config (configs are Python files); to train or evaluate on this "
+                               f"dataset give a config and --data {path}, e.g. detkit train yolov8n_tal.py "
+                               f"--data {path}")
 
 
 @pytest.mark.parametrize("text, expected", BAD_FILES, ids=[t for t, _ in BAD_FILES])
