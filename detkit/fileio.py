@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["OutputWriteError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "write_error"]
+__all__ = ["OutputWriteError", "atomic_save_figure", "atomic_write", "atomic_write_bytes", "atomic_write_text",
+           "fsync_dir", "write_error"]
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # What torch.save raises (a RuntimeError, its writer's OSError swallowed) when the file could not be
@@ -74,6 +75,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
     atomic_write(path, "wb", lambda f: f.write(data))
+
+
+def atomic_save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> None:
+    """Save a matplotlib figure to ``path`` atomically (:func:`atomic_write`), in the format its suffix
+    names (PNG without one); ``savefig_kwargs`` go to ``fig.savefig`` (``dpi=110``)."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    atomic_write(path, "wb", lambda f: fig.savefig(f, format=fmt, **savefig_kwargs))
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:

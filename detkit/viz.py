@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from detkit.fileio import atomic_save_figure
+
 __all__ = [
     "color_for",
     "draw_assignment",
@@ -247,8 +249,10 @@ def plot_pr_curves(
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_save_figure(fig, path, dpi=100)  # a full disk: one line, the previous file kept
+    finally:
+        plt.close(fig)
 
 
 def plot_class_curves(curves: Any, out_dir: str | os.PathLike) -> list[str]:

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from detkit.fileio import atomic_save_figure
+
 __all__ = ["DET_ERRORS", "GT_OUTCOMES", "SIZE_NAMES", "ErrorReport", "analyse_errors", "confusion_classes"]
 
 SIZE_NAMES = ("small", "medium", "large")
@@ -183,8 +185,10 @@ class ErrorReport:
         fig.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        try:
+            atomic_save_figure(fig, path, dpi=110)  # a full disk: one line, the previous file kept
+        finally:
+            plt.close(fig)
         return path
 
     def plot(self, out_dir: str | os.PathLike) -> list[Path]:
@@ -217,8 +221,10 @@ class ErrorReport:
         right.legend(fontsize=8)
         fig.tight_layout()
         written.append(out / "errors_by_size.png")
-        fig.savefig(written[1], dpi=110)
-        plt.close(fig)
+        try:
+            atomic_save_figure(fig, written[1], dpi=110)
+        finally:
+            plt.close(fig)
         return written
 
 

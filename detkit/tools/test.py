@@ -135,12 +135,13 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 def write_analysis(evaluator, results, out_dir: str, score_thr: float) -> None:
     """``--analysis``: the confusion matrix and errors by size, printed and written to ``out_dir``."""
     from detkit.evaluation.errors import analyse_errors
+    from detkit.fileio import atomic_write_text
 
     report = analyse_errors(evaluator.gt.dataset, results, score_thr=score_thr,
                             class_names=evaluator.class_names, image_ids=evaluator.image_ids)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "analysis.md").write_text(report.to_markdown(), encoding="utf-8")
+    atomic_write_text(out / "analysis.md", report.to_markdown())
     report.plot(out)
     print(f"\n{report.to_markdown()}\nerror analysis written to {out}/ (analysis.md, confusion_matrix.png, "
           f"errors_by_size.png)")

@@ -1,0 +1,72 @@
+"""Figures and the analysis written by ``tools/test.py`` on a full disk (issue 24.3, found in QA):
+``--pr-curve`` / ``--analysis`` used to end in an ``OSError: [Errno 28]`` traceback from PIL after the
+evaluation, leaving a 0-byte ``pr.png``. Now each is written atomically: one line, exit 2, the
+previous file intact, no temporary."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from detkit.fileio import OutputWriteError, atomic_save_figure
+from tests.fixtures.tools import load_tool
+from tests.tools.test_inputs_never_outputs import CFG, tiny_checkpoint
+
+matplotlib.use("Agg")
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def disk_full_for(monkeypatch, name: str) -> None:
+    """``os.fsync`` fails with ENOSPC for the temporaries of files called ``name``; others are written."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if f".{name}." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_atomic_save_figure_writes_the_suffixs_format_and_keeps_the_old_file_on_a_full_disk(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(1, 1))
+    atomic_save_figure(fig, tmp_path / "a.png", dpi=20)
+    atomic_save_figure(fig, tmp_path / "a.svg")
+    assert (tmp_path / "a.png").read_bytes().startswith(PNG)
+    assert b"<svg" in (tmp_path / "a.svg").read_bytes()
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    before = (tmp_path / "a.png").read_bytes()
+    with pytest.raises(OutputWriteError, match=f"cannot write {tmp_path / 'a.png'}: disk full"):
+        atomic_save_figure(fig, tmp_path / "a.png")
+    plt.close(fig)
+    assert (tmp_path / "a.png").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.svg"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell the file written")
+@pytest.mark.parametrize("flag, name", [("--pr-curve", "pr.png"), ("--analysis", "confusion_matrix.png"),
+                                        ("--analysis", "errors_by_size.png"), ("--analysis", "analysis.md")])
+def test_test_tool_figures_on_a_full_disk_are_one_line_and_keep_the_old_file(tmp_path, capsys, monkeypatch,
+                                                                            flag, name):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / name
+    target.write_bytes(b"old")
+    ckpt = tiny_checkpoint(tmp_path / "m.pth")
+    disk_full_for(monkeypatch, name)
+    path = str(target) if flag == "--pr-curve" else str(out)
+    argv = [CFG, str(ckpt), "--device", "cpu", "--no-progress", flag, path, "--analysis-score-thr", "0"]
+    assert load_tool("test").main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        next(line for line in err.splitlines() if line.startswith(f"error: cannot write {target}: disk full"))]
+    assert target.read_bytes() == b"old"
+    assert not [p for p in Path(out).iterdir() if p.name.endswith(".tmp")]
