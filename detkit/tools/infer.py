@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from detkit.data.problems import ProblemLog
     from detkit.deploy import load_predictor
     from detkit.engine.workdir import check_not_input, check_output_dir
+    from detkit.fileio import atomic_write_bytes, atomic_write_text
     from detkit.viz import draw_detections
 
     # --out never replaces an input: not the input folder, not the folder holding the input image or video
@@ -189,7 +190,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                                              fps, (frame.shape[1], frame.shape[0]))
                 writer.write(drawn)
             else:
-                cv2.imwrite(str(out / name), drawn)
+                # encoded, then written atomically: a full disk is one line, never a silently missing image
+                atomic_write_bytes(out / name, cv2.imencode(Path(name).suffix or ".png", drawn)[1].tobytes())
             records.append({
                 "file": name, "frame": index, "width": frame.shape[1], "height": frame.shape[0],
                 "detections": [{"bbox": b, "score": s, "label": int(c),
@@ -198,7 +200,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             })
     if writer is not None:
         writer.release()
-    (out / "detections.json").write_text(json.dumps(records, indent=1))
+    atomic_write_text(out / "detections.json", json.dumps(records, indent=1, allow_nan=False))
     total = sum(len(r["detections"]) for r in records)
     print(f"{len(records)} image(s)/frame(s), {total} detections >= {args.score_thr} ({predictor.backend}); "
           f"written to {out}/")

@@ -1,7 +1,9 @@
 """Figures and the analysis written by ``tools/test.py`` on a full disk (issue 24.3, found in QA):
 ``--pr-curve`` / ``--analysis`` used to end in an ``OSError: [Errno 28]`` traceback from PIL after the
 evaluation, leaving a 0-byte ``pr.png``. Now each is written atomically: one line, exit 2, the
-previous file intact, no temporary."""
+previous file intact, no temporary. ``tools/infer.py`` likewise: its ``detections.json`` ended in a traceback
+and a 0-byte file, and a drawn image that could not be written was silently missing (``cv2.imwrite``
+returns False)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 
 from detkit.fileio import OutputWriteError, atomic_save_figure
 from tests.fixtures.tools import load_tool
-from tests.tools.test_inputs_never_outputs import CFG, tiny_checkpoint
+from tests.tools.test_inputs_never_outputs import CFG, tiny_checkpoint, write_images
 
 matplotlib.use("Agg")
 
@@ -70,3 +72,21 @@ def test_test_tool_figures_on_a_full_disk_are_one_line_and_keep_the_old_file(tmp
         next(line for line in err.splitlines() if line.startswith(f"error: cannot write {target}: disk full"))]
     assert target.read_bytes() == b"old"
     assert not [p for p in Path(out).iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell the file written")
+@pytest.mark.parametrize("name", ["detections.json", "im1.png"])
+def test_infer_on_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkeypatch, name):
+    photos = tmp_path / "photos"
+    write_images(photos, 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_bytes(b"old")
+    ckpt = tiny_checkpoint(tmp_path / "m.pth")
+    disk_full_for(monkeypatch, name)
+    argv = [CFG, str(ckpt), str(photos), "--out", str(out), "--img-size", "64", "--device", "cpu"]
+    assert load_tool("infer").main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith(f"error: cannot write {out / name}: disk full"), err
+    assert (out / name).read_bytes() == b"old"
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
