@@ -15,6 +15,7 @@ Graphs (``images (B, 3, H, W)`` float32 RGB 0..1, letterboxed as the metadata sa
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ import detkit
 from detkit.deploy.graph_nms import padded_nms
 from detkit.deploy.metadata import INPUT_NAME, DeployMetadata
 from detkit.deploy.preprocess import LetterboxSettings
+from detkit.fileio import atomic_write_bytes
 
 __all__ = ["DEFAULT_OPSET", "MIN_OPSET", "DecodedOutputs", "DecodedWithNMS", "build_metadata", "export_module",
            "export_onnx"]
@@ -165,14 +167,15 @@ def export_onnx(
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*torch.jit.script. is deprecated.*", category=FutureWarning)
+        traced = io.BytesIO()  # in memory: ``path`` is written once, whole (a full disk leaves no partial file)
         torch.onnx.export(
-            module, (example,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+            module, (example,), traced, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
             output_names=outputs, dynamic_axes=dynamic_axes, do_constant_folding=True,
         )
-    model = onnx.load(str(path))
+    model = onnx.load_from_string(traced.getvalue())
     del model.metadata_props[:]
     for key, value in metadata.to_props().items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    atomic_write_bytes(path, model.SerializeToString())  # a full disk: OutputWriteError, one line
     return path
