@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog
+from detkit.data.sources import YAML_FILES, coco_image_dirs, read_data_yaml, resolve_yaml_entry, voc_class_names
 
-__all__ = ["FORMATS", "DataSource", "check_dataset", "coco_image_dirs", "default_coco_images", "detect_format",
+__all__ = ["FORMATS", "DataSource", "check_dataset", "default_coco_images", "detect_format",
            "find_names_file", "find_sources"]
 
 FORMATS = ("coco", "yolo", "voc")
@@ -38,15 +39,6 @@ class DataSource:
     fmt: str
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def coco_image_dirs(ann_file: str) -> list[str]:
-    """Where the standard layouts put the images of ``root/annotations/instances_<split>.json``:
-    ``root/<split>`` (COCO's own) and ``root/images/<split>`` (Ultralytics')."""
-    p = Path(ann_file)
-    split = p.stem.split("_", 1)[-1]
-    root = p.parent.parent
-    return [str(root / split), str(root / "images" / split)]
 
 
 def default_coco_images(ann_file: str) -> str:
@@ -103,14 +95,7 @@ def _yolo_labels(img_dir: Path, labels: str | None) -> str:
 
 
 def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[DataSource]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: cannot read the YOLO data file: {e}") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a YOLO data file (expected keys path, train, val, names)")
+    data = read_data_yaml(path)
     root = Path(data.get("path") or ".")
     root = root if root.is_absolute() else path.parent / root
     names = names or (str(path) if "names" in data else find_names_file(str(root)))
@@ -118,7 +103,6 @@ def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[D
     for split in YAML_SPLITS:
         entries = data.get(split) or []
         for entry in [entries] if isinstance(entries, str) else entries:
-            from detkit.data.sources import resolve_yaml_entry  # the --data rule (Roboflow's ../train/images)
 
             folder = resolve_yaml_entry(root, entry)
             if folder.suffix == ".txt":
@@ -146,7 +130,6 @@ def _need_names(names: str | None, where: Path | str) -> None:
 
 
 def _yolo_sources(path: Path, names: str | None, labels: str | None) -> list[DataSource]:
-    from detkit.data.sources import YAML_FILES  # a folder holding data.yaml is read by it, as --data does
 
     yaml_file = next((path / n for n in YAML_FILES if (path / n).is_file()), None) if path.is_dir() else None
     if path.is_file() or yaml_file is not None:
@@ -162,8 +145,9 @@ def _yolo_sources(path: Path, names: str | None, labels: str | None) -> list[Dat
         if labels and len(splits) > 1:
             raise ValueError(f"{path}: --labels names one folder but the root has {len(splits)} splits; "
                              "give a split's images folder with it")
-        return [DataSource("yolo", d.name, dict(img_dir=str(d), class_names=names,
-                                                label_dir=labels or str(path / "labels" / d.relative_to(path / "images"))))
+        return [DataSource("yolo", d.name, dict(
+                    img_dir=str(d), class_names=names,
+                    label_dir=labels or str(path / "labels" / d.relative_to(path / "images"))))
                 for d in splits]
     names = names or find_names_file(str(path))
     _need_names(names, path)
@@ -213,7 +197,6 @@ def find_sources(path: str, fmt: str | None = None, images: str | None = None, n
         return _coco_sources(p, images)
     if fmt == "yolo":
         return _yolo_sources(p, names, labels)
-    from detkit.data.sources import voc_class_names  # the --data rule, so check and train agree on the classes
     from detkit.data.yolo import load_class_names
 
     class_names = list(load_class_names(names) if names else voc_class_names(p))

@@ -17,7 +17,8 @@ What the path may be, and how its folders are found (``docs/custom_data.md`` has
   from ``names.txt`` / ``classes.txt`` in the root; without a val split the training images are
   evaluated, with a warning.
 - **a COCO instances json**: its split is read from its name (``val`` / ``valid`` -> val, ``test``
-  -> test), else from its folder when named for a split, else train; the other splits are the same path with that word swapped
+  -> test), else from its folder when named for a split, else train; the other splits are the same
+  path with that word swapped
   (``instances_train2017.json`` -> ``instances_val2017.json``, Roboflow's
   ``train/_annotations.coco.json`` -> ``valid/_annotations.coco.json``); without a val json the
   training json is evaluated too, with a warning. Images: ``img_dir`` when given (for the json
@@ -42,13 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from detkit.config import ConfigDict, L
-from detkit.data.checks import coco_image_dirs
 from detkit.data.coco import CocoDataset
 from detkit.data.voc import VOC_CLASSES, VocDataset
 from detkit.data.yolo import YoloDataset, load_class_names
 
-__all__ = ["SPLITS", "DatasetSource", "SplitSource", "coco_class_names", "resolve_source", "resolve_yaml_entry",
-           "voc_class_names"]
+__all__ = ["SPLITS", "DatasetSource", "SplitSource", "coco_class_names", "coco_image_dirs", "read_data_yaml",
+           "resolve_source", "resolve_yaml_entry", "voc_class_names"]
 
 logger = logging.getLogger("detkit")
 
@@ -175,7 +175,17 @@ def resolve_yaml_entry(root: Path, entry: str) -> Path:
     return Path(os.path.normpath(target))
 
 
-def _from_yaml(path: Path) -> DatasetSource:
+def coco_image_dirs(ann_file: str) -> list[str]:
+    """Where the standard layouts put the images of ``root/annotations/instances_<split>.json``:
+    ``root/<split>`` (COCO's own) and ``root/images/<split>`` (Ultralytics')."""
+    p = Path(ann_file)
+    split = p.stem.split("_", 1)[-1]
+    root = p.parent.parent
+    return [str(root / split), str(root / "images" / split)]
+
+
+def read_data_yaml(path: Path) -> dict[str, Any]:
+    """The mapping an Ultralytics ``data.yaml`` holds; ValueError naming the file when it is not one."""
     import yaml
 
     try:
@@ -184,6 +194,11 @@ def _from_yaml(path: Path) -> DatasetSource:
         raise ValueError(f"{path}: cannot read the data file: {e}") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a data.yaml (expected keys path, train, val, names)")
+    return data
+
+
+def _from_yaml(path: Path) -> DatasetSource:
+    data = read_data_yaml(path)
     if "names" not in data:
         raise ValueError(f"{path}: no 'names' (the class names, a list or {{id: name}} dict)")
     try:
