@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from detkit.engine.plots import plot_training
-from detkit.fileio import atomic_write, write_error
+from detkit.fileio import OutputWriteError, atomic_write, write_error
 from detkit.engine.trackers import Tracker, build_trackers, finite_numbers, flatten_params
 
 if TYPE_CHECKING:
@@ -243,9 +243,12 @@ class TrainingLog:
         """``losses.png``, ``metrics.png``, ``assignment.png`` and the last evaluation's ``pr_curves.png``."""
         from detkit.viz import plot_pr_curves
 
-        plot_training(self.writer.epochs, self.work_dir, self.writer.iterations)
-        if evaluator is not None and evaluator.precision is not None:
-            plot_pr_curves(evaluator.precision, self.work_dir / "pr_curves.png", evaluator.class_names)
+        try:
+            plot_training(self.writer.epochs, self.work_dir, self.writer.iterations)
+            if evaluator is not None and evaluator.precision is not None:
+                plot_pr_curves(evaluator.precision, self.work_dir / "pr_curves.png", evaluator.class_names)
+        except OutputWriteError as e:  # a full disk: figures only (drawn again from metrics.jsonl), the run goes on
+            logging.getLogger(LOGGER_NAME).warning(f"plots not written: {e}")
 
     def finish(self, failed: bool, evaluator: COCOEvaluator | None) -> None:
         """End of the run: the plots (when only drawn at the end), the files for the trackers, their

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from detkit.fileio import atomic_save_figure
+
 __all__ = ["plot_labels", "plot_results", "plot_training"]
 
 EVAL_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -70,8 +72,10 @@ def epoch_ends(iterations: Sequence[dict[str, Any]]) -> list[int]:
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     os.makedirs(path.parent, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
+    try:
+        atomic_save_figure(fig, path, dpi=100)  # a full disk: OutputWriteError, the previous figure kept
+    finally:
+        _pyplot().close(fig)
     return path
 
 

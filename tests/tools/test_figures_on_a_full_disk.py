@@ -3,7 +3,8 @@
 evaluation, leaving a 0-byte ``pr.png``. Now each is written atomically: one line, exit 2, the
 previous file intact, no temporary. ``tools/infer.py`` likewise: its ``detections.json`` ended in a traceback
 and a 0-byte file, and a drawn image that could not be written was silently missing (``cv2.imwrite``
-returns False)."""
+returns False). The training plots (``losses.png``, ``metrics.png``) on a full disk were an ``OSError``
+traceback at the end of a run whose checkpoints were all written; now a warning, and the run ends well."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 from detkit.fileio import OutputWriteError, atomic_save_figure
 from tests.fixtures.tools import load_tool
-from tests.tools.test_inputs_never_outputs import CFG, tiny_checkpoint, write_images
+from tests.tools.test_inputs_never_outputs import CFG, FAST, tiny_checkpoint, write_images
 
 matplotlib.use("Agg")
 
@@ -90,3 +91,16 @@ def test_infer_on_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsy
     assert len(err) == 1 and err[0].startswith(f"error: cannot write {out / name}: disk full"), err
     assert (out / name).read_bytes() == b"old"
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell the file written")
+def test_training_plots_on_a_full_disk_are_a_warning_and_the_run_ends_well(tmp_path, capsys, monkeypatch):
+    work = tmp_path / "work"
+    disk_full_for(monkeypatch, "losses.png")
+    assert load_tool("train").main([CFG, "--work-dir", str(work), "--cfg-options", *FAST,
+                                    "runtime.plot_interval=0"]) == 0
+    assert (work / "best.pth").is_file() and (work / "epoch_1.pth").is_file() and not (work / "losses.png").exists()
+    log = (work / "train.log").read_text()
+    assert f"WARNING plots not written: cannot write {work / 'losses.png'}: disk full" in log
+    assert not [p for p in work.iterdir() if p.name.endswith(".tmp")]
+    capsys.readouterr()
