@@ -253,9 +253,24 @@ class Trainer:
         self.log.writer.load_history()
         self.resumed_from = path
         self.epoch_end_pending = bool(ckpt.get("epoch_end_pending")) and self.epoch_iter == 0
+        if self.epoch_end_pending:
+            self._settle_finished_epoch_end()
         logger.info(f"resumed from {path}: epoch {self.epoch}, iteration {self.iter}")
         if changes:  # --resume-anyway: the new sample order starts at an epoch boundary (no image twice)
             self.epoch_iter, self.iter = epoch_boundary(self.epoch, self.epoch_iter, self.iters_per_epoch, changes)
+
+    def _settle_finished_epoch_end(self) -> None:
+        """A pending epoch end whose row is already in the metrics history finished before the run
+        stopped (its evaluation, ``best.pth`` and row come before the next checkpoint): it is not
+        evaluated again, and its metric counts for the best. Rank 0's history decides for every rank."""
+        row = next((r for r in self.log.writer.epochs if r.get("epoch") == self.epoch), None)
+        row = du.all_gather_object(row)[0]
+        if row is None:
+            return
+        self.epoch_end_pending = False
+        value = row.get(self.best["metric"])
+        if value is not None and value > self.best["value"]:
+            self.best.update(value=float(value), epoch=self.epoch)
 
     # ------------------------------------------------------------------------------------------
     # the loop

@@ -121,6 +121,28 @@ def test_resume_from_an_epoch_checkpoint_repeats_its_evaluation_and_the_same_tra
 # ----------------------------------------------------------------------------------------------
 
 
+def test_resume_after_a_finished_epoch_end_does_not_evaluate_it_again(tmp_path, monkeypatch):
+    """The epoch's row is in the metrics: its evaluation, best.pth and row were done before the stop, so a
+    resume (here: a finished 1-epoch run continued to 2 epochs) evaluates epoch 2 only and keeps epoch 1's best."""
+    opts = ["train.assigner_schedule=[]"]
+    first = _trainer(tmp_path, [*opts, "train.epochs=1"])
+    first.train()
+    evaluated = []
+    original = Trainer.evaluate
+
+    def counting(self):
+        evaluated.append(self.epoch)
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "evaluate", counting)
+    resumed = _trainer(tmp_path, [*opts, "train.epochs=2"], resume="auto")
+    assert not resumed.epoch_end_pending and resumed.best == first.best
+    resumed.train()
+    assert evaluated == [2]
+    records = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in line]
+    assert [int(r.split('"epoch": ')[1].split(",")[0]) for r in records] == [1, 2]
+
+
 def test_resume_with_another_batch_size_is_refused_naming_both_values(reference, tmp_path):
     _copy_run(reference[0], tmp_path, "iter_2.pth")
     with pytest.raises(CheckpointError) as info:
