@@ -53,6 +53,7 @@ def atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO[Any]], 
     except OSError as e:
         raise write_error(path, e) from e
     try:
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600 files: give the one a plain open() would
         with os.fdopen(fd, mode, **open_kwargs) as f:
             write(f)
             f.flush()
@@ -65,6 +66,16 @@ def atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO[Any]], 
             raise write_error(path, e) from e
         raise
     fsync_dir(path.parent)
+
+
+def _file_mode(path: Path) -> int:
+    """The permission bits of the file being replaced, or those a new file gets (0666 less the umask)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -101,3 +101,16 @@ def test_metrics_files_on_a_full_disk_are_one_line(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (tmp_path / "metrics.csv").read_text() == before["metrics.csv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "metrics.jsonl"]
+
+
+def test_written_files_get_a_plain_files_permissions_or_keep_the_replaced_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.json", "{}")
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        (tmp_path / "shared.json").write_text("{}")
+        os.chmod(tmp_path / "shared.json", 0o664)
+        atomic_write_text(tmp_path / "shared.json", "[]")
+        assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)
