@@ -1,5 +1,5 @@
 """Independent, slow, loop-based implementations of the MaxIoU and ATSS rules, written straight
-from DESIGN.md in plain Python floats, compared with the batched assigners on random cases.
+from docs/design.md in plain Python floats, compared with the batched assigners on random cases.
 
 Random continuous boxes make exact ties (equal IoUs, equal distances) events of probability zero,
 so the comparison needs no tie rules.
