@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from detkit.config import load_config
     from detkit.data.shapes import ensure_shapes_dataset
     from detkit.engine.trainer import Trainer
-    from detkit.engine.workdir import check_output_dir
+    from detkit.engine.output_paths import check_output_dir
 
     start = time.perf_counter()
     check_output_dir(args.work_dir, "--work-dir")

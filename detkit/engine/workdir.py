@@ -1,19 +1,11 @@
-"""Where a run writes: output paths checked before any work, and one training run per work dir.
+"""One training run per work dir: its lock, the earlier run's files, where the config dump goes.
+
+Output paths are checked by :mod:`detkit.engine.output_paths`.
 
     lock = claim_work_dir("work_dirs/run1", resume=None, overwrite=False)   # before anything is written
     ...train...
     lock.release()
 
-- :func:`check_output_dir` / :func:`check_output_file` raise :class:`OutputPathError` (a
-  ``ValueError``: exit status 2 in the tools) when a path cannot be written: a file where a folder
-  is needed or the reverse, a parent that is a file, a folder without write permission, a folder
-  where no file can be created (``/proc``, a read-only file system: a file is created there and
-  deleted at once to find out). Tools call them before the work, so a long evaluation is never
-  lost to a bad ``--out``.
-- :func:`check_not_input` refuses an output path that is one of the tool's inputs or lies inside
-  an input folder (resolved through symlinks), and an output folder that holds an input file a
-  tool would replace by name; :func:`config_input_paths` lists the existing paths a config's
-  dataset entries name, so a tool can pass them as inputs.
 - :func:`config_dump_path` says where a run writes its merged config: ``config.py`` unless a file
   of that name is not a dump detkit wrote (a user's own config in the work dir), then
   ``config.dump.py`` beside it. Dumps start with :data:`CONFIG_DUMP_MARK`.
@@ -34,38 +26,31 @@ Inside one process a newer claim on the same work dir takes the lock over from a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
 import socket
 import sys
-import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from detkit.engine.checkpoint import checkpoint_temporaries
+from detkit.engine.output_paths import OutputPathError, check_output_dir
+from detkit.engine.run_report import ERRORS_FILE, REPORT_FILES
 
 __all__ = [
     "CONFIG_DUMP_MARK",
     "LOCK_NAME",
     "LockHolder",
-    "OutputPathError",
     "WorkDirError",
     "WorkDirLock",
-    "check_not_input",
-    "check_output_dir",
-    "check_output_file",
     "claim_work_dir",
     "clear_previous_run",
     "config_dump_path",
-    "config_input_paths",
     "pid_alive",
     "previous_run_files",
 ]
@@ -73,9 +58,10 @@ __all__ = [
 LOCK_NAME = "run.lock"
 # Files that mark an earlier training run (checkpoints, the resume pointer, metrics).
 _RUN_RE = re.compile(r"^((epoch|iter)_\d+\.pth|best\.pth|last\.pth|last_checkpoint|metrics\.jsonl|metrics\.csv)$")
-# Further files a run writes, deleted by --overwrite with the run files (plots, log); the config
+# Further files a run writes, deleted by --overwrite with the run files (plots, log, run report); the config
 # dumps (_DUMP_NAMES) only when they start with CONFIG_DUMP_MARK.
-_RUN_EXTRAS = ("train.log", "losses.png", "metrics.png", "assignment.png", "pr_curves.png", ".metrics.csv.tmp")
+_RUN_EXTRAS = ("train.log", "losses.png", "metrics.png", "assignment.png", "pr_curves.png", ".metrics.csv.tmp",
+               *REPORT_FILES, ERRORS_FILE)
 # The first line of every config dump a run writes into its work dir.
 CONFIG_DUMP_MARK = "# detkit config dump"
 # Where the dump goes: the first of these that is missing or a dump (never a user's own file).
@@ -85,150 +71,8 @@ _UNREADABLE_WAIT_S = 1.0
 _MAX_TRIES = 100
 
 
-class OutputPathError(ValueError):
-    """An output path that cannot be written (the message names the argument and the reason)."""
-
-
 class WorkDirError(ValueError):
     """A work dir another run holds, or that holds an earlier run (without --resume / --overwrite)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# output paths
-# ----------------------------------------------------------------------------------------------
-
-
-def _first_existing(path: Path) -> Path:
-    """``path`` or its nearest existing ancestor."""
-    for p in (path, *path.parents):
-        if os.path.lexists(p):
-            return p
-    return Path(".")
-
-
-def _check_creatable(folder: Path, what: str, shown: Path) -> None:
-    """The nearest existing ancestor of ``folder`` is a folder where files can be created (so
-    ``folder`` can be made): permissions, then an empty file created and deleted at once, which
-    finds what permissions do not tell (``/proc``, a read-only file system, root on either)."""
-    base = _first_existing(folder)
-    if not base.is_dir():
-        raise OutputPathError(f"{what} {shown}: {base} is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{what} {shown}: no permission to write in {base}")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".detkit-write-check-", suffix=".tmp", dir=base)
-    except OSError as e:
-        raise OutputPathError(f"{what} {shown}: cannot create files in {base} ({e.strerror or e})") from None
-    os.close(fd)
-    os.unlink(probe)
-
-
-def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
-    """Raise :class:`OutputPathError` unless ``path`` is (or can be made) a writable folder.
-
-    Nothing is created. ``what`` names the argument in the message (e.g. ``"--work-dir"``).
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputPathError(f"{what} {path}: is a file, not a folder")
-    _check_creatable(path, what, path)
-    return path
-
-
-def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
-    """Raise :class:`OutputPathError` unless ``path`` can be written as a file (it may exist).
-
-    Nothing is created. ``what`` names the argument in the message (e.g. ``"--out"``).
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise OutputPathError(f"{what} {path}: is a folder, expected a file path")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise OutputPathError(f"{what} {path}: no permission to overwrite it")
-    _check_creatable(path.parent, what, path)
-    return path
-
-
-def _shown(path: str | os.PathLike) -> str:
-    """``path`` as the user gave it, plus where it leads when a symlink makes that differ."""
-    real = Path(path).resolve()
-    return str(path) if Path(os.path.abspath(path)) == real else f"{path} (-> {real})"
-
-
-def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], what: str = "--out", *,
-                    names_from_inputs: bool = False) -> Path:
-    """Raise :class:`OutputPathError` when writing ``out`` could destroy one of ``inputs``.
-
-    Refused, with both paths named (each resolved through symlinks): ``out`` is an input (a file
-    or a folder); ``out`` lies inside an input folder. With ``names_from_inputs`` (a tool that
-    reads an input folder's own files, not its subfolders, and writes into the folder ``out``
-    files named after them, as ``tools/infer.py`` draws ``photo.jpg`` into ``OUT/photo.jpg``): an
-    input file directly inside ``out`` is refused too, and a subfolder of an input folder is
-    allowed (nothing written there can replace an input). ``None`` inputs are skipped; nothing
-    is created. Returns ``Path(out)``.
-    """
-    target = Path(out).resolve()
-    for given in inputs:
-        if given is None:
-            continue
-        source = Path(given).resolve()
-        if target == source:
-            kind = "folder" if source.is_dir() else "file"
-            raise OutputPathError(f"{what} {_shown(out)} is the input {kind} {_shown(given)}: it would be "
-                                  "overwritten; pick another output path")
-        if source.is_dir() and target.is_relative_to(source) and not names_from_inputs:
-            raise OutputPathError(f"{what} {_shown(out)} lies inside the input folder {_shown(given)}; "
-                                  "write the output outside it")
-        if names_from_inputs and source.parent == target and not source.is_dir():
-            raise OutputPathError(f"{what} {_shown(out)} holds the input {_shown(given)}, whose output of the same "
-                                  "name would replace it; pick another output folder")
-    return Path(out)
-
-
-def config_input_paths(node: Any) -> list[Path]:
-    """The existing files and folders a config node names (string values anywhere inside it, e.g. a
-    dataset's ``ann_file``, ``img_dir``, ``root``): the inputs an output must not replace. A YOLO
-    dataset's labels folder is one too when it is derived from ``img_dir`` (``images`` -> ``labels``).
-
-    The current folder and its ancestors are left out (a data root of ``"."`` would make every
-    relative output path "inside an input"); files there are still listed.
-    """
-    return [p for p in _named_paths(node) if not (p.is_dir() and Path.cwd().is_relative_to(p.resolve()))]
-
-
-def _derived_label_dirs(node: Mapping) -> list[Path]:
-    """The labels folders a ``YoloDataset`` call reads without naming them (no ``label_dir``)."""
-    from detkit.data.yolo import YoloDataset, default_label_dir
-
-    target = node.get("_target_")
-    if not (isinstance(target, type) and issubclass(target, YoloDataset)) or node.get("label_dir"):
-        return []
-    img_dirs = node.get("img_dir")
-    img_dirs = [img_dirs] if isinstance(img_dirs, (str, os.PathLike)) else img_dirs or []
-    found = []
-    for img_dir in img_dirs:
-        with contextlib.suppress(ValueError, TypeError):  # no 'images' component: nothing derived
-            label_dir = Path(default_label_dir(os.fspath(img_dir)))
-            if label_dir.is_dir():
-                found.append(label_dir)
-    return found
-
-
-def _named_paths(node: Any) -> list[Path]:
-    found: list[Path] = []
-    if isinstance(node, Mapping):
-        values: Iterable[Any] = (v for k, v in node.items() if k not in ("_target_", "type"))
-        found += _derived_label_dirs(node)
-    elif isinstance(node, (list, tuple)):
-        values = node
-    elif isinstance(node, (str, os.PathLike)):
-        text = os.fspath(node)
-        return [Path(text)] if text and "\n" not in text and len(text) < 4096 and os.path.exists(text) else []
-    else:
-        return []
-    for value in values:
-        found += _named_paths(value)
-    return found
 
 
 # ----------------------------------------------------------------------------------------------

@@ -333,7 +333,7 @@ def header(rows: Sequence[AblationRow], seeds: int, common: Sequence[str]) -> st
 
 def run(args: argparse.Namespace) -> None:
     rows, seeds, common, work_dir = plan(args)
-    from detkit.engine.workdir import check_not_input, check_output_dir, config_input_paths
+    from detkit.engine.output_paths import check_not_input, check_output_dir, config_input_paths
 
     cfgs = {(r.label, s): run_config(r, s, common, args) for r in rows for s in range(seeds)}  # all checked first
     inputs = [args.spec, *config_input_paths(args.data), *(r.config for r in rows)]

@@ -21,7 +21,7 @@ import numpy as np
 from detkit.cli import run_cli
 from detkit.config import ConfigError, instantiate, load_config
 from detkit.argtypes import nonnegative_int, positive_int
-from detkit.engine.workdir import check_not_input, check_output_dir, config_input_paths
+from detkit.engine.output_paths import check_not_input, check_output_dir, config_input_paths
 from detkit.viz import color_for
 
 IGNORE_COLOR = (160, 160, 160)

@@ -33,7 +33,7 @@ from detkit.cli import run_cli
 from detkit.config import ConfigError, instantiate, load_config, parse_value
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
 from detkit.argtypes import nonnegative_int, positive_int
-from detkit.engine.workdir import check_not_input, check_output_dir, config_input_paths
+from detkit.engine.output_paths import check_not_input, check_output_dir, config_input_paths
 from detkit.viz import draw_assignment, tensor_to_bgr
 
 

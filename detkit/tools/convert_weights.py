@@ -139,7 +139,7 @@ def extract_model(ckpt: Any, path: Path) -> UltralyticsModel:
 
 def check_paths(src: Path, dst: Path, overwrite: bool) -> None:
     """ValueError for a missing SRC, DST = SRC, an existing DST without ``overwrite``, an unwritable DST."""
-    from detkit.engine.workdir import check_output_file
+    from detkit.engine.output_paths import check_output_file
 
     if not src.is_file():
         raise ValueError(f"{src}: no such file")
@@ -189,7 +189,7 @@ def write_checkpoint(source: UltralyticsModel, weights: ConvertedWeights, src: P
 
 
 def run(args: argparse.Namespace) -> Path:
-    from detkit.engine.workdir import check_not_input
+    from detkit.engine.output_paths import check_not_input
 
     src, dst = Path(args.src), Path(args.dst)
     check_paths(src, dst, args.overwrite)

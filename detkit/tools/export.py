@@ -129,7 +129,7 @@ def _max_diffs(names: Sequence[str], expected: Sequence[torch.Tensor], got: dict
 def run(args: argparse.Namespace) -> Path:
     from detkit.deploy import build_metadata, export_onnx, letterbox_from_config
     from detkit.engine.checkpoint_config import load_checkpoint_model
-    from detkit.engine.workdir import check_not_input, check_output_file
+    from detkit.engine.output_paths import check_not_input, check_output_file
     from detkit.extras import require
 
     if args.format not in FORMATS:

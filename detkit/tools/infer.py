@@ -151,7 +151,7 @@ def batched(items: Iterator, n: int) -> Iterator[list]:
 def run(args: argparse.Namespace) -> list[dict]:
     from detkit.data.problems import ProblemLog
     from detkit.deploy import load_predictor
-    from detkit.engine.workdir import check_not_input, check_output_dir
+    from detkit.engine.output_paths import check_not_input, check_output_dir
     from detkit.fileio import atomic_write_bytes, atomic_write_text
     from detkit.viz import draw_detections
 

@@ -33,7 +33,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> None:
     from detkit.data.shapes import make_shapes_dataset
-    from detkit.engine.workdir import check_output_dir
+    from detkit.engine.output_paths import check_output_dir
 
     check_output_dir(args.out_dir, "OUT_DIR")
     start = time.perf_counter()

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     from detkit.engine.logging import setup_logger
     from detkit.engine.train_utils import collate_from_config, resolve_device
     from detkit.engine.trainer import build_dataset
-    from detkit.engine.workdir import check_not_input, check_output_dir, check_output_file, config_input_paths
+    from detkit.engine.output_paths import check_not_input, check_output_dir, check_output_file, config_input_paths
     from detkit.evaluation import write_coco_results
     from detkit.viz import plot_pr_curves
 

@@ -69,7 +69,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def train(args: argparse.Namespace) -> None:
     from detkit.engine.trainer import Trainer
-    from detkit.engine.workdir import check_not_input, config_input_paths
+    from detkit.engine.output_paths import check_not_input, config_input_paths
 
     # under torchrun only the first process describes --data (the process group is not up yet)
     cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args,

@@ -14,10 +14,8 @@ import pytest
 import torch
 
 from detkit.engine.checkpoint import CheckpointManager, atomic_save, load_weights
-from detkit.engine.workdir import (
-    LOCK_NAME, OutputPathError, WorkDirError, check_output_dir, check_output_file, claim_work_dir,
-    clear_previous_run, previous_run_files,
-)
+from detkit.engine.output_paths import OutputPathError, check_output_dir, check_output_file
+from detkit.engine.workdir import LOCK_NAME, WorkDirError, claim_work_dir, clear_previous_run, previous_run_files
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD = ("import sys; from detkit.engine.workdir import claim_work_dir; lock = claim_work_dir(sys.argv[1]); "
@@ -199,3 +197,14 @@ def test_strict_weights_must_fill_the_model_and_nothing_is_loaded_otherwise(tmp_
         load_weights(_Net(80), tmp_path / "more.pth", strict=True)
     assert load_weights(_Net(80), tmp_path / "coco.pth", strict=True)["shape_mismatch"] == []
     assert load_weights(dst, tmp_path / "coco.pth")["shape_mismatch"] == ["cls.bias", "cls.weight"]  # fine-tuning
+
+
+def test_overwrite_deletes_the_earlier_runs_report_files_too(tmp_path):
+    """A new run over an old one must not leave the old run's figures beside its own (if it fails early)."""
+    from detkit.engine.run_report import ERRORS_FILE, REPORT_FILES
+
+    (tmp_path / "epoch_1.pth").write_bytes(b"x")
+    for name in (*REPORT_FILES, ERRORS_FILE, "notes.txt"):
+        (tmp_path / name).write_text("old")
+    clear_previous_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

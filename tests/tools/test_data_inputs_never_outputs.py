@@ -12,7 +12,7 @@ import pytest
 
 from detkit.config import L
 from detkit.data import YoloDataset
-from detkit.engine.workdir import config_input_paths
+from detkit.engine.output_paths import config_input_paths
 from tests.fixtures.tools import load_tool
 from tests.tools.test_inputs_never_outputs import SHAPES_CFG, one_error_line, tiny_checkpoint
 

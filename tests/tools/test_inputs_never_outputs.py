@@ -17,8 +17,8 @@ import torch
 
 import detkit.engine.trainer  # noqa: F401  (imported before tests patch evaluate_dataset, which it binds)
 from detkit.engine.checkpoint import atomic_save
-from detkit.engine.workdir import (CONFIG_DUMP_MARK, OutputPathError, check_not_input, claim_work_dir,
-                                   config_dump_path, config_input_paths)
+from detkit.engine.output_paths import OutputPathError, check_not_input, config_input_paths
+from detkit.engine.workdir import CONFIG_DUMP_MARK, claim_work_dir, config_dump_path
 from tests.engine.standins import TinyDetector
 from tests.fixtures.tools import load_tool
 
