@@ -210,8 +210,8 @@ def _from_yaml(path: Path) -> DatasetSource:
     nc = data.get("nc")
     if nc is not None and nc != len(names):
         raise ValueError(f"{path}: nc is {nc} but names has {len(names)} entries")
-    root = Path(str(data["path"])) if data.get("path") else path.parent
-    if not root.is_absolute():
+    root = Path(str(data["path"])) if data.get("path") else Path(".")
+    if not root.is_absolute():  # `path:` is relative to the yaml's folder, as is a yaml without one
         root = path.parent / root
     splits: dict[str, SplitSource] = {}
     for split in SPLITS:

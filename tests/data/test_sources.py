@@ -42,6 +42,17 @@ def test_roboflow_yaml_dot_dot_paths_resolve_inside_the_export(tmp_path):
     assert resolve_source(tmp_path / "rf").splits == src.splits  # the export's folder finds its data.yaml
 
 
+def test_roboflow_yaml_given_by_a_relative_path(tmp_path, monkeypatch):
+    """`--data rf/data.yaml` from the folder holding the export (a relative path, as users type it)."""
+    roboflow_export(tmp_path / "rf")
+    monkeypatch.chdir(tmp_path)
+    src = resolve_source("rf/data.yaml")
+    assert src.splits["train"].kwargs["img_dir"] == os.path.join("rf", "train", "images")
+    assert src.splits["val"].kwargs["img_dir"] == os.path.join("rf", "valid", "images")
+    (tmp_path / "rf" / "data.yaml").write_text("path: .\ntrain: train/images\nval: valid/images\nnames: [a, b, c]\n")
+    assert resolve_source("rf/data.yaml").splits["train"].kwargs["img_dir"] == os.path.join("rf", "train", "images")
+
+
 def test_yaml_entry_rule_prefers_the_path_that_exists(tmp_path):
     (tmp_path / "root" / "train").mkdir(parents=True)
     (tmp_path / "train").mkdir()
