@@ -1,7 +1,7 @@
 """Optional packages: imported where needed, a missing one named in one line with how to install it.
 
-    onnx = require("onnx", "ONNX export (tools/export.py)")
-    # MissingExtraError: ONNX export (tools/export.py) needs the onnx package: pip install 'detkit[onnx]'
+    onnx = require("onnx", "ONNX export")
+    # MissingExtraError: ONNX export needs the onnx package: pip install 'detkit[onnx]'
 
 The tools report :class:`MissingExtraError` (a :class:`~detkit.config.ConfigError`, so a
 ``ValueError``) as ``error: <message>`` with exit status 2, never as a traceback. :data:`EXTRAS`

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from detkit.data.coco import CocoDataset
+from detkit.fileio import atomic_write
 
 __all__ = ["SHAPE_CLASSES", "ShapesDataset", "ensure_shapes_dataset", "make_shape_image", "make_shapes_dataset"]
 
@@ -286,10 +287,7 @@ def _write_json(root: str, split: str, results: list[list[dict[str, Any]]], size
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(SHAPE_CLASSES)],
     }
     path = os.path.join(root, "annotations", f"instances_{split}.json")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    atomic_write(path, "w", lambda f: json.dump(data, f), encoding="utf-8")
     return path
 
 

@@ -142,9 +142,9 @@ def run(args: argparse.Namespace) -> Path:
     out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + ("_nms" if args.with_nms else "") + ".onnx")
     check_not_input(out, [ckpt, args.config], "--out")  # before any work
     check_output_file(out, "--out")
-    require("onnx", "ONNX export (tools/export.py)")  # a missing extra: one line, before the model is built
+    require("onnx", "ONNX export")  # a missing extra: one line, before the model is built
     if not args.no_verify:
-        require("onnxruntime", "the ONNX Runtime parity check of tools/export.py (or pass --no-verify)")
+        require("onnxruntime", "the ONNX Runtime parity check after export (or pass --no-verify)")
     # export only a model the checkpoint fills whole; its own class names, its own config when none is given
     loaded = load_checkpoint_model(ckpt, args.config, args.cfg_options)
     cfg, model = loaded.cfg, loaded.detector

@@ -350,7 +350,7 @@ def test_export_without_onnx_is_one_line_naming_the_extra(tmp_path, capsys, monk
     ckpt = tiny_checkpoint(tmp_path / "m.pth")
     tool = load_tool("export")
     assert tool.main([CFG, str(ckpt)]) == 2
-    assert one_error_line(capsys) == "error: ONNX export (tools/export.py) needs the onnx package: " \
+    assert one_error_line(capsys) == "error: ONNX export needs the onnx package: " \
                                      "pip install 'detkit[onnx]'"
     monkeypatch.setitem(sys.modules, "onnx", config_module)  # any module: onnx "installed"
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
