@@ -355,7 +355,7 @@ def test_export_without_onnx_is_one_line_naming_the_extra(tmp_path, capsys, monk
     monkeypatch.setitem(sys.modules, "onnx", config_module)  # any module: onnx "installed"
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert tool.main([CFG, str(ckpt)]) == 2
-    assert one_error_line(capsys) == ("error: the ONNX Runtime parity check of tools/export.py (or pass --no-verify) "
+    assert one_error_line(capsys) == ("error: the ONNX Runtime parity check after export (or pass --no-verify) "
                                       "needs the onnxruntime package: pip install 'detkit[onnx]'")
     assert list(tmp_path.iterdir()) == [ckpt]
 
