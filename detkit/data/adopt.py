@@ -26,6 +26,7 @@ from typing import Any
 
 from detkit.config import TARGET_KEY, ConfigDict, ConfigError, L
 from detkit.data.sources import SPLITS, DatasetSource, coco_class_names, resolve_source
+from detkit.schema import check_call_arguments, check_typed_sections
 
 __all__ = ["DEFAULT_IMG_SIZE", "adopt_dataset", "add_data_arguments", "apply_data_arguments", "check_data_config",
            "check_dataset_classes", "check_img_size", "declared_class_names", "default_pipeline", "set_img_size"]
@@ -354,5 +355,9 @@ def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool 
                   f"{splits}; img_size {cfg.data.img_size}", flush=True)
     elif args.img_size is not None:
         set_img_size(cfg, args.img_size)
+    # what was rebuilt is checked as a loaded config is: arguments against annotations, typed sections
+    where = getattr(cfg, "_filename", "<config>") + (f" with --data {args.data}" if args.data else "")
+    check_call_arguments(cfg, source=where)
+    check_typed_sections(cfg, source=where)
     check_data_config(cfg)
     return cfg

@@ -313,3 +313,18 @@ def test_class_count_mismatch_names_the_keys_and_counts(tmp_path):
     built = YoloDataset(str(rf.parent / "train" / "images"), NAMES)  # a built dataset: the same check
     with pytest.raises(ConfigError, match="has 3 classes but model.head.num_classes is 80"):
         check_dataset_classes(cfg, "train", built)
+
+
+def test_the_rebuilt_data_section_is_checked_as_a_loaded_config_is(tmp_path):
+    """apply_data_arguments re-runs load_config's value checks on the config it rebuilt (a config edited
+    in Python after loading, as in a notebook, is not checked by load_config)."""
+    import argparse
+
+    from detkit.data.adopt import apply_data_arguments
+
+    data = roboflow_export(tmp_path / "rf")
+    cfg = load_config("configs/shapes_yolov8_tal.py")
+    cfg.data.train.batch_size = "8"
+    with pytest.raises(ConfigError, match=r"shapes_yolov8_tal\.py with --data .*: data\.train\.batch_size: "
+                                          r"expected int or None, got '8' \(str\)"):
+        apply_data_arguments(cfg, argparse.Namespace(data=str(data), img_dir=None, img_size=None), quiet=True)
