@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["OutputWriteError", "atomic_save_figure", "atomic_write", "atomic_write_bytes", "atomic_write_text",
-           "fsync_dir", "write_error"]
+           "free_space", "fsync_dir", "write_error"]
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # What torch.save raises (a RuntimeError, its writer's OSError swallowed) when the file could not be
@@ -125,7 +125,8 @@ def _disk_full(error: BaseException) -> bool:
     return isinstance(error, RuntimeError)  # torch hides the OSError: a short write is a full disk
 
 
-def _free_space(directory: Path) -> str:
+def free_space(directory: str | os.PathLike) -> str:
+    """The space left on ``directory``'s file system, readably (``"1.2 MiB free"``)."""
     try:
         free = shutil.disk_usage(directory).free
     except OSError:
@@ -146,6 +147,6 @@ def write_error(path: str | os.PathLike, error: BaseException, kept: str | None 
         kept = "the previous file is unchanged" if path.exists() else "nothing was written"
     if _disk_full(error):
         return OutputWriteError(f"cannot write {path}: disk full or quota exceeded "
-                                f"({_free_space(path.parent)} on {path.parent}); {kept}")
+                                f"({free_space(path.parent)} on {path.parent}); {kept}")
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
     return OutputWriteError(f"cannot write {path}: {reason}; {kept}")

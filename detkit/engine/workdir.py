@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import sys
 import time
@@ -41,6 +40,7 @@ from pathlib import Path
 from detkit.engine.checkpoint import checkpoint_temporaries
 from detkit.engine.output_paths import OutputPathError, check_output_dir
 from detkit.engine.run_report import ERRORS_FILE, REPORT_FILES
+from detkit.fileio import free_space
 
 __all__ = [
     "CONFIG_DUMP_MARK",
@@ -191,13 +191,6 @@ def _read_holder(path: Path) -> LockHolder | None:
         return None
 
 
-def _free_space(folder: Path) -> str:
-    try:
-        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free there"
-    except OSError:
-        return "free space unknown"
-
-
 def _create(path: Path, holder: LockHolder) -> bool:
     """Create the lock file with ``holder`` unless one exists (atomically, complete when visible)."""
     tmp = path.with_name(f".{path.name}.{holder.host}-{holder.pid}.tmp")
@@ -206,7 +199,7 @@ def _create(path: Path, holder: LockHolder) -> bool:
             tmp.write_text(json.dumps(asdict(holder)) + "\n", encoding="utf-8")
         except OSError as e:  # a full disk or quota: one line, and no half-written temporary left
             raise OutputPathError(f"--work-dir {path.parent}: cannot write the lock file {path.name} "
-                                  f"({e.strerror or e}; {_free_space(path.parent)})") from None
+                                  f"({e.strerror or e}; {free_space(path.parent)} there)") from None
         os.link(tmp, path)  # fails when the lock exists; readers never see a half-written file
         return True
     except FileExistsError:
