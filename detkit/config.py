@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from detkit.config_files import PACKAGE_SCHEME, find_config
+from detkit.errors import ConfigError
 
 __all__ = [
     "ConfigDict",
@@ -82,10 +83,6 @@ SEARCH_MODULES = (
     "torch.optim",
     "torch.optim.lr_scheduler",
 )
-
-
-class ConfigError(ValueError):
-    """A mistake in a config file or an override; the message names the file and the key."""
 
 
 class MissingKeyError(ConfigError, AttributeError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from detkit.config import ConfigError
+from detkit.errors import ConfigError
 
 __all__ = ["EXTRAS", "MissingExtraError", "install_hint", "require"]
 

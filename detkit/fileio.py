@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from detkit.errors import OutputError
+
 __all__ = ["OutputWriteError", "atomic_save_figure", "atomic_write", "atomic_write_bytes", "atomic_write_text",
            "free_space", "fsync_dir", "write_error"]
 
@@ -33,7 +35,7 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _TORCH_WRITE_FAILED = ("unexpected pos", "file write failed")
 
 
-class OutputWriteError(ValueError):
+class OutputWriteError(OutputError):
     """An output file could not be written (full disk, quota, read-only or special file system,
     permissions); the previous file at that path, if any, is intact and no temporary is left."""
 

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from detkit.errors import CheckpointError
 from detkit.fileio import OutputWriteError, atomic_write, atomic_write_text
 
 __all__ = [
@@ -81,10 +82,6 @@ _TMP_WRITER_RE = re.compile(rf"^\.{_WRITTEN}\.(.+)-(\d+)\.[^.]+\.tmp$")
 # What torch.load raises on a truncated or corrupt file, by format and by where the cut falls.
 _READ_ERRORS = (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError,
                 KeyError, IndexError, AttributeError, ImportError, UnicodeDecodeError)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: missing, truncated, corrupt, or refused as unsafe."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:

@@ -21,10 +21,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from detkit.errors import OutputError
+
 __all__ = ["OutputPathError", "check_not_input", "check_output_dir", "check_output_file", "config_input_paths"]
 
 
-class OutputPathError(ValueError):
+class OutputPathError(OutputError):
     """An output path that cannot be written (the message names the argument and the reason)."""
 
 

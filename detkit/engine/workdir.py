@@ -40,6 +40,7 @@ from pathlib import Path
 from detkit.engine.checkpoint import checkpoint_temporaries
 from detkit.engine.output_paths import OutputPathError, check_output_dir
 from detkit.engine.run_report import ERRORS_FILE, REPORT_FILES
+from detkit.errors import WorkDirError
 from detkit.fileio import free_space
 
 __all__ = [
@@ -69,10 +70,6 @@ _DUMP_NAMES = ("config.py", "config.dump.py")
 # How long to wait for a lock file that another process is writing right now.
 _UNREADABLE_WAIT_S = 1.0
 _MAX_TRIES = 100
-
-
-class WorkDirError(ValueError):
-    """A work dir another run holds, or that holds an earlier run (without --resume / --overwrite)."""
 
 
 # ----------------------------------------------------------------------------------------------
