@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.detkit-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench parity clean docs docs-serve
+.PHONY: setup test lint demo bench parity clean docs docs-serve
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ruff (lint + import order) and mypy (strict on the typed core), as configured in pyproject.toml; both come with
+# the `dev` extra. `ruff format` is not enforced (see pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 demo: setup
 	$(PY) tools/demo.py
