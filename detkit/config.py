@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from detkit.config_files import PACKAGE_SCHEME, find_config
-from detkit.errors import ConfigError
+from detkit.errors import ConfigError, DetkitError
 
 __all__ = [
     "ConfigDict",
@@ -481,40 +481,57 @@ def _bind(target: Callable, kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def instantiate(node: Any, **extra: Any) -> Any:
+def instantiate(node: Any, where: str = "", /, **extra: Any) -> Any:
     """Build the object a config node describes (recursively); plain values pass through.
 
     ``extra`` keyword arguments are added to (and override) the top node's arguments, for values
     only known at run time (``instantiate(cfg.optimizer, params=model.parameters())``). Arguments
-    are bound to the constructor's signature first: unknown or missing ones raise ConfigError,
-    while an error raised by the constructor itself (a bug, a bad value it checks) propagates
-    unchanged.
+    are bound to the constructor's signature first: unknown or missing ones raise ConfigError.
+    A ``ValueError`` or ``TypeError`` raised by a constructor (its own argument checks:
+    ``TaskAlignedAssigner(topk=0)``) becomes a ConfigError naming the config key and the call, the
+    constructor's error chained as its cause; any other exception propagates unchanged.
 
     Args:
         node: a lazy call (``L(ATSSAssigner)(topk=9)``), a dict with ``type``, or a list / dict / plain
             value holding them (``cfg.model``, ``cfg.data.train.dataset``).
+        where: the dotted key of ``node`` in its config (``"model"``), for messages.
         **extra: keyword arguments added to the top node's call.
 
     Returns:
         The built object (a plain value as it is; containers with their lazy calls built).
 
     Raises:
-        ConfigError: an unknown name, or arguments the constructor's signature does not accept.
+        ConfigError: an unknown name, arguments the constructor's signature does not accept, or a
+            value the constructor rejects.
     """
     if isinstance(node, Mapping):
         if TARGET_KEY not in node:
-            out = {k: instantiate(v) for k, v in node.items()}
+            out = {k: instantiate(v, _join(where, k)) for k, v in node.items()}
             out.update(extra)
             return ConfigDict(out)
         target = node[TARGET_KEY]
-        kwargs = {k: instantiate(v) for k, v in node.items() if k != TARGET_KEY}
+        kwargs = {k: instantiate(v, _join(where, k)) for k, v in node.items() if k != TARGET_KEY}
         kwargs.update(extra)
-        return target(**_bind(target, kwargs))
+        kwargs = _bind(target, kwargs)
+        try:
+            return target(**kwargs)
+        except (ValueError, TypeError) as e:
+            if isinstance(e, DetkitError):  # the user's data, checkpoint, ...: already says what is wrong
+                raise
+            name = getattr(target, "__qualname__", repr(target))
+            given = ", ".join(f"{k}={v!r}" if isinstance(v, (int, float, str, bool, type(None))) else f"{k}=..."
+                              for k, v in node.items() if k != TARGET_KEY)
+            raise ConfigError(f"{where or '<config>'}: {name}({given}): {e}") from e
     if isinstance(node, list):
-        return [instantiate(v) for v in node]
+        return [instantiate(v, _join(where, i)) for i, v in enumerate(node)]
     if isinstance(node, tuple):
-        return tuple(instantiate(v) for v in node)
+        return tuple(instantiate(v, _join(where, i)) for i, v in enumerate(node))
     return node
+
+
+def _join(where: str, key: Any) -> str:
+    """``where.key`` (``key`` alone at the top)."""
+    return f"{where}.{key}" if where else str(key)
 
 
 # ----------------------------------------------------------------------------------------------
