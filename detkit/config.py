@@ -16,8 +16,8 @@ is built until :func:`instantiate`. Merging rules (child over base, override ove
 * plain dicts merge key by key, recursively;
 * a lazy call merges into a base lazy call of the same class (change one argument);
 * a lazy call of a *different* class replaces the base value whole (swap a component: the old
-  component's arguments do not leak into the new one); likewise a dict whose ``type`` differs
-  from the base dict's (``optimizer=dict(type="adamw", lr=1e-3)`` over an SGD dict);
+  component's arguments do not leak into the new one: ``optimizer=L(torch.optim.AdamW)(lr=1e-3)``
+  over an SGD call keeps none of SGD's arguments);
 * anything else replaces.
 
 Command-line overrides (``--cfg-options a.b.c=VALUE``) take Python literals (``0.5``, ``[1, 2]``,
@@ -171,8 +171,6 @@ def merge(base: Any, child: Any) -> Any:
         child_t, base_t = child.get(TARGET_KEY), base.get(TARGET_KEY)
         if child_t is not None and child_t is not base_t:
             return _to_config(child)  # a different component: replace whole
-        if "type" in child and "type" in base and child["type"] != base["type"]:
-            return _to_config(child)  # a different kind (optimizer type): its own defaults, not the base's
         out = ConfigDict(base)
         for k, v in child.items():
             out[k] = merge(base[k], v) if k in base and k != TARGET_KEY else _to_config(v)
@@ -487,9 +485,10 @@ def instantiate(node: Any, where: str = "", /, **extra: Any) -> Any:
     ``extra`` keyword arguments are added to (and override) the top node's arguments, for values
     only known at run time (``instantiate(cfg.optimizer, params=model.parameters())``). Arguments
     are bound to the constructor's signature first: unknown or missing ones raise ConfigError.
-    A ``ValueError`` or ``TypeError`` raised by a constructor (its own argument checks:
-    ``TaskAlignedAssigner(topk=0)``) becomes a ConfigError naming the config key and the call, the
-    constructor's error chained as its cause; any other exception propagates unchanged.
+    A ``ValueError`` raised by a constructor (its own argument checks: ``TaskAlignedAssigner(topk=0)``)
+    becomes a ConfigError naming the config key and the call, the constructor's error chained as its
+    cause; any other exception (a ``TypeError`` included: a value's type is checked against the
+    annotations when the config loads, so one here is a bug) propagates unchanged.
 
     Args:
         node: a lazy call (``L(ATSSAssigner)(topk=9)``), a dict with ``type``, or a list / dict / plain
@@ -515,7 +514,7 @@ def instantiate(node: Any, where: str = "", /, **extra: Any) -> Any:
         kwargs = _bind(target, kwargs)
         try:
             return target(**kwargs)
-        except (ValueError, TypeError) as e:
+        except ValueError as e:
             if isinstance(e, DetkitError):  # the user's data, checkpoint, ...: already says what is wrong
                 raise
             name = getattr(target, "__qualname__", repr(target))
