@@ -5,19 +5,22 @@ Both generators lay their priors out in the order the head flattens its raw maps
 level, then location (row-major: y, then x), then anchor. A prior is an ``xyxy`` box in input
 pixels centred on its cell centre ``((x + 0.5) * stride, (y + 0.5) * stride)``.
 
-``grid_priors`` returns ``(priors (N, 4), prior_strides (N,), num_level_priors list[int])`` and
-caches the result per (feature-map sizes, device), since every training step asks for the same
-grid.
+``grid_priors`` returns a :class:`PriorGrid`: the prior boxes ``(N, 4)``, their strides ``(N,)`` and
+the levels (:class:`GridLevel`: start, height, width, anchors per cell, stride, offset, anchor sizes,
+column and row centres), and caches it per (feature-map sizes, device), since every training step
+asks for the same grid. Heads hand the grid to their assigner, whose candidate tables
+(:mod:`detkit.assigners.candidates`) use the levels' arithmetic instead of testing all N priors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-__all__ = ["YOLOV4_COCO_ANCHORS", "PointGenerator", "YOLOAnchorGenerator"]
+__all__ = ["YOLOV4_COCO_ANCHORS", "GridLevel", "PointGenerator", "PriorGrid", "YOLOAnchorGenerator"]
 
 # The 9 anchors (w, h in pixels at 608/640 input) YOLOv4 uses on COCO, for strides 8, 16, 32.
 YOLOV4_COCO_ANCHORS: list[list[tuple[float, float]]] = [
@@ -26,7 +29,123 @@ YOLOV4_COCO_ANCHORS: list[list[tuple[float, float]]] = [
     [(142, 110), (192, 243), (459, 401)],
 ]
 
-PriorGrid = tuple[Tensor, Tensor, list[int]]
+CELL_OFFSET = 0.5  # a cell's centre, in cells from its top-left corner
+
+
+@dataclass(frozen=True, eq=False)
+class GridLevel:
+    """One level of a :class:`PriorGrid`: ``height x width`` cells (row-major), ``anchors`` priors per cell.
+
+    The level's priors are ``start .. start + size``; the prior of cell ``(y, x)`` and anchor ``a`` is
+    ``start + (y * width + x) * anchors + a``, centred on ``((x + offset) * stride, (y + offset) * stride)``.
+
+    Attributes:
+        start: index of the level's first prior in the grid's N.
+        height, width: ``H`` and ``W`` (either may be 0: an empty level).
+        anchors: ``A``, priors per cell.
+        stride: the level's stride (px).
+        offset: the cell centre in cells (0.5).
+        anchor_sizes: ``Tensor[A, 2]`` fp32 (w, h) of each cell's priors (px).
+        xs: ``Tensor[W]`` fp32 column centres, ascending, computed as the assigners compute a prior's
+            centre, ``(x1 + x2) / 2`` of the first anchor's boxes (so window arithmetic and per-prior tests
+            see the same numbers).
+        ys: ``Tensor[H]`` fp32 row centres, likewise.
+        extent: ``(ex, ey)`` the largest distance (px) from a prior's centre to its box's sides.
+        shared_centres: True when every anchor of a cell has the centre ``(xs[x], ys[y])`` bit for bit
+            (anchor sizes whose halves round differently can break this; exact window tests then
+            widen by a tolerance).
+    """
+
+    start: int
+    height: int
+    width: int
+    anchors: int
+    stride: float
+    offset: float
+    anchor_sizes: Tensor
+    xs: Tensor
+    ys: Tensor
+    extent: tuple[float, float]
+    shared_centres: bool = True
+
+    @property
+    def size(self) -> int:
+        """Number of priors on the level, ``H * W * A``."""
+        return self.height * self.width * self.anchors
+
+    @property
+    def stop(self) -> int:
+        """Index one past the level's last prior."""
+        return self.start + self.size
+
+
+@dataclass(frozen=True, eq=False)
+class PriorGrid:
+    """Priors laid out as grids, one per level (what ``grid_priors`` returns and heads pass to ``assign``).
+
+    Unpacks as the former tuple, ``boxes, strides, num_level_priors = grid``.
+
+    Attributes:
+        boxes: ``Tensor[N, 4]`` xyxy fp32 prior boxes, level after level (see :class:`GridLevel` for the order).
+        strides: ``Tensor[N]`` fp32 stride of each prior's level.
+        levels: one :class:`GridLevel` per level, empty levels included.
+        centres: ``Tensor[N, 2]`` fp32 ``(x1 + x2) / 2, (y1 + y2) / 2`` of the boxes.
+    """
+
+    boxes: Tensor
+    strides: Tensor
+    levels: tuple[GridLevel, ...]
+    centres: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "centres", (self.boxes[:, :2] + self.boxes[:, 2:]) / 2)  # (N, 4) -> (N, 2)
+
+    @property
+    def num_priors(self) -> int:
+        """N."""
+        return int(self.boxes.shape[0])
+
+    @property
+    def num_level_priors(self) -> list[int]:
+        """``[H * W * A, ...]`` per level, summing to N."""
+        return [level.size for level in self.levels]
+
+    @property
+    def device(self) -> torch.device:
+        return self.boxes.device
+
+    def __iter__(self) -> Iterator[object]:
+        """``boxes, strides, num_level_priors``: the tuple ``grid_priors`` returned before it was a class."""
+        return iter((self.boxes, self.strides, self.num_level_priors))
+
+    def to(self, device: torch.device | str) -> PriorGrid:
+        """The grid on ``device``."""
+        return grid_from_levels(self.boxes.to(device), self.strides.to(device), [
+            (lv.height, lv.width, lv.anchors, lv.stride, lv.offset, lv.anchor_sizes) for lv in self.levels])
+
+
+def grid_from_levels(boxes: Tensor, strides: Tensor,
+                     levels: Sequence[tuple[int, int, int, float, float, Tensor]]) -> PriorGrid:
+    """A :class:`PriorGrid` of ``boxes (N, 4)`` laid out level after level as ``(H, W, A, stride, offset,
+    anchor_sizes (A, 2))`` say; the column / row centres are read from the boxes themselves."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # (N, 2)
+    out, start = [], 0
+    for h, w, a, stride, offset, sizes in levels:
+        n = h * w * a
+        c = centres[start:start + n]
+        cells = c.view(h, w, a, 2)  # (H*W*A, 2) -> (H, W, A, 2)
+        xs = cells[0, :, 0, 0].contiguous() if h else c.new_zeros(w)  # (W,)
+        ys = cells[:, 0, 0, 1].contiguous() if w else c.new_zeros(h)  # (H,)
+        shared = bool((cells[..., 0] == xs[None, :, None]).all() & (cells[..., 1] == ys[:, None, None]).all())
+        box = boxes[start:start + n]
+        reach = torch.maximum(c - box[:, :2], box[:, 2:] - c).amax(0) if n else c.new_zeros(2)  # (2,)
+        out.append(GridLevel(start=start, height=h, width=w, anchors=a, stride=float(stride), offset=float(offset),
+                             anchor_sizes=sizes.to(boxes.device), xs=xs, ys=ys,
+                             extent=(float(reach[0]), float(reach[1])), shared_centres=shared))
+        start += n
+    if start != boxes.shape[0]:
+        raise ValueError(f"the levels hold {start} priors but boxes has {boxes.shape[0]}")
+    return PriorGrid(boxes=boxes, strides=strides, levels=tuple(out))
 
 
 def _check_strides(strides: Sequence[float]) -> list[float]:
@@ -52,8 +171,8 @@ def cell_centres(height: int, width: int, stride: float, device: torch.device | 
     Returns:
         ``Tensor[H*W, 2]`` fp32 (cx, cy), row-major (y outer, x inner).
     """
-    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) * stride
-    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * stride
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + CELL_OFFSET) * stride
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + CELL_OFFSET) * stride
     cy, cx = torch.meshgrid(ys, xs, indexing="ij")  # (H, W) each
     return torch.stack([cx, cy], dim=-1).reshape(-1, 2)  # (H, W, 2) -> (H*W, 2)
 
@@ -63,7 +182,7 @@ class _GridPriorGenerator:
 
     def __init__(self, strides: Sequence[float]) -> None:
         self.strides = _check_strides(strides)
-        self._cache: dict[tuple, PriorGrid] = {}
+        self._cache: dict[tuple[tuple[tuple[int, int], ...], str], PriorGrid] = {}
 
     @property
     def num_levels(self) -> int:
@@ -86,8 +205,8 @@ class _GridPriorGenerator:
             device: device of the returned tensors.
 
         Returns:
-            ``priors Tensor[N, 4]`` xyxy fp32, ``prior_strides Tensor[N]`` fp32 and
-            ``num_level_priors`` (``H*W*A`` per level), ``N = sum(num_level_priors)``.
+            A :class:`PriorGrid`: ``boxes Tensor[N, 4]`` xyxy fp32, ``strides Tensor[N]`` fp32 and the
+            levels (``num_level_priors``: ``H*W*A`` per level, ``N = sum(num_level_priors)``).
         """
         sizes = _check_featmap_sizes(featmap_sizes, self.num_levels)
         key = (tuple(sizes), str(torch.device(device)))
@@ -96,17 +215,18 @@ class _GridPriorGenerator:
         return self._cache[key]
 
     def _build(self, sizes: list[tuple[int, int]], device: torch.device) -> PriorGrid:
-        boxes, strides, counts = [], [], []
+        boxes, strides, levels = [], [], []
         for level, ((h, w), stride) in enumerate(zip(sizes, self.strides)):
             centres = cell_centres(h, w, stride, device)  # (H*W, 2)
-            half = self.level_sizes(level).to(device) / 2  # (A, 2)
+            anchor_sizes = self.level_sizes(level).to(device)  # (A, 2)
+            half = anchor_sizes / 2
             lt = centres[:, None, :] - half[None]  # (H*W, A, 2)
             rb = centres[:, None, :] + half[None]  # (H*W, A, 2)
             level_boxes = torch.cat([lt, rb], dim=-1).reshape(-1, 4)  # (H*W, A, 4) -> (H*W*A, 4)
             boxes.append(level_boxes)
             strides.append(torch.full((level_boxes.shape[0],), stride, device=device))
-            counts.append(level_boxes.shape[0])
-        return torch.cat(boxes), torch.cat(strides), counts
+            levels.append((h, w, anchor_sizes.shape[0], stride, CELL_OFFSET, anchor_sizes))
+        return grid_from_levels(torch.cat(boxes), torch.cat(strides), levels)
 
 
 class YOLOAnchorGenerator(_GridPriorGenerator):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from detkit.anchors import YOLOV4_COCO_ANCHORS, PointGenerator, YOLOAnchorGenerator
+from detkit.anchors import YOLOV4_COCO_ANCHORS, PointGenerator, PriorGrid, YOLOAnchorGenerator
 
 
 def test_yolo_anchor_order_level_location_anchor():
@@ -57,8 +57,8 @@ def test_grid_priors_cached_per_sizes_and_device():
     a = gen.grid_priors([(4, 4), (2, 2), (1, 1)], "cpu")
     b = gen.grid_priors([(4, 4), (2, 2), (1, 1)], torch.device("cpu"))
     c = gen.grid_priors([(8, 8), (4, 4), (2, 2)], "cpu")
-    assert a[0] is b[0]
-    assert c[0] is not a[0] and c[0].shape[0] == 3 * (64 + 16 + 4)
+    assert a is b
+    assert c.boxes is not a.boxes and c.num_priors == 3 * (64 + 16 + 4)
 
 
 def test_point_generator_squares_of_scale_times_stride():
@@ -96,3 +96,39 @@ def test_wrong_featmap_count_raises():
         PointGenerator(strides=[8, 16]).grid_priors([(2, 2)])
     with pytest.raises(ValueError, match="scale"):
         PointGenerator(scale=0)
+
+
+def test_prior_grid_levels_as_the_generator_lays_them_out():
+    gen = YOLOAnchorGenerator(base_sizes=[[(2, 4), (6, 2)], [(10, 10), (20, 8)]], strides=[4, 8])
+    grid = gen.grid_priors([(2, 3), (1, 1)])
+    assert isinstance(grid, PriorGrid)
+    assert grid.num_priors == 14 and grid.num_level_priors == [12, 2]
+    first, second = grid.levels
+    assert (first.start, first.height, first.width, first.anchors, first.stride, first.offset) == (0, 2, 3, 2, 4.0, 0.5)
+    assert (second.start, second.stop, second.size) == (12, 14, 2)
+    assert torch.equal(first.anchor_sizes, torch.tensor([[2.0, 4.0], [6.0, 2.0]]))
+    assert torch.equal(first.xs, torch.tensor([2.0, 6.0, 10.0])) and torch.equal(first.ys, torch.tensor([2.0, 6.0]))
+    assert first.extent == (3.0, 2.0) and second.extent == (10.0, 5.0)
+    assert first.shared_centres and second.shared_centres
+    # centres as the assigners compute them, and the prior of cell (y, x), anchor a
+    assert torch.equal(grid.centres, (grid.boxes[:, :2] + grid.boxes[:, 2:]) / 2)
+    y, x, a = 1, 2, 1
+    assert torch.equal(grid.centres[first.start + (y * first.width + x) * first.anchors + a], torch.tensor([10.0, 6.0]))
+    boxes, strides, counts = grid  # unpacks as the former tuple
+    assert boxes is grid.boxes and strides is grid.strides and counts == [12, 2]
+
+
+def test_prior_grid_centres_of_anchors_whose_halves_round():
+    """xs / ys are read from the boxes: (x1 + x2) / 2 in fp32, which need not be the cell centre exactly."""
+    gen = YOLOAnchorGenerator(base_sizes=[[(0.3, 0.7), (16.1, 30.9)]], strides=[8])
+    grid = gen.grid_priors([(5, 7)])
+    level = grid.levels[0]
+    assert torch.equal(level.xs, grid.centres[0:7 * 2:2, 0]) and torch.equal(level.ys, grid.centres[::7 * 2, 1])
+    per_anchor_equal = bool((grid.centres.view(5, 7, 2, 2) == grid.centres.view(5, 7, 2, 2)[:, :, :1]).all())
+    assert level.shared_centres == per_anchor_equal
+
+
+def test_prior_grid_keeps_empty_levels():
+    grid = PointGenerator(strides=[8, 16]).grid_priors([(0, 5), (1, 1)])
+    assert grid.num_level_priors == [0, 1] and len(grid.levels) == 2
+    assert grid.levels[0].size == 0 and grid.levels[1].start == 0

@@ -11,6 +11,11 @@ and positive width and height; padding rows, zero-area boxes and boxes with a Na
 coordinate (e.g. a huge box overflowing fp16) are treated alike (never assigned, never influence
 any other GT's result).
 
+Priors come as a :class:`detkit.anchors.PriorGrid` (what heads pass: the levels' grid arithmetic finds each
+GT's candidates) or as a bare ``Tensor[N, 4]`` of arbitrary priors (every prior is a candidate of every GT:
+the all-pairs table; level-aware rules then read ``num_level_priors`` / ``prior_strides``).
+:func:`prepare` turns either into :class:`Priors`.
+
 Optional class attribute ``uses_predictions: bool``: False on box-only assigners (grid, max-IoU,
 ATSS) tells the loss pipeline it need not compute ``pred_scores``; absent means True.
 """
@@ -24,9 +29,10 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from detkit.anchors import PriorGrid
 from detkit.boxes import valid_gt_mask
 
-__all__ = ["NOT_ASSIGNED", "AssignResult", "Assigner", "GTBatch", "TwoFormAssigner", "make_result", "prepare_inputs"]
+__all__ = ["NOT_ASSIGNED", "AssignResult", "Assigner", "GTBatch", "Priors", "make_result", "prepare"]
 
 NOT_ASSIGNED = -1  # gt_index / labels value of every prior that is not positive
 
@@ -71,8 +77,9 @@ class AssignResult:
 
     def to(self, device: torch.device | str) -> AssignResult:
         """A copy with every tensor on ``device``."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return AssignResult(**{k: v if v is None else v.to(device) for k, v in values.items()})
+        values: dict[str, Tensor | None] = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {k: v if v is None else v.to(device) for k, v in values.items()}
+        return AssignResult(**moved)  # type: ignore[arg-type]  # the required fields are never None
 
 
 @runtime_checkable
@@ -82,7 +89,7 @@ class Assigner(Protocol):
 
     def assign(
         self,
-        priors: Tensor,
+        priors: PriorGrid | Tensor,
         gt_boxes: Tensor,
         gt_labels: Tensor,
         gt_mask: Tensor,
@@ -95,15 +102,16 @@ class Assigner(Protocol):
         """Assign ``priors (N, 4)`` to the padded GTs ``gt_boxes (B, M, 4)``; see AssignResult.
 
         Args:
-            priors: ``Tensor[N, 4]`` xyxy prior boxes (anchors, or points as zero-size boxes) of every level,
-                level after level.
+            priors: a :class:`~detkit.anchors.PriorGrid` (boxes, strides and levels, from
+                ``grid_priors``), or a bare ``Tensor[N, 4]`` of xyxy prior boxes (any layout; every prior is
+                then a candidate of every GT).
             gt_boxes: ``Tensor[B, M, 4]`` xyxy GT boxes in input pixels, padded to the batch's largest count.
             gt_labels: ``Tensor[B, M]`` integer classes.
             gt_mask: ``Tensor[B, M]`` bool, False on padding rows (which never influence a result).
-            num_level_priors: priors per level (sums to N); needed by the level-aware rules (ATSS, FCOS,
-                grid, YOLOv5) and by the candidate-sparse form.
-            prior_strides: ``Tensor[N]`` stride of each prior's level; needed by grid, YOLOv5, FCOS, SimOTA
-                and dynamic soft label, used by the candidate-sparse form of the others.
+            num_level_priors: priors per level (sums to N), for bare-tensor priors; needed there by the
+                level-aware rules (ATSS, FCOS, grid, YOLOv5). With a grid, None or the grid's own counts.
+            prior_strides: ``Tensor[N]`` stride of each prior's level, for bare-tensor priors; needed there by
+                grid, YOLOv5, FCOS, SimOTA and dynamic soft label. With a grid, None or ignored for the grid's.
             pred_boxes: ``Tensor[B, N, 4]`` decoded predicted xyxy boxes (prediction-aware rules: SimOTA,
                 task-aligned, dynamic soft label).
             pred_scores: ``Tensor[B, N, C]`` predicted class probabilities (prediction-aware rules).
@@ -117,8 +125,87 @@ class Assigner(Protocol):
         ...
 
 
+@dataclass
+class Priors:
+    """The priors of one ``assign`` call as a rule reads them (:func:`prepare`).
+
+    Attributes:
+        boxes: ``Tensor[N, 4]`` xyxy fp32.
+        centres: ``Tensor[N, 2]`` fp32 ``(x1 + x2) / 2, (y1 + y2) / 2``.
+        grid: the :class:`~detkit.anchors.PriorGrid` when the caller passed one, else None (arbitrary priors:
+            candidate tables are all pairs).
+        num_level_priors: priors per level (the grid's, or the caller's), None when unknown.
+        strides: ``Tensor[N]`` fp32 (the grid's, or the caller's), None when unknown.
+    """
+
+    boxes: Tensor
+    centres: Tensor
+    grid: PriorGrid | None
+    num_level_priors: list[int] | None
+    strides: Tensor | None
+
+    @property
+    def num_priors(self) -> int:
+        """N."""
+        return int(self.boxes.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.boxes.device
+
+    def level_counts(self, who: str) -> list[int]:
+        """``num_level_priors``, or ValueError naming ``who`` (a level-aware rule) when unknown."""
+        return check_level_counts(self.num_level_priors, self.num_priors, who)
+
+    def strides_for(self, who: str) -> Tensor:
+        """``strides``, or ValueError naming ``who`` when unknown."""
+        return check_strides(self.strides, self.num_priors, who)
+
+
+def prepare_priors(priors: PriorGrid | Tensor, num_level_priors: Sequence[int] | None = None,
+                   prior_strides: Tensor | None = None) -> Priors:
+    """:class:`Priors` of a grid or of a bare ``Tensor[N, 4]`` (with the caller's optional level counts and
+    strides, checked against N).
+
+    Raises:
+        ValueError: priors not ``(N, 4)``; level counts or strides that do not fit them.
+    """
+    if isinstance(priors, PriorGrid):
+        grid_counts = priors.num_level_priors
+        if num_level_priors is not None and [int(v) for v in num_level_priors] != grid_counts:
+            raise ValueError(f"num_level_priors {list(num_level_priors)} disagree with the PriorGrid's {grid_counts}")
+        return Priors(boxes=priors.boxes.float(), centres=priors.centres, grid=priors, num_level_priors=grid_counts,
+                      strides=priors.strides.float())
+    if not isinstance(priors, Tensor) or priors.dim() != 2 or priors.shape[-1] != 4:
+        shape = tuple(priors.shape) if isinstance(priors, Tensor) else type(priors).__name__
+        raise ValueError(f"priors must be a PriorGrid or an (N, 4) xyxy tensor, got {shape}")
+    boxes = priors.float()
+    n = int(boxes.shape[0])
+    counts = None if num_level_priors is None else check_level_counts(num_level_priors, n, "assign")
+    strides = None if prior_strides is None else check_strides(prior_strides, n, "assign")
+    return Priors(boxes=boxes, centres=(boxes[:, :2] + boxes[:, 2:]) / 2, grid=None, num_level_priors=counts,
+                  strides=strides)
+
+
+def prepare(priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+            num_level_priors: Sequence[int] | None = None,
+            prior_strides: Tensor | None = None) -> tuple[Priors, GTBatch]:
+    """Check the inputs of ``assign`` and convert them to what assignment runs in: :class:`Priors` and a
+    :class:`GTBatch` (fp32 boxes, long labels, validity).
+
+    Raises:
+        ValueError: on any shape that is not the one of :meth:`Assigner.assign`.
+    """
+    p = prepare_priors(priors, num_level_priors, prior_strides)
+    _, gt = prepare_inputs(p.boxes, gt_boxes, gt_labels, gt_mask)
+    return p, gt
+
+
 class TwoFormAssigner:
-    """Base of the rules written twice, one algorithm in two forms that give the same result bit for bit.
+    """DEPRECATED (rules move to one form over candidate tables; removed once every rule has ported).
+
+    Base of the rules written twice, one algorithm in two forms that give the same result bit for bit.
+    A :class:`~detkit.anchors.PriorGrid` is unpacked into ``(boxes, num_level_priors, strides)``.
 
     ``assign`` runs the candidate-sparse form when the priors are grids (each GT's candidates found by
     grid arithmetic, :mod:`detkit.assigners.candidates`; values only for those pairs); ``assign_dense``
@@ -127,7 +214,7 @@ class TwoFormAssigner:
     Subclasses implement ``_assign(..., dense: bool)``.
     """
 
-    def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+    def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
         """Assign ``priors (N, 4)`` to the padded GTs ``gt_boxes (B, M, 4)`` (see :class:`AssignResult`).
@@ -152,13 +239,17 @@ class TwoFormAssigner:
         Raises:
             ValueError: a shape that is not the one above, or an input the rule needs left out.
         """
+        if isinstance(priors, PriorGrid):
+            num_level_priors, prior_strides, priors = priors.num_level_priors, priors.strides, priors.boxes
         return self._assign(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
                             prior_strides=prior_strides, pred_boxes=pred_boxes, pred_scores=pred_scores, dense=False)
 
-    def assign_dense(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+    def assign_dense(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                      num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                      pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
         """``assign`` by the dense form: every prior against every GT (the reference)."""
+        if isinstance(priors, PriorGrid):
+            num_level_priors, prior_strides, priors = priors.num_level_priors, priors.strides, priors.boxes
         return self._assign(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
                             prior_strides=prior_strides, pred_boxes=pred_boxes, pred_scores=pred_scores, dense=True)
 
@@ -191,8 +282,10 @@ class GTBatch:
         return self.boxes.shape[1]
 
 
-def prepare_inputs(priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor) -> tuple[Tensor, GTBatch]:
-    """Check shapes and convert to the dtypes assignment runs in (fp32 boxes, long labels).
+def prepare_inputs(priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor,
+                   gt_mask: Tensor) -> tuple[Tensor, GTBatch]:
+    """Check shapes and convert to the dtypes assignment runs in (fp32 boxes, long labels); rules use
+    :func:`prepare` (which also takes a PriorGrid).
 
     Args:
         priors: ``Tensor[N, 4]`` xyxy.
@@ -206,6 +299,8 @@ def prepare_inputs(priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask:
     Raises:
         ValueError: on any shape that is not the one above.
     """
+    if isinstance(priors, PriorGrid):  # rules not yet on prepare()
+        priors = priors.boxes
     if priors.dim() != 2 or priors.shape[-1] != 4:
         raise ValueError(f"priors must be (N, 4) xyxy, got shape {tuple(priors.shape)}")
     if gt_boxes.dim() != 3 or gt_boxes.shape[-1] != 4:

@@ -8,27 +8,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from detkit.assigners.base import (
-    AssignResult,
-    GTBatch,
-    TwoFormAssigner,
-    check_predictions,
-    empty_state,
-    make_result,
-    prepare_inputs,
-)
+from detkit.anchors import PriorGrid
+from detkit.assigners.base import AssignResult, GTBatch, check_predictions, make_result, prepare
 from detkit.assigners.candidates import (
-    PriorLayout,
+    CandidateTable,
+    PriorBest,
+    candidate_tables,
     first_valid,
+    gt_rows,
     level_regions,
-    prior_layout,
-    row_chunks,
-    segment_ranks,
+    segment_topk,
     take_rows,
-    valid_rows,
-    window_pairs,
 )
-from detkit.assigners.chunking import check_chunk, gt_chunks, merge_best, scatter_max
 from detkit.boxes import IOU_MODES, aligned_iou
 from detkit.exact_math import exact_pow
 
@@ -52,24 +43,24 @@ class _Inputs:
     num_classes: int
 
 
-class TaskAlignedAssigner(TwoFormAssigner):
+class TaskAlignedAssigner:
     """Task-aligned assignment: the top-``topk`` priors of each GT by ``score**alpha * IoU**beta``.
 
-    Steps (all images and GTs at once; chunks of GTs when ``max_gt_chunk``):
+    Steps (all images and GTs at once, over the candidate table of :mod:`detkit.assigners.candidates`):
 
     1. Candidates of a GT: priors whose centre lies inside it (every side margin ``> center_eps``).
        With ``center_min_side`` (Ultralytics 8.4: its second stride), the box tested is the GT's
        ``(cx, cy, w, h)`` with each side shorter than ``center_min_side`` set to it, as corners
        ``c -/+ side / 2``; the IoU of step 2 still uses the GT box itself.
     2. For candidates, IoU of the *predicted* box with the GT (``iou_mode``: ``iou`` as in TOOD,
-       ``ciou`` as in YOLOv8, clamped at 0; its arctangent may make chunked results differ in the
-       last bit) and align metric ``s**alpha * IoU**beta``, ``s`` the
+       ``ciou`` as in YOLOv8, clamped at 0) and align metric ``s**alpha * IoU**beta``, ``s`` the
        predicted probability of the GT's class; 0 for non-candidates.
     3. Each GT keeps its ``min(topk, N)`` priors of largest metric (ties: lower prior index); those
        that are candidates with a metric ``> 0`` are its positives (TOOD's rule). With
        ``keep_zero_metric`` every kept candidate is positive, metric 0 included (Ultralytics 8.4);
-       ties at the k-th metric (zeros, typically) then follow ``torch.topk``'s own order, as in
-       Ultralytics, which is what makes the kept set the same as Ultralytics' on the same inputs.
+       the kept set is then ``torch.topk``'s on the GT's row of N metrics (0 off candidates), as in
+       Ultralytics, which is what makes it the same as Ultralytics' on the same inputs
+       (``segment_topk(..., ties="torch")``).
     4. A prior positive for several GTs goes to the GT of highest IoU (ties: lowest GT index), among
        the GTs it is positive for (``resolve="positives"``, TOOD), among all GTs whose box holds
        its centre, positive for it or not (``resolve="in_gts"``), or among all valid GTs with the
@@ -80,12 +71,8 @@ class TaskAlignedAssigner(TwoFormAssigner):
     5. Normalised target: per GT, ``t = metric / max metric * max IoU``, maxima over the priors
        finally assigned to that GT (``eps`` guards the division).
 
-    The candidate-sparse form (``assign`` on grid priors) lists each GT's candidates of step 1 by
-    grid arithmetic and computes IoUs and metrics for them only; step 3 ranks them per GT by
-    (metric, prior index). Where ``keep_zero_metric`` leaves the choice to ``torch.topk``'s order
-    among equal metrics (a GT with fewer than ``topk`` positive metrics and a zero-metric
-    candidate, or a tie at the k-th metric), that GT's full row of N metrics is built and ranked by
-    ``torch.topk`` itself, as in the dense form, so the two forms agree bit for bit.
+    The table (step 1) on a :class:`~detkit.anchors.PriorGrid` is each GT's window of priors whose
+    centres lie in its step-1 box; on bare-tensor priors, all pairs. Both give the same result bit for bit.
 
     Extra result fields: ``align_metric`` (the metric of the assigned pair) and ``score_target``
     (``t`` of step 5), both ``Tensor[B, N]``, 0 where not positive; ``iou`` is the predicted box's.
@@ -101,8 +88,6 @@ class TaskAlignedAssigner(TwoFormAssigner):
         keep_zero_metric: kept candidates are positive even at metric 0 (step 3).
         resolve: ``positives``, ``in_gts`` or ``all_gts`` (step 4).
         eps: added to the max metric in step 5.
-        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result); "auto"
-            (default) picks it from the free memory of a CUDA device, none on CPU (chunking.auto_chunk).
     """
 
     uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
@@ -110,8 +95,7 @@ class TaskAlignedAssigner(TwoFormAssigner):
 
     def __init__(self, topk: int = 13, alpha: float = 1.0, beta: float = 6.0, iou_mode: str = "iou",
                  center_eps: float = 1e-9, resolve: str = "positives", eps: float = 1e-9,
-                 center_min_side: float | None = None, keep_zero_metric: bool = False,
-                 max_gt_chunk: int | str | None = "auto") -> None:
+                 center_min_side: float | None = None, keep_zero_metric: bool = False) -> None:
         if not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
         if iou_mode not in ("iou", "ciou"):
@@ -129,49 +113,74 @@ class TaskAlignedAssigner(TwoFormAssigner):
         self.eps = float(eps)
         self.center_min_side = None if center_min_side is None else float(center_min_side)
         self.keep_zero_metric = bool(keep_zero_metric)
-        self.max_gt_chunk = check_chunk(max_gt_chunk)
 
     def __repr__(self) -> str:
         return (f"TaskAlignedAssigner(topk={self.topk}, alpha={self.alpha}, beta={self.beta}, "
                 f"iou_mode={self.iou_mode!r}, resolve={self.resolve!r}, center_min_side={self.center_min_side}, "
                 f"keep_zero_metric={self.keep_zero_metric})")
 
-    def _assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
-                num_level_priors: Sequence[int] | None, prior_strides: Tensor | None, pred_boxes: Tensor | None,
-                pred_scores: Tensor | None, dense: bool) -> AssignResult:
-        priors, gt = prepare_inputs(priors, gt_boxes, gt_labels, gt_mask)
-        b, n = gt.batch_size, priors.shape[0]
-        pred_boxes, scores = check_predictions(pred_boxes, pred_scores, b, n, gt, "TaskAlignedAssigner")
-        x = self._inputs(priors, pred_boxes, scores, gt)
-        layout = None if dense else prior_layout(priors, num_level_priors, prior_strides)
-        num_pos, by_pos, by_cand = self._dense_state(x, gt) if layout is None else self._sparse_state(x, gt, layout)
-        best_iou, best_gt = by_pos
+    def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
+               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
+        """Assign (see :meth:`detkit.assigners.Assigner.assign`); needs ``pred_boxes`` and ``pred_scores``."""
+        p, gt = prepare(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
+                        prior_strides=prior_strides)
+        b, m, n = gt.batch_size, gt.num_gts, p.num_priors
+        boxes, scores = check_predictions(pred_boxes, pred_scores, b, n, gt, "TaskAlignedAssigner")
+        x = self._inputs(p.centres, boxes, scores, gt)
+        by_pos = PriorBest(b, n, p.device, NOT_POSITIVE)  # step 4 among the GTs a prior is positive for
+        by_cand = PriorBest(b, n, p.device, NOT_POSITIVE)  # ... among those resolve allows
+        num_pos = torch.zeros(b * n, dtype=torch.long, device=p.device)
+        rows = gt_rows(gt.valid)
+        regions = None
+        if p.grid is not None:  # step 1's box, on every level
+            regions = level_regions(p.grid, x.cand_boxes[rows[0] * m + rows[1]], [0.0] * len(p.grid.levels))
+        for table in candidate_tables(p, gt, regions, rows):
+            iou, metric, cand = self._pair_values(x, table.gt_index, table.pred_index, table.prior)
+            table, iou, metric = table.select(cand), iou[cand], metric[cand]
+            pos = self._kept(table, metric)
+            flat, owner = table.pred_index, table.owner
+            num_pos.index_add_(0, flat[pos], torch.ones_like(flat[pos]))
+            by_pos.update(flat[pos], iou[pos], owner[pos])
+            if self.resolve != "positives":
+                by_cand.update(flat, iou, owner)
+        best_iou, best_gt = by_pos.result()
         if self.resolve != "positives":  # step 4 for priors positive for several GTs
-            several = num_pos > 1
-            best_iou, best_gt = (torch.where(several, c, p) for c, p in zip(by_cand, by_pos))
+            cand_iou, cand_gt = by_cand.result()
+            if self.resolve == "all_gts":  # every valid GT competes: IoU 0 everywhere goes to the first one
+                first = first_valid(gt)[:, None].expand(b, n)  # (B,) -> (B, N)
+                none = (cand_iou <= 0) & (first >= 0)
+                cand_iou, cand_gt = torch.where(none, 0.0, cand_iou), torch.where(none, first, cand_gt)
+            several = num_pos.view(b, n) > 1
+            best_iou, best_gt = torch.where(several, cand_iou, best_iou), torch.where(several, cand_gt, best_gt)
         metric = torch.zeros_like(best_iou)
         image, prior = (best_gt >= 0).nonzero(as_tuple=True)  # the metric of each positive's pair
         if image.numel():
-            metric[image, prior] = self._pair_values(x, image * gt.num_gts + best_gt[image, prior],
-                                                     image * n + prior, prior)[1]
-        target = self._normalised(best_gt, best_iou, metric, gt.num_gts)
+            metric[image, prior] = self._pair_values(x, image * m + best_gt[image, prior], image * n + prior, prior)[1]
+        target = self._normalised(best_gt, best_iou, metric, m)
         return make_result(best_gt, best_iou, gt, align_metric=metric, score_target=target)
 
-    def _inputs(self, priors: Tensor, pred_boxes: Tensor, scores: Tensor, gt: GTBatch) -> _Inputs:
+    def _kept(self, table: CandidateTable, metric: Tensor) -> Tensor:
+        """Step 3 on a table of candidates: ``Tensor[P]`` bool, positive."""
+        k = min(self.topk, table.num_priors)
+        if self.keep_zero_metric:  # torch.topk's set on the row of N metrics, 0 off candidates
+            return segment_topk(table, metric, k, ties="torch", fill=0.0)
+        return segment_topk(table, metric, k) & (metric > 0)
+
+    def _inputs(self, centres: Tensor, pred_boxes: Tensor, scores: Tensor, gt: GTBatch) -> _Inputs:
         boxes = gt.boxes.flatten(0, 1)  # (B, M, 4) -> (B*M, 4)
-        return _Inputs(centres=(priors[:, :2] + priors[:, 2:]) / 2, pred_boxes=pred_boxes.flatten(0, 1),
+        return _Inputs(centres=centres, pred_boxes=pred_boxes.flatten(0, 1),
                        scores=scores.flatten(), gt_boxes=boxes, cand_boxes=self._candidate_box(boxes),
                        labels=gt.labels.flatten().clamp(0, scores.shape[-1] - 1),  # padding rows may hold any label
                        valid=gt.valid.flatten(), num_classes=scores.shape[-1])
 
     def _pair_values(self, x: _Inputs, gt_row: Tensor, pred_row: Tensor,
                      prior: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Steps 1-2 for the pairs (GT ``gt_row``, prediction ``pred_row`` of prior ``prior``): index
-        tensors into :class:`_Inputs`' tables that broadcast (a full ``(B, Mc, N)`` grid in the dense
-        form, one entry per listed pair in the sparse one).
+        """Steps 1-2 for the pairs (GT ``gt_row``, prediction ``pred_row`` of prior ``prior``), ``Tensor[P]``
+        long each, indices into :class:`_Inputs`' tables.
 
         Returns:
-            ``(iou, metric, candidate)``, each of the broadcast shape; IoU and metric 0 off candidates.
+            ``(iou, metric, candidate)``, ``Tensor[P]`` each; IoU and metric 0 off candidates.
         """
         cx, cy = take_rows(x.centres, prior).unbind(-1)
         x1, y1, x2, y2 = take_rows(x.cand_boxes, gt_row).unbind(-1)
@@ -192,105 +201,6 @@ class TaskAlignedAssigner(TwoFormAssigner):
         side = boxes[..., 2:] - boxes[..., :2]
         side = torch.where(side < self.center_min_side, torch.full_like(side, self.center_min_side), side)
         return torch.cat([centre - side / 2, centre + side / 2], -1)
-
-    def _dense_state(self, x: _Inputs, gt: GTBatch) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-        """Steps 1-4 over every (GT, prior) pair, chunk by chunk: each prior's number of positive GTs,
-        and its best ``(iou, gt)`` among its positive GTs and among the GTs step 4 may choose."""
-        b, m, n = gt.batch_size, gt.num_gts, x.centres.shape[0]
-        device = x.centres.device
-        by_pos, by_cand = empty_state(b, n, device, NOT_POSITIVE), empty_state(b, n, device, NOT_POSITIVE)
-        num_pos = torch.zeros(b, n, dtype=torch.long, device=device)
-        image, prior = torch.arange(b, device=device)[:, None, None], torch.arange(n, device=device)  # (B, 1, 1), (N,)
-        for chunk in gt_chunks(m, self.max_gt_chunk, batch=b, num_priors=n, device=device):
-            slot = torch.arange(chunk.start, chunk.stop, device=device)[:, None]  # (Mc, 1)
-            iou, metric, cand = self._pair_values(x, image * m + slot, image * n + prior, prior)  # (B, Mc, N) each
-            pos = self._dense_topk(metric) & cand
-            num_pos += pos.sum(dim=1)
-            by_pos = self._merge(by_pos, iou, pos, chunk.start)
-            if self.resolve != "positives":
-                allowed = cand if self.resolve == "in_gts" else gt.valid[:, chunk, None].expand_as(cand)
-                by_cand = self._merge(by_cand, iou, allowed, chunk.start)
-        return num_pos, by_pos, by_cand
-
-    def _dense_topk(self, metric: Tensor) -> Tensor:
-        """Step 3 on rows of N metrics ``(..., N)``: the kept priors (TOOD's rule also needs a metric > 0)."""
-        k = min(self.topk, metric.shape[-1])
-        top, idx = metric.topk(k, dim=-1)  # (..., k)
-        if not self.keep_zero_metric:  # torch.topk's tie order kept as it is otherwise (see step 3)
-            tied = ((metric >= top[..., -1:]).sum(-1) > k) & (top[..., -1] > 0)  # ties at a positive k-th metric
-            if bool(tied.any()):
-                idx[tied] = (-metric[tied]).sort(dim=-1, stable=True).indices[:, :k]
-        kept = torch.zeros_like(metric, dtype=torch.bool).scatter_(-1, idx, True)
-        return kept if self.keep_zero_metric else kept & (metric > 0)
-
-    @staticmethod
-    def _merge(state: tuple[Tensor, Tensor], iou: Tensor, allowed: Tensor, offset: int) -> tuple[Tensor, Tensor]:
-        """Merge one chunk's ``(B, Mc, N)`` pairs where ``allowed`` into the running best (step 4)."""
-        value = torch.where(allowed, iou, torch.full_like(iou, NOT_POSITIVE))  # (B, Mc, N)
-        c_iou, c_gt = value.max(dim=1)  # (B, N); first maximum on ties
-        c_gt = torch.where(c_iou > NOT_POSITIVE, c_gt + offset, torch.full_like(c_gt, -1))
-        return merge_best(*state, c_iou, c_gt)
-
-    def _sparse_state(self, x: _Inputs, gt: GTBatch,
-                      layout: PriorLayout) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-        """Steps 1-4 over each GT's candidates only (see :meth:`_dense_state` for what is returned)."""
-        b, m, n = gt.batch_size, gt.num_gts, x.centres.shape[0]
-        device = x.centres.device
-        by_pos = [t.flatten() for t in empty_state(b, n, device, NOT_POSITIVE)]  # (B*N,) each
-        by_cand = [t.flatten() for t in empty_state(b, n, device, NOT_POSITIVE)]
-        num_pos = torch.zeros(b * n, dtype=torch.long, device=device)
-        for chunk in gt_chunks(m, self.max_gt_chunk, batch=b, num_priors=n, device=device):
-            image, slot = valid_rows(gt.valid, chunk)  # (G,) each
-            regions = x.cand_boxes[image * m + slot]  # (G, 4)
-            row, prior = window_pairs(layout, level_regions(layout, regions, [0.0] * len(layout.levels)))
-            pair_gt, flat = image[row] * m + slot[row], image[row] * n + prior  # (P,) each
-            iou, metric, cand = self._pair_values(x, pair_gt, flat, prior)
-            row, prior, flat, iou, metric = row[cand], prior[cand], flat[cand], iou[cand], metric[cand]
-            pos = self._sparse_topk(row, prior, metric, image.shape[0], n)
-            owner = slot[row]
-            num_pos.index_add_(0, flat[pos], torch.ones_like(flat[pos]))
-            by_pos = merge_best(*by_pos, *scatter_max(b * n, flat[pos], iou[pos], owner[pos], NOT_POSITIVE))
-            if self.resolve != "positives":
-                by_cand = merge_best(*by_cand, *scatter_max(b * n, flat, iou, owner, NOT_POSITIVE))
-        if self.resolve == "all_gts":  # every valid GT competes: IoU 0 everywhere goes to the first one
-            first = first_valid(gt)[:, None].expand(b, n).flatten()  # (B,) -> (B*N,)
-            none = (by_cand[0] <= 0) & (first >= 0)
-            by_cand = [torch.where(none, torch.zeros_like(by_cand[0]), by_cand[0]),
-                       torch.where(none, first, by_cand[1])]
-        return num_pos.view(b, n), tuple(t.view(b, n) for t in by_pos), tuple(t.view(b, n) for t in by_cand)
-
-    def _sparse_topk(self, row: Tensor, prior: Tensor, metric: Tensor, num_rows: int, num_priors: int) -> Tensor:
-        """Step 3 on the candidate pairs ``(row, prior, metric)`` of ``num_rows`` GTs: ``Tensor[P]`` bool, positive."""
-        k = min(self.topk, num_priors)
-        rank = segment_ranks(row, metric, num_rows, descending=True)  # (P,) by (metric, prior index)
-        if not self.keep_zero_metric:
-            return (rank < k) & (metric > 0)
-        # torch.topk's order decides among equal metrics at the k-th place, zeros included: such GTs
-        # are ranked on their full row of N metrics (0 off candidates), as in the dense form.
-        count = torch.zeros(num_rows, 2, dtype=torch.long, device=metric.device)
-        count.index_put_((row, (metric > 0).long()), torch.ones_like(row), accumulate=True)  # zero / positive metrics
-        at_k, after_k = rank == k - 1, rank == k
-        kth = metric.new_full((num_rows,), -1.0).index_put_((row[at_k],), metric[at_k])
-        tied = torch.zeros(num_rows, dtype=torch.bool, device=metric.device)
-        tied[row[after_k]] = metric[after_k] == kth[row[after_k]]
-        redo = torch.where(count[:, 1] < k, count[:, 0] > 0, tied)  # (G,)
-        pos = (rank < k) & ~redo[row]
-        if bool(redo.any()):
-            again = redo[row]
-            pos[again] = self._full_rows(row[again], prior[again], metric[again], num_priors)
-        return pos
-
-    def _full_rows(self, row: Tensor, prior: Tensor, metric: Tensor, num_priors: int) -> Tensor:
-        """Step 3 of the dense form for the pairs ``(row, prior, metric)`` of a few GTs: their full rows
-        of N metrics (0 off the listed candidates) ranked by ``torch.topk``; ``Tensor[P]`` bool, kept."""
-        rows, local = torch.unique_consecutive(row, return_inverse=True)  # rows ascend: pairs come GT by GT
-        kept = torch.empty_like(row, dtype=torch.bool)
-        for part in row_chunks(torch.arange(rows.shape[0], device=row.device), num_priors):
-            sel = (local >= part[0]) & (local <= part[-1])
-            full = metric.new_zeros(part.shape[0], num_priors)
-            full[local[sel] - part[0], prior[sel]] = metric[sel]
-            kept[sel] = self._dense_topk(full)[local[sel] - part[0], prior[sel]]
-        return kept
 
     def _normalised(self, gt_index: Tensor, iou: Tensor, metric: Tensor, num_gts: int) -> Tensor:
         """Step 5: ``Tensor[B, N]`` normalised target from the final assignment."""

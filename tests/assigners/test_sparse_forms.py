@@ -1,8 +1,9 @@
-"""The candidate-sparse form of each rule (``assign`` on grid priors) against its dense form
-(``assign_dense``, every prior against every GT), bit for bit, on random batches built to hit the
-edge cases: GTs from under a pixel to past the image, boxes and predictions on integer coordinates
-(ties of IoU, GTs on cell borders), scores on a coarse grid (ties of metric and cost), padding rows,
-anchors and points."""
+"""Each rule on a PriorGrid (``assign(grid)``: each GT's window of candidates) against the same rule on all
+pairs (``assign(grid.boxes, num_level_priors=..., prior_strides=...)``; rules not yet on candidate tables:
+their ``assign_dense``), bit for bit, on random batches built to hit the edge cases: GTs from under a pixel
+to past the image, boxes and predictions on integer coordinates (ties of IoU, GTs on cell borders), scores
+on a coarse grid (ties of metric and cost), padding rows, anchors and points. Also the candidate-table
+helpers and the tie order."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ import torch
 
 from detkit.anchors import PointGenerator, YOLOAnchorGenerator
 from detkit.assigners.atss import nearest_candidates, windowed_nearest_candidates
-from detkit.assigners.candidates import paint_open_rects, prior_layout, segment_ranks, window_pairs
+from detkit.assigners.candidates import (
+    CandidateTable,
+    paint_open_rects,
+    pair_budget,
+    prior_layout,
+    segment_ranks,
+    segment_topk,
+    topk_rows,
+    window_pairs,
+)
 from detkit.assigners.presets import ASSIGNER_PRESETS, build_preset
 
 _spec = importlib.util.spec_from_file_location("assigner_conftest", Path(__file__).with_name("conftest.py"))
@@ -34,7 +44,8 @@ def priors_of(anchors: bool):
 
 def random_case(seed: int, anchors: bool, batch: int = 3, num_gts: int = 12, num_classes: int = 5) -> dict:
     g = torch.Generator().manual_seed(seed)
-    priors, strides, counts = priors_of(anchors)
+    grid = priors_of(anchors)
+    priors, strides, counts = grid
     n = priors.shape[0]
     side = torch.exp(torch.empty(batch, num_gts, 2).uniform_(-1, 5.5, generator=g))  # 0.4 to 245 px
     centre = torch.rand(batch, num_gts, 2, generator=g) * SIZE
@@ -46,14 +57,19 @@ def random_case(seed: int, anchors: bool, batch: int = 3, num_gts: int = 12, num
     scores = torch.rand(batch, n, num_classes, generator=g) ** 3
     if seed % 2:  # integer coordinates and coarse scores: exact ties everywhere
         boxes, pred, scores = boxes.round(), pred.round(), (scores * 4).round() / 4
-    return dict(priors=priors, gt_boxes=boxes, gt_labels=torch.randint(0, num_classes, (batch, num_gts), generator=g),
+    return dict(grid=grid, priors=priors, gt_boxes=boxes,
+                gt_labels=torch.randint(0, num_classes, (batch, num_gts), generator=g),
                 gt_mask=torch.rand(batch, num_gts, generator=g) > 0.2,
                 kwargs=dict(num_level_priors=counts, prior_strides=strides, pred_boxes=pred, pred_scores=scores))
 
 
 def both_forms(assigner, case: dict):
-    args = (case["priors"], case["gt_boxes"], case["gt_labels"], case["gt_mask"])
-    return assigner.assign(*args, **case["kwargs"]), assigner.assign_dense(*args, **case["kwargs"])
+    """``(assign on the grid, the reference)``: all pairs, or a rule's deprecated ``assign_dense``."""
+    gts = (case["gt_boxes"], case["gt_labels"], case["gt_mask"])
+    kw = case["kwargs"]
+    on_grid = assigner.assign(case["grid"], *gts, pred_boxes=kw["pred_boxes"], pred_scores=kw["pred_scores"])
+    reference = assigner.assign_dense if hasattr(assigner, "assign_dense") else assigner.assign
+    return on_grid, reference(case["priors"], *gts, **kw)
 
 
 @pytest.mark.parametrize("name", TWO_FORM)
@@ -77,19 +93,28 @@ def test_presets_sparse_equals_dense(name):
 @pytest.mark.parametrize("name", TWO_FORM)
 def test_sparse_form_chunked_equals_dense(name):
     case = random_case(7, anchors=False)
-    sparse, _ = both_forms(FACTORIES[name](max_gt_chunk=5), case)
+    legacy = hasattr(FACTORIES[name](), "max_gt_chunk")  # rules not yet on candidate tables
+    with pair_budget(700):  # a few GTs of all pairs (N = 336) or of windows per chunk
+        sparse, dense_chunked = both_forms(FACTORIES[name](**(dict(max_gt_chunk=5) if legacy else {})), case)
     _, dense = both_forms(FACTORIES[name](), case)
     assert_same(sparse, dense)
+    assert_same(dense_chunked, dense)
 
 
-def test_zero_metric_candidates_ranked_on_full_rows():
+def test_zero_metric_candidates_ranked_on_full_rows(monkeypatch):
     # Ultralytics' rule keeps top-k candidates at metric 0 in torch.topk's order: predictions that
     # miss every GT give all-zero rows, which the sparse form must hand to torch.topk as the dense one.
     case = random_case(3, anchors=False)
     case["kwargs"]["pred_boxes"] = case["kwargs"]["pred_boxes"] + 1000.0  # every IoU (and CIoU) 0
+    import detkit.assigners.candidates as candidates
+
+    full_rows = []
+    original = candidates._full_row_topk
+    monkeypatch.setattr(candidates, "_full_row_topk", lambda *a: full_rows.append(a[0].numel()) or original(*a))
     sparse, dense = both_forms(build_preset("tal-ultralytics"), case)
     assert_same(sparse, dense)
     assert sparse.num_pos > 0  # zero-metric candidates are positive under this rule
+    assert full_rows and all(full_rows)  # the GTs' rows went to torch.topk, on the grid and on all pairs
 
 
 @pytest.mark.parametrize("name", ["simota", "dsl", "dsl_mmyolo"])
@@ -143,8 +168,7 @@ def test_priors_that_are_not_grids_take_the_dense_form():
 
 @pytest.mark.parametrize("anchors", [False, True])
 def test_window_pairs_are_the_priors_with_centres_in_the_region(anchors):
-    priors, strides, counts = priors_of(anchors)
-    layout = prior_layout(priors, counts, strides)
+    layout = priors_of(anchors)
     g = torch.Generator().manual_seed(1)
     xy = torch.rand(40, 2, generator=g) * 160 - 16
     regions = torch.cat([xy, xy + torch.rand(40, 2, generator=g) * 60], 1).round()  # borders on centres too
@@ -180,8 +204,7 @@ def test_windowed_nearest_candidates_equal_the_dense_ones(sizes, anchors):
 
 @pytest.mark.parametrize("anchors", [False, True])
 def test_painted_rectangles_are_the_strict_inside_test(anchors):
-    priors, strides, counts = priors_of(anchors)
-    layout = prior_layout(priors, counts, strides)
+    layout = priors_of(anchors)
     g = torch.Generator().manual_seed(3)
     xy = (torch.rand(2, 20, 2, generator=g) * 20).round() * 8 - 16  # borders on prior centres too
     rects = [torch.cat([xy, xy + (torch.rand(2, 20, 2, generator=g) * 8).round() * 8], -1)[:, :, None]
@@ -207,3 +230,39 @@ def test_segment_ranks_by_key_then_position():
 
 def test_every_rule_with_two_forms_has_a_preset_here():
     assert set(PRESETS) <= set(ASSIGNER_PRESETS)
+
+
+def test_topk_rows_index_order_on_ties():
+    values = torch.tensor([[0.5, 0.9, 0.5, 0.9, 0.1], [0.0, 0.0, 0.0, 0.0, 0.0], [3.0, 1.0, 2.0, 1.0, 1.0]])
+    assert topk_rows(values, 3).tolist() == [[1, 3, 0], [0, 1, 2], [0, 2, 1]]
+    assert topk_rows(values, 2, largest=False).tolist() == [[4, 0], [0, 1], [1, 3]]
+    assert topk_rows(values, 9).shape == (3, 5)  # k clamped to n
+    assert topk_rows(values, 0).shape == (3, 0)
+    torch_set = topk_rows(values, 3, ties="torch")
+    assert torch.equal(torch_set, values.topk(3).indices)
+
+
+def _table(rows, priors, num_priors):
+    row = torch.tensor(rows)
+    g = int(row.max()) + 1 if len(rows) else 0
+    return CandidateTable(image=torch.zeros(g, dtype=torch.long), slot=torch.arange(g), row=row,
+                          prior=torch.tensor(priors), num_gts=g, num_priors=num_priors)
+
+
+def test_segment_topk_index_ties_among_listed_pairs():
+    table = _table([0, 0, 0, 0, 1, 1], [2, 5, 7, 9, 0, 3], num_priors=10)
+    key = torch.tensor([0.3, 0.7, 0.3, 0.3, 0.0, 0.1])
+    assert segment_topk(table, key, 2).tolist() == [True, True, False, False, True, True]
+    assert segment_topk(table, key, 3).tolist() == [True, True, True, False, True, True]
+
+
+def test_segment_topk_torch_ties_are_torch_topk_on_full_rows():
+    # row 0: two keys above 0 (< k = 3): the cut falls among the zeros, listed (prior 4) and unlisted alike;
+    # row 1: a tie at the k-th key; row 2: decided without ties (never rebuilt)
+    table = _table([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2], [1, 4, 6, 0, 2, 5, 8, 1, 2, 3, 9], num_priors=10)
+    key = torch.tensor([0.5, 0.0, 0.25, 0.5, 0.25, 0.25, 0.75, 0.9, 0.8, 0.7, 0.1])
+    full = torch.zeros(3, 10)
+    full[table.row, table.prior] = key
+    kept = torch.zeros(3, 10, dtype=torch.bool).scatter_(1, full.topk(3).indices, True)
+    assert segment_topk(table, key, 3, ties="torch").tolist() == kept[table.row, table.prior].tolist()
+    assert segment_topk(table, key, 3, ties="torch")[7:].tolist() == [True, True, True, False]
