@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     eager = instantiate(cfg.model).to(device)
     images = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)).to(device)
     if args.checkpoint:
-        from detkit.engine.checkpoint import load_weights
+        from detkit.engine.weights import load_weights
 
         load_weights(eager, args.checkpoint)
     else:

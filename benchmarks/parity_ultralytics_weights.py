@@ -42,7 +42,7 @@ from torch import nn  # noqa: E402
 
 from detkit.boxes import cxcywh_to_xyxy  # noqa: E402
 from detkit.config import instantiate, load_config  # noqa: E402
-from detkit.engine.checkpoint import load_weights  # noqa: E402
+from detkit.engine.weights import load_weights  # noqa: E402
 
 SCALES = ("n", "s", "m", "l", "x")
 BOX_TOL = 0.05  # px

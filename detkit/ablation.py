@@ -20,13 +20,15 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
 from detkit.analysis import SIZE_NAMES
 from detkit.evaluation.per_image import paired_image_differences
 from detkit.evaluation.significance import Interval, bootstrap_interval, paired_t_interval, verdict
+from detkit.io import atomic_write, atomic_write_text
 
 __all__ = ["METRICS", "AblationRow", "RowSummary", "RunRecord", "summarise", "to_markdown", "training_statistics",
            "write_summary"]
@@ -232,14 +234,13 @@ def write_summary(summaries: Sequence[RowSummary], records: Sequence[RunRecord],
                   header: str = "") -> str:
     """Write ``ablation.md`` (``header`` + :func:`to_markdown`), ``ablation.csv`` (one line per row:
     mean and std of every value, every metric's difference with its interval) and ``runs.csv``
-    (one line per run); returns the markdown."""
-    from pathlib import Path
-
+    (one line per run), each atomically (:mod:`detkit.io`); returns the markdown."""
     out = Path(out_dir)
     table = header + to_markdown(summaries)
-    (out / "ablation.md").write_text(table, encoding="utf-8")
+    atomic_write_text(out / "ablation.md", table)
     keys = sorted({k for s in summaries for k in s.mean})
-    with open(out / "ablation.csv", "w", newline="", encoding="utf-8") as f:
+
+    def summary_rows(f: IO[str]) -> None:
         w = csv.writer(f)
         w.writerow(["row", "config", "assigner", "seeds", *[f"{k}_{p}" for k in keys for p in ("mean", "std")], "vs",
                     *[f"d{m}_{p}" for m in METRICS for p in ("mean", "low", "high", "significant")],
@@ -254,11 +255,15 @@ def write_summary(summaries: Sequence[RowSummary], records: Sequence[RunRecord],
                     [f"{iv.mean:.6g}", f"{iv.low:.6g}", f"{iv.high:.6g}", str(iv.significant)]
             cells.append(s.differences["AP"].method if "AP" in s.differences else "")
             w.writerow(cells)
-    with open(out / "runs.csv", "w", newline="", encoding="utf-8") as f:
+
+    def run_rows(f: IO[str]) -> None:
         run_keys = sorted({k for r in records for k in _row_values(r)})
         w = csv.writer(f)
         w.writerow(["row", "seed", *run_keys])
         for r in records:
             values = _row_values(r)
             w.writerow([r.label, r.seed, *[f"{values.get(k, math.nan):.6g}" for k in run_keys]])
+
+    atomic_write(out / "ablation.csv", "w", summary_rows, newline="", encoding="utf-8")
+    atomic_write(out / "runs.csv", "w", run_rows, newline="", encoding="utf-8")
     return table

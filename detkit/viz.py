@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detkit.fileio import atomic_save_figure
+from detkit.io import atomic_save_figure
 
 __all__ = [
     "color_for",

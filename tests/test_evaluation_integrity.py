@@ -222,7 +222,7 @@ def test_results_json_is_standard_json(tmp_path):
 
 
 def test_results_json_on_a_full_disk_is_one_line_and_the_old_file_is_intact(tmp_path, monkeypatch):
-    from detkit.fileio import OutputWriteError
+    from detkit.io import OutputWriteError
 
     path = tmp_path / "r.json"
     write_coco_results(GOOD, path)

@@ -1,15 +1,24 @@
-"""detkit.fileio: atomic writes, and a full disk as one line naming the path and the free space."""
+"""detkit.io: atomic writes (a full disk as one line naming the path and the free space; the old file
+kept), the writer of a temporary, lock files naming their holder (live: refused, dead: taken over)."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from detkit.engine.checkpoint import CheckpointManager, atomic_save, load_checkpoint
-from detkit.fileio import OutputWriteError, atomic_write, atomic_write_bytes, atomic_write_text
+from detkit.engine.checkpoint import CheckpointManager, load_checkpoint
+from detkit.io import (
+    LockHolder, OutputWriteError, PidLock, atomic_save, atomic_write, atomic_write_bytes, atomic_write_text,
+    process_gone, read_lock, temporary_writer,
+)
 
 
 def _names(folder):
@@ -114,3 +123,99 @@ def test_written_files_get_a_plain_files_permissions_or_keep_the_replaced_ones(t
         assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o664
     finally:
         os.umask(old)
+
+
+# ----------------------------------------------------------------------------------------------
+# atomic writes keep the old file; lock files naming their holder
+# ----------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+HOLD = ("import sys; from detkit.io import PidLock; lock = PidLock(sys.argv[1], purpose='test'); "
+        "assert lock.acquire(); print('held', flush=True); sys.stdin.read()")
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "results.json"
+    atomic_write_text(path, "old")
+    with pytest.raises(ZeroDivisionError):
+        atomic_write(path, "w", lambda f: (f.write("new, half"), 1 / 0))
+    assert path.read_text() == "old" and _names(tmp_path) == ["results.json"]
+    atomic_save({"w": torch.ones(2)}, tmp_path / "sub" / "w.pth")  # torch.save through the same write
+    assert torch.equal(torch.load(tmp_path / "sub" / "w.pth")["w"], torch.ones(2))
+
+
+def test_the_writer_of_a_temporary_is_read_back_from_its_name():
+    assert temporary_writer(".epoch_1.pth.node-3.cluster-a-4321.x7_k2.tmp", "epoch_1.pth") == ("node-3.cluster-a", 4321)
+    assert temporary_writer(".epoch_1.pth.node-3-4321.x7.tmp", "best.pth") is None
+    assert temporary_writer("epoch_1.pth", "epoch_1.pth") is None
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_process_gone_only_for_a_dead_pid_of_this_host():
+    assert process_gone(socket.gethostname(), _dead_pid())
+    assert not process_gone(socket.gethostname(), os.getpid())
+    assert not process_gone("another-host", _dead_pid())  # cannot be checked: not known to be gone
+
+
+def test_a_lock_held_by_a_live_process_refuses_and_a_dead_ones_is_taken_over(tmp_path):
+    path = tmp_path / "x.lock"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        lock = PidLock(path)
+        assert not lock.acquire() and not lock.held
+        holder = lock.read()
+        assert (holder.pid, holder.host, holder.running()) == (proc.pid, socket.gethostname(), True)
+        assert json.loads(path.read_text())["purpose"] == "test"  # the claim's info is in the file
+    finally:
+        proc.kill()  # kill -9: the file stays behind
+        proc.wait()
+    assert lock.read() == holder and holder.running() is False
+    assert lock.remove_stale(holder) and lock.acquire() and lock.held
+    assert lock.read().pid == os.getpid() and lock.read().run_id == lock.holder.run_id
+    lock.release()
+    assert not path.exists() and not lock.held
+    lock.release()  # again: nothing
+
+
+def test_a_lock_is_removed_only_while_it_names_what_was_seen(tmp_path):
+    path = tmp_path / "x.lock"
+    path.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+    stale = read_lock(path)
+    assert stale is not None and stale.run_id == "" and stale.running() is False
+    newer = PidLock(path)
+    assert newer.remove_stale(stale) and newer.acquire()
+    assert not PidLock(path).remove_stale(stale)  # the file now names another claim: left alone
+    assert read_lock(path) == newer.holder
+    path.write_text("not json")
+    assert read_lock(path) is None
+    newer.release()  # the file no longer names this claim: not deleted
+    assert path.read_text() == "not json"
+
+
+def test_a_lock_of_another_host_cannot_be_checked(tmp_path):
+    path = tmp_path / "x.lock"
+    path.write_text(json.dumps({"pid": _dead_pid(), "host": "elsewhere", "run_id": "r", "started": "t",
+                                "command": "c"}))
+    holder = read_lock(path)
+    assert holder == LockHolder(holder.pid, "elsewhere", "r", "t", "c") and holder.running() is None
+    assert not PidLock(path).acquire()
+
+
+def test_a_garbage_collected_lock_releases_its_file_and_a_detached_one_keeps_it(tmp_path):
+    first = PidLock(tmp_path / "a.lock")
+    assert first.acquire()
+    del first
+    assert not (tmp_path / "a.lock").exists()
+    second = PidLock(tmp_path / "b.lock")
+    assert second.acquire()
+    second.detach()
+    del second
+    assert read_lock(tmp_path / "b.lock").pid == os.getpid()

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from detkit.config import load_config
-from detkit.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, load_weights
+from detkit.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from detkit.engine.trainer import Trainer
+from detkit.engine.weights import load_weights
 from tests.engine.standins import TinyDetector
 from tests.fixtures.tools import load_tool
 

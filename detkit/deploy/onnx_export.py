@@ -29,7 +29,7 @@ import detkit
 from detkit.deploy.graph_nms import padded_nms
 from detkit.deploy.metadata import INPUT_NAME, DeployMetadata
 from detkit.deploy.preprocess import LetterboxSettings
-from detkit.fileio import atomic_write_bytes
+from detkit.io import atomic_write_bytes
 
 __all__ = ["DEFAULT_OPSET", "MIN_OPSET", "DecodedOutputs", "DecodedWithNMS", "build_metadata", "export_module",
            "export_onnx"]

@@ -6,12 +6,12 @@ from detkit.engine.checkpoint import (
     find_latest_checkpoint,
     get_rng_state,
     load_checkpoint,
-    load_weights,
     set_rng_state,
 )
 from detkit.engine.ema import ModelEMA, unwrap_model
 from detkit.engine.optim import build_optimizer, param_groups
 from detkit.engine.schedules import LRSchedule
+from detkit.engine.weights import load_weights
 
 __all__ = [
     "CheckpointManager",

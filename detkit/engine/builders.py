@@ -18,19 +18,21 @@ from torch import Tensor, nn
 
 from detkit.config import instantiate
 from detkit.data.adopt import check_data_config, check_dataset_classes
+from detkit.data.classes import check_class_names
 from detkit.data.loader import DetDataLoader, build_dataloader
 from detkit.engine import distributed as du
-from detkit.engine.checkpoint import load_weights
+from detkit.engine.checkpoint import load_checkpoint
+from detkit.engine.checkpoint_config import checkpoint_class_names
 from detkit.engine.ema import ModelEMA
-from detkit.engine.inference import build_evaluator
 from detkit.engine.settings import EMASettings, TrainSettings
 from detkit.engine.train_utils import collate_from_config, resolve_device
-from detkit.evaluation import COCOEvaluator
+from detkit.engine.weights import load_weights
+from detkit.errors import CheckpointError, ConfigError, DataError
 from detkit.schema import default_of
 
 __all__ = ["DATA_LAYOUTS", "LossForward", "StepPlan", "build_amp", "build_dataset", "build_ema", "check_data_config",
-           "build_evaluation", "build_model", "build_step_plan", "build_train_loader", "load_initial_weights",
-           "setup_device", "wrap_for_training"]
+           "build_model", "build_step_plan", "build_train_loader", "load_initial_weights", "loader_workers",
+           "setup_device", "size_divisor", "wrap_for_training"]
 
 logger = logging.getLogger("detkit")
 
@@ -41,7 +43,8 @@ DATA_LAYOUTS = """expected layouts (paths as in the config; details in data/READ
   VOC:  VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main}
   shapes: generated on first use (python tools/make_shapes.py)"""
 
-# Loader keys of data.train / data.val when a config leaves them out (validation: the training batch).
+# Loader keys of data.train / data.val when a config leaves them out (the val batch:
+# detkit.engine.evaluate.val_batch_size).
 TRAIN_BATCH_SIZE, TRAIN_WORKERS, VAL_WORKERS = 16, default_of(build_dataloader, "num_workers"), 0
 
 
@@ -58,20 +61,18 @@ def build_dataset(cfg: Mapping[str, Any], split: str) -> Any:
         The built dataset (``len``, ``dataset[i]`` a sample dict, ``class_names``).
 
     Raises:
-        ValueError: no ``data.<split>.dataset``, or its files are missing (the message lists the layouts
-            detkit reads).
-        ConfigError: its class count differs from the config's.
+        ConfigError: no ``data.<split>.dataset``; its class count differs from the config's; a
+            dataset argument the constructor refuses.
+        DataError: its files are missing or unreadable (the message lists the layouts detkit reads).
     """
     data = cfg.get("data") or {}
     if split not in data or "dataset" not in data[split]:
-        raise ValueError(f"config has no data.{split}.dataset; add data=dict({split}=dict(dataset=L(...)(...))) "
-                         f"or give --data PATH (a dataset with a {split} split)")
+        raise ConfigError(f"config has no data.{split}.dataset; add data=dict({split}=dict(dataset=L(...)(...))) "
+                          f"or give --data PATH (a dataset with a {split} split)")
     try:
-        dataset = instantiate(data[split].dataset)
-    except (OSError, ValueError) as e:
-        if not isinstance(e, OSError) and "No such file" not in str(e) and "not found" not in str(e):
-            raise
-        raise ValueError(f"data.{split}: dataset not found: {e}\n{DATA_LAYOUTS}") from e
+        dataset = instantiate(data[split].dataset, f"data.{split}.dataset")
+    except (OSError, DataError) as e:
+        raise DataError(f"data.{split}: dataset not found: {e}\n{DATA_LAYOUTS}") from e
     check_dataset_classes(cfg, split, dataset)
     return dataset
 
@@ -93,7 +94,7 @@ def size_divisor(model: nn.Module) -> int:
 
 def build_model(cfg: Mapping[str, Any], device: torch.device, sync_bn: bool, world_size: int) -> nn.Module:
     """``cfg.model`` on ``device``; BatchNorm made SyncBatchNorm when asked for under DDP on CUDA."""
-    model = instantiate(cfg["model"])
+    model = instantiate(cfg["model"], "model")
     if sync_bn and world_size > 1:
         if device.type == "cuda":
             model = du.sync_bn(model)
@@ -161,11 +162,6 @@ def load_initial_weights(model: nn.Module, path: str, data_names: list[str] | No
     logger.info(f"loaded weights from {path}: {len(report['loaded'])} tensors, "
                 f"{len(report['missing'])} missing, {len(report['shape_mismatch'])} shape mismatches")
     if data_names is not None:
-        from detkit.config import ConfigError
-        from detkit.data.classes import check_class_names
-        from detkit.engine.checkpoint import CheckpointError, load_checkpoint
-        from detkit.engine.checkpoint_config import checkpoint_class_names
-
         try:
             check_class_names(checkpoint_class_names(load_checkpoint(path), path), data_names,
                               f"--load-from {path} on data.train")
@@ -194,19 +190,6 @@ def wrap_for_training(model: nn.Module, device: torch.device, world_size: int) -
         ids = [device.index] if device.type == "cuda" else None
         forward = nn.parallel.DistributedDataParallel(forward, device_ids=ids)
     return forward
-
-
-def build_evaluation(cfg: Mapping[str, Any], rank: int) -> tuple[Any, COCOEvaluator | None]:
-    """``(val dataset, evaluator)``; the evaluator (ground truth, COCOeval) lives on rank 0 only."""
-    val_set = build_dataset(cfg, "val")
-    return val_set, build_evaluator(val_set) if rank == 0 else None
-
-
-def val_loader_options(cfg: Mapping[str, Any], train_batch_size: int) -> dict[str, int]:
-    """``batch_size`` / ``num_workers`` of ``data.val`` (default: the training batch, no workers)."""
-    split = cfg["data"]["val"]
-    return {"batch_size": int(split.get("batch_size", train_batch_size)),
-            "num_workers": loader_workers(int(split.get("num_workers", VAL_WORKERS)), "data.val.num_workers")}
 
 
 def available_cpus() -> int:

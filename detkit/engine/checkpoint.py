@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, keep-last-K rotation, RNG state capture, weight loading.
+"""Checkpoint files: writing (atomic, keep-last-K rotation), reading, finding the newest, RNG state.
 
 A detkit checkpoint is a dict saved with ``torch.save`` and read with ``torch.load(weights_only=True)``,
 so it holds only tensors and plain Python values::
@@ -17,18 +17,19 @@ so it holds only tensors and plain Python values::
 
 ``best.pth`` and ``last.pth`` are weights files (:func:`detkit.engine.run_checkpoints.lean_state`):
 ``model`` (the EMA weights when the run had an EMA, fp16 with ``train.checkpoint.final_fp16``),
-``meta``, ``config``, ``epoch``, ``iter``, ``best``; :func:`load_weights` reads both kinds.
+``meta``, ``config``, ``epoch``, ``iter``, ``best``; :func:`detkit.engine.weights.load_weights` reads
+both kinds into a model.
 
 Safety: files are written atomically (a kill -9 at any moment leaves either the old or the new
-file, never a partial one; a full disk is a one-line :class:`~detkit.fileio.OutputWriteError`). A
+file, never a partial one; a full disk is a one-line :class:`~detkit.io.OutputWriteError`). A
 temporary's name carries its writer (``.<target>.<host>-<pid>.<random>.tmp``); the next save
 removes only temporaries whose writer is
 gone (same host, pid not running), never another live process's. Checkpoints are read with
 ``weights_only=True``, so a checkpoint whose pickle would run code is refused. A file that cannot
 be read (truncated, corrupt, refused) raises :class:`CheckpointError` naming it;
 :func:`load_latest_checkpoint` then falls back to the previous checkpoint with a warning.
-:func:`load_weights` with ``strict=True`` (evaluation, inference, export) refuses weights that do
-not fill the whole model, naming the tensors and shapes that differ.
+:func:`detkit.engine.weights.load_weights` with ``strict=True`` (evaluation, inference, export)
+refuses weights that do not fill the whole model, naming the tensors and shapes that differ.
 """
 
 from __future__ import annotations
@@ -39,18 +40,16 @@ import os
 import pickle
 import random
 import re
-import socket
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from detkit.errors import CheckpointError
-from detkit.fileio import OutputWriteError, atomic_write, atomic_write_text
+from detkit.io import OutputWriteError, atomic_save, atomic_write_text, process_gone, temporary_writer
 
 __all__ = [
     "CheckpointError",
@@ -63,10 +62,8 @@ __all__ = [
     "get_rng_state",
     "load_checkpoint",
     "load_latest_checkpoint",
-    "load_weights",
     "preserved_rng",
     "set_rng_state",
-    "weights_misfit",
 ]
 
 logger = logging.getLogger("detkit")
@@ -74,29 +71,13 @@ logger = logging.getLogger("detkit")
 LAST_POINTER = "last_checkpoint"  # text file in the work dir naming the newest checkpoint
 FINAL_NAMES = ("best.pth", "last.pth")  # weights files: never rotated, never resumed from
 _CKPT_RE = re.compile(r"^(epoch|iter)_(\d+)\.pth$")
-# Temporaries of the run's atomic writes (detkit.fileio): ".<target>.<host>-<pid>.<random>.tmp" (mkstemp;
+# Temporaries of the run's atomic writes (detkit.io): ".<target>.<host>-<pid>.<random>.tmp" (mkstemp;
 # files of older versions lack "<host>-<pid>" and are never removed automatically).
 _WRITTEN = r"(?:(?:epoch|iter)_\d+\.pth|best\.pth|last\.pth|last_checkpoint|metrics\.csv)"
-_TMP_RE = re.compile(rf"^\.{_WRITTEN}\..+\.tmp$")
-_TMP_WRITER_RE = re.compile(rf"^\.{_WRITTEN}\.(.+)-(\d+)\.[^.]+\.tmp$")
+_TMP_RE = re.compile(rf"^\.({_WRITTEN})\..+\.tmp$")
 # What torch.load raises on a truncated or corrupt file, by format and by where the cut falls.
 _READ_ERRORS = (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError,
                 KeyError, IndexError, AttributeError, ImportError, UnicodeDecodeError)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``
-    (:func:`detkit.fileio.atomic_write`).
-
-    A crash or exception part-way leaves any existing file at ``path`` untouched.
-
-    Raises:
-        OutputWriteError: (a ValueError) full disk or another refused write, in one line naming
-            ``path`` (and the free space); the previous file stays and no temporary is left.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, "wb", lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
@@ -232,18 +213,17 @@ class CheckpointManager:
 def checkpoint_temporaries(work_dir: str | os.PathLike, dead_writers_only: bool = False) -> list[Path]:
     """Temporaries of checkpoint writes in ``work_dir``; with ``dead_writers_only``, only those whose
     writer (named in the file: host and pid) ran on this host and is no longer running."""
-    from detkit.engine.workdir import pid_alive
-
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         return []
     found = sorted(p for p in work_dir.glob(".*.tmp") if _TMP_RE.match(p.name))
     if not dead_writers_only:
         return found
-    host, stale = socket.gethostname(), []
+    stale = []
     for p in found:
-        m = _TMP_WRITER_RE.match(p.name)
-        if m and m.group(1) == host and not pid_alive(int(m.group(2))):
+        m = _TMP_RE.match(p.name)
+        writer = temporary_writer(p.name, m.group(1)) if m else None
+        if writer is not None and process_gone(*writer):
             stale.append(p)
     return stale
 
@@ -298,118 +278,3 @@ def load_latest_checkpoint(work_dir: str | os.PathLike,
     if problems:
         raise CheckpointError(f"no readable checkpoint in {work_dir}:\n  " + "\n  ".join(problems))
     return None
-
-
-# ----------------------------------------------------------------------------------------------
-# weights only
-# ----------------------------------------------------------------------------------------------
-
-
-# Tensors named per kind in a strict-loading error.
-_SHOWN = 4
-
-
-def _shape(t: torch.Tensor) -> str:
-    return str(tuple(t.shape))
-
-
-def weights_misfit(path: str | os.PathLike, own: Mapping[str, torch.Tensor],
-                   state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """Why ``state_dict`` (read from ``path``) does not fill a model with ``own`` tensors exactly,
-    in one line naming the tensors and shapes that differ; None if it does."""
-    mismatched = sorted(k for k, v in state_dict.items() if k in own and own[k].shape != v.shape)
-    missing = sorted(k for k in own if k not in state_dict)
-    unexpected = sorted(k for k in state_dict if k not in own)
-    if not (mismatched or missing or unexpected):
-        return None
-
-    def listed(keys: list[str], show: Callable[[str], str]) -> str:
-        more = f", ... {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
-        return ", ".join(show(k) for k in keys[:_SHOWN]) + more
-
-    parts = []
-    if mismatched:
-        parts.append(f"{len(mismatched)} tensor(s) of another shape (" + listed(
-            mismatched, lambda k: f"{k}: checkpoint {_shape(state_dict[k])} vs model {_shape(own[k])}") + ")")
-    if missing:
-        parts.append(f"{len(missing)} model tensor(s) missing (" + listed(missing, str) + ")")
-    if unexpected:
-        parts.append(f"{len(unexpected)} tensor(s) the model does not have (" + listed(unexpected, str) + ")")
-    return (f"{os.fspath(path)} does not fit the model: " + "; ".join(parts) + ". It was trained with another config "
-            "(class count, width, head); pass that config (or use it with --load-from to fine-tune)")
-
-
-def _load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str = "",
-                   strict: bool = False) -> dict[str, list[str]]:
-    """Load the entries whose name and shape match; report the rest (``strict``: raise
-    :class:`CheckpointError` instead, before loading anything, unless every tensor matches)."""
-    own = module.state_dict()
-    if strict and (why := weights_misfit(path, own, state_dict)):
-        raise CheckpointError(why)
-    usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
-    mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
-    module.load_state_dict(usable, strict=False)
-    return {
-        "loaded": sorted(usable),
-        "missing": sorted(k for k in own if k not in usable),
-        "unexpected": sorted(k for k in state_dict if k not in own),
-        "shape_mismatch": sorted(mismatched),
-    }
-
-
-def load_weights(model: nn.Module, path: str | os.PathLike, prefer_ema: bool = True,
-                 strict: bool = False) -> dict[str, list[str]]:
-    """Load weights only (no optimizer, no schedule) into ``model``.
-
-    Accepts a detkit checkpoint (its EMA weights when present and ``prefer_ema``, else ``model``),
-    a plain ``state_dict`` of the whole model, a torchvision ResNet ``state_dict`` (loaded into
-    ``model.backbone`` via ``backbone.load_torchvision``), or a Darknet ``.weights`` file
-    (through ``detkit.models.darknet.load_darknet_weights`` when that module exists). Entries whose
-    shapes differ (e.g. another class count) are skipped and reported, for fine-tuning.
-
-    With ``strict`` (evaluation, inference, export: a model that must be the trained one) the
-    weights must fill the whole model: a tensor of another shape, a model tensor the file lacks
-    or a tensor the model does not have raises :class:`CheckpointError` listing them (and their
-    shapes) before anything is loaded; a backbone-only file (torchvision ResNet) is refused too,
-    and a Darknet file must hold exactly the model's convolutions.
-
-    Returns:
-        ``{"loaded", "missing", "unexpected", "shape_mismatch"}`` lists of parameter names.
-
-    Raises:
-        CheckpointError: unreadable file, or (``strict``) weights that do not fill the model.
-    """
-    path = os.fspath(path)
-    if path.endswith(".weights"):
-        try:
-            from detkit.models.darknet import darknet_convs, load_darknet_weights
-        except ImportError as e:
-            raise ValueError(f"{path}: Darknet .weights need detkit.models.darknet, which is not available") from e
-        if not os.path.isfile(path):
-            raise ValueError(f"Darknet weights not found: {path}")
-        _, count = load_darknet_weights(darknet_convs(model), path, strict=strict)
-        return {"loaded": [f"<{count} darknet convs>"], "missing": [], "unexpected": [], "shape_mismatch": []}
-    ckpt = load_checkpoint(path)
-    if "model" in ckpt and isinstance(ckpt["model"], Mapping):
-        ema = ckpt.get("ema")
-        sd = ema["module"] if prefer_ema and ema else ckpt["model"]
-        return _load_matching(model, sd, path, strict)
-    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
-        ckpt = ckpt["state_dict"]
-    sd = {k.removeprefix("module."): v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
-    backbone = getattr(model, "backbone", None)
-    if any(k.startswith("layer1.") for k in sd) and hasattr(backbone, "load_torchvision"):
-        if strict:
-            raise CheckpointError(f"{path} holds backbone weights only (a torchvision ResNet state_dict), not a "
-                                  "trained detector; train from it with --load-from")
-        backbone.load_torchvision(sd)
-        own = sorted(f"backbone.{k}" for k in sd if not k.startswith("fc."))
-        return {"loaded": own, "missing": [], "unexpected": sorted(k for k in sd if k.startswith("fc.")),
-                "shape_mismatch": []}
-    report = _load_matching(model, sd, path, strict)
-    if not report["loaded"]:
-        raise ValueError(
-            f"{path}: no parameter matched the model; expected a detkit checkpoint, a model state_dict, "
-            "a torchvision ResNet state_dict or a Darknet .weights file"
-        )
-    return report

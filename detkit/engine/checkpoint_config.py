@@ -216,7 +216,8 @@ def load_checkpoint_model(checkpoint: str | os.PathLike, config: str | os.PathLi
         ConfigError: no config given and none inside; a bad override.
     """
     from detkit.config import load_config
-    from detkit.engine.checkpoint import load_checkpoint, load_weights
+    from detkit.engine.checkpoint import load_checkpoint
+    from detkit.engine.weights import load_weights
 
     path = os.fspath(checkpoint)
     ckpt = load_checkpoint(path)

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from detkit.engine.plots import plot_training
-from detkit.fileio import OutputWriteError, atomic_write, write_error
 from detkit.engine.trackers import Tracker, build_trackers, finite_numbers, flatten_params
+from detkit.engine.workdir import CONFIG_DUMP_MARK, config_dump_path
+from detkit.io import OutputWriteError, atomic_write, atomic_write_text, write_error
 
 if TYPE_CHECKING:
     from detkit.engine.settings import LoggingSettings
@@ -207,8 +208,6 @@ class TrainingLog:
         """Write the config dump (``config.py``, or ``config.dump.py`` beside a user's own
         ``config.py``: :func:`~detkit.engine.workdir.config_dump_path`); start the trackers
         (continuing their runs when ``resumed``) and give them the config's keys as parameters."""
-        from detkit.engine.workdir import CONFIG_DUMP_MARK, config_dump_path
-
         if not self.main:
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +215,7 @@ class TrainingLog:
         if self.config_file.name != "config.py":
             logging.getLogger(LOGGER_NAME).info(f"{self.work_dir / 'config.py'} is not a config dump (your own "
                                                 f"file, kept): the merged config goes to {self.config_file}")
-        self.config_file.write_text(f"{CONFIG_DUMP_MARK}\n{config_text}", encoding="utf-8")
+        atomic_write_text(self.config_file, f"{CONFIG_DUMP_MARK}\n{config_text}")
         self.writer.attach(build_trackers(self.settings.loggers, self.work_dir, resume=resumed,
                                           run_name=self.work_dir.name))
         self.writer.log_params(flatten_params(config))

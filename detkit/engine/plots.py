@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from detkit.fileio import atomic_save_figure
+from detkit.io import atomic_save_figure
 
 __all__ = ["plot_labels", "plot_results", "plot_training"]
 

@@ -33,8 +33,8 @@ from torch import nn
 
 from detkit.engine.checkpoint import (
     CheckpointError, CheckpointManager, find_latest_checkpoint, load_checkpoint, load_latest_checkpoint,
-    weights_misfit,
 )
+from detkit.engine.weights import weights_misfit
 
 __all__ = ["RESUME_KEYS", "RUN_KEYS", "RunCheckpoints", "check_resume", "epoch_boundary", "lean_state", "run_changes",
            "run_meta"]

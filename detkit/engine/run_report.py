@@ -47,6 +47,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from detkit.io import atomic_write_text
+
 __all__ = ["NUM_IMAGES", "REPORT_FILES", "report_training_run", "write_run_report"]
 
 logger = logging.getLogger("detkit")
@@ -80,7 +82,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_args(path: Path, args: Mapping[str, Any]) -> Path:
     """``args`` (settings dataclasses, paths and the like made plain) as indented JSON."""
-    path.write_text(json.dumps(_jsonable(args), indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(_jsonable(args), indent=2) + "\n")
     return path
 
 
@@ -354,18 +356,17 @@ def report_training_run(trainer: Any, strict: bool = False) -> list[Path]:
         return []
     try:
         from detkit.engine import builders
+        from detkit.engine.evaluate import val_batch_size
 
         model = trainer.ema.module if trainer.ema is not None else trainer.detector
         args = {"argv": list(sys.argv), "work_dir": str(trainer.work_dir), "device": str(trainer.device),
                 "world_size": trainer.world_size, "resumed_from": trainer.resumed_from,
                 "train": trainer.settings, "runtime": trainer.runtime}
-        val_options = builders.val_loader_options(trainer.cfg, trainer.batch_size) if trainer.val_set is not None \
-            else {}
         return write_run_report(
             trainer.work_dir, model, trainer.val_set, trainer.evaluator,
             results=getattr(trainer, "val_results", None), train_set=trainer.train_set, args=args,
             device=trainer.device, collate_fn=trainer.loader.collate_fn,
-            batch_size=val_options.get("batch_size", trainer.batch_size),
+            batch_size=val_batch_size(trainer.cfg),
             size_divisor=builders.size_divisor(trainer.detector), strict=strict)
     except Exception as e:  # noqa: BLE001 - see the module docstring
         if strict:

@@ -54,7 +54,7 @@ from detkit.engine.ema import unwrap_model
 from detkit.engine.guards import (
     NonFiniteGuard, StopSignals, TrainingAborted, TrainingDiverged, TrainingInterrupted, any_rank,
 )
-from detkit.engine.inference import evaluate_dataset
+from detkit.engine.evaluate import ValData, build_val_data, evaluate
 from detkit.engine.logging import MetricsWriter, TrainingLog, setup_logger
 from detkit.engine.optim import build_optimizer
 from detkit.engine.run_checkpoints import RunCheckpoints, check_resume, epoch_boundary, run_meta
@@ -156,7 +156,7 @@ class Trainer:
         self.checkpoints = RunCheckpoints(self.work_dir, self.rank, keep_last=settings.checkpoint.keep_last)
         self.log = TrainingLog(self.work_dir, self.rank, self.runtime.logging, settings.epochs)
         # fail before training, not after the first epoch, when val data are missing
-        self.val_set, self.evaluator = builders.build_evaluation(cfg, self.rank) if settings.eval_interval else (None, None)
+        self.val_set, self.evaluator = build_val_data(cfg, main=self.rank == 0) if settings.eval_interval else (None, None)
         self.switches = EpochSwitches(settings.assigner_schedule, settings.no_mosaic_last_epochs, settings.epochs)
         logger.info(f"{len(self.train_set)} training images, batch {self.batch_size} x {self.world_size} "
                     f"process(es), accumulate {self.accumulate} (nominal {settings.nominal_batch}), "
@@ -454,11 +454,11 @@ class Trainer:
             (the COCO summary's twelve numbers and the validation losses); ``{}`` on other ranks.
         """
         if self.val_set is None:
-            self.val_set, self.evaluator = builders.build_evaluation(self.cfg, self.rank)
+            self.val_set, self.evaluator = build_val_data(self.cfg, main=self.rank == 0)
         model = self.ema.module if self.ema is not None else self.detector
-        metrics, results = evaluate_dataset(model, self.val_set, self.evaluator, self.device,
-                                            collate_fn=self.loader.collate_fn, progress=self.progress, val_losses=True,
-                                            **builders.val_loader_options(self.cfg, self.batch_size))
+        run = evaluate(self.cfg, model, self.device, val=ValData(self.val_set, self.evaluator),
+                       progress=self.progress, val_losses=True)  # as `detkit test` evaluates
+        metrics, results = run.metrics, run.results
         self.val_results = results if self.rank == 0 else None  # for the run report
         if self.rank == 0:
             self.log.writer.log("val", self.epoch, metrics)

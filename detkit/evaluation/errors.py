@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from detkit.fileio import atomic_save_figure
+from detkit.io import atomic_save_figure
 
 __all__ = ["DET_ERRORS", "GT_OUTCOMES", "SIZE_NAMES", "ErrorReport", "analyse_errors", "confusion_classes"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from detkit.fileio import OutputWriteError, atomic_write_text
+from detkit.io import OutputWriteError, atomic_write_text
 
 __all__ = [
     "CocoResults",
@@ -162,7 +162,7 @@ def write_coco_results(results: Sequence[Mapping[str, Any]], path: str | os.Path
 
     Raises:
         ValueError: a non-finite value in ``results`` (nothing written), or
-            :class:`detkit.fileio.OutputWriteError` (a ``ValueError``, one line naming ``path``)
+            :class:`detkit.io.OutputWriteError` (a ``ValueError``, one line naming ``path``)
             when the file system refuses the write.
     """
     count, first = first_nonfinite_result(results)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -35,10 +35,8 @@ from torchvision.ops import batched_nms
 
 from detkit.coders import BoxCoder
 
-if TYPE_CHECKING:
-    from detkit.models.heads.predictions import DensePredictions
-
 __all__ = [
+    "FlatPredictions",
     "check_postprocess_args",
     "class_scores",
     "nms_detections",
@@ -170,8 +168,28 @@ def postprocess_single(
     return nms_detections(boxes, flat_scores, labels, nms_iou_thr, max_per_img, nms)
 
 
-def postprocess(preds: DensePredictions, **kwargs: Any) -> list[dict[str, Tensor]]:
-    """:func:`postprocess_single` for each image of a head's :class:`DensePredictions`."""
+class FlatPredictions(Protocol):
+    """What :func:`postprocess` reads of a head's flattened predictions
+    (:class:`detkit.models.heads.predictions.DensePredictions` is one; declared here so this module
+    needs nothing of the heads)::
+
+        box (B, N, R) raw box parameters, cls (B, N, C) logits, obj (B, N) logits or None,
+        priors (N, 4) xyxy, strides (N,), coder (decodes box parameters), batch_size B
+    """
+
+    box: Tensor
+    cls: Tensor
+    obj: Tensor | None
+    priors: Tensor
+    strides: Tensor
+    coder: Any
+
+    @property
+    def batch_size(self) -> int: ...
+
+
+def postprocess(preds: FlatPredictions, **kwargs: Any) -> list[dict[str, Tensor]]:
+    """:func:`postprocess_single` for each image of a head's flattened predictions (``DensePredictions``)."""
     return [
         postprocess_single(preds.box[i], preds.cls[i], None if preds.obj is None else preds.obj[i],
                            preds.priors, preds.strides, preds.coder, **kwargs)

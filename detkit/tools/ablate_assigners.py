@@ -73,6 +73,8 @@ from detkit.assigners.presets import assigner_call
 from detkit.cli import run_cli
 from detkit.config import ConfigError, load_config
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
+from detkit.engine.evaluate import evaluate
+from detkit.io import atomic_write_text
 
 SPEC_KEYS = {"seeds", "cfg_options", "rows"}
 ROW_KEYS = {"config", "assigner", "label", "cfg_options", "vs"}
@@ -216,9 +218,7 @@ def cpu_seconds() -> float:
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool, train: bool = True) -> RunRecord | None:
@@ -246,7 +246,9 @@ def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool, t
         state["train_seconds"] += time.perf_counter() - t0
         state["train_cpu_seconds"] += cpu_seconds() - cpu0
         write_json(run_dir / STATE_FILE, state)
-    metrics, results, evaluator = evaluate(trainer, cfg, progress)
+    model = trainer.ema.module if trainer.ema is not None else trainer.detector  # as the trainer evaluates
+    run = evaluate(cfg, model, trainer.device, progress=progress)
+    metrics, results, evaluator = run.metrics, run.results, run.evaluator
     write_json(run_dir / RESULTS_FILE, results)
     from detkit.evaluation.errors import analyse_errors
     from detkit.evaluation.per_image import per_image_ap
@@ -258,25 +260,9 @@ def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool, t
                        per_image_ap=per_image_ap(gt, results, ids), train_min=state["train_seconds"] / 60,
                        train_cpu_min=state["train_cpu_seconds"] / 60 or math.nan)
     errors = analyse_errors(gt, results, score_thr=ERRORS_SCORE_THR, class_names=names, image_ids=ids)
-    (run_dir / "errors.md").write_text(errors.to_markdown(), encoding="utf-8")
+    atomic_write_text(run_dir / "errors.md", errors.to_markdown())
     write_json(run_dir / RESULT_FILE, record.to_json())
     return record
-
-
-def evaluate(trainer, cfg, progress: bool):
-    """COCO metrics and results of the trainer's EMA weights (or its model) on ``data.val``."""
-    from detkit.engine.inference import build_evaluator, evaluate_dataset
-    from detkit.engine.train_utils import collate_from_config
-    from detkit.engine.trainer import build_dataset
-
-    model = trainer.ema.module if trainer.ema is not None else trainer.detector
-    dataset = build_dataset(cfg, "val")
-    evaluator = build_evaluator(dataset)
-    val = cfg.data.val
-    collate = collate_from_config(cfg, int(getattr(model, "size_divisor", 32)))
-    metrics, results = evaluate_dataset(model, dataset, evaluator, trainer.device, collate,
-                                        int(val.get("batch_size", 8)), int(val.get("num_workers", 0)), progress)
-    return metrics, results, evaluator
 
 
 # ----- the ablation --------------------------------------------------------------------------------

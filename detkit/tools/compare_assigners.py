@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> None:
     loader = build_dataloader(torch.utils.data.Subset(dataset, range(n)), args.batch, num_workers=0, shuffle=False)
     model = instantiate(cfg.model).eval()
     if args.checkpoint:
-        from detkit.engine.checkpoint import load_weights
+        from detkit.engine.weights import load_weights
 
         load_weights(model, args.checkpoint)
     head = model.head

@@ -161,7 +161,8 @@ def write_checkpoint(source: UltralyticsModel, weights: ConvertedWeights, src: P
         ConversionError: the weights do not fill the config's model (shapes, missing or extra tensors).
     """
     from detkit.config import instantiate, load_config
-    from detkit.engine.checkpoint import CheckpointError, atomic_save, load_weights
+    from detkit.engine.checkpoint import CheckpointError, atomic_save
+    from detkit.engine.weights import load_weights
 
     model = instantiate(load_config(config_path or config, cfg_options).model)
     ckpt = {

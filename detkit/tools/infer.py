@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from detkit.data.problems import ProblemLog
     from detkit.deploy import load_predictor
     from detkit.engine.output_paths import check_not_input, check_output_dir
-    from detkit.fileio import atomic_write_bytes, atomic_write_text
+    from detkit.io import atomic_write_bytes, atomic_write_text
     from detkit.viz import draw_detections
 
     # --out never replaces an input: not the input folder, not the folder holding the input image or video

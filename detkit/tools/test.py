@@ -47,7 +47,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     add_data_arguments(p)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--batch", type=positive_int, default=None, help="images per batch (default data.val.batch_size)")
+    p.add_argument("--batch", type=positive_int, default=None,
+                   help="images per batch (default data.val.batch_size, else data.train.batch_size, else 16)")
     p.add_argument("--backend", default="auto", help="COCO evaluation backend: auto | pycocotools | faster")
     p.add_argument("--pr-curve", default=None, help="write precision-recall curves to this PNG")
     p.add_argument("--analysis", default=None, metavar="DIR",
@@ -60,15 +61,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     from detkit.data.classes import check_class_names
-    from detkit.engine.builders import loader_workers
-    from detkit.engine.checkpoint import load_checkpoint, load_weights
+    from detkit.engine.checkpoint import load_checkpoint
     from detkit.engine.checkpoint_config import checkpoint_class_names
     from detkit.engine.distributed import init_distributed, is_main_process
-    from detkit.engine.inference import build_evaluator, evaluate_dataset
+    from detkit.engine.evaluate import build_val_data, evaluate
     from detkit.engine.logging import setup_logger
-    from detkit.engine.train_utils import collate_from_config, resolve_device
-    from detkit.engine.trainer import build_dataset
     from detkit.engine.output_paths import check_not_input, check_output_dir, check_output_file, config_input_paths
+    from detkit.engine.train_utils import resolve_device
+    from detkit.engine.weights import load_weights
     from detkit.evaluation import write_coco_results
     from detkit.viz import plot_pr_curves
 
@@ -100,18 +100,13 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     model = instantiate(cfg.model)
     load_weights(model, args.checkpoint, strict=True)  # a checkpoint of another model is refused
     model.to(device).eval()
-    dataset = build_dataset(cfg, "val")
+    val = build_val_data(cfg, backend=args.backend)
     # the names the checkpoint was trained with, label by label, before any work: other names are refused
     ckpt_names = checkpoint_class_names(checkpoint, args.checkpoint,
                                         getattr(model.head, "num_classes", None))
-    check_class_names(ckpt_names, getattr(dataset, "class_names", None), f"{args.checkpoint} on data.val")
-    evaluator = build_evaluator(dataset, backend=args.backend) if is_main_process() else None
-    val = cfg.data.val
-    collate = collate_from_config(cfg, int(getattr(model, "size_divisor", 32)))
-    metrics, results = evaluate_dataset(model, dataset, evaluator, device, collate,
-                                        args.batch or int(val.get("batch_size", 8)),
-                                        loader_workers(int(val.get("num_workers", 0)), "data.val.num_workers"),
-                                        not args.no_progress)
+    check_class_names(ckpt_names, getattr(val.dataset, "class_names", None), f"{args.checkpoint} on data.val")
+    run = evaluate(cfg, model, device, val=val, batch_size=args.batch, progress=not args.no_progress)
+    metrics, results, evaluator = run.metrics, run.results, run.evaluator
     if is_main_process():
         print(evaluator.summary())
         print()
@@ -135,7 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 def write_analysis(evaluator, results, out_dir: str, score_thr: float) -> None:
     """``--analysis``: the confusion matrix and errors by size, printed and written to ``out_dir``."""
     from detkit.evaluation.errors import analyse_errors
-    from detkit.fileio import atomic_write_text
+    from detkit.io import atomic_write_text
 
     report = analyse_errors(evaluator.gt.dataset, results, score_thr=score_thr,
                             class_names=evaluator.class_names, image_ids=evaluator.image_ids)

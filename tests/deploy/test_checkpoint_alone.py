@@ -108,7 +108,7 @@ def test_checkpoint_without_a_config_is_one_line_exit_2(tmp_path, varied_model, 
     ("from os import system\nmodel = L(system)(command='touch {flag}')\n", "which a config dump does not"),
     ("from detkit.config import L\nfrom subprocess import run\nmodel = L(run)(args=['touch', '{flag}'])\n",
      "which a config dump does not"),
-    ("from detkit.config import L\nfrom detkit.fileio import atomic_write_text\n"
+    ("from detkit.config import L\nfrom detkit.io import atomic_write_text\n"
      "model = L(atomic_write_text)(path='{flag}', text='x')\n", "may not"),
     ("model = __import__('os').system('touch {flag}')\n", "is not a lazy call"),
     ("model = dict(a=open('{flag}', 'w'))\n", "is not a lazy call"),

@@ -16,10 +16,10 @@ from detkit.engine.checkpoint import (
     find_latest_checkpoint,
     get_rng_state,
     load_checkpoint,
-    load_weights,
     set_rng_state,
 )
 from detkit.engine.ema import ModelEMA
+from detkit.engine.weights import load_weights
 
 
 class Tiny(nn.Module):

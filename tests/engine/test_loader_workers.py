@@ -8,6 +8,7 @@ import pytest
 
 from detkit.config import load_config
 from detkit.engine import builders
+from detkit.engine.evaluate import val_loader_options
 
 
 @pytest.mark.parametrize(("requested", "cpus", "expected"), [(8, 2, 2), (2, 2, 2), (0, 2, 0), (3, 16, 3)])
@@ -27,6 +28,6 @@ def test_workers_capped_at_available_cpus(requested: int, cpus: int, expected: i
 def test_val_options_of_a_coco_config_on_a_two_cpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config("configs/yolov8n_tal.py")  # data.train 8 workers, data.val 4 (a GPU machine's numbers)
     monkeypatch.setattr(builders, "available_cpus", lambda: 2)
-    assert builders.val_loader_options(cfg, 16) == {"batch_size": cfg.data.val.batch_size, "num_workers": 2}
+    assert val_loader_options(cfg) == {"batch_size": cfg.data.val.batch_size, "num_workers": 2}
     monkeypatch.setattr(builders, "available_cpus", lambda: 64)
-    assert builders.val_loader_options(cfg, 16)["num_workers"] == cfg.data.val.num_workers
+    assert val_loader_options(cfg)["num_workers"] == cfg.data.val.num_workers

@@ -17,9 +17,10 @@ import torch
 
 from detkit.config import load_config
 from detkit.engine import checkpoint as ck
-from detkit.engine.checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint, load_weights
+from detkit.engine.checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint
 from detkit.engine.run_checkpoints import check_resume
 from detkit.engine.trainer import Trainer
+from detkit.engine.weights import load_weights
 from tests.engine.standins import TinyDataset, TinyDetector
 from tests.fixtures.runs import train_losses
 from tests.fixtures.tools import load_tool

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from detkit.engine.checkpoint import CheckpointManager, atomic_save, load_weights
+from detkit.engine.checkpoint import CheckpointManager, atomic_save
+from detkit.engine.weights import load_weights
 from detkit.engine.output_paths import OutputPathError, check_output_dir, check_output_file
 from detkit.engine.workdir import LOCK_NAME, WorkDirError, claim_work_dir, clear_previous_run, previous_run_files
 

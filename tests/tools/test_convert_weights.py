@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from detkit.config import instantiate, load_config
-from detkit.engine.checkpoint import load_weights
+from detkit.engine.weights import load_weights
 from detkit.models.convert import to_ultralytics_state_dict
 from tests.fixtures.tools import load_tool
 

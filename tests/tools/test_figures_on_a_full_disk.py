@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from detkit.fileio import OutputWriteError, atomic_save_figure
+from detkit.io import OutputWriteError, atomic_save_figure
 from tests.fixtures.tools import load_tool
 from tests.tools.test_inputs_never_outputs import CFG, FAST, tiny_checkpoint, write_images
 
