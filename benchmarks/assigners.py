@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers beside this file
 
 from assigners_measure import load_line, reset_peak, status_mib  # noqa: E402
+
 from detkit.anchors import YOLOV4_COCO_ANCHORS, YOLOAnchorGenerator  # noqa: E402
 from detkit.assigners import (  # noqa: E402
     ATSSAssigner,

@@ -19,10 +19,10 @@ a missing one is reported and its rows left out.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -199,7 +199,7 @@ def main() -> int:
         except ImportError as e:
             missing.append(f"{name} ({e.name} not installed)")
             continue
-        fns[name] = (lambda side: lambda: side(x))(side)
+        fns[name] = functools.partial(side, x)
     print(f"## Assigners: batch {args.batch}, 8,400 points (640, strides 8/16/32), {args.gts} GT slots per image, "
           f"{NUM_CLASSES} classes, CPU, {args.threads} threads, {args.rounds} rounds")
     versions = []

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         model_time = time_model(model, args, device, mb) * args.batch / mb
         if mb != args.batch:
             note = f" (measured at batch {mb}, scaled x{args.batch / mb:g})"
-    parts = [("data (loader, per batch, %d workers)" % args.workers, data_time),
+    parts = [(f"data (loader, per batch, {args.workers} workers)", data_time),
              (f"network forward + backward{note}", model_time), ("loss pipeline, forward + backward", t["pipeline"])]
     step = sum(v for _, v in parts if v is not None)
     print("| part of a training step | time (ms) | share of the step |")

@@ -17,6 +17,7 @@ candidates before NMS; measured for best-class (Ultralytics' default) and multi-
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import sys
 import time
@@ -88,17 +89,18 @@ def main() -> int:
     print(f"\n## Post-processing: one {SIZE}x{SIZE} image, {priors.shape[0]} priors x {NUM_CLASSES} classes, "
           f"{above} (prior, class) scores above 0.001; CPU, {args.threads} threads, best of {args.repeat}")
     print(f"torch {torch.__version__}, ultralytics {uver}, python {platform.python_version()}\n")
-    print("| mode | detkit decode+NMS (ms) | Ultralytics NMS (ms) | detkit / Ultralytics | detections (detkit / Ultralytics) |")
+    print("| mode | detkit decode+NMS (ms) | Ultralytics NMS (ms) | detkit / Ultralytics "
+          "| detections (detkit / Ultralytics) |")
     print("|---|---|---|---|---|")
     for multi_label in (False, True):
-        t_dk, dets = best_time(lambda: postprocess_single(
-            raw, priors, strides, coder, score_thr=0.001, nms_iou_thr=0.65, nms_pre=30000, max_per_img=300,
-            multi_label=multi_label), args.repeat)
+        t_dk, dets = best_time(functools.partial(
+            postprocess_single, raw, priors, strides, coder, score_thr=0.001, nms_iou_thr=0.65, nms_pre=30000,
+            max_per_img=300, multi_label=multi_label), args.repeat)
         n_dk = int(dets["boxes"].shape[0])
         if uver:
-            t_u, out = best_time(lambda: non_max_suppression(
-                pred, conf_thres=0.001, iou_thres=0.65, multi_label=multi_label, max_det=300, max_nms=30000,
-                max_time_img=10.0), args.repeat)
+            t_u, out = best_time(functools.partial(
+                non_max_suppression, pred, conf_thres=0.001, iou_thres=0.65, multi_label=multi_label, max_det=300,
+                max_nms=30000, max_time_img=10.0), args.repeat)
             n_u = int(out[0].shape[0])
             print(f"| {'multi-label' if multi_label else 'best class'} | {t_dk * 1e3:.2f} | {t_u * 1e3:.2f} | "
                   f"{t_dk / t_u:.2f}x | {n_dk} / {n_u} |")

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["assigners", "assigners_vs_ultralytics", "dense_scene", "loss_pipeline", "head_step", "postprocess", "coco_eval",
-           "data_loader", "backbone_layouts", "compile"]
+SCRIPTS = ["assigners", "assigners_vs_ultralytics", "dense_scene", "loss_pipeline", "head_step", "postprocess",
+           "coco_eval", "data_loader", "backbone_layouts", "compile"]
 
 
 def main() -> int:

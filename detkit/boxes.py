@@ -51,22 +51,26 @@ IOU_MODES = ("iou", "giou", "diou", "ciou")
 
 def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     """``(..., 4)`` xyxy -> ``(..., 4)`` cxcywh."""
-    return tvops.box_convert(boxes, "xyxy", "cxcywh")
+    out: Tensor = tvops.box_convert(boxes, "xyxy", "cxcywh")
+    return out
 
 
 def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     """``(..., 4)`` cxcywh -> ``(..., 4)`` xyxy."""
-    return tvops.box_convert(boxes, "cxcywh", "xyxy")
+    out: Tensor = tvops.box_convert(boxes, "cxcywh", "xyxy")
+    return out
 
 
 def xyxy_to_xywh(boxes: Tensor) -> Tensor:
     """``(..., 4)`` xyxy -> ``(..., 4)`` xywh (COCO)."""
-    return tvops.box_convert(boxes, "xyxy", "xywh")
+    out: Tensor = tvops.box_convert(boxes, "xyxy", "xywh")
+    return out
 
 
 def xywh_to_xyxy(boxes: Tensor) -> Tensor:
     """``(..., 4)`` xywh (COCO) -> ``(..., 4)`` xyxy."""
-    return tvops.box_convert(boxes, "xywh", "xyxy")
+    out: Tensor = tvops.box_convert(boxes, "xywh", "xyxy")
+    return out
 
 
 def box_area(boxes: Tensor) -> Tensor:

@@ -308,7 +308,7 @@ class DFLCoder:
             raise ValueError(f"deltas must have shape (..., {self.num_params}) = (..., 4 * reg_max), "
                              f"got {tuple(deltas.shape)}")
         dtype = _compute_dtype(deltas)
-        bins = deltas.to(dtype).unflatten(-1, (4, self.reg_max))  # (..., 4*reg_max) -> (..., 4, reg_max)
+        bins = torch.unflatten(deltas.to(dtype), -1, (4, self.reg_max))  # (..., 4*reg_max) -> (..., 4, reg_max)
         proj = torch.arange(self.reg_max, dtype=dtype, device=deltas.device)
         return bins.softmax(dim=-1) @ proj  # (..., 4, reg_max) @ (reg_max,) -> (..., 4)
 

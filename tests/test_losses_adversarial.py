@@ -19,8 +19,15 @@ from hypothesis import strategies as st
 
 from detkit.coders import YOLOCoder
 from detkit.losses import (
-    FocalLoss, L1Loss, bce_with_logits_loss, iou_loss, l1_loss, quality_focal_loss, sigmoid_focal_loss,
-    smooth_l1_loss, varifocal_loss,
+    FocalLoss,
+    L1Loss,
+    bce_with_logits_loss,
+    iou_loss,
+    l1_loss,
+    quality_focal_loss,
+    sigmoid_focal_loss,
+    smooth_l1_loss,
+    varifocal_loss,
 )
 from detkit.models.heads.yolo_loss import YOLOLossPipeline
 from detkit.samplers import RandomSampler

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from detkit.evaluation.significance import (
-    Interval, bootstrap_interval, paired_t_interval, t_quantile, verdict,
+    Interval,
+    bootstrap_interval,
+    paired_t_interval,
+    t_quantile,
+    verdict,
 )
 
 # two-sided 95% critical values from a printed t table
@@ -36,7 +40,8 @@ def test_paired_t_interval_by_hand():
     d = [0.10, 0.20, 0.15]  # mean 0.15, sd 0.05
     iv = paired_t_interval(d)
     half = 4.302652729749 * 0.05 / math.sqrt(3)
-    assert iv.mean == pytest.approx(0.15) and iv.low == pytest.approx(0.15 - half) and iv.high == pytest.approx(0.15 + half)
+    assert iv.mean == pytest.approx(0.15)
+    assert iv.low == pytest.approx(0.15 - half) and iv.high == pytest.approx(0.15 + half)
     assert iv.significant and iv.n == 3
     assert not paired_t_interval([0.1, -0.1, 0.05]).significant
     one = paired_t_interval([0.2])

@@ -3,6 +3,8 @@ and the ``nn.Module`` wrapper that gives a loss function ``loss_weight`` and a d
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -79,10 +81,10 @@ class _WeightedLoss(nn.Module):
             raise ValueError(f"unknown reduction {reduction!r}; accepted: {', '.join(REDUCTIONS)}")
         self.reduction = reduction
         self.loss_weight = float(loss_weight)
-        self._kwargs: dict = {}
+        self._kwargs: dict[str, Any] = {}
 
     @staticmethod
-    def _fn(*args, **kwargs) -> Tensor:
+    def _fn(*args: Any, **kwargs: Any) -> Tensor:
         raise NotImplementedError
 
     def forward(

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detkit.losses.base import _WeightedLoss, _check_same_shape, _modulating_pow, _smooth, reduce_loss
+from detkit.losses.base import _check_same_shape, _modulating_pow, _smooth, _WeightedLoss, reduce_loss
 
 __all__ = [
     "BCEWithLogitsLoss", "FocalLoss", "QualityFocalLoss", "VarifocalLoss", "bce_with_logits_loss",

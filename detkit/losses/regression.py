@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detkit.boxes import IOU_MODES, aligned_iou
-from detkit.losses.base import _WeightedLoss, _check_same_shape, reduce_loss
+from detkit.losses.base import _check_same_shape, _WeightedLoss, reduce_loss
 
 __all__ = [
     "DistributionFocalLoss", "INPUT_SPACES", "IOU_PENALTIES", "IoULoss", "L1Loss", "SmoothL1Loss",

@@ -9,8 +9,8 @@ File layout (AlexeyAB/darknet ``parser.c``):
   without batch-norm ``conv.bias, conv.weight``.
 
 ``yolov4.cfg`` has 110 convs; ``yolov4.conv.137`` holds those of its first 137 layers: all 72 of
-CSPDarknet53 plus the 20 of the neck's SPP and top-down path; :func:`load_darknet_weights` loads as many convs as the file holds and
-reports the count. :func:`darknet_convs` lists a model's convs in Darknet order, for
+CSPDarknet53 plus the 20 of the neck's SPP and top-down path; :func:`load_darknet_weights` loads as many convs as the
+file holds and reports the count. :func:`darknet_convs` lists a model's convs in Darknet order, for
 ``CSPDarknet`` alone or for a ``Detector`` of CSPDarknet + PAN + YOLOHead (the YOLOv4 layout,
 where each level's head convs come before the next bottom-up step).
 """

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from detkit.coders import YOLOCoder
-from detkit.config import L, ConfigDict
+from detkit.config import ConfigDict, L
 from detkit.data import LetterBox
 from detkit.deploy import LetterboxSettings, letterbox_from_config, letterbox_images, padded_nms
 from detkit.deploy.graph_nms import NonMaxSuppression

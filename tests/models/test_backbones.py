@@ -4,7 +4,7 @@ import torchvision
 from torch import nn
 
 from detkit.models.backbones import CSP_SCALES, CSPArch, CSPDarknet, ResNet
-from detkit.models.layers import C2f, C3, DeformConv, Focus, SPPFBlock
+from detkit.models.layers import C3, C2f, DeformConv, Focus, SPPFBlock
 
 SMALL_BACKBONES = {
     "cspdarknet-yolov4": lambda: CSPDarknet("yolov4", deepen_factor=0.33, widen_factor=0.125),

@@ -10,8 +10,15 @@ import pytest
 import torch
 
 from detkit.assigners import (
-    ATSSAssigner, DynamicSoftLabelAssigner, FCOSAssigner, GridAssigner, MaxIoUAssigner, MinPositives, SimOTAAssigner,
-    TaskAlignedAssigner, YOLOv5Assigner,
+    ATSSAssigner,
+    DynamicSoftLabelAssigner,
+    FCOSAssigner,
+    GridAssigner,
+    MaxIoUAssigner,
+    MinPositives,
+    SimOTAAssigner,
+    TaskAlignedAssigner,
+    YOLOv5Assigner,
 )
 from detkit.assigners.presets import build_preset
 from detkit.config import ConfigError, L, instantiate, load_config
@@ -97,8 +104,8 @@ def test_the_recipes_own_targets_are_unchanged():
 
 def test_auto_on_hand_made_targets():
     """A positive's target at its class: the rule's score_target when the result has one, else 1."""
-    from tests.models.test_decoupled_head import GT, ScoredAssigner, decoupled_preds, make_batch
     from detkit.coders import DFLCoder
+    from tests.models.test_decoupled_head import GT, ScoredAssigner, decoupled_preds, make_batch
 
     box, cls = torch.zeros(1, 4, 16), torch.zeros(1, 4, 2)
     for with_score, expected in ((True, 0.5), (False, 1.0)):
@@ -107,7 +114,7 @@ def test_auto_on_hand_made_targets():
         seen = {}
         original = p.classification_targets
 
-        def spy(pos, result, original=original):
+        def spy(pos, result, original=original, seen=seen):
             seen["t"] = original(pos, result)
             return seen["t"]
 
@@ -141,7 +148,7 @@ def test_built_pipeline_and_assigner_schedule_swap_refuse_the_pair():
         YOLOLossPipeline(assigner=MinPositives(ATSSAssigner()), cls_target="assigner")
     model = instantiate(load_config(TINY_V8, ["model.head.loss.cls_target=assigner"]).model)
     with pytest.raises(ConfigError, match="ATSSAssigner does not"):
-        model.head.assigner = ATSSAssigner()  # what train.assigner_schedule does at an epoch start
+        model.head.assigner = ATSSAssigner()  # what schedule.assigner_switches does at an epoch start
     assert isinstance(model.head.assigner, TaskAlignedAssigner)
     model.head.assigner = SimOTAAssigner()
     auto = instantiate(load_config(TINY_V8).model)

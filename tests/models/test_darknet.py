@@ -5,7 +5,10 @@ from torch import nn
 
 from detkit.models import CSPDarknet
 from detkit.models.darknet import (
-    DarknetHeader, darknet_convs, load_darknet_weights, save_darknet_weights,
+    DarknetHeader,
+    darknet_convs,
+    load_darknet_weights,
+    save_darknet_weights,
 )
 
 from .conftest import tiny_detector

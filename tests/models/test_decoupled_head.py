@@ -199,10 +199,12 @@ def test_assigner_targets_and_dfl():
 def test_dfl_needs_a_distribution_coder_and_l1_needs_four_parameters():
     p = YOLOLossPipeline(assigner=CentreInBoxAssigner(), loss_dfl=DistributionFocalLoss())
     with pytest.raises(ValueError, match="DFLCoder"):
-        p(decoupled_preds(torch.ones(1, 4, 4), torch.zeros(1, 4, 2), DistanceCoder()), make_batch([[GT]], [[1]], [[True]]))
+        p(decoupled_preds(torch.ones(1, 4, 4), torch.zeros(1, 4, 2), DistanceCoder()),
+          make_batch([[GT]], [[1]], [[True]]))
     p = YOLOLossPipeline(assigner=CentreInBoxAssigner(), loss_reg=L1Loss())
     with pytest.raises(ValueError, match="4 box parameters"):
-        p(decoupled_preds(torch.zeros(1, 4, 16), torch.zeros(1, 4, 2), DFLCoder(4)), make_batch([[GT]], [[1]], [[True]]))
+        p(decoupled_preds(torch.zeros(1, 4, 16), torch.zeros(1, 4, 2), DFLCoder(4)),
+          make_batch([[GT]], [[1]], [[True]]))
 
 
 def test_yolox_objectness_normalised_by_positives_and_l1_only_in_the_last_epochs():
@@ -242,7 +244,8 @@ def test_one2one_branch_layout_defaults_and_detached_features():
     head = yolov10_like()
     assert head.branches == ("one2many", "one2one") and head.branch == "one2one" and head.test_cfg["nms"] is False
     assert head.out_channels == [2 * (16 + 3)] * 2
-    main = sum(p.numel() for m in (head.cls_convs, head.box_convs, head.cls_preds, head.box_preds) for p in m.parameters())
+    main = sum(p.numel() for m in (head.cls_convs, head.box_convs, head.cls_preds, head.box_preds)
+               for p in m.parameters())
     assert sum(p.numel() for p in head.one2one_branch.parameters()) == main
     feats = [torch.randn(2, 8, 4, 4, requires_grad=True), torch.randn(2, 16, 2, 2, requires_grad=True)]
     raw = head(feats)

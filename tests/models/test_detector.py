@@ -5,7 +5,7 @@ from detkit.anchors import YOLOAnchorGenerator
 from detkit.coders import YOLOCoder
 from detkit.models import PAN, CSPDarknet, Detector, YOLOHead
 
-from .conftest import tiny_detector, tiny_head
+from .conftest import tiny_head
 
 
 def test_yolov4_has_darknet_parameter_count():

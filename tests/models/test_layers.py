@@ -3,8 +3,20 @@ import torch
 from torch import nn
 
 from detkit.models.layers import (
-    C2f, C3, SE, SPP, SPPF, ConvBNAct, DarknetBottleneck, DeformConv, DepthwiseSeparableConv, Focus,
-    Mish, SPPFBlock, make_activation, set_batchnorm,
+    C3,
+    SE,
+    SPP,
+    SPPF,
+    C2f,
+    ConvBNAct,
+    DarknetBottleneck,
+    DeformConv,
+    DepthwiseSeparableConv,
+    Focus,
+    Mish,
+    SPPFBlock,
+    make_activation,
+    set_batchnorm,
 )
 
 

@@ -1,7 +1,5 @@
 """The loss pipeline's per-size statistics and the forced positives of MinPositives."""
 
-import torch
-
 from detkit.anchors import YOLOAnchorGenerator
 from detkit.assigners import ATSSAssigner, MinPositives
 from tests.models.test_yolo_loss import make_batch, pipeline, preds_with_obj

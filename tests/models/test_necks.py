@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from detkit.models.backbones import CSPDarknet, ResNet
-from detkit.models.layers import C2f, C3
+from detkit.models.layers import C3, C2f
 from detkit.models.necks import ASFF, CSPPAN, FPN, PAN
 
 BACKBONES = {

@@ -6,7 +6,6 @@ import torch
 from detkit.anchors import PointGenerator
 from detkit.coders import YOLOCoder
 from detkit.models import YOLOHead
-
 from tests.fixtures.heads import columns
 
 from .conftest import tiny_head

@@ -34,14 +34,16 @@ class CentreInBoxAssigner:
                pred_boxes=None, pred_scores=None):
         self.calls.append(dict(num_level_priors=num_level_priors, pred_boxes=pred_boxes, pred_scores=pred_scores))
         c = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
-        inside = ((c[None, :, None, :] > gt_boxes[:, None, :, :2]) & (c[None, :, None, :] < gt_boxes[:, None, :, 2:])).all(-1)
+        centre = c[None, :, None, :]
+        inside = ((centre > gt_boxes[:, None, :, :2]) & (centre < gt_boxes[:, None, :, 2:])).all(-1)
         inside &= gt_mask[:, None, :]  # (B, N, M)
         pos = inside.any(-1)
         first = inside.float().argmax(-1)
         gt_index = torch.where(pos, first, torch.full_like(first, -1))
         labels = torch.where(pos, gt_labels.gather(1, first), torch.full_like(first, -1))
         iou = pairwise_iou(priors[None].expand(gt_boxes.shape[0], -1, -1), gt_boxes).gather(2, first[..., None])[..., 0]
-        return FakeAssignResult(gt_index, pos, torch.zeros_like(pos), labels, torch.where(pos, iou, torch.zeros_like(iou)))
+        return FakeAssignResult(gt_index, pos, torch.zeros_like(pos), labels,
+                                torch.where(pos, iou, torch.zeros_like(iou)))
 
 
 def one_level_setup():

@@ -1,7 +1,13 @@
 """Backbones: each reports ``out_channels`` and ``strides`` of the levels it returns."""
 
 from detkit.models.backbones.cspdarknet import (
-    CSP_ARCHS, CSP_SCALES, YOLOV8_SCALES, YOLOX_SCALES, CSPArch, CSPDarknet, CSPScale,
+    CSP_ARCHS,
+    CSP_SCALES,
+    YOLOV8_SCALES,
+    YOLOX_SCALES,
+    CSPArch,
+    CSPDarknet,
+    CSPScale,
 )
 from detkit.models.backbones.resnet import RESNET_DEPTHS, ResNet
 

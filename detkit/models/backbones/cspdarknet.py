@@ -50,7 +50,15 @@ import torch
 from torch import Tensor, nn
 
 from detkit.models.layers import (
-    C2f, C3, ConvBNAct, DarknetBottleneck, Focus, SPPFBlock, conv_unit, freeze, norm_to_eval,
+    C3,
+    C2f,
+    ConvBNAct,
+    DarknetBottleneck,
+    Focus,
+    SPPFBlock,
+    conv_unit,
+    freeze,
+    norm_to_eval,
     set_batchnorm,
 )
 

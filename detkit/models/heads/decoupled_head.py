@@ -39,6 +39,18 @@ BIAS_INITS = ("prior_prob", "yolov8")
 O2O_STATS = ("stat_pos_per_gt", "stat_gt_no_pos", "stat_pos_iou")
 
 
+def _module_list(module: nn.Module) -> nn.ModuleList:
+    """``module`` as the ``nn.ModuleList`` a branch part is (a typed view for the checker)."""
+    assert isinstance(module, nn.ModuleList), type(module)
+    return module
+
+
+def _bias(conv: nn.Module) -> Tensor:
+    """The bias of one of the head's 1x1 prediction convs (all are built with one)."""
+    assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+    return conv.bias
+
+
 def _per_level(value: int | Sequence[int], levels: int, name: str) -> list[int]:
     values = [int(value)] * levels if isinstance(value, int) else [int(v) for v in value]
     if len(values) != levels or min(values) <= 0:
@@ -202,20 +214,24 @@ class DecoupledHead(DenseHead):
             self.stems = nn.ModuleList(nn.Identity() for _ in in_channels)
             branch_in = list(in_channels)
         main = self._branch_set(branch_in, cls_w, box_w)
-        self.cls_convs, self.box_convs = main["cls_convs"], main["box_convs"]
-        self.cls_preds, self.box_preds = main["cls_preds"], main["box_preds"]
-        self.obj_preds = main["obj_preds"] if self.objectness else None
+        self.cls_convs, self.box_convs = _module_list(main["cls_convs"]), _module_list(main["box_convs"])
+        self.cls_preds, self.box_preds = _module_list(main["cls_preds"]), _module_list(main["box_preds"])
+        self.obj_preds = _module_list(main["obj_preds"]) if self.objectness else None
         self.one2one_branch = self._branch_set(branch_in, cls_w, box_w) if "one2one" in self.branches else None
         self.out_channels = [self.level_channels * len(self.branches)] * len(in_channels)
         set_batchnorm(self, self.norm_eps, self.norm_momentum)
         self._init_biases()
 
-    def _branch_modules(self, branch: str) -> dict[str, nn.ModuleList | None]:
+    def _branch_modules(self, branch: str) -> dict[str, nn.ModuleList]:
+        """The layers of ``branch`` by part name; ``obj_preds`` only with objectness."""
         if branch == "one2one":
-            return {k: self.one2one_branch[k] if k in self.one2one_branch else None
-                    for k in ("cls_convs", "box_convs", "cls_preds", "box_preds", "obj_preds")}
-        return dict(cls_convs=self.cls_convs, box_convs=self.box_convs, cls_preds=self.cls_preds,
-                    box_preds=self.box_preds, obj_preds=self.obj_preds)
+            assert self.one2one_branch is not None  # built whenever "one2one" is one of the branches
+            return {k: _module_list(v) for k, v in self.one2one_branch.items()}
+        parts = dict(cls_convs=self.cls_convs, box_convs=self.box_convs, cls_preds=self.cls_preds,
+                     box_preds=self.box_preds)
+        if self.obj_preds is not None:
+            parts["obj_preds"] = self.obj_preds
+        return parts
 
     @torch.no_grad()
     def _init_biases(self) -> None:
@@ -225,18 +241,18 @@ class DecoupledHead(DenseHead):
             m = self._branch_modules(branch)
             for level, (cls_pred, box_pred) in enumerate(zip(m["cls_preds"], m["box_preds"])):
                 if self.bias_init == "yolov8":
-                    box_pred.bias.fill_(1.0)
-                    cls_pred.bias.fill_(math.log(5 / self.num_classes / (self.bias_init_size / strides[level]) ** 2))
+                    _bias(box_pred).fill_(1.0)
+                    _bias(cls_pred).fill_(math.log(5 / self.num_classes / (self.bias_init_size / strides[level]) ** 2))
                 else:
-                    cls_pred.bias.fill_(prior_logit)
-            for obj_pred in m["obj_preds"] or []:
-                obj_pred.bias.fill_(prior_logit)
+                    _bias(cls_pred).fill_(prior_logit)
+            for obj_pred in m.get("obj_preds", []):
+                _bias(obj_pred).fill_(prior_logit)
 
-    def _run_branch(self, m: dict[str, nn.ModuleList | None], level: int, x: Tensor) -> Tensor:
+    def _run_branch(self, m: dict[str, nn.ModuleList], level: int, x: Tensor) -> Tensor:
         """One branch at one level: ``(B, c, H, W) -> (B, K, H, W)`` = ``[box, obj?, cls]``."""
         box_feat = m["box_convs"][level](x)
         parts = [m["box_preds"][level](box_feat)]
-        if m["obj_preds"] is not None:
+        if "obj_preds" in m:
             parts.append(m["obj_preds"][level](box_feat))
         parts.append(m["cls_preds"][level](m["cls_convs"][level](x)))
         return torch.cat(parts, dim=1)

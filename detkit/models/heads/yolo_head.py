@@ -108,6 +108,7 @@ class YOLOHead(DenseHead):
     def _init_biases(self) -> None:
         bias_value = -math.log((1 - self.prior_prob) / self.prior_prob)
         for conv in self.preds:
+            assert isinstance(conv, nn.Conv2d) and conv.bias is not None
             nn.init.normal_(conv.weight, std=0.01)
             bias = conv.bias.detach().view(self.num_base_priors, self.num_outputs)  # (A*(5+C),) -> (A, 5+C)
             bias.zero_()

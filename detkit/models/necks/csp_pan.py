@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detkit.models.layers import C2f, C3, ConvBNAct, conv_unit, set_batchnorm
+from detkit.models.layers import C3, C2f, ConvBNAct, conv_unit, set_batchnorm
 from detkit.models.necks.base import BindableModule
 
 __all__ = ["CSPPAN", "CSPPAN_LAYOUTS", "CSPPANLayout"]
