@@ -262,11 +262,11 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
                           f"give a config and --data {path}, e.g. detkit train yolov8n_tal.py --data {path}")
     cfg, namespace = _load_tree(path)
     apply_overrides(cfg, overrides, namespace=namespace, source=path)
-    check_signatures(cfg, source=path)
     from detkit.schema import check_call_arguments, check_typed_sections  # they read this module's ConfigError
 
+    check_typed_sections(cfg, source=path, overrides=overrides)  # first: an old form is named as such
+    check_signatures(cfg, source=path)
     check_call_arguments(cfg, source=path, overrides=overrides)
-    check_typed_sections(cfg, source=path, overrides=overrides)
     dict.__setattr__(cfg, "_filename", path)  # not a key: kept out of dumps
     return cfg
 
@@ -491,7 +491,7 @@ def instantiate(node: Any, where: str = "", /, **extra: Any) -> Any:
     annotations when the config loads, so one here is a bug) propagates unchanged.
 
     Args:
-        node: a lazy call (``L(ATSSAssigner)(topk=9)``), a dict with ``type``, or a list / dict / plain
+        node: a lazy call (``L(ATSSAssigner)(topk=9)``), or a list / dict / plain
             value holding them (``cfg.model``, ``cfg.data.train.dataset``).
         where: the dotted key of ``node`` in its config (``"model"``), for messages.
         **extra: keyword arguments added to the top node's call.

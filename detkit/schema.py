@@ -94,7 +94,7 @@ def _wrong(key: str, value: Any, hint: Any) -> SettingError:
     return SettingError(key, f"expected {type_name(hint)}, got {got}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def target_product(target: Callable) -> type | None:
     """The class of what calling ``target`` builds: ``target`` itself for a class, a function's
     return annotation when that is a class, else None (unknown)."""
@@ -104,7 +104,7 @@ def target_product(target: Callable) -> type | None:
     return returned if isinstance(returned, type) else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parameter_hints(target: Callable) -> dict[str, Any]:
     """The type annotations of a class's constructor or a function's parameters (and ``return``),
     resolved; an annotation that cannot be resolved (a name imported only for type checkers) is left out."""
@@ -260,6 +260,9 @@ def parse_section(cls: type[T], section: Mapping[str, Any] | None, key: str, str
     if section is not None and (not isinstance(section, Mapping) or TARGET_KEY in section):  # a lazy call: no section
         raise _wrong(key, section, cls)
     section = dict(section or {})
+    for moved, place in getattr(cls, "MOVED_KEYS", {}).items():  # refused even when not strict: said where it went
+        if moved in section:
+            raise SettingError(f"{key}.{moved}", f"this key moved to {place} (see docs/changelog.md)")
     accepted = section_keys(cls)
     unknown = sorted(str(k) for k in section if k not in accepted)
     if strict and unknown:
@@ -279,6 +282,7 @@ def parse_section(cls: type[T], section: Mapping[str, Any] | None, key: str, str
 # to the code that reads the section (the trainer refuses them), except in STRICT_SECTIONS.
 TYPED_SECTIONS = {
     "train": "detkit.engine.settings.TrainSettings",
+    "schedule": "detkit.engine.settings.ScheduleSettings",
     "runtime": "detkit.engine.settings.RuntimeSettings",
     "data": "detkit.data.settings.DataSettings",
 }
@@ -299,7 +303,9 @@ def check_typed_sections(cfg: Mapping, source: str = "<config>", overrides: Sequ
                 hint = "; train or evaluate on a dataset file with --data PATH" if name == "data" else ""
                 raise SettingError(name, f"expected a section (a dict of settings), got {cfg[name]!r} "
                                          f"({type(cfg[name]).__name__}){hint}")
-            parse_section(resolve_name(class_path), cfg[name], name, strict=name in STRICT_SECTIONS)
+            settings = parse_section(resolve_name(class_path), cfg[name], name, strict=name in STRICT_SECTIONS)
+            if hasattr(settings, "check_with_config"):  # checks that need another section
+                settings.check_with_config(cfg)
         except SettingError as e:
             given = _override_for(e.key, overrides)
             raise ConfigError(f"{source}: {e}" + (f" (from --cfg-options {given})" if given else "")) from None

@@ -2,6 +2,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from detkit.config import (
     ConfigError,
@@ -131,7 +132,11 @@ def test_attribute_errors_list_keys():
 # ------------------------------------------------------------------------------------------------
 
 
-def _engine_config(tmp_path, body: str = "train = dict(epochs=3, optimizer=dict(lr=0.01))\nruntime = dict()\n") -> Path:
+ENGINE = ("import torch\nfrom detkit.config import L\n"
+          "train = dict(epochs=3, optimizer=L(torch.optim.SGD)(lr=0.01))\nruntime = dict()\n")
+
+
+def _engine_config(tmp_path, body: str = ENGINE) -> Path:
     path = tmp_path / "run.py"
     path.write_text(body)
     return path
@@ -152,9 +157,11 @@ def test_a_command_line_value_of_the_wrong_type_is_one_config_error_line(tmp_pat
     ("train.grad_clip='high'", "train.grad_clip: expected float or None, got 'high' (str)"),
     ("train.multi_scale=(320, 'x')", "train.multi_scale[1]: expected int, got 'x' (str)"),
     ("train.loss_scale='sum'", "train.loss_scale: expected one of 'mean', 'batch', got 'sum' (str)"),
-    ("train.optimizer.lr=[0.1]", "train.optimizer.lr: expected float, got [0.1] (list)"),
+    ("train.optimizer.lr=[0.1]", "train.optimizer.lr: expected float or Tensor, got [0.1] (list)"),
     ("train.ema=dict(decay='x')", "train.ema.decay: expected float, got 'x' (str)"),
-    ("train.optimizer.type='adam'", "train.optimizer.type: 'adam' is not supported; accepted: sgd, adamw"),
+    ("train.optimizer.type='adam'", "train.optimizer: dict(type='adam', ...) is the old form of an optimizer"),
+    ("schedule=dict(lr=LRSchedule(policy='poly'))",
+     "schedule.lr.policy: expected one of 'cosine', 'step', 'linear', got 'poly' (str)"),
     ("train.epochs=0", "train.epochs: must be >= 1, got 0"),
     ("runtime.loggers=['mlfow']", "runtime.loggers[0]: unknown logger 'mlfow'"),
 ])
@@ -172,20 +179,30 @@ def test_a_file_value_of_the_wrong_type_fails_at_load_too(tmp_path):
 def test_typed_values_are_converted_and_unknown_keys_left_to_the_trainer(tmp_path):
     from detkit.engine.settings import TrainSettings
 
-    cfg = load_config(_engine_config(tmp_path), ["train.steps=[8, 11]", "train.grad_clip=5", "train.lr=0.1"])
+    cfg = load_config(_engine_config(tmp_path), ["train.multi_scale=[320, 640]", "train.grad_clip=5", "train.lr=0.1"])
     s = TrainSettings.from_config(cfg.train, strict=False)
-    assert s.schedule.steps == (8, 11) and s.grad_clip == 5.0 and isinstance(s.grad_clip, float)
+    assert s.multi_scale == (320, 640) and s.grad_clip == 5.0 and isinstance(s.grad_clip, float)
     with pytest.raises(ConfigError, match=r"train: unknown key\(s\) \['lr'\]; accepted: epochs, "):
         TrainSettings.from_config(cfg.train)
 
 
-def test_dict_call_in_an_override_is_a_plain_dict_and_a_new_type_replaces_the_old_dict(tmp_path):
-    path = _engine_config(tmp_path, "train = dict(optimizer=dict(type='sgd', lr=0.01, momentum=0.937, "
+def test_dict_call_in_an_override_merges_into_a_lazy_call_and_a_new_class_replaces_it(tmp_path):
+    path = _engine_config(tmp_path, "import torch\nfrom detkit.config import L\n"
+                                    "train = dict(optimizer=L(torch.optim.SGD)(lr=0.01, momentum=0.937, "
                                     "nesterov=True))\n")
-    cfg = load_config(path, ['train.optimizer=dict(type="adamw", lr=1e-3)'])
-    assert cfg.train.optimizer == {"type": "adamw", "lr": 1e-3}  # SGD's momentum / nesterov gone
-    cfg = load_config(path, ["train.optimizer=dict(lr=0.02)"])  # same type: merged key by key
-    assert cfg.train.optimizer == {"type": "sgd", "lr": 0.02, "momentum": 0.937, "nesterov": True}
+    cfg = load_config(path, ["train.optimizer=dict(lr=0.02)"])  # a plain dict over a lazy call: merged key by key
+    assert cfg.train.optimizer == {"_target_": torch.optim.SGD, "lr": 0.02, "momentum": 0.937, "nesterov": True}
+    cfg = load_config(path, ["train.optimizer=torch.optim.AdamW(lr=1e-3)"])  # another class: the whole call replaced
+    assert cfg.train.optimizer == {"_target_": torch.optim.AdamW, "lr": 1e-3}  # SGD's momentum / nesterov gone
+    cfg = load_config(path, ["train.optimizer=AdamW(lr=1e-3)"])  # a bare name: torch.optim is searched
+    assert cfg.train.optimizer == {"_target_": torch.optim.AdamW, "lr": 1e-3}
+
+
+def test_dicts_with_a_type_key_merge_as_plain_dicts_now():
+    from detkit.config import merge
+
+    assert merge({"type": "sgd", "lr": 0.01, "nesterov": True}, {"type": "adamw"}) == {
+        "type": "adamw", "lr": 0.01, "nesterov": True}
 
 
 class Buggy:

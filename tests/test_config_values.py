@@ -14,7 +14,7 @@ from torch import nn
 from detkit.assigners import ATSSAssigner, MinPositives, TaskAlignedAssigner
 from detkit.assigners.presets import build_preset
 from detkit.config import TARGET_KEY, ConfigError, L, format_config, load_config, parse_value
-from detkit.engine.settings import TrainSettings
+from detkit.engine.settings import ScheduleSettings
 from detkit.schema import SettingError, check_value
 from tests.fixtures.tools import load_tool
 
@@ -37,22 +37,24 @@ BAD_OVERRIDES = [
      f"model.head.loss.assigner: PAN is not an assigner (it has no assign method); {ASSIGNER}"),
     # numbers within their domains
     (["train.optimizer.lr=1e400"], "train.optimizer.lr: must be a finite number > 0, got inf"),
-    (["train.optimizer.lr=nan"], "train.optimizer.lr: expected float, got 'nan' (str)"),
+    (["train.optimizer.lr=nan"], "train.optimizer.lr: expected float or Tensor, got 'nan' (str)"),
     (["train.optimizer.weight_decay=1e400"], "train.optimizer.weight_decay: must be a finite number >= 0, got inf"),
-    (["train.optimizer={'type': 'adamw', 'eps': 0}"], "train.optimizer.eps: must be a finite number > 0, got 0.0"),
+    (["train.optimizer=AdamW(eps=0)"], "train.optimizer.eps: must be a finite number > 0, got 0.0"),
+    (["train.optimizer=AdamW(betas=(0.9, 1.5))"], "train.optimizer.betas: must be in [0, 1), got (0.9, 1.5)"),
+    (["train.optimizer.momentum=1.0"], "train.optimizer.momentum: must be in [0, 1), got 1.0"),
     (["train.grad_clip=-1"],
      "train.grad_clip: must be a finite max gradient norm > 0, or 0 / None for no clipping, got -1.0"),
     (["train.grad_clip=1e400"],
      "train.grad_clip: must be a finite max gradient norm > 0, or 0 / None for no clipping, got inf"),
     (["train.ema.tau=-1"], "train.ema.tau: must be a finite number > 0, got -1.0"),
-    (["train.warmup_ratio=2"], "train.warmup_ratio: must be in [0.0, 1.0], got 2.0"),
-    (["train.min_lr_ratio=-0.1"], "train.min_lr_ratio: must be in [0.0, 1.0], got -0.1"),
-    (["train.warmup_epochs=-1"], "train.warmup_epochs: must be a finite number >= 0.0, got -1.0"),
-    (["train.warmup_iters=-1"], "train.warmup_iters: must be a finite number >= 0, got -1"),
-    (["train.warmup_bias_lr=1e400"], "train.warmup_bias_lr: must be a finite number >= 0.0, got inf"),
-    (["train.warmup_momentum=1.0"], "train.warmup_momentum: must be in [0, 1) or None, got 1.0"),
-    (["train.gamma=0"], "train.gamma: must be > 0, got 0.0"),
-    (["train.steps=[-1]"], "train.steps: must be epochs >= 0, got (-1,)"),
+    (["schedule.lr.warmup_ratio=2"], "schedule.lr.warmup_ratio: must be in [0.0, 1.0], got 2"),
+    (["schedule.lr.min_lr_ratio=-0.1"], "schedule.lr.min_lr_ratio: must be in [0.0, 1.0], got -0.1"),
+    (["schedule.lr.warmup_epochs=-1"], "schedule.lr.warmup_epochs: must be a finite number >= 0.0, got -1"),
+    (["schedule.lr.warmup_iters=-1"], "schedule.lr.warmup_iters: must be a finite number >= 0, got -1"),
+    (["schedule.lr.warmup_bias_lr=1e400"], "schedule.lr.warmup_bias_lr: must be a finite number >= 0.0, got inf"),
+    (["schedule.lr.warmup_momentum=1.0"], "schedule.lr.warmup_momentum: must be in [0, 1) or None, got 1.0"),
+    (["schedule.lr.gamma=0"], "schedule.lr.gamma: must be > 0, got 0"),
+    (["schedule.lr.steps=[-1]"], "schedule.lr.steps: must be epochs >= 0, got (-1,)"),
     # the data section
     (["data.train.batch_size=2.5"], "data.train.batch_size: expected int or None, got 2.5 (float)"),
     (["data.val.num_workers=-1"], "data.val.num_workers: must be >= 0, got -1"),
@@ -66,17 +68,17 @@ BAD_OVERRIDES = [
     (["data=/x/data.yaml"], "data: expected a section (a dict of settings), got '/x/data.yaml' (str); "
                             "train or evaluate on a dataset file with --data PATH"),
     (["train=3"], "train: expected a section (a dict of settings), got 3 (int)"),
-    # the assigner schedule
-    (["train.assigner_schedule=[(0, ATSSAssigner()), (1, 3)]"],
-     f"train.assigner_schedule[1][1]: {ASSIGNER}, got 3 (int)"),
-    (["train.assigner_schedule=[(5, 'atss')]"],
-     "train.assigner_schedule[0][0]: epoch 5 is outside this run's epochs 0..1 (0-based, train.epochs=2)"),
-    (["train.assigner_schedule=[(1, 'tal'), (0, 'atss')]"],
-     "train.assigner_schedule[1][0]: entries must be in increasing epoch order, got epoch 0 after 1"),
-    (["train.assigner_schedule=[(0, 'nope')]"],
-     f"train.assigner_schedule[0][1]: 'nope' is not an assigner preset; {ASSIGNER}"),
-    (["train.assigner_schedule=[(0, PAN())]"],
-     f"train.assigner_schedule[0][1]: PAN is not an assigner (it has no assign method); {ASSIGNER}"),
+    # the assigner switches
+    (["schedule.assigner_switches=[(0, ATSSAssigner()), (1, 3)]"],
+     f"schedule.assigner_switches[1][1]: {ASSIGNER}, got 3 (int)"),
+    (["schedule.assigner_switches=[(5, 'atss')]"],
+     "schedule.assigner_switches[0][0]: epoch 5 is outside this run's epochs 0..1 (0-based, train.epochs=2)"),
+    (["schedule.assigner_switches=[(1, 'tal'), (0, 'atss')]"],
+     "schedule.assigner_switches[1][0]: entries must be in increasing epoch order, got epoch 0 after 1"),
+    (["schedule.assigner_switches=[(0, 'nope')]"],
+     f"schedule.assigner_switches[0][1]: 'nope' is not an assigner preset; {ASSIGNER}"),
+    (["schedule.assigner_switches=[(0, PAN())]"],
+     f"schedule.assigner_switches[0][1]: PAN is not an assigner (it has no assign method); {ASSIGNER}"),
 ]
 
 # Set by an override, but the error is about an enclosing key: no "(from --cfg-options ...)".
@@ -85,8 +87,8 @@ BAD_KEYS = [
      "data.train: unknown key(s) ['batchsize']; accepted: dataset, batch_size, num_workers"),
     (["data.shuffle=True"],
      "data: unknown key(s) ['shuffle']; accepted: train, val, test, img_size, num_classes, class_names, collate"),
-    (["train.epochs=1", "train.assigner_schedule=[(1, 'atss')]"],
-     "train.assigner_schedule[0][0]: epoch 1 is outside this run's epochs 0..0 (0-based, train.epochs=1)"),
+    (["train.epochs=1", "schedule.assigner_switches=[(1, 'atss')]"],
+     "schedule.assigner_switches[0][0]: epoch 1 is outside this run's epochs 0..0 (0-based, train.epochs=1)"),
 ]
 
 
@@ -107,13 +109,20 @@ def test_a_bad_key_is_one_line_naming_it(overrides, expected):
 
 # (text added to a config file whose base is CFG, the error after "<file>: ")
 BAD_FILES = [
+    # a plain dict merged into the base's L(torch.optim.SGD)(...)
     ("train = dict(optimizer=dict(lr=float('nan')))", "train.optimizer.lr: must be a finite number > 0, got nan"),
     ("train = dict(optimizer=dict(weight_decay=float('nan')))",
      "train.optimizer.weight_decay: must be a finite number >= 0, got nan"),
     ("train = dict(grad_clip=float('nan'))",
      "train.grad_clip: must be a finite max gradient norm > 0, or 0 / None for no clipping, got nan"),
     ("train = dict(ema=dict(tau=float('nan')))", "train.ema.tau: must be a finite number > 0, got nan"),
-    ("train = dict(warmup_ratio=float('nan'))", "train.warmup_ratio: must be in [0.0, 1.0], got nan"),
+    ("schedule = dict(lr=dict(warmup_ratio=float('nan')))", "schedule.lr.warmup_ratio: must be in [0.0, 1.0], got nan"),
+    ("train = dict(warmup_ratio=0.1)", "train.warmup_ratio: this key moved to schedule.lr.warmup_ratio "
+                                       "(see docs/changelog.md)"),
+    ("train = dict(optimizer=dict(type='adamw', lr=1e-3))",
+     "train.optimizer: dict(type='adamw', ...) is the old form of an optimizer; name the class with a lazy call: "
+     "optimizer=L(torch.optim.AdamW)(lr=0.001, weight_decay=0.05, eps=1e-08, betas=(0.9, 0.999)) "
+     "(see docs/changelog.md)"),
     ("model = dict(head=dict(num_classes='five'))", "model.head.num_classes: expected int, got 'five' (str)"),
     ("model = dict(head=dict(loss=dict(assigner='iou-typo')))",
      f"model.head.loss.assigner: 'iou-typo' is not an assigner preset; {ASSIGNER}"),
@@ -157,18 +166,18 @@ def test_a_preset_name_is_expanded_to_its_lazy_call_and_dumps_to_a_config_that_l
 
 
 def test_the_schedule_expands_presets_and_keeps_lazy_calls():
-    cfg = load_config(CFG, ["train.assigner_schedule=[(0, 'atss'), (1, TaskAlignedAssigner(topk=5))]"])
-    schedule = TrainSettings.from_config(cfg.train).assigner_schedule
+    cfg = load_config(CFG, ["schedule.assigner_switches=[(0, 'atss'), (1, TaskAlignedAssigner(topk=5))]"])
+    schedule = ScheduleSettings.from_config(cfg.schedule, epochs=cfg.train.epochs).assigner_switches
     assert schedule == [(0, L(ATSSAssigner)(topk=9)), (1, L(TaskAlignedAssigner)(topk=5))]
 
 
 EDGES = [  # (overrides, the key, the value it loads as)
     (["train.grad_clip=0"], "train.grad_clip", 0),  # 0 and None: no clipping
     (["train.grad_clip=None"], "train.grad_clip", None),
-    (["train.warmup_iters=0"], "train.warmup_iters", 0),
+    (["schedule.lr.warmup_iters=0"], "schedule.lr.warmup_iters", 0),
     (["model.backbone.widen_factor=1"], "model.backbone.widen_factor", 1),  # an int where a float is annotated
     (["data.train.batch_size=None"], "data.train.batch_size", None),
-    (["train.epochs=1", "train.assigner_schedule=[(0, 'fcos')]"], "train.epochs", 1),
+    (["train.epochs=1", "schedule.assigner_switches=[(0, 'fcos')]"], "train.epochs", 1),
 ]
 
 
@@ -209,8 +218,8 @@ TOOL_CASES = [
      "data.train: unknown key(s) ['batchsize']; accepted: dataset, batch_size, num_workers"),
     ("train", [CFG, "--work-dir", "{tmp}/work", "--cfg-options", "train.optimizer.lr=1e400"],
      "train.optimizer.lr: must be a finite number > 0, got inf"),
-    ("train", [CFG, "--work-dir", "{tmp}/work", "--cfg-options", "train.assigner_schedule=[(0, 'atss'), (1, 3)]"],
-     f"train.assigner_schedule[1][1]: {ASSIGNER}, got 3 (int)"),
+    ("train", [CFG, "--work-dir", "{tmp}/work", "--cfg-options", "schedule.assigner_switches=[(0, 'atss'), (1, 3)]"],
+     f"schedule.assigner_switches[1][1]: {ASSIGNER}, got 3 (int)"),
 ]
 
 

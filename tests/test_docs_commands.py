@@ -169,7 +169,7 @@ DATA_PATHS = ("datasets/mydata/data.yaml", "~/exports/mydata/data.yaml", "mydata
 PHOTOS = "photos/"
 RUN = {"train", "test", "infer", "compare", "check", "print-config", "info", "configs", "--help"}  # others: --help
 FAST = ["train.epochs=1", "train.eval_interval=1", "train.checkpoint.interval_iters=0", "data.train.batch_size=2",
-        "train.warmup_iters=1", "runtime.plot_interval=0", "runtime.loggers=[]", "data.train.num_workers=0",
+        "schedule.lr.warmup_iters=1", "runtime.plot_interval=0", "runtime.loggers=[]", "data.train.num_workers=0",
         "data.val.num_workers=0"]
 IMG_SIZE = "64"
 # a line each command's output must hold

@@ -18,4 +18,5 @@ _base_ = [
 
 model = dict(head=dict(loss=dict(assigner=L(ATSSAssigner)(topk=9))))
 data = dict(train=dict(batch_size=8), val=dict(batch_size=8))
-train = dict(epochs=10, eval_interval=5, no_mosaic_last_epochs=2)
+train = dict(epochs=10, eval_interval=5)
+schedule = dict(no_mosaic_last_epochs=2)

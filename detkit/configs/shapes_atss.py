@@ -43,6 +43,6 @@ model = dict(
 train = dict(
     epochs=17,
     eval_interval=17,
-    no_mosaic_last_epochs=3,
-    optimizer=dict(lr=0.02),
+    optimizer=dict(lr=0.02),  # merged into the base's L(torch.optim.SGD)(...) call: only lr changes
 )
+schedule = dict(no_mosaic_last_epochs=3)

@@ -33,6 +33,7 @@ from typing import Any
 from torch import nn
 
 from detkit.config import TARGET_KEY, ConfigDict, ConfigError, L, apply_overrides, check_signatures, instantiate
+from detkit.engine.settings import upgrade_legacy_sections
 
 __all__ = ["CheckpointModel", "checkpoint_class_names", "config_from_dump", "load_checkpoint_model", "stored_config"]
 
@@ -151,6 +152,10 @@ def stored_config(ckpt: Mapping[str, Any], path: str | os.PathLike, overrides: S
     cfg = config_from_dump(text, source)
     if not isinstance(cfg.get("model"), Mapping):
         raise ConfigError(f"{source}: no model section")
+    try:  # a checkpoint from before the schedule section: its config converted (a config file is refused instead)
+        upgrade_legacy_sections(cfg)
+    except ValueError as e:
+        raise ConfigError(f"{source}: train.optimizer: {e}") from None
     apply_overrides(cfg, list(overrides), source=source)
     _check_model_targets(cfg["model"], "model", source)
     check_signatures(cfg, source=source)
@@ -222,7 +227,7 @@ def load_checkpoint_model(checkpoint: str | os.PathLike, config: str | os.PathLi
     path = os.fspath(checkpoint)
     ckpt = load_checkpoint(path)
     cfg = load_config(config, list(cfg_options)) if config is not None else stored_config(ckpt, path, cfg_options)
-    detector = instantiate(cfg.model)
+    detector = instantiate(cfg.model, "model")
     load_weights(detector, path, strict=True)  # weights of another model (class count, width) are refused
     detector.eval()
     num_classes = getattr(getattr(detector, "head", None), "num_classes", None)

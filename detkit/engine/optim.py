@@ -1,71 +1,116 @@
 """Optimizers with parameter groups: weight decay on conv/linear weights only, never on norms or biases.
 
-Each optimizer has its own settings class with its own defaults (``train.optimizer``): a config
-or an override that says ``dict(type="adamw", lr=1e-3)`` gets AdamW's momentum and weight decay,
-never SGD's (a ``type`` change replaces the whole dict when configs merge).
+The config names the optimizer as a lazy call of a ``torch.optim`` class (``train.optimizer``)::
+
+    optimizer=L(torch.optim.SGD)(lr=0.01, momentum=0.937, weight_decay=5e-4, nesterov=True)
+    optimizer=L(torch.optim.AdamW)(lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05)
+
+The parameter groups are the trainer's (:func:`param_groups`): :func:`build_optimizer` passes them
+as ``params`` when it builds the call, with ``weight_decay`` on the decay group only. Swapping the
+class (a new ``L(...)`` over the base's) replaces the whole call; ``--cfg-options
+train.optimizer.lr=0.02`` changes one argument.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from detkit.schema import SettingError, check_value
+from detkit.config import TARGET_KEY, L, instantiate
+from detkit.schema import SettingError, default_of, target_product
 
-__all__ = ["OPTIMIZERS", "AdamWSettings", "OptimizerSettings", "SGDSettings", "build_optimizer", "param_groups"]
+__all__ = ["DEFAULT_OPTIMIZER", "build_optimizer", "check_optimizer_call", "optimizer_from_legacy", "param_groups"]
 
-
-@dataclass
-class SGDSettings:
-    """``train.optimizer=dict(type="sgd", ...)``: SGD with momentum (YOLOv5's defaults)."""
-
-    type: Literal["sgd"] = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.937
-    weight_decay: float = 5e-4
-    nesterov: bool = True
-
-    def __post_init__(self) -> None:
-        _check_common(self)
+# The optimizer of a config that names none (YOLOv5's SGD).
+DEFAULT_OPTIMIZER = L(torch.optim.SGD)(lr=0.01, momentum=0.937, weight_decay=5e-4, nesterov=True)
 
 
-@dataclass
-class AdamWSettings:
-    """``train.optimizer=dict(type="adamw", ...)``: AdamW; ``momentum`` is beta1 (the warm-up
-    momentum ramp moves it, as it moves SGD's momentum)."""
+def optimizer_from_legacy(old: Mapping[str, Any]) -> Any:
+    """The lazy call that the pre-0.x form ``dict(type="sgd" | "adamw", ...)`` meant, with its
+    values (the defaults it had for the missing ones); for messages and for old checkpoints' configs.
 
-    type: Literal["adamw"] = "adamw"
-    lr: float = 0.001
-    momentum: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.05
-    eps: float = 1e-8
+    Raises:
+        ValueError: ``type`` is neither ``"sgd"`` nor ``"adamw"``, or a key that type did not have.
+    """
+    args = {k: v for k, v in old.items() if k != "type"}
+    kind = old.get("type", "sgd")
+    if kind == "sgd":
+        known = dict(lr=0.01, momentum=0.937, weight_decay=5e-4, nesterov=True)
+        target: Any = torch.optim.SGD
+    elif kind == "adamw":
+        known = dict(lr=0.001, momentum=0.9, beta2=0.999, weight_decay=0.05, eps=1e-8)
+        target = torch.optim.AdamW
+    else:
+        raise ValueError(f"optimizer type {kind!r} is not one of 'sgd', 'adamw'")
+    unknown = sorted(set(args) - set(known))
+    if unknown:
+        raise ValueError(f"optimizer type {kind!r} has no key(s) {unknown}")
+    values = {**known, **args}
+    if target is torch.optim.AdamW:
+        values["betas"] = (values.pop("momentum"), values.pop("beta2"))
+    return L(target)(**values)
 
-    def __post_init__(self) -> None:
-        _check_common(self)
-        if not 0.0 <= self.beta2 < 1.0:
-            raise SettingError("train.optimizer.beta2", f"must be in [0, 1), got {self.beta2}")
+
+def _momentum_of(group: Mapping[str, Any]) -> float | None:
+    """The momentum the warm-up ramps: SGD's ``momentum``, Adam's beta1; None for neither."""
+    if "betas" in group:
+        return float(group["betas"][0])
+    if "momentum" in group:
+        return float(group["momentum"])
+    return None
 
 
-OptimizerSettings = SGDSettings | AdamWSettings
-OPTIMIZERS = ("sgd", "adamw")
+def check_optimizer_call(node: Any, key: str = "train.optimizer") -> Any:
+    """``node`` checked as the optimizer of a config: a lazy call of a ``torch.optim.Optimizer``
+    class with a finite ``lr`` > 0, ``weight_decay`` >= 0, ``momentum`` / ``betas`` in [0, 1) and
+    ``eps`` > 0 where given; the old ``dict(type=...)`` form is refused with the new form written out.
+
+    Raises:
+        SettingError: naming ``key`` (or ``key.<argument>``).
+    """
+    if isinstance(node, Mapping) and "type" in node:  # alone, or merged into a base's lazy call
+        given = {k: v for k, v in node.items() if k != TARGET_KEY} if TARGET_KEY not in node else {}
+        new = "L(torch.optim.SGD)(lr=..., momentum=...)"
+        for old in (given, {"type": node["type"]}):  # its own values where they make a call, else the type's defaults
+            try:
+                new = _call_text(optimizer_from_legacy({**old, "type": node["type"]}))
+                break
+            except ValueError:
+                continue
+        raise SettingError(key, f"dict(type={node['type']!r}, ...) is the old form of an optimizer; name the class "
+                                f"with a lazy call: {key.rpartition('.')[2]}={new} (see docs/changelog.md)")
+    if not (isinstance(node, Mapping) and TARGET_KEY in node):
+        raise SettingError(key, f"expected a lazy call of an optimizer class such as "
+                                f"L(torch.optim.SGD)(lr=0.01, momentum=0.9), got {node!r}")
+    product = target_product(node[TARGET_KEY])
+    if product is not None and not issubclass(product, torch.optim.Optimizer):
+        raise SettingError(key, f"{product.__qualname__} is not a torch.optim.Optimizer")
+    checks = (("lr", lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),
+              ("weight_decay", lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
+              ("momentum", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+              ("eps", lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"))
+    for name, ok, message in checks:
+        value = node.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(value):
+            raise SettingError(f"{key}.{name}", f"{message}, got {float(value)}")
+    betas = node.get("betas")
+    if isinstance(betas, (list, tuple)) and not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
+        raise SettingError(f"{key}.betas", f"must be in [0, 1), got {tuple(betas)}")
+    return node
 
 
-def _check_common(s: SGDSettings | AdamWSettings) -> None:
-    # `not x > 0` rather than `x <= 0`: NaN fails every comparison and must fail the check too.
-    if not (math.isfinite(s.lr) and s.lr > 0):
-        raise SettingError("train.optimizer.lr", f"must be a finite number > 0, got {s.lr}")
-    if not (math.isfinite(s.weight_decay) and s.weight_decay >= 0):
-        raise SettingError("train.optimizer.weight_decay", f"must be a finite number >= 0, got {s.weight_decay}")
-    if not 0.0 <= s.momentum < 1.0:
-        raise SettingError("train.optimizer.momentum", f"must be in [0, 1), got {s.momentum}")
-    if isinstance(s, AdamWSettings) and not (math.isfinite(s.eps) and s.eps > 0):
-        raise SettingError("train.optimizer.eps", f"must be a finite number > 0, got {s.eps}")
+def _call_text(node: Mapping[str, Any]) -> str:
+    """``L(torch.optim.SGD)(lr=0.01, ...)``: the lazy call as a config writes it."""
+    target = node[TARGET_KEY]
+    name = target.__qualname__
+    where = "torch.optim" if getattr(torch.optim, name, None) is target else target.__module__
+    args = ", ".join(f"{k}={v!r}" for k, v in node.items() if k != TARGET_KEY)
+    return f"L({where}.{name})({args})"
+
 
 # Module types whose weights are normalisation scales: no weight decay (as YOLOv5 / mmdet).
 NORM_TYPES: tuple[type[nn.Module], ...] = (
@@ -106,30 +151,33 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
-def build_optimizer(model: nn.Module, settings: OptimizerSettings | Mapping[str, Any],
+def build_optimizer(model: nn.Module, optimizer: Mapping[str, Any] = DEFAULT_OPTIMIZER,
                     weight_decay_scale: float = 1.0) -> torch.optim.Optimizer:
-    """Build SGD or AdamW with :func:`param_groups`.
+    """Build the optimizer a lazy call describes over :func:`param_groups` of ``model``.
 
     Args:
-        settings: :class:`SGDSettings` / :class:`AdamWSettings`, or the config dict
-            ``dict(type="sgd"|"adamw", ...)`` they are read from (missing keys: that type's defaults).
+        optimizer: a lazy call of a ``torch.optim`` class (``L(torch.optim.SGD)(lr=0.01, momentum=0.9)``);
+            its ``weight_decay`` (the class's default when absent) goes to the ``"decay"`` group only.
         weight_decay_scale: multiplies ``weight_decay`` (the trainer passes
             ``batch * accumulate / nominal_batch`` as YOLOv5 does).
 
-    Every group stores ``initial_lr`` and ``initial_momentum`` for the schedules.
+    Every group stores ``initial_lr`` and ``initial_momentum`` (SGD's momentum, Adam's beta1) for the schedules.
+
+    Raises:
+        ValueError: the model has no trainable parameters.
     """
-    if isinstance(settings, Mapping):
-        settings = check_value(settings, OptimizerSettings, "train.optimizer")
-    wd = settings.weight_decay * weight_decay_scale
-    groups = [g for g in param_groups(model, wd) if g["params"]]
+    target = optimizer[TARGET_KEY]
+    args = {k: v for k, v in optimizer.items() if k != TARGET_KEY}
+    weight_decay = args.pop("weight_decay", None)
+    if weight_decay is None:
+        weight_decay = default_of(target, "weight_decay")
+    groups = [g for g in param_groups(model, float(weight_decay) * weight_decay_scale) if g["params"]]
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    if isinstance(settings, SGDSettings):
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum,
-                                                     nesterov=settings.nesterov)
-    else:
-        opt = torch.optim.AdamW(groups, lr=settings.lr, betas=(settings.momentum, settings.beta2), eps=settings.eps)
+    opt: torch.optim.Optimizer = instantiate(L(target)(**args), "train.optimizer", params=groups)
     for g in opt.param_groups:
-        g["initial_lr"] = settings.lr
-        g["initial_momentum"] = settings.momentum
+        g["initial_lr"] = g["lr"]
+        momentum = _momentum_of(g)
+        if momentum is not None:
+            g["initial_momentum"] = momentum
     return opt

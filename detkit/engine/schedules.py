@@ -1,12 +1,16 @@
 """Per-iteration learning-rate and momentum schedules: linear warm-up, then cosine, step or linear decay.
 
+The config names the schedule as a lazy call in its own section (the trainer adds the run's length)::
+
+    schedule = dict(lr=L(LRSchedule)(policy="cosine", min_lr_ratio=0.05, warmup_epochs=3.0), ...)
+
 The learning rate at global iteration ``i`` (0-based, counted in loader iterations) is::
 
     lr(i) = base_lr * f(i) * w(i)
     f(i)  = cosine: r + (1 - r) * (1 + cos(pi * i / T)) / 2        (r = min_lr_ratio, T = total_iters)
             linear: 1 - (1 - r) * i / T
             step:   gamma ** (number of steps s with i >= s * iters_per_epoch)   (steps in epochs)
-    w(i)  = warmup_ratio + (1 - warmup_ratio) * i / W   for i < W (W = warmup_iters), else 1
+    w(i)  = warmup_ratio + (1 - warmup_ratio) * i / W   for i < W (W: the warm-up's iterations), else 1
 
 With ``warmup_bias_lr`` set (YOLOv5), the ``"bias"`` parameter group instead goes linearly from
 ``warmup_bias_lr`` down to ``base_lr * f(i)`` over the warm-up; with ``warmup_momentum`` set,
@@ -17,128 +21,117 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from detkit.schema import SettingError
 
-__all__ = ["LR_POLICIES", "LRSchedule", "ScheduleSettings"]
+__all__ = ["LR_POLICIES", "LRSchedule", "warmup_length"]
 
 LR_POLICIES = ("cosine", "step", "linear")
 
 
-@dataclass
-class ScheduleSettings:
-    """The LR schedule's keys of the ``train`` section (side by side there: ``train.warmup_iters``).
+def warmup_length(iters_per_epoch: int, warmup_epochs: float, warmup_iters: int | None, min_warmup_iters: int) -> int:
+    """Warm-up iterations: ``warmup_iters`` when given, else ``warmup_epochs`` epochs but at least
+    ``min_warmup_iters`` iterations (none when ``warmup_epochs`` is 0)."""
+    if warmup_iters is not None:
+        return warmup_iters
+    if warmup_epochs <= 0:
+        return 0
+    return max(round(warmup_epochs * iters_per_epoch), min_warmup_iters)
 
-    The warm-up lasts ``warmup_iters`` iterations when given, else ``warmup_epochs`` epochs but at
-    least ``min_warmup_iters`` iterations (none when ``warmup_epochs`` is 0); the other keys are
-    :class:`LRSchedule`'s arguments (``lr_schedule`` is its ``policy``).
-    """
 
-    lr_schedule: Literal["cosine", "step", "linear"] = "cosine"
-    min_lr_ratio: float = 0.05
-    steps: tuple[int, ...] = ()
-    gamma: float = 0.1
-    warmup_epochs: float = 3.0
-    warmup_iters: int | None = None
-    min_warmup_iters: int = 100
-    warmup_ratio: float = 0.001
-    warmup_bias_lr: float | None = None
-    warmup_momentum: float | None = None
-
-    def __post_init__(self) -> None:
-        # Written as `not (in range)` so that NaN, which fails every comparison, fails the check.
-        ranges = (("min_lr_ratio", 0.0, 1.0), ("warmup_ratio", 0.0, 1.0), ("gamma", 0.0, math.inf),
-                  ("warmup_epochs", 0.0, math.inf), ("min_warmup_iters", 0, math.inf), ("warmup_iters", 0, math.inf),
-                  ("warmup_bias_lr", 0.0, math.inf))
-        for name, low, high in ranges:
-            value = getattr(self, name)
-            if value is not None and not (low <= value <= high and math.isfinite(value)):
-                bound = f"in [{low}, {high}]" if math.isfinite(high) else f"a finite number >= {low}"
-                raise SettingError(f"train.{name}", f"must be {bound}, got {value}")
-        if self.gamma == 0:
-            raise SettingError("train.gamma", f"must be > 0, got {self.gamma}")
-        if self.warmup_momentum is not None and not 0.0 <= self.warmup_momentum < 1.0:
-            raise SettingError("train.warmup_momentum", f"must be in [0, 1) or None, got {self.warmup_momentum}")
-        if any(step < 0 for step in self.steps):
-            raise SettingError("train.steps", f"must be epochs >= 0, got {self.steps}")
-
-    def warmup_length(self, iters_per_epoch: int) -> int:
-        """Warm-up iterations for a run of ``iters_per_epoch`` iterations per epoch."""
-        if self.warmup_iters is not None:
-            return self.warmup_iters
-        if self.warmup_epochs <= 0:
-            return 0
-        return max(round(self.warmup_epochs * iters_per_epoch), self.min_warmup_iters)
+def _argument_problems(args: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(argument, what is wrong)`` for every out-of-range argument of :class:`LRSchedule` in ``args``
+    (the ones given; NaN fails every check)."""
+    problems = []
+    ranges = (("min_lr_ratio", 0.0, 1.0), ("warmup_ratio", 0.0, 1.0), ("gamma", 0.0, math.inf),
+              ("warmup_epochs", 0.0, math.inf), ("min_warmup_iters", 0, math.inf), ("warmup_iters", 0, math.inf),
+              ("warmup_bias_lr", 0.0, math.inf))
+    for name, low, high in ranges:
+        value = args.get(name)
+        if isinstance(value, (int, float)) and not (low <= value <= high and math.isfinite(value)):
+            bound = f"in [{low}, {high}]" if math.isfinite(high) else f"a finite number >= {low}"
+            problems.append((name, f"must be {bound}, got {value}"))
+    if args.get("gamma") == 0:
+        problems.append(("gamma", f"must be > 0, got {args['gamma']}"))
+    momentum = args.get("warmup_momentum")
+    if isinstance(momentum, (int, float)) and not 0.0 <= momentum < 1.0:
+        problems.append(("warmup_momentum", f"must be in [0, 1) or None, got {momentum}"))
+    steps = args.get("steps")
+    if isinstance(steps, (list, tuple)) and any(isinstance(s, (int, float)) and s < 0 for s in steps):
+        problems.append(("steps", f"must be epochs >= 0, got {tuple(steps)}"))
+    return problems
 
 
 class LRSchedule:
     """Sets every parameter group's ``lr`` (and momentum during warm-up) for an iteration.
 
+    A config gives every argument but the run's length, which the trainer adds when it builds the
+    schedule: ``instantiate(cfg.schedule.lr, total_iters=..., iters_per_epoch=...)``.
+
     Args:
         total_iters: iterations of the whole run (epochs * iterations per epoch).
+        iters_per_epoch: to turn ``steps`` and ``warmup_epochs`` (epochs) into iterations.
         policy: ``"cosine"``, ``"step"`` or ``"linear"``.
-        iters_per_epoch: to turn ``steps`` (epochs) into iterations.
         min_lr_ratio: final LR / base LR for cosine and linear.
         steps: epochs at which ``step`` multiplies the LR by ``gamma``.
         gamma: the step factor.
-        warmup_iters: iterations of linear warm-up (0 for none).
+        warmup_epochs: epochs of linear warm-up (at least ``min_warmup_iters`` iterations; 0: none).
+        warmup_iters: iterations of linear warm-up; wins over ``warmup_epochs`` when given.
+        min_warmup_iters: the shortest warm-up given in epochs.
         warmup_ratio: LR factor at iteration 0 of the warm-up.
         warmup_bias_lr: absolute start LR of the ``"bias"`` group during warm-up, or None.
         warmup_momentum: momentum at iteration 0 of the warm-up, or None to leave momentum alone.
+
+    Raises:
+        ValueError: an argument out of range (from a config: a ConfigError naming the key, when it loads).
     """
 
     def __init__(
         self,
         total_iters: int,
-        policy: str = ScheduleSettings.lr_schedule,
         iters_per_epoch: int = 1,
-        min_lr_ratio: float = ScheduleSettings.min_lr_ratio,
-        steps: Sequence[int] = ScheduleSettings.steps,
-        gamma: float = ScheduleSettings.gamma,
-        warmup_iters: int = 0,
-        warmup_ratio: float = ScheduleSettings.warmup_ratio,
-        warmup_bias_lr: float | None = ScheduleSettings.warmup_bias_lr,
-        warmup_momentum: float | None = ScheduleSettings.warmup_momentum,
+        policy: Literal["cosine", "step", "linear"] = "cosine",
+        min_lr_ratio: float = 0.05,
+        steps: Sequence[int] = (),
+        gamma: float = 0.1,
+        warmup_epochs: float = 3.0,
+        warmup_iters: int | None = None,
+        min_warmup_iters: int = 100,
+        warmup_ratio: float = 0.001,
+        warmup_bias_lr: float | None = None,
+        warmup_momentum: float | None = None,
     ) -> None:
         if policy not in LR_POLICIES:
-            raise ValueError(f"train.lr_schedule {policy!r} is not supported; accepted: {', '.join(LR_POLICIES)}")
+            raise ValueError(f"LRSchedule policy {policy!r} is not supported; accepted: {', '.join(LR_POLICIES)}")
         if total_iters < 1 or iters_per_epoch < 1:
             raise ValueError(f"total_iters and iters_per_epoch must be >= 1, got {total_iters}, {iters_per_epoch}")
-        if warmup_iters < 0 or not 0.0 <= warmup_ratio <= 1.0:
-            raise ValueError(f"warmup_iters must be >= 0 and warmup_ratio in [0, 1], got {warmup_iters}, {warmup_ratio}")
-        if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+        problems = _argument_problems(dict(min_lr_ratio=min_lr_ratio, steps=steps, gamma=gamma,
+                                           warmup_epochs=warmup_epochs, warmup_iters=warmup_iters,
+                                           min_warmup_iters=min_warmup_iters, warmup_ratio=warmup_ratio,
+                                           warmup_bias_lr=warmup_bias_lr, warmup_momentum=warmup_momentum))
+        if problems:
+            raise ValueError("; ".join(f"{name} {message}" for name, message in problems))
         self.total_iters = total_iters
         self.policy = policy
         self.iters_per_epoch = iters_per_epoch
         self.min_lr_ratio = min_lr_ratio
         self.steps = sorted(int(s) for s in steps)
         self.gamma = gamma
-        self.warmup_iters = warmup_iters
+        self.warmup_iters = warmup_length(iters_per_epoch, warmup_epochs, warmup_iters, min_warmup_iters)
         self.warmup_ratio = warmup_ratio
         self.warmup_bias_lr = warmup_bias_lr
         self.warmup_momentum = warmup_momentum
         self.last_iter = -1
 
     @classmethod
-    def from_settings(cls, settings: ScheduleSettings, total_iters: int, iters_per_epoch: int) -> LRSchedule:
-        """The schedule a run of ``total_iters`` iterations (``iters_per_epoch`` per epoch) follows."""
-        return cls(
-            total_iters=total_iters,
-            policy=settings.lr_schedule,
-            iters_per_epoch=iters_per_epoch,
-            min_lr_ratio=settings.min_lr_ratio,
-            steps=settings.steps,
-            gamma=settings.gamma,
-            warmup_iters=settings.warmup_length(iters_per_epoch),
-            warmup_ratio=settings.warmup_ratio,
-            warmup_bias_lr=settings.warmup_bias_lr,
-            warmup_momentum=settings.warmup_momentum,
-        )
+    def check_config_arguments(cls, arguments: Mapping[str, Any], key: str) -> None:
+        """The range checks of the constructor on a config's lazy call, when the config loads
+        (:func:`detkit.schema.check_call_arguments`): a :class:`~detkit.schema.SettingError` naming the key."""
+        for name, message in _argument_problems(arguments):
+            raise SettingError(f"{key}.{name}", message)
 
     def factor(self, it: int) -> float:
         """The decay factor ``f(it)`` (warm-up not included)."""

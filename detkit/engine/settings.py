@@ -1,51 +1,67 @@
-"""The ``train`` and ``runtime`` config sections as typed dataclasses, one small class per concern.
+"""The ``train``, ``schedule`` and ``runtime`` config sections as typed dataclasses, one small class per concern.
 
     train = dict(
         epochs=300, nominal_batch=64,                    # accumulate gradients up to this batch
-        optimizer=dict(type="sgd", lr=0.01, momentum=0.937, weight_decay=5e-4, nesterov=True),
-                                                         # or dict(type="adamw", lr=1e-3, momentum=0.9,
-                                                         #         beta2=0.999, weight_decay=0.05, eps=1e-8)
-        warmup_epochs=3.0, warmup_iters=None,            # iterations win when both are given
-        min_warmup_iters=100, warmup_ratio=0.001, warmup_bias_lr=None, warmup_momentum=None,
-        lr_schedule="cosine", min_lr_ratio=0.05, steps=(), gamma=0.1,   # "cosine" | "step" | "linear"
+        optimizer=L(torch.optim.SGD)(lr=0.01, momentum=0.937, weight_decay=5e-4, nesterov=True),
+                                                         # or L(torch.optim.AdamW)(lr=1e-3, betas=(0.9, 0.999),
+                                                         #                         weight_decay=0.05): any optimizer
         ema=dict(enabled=True, decay=0.9999, tau=2000),
         amp=True, grad_clip=10.0,                        # grad_clip: max global L2 norm, or None
         max_nonfinite_steps=20,                          # stop after this many non-finite steps in a row
         loss_scale="mean",                               # "mean" | "batch" (YOLOv5: loss x batch, summed)
         multi_scale=None, multi_scale_interval=10,       # multi_scale=(min, max) sides in pixels
-        no_mosaic_last_epochs=0,                         # Mosaic/MixUp off for the last N epochs
-        assigner_schedule=[],                            # [(epoch, L(Assigner)(...)), ...]
         eval_interval=1, checkpoint=dict(keep_last=3, interval_iters=0),
         log_interval=50, seed=0, sync_bn=False,
         compile=None,                                    # torch.compile mode ("default", ...) or None
     )
+    schedule = dict(                                     # what changes over the run's train.epochs
+        lr=L(LRSchedule)(policy="cosine", min_lr_ratio=0.05,          # "cosine" | "step" | "linear"
+                         warmup_epochs=3.0, warmup_iters=None,         # iterations win when both are given
+                         min_warmup_iters=100, warmup_ratio=0.001, warmup_bias_lr=None, warmup_momentum=None),
+        no_mosaic_last_epochs=0,                         # switchable transforms (Mosaic/MixUp) off for the last N
+        assigner_switches=[],                            # [(epoch, L(Assigner)(...)), ...]
+    )
     runtime = dict(device="auto", deterministic=False, dist_backend=None,
                    progress=True, plot_interval=1, loggers=["tensorboard"])
 
-Each concern is its own dataclass with its own defaults: the optimizer per type
-(:class:`~detkit.engine.optim.SGDSettings`, :class:`~detkit.engine.optim.AdamWSettings`), the LR
-schedule (:class:`~detkit.engine.schedules.ScheduleSettings`, whose keys sit side by side in
-``train``), :class:`EMASettings`, :class:`CheckpointSettings`, :class:`LoggingSettings` (side by
-side in ``runtime``). :func:`detkit.config.load_config` checks every value of these sections
-against the field types when the config loads (:mod:`detkit.schema`); the trainer reads them
-with unknown keys refused.
+``train`` is the loop (how long, how each step is taken, what is kept); ``schedule`` is what changes
+during it, each entry relative to ``train.epochs``. The optimizer and the LR schedule are lazy calls
+of their classes (:mod:`detkit.engine.optim`, :class:`~detkit.engine.schedules.LRSchedule`), built by
+the trainer with what only it knows (the parameter groups; the run's iterations). Each other concern
+is its own dataclass with its own defaults: :class:`EMASettings`, :class:`CheckpointSettings`,
+:class:`LoggingSettings` (side by side in ``runtime``). :func:`detkit.config.load_config` checks every
+value of these sections against the field types when the config loads (:mod:`detkit.schema`); the
+trainer reads them with unknown keys refused. Keys of ``train`` that moved to ``schedule`` are
+refused with their new place (:data:`MOVED_TRAIN_KEYS`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from detkit.assigners.presets import assigner_component
+from detkit.config import TARGET_KEY, L
 from detkit.engine.checkpoint import CheckpointManager
 from detkit.engine.ema import ModelEMA
-from detkit.engine.optim import OptimizerSettings, SGDSettings
-from detkit.engine.schedules import ScheduleSettings
-from detkit.schema import FLAT, SettingError, default_of, parse_section
+from detkit.engine.optim import DEFAULT_OPTIMIZER, check_optimizer_call, optimizer_from_legacy
+from detkit.engine.schedules import LRSchedule
+from detkit.schema import FLAT, SettingError, default_of, parse_section, target_product
 
-__all__ = ["CheckpointSettings", "EMASettings", "LoggingSettings", "RuntimeSettings", "TrainSettings"]
+__all__ = ["MOVED_TRAIN_KEYS", "CheckpointSettings", "EMASettings", "LoggingSettings", "RuntimeSettings",
+           "ScheduleSettings", "TrainSettings", "upgrade_legacy_sections"]
+
+# Keys the ``train`` section had before the schedule became its own section, and where they are now.
+MOVED_TRAIN_KEYS: dict[str, str] = {
+    **{k: f"schedule.lr.{k}" for k in ("min_lr_ratio", "steps", "gamma", "warmup_epochs", "warmup_iters",
+                                       "min_warmup_iters", "warmup_ratio", "warmup_bias_lr", "warmup_momentum")},
+    "lr_schedule": "schedule.lr.policy",
+    "no_mosaic_last_epochs": "schedule.no_mosaic_last_epochs",
+    "assigner_schedule": "schedule.assigner_switches",
+}
 
 
 def _at_least(key: str, value: int, minimum: int) -> None:
@@ -53,19 +69,17 @@ def _at_least(key: str, value: int, minimum: int) -> None:
         raise SettingError(key, f"must be >= {minimum}, got {value}")
 
 
-def _checked_schedule(schedule: list[tuple[int, Any]], epochs: int) -> list[tuple[int, Any]]:
-    """``train.assigner_schedule`` with each entry's epoch in ``[0, epochs)``, in increasing order, and
-    each component an assigner (a preset name expanded to its lazy call:
-    :func:`~detkit.assigners.presets.assigner_component`)."""
-    out = []
-    for i, (epoch, component) in enumerate(schedule):
-        if not 0 <= epoch < epochs:
-            raise SettingError(f"train.assigner_schedule[{i}][0]", f"epoch {epoch} is outside this run's epochs "
-                                                                   f"0..{epochs - 1} (0-based, train.epochs={epochs})")
+def _checked_switches(switches: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """``schedule.assigner_switches`` in increasing epoch order, each component an assigner (a preset
+    name expanded to its lazy call: :func:`~detkit.assigners.presets.assigner_component`)."""
+    out: list[tuple[int, Any]] = []
+    for i, (epoch, component) in enumerate(switches):
+        if epoch < 0:
+            raise SettingError(f"schedule.assigner_switches[{i}][0]", f"must be an epoch >= 0 (0-based), got {epoch}")
         if out and epoch <= out[-1][0]:
-            raise SettingError(f"train.assigner_schedule[{i}][0]", f"entries must be in increasing epoch order, "
-                                                                   f"got epoch {epoch} after {out[-1][0]}")
-        out.append((epoch, assigner_component(component, f"train.assigner_schedule[{i}][1]")))
+            raise SettingError(f"schedule.assigner_switches[{i}][0]", f"entries must be in increasing epoch order, "
+                                                                      f"got epoch {epoch} after {out[-1][0]}")
+        out.append((epoch, assigner_component(component, f"schedule.assigner_switches[{i}][1]")))
     return out
 
 
@@ -141,13 +155,13 @@ class LoggingSettings:
 
 @dataclass
 class TrainSettings:
-    """The ``train`` section (see the module docstring; the schedule's keys: ``ScheduleSettings``).
+    """The ``train`` section: the loop (see the module docstring; what changes over it: ``ScheduleSettings``).
 
     Attributes:
         epochs: training epochs.
         nominal_batch: gradients are accumulated up to this many images per optimizer step.
-        optimizer: ``dict(type="sgd", ...)`` or ``dict(type="adamw", ...)`` (``SGDSettings``, ``AdamWSettings``).
-        schedule: warm-up and LR schedule keys, side by side in ``train`` (``lr_schedule``, ``warmup_epochs``, ...).
+        optimizer: a lazy call of a ``torch.optim`` class (:func:`~detkit.engine.optim.build_optimizer`
+            adds the parameter groups).
         ema: :class:`EMASettings` (``train.ema.enabled``, ``decay``, ``tau``).
         checkpoint: :class:`CheckpointSettings` (``train.checkpoint.keep_last``, ...).
         amp: mixed precision on CUDA.
@@ -157,9 +171,6 @@ class TrainSettings:
         multi_scale: ``(min, max)``: a random input side in that range (pixels) every
             ``multi_scale_interval`` iterations; None: the config's size.
         multi_scale_interval: iterations between multi-scale draws.
-        no_mosaic_last_epochs: Mosaic and MixUp off for the last N epochs.
-        assigner_schedule: ``[(epoch, assigner), ...]``: the head's assigner swapped at those epochs
-            (a preset name or a lazy call).
         eval_interval: epochs between evaluations on ``data.val`` (0: none).
         compile: ``torch.compile`` mode of the training forward, or None (eager).
         log_interval: iterations between log lines.
@@ -167,10 +178,11 @@ class TrainSettings:
         sync_bn: SyncBatchNorm across processes (CUDA DDP).
     """
 
+    MOVED_KEYS: ClassVar[dict[str, str]] = MOVED_TRAIN_KEYS  # refused by parse_section with their new place
+
     epochs: int = 300
     nominal_batch: int = 64
-    optimizer: OptimizerSettings = field(default_factory=SGDSettings)
-    schedule: ScheduleSettings = field(default_factory=ScheduleSettings, metadata={FLAT: True})
+    optimizer: Any = field(default_factory=lambda: copy.deepcopy(DEFAULT_OPTIMIZER))
     ema: EMASettings = field(default_factory=EMASettings)
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     amp: bool = True
@@ -186,8 +198,6 @@ class TrainSettings:
     loss_scale: Literal["mean", "batch"] = "mean"
     multi_scale: tuple[int, int] | None = None
     multi_scale_interval: int = 10
-    no_mosaic_last_epochs: int = 0
-    assigner_schedule: list[tuple[int, Any]] = field(default_factory=list)
     eval_interval: int = 1
     # torch.compile mode for the network's forward during training (detkit.engine.compile.maybe_compile:
     # in place, eager fall-back with a warning where compiling fails); None: eager.
@@ -198,14 +208,15 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None, strict: bool = True) -> TrainSettings:
-        """Read the ``train`` section; unknown keys (when ``strict``) and wrong types raise
+        """Read the ``train`` section; unknown keys (when ``strict``), moved keys and wrong types raise
         :class:`~detkit.schema.SettingError` (a ``ConfigError``) naming the key."""
         return parse_section(cls, section, "train", strict)
 
     def __post_init__(self) -> None:
         for name, minimum in (("epochs", 1), ("nominal_batch", 1), ("eval_interval", 0), ("log_interval", 1),
-                              ("multi_scale_interval", 1), ("no_mosaic_last_epochs", 0)):
+                              ("multi_scale_interval", 1)):
             _at_least(f"train.{name}", getattr(self, name), minimum)
+        self.optimizer = check_optimizer_call(self.optimizer, "train.optimizer")
         if self.multi_scale is not None and not 32 <= self.multi_scale[0] <= self.multi_scale[1]:
             raise SettingError("train.multi_scale", f"must be (min, max) with 32 <= min <= max, got {self.multi_scale}")
         if self.compile is not None and self.compile != "none":
@@ -220,7 +231,53 @@ class TrainSettings:
         if self.grad_clip is not None and not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
             raise SettingError("train.grad_clip", f"must be a finite max gradient norm > 0, or 0 / None for no "
                                                   f"clipping, got {self.grad_clip}")
-        self.assigner_schedule = _checked_schedule(self.assigner_schedule, self.epochs)
+
+
+@dataclass
+class ScheduleSettings:
+    """The ``schedule`` section: what changes over the run, each entry relative to ``train.epochs``.
+
+    Attributes:
+        lr: a lazy call of :class:`~detkit.engine.schedules.LRSchedule` (the LR curve and its warm-up;
+            the trainer adds ``total_iters`` and ``iters_per_epoch``).
+        no_mosaic_last_epochs: the training pipeline's switchable transforms (Mosaic, MixUp: those with
+            ``set_enabled``) off for the last N epochs.
+        assigner_switches: ``[(epoch, assigner), ...]``: the head's assigner swapped at those epochs
+            (0-based; a lazy call or a preset name), in increasing epoch order.
+    """
+
+    lr: Any = field(default_factory=lambda: L(LRSchedule)())
+    no_mosaic_last_epochs: int = 0
+    assigner_switches: list[tuple[int, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any] | None, epochs: int, strict: bool = True) -> ScheduleSettings:
+        """Read the ``schedule`` section of a run of ``epochs`` epochs (``train.epochs``), each switch
+        inside the run; raises :class:`~detkit.schema.SettingError` naming the key."""
+        settings = parse_section(cls, section, "schedule", strict)
+        settings.check_epochs(epochs)
+        return settings
+
+    def check_with_config(self, cfg: Mapping[str, Any]) -> None:
+        """The checks that need another section (the run's ``train.epochs``), when a config loads."""
+        self.check_epochs(TrainSettings.from_config(cfg.get("train"), strict=False).epochs)
+
+    def check_epochs(self, epochs: int) -> None:
+        """Every assigner switch falls inside a run of ``epochs`` epochs."""
+        for i, (epoch, _) in enumerate(self.assigner_switches):
+            if epoch >= epochs:
+                raise SettingError(f"schedule.assigner_switches[{i}][0]",
+                                   f"epoch {epoch} is outside this run's epochs 0..{epochs - 1} (0-based, "
+                                   f"train.epochs={epochs})")
+
+    def __post_init__(self) -> None:
+        _at_least("schedule.no_mosaic_last_epochs", self.no_mosaic_last_epochs, 0)
+        lazy = isinstance(self.lr, Mapping) and TARGET_KEY in self.lr
+        product = target_product(self.lr[TARGET_KEY]) if lazy else None
+        if not lazy or (product is not None and not issubclass(product, LRSchedule)):
+            raise SettingError("schedule.lr", f"expected a lazy call of LRSchedule such as "
+                                              f"L(LRSchedule)(policy='cosine', warmup_epochs=3), got {self.lr!r}")
+        self.assigner_switches = _checked_switches(self.assigner_switches)
 
 
 @dataclass
@@ -244,3 +301,37 @@ class RuntimeSettings:
     def from_config(cls, section: Mapping[str, Any] | None, strict: bool = True) -> RuntimeSettings:
         """Read the ``runtime`` section (as :meth:`TrainSettings.from_config`)."""
         return parse_section(cls, section, "runtime", strict)
+
+
+def upgrade_legacy_sections(cfg: Mapping[str, Any]) -> list[str]:
+    """Rewrite, in place, a config written before the schedule was its own section (the stored config of
+    an older checkpoint): ``train.optimizer=dict(type=...)`` becomes the lazy call it meant
+    (:func:`~detkit.engine.optim.optimizer_from_legacy`) and the keys of :data:`MOVED_TRAIN_KEYS` move to
+    ``schedule``. Config files are not converted (their old forms are refused, naming the new one):
+    this is for configs a user cannot edit. Returns the keys it changed.
+
+    Raises:
+        ValueError: an old optimizer ``type`` or key that the old form did not accept either.
+    """
+    train = cfg.get("train")
+    if not isinstance(train, dict):
+        return []
+    changed = []
+    optimizer = train.get("optimizer")
+    if isinstance(optimizer, Mapping) and TARGET_KEY not in optimizer:
+        train["optimizer"] = optimizer_from_legacy(optimizer)
+        changed.append("train.optimizer")
+    schedule = cfg.setdefault("schedule", type(train)())  # type: ignore[attr-defined]
+    for old, place in MOVED_TRAIN_KEYS.items():
+        if old not in train:
+            continue
+        value = train.pop(old)
+        parts = place.split(".")[1:]  # below "schedule"
+        node = schedule
+        if len(parts) == 2:
+            node = schedule.setdefault("lr", L(LRSchedule)())
+        node[parts[-1]] = value
+        changed.append(f"train.{old}")
+    if not schedule:
+        del cfg["schedule"]  # type: ignore[attr-defined]
+    return changed

@@ -1,5 +1,5 @@
 """Small pieces of the training loop: device choice, seeding, batch moves, multi-scale resize, the
-switches made at an epoch's start (assigner schedule, Mosaic/MixUp off), the epoch's running means."""
+switches made at an epoch's start (assigner switches, switchable transforms off), the epoch's running means."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from detkit.config import instantiate
+from detkit.data.transforms.compose import SwitchableTransform
 from detkit.engine import distributed as du
+from detkit.errors import ConfigError
 
 __all__ = [
-    "MIX_TRANSFORMS",
     "EpochMeter",
     "EpochSwitches",
     "assigner_index",
@@ -32,28 +33,24 @@ __all__ = [
     "resize_batch",
     "resolve_device",
     "seed_everything",
-    "set_mix_transforms",
+    "switch_transforms",
     "start_loader_epoch",
 ]
 
 logger = logging.getLogger("detkit")
 
-# Class names of the transforms switched off for the last epochs (no_mosaic_last_epochs).
-MIX_TRANSFORMS = ("Mosaic", "MixUp")
-
-
 def resolve_device(device: str | None) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ValueError when CUDA is asked for but missing."""
+    """``"auto"`` -> CUDA when available else CPU; ConfigError when CUDA is asked for but missing."""
     device = device or "auto"
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
+        raise ConfigError(
             f"device {device!r} requested but CUDA is not available (torch {torch.__version__}, "
             f"built with CUDA {torch.version.cuda}); use --device cpu"
         )
     if not (device == "cpu" or device.startswith("cuda")):
-        raise ValueError(f"unknown device {device!r}; accepted: auto, cpu, cuda, cuda:N")
+        raise ConfigError(f"unknown device {device!r}; accepted: auto, cpu, cuda, cuda:N")
     return torch.device(device)
 
 
@@ -114,15 +111,15 @@ def resize_batch(batch: dict[str, Any], size: int, divisor: int = 32) -> dict[st
 _MAX_CONTAINER = 256
 
 
-def find_objects(root: Any, type_names: Sequence[str], max_depth: int = 6) -> list[Any]:
-    """Objects reachable from ``root`` (attributes, short lists/dicts) whose class name is in ``type_names``."""
+def find_objects(root: Any, wanted: Callable[[Any], bool], max_depth: int = 6) -> list[Any]:
+    """Objects reachable from ``root`` (attributes, short lists/dicts) for which ``wanted(obj)`` is true."""
     found, seen = [], set()
 
     def visit(obj: Any, depth: int) -> None:
         if id(obj) in seen or depth > max_depth or isinstance(obj, (str, bytes, int, float, Tensor, np.ndarray)):
             return
         seen.add(id(obj))
-        if type(obj).__name__ in type_names:
+        if wanted(obj):
             found.append(obj)
         if isinstance(obj, (Mapping, list, tuple)) and len(obj) > _MAX_CONTAINER:
             return
@@ -139,11 +136,13 @@ def find_objects(root: Any, type_names: Sequence[str], max_depth: int = 6) -> li
     return found
 
 
-def set_mix_transforms(dataset: Any, enabled: bool) -> int:
-    """Set ``enabled`` on every Mosaic/MixUp transform reachable from ``dataset``; returns how many."""
-    objs = [o for o in find_objects(dataset, MIX_TRANSFORMS) if hasattr(o, "enabled")]
+def switch_transforms(dataset: Any, enabled: bool) -> int:
+    """Call ``set_enabled(enabled)`` on every switchable transform reachable from ``dataset``
+    (:class:`~detkit.data.transforms.compose.SwitchableTransform`: Mosaic, MixUp, or any transform with
+    that method); returns how many."""
+    objs = find_objects(dataset, lambda o: not isinstance(o, type) and isinstance(o, SwitchableTransform))
     for o in objs:
-        o.enabled = enabled
+        o.set_enabled(enabled)
     return len(objs)
 
 
@@ -162,10 +161,11 @@ def build_assigner(node: Any) -> Any:
 
 
 class EpochSwitches:
-    """What changes when an epoch starts: ``train.assigner_schedule``'s entry for the epoch (a
-    fresh assigner set on ``detector.head.assigner`` when the entry changes), Mosaic/MixUp
-    switched off for the last ``no_mosaic_last_epochs`` epochs, and the head's loss pipeline told
-    the epoch (``set_epoch``: YOLOX's L1 loss runs only in the last ``reg_last_epochs``)."""
+    """What changes when an epoch starts: ``schedule.assigner_switches``' entry for the epoch (a
+    fresh assigner set on ``detector.head.assigner`` when the entry changes), the switchable
+    transforms (Mosaic, MixUp: :func:`switch_transforms`) off for the last ``no_mosaic_last_epochs``
+    epochs, and the head's loss pipeline told the epoch (``set_epoch``: YOLOX's L1 loss runs only in
+    the last ``reg_last_epochs``)."""
 
     def __init__(self, assigner_schedule: Sequence[tuple[int, Any]], no_mosaic_last_epochs: int, epochs: int) -> None:
         self.assigner_schedule = list(assigner_schedule)
@@ -186,9 +186,10 @@ class EpochSwitches:
             pipeline.set_epoch(epoch, self.epochs)
         n = self.no_mosaic_last_epochs
         if n > 0 and epoch >= self.epochs - n and not self.mix_off:
-            count = set_mix_transforms(dataset, False)
+            count = switch_transforms(dataset, False)
             self.mix_off = True
-            logger.info(f"epoch {epoch + 1}: Mosaic/MixUp off for the last {n} epochs ({count} transform(s))")
+            logger.info(f"epoch {epoch + 1}: switchable transforms (Mosaic/MixUp) off for the last {n} epochs "
+                        f"({count} transform(s))")
 
 
 class EpochMeter:

@@ -44,26 +44,35 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detkit.config import ConfigDict, format_config
+from detkit.config import ConfigDict, format_config, instantiate
 from detkit.engine import builders
 from detkit.engine import distributed as du
 from detkit.engine.builders import build_dataset
 from detkit.engine.checkpoint import get_rng_state, preserved_rng, set_rng_state
 from detkit.engine.compile import maybe_compile
 from detkit.engine.ema import unwrap_model
-from detkit.engine.guards import (
-    NonFiniteGuard, StopSignals, TrainingAborted, TrainingDiverged, TrainingInterrupted, any_rank,
-)
 from detkit.engine.evaluate import ValData, build_val_data, evaluate
+from detkit.engine.guards import (
+    NonFiniteGuard,
+    StopSignals,
+    TrainingAborted,
+    TrainingDiverged,
+    TrainingInterrupted,
+    any_rank,
+)
 from detkit.engine.logging import MetricsWriter, TrainingLog, setup_logger
 from detkit.engine.optim import build_optimizer
 from detkit.engine.run_checkpoints import RunCheckpoints, check_resume, epoch_boundary, run_meta
 from detkit.engine.run_report import report_training_run
-from detkit.engine.schedules import LRSchedule
-from detkit.engine.settings import RuntimeSettings, TrainSettings
+from detkit.engine.settings import RuntimeSettings, ScheduleSettings, TrainSettings
 from detkit.engine.stepping import GuardedStep, save_refusal
 from detkit.engine.train_utils import (
-    EpochMeter, EpochSwitches, move_batch, multi_scale_batch, seed_everything, start_loader_epoch,
+    EpochMeter,
+    EpochSwitches,
+    move_batch,
+    multi_scale_batch,
+    seed_everything,
+    start_loader_epoch,
 )
 from detkit.engine.workdir import claim_work_dir
 
@@ -73,7 +82,7 @@ logger = logging.getLogger("detkit")
 
 
 class Trainer:
-    """Trains ``cfg.model`` on ``cfg.data.train`` with the ``train`` / ``runtime`` config sections.
+    """Trains ``cfg.model`` on ``cfg.data.train`` with the ``train`` / ``schedule`` / ``runtime`` config sections.
 
     Args:
         cfg: a loaded config (``load_config``).
@@ -91,7 +100,7 @@ class Trainer:
             boundary (:func:`~detkit.engine.run_checkpoints.check_resume`); without it that is refused.
 
     Raises:
-        ConfigError: a ``train`` / ``runtime`` value of the wrong type or out of range.
+        ConfigError: a ``train`` / ``schedule`` / ``runtime`` value of the wrong type or out of range.
         ValueError: the data and the model disagree (image size, class count), checked before the work
             dir is created.
         WorkDirError: ``work_dir`` holds an earlier run (without ``resume`` / ``overwrite``) or another
@@ -126,6 +135,7 @@ class Trainer:
             settings = dataclasses.replace(settings, seed=seed)
         runtime = RuntimeSettings.from_config(cfg.get("runtime"))
         self.settings = settings
+        self.schedule_settings = ScheduleSettings.from_config(cfg.get("schedule"), epochs=settings.epochs)
         self.runtime = runtime if deterministic is None else dataclasses.replace(runtime, deterministic=deterministic)
         self.progress = self.runtime.logging.progress if progress is None else progress
         self.device, self.rank, self.world_size = builders.setup_device(device or runtime.device, runtime.dist_backend)
@@ -147,8 +157,9 @@ class Trainer:
         plan = builders.build_step_plan(settings, batch_size=self.batch_size, world_size=self.world_size)
         self.accumulate, self.loss_multiplier = plan.accumulate, plan.loss_multiplier
         self.optimizer = build_optimizer(self.model, settings.optimizer, weight_decay_scale=plan.weight_decay_scale)
-        self.schedule = LRSchedule.from_settings(settings.schedule, total_iters=settings.epochs * self.iters_per_epoch,
-                                                 iters_per_epoch=self.iters_per_epoch)
+        self.schedule = instantiate(self.schedule_settings.lr, "schedule.lr",
+                                    total_iters=settings.epochs * self.iters_per_epoch,
+                                    iters_per_epoch=self.iters_per_epoch)
         self.ema = builders.build_ema(self.model, settings.ema)
         self.amp, self.scaler = builders.build_amp(settings.amp, self.device)
         maybe_compile(self.model, settings.compile)  # in place; the EMA copy above stays eager
@@ -157,7 +168,8 @@ class Trainer:
         self.log = TrainingLog(self.work_dir, self.rank, self.runtime.logging, settings.epochs)
         # fail before training, not after the first epoch, when val data are missing
         self.val_set, self.evaluator = build_val_data(cfg, main=self.rank == 0) if settings.eval_interval else (None, None)
-        self.switches = EpochSwitches(settings.assigner_schedule, settings.no_mosaic_last_epochs, settings.epochs)
+        self.switches = EpochSwitches(self.schedule_settings.assigner_switches,
+                                      self.schedule_settings.no_mosaic_last_epochs, settings.epochs)
         logger.info(f"{len(self.train_set)} training images, batch {self.batch_size} x {self.world_size} "
                     f"process(es), accumulate {self.accumulate} (nominal {settings.nominal_batch}), "
                     f"{self.iters_per_epoch} iterations/epoch, warm-up {self.schedule.warmup_iters} iterations, "

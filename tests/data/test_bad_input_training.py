@@ -20,7 +20,7 @@ CFG = Path(__file__).resolve().parents[1] / "engine" / "configs" / "shapes_tiny.
 @pytest.mark.slow
 def test_one_epoch_over_the_bad_corpus(bad_corpus, tmp_path):
     cfg = load_config(CFG, ["model.head.num_classes=80", "train.epochs=1", "train.eval_interval=0",
-                            "train.no_mosaic_last_epochs=0", "train.checkpoint.interval_iters=0"])
+                            "schedule.no_mosaic_last_epochs=0", "train.checkpoint.interval_iters=0"])
     cfg.data.train.dataset = L(YoloDataset)(
         img_dir=str(bad_corpus.img_dir), class_names=str(bad_corpus.names), max_size=256,
         pipeline=[L(Mosaic)(size=128), L(RandomFlip)(), L(LetterBox)(size=128)],

@@ -1,5 +1,5 @@
 """Tiny stand-ins for a dataset and a detector, for engine tests that must not depend on the
-data and model parts. They follow the batch and Detector contracts of CONTRIBUTING-INTERFACES.md."""
+data and model parts. They follow the batch and Detector contracts of docs/design.md."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from torch import nn
 
 
 class Mosaic:
-    """Stand-in for a mix transform the trainer switches off (only ``enabled`` matters)."""
+    """Stand-in for a switchable transform the trainer switches off (``set_enabled``; only ``enabled`` matters)."""
 
     def __init__(self) -> None:
         self.enabled = True
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = enabled
 
 
 class TinyDataset(torch.utils.data.Dataset):
@@ -103,3 +106,18 @@ class TinyDetector(nn.Module):
         scores, labels = torch.sigmoid(out[:, 4:]).max(1)
         return [{"boxes": boxes[i : i + 1], "scores": scores[i : i + 1], "labels": labels[i : i + 1]}
                 for i in range(len(out))]
+
+
+class PassThroughSwitch:
+    """A switchable transform of any name: passes samples through, records ``set_enabled`` calls."""
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.calls: list[bool] = []
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.calls.append(enabled)
+
+    def __call__(self, sample: dict) -> dict:
+        return sample

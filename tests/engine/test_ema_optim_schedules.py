@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from detkit.config import ConfigError, L
 from detkit.engine.ema import ModelEMA
 from detkit.engine.optim import build_optimizer, param_groups
 from detkit.engine.schedules import LRSchedule
@@ -46,14 +47,18 @@ def test_param_groups_no_decay_on_norms_and_biases():
 
 def test_build_optimizer_sgd_and_adamw():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    sgd = build_optimizer(model, dict(type="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=True),
+    sgd = build_optimizer(model, L(torch.optim.SGD)(lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=True),
                           weight_decay_scale=0.5)
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"]
     assert [g["weight_decay"] for g in sgd.param_groups] == [5e-5, 0.0, 0.0]
-    adamw = build_optimizer(model, dict(type="adamw", lr=1e-3, momentum=0.9, weight_decay=0.05))
+    adamw = build_optimizer(model, L(torch.optim.AdamW)(lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["betas"] == (0.9, 0.999)
-    with pytest.raises(ValueError, match="accepted: sgd, adamw"):
-        build_optimizer(model, dict(type="rmsprop", lr=0.1))
+    assert [g["weight_decay"] for g in adamw.param_groups] == [0.05, 0.0, 0.0]
+    rmsprop = build_optimizer(model, L(torch.optim.RMSprop)(lr=0.1))  # any torch.optim class; its default decay (0)
+    assert isinstance(rmsprop, torch.optim.RMSprop) and [g["weight_decay"] for g in rmsprop.param_groups] == [0, 0, 0]
+    assert [g["initial_momentum"] for g in rmsprop.param_groups] == [0, 0, 0]
+    with pytest.raises(ConfigError, match=r"train.optimizer: SGD\(lr=-1\): Invalid learning rate"):
+        build_optimizer(model, L(torch.optim.SGD)(lr=-1))
 
 
 def test_cosine_with_warmup_values():
@@ -66,9 +71,9 @@ def test_cosine_with_warmup_values():
 
 
 def test_step_and_linear_values():
-    s = LRSchedule(total_iters=120, policy="step", iters_per_epoch=10, steps=[8, 11], gamma=0.1)
+    s = LRSchedule(total_iters=120, policy="step", iters_per_epoch=10, steps=[8, 11], gamma=0.1, warmup_epochs=0)
     assert [s.lr(i, 1.0) for i in (0, 79, 80, 109, 110)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
-    lin = LRSchedule(total_iters=10, policy="linear", min_lr_ratio=0.2)
+    lin = LRSchedule(total_iters=10, policy="linear", min_lr_ratio=0.2, warmup_iters=0)
     assert lin.lr(5, 1.0) == pytest.approx(0.6)
     with pytest.raises(ValueError, match="accepted: cosine, step, linear"):
         LRSchedule(total_iters=10, policy="poly")
@@ -76,7 +81,7 @@ def test_step_and_linear_values():
 
 def test_bias_and_momentum_warmup_set_on_optimizer():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    opt = build_optimizer(model, dict(type="sgd", lr=0.01, momentum=0.9))
+    opt = build_optimizer(model, L(torch.optim.SGD)(lr=0.01, momentum=0.9))
     s = LRSchedule(total_iters=100, policy="linear", min_lr_ratio=1.0, warmup_iters=4, warmup_ratio=0.0,
                    warmup_bias_lr=0.1, warmup_momentum=0.8)
     s.step(opt, 1)  # alpha = 0.25

@@ -1,4 +1,4 @@
-"""Multi-scale resize, Mosaic/MixUp switch, assigner schedule lookup, device and determinism helpers."""
+"""Multi-scale resize, the switchable transforms, assigner schedule lookup, device and determinism helpers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from detkit.engine.train_utils import (
     resize_batch,
     resolve_device,
     seed_everything,
-    set_mix_transforms,
+    switch_transforms,
 )
 from tests.engine.standins import Mosaic
 
@@ -36,10 +36,22 @@ def test_resize_batch_scales_images_and_boxes():
     assert resize_batch(batch, 128) is batch  # already that size: untouched
 
 
-def test_set_mix_transforms_finds_nested_transforms():
+def test_switch_transforms_calls_set_enabled_on_whatever_transform_has_it():
+    class StrongAug:  # any name: found by its set_enabled method
+        def __init__(self) -> None:
+            self.on = True
+
+        def set_enabled(self, enabled: bool) -> None:
+            self.on = enabled
+
+    class NamedMosaic:  # a class called like a mix transform but without the method: left alone
+        enabled = True
+
+    NamedMosaic.__name__ = "Mosaic"
+
     class Pipeline:
         def __init__(self) -> None:
-            self.transforms = [Mosaic(), {"inner": [Mosaic()]}]
+            self.transforms = [Mosaic(), {"inner": [StrongAug()]}, NamedMosaic()]
             self.annotations = [Mosaic() for _ in range(1000)]  # long lists are not searched
 
     class Data:
@@ -47,10 +59,22 @@ def test_set_mix_transforms_finds_nested_transforms():
             self.pipeline = Pipeline()
 
     data = Data()
-    assert set_mix_transforms(data, False) == 2
-    assert data.pipeline.transforms[0].enabled is False and data.pipeline.transforms[1]["inner"][0].enabled is False
-    assert data.pipeline.annotations[0].enabled is True
-    assert find_objects(data, ("Pipeline",)) == [data.pipeline]
+    assert switch_transforms(data, False) == 2
+    assert data.pipeline.transforms[0].enabled is False and data.pipeline.transforms[1]["inner"][0].on is False
+    assert data.pipeline.transforms[2].enabled is True and data.pipeline.annotations[0].enabled is True
+    assert switch_transforms(data, True) == 2 and data.pipeline.transforms[0].enabled is True
+    assert find_objects(data, lambda o: isinstance(o, Pipeline)) == [data.pipeline]
+
+
+def test_mosaic_and_mixup_are_switchable_transforms():
+    from detkit.data.transforms import MixUp
+    from detkit.data.transforms import Mosaic as RealMosaic
+    from detkit.data.transforms.compose import SwitchableTransform
+
+    for t in (RealMosaic(size=64), MixUp()):
+        assert isinstance(t, SwitchableTransform)
+        t.set_enabled(False)
+        assert t.enabled is False
 
 
 def test_assigner_index():

@@ -65,14 +65,14 @@ def test_an_evaluation_error_keeps_the_epoch_and_resume_evaluates_it(tmp_path, m
 
     monkeypatch.setattr(Trainer, "evaluate", broken_evaluate)
     with pytest.raises(RuntimeError, match="evaluator crashed"):
-        _trainer(tmp_path, ["train.epochs=1", "train.assigner_schedule=[]"]).train()
+        _trainer(tmp_path, ["train.epochs=1", "schedule.assigner_switches=[]"]).train()
     assert seen == [["epoch_1.pth", "iter_2.pth"]]  # written before the evaluation started
     ckpt = load_checkpoint(tmp_path / "epoch_1.pth")
     assert (ckpt["epoch"], ckpt["iter"], ckpt["epoch_iter"], ckpt["epoch_end_pending"]) == (1, 4, 0, True)
     assert not (tmp_path / "best.pth").exists()
     monkeypatch.undo()
 
-    resumed = _trainer(tmp_path, ["train.epochs=1", "train.assigner_schedule=[]"], resume="auto")
+    resumed = _trainer(tmp_path, ["train.epochs=1", "schedule.assigner_switches=[]"], resume="auto")
     result = resumed.train()
     assert resumed.iter == 4 and "AP" in result["last_metrics"]  # evaluated, no iteration repeated
     assert result["best"]["epoch"] == 1 and (tmp_path / "best.pth").is_file()
@@ -91,7 +91,7 @@ Trainer(load_config(sys.argv[1], sys.argv[3:]), work_dir=sys.argv[2]).train()
 @pytest.mark.slow
 def test_kill_9_during_evaluation_loses_no_epoch(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    opts = OPTS + ["train.epochs=1", "train.assigner_schedule=[]"]
+    opts = OPTS + ["train.epochs=1", "schedule.assigner_switches=[]"]
     done = subprocess.run([sys.executable, "-c", KILLED_IN_EVALUATION, str(CFG), str(tmp_path), *opts], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
@@ -125,7 +125,7 @@ def test_resume_from_an_epoch_checkpoint_repeats_its_evaluation_and_the_same_tra
 def test_resume_after_a_finished_epoch_end_does_not_evaluate_it_again(tmp_path, monkeypatch):
     """The epoch's row is in the metrics: its evaluation, best.pth and row were done before the stop, so a
     resume (here: a finished 1-epoch run continued to 2 epochs) evaluates epoch 2 only and keeps epoch 1's best."""
-    opts = ["train.assigner_schedule=[]"]
+    opts = ["schedule.assigner_switches=[]"]
     first = _trainer(tmp_path, [*opts, "train.epochs=1"])
     first.train()
     evaluated = []
@@ -235,7 +235,7 @@ def test_final_weights_are_lean_ema_weights_and_resume_still_finds_a_full_one(re
 
 
 def test_final_weights_in_fp16_when_asked(tmp_path):
-    _trainer(tmp_path, ["train.epochs=1", "train.assigner_schedule=[]", "train.checkpoint.final_fp16=True"]).train()
+    _trainer(tmp_path, ["train.epochs=1", "schedule.assigner_switches=[]", "train.checkpoint.final_fp16=True"]).train()
     full = load_checkpoint(tmp_path / "epoch_1.pth")
     for name in ("best.pth", "last.pth"):
         lean = load_checkpoint(tmp_path / name)

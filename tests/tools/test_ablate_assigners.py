@@ -65,7 +65,7 @@ def test_two_assigners_two_seeds_then_read_back_and_resume(tmp_path, capsys):
     assert [r["seeds"] for r in csv.DictReader(open(work / "ablation.csv"))] == ["0 1", "0 1"]
     # changed options: the old runs are refused, not mixed in
     capsys.readouterr()
-    assert tool.main([*argv[:-1], "train.warmup_iters=1", argv[-1]]) == 2
+    assert tool.main([*argv[:-1], "schedule.lr.warmup_iters=1", argv[-1]]) == 2
     assert "holds a run of another config" in capsys.readouterr().err
 
 

@@ -25,7 +25,7 @@ from tests.fixtures.tools import load_tool
 ROOT = Path(__file__).resolve().parents[2]
 CFG = str(ROOT / "tests" / "engine" / "configs" / "tiny.py")
 SHAPES_CFG = str(ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py")
-FAST = ["train.epochs=1", "train.multi_scale=None", "train.checkpoint.interval_iters=0", "train.assigner_schedule=[]"]
+FAST = ["train.epochs=1", "train.multi_scale=None", "train.checkpoint.interval_iters=0", "schedule.assigner_switches=[]"]
 
 
 def tiny_checkpoint(path: Path) -> Path:

@@ -43,7 +43,7 @@ def roboflow_export(root: Path, n_train: int = 4, n_val: int = 2, size: int = 96
 
 
 FAST = ["train.epochs=1", "train.eval_interval=1", "train.checkpoint.interval_iters=0", "data.train.batch_size=2",
-        "train.warmup_iters=1", "runtime.plot_interval=0"]
+        "schedule.lr.warmup_iters=1", "runtime.plot_interval=0"]
 
 
 @pytest.mark.slow

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Compose", "Transform"]
+__all__ = ["Compose", "SwitchableTransform", "Transform"]
 
 Sample = dict[str, Any]
 
@@ -26,6 +26,15 @@ class Transform:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "dataset")
         return f"{type(self).__name__}({args})"
+
+
+@runtime_checkable
+class SwitchableTransform(Protocol):
+    """A transform the trainer switches off for the last ``schedule.no_mosaic_last_epochs`` epochs
+    (Mosaic, MixUp): it finds every transform of the training set with this method and calls it."""
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Turn the transform on (it runs as configured) or off (it passes samples through)."""
 
 
 class Compose(Transform):

@@ -1,7 +1,7 @@
 """Transforms that mix in other samples: Mosaic (4 images) and MixUp (2 images blended).
 
 Both draw extra samples from the dataset given by :meth:`bind` (the dataset binds its pipeline
-when built) and have an ``enabled`` flag the trainer clears for the last epochs.
+when built) and are switchable (``set_enabled``): the trainer turns them off for the last epochs.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Mosaic(Transform):
         pad_value: canvas fill.
         center_range: the centre is drawn from ``[lo*s, hi*s]`` on each axis.
         enabled: False resizes only (the trainer turns mosaic off for the last epochs:
-            ``train.no_mosaic_last_epochs``).
+            ``schedule.no_mosaic_last_epochs``).
 
     Raises:
         ValueError: a ``size`` that is not a positive int, or ``p`` outside [0, 1].
@@ -70,6 +70,10 @@ class Mosaic(Transform):
         self.center_range = tuple(center_range)
         self.enabled = enabled
         self.dataset: Any = None
+
+    def set_enabled(self, enabled: bool) -> None:
+        """On or off (:class:`~detkit.data.transforms.compose.SwitchableTransform`: the trainer's last epochs)."""
+        self.enabled = enabled
 
     def bind(self, dataset: Any, before: Sequence[Callable] = ()) -> None:
         self.dataset = dataset
@@ -143,6 +147,10 @@ class MixUp(Transform):
         self.p, self.alpha, self.pad_value, self.enabled = float(p), float(alpha), int(pad_value), enabled
         self.dataset: Any = None
         self._before: list[Callable] = []
+
+    def set_enabled(self, enabled: bool) -> None:
+        """On or off (:class:`~detkit.data.transforms.compose.SwitchableTransform`: the trainer's last epochs)."""
+        self.enabled = enabled
 
     def bind(self, dataset: Any, before: Sequence[Callable] = ()) -> None:
         self.dataset = dataset

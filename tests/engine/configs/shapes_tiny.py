@@ -20,6 +20,7 @@ data = dict(
     class_names=list(SHAPE_CLASSES),
     img_size=128,
 )
-train = dict(epochs=2, nominal_batch=4, warmup_iters=2, eval_interval=1, no_mosaic_last_epochs=1,
-             checkpoint=dict(keep_last=10, interval_iters=1), log_interval=1, amp=False)
+train = dict(epochs=2, nominal_batch=4, eval_interval=1, checkpoint=dict(keep_last=10, interval_iters=1),
+             log_interval=1, amp=False)
+schedule = dict(lr=dict(warmup_iters=2), no_mosaic_last_epochs=1)
 runtime = dict(device="cpu", loggers=[], progress=False, plot_interval=0)

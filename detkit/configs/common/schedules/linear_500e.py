@@ -2,18 +2,20 @@
 (bias LR from 0.1, momentum from 0.8), linear decay to 1% of the LR, mosaic off for the last 10 epochs,
 the loss times the batch size (Ultralytics' convention)."""
 
+import torch
+
+from detkit.config import L
+from detkit.engine.schedules import LRSchedule
+
 train = dict(
     epochs=500,
     nominal_batch=64,
-    optimizer=dict(type="sgd", lr=0.01, momentum=0.937, weight_decay=5e-4, nesterov=True),
-    warmup_epochs=3.0,
-    min_warmup_iters=100,
-    warmup_ratio=0.0,
-    warmup_bias_lr=0.1,
-    warmup_momentum=0.8,
-    lr_schedule="linear",
+    optimizer=L(torch.optim.SGD)(lr=0.01, momentum=0.937, weight_decay=5e-4, nesterov=True),
     loss_scale="batch",
-    min_lr_ratio=0.01,
-    no_mosaic_last_epochs=10,
     multi_scale=None,
+)
+schedule = dict(
+    lr=L(LRSchedule)(policy="linear", min_lr_ratio=0.01, warmup_epochs=3.0, min_warmup_iters=100, warmup_ratio=0.0,
+                     warmup_bias_lr=0.1, warmup_momentum=0.8),
+    no_mosaic_last_epochs=10,
 )

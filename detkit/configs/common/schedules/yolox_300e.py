@@ -3,18 +3,20 @@
 (when the L1 loss starts, ``reg_last_epochs``). YOLOX divides its losses by the number of positives
 and does not scale them by the batch size (``loss_scale="mean"``)."""
 
+import torch
+
+from detkit.config import L
+from detkit.engine.schedules import LRSchedule
+
 train = dict(
     epochs=300,
     nominal_batch=64,
-    optimizer=dict(type="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True),
-    warmup_epochs=5.0,
-    min_warmup_iters=100,
-    warmup_ratio=0.0,
-    warmup_bias_lr=None,
-    warmup_momentum=None,
-    lr_schedule="cosine",
+    optimizer=L(torch.optim.SGD)(lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True),
     loss_scale="mean",
-    min_lr_ratio=0.05,
-    no_mosaic_last_epochs=15,
     multi_scale=None,
+)
+schedule = dict(
+    lr=L(LRSchedule)(policy="cosine", min_lr_ratio=0.05, warmup_epochs=5.0, min_warmup_iters=100, warmup_ratio=0.0,
+                     warmup_bias_lr=None, warmup_momentum=None),
+    no_mosaic_last_epochs=15,
 )

@@ -1,0 +1,67 @@
+"""Configs from before the schedule section: config files are refused naming the new form (tests/test_config_values.py);
+the stored config of an older checkpoint, which a user cannot edit, is converted."""
+
+from __future__ import annotations
+
+import torch
+
+from detkit.config import TARGET_KEY, L, load_config
+from detkit.engine.checkpoint_config import stored_config
+from detkit.engine.schedules import LRSchedule
+from detkit.engine.settings import ScheduleSettings, TrainSettings, upgrade_legacy_sections
+
+# What format_config wrote for a run of shapes_atss.py before this version (train and model parts).
+OLD_DUMP = """from detkit.config import L
+from detkit.models.detector import Detector
+
+model = L(Detector)()
+train = dict(
+    epochs=17,
+    nominal_batch=16,
+    optimizer=dict(type='sgd', lr=0.02, momentum=0.9, weight_decay=0.0005, nesterov=True),
+    warmup_iters=50,
+    warmup_ratio=0.01,
+    warmup_bias_lr=None,
+    warmup_momentum=0.8,
+    lr_schedule='cosine',
+    min_lr_ratio=0.05,
+    no_mosaic_last_epochs=3,
+    assigner_schedule=[(1, 'atss')],
+    eval_interval=17,
+)
+"""
+
+
+def test_an_old_train_section_becomes_the_new_train_and_schedule_sections():
+    from detkit.engine.checkpoint_config import config_from_dump
+
+    cfg = config_from_dump(OLD_DUMP, "old.pth")
+    changed = upgrade_legacy_sections(cfg)
+    assert sorted(changed) == sorted(["train.optimizer", "train.warmup_iters", "train.warmup_ratio",
+                                      "train.warmup_bias_lr", "train.warmup_momentum", "train.lr_schedule",
+                                      "train.min_lr_ratio", "train.no_mosaic_last_epochs", "train.assigner_schedule"])
+    assert cfg.train == {"epochs": 17, "nominal_batch": 16, "eval_interval": 17,
+                         "optimizer": L(torch.optim.SGD)(lr=0.02, momentum=0.9, weight_decay=0.0005, nesterov=True)}
+    assert cfg.schedule == {"lr": L(LRSchedule)(warmup_iters=50, warmup_ratio=0.01, warmup_bias_lr=None,
+                                                warmup_momentum=0.8, policy="cosine", min_lr_ratio=0.05),
+                            "no_mosaic_last_epochs": 3, "assigner_switches": [(1, "atss")]}
+    assert TrainSettings.from_config(cfg.train).optimizer[TARGET_KEY] is torch.optim.SGD
+    assert ScheduleSettings.from_config(cfg.schedule, epochs=17).assigner_switches[0][1][TARGET_KEY].__name__ == \
+        "ATSSAssigner"
+    assert upgrade_legacy_sections(cfg) == []  # the new form is left as it is
+
+
+def test_the_shipped_schedule_means_what_its_old_form_meant():
+    new = load_config("shapes_atss.py")
+    old = load_config("shapes_atss.py")
+    old.train = dict(new.train, optimizer=dict(type="sgd", lr=0.02, momentum=0.9, weight_decay=5e-4, nesterov=True),
+                     warmup_iters=50, warmup_ratio=0.01, warmup_bias_lr=None, warmup_momentum=0.8,
+                     lr_schedule="cosine", min_lr_ratio=0.05, no_mosaic_last_epochs=3)
+    del old["schedule"]
+    upgrade_legacy_sections(old)
+    assert old.train == new.train and old.schedule == new.schedule
+
+
+def test_an_old_checkpoints_stored_config_is_read(tmp_path):
+    cfg = stored_config({"config": OLD_DUMP}, tmp_path / "old.pth")
+    assert cfg.schedule.lr[TARGET_KEY] is LRSchedule and cfg.train.optimizer[TARGET_KEY] is torch.optim.SGD
