@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from detkit.anchors import PriorGrid
 from detkit.models.heads.predictions import DensePredictions
 from detkit.models.necks.base import BindableModule
 from detkit.models.postprocess import check_postprocess_args, postprocess
@@ -131,8 +132,9 @@ class DenseHead(BindableModule):
                 f"prior generator has {len(strides)} strides {list(strides)}"
             )
 
-    def priors(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor, list[int]]:
-        """``(priors (N, 4), prior_strides (N,), num_level_priors)`` for these raw maps."""
+    def priors(self, raw: Sequence[Tensor]) -> PriorGrid:
+        """The :class:`~detkit.anchors.PriorGrid` of these raw maps (unpacks as ``priors (N, 4), prior_strides
+        (N,), num_level_priors``)."""
         sizes = [tuple(x.shape[-2:]) for x in raw]
         priors: tuple[Tensor, Tensor, list[int]] = self.prior_generator.grid_priors(sizes, device=raw[0].device)
         return priors
@@ -146,11 +148,12 @@ class DenseHead(BindableModule):
         levels concatenated."""
         self._check_branch(branch)
         box, cls, obj = zip(*(self.split_level(x, branch) for x in raw))
-        priors, strides, counts = self.priors(raw)
+        grid = self.priors(raw)
+        priors, strides, counts = grid.boxes, grid.strides, grid.num_level_priors
         return DensePredictions(
             box=torch.cat(box, dim=1), cls=torch.cat(cls, dim=1),
             obj=torch.cat(obj, dim=1) if self.has_objectness else None,
-            priors=priors, strides=strides, num_level_priors=list(counts), coder=self.coder,
+            priors=priors, strides=strides, num_level_priors=list(counts), coder=self.coder, grid=grid,
         )
 
     def decode_outputs(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor]:

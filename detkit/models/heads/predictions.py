@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from detkit.anchors import PriorGrid
 from detkit.models.postprocess import class_scores
 
 __all__ = ["DensePredictions"]
@@ -32,6 +33,8 @@ class DensePredictions:
         strides: ``Tensor[N]`` stride of each prior.
         num_level_priors: priors per level, summing to N.
         coder: the head's box coder (``decode(priors, box, strides) -> xyxy``).
+        grid: the priors as a :class:`~detkit.anchors.PriorGrid` (levels' grid arithmetic for the assigner),
+            None for priors that are not grids.
     """
 
     box: Tensor
@@ -41,6 +44,7 @@ class DensePredictions:
     strides: Tensor
     num_level_priors: list[int]
     coder: Any
+    grid: PriorGrid | None = None
 
     @property
     def batch_size(self) -> int:
@@ -84,4 +88,5 @@ class DensePredictions:
         return DensePredictions(
             box=self.box.to(dtype), cls=self.cls.to(dtype), obj=None if self.obj is None else self.obj.to(dtype),
             priors=self.priors, strides=self.strides, num_level_priors=self.num_level_priors, coder=self.coder,
+            grid=self.grid,
         )

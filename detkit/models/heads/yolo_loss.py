@@ -269,7 +269,7 @@ class YOLOLossPipeline(nn.Module):
         preds = preds.to_dtype(torch.float32)
         pred_boxes, pred_scores = self.decode_predictions(preds)
         assign_result = self.assigner.assign(
-            preds.priors, batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"],
+            preds.priors if preds.grid is None else preds.grid, batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"],
             num_level_priors=list(preds.num_level_priors), prior_strides=preds.strides,
             pred_boxes=pred_boxes, pred_scores=pred_scores,
         )
