@@ -10,8 +10,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-# pages docs/hooks.py generates from files outside docs/ (name -> source)
-GENERATED = {"contributing_interfaces.md": ROOT / "CONTRIBUTING-INTERFACES.md"}
 NAV_ENTRY = re.compile(r"^\s*-\s+(?:[^:\n]+:\s+)?([\w./-]+\.md)\s*$")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
@@ -57,13 +55,11 @@ def test_markdown_links_skip_code_and_find_images():
 def test_every_docs_page_is_in_the_nav_and_every_nav_entry_exists():
     pages = nav_pages((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
     on_disk = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
-    missing = [p for p in pages if p not in on_disk and p not in GENERATED]
+    missing = [p for p in pages if p not in on_disk]
     assert not missing, f"nav entries without a page: {missing}"
     assert len(pages) == len(set(pages)), "a page is listed twice in the nav"
     left_out = sorted(on_disk - set(pages))
     assert not left_out, f"docs pages missing from mkdocs.yml's nav: {left_out}"
-    for name, source in GENERATED.items():
-        assert name in pages and source.is_file()
 
 
 def test_readme_links_resolve():
@@ -93,4 +89,4 @@ def test_readme_links_resolve():
 
 
 def test_readme_stays_short():
-    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 200
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 240

@@ -1,7 +1,7 @@
 """Datasets (COCO json, YOLO txt, Pascal VOC, synthetic shapes), transforms, batching, loaders.
 
 Datasets yield sample dicts (see :mod:`detkit.data.base`); :func:`collate` pads them into the
-batch of ``CONTRIBUTING-INTERFACES.md``; :func:`build_dataloader` wires seeded workers and the
+batch of ``docs/design.md``; :func:`build_dataloader` wires seeded workers and the
 distributed sampler.
 """
 

@@ -17,7 +17,7 @@ A **sample** is a plain dict of numpy values, what datasets yield and transforms
 =================  =====================================================================
 
 :func:`detkit.data.collate` turns a list of samples into the padded batch of
-``CONTRIBUTING-INTERFACES.md``.
+``docs/design.md`` ("Boxes and padded GT batches").
 
 Bad input never crashes training and is never silently lost: every skipped file, line or box is
 counted with its reason in a :class:`~detkit.data.problems.ProblemLog` (``dataset.problems``),

@@ -1,4 +1,4 @@
-"""Samples -> the padded training/evaluation batch of ``CONTRIBUTING-INTERFACES.md``."""
+"""Samples -> the padded training/evaluation batch (docs/design.md, "Boxes and padded GT batches")."""
 
 from __future__ import annotations
 
