@@ -230,7 +230,7 @@ def plot_pr_curves(
     plt = _pyplot()
     recall = np.linspace(0, 1, precision.shape[1])
     p = precision[:, :, :, 0, -1]  # (T, R, K): area all, maxDets 100
-    valid = (p > -1).all(axis=(0, 1))  # (K,) classes with GT
+    valid = np.asarray((p > -1).all(axis=(0, 1)))  # (K,) classes with GT
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
     for name, curve in (("IoU=0.50", p[0]), ("IoU=0.75", p[5]), ("IoU=0.50:0.95", p.mean(axis=0))):
         ax0.plot(recall, curve[:, valid].mean(axis=1) if valid.any() else np.zeros_like(recall), label=name)

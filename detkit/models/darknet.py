@@ -81,6 +81,8 @@ def _tensors(unit: nn.Module) -> list[torch.Tensor]:
     else:
         raise ValueError(f"expected ConvBNAct or nn.Conv2d, got {type(unit).__name__}")
     if isinstance(bn, nn.BatchNorm2d):
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError("a batch-norm without running statistics has no Darknet layout")
         return [bn.bias, bn.weight, bn.running_mean, bn.running_var, conv.weight]
     if conv.bias is None:
         raise ValueError("a conv without batch-norm must have a bias to match Darknet's layout")

@@ -28,15 +28,17 @@ class Detector(nn.Module):
 
     def __init__(self, backbone: nn.Module, neck: nn.Module | None, head: nn.Module) -> None:
         super().__init__()
-        self.backbone = backbone
-        self.neck = neck
-        self.head = head
-        channels = list(backbone.out_channels)
+        self.backbone: Any = backbone
+        self.neck: Any = neck
+        self.head: Any = head
+        # duck-typed parts (see Args): their own attributes and methods, read as they are
+        parts: tuple[Any, Any, Any] = (backbone, neck, head)
+        channels = list(parts[0].out_channels)
         if neck is not None:
-            neck.bind(channels)
-            channels = list(neck.out_channels)
-        head.bind(channels)
-        self.strides: list[int] = [int(s) for s in backbone.strides]
+            parts[1].bind(channels)
+            channels = list(parts[1].out_channels)
+        parts[2].bind(channels)
+        self.strides: list[int] = [int(s) for s in parts[0].strides]
         gen_strides = getattr(getattr(head, "prior_generator", None), "strides", None)
         if gen_strides is not None and [int(s) for s in gen_strides] != self.strides:
             raise ValueError(

@@ -363,6 +363,7 @@ class DeformConv(DeformConv2d):
             dilation=dilation, bias=True,
         )
         nn.init.zeros_(self.conv_offset.weight)
+        assert self.conv_offset.bias is not None  # bias=True above
         nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]

@@ -126,7 +126,7 @@ class CSPArch:
     # SPP block in the last stage: "none", "before" its CSP block (YOLOX), "after" it (YOLOv8).
     spp: str = "none"
     last_shortcut: bool = True  # YOLOX's last CSP block has no shortcut
-    scales: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: CSP_SCALES)
+    scales: Mapping[str, tuple[float, float] | CSPScale] = field(default_factory=lambda: CSP_SCALES)
     norm_eps: float = 1e-5
     norm_momentum: float = 0.1
 

@@ -87,7 +87,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-RESNET_DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+RESNET_DEPTHS: dict[int, tuple[type[BasicBlock | Bottleneck], tuple[int, int, int, int]]] = {
     18: (BasicBlock, (2, 2, 2, 2)),
     34: (BasicBlock, (3, 4, 6, 3)),
     50: (Bottleneck, (3, 4, 6, 3)),
@@ -179,6 +179,7 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, DeformConv):
                 nn.init.zeros_(m.conv_offset.weight)
+                assert m.conv_offset.bias is not None  # built with bias=True
                 nn.init.zeros_(m.conv_offset.bias)
 
     def _frozen_modules(self) -> list[nn.Module]:

@@ -39,7 +39,8 @@ class FPN(BindableModule):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         self.out_channels = [self.width] * len(in_channels)
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:

@@ -99,11 +99,11 @@ class PAN(BindableModule):
         if len(feats) != len(self.out_channels):
             raise ValueError(f"PAN built for {len(self.out_channels)} levels, got {len(feats)}")
         n = len(feats)
-        td = [None] * n
-        td[-1] = self.top(feats[-1])
+        td: list[Tensor] = [self.top(feats[-1])]  # top-down outputs, deepest level first
         for k, i in enumerate(range(n - 2, -1, -1)):
-            up = F.interpolate(self.reduce[k](td[i + 1]), size=feats[i].shape[-2:], mode="nearest")
-            td[i] = self.td_convs[k](torch.cat([self.lateral[k](feats[i]), up], dim=1))
+            up = F.interpolate(self.reduce[k](td[-1]), size=feats[i].shape[-2:], mode="nearest")
+            td.append(self.td_convs[k](torch.cat([self.lateral[k](feats[i]), up], dim=1)))
+        td.reverse()  # td[i]: level i
         outs = [td[0]]
         for k, i in enumerate(range(1, n)):
             down = self.down[k](outs[-1])
