@@ -28,10 +28,11 @@ The checks (:data:`CHECKS`), each on a small prior grid (64 px input, strides 8 
 * ``gt_order``: permuting the GT rows permutes ``gt_index`` and nothing else (random boxes, so
   no ties). Rules where the later GT wins a shared prior by design skip it
   (``skip={"gt_order": "why"}``).
-* ``memory_knob``: where the rule has a memory setting (``max_gt_chunk``, found on the rule or
-  on the rule it wraps), small values give the same result bit for bit.
-* ``grid_vs_all_pairs``: where the rule has a second form, the two give the same result bit for
-  bit (today: ``assign`` and ``assign_dense`` of the rules written in two forms).
+* ``memory_knob``: the candidate tables' pair budget (:func:`detkit.assigners.candidates.pair_budget`:
+  1 pair, a few GTs, most of them per chunk) and a memory attribute of the rule or of the rule it
+  wraps (``max_gt_chunk``, or the one named by ``memory_knob=``) change no bit of the result.
+* ``grid_vs_all_pairs``: ``assign(PriorGrid)`` (the grid's candidate windows) equals ``assign`` of
+  the grid's bare boxes with the same level counts and strides (the all-pairs table).
 * ``adversarial``: batches drawn by `hypothesis <https://hypothesis.works>`_ (0 to 300 GTs of
   extreme sizes and aspect ratios, far outside the image, duplicated, zero-size, padding rows of
   garbage, fp16): never an exception, the invariants, and batch = per image. Without hypothesis
@@ -583,7 +584,7 @@ def _check_memory_knob(ctx: _Context) -> None:
 
 
 def _check_grid_vs_all_pairs(ctx: _Context) -> None:
-    grid = random_inputs(ctx.seed, batch=1, num_gts=1).grid is not None
+    grid = _prior_grid(ctx.device)[3] is not None
     if not grid and not callable(getattr(ctx.assigner, "assign_dense", None)):
         ctx.report.skipped["grid_vs_all_pairs"] = "the rule has one form"
         return

@@ -129,6 +129,22 @@ def test_a_rule_that_crashes_without_gt_is_reported_as_no_gt():
     assert {"invariants", "padding_rows", "batch_per_image", "fp16", "gt_order"} <= set(report.passed)
 
 
+def test_a_failure_only_hypothesis_finds_is_reported_once_with_its_knobs():
+    class CrashesOnManyGTs(NearestInsideAssigner):
+        def assign(self, priors, gt_boxes, *args, **kw):
+            if gt_boxes.shape[1] > 100:
+                raise RuntimeError("too many GTs")
+            return super().assign(priors, gt_boxes, *args, **kw)
+
+    report = check_assigner(CrashesOnManyGTs(), examples=12)
+    assert report.failed == ["adversarial"] and len(report.failures) == 1
+    failure = report.failures[0]
+    assert failure.message.startswith("raised RuntimeError: too many GTs")
+    assert failure.reproducer.startswith("adversarial _Knobs(") and failure.inputs.gt_boxes.shape[1] > 100
+    with pytest.raises(RuntimeError, match="too many GTs"):
+        failure.inputs.run(CrashesOnManyGTs())
+
+
 def test_a_wrong_dtype_is_reported_once_as_invariants():
     report = check_assigner(WrongDtype(), examples=2)
     assert report.failed == ["invariants"]
