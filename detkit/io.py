@@ -24,6 +24,7 @@ marker (:mod:`detkit.data.shapes`) are such locks.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -161,7 +162,7 @@ def _disk_full(error: BaseException) -> bool:
 def free_space(directory: str | os.PathLike) -> str:
     """The space left on ``directory``'s file system, readably (``"1.2 MiB free"``)."""
     try:
-        free = shutil.disk_usage(directory).free
+        free = float(shutil.disk_usage(directory).free)
     except OSError:
         return "unknown free space"
     for unit in ("bytes", "KiB", "MiB", "GiB"):
@@ -265,10 +266,8 @@ def _release_file(path: str, run_id: str) -> None:
     """Delete the lock file at ``path`` if it is still ``run_id``'s (a finalizer: never raises)."""
     holder = read_lock(path)
     if holder is not None and holder.run_id == run_id:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(path)
-        except OSError:
-            pass
 
 
 class PidLock:
@@ -343,10 +342,8 @@ class PidLock:
         except FileNotFoundError:
             return False
         if read_lock(aside) != seen:  # a new lock appeared in between: put it back
-            try:
+            with contextlib.suppress(OSError):
                 os.link(aside, self.path)
-            except OSError:
-                pass
             aside.unlink(missing_ok=True)
             return False
         aside.unlink(missing_ok=True)

@@ -16,8 +16,16 @@ import torch
 
 from detkit.engine.checkpoint import CheckpointManager, load_checkpoint
 from detkit.io import (
-    LockHolder, OutputWriteError, PidLock, atomic_save, atomic_write, atomic_write_bytes, atomic_write_text,
-    process_gone, read_lock, temporary_writer,
+    LockHolder,
+    OutputWriteError,
+    PidLock,
+    atomic_save,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    process_gone,
+    read_lock,
+    temporary_writer,
 )
 
 

@@ -102,7 +102,8 @@ def _polygon(cls: int, cx: float, cy: float, w: float, h: float, rng: np.random.
 def _color(cls: int, rng: np.random.Generator) -> tuple[int, int, int]:
     hue = (CLASS_HUES[cls] + rng.integers(-5, 6)) % 180
     hsv = np.array([[[hue, rng.integers(170, 256), rng.integers(150, 256)]]], np.uint8)
-    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+    r, g, b = (int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+    return r, g, b
 
 
 def _cover(a: np.ndarray, b: np.ndarray) -> float:
@@ -208,7 +209,7 @@ def _start_generation(root: str, params: dict[str, int]) -> PidLock:
     marked, holder = _generation(root)
     lock = PidLock(os.path.join(root, GENERATING), **params)
     if marked:
-        if _generator_alive(holder):
+        if holder is not None and _generator_alive(holder):
             raise OutputError(f"shapes: {holder.describe()} is generating the set in {root} right now")
         lock.remove_stale(holder)  # a generation that was killed: its files are ours to rewrite
     else:
@@ -270,7 +271,8 @@ def make_shapes_dataset(root: str, train: int = 1000, val: int = 200, size: int 
 
 
 def _write_json(root: str, split: str, results: list[list[dict[str, Any]]], size: int, params: dict) -> str:
-    images, anns = [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
     for i, objects in enumerate(results):
         images.append({"id": i + 1, "file_name": f"{i:06d}.jpg", "width": size, "height": size})
         for o in objects:
@@ -305,7 +307,7 @@ def ensure_shapes_dataset(root: str = "data/shapes", train: int = 1000, val: int
     deadline = time.monotonic() + wait_s
     while True:
         marked, holder = _generation(root) if os.path.isdir(root) else (False, None)
-        if marked and _generator_alive(holder):
+        if marked and holder is not None and _generator_alive(holder):
             if time.monotonic() > deadline:
                 raise DataError(f"shapes: waited {wait_s:.0f} s for {holder.describe()} generating {root}")
             time.sleep(0.5)
@@ -327,7 +329,8 @@ _WARNED: set[str] = set()
 
 
 def _warn_if_different(root: str, infos: list[dict[str, Any]], params: dict[str, int]) -> None:
-    differs = [i for i in infos if not (i.get("version") == FORMAT_VERSION and all(i.get(k) == v for k, v in params.items()))]
+    differs = [i for i in infos
+               if not (i.get("version") == FORMAT_VERSION and all(i.get(k) == v for k, v in params.items()))]
     key = os.path.abspath(root)
     if differs and key not in _WARNED:
         _WARNED.add(key)

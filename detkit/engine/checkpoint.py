@@ -92,17 +92,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():
-            reason = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line),
-                          str(e).splitlines()[0])
+    except _READ_ERRORS as e:
+        unsafe = _unsafe_globals(path) if isinstance(e, pickle.UnpicklingError) else []
+        if unsafe:
             raise CheckpointError(
                 f"{path}: refused to load: the file holds objects other than tensors and plain values, which "
-                f"could run code when unpickled ({reason}). detkit loads checkpoints with weights_only=True; "
-                "if you made this file yourself and trust it, re-save just its tensors (a state_dict)") from e
+                f"could run code when unpickled (GLOBAL {', '.join(unsafe)}). detkit loads checkpoints with "
+                "weights_only=True; if you made this file yourself and trust it, re-save just its tensors "
+                "(a state_dict)") from e
         raise _unreadable(path, e) from e
-    except _READ_ERRORS as e:
-        raise _unreadable(path, e) from e
+
+
+def _unsafe_globals(path: str | os.PathLike) -> list[str]:
+    """The callables a checkpoint's pickle names beyond what ``weights_only`` loading allows (torch
+    reads them without running anything); empty when there are none or torch cannot tell (a file of
+    the legacy, non-zip format)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except _READ_ERRORS:
+        return []
 
 
 def _unreadable(path: str | os.PathLike, error: BaseException) -> CheckpointError:

@@ -22,9 +22,9 @@ from torch.utils.data import Dataset
 from detkit.data.loader import build_dataloader
 from detkit.engine.distributed import InferenceSampler, all_gather_object, is_main_process
 from detkit.evaluation import COCOEvaluator, detections_to_coco_results
+from detkit.evaluation.results import CocoResults, merge_coco_results
 from detkit.models.detector import Detector
 from detkit.models.postprocess import undo_letterbox_batch
-from detkit.evaluation.results import CocoResults, merge_coco_results
 
 __all__ = ["build_evaluator", "evaluate_dataset", "predict_dataset", "predicts_with_losses"]
 
@@ -144,7 +144,7 @@ def predict_dataset(
 def evaluate_dataset(
     model: nn.Module,
     dataset: Dataset,
-    evaluator: COCOEvaluator,
+    evaluator: COCOEvaluator | None,
     device: torch.device,
     collate_fn: Callable | None = None,
     batch_size: int = 8,
@@ -162,6 +162,8 @@ def evaluate_dataset(
                                amp=False, size_divisor=size_divisor, val_losses=val_losses)
     if not is_main_process():
         return {}, results
+    if evaluator is None:
+        raise ValueError("evaluate_dataset: the main process needs an evaluator (other ranks may pass None)")
     metrics = evaluator.evaluate(results)
     if getattr(results, "nonfinite_dropped", 0):  # the run is flagged: its model output NaN / inf
         metrics["nonfinite_dropped"] = float(results.nonfinite_dropped)

@@ -27,12 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from detkit.engine import distributed as du
 from torch import nn
 
+from detkit.engine import distributed as du
 from detkit.engine.checkpoint import (
-    CheckpointError, CheckpointManager, find_latest_checkpoint, load_checkpoint, load_latest_checkpoint,
+    CheckpointError,
+    CheckpointManager,
+    find_latest_checkpoint,
+    load_checkpoint,
+    load_latest_checkpoint,
 )
 from detkit.engine.weights import weights_misfit
 

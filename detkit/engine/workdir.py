@@ -273,7 +273,7 @@ def claim_work_dir(work_dir: str | os.PathLike, *, resume: str | None = None, ov
             verdict = e
         except OSError as e:  # e.g. a permission changed between the check and mkdir
             verdict = OutputPathError(f"--work-dir {work_dir}: {e}")
-        except BaseException as e:  # a bug: the other ranks stop too, rank 0 keeps the traceback
+        except BaseException as e:  # noqa: BLE001 - a bug: the other ranks stop too, rank 0 raises it below
             verdict, failure = f"{type(e).__name__}: {e}", e
     verdict = _agree(verdict)
     if verdict is None:

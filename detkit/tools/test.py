@@ -32,7 +32,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-
 from detkit.argtypes import fraction, positive_int
 from detkit.cli import run_cli
 from detkit.config import instantiate, load_config
