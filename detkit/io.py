@@ -18,7 +18,7 @@ exception (a bug in the ``write`` callback) is re-raised as it is.
 holding JSON that names its holder (:class:`LockHolder`: pid, host, a claim id, start time,
 command). A lock whose holder ran on this host and is no longer running (:meth:`LockHolder.running`)
 is stale and can be taken over (:meth:`PidLock.remove_stale`); one from another host cannot be
-checked. The work dir's ``run.lock`` (:mod:`detkit.engine.run_dir`) and the shapes set's generation
+checked. The work dir's ``run.lock`` (:mod:`detkit.engine.workdir`) and the shapes set's generation
 marker (:mod:`detkit.data.shapes`) are such locks.
 """
 

@@ -91,7 +91,7 @@ class Trainer:
         seed: overrides ``train.seed``.
         deterministic: overrides ``runtime.deterministic``.
         resume: ``None`` (fresh run), ``"auto"`` (latest checkpoint in ``work_dir``) or a path.
-        load_from: weights to start from (see :func:`detkit.engine.checkpoint.load_weights`).
+        load_from: weights to start from (see :func:`detkit.engine.weights.load_weights`).
         progress: tqdm bars (overrides ``runtime.progress``).
         overwrite: delete an earlier run's files in ``work_dir`` first; without it (or ``resume``)
             a work dir holding an earlier run is refused (:func:`detkit.engine.workdir.claim_work_dir`).
