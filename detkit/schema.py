@@ -35,7 +35,8 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union
 
-from detkit.config import TARGET_KEY, ConfigError, resolve_name
+from detkit.errors import ConfigError
+from detkit.lazy import TARGET_KEY, resolve_name
 
 __all__ = ["TYPED_SECTIONS", "SettingError", "check_typed_sections", "check_value", "default_of", "parameter_hints",
            "parse_section", "section_keys", "target_product"]
