@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     from detkit.config import load_config
     from detkit.data.shapes import ensure_shapes_dataset
-    from detkit.engine.trainer import Trainer
     from detkit.engine.output_paths import check_output_dir
+    from detkit.engine.trainer import Trainer
 
     start = time.perf_counter()
     check_output_dir(args.work_dir, "--work-dir")

@@ -7,6 +7,7 @@ gloo on CPU. Without those variables everything runs as a single process (rank 0
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -109,10 +110,8 @@ def exit_process(code: int = 0) -> NoReturn:
         sys.exit(code)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken stream: nothing left to flush
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code)
 
 
