@@ -3,6 +3,7 @@
     detkit train yolov8n_tal.py --data path/to/data.yaml
     detkit test CONFIG CHECKPOINT
     detkit configs                      # the configs shipped with the package
+    detkit --debug train ...            # a user error shows its traceback too (as ``train ... --debug``)
 
 Each subcommand runs the same code as the repository's ``tools/<name>.py`` (``detkit compare`` is
 ``tools/compare_assigners.py``), with the same arguments and exit statuses; ``detkit CMD --help``
@@ -11,9 +12,12 @@ prints its help.
 
 from __future__ import annotations
 
+import contextlib
 import runpy
 import sys
 from collections.abc import Sequence
+
+from detkit.cli import debugging
 
 # subcommand -> (module in detkit.tools, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,13 +45,17 @@ def usage() -> str:
     rows = [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
     rows.append(f"  {'configs':<{width}}  list the configs shipped with detkit")
     return (f"detkit {__version__}: YOLO-style detection with swappable label assignment\n\n"
-            "usage: detkit COMMAND [ARGS ...]   (detkit COMMAND --help for its arguments)\n\ncommands:\n"
+            "usage: detkit [--debug] COMMAND [ARGS ...]   (detkit COMMAND --help for its arguments)\n"
+            "  --debug: a user error (exit status 2) shows its traceback too\n\ncommands:\n"
             + "\n".join(rows))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``detkit COMMAND ARGS``; returns the exit status (0, 2 for an unknown command)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(args) and args[0] == "--debug"  # detkit --debug COMMAND ...: the command's --debug
+    if debug:
+        args = args[1:]
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if args else 2
@@ -69,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = COMMANDS[name][0]
     sys.argv = [f"detkit {name}", *rest]  # argparse's usage lines say "detkit NAME"
     try:
-        runpy.run_module(f"detkit.tools.{module}", run_name="__main__")
+        with debugging() if debug else contextlib.nullcontext():
+            runpy.run_module(f"detkit.tools.{module}", run_name="__main__")
     except SystemExit as e:  # every tool leaves through sys.exit(status)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0

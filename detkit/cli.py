@@ -1,25 +1,75 @@
-"""The exit-status policy of the command-line tools in ``tools/``.
+"""The exit-status policy of the command-line tools in ``detkit/tools/``.
 
-A tool's ``main(argv)`` returns 0 when it did its job, 2 when the user's input is wrong (a config
-mistake or a bad argument / file: :class:`~detkit.config.ConfigError` or ``ValueError``) and 1 when
-the job itself failed (the tool names which errors mean that); either way ``error: <message>`` goes
-to stderr instead of a traceback. Argument parsing may run inside the job: argparse's own exit
-(2 for a usage mistake, 0 for ``--help``) becomes the returned status, so ``main(argv)`` returns
-instead of raising ``SystemExit``. A tool with statuses of its own (training: 1 diverged,
-128 + signal when stopped) maps its exceptions with ``handlers``.
+A tool's ``main(argv)`` returns 0 when it did its job, 2 when the user's input is wrong (a
+:class:`~detkit.errors.DetkitError`: a config, data, checkpoint, work-dir or output-path mistake)
+and 1 when the job itself failed (the tool names which errors mean that); either way
+``error: <message>`` goes to stderr instead of a traceback. Any other exception, ``ValueError``
+included, is a bug and keeps its traceback (status 1 from Python). ``--debug`` (every tool's
+parser is :class:`ArgumentParser`; ``detkit --debug COMMAND ...``; or ``DETKIT_DEBUG=1``) prints
+the traceback of a user error or a declared failure too, before its ``error:`` line; the status
+stays the same.
+
+Argument parsing may run inside the job: argparse's own exit (2 for a usage mistake, 0 for
+``--help``) becomes the returned status, so ``main(argv)`` returns instead of raising
+``SystemExit``. A tool with statuses of its own (training: 1 diverged, 128 + signal when stopped)
+maps its exceptions with ``handlers``.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from detkit.config import ConfigError
+from detkit.errors import DetkitError
 
-__all__ = ["USAGE_ERRORS", "run_cli"]
+__all__ = ["DEBUG_ENV", "ArgumentParser", "debug_enabled", "debugging", "run_cli"]
 
-USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ValueError)
+DEBUG_ENV = "DETKIT_DEBUG"  # set to 1 for --debug in every tool (and in processes they start)
+_debug = [False]  # set by --debug while a tool runs (run_cli restores it when the tool returns)
+
+
+def debug_enabled() -> bool:
+    """Whether ``--debug`` was given (to this tool or to ``detkit``) or ``DETKIT_DEBUG`` is set."""
+    return _debug[0] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def debugging(on: bool = True) -> Iterator[None]:
+    """Within the block, user errors show their traceback (``detkit --debug COMMAND``)."""
+    previous, _debug[0] = _debug[0], on
+    try:
+        yield
+    finally:
+        _debug[0] = previous
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with the ``--debug`` flag every tool has; parsing it turns
+    :func:`debug_enabled` on for the rest of the tool's run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true",
+                          help="on a user error (exit status 2), print its traceback too")
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        if getattr(parsed, "debug", False):
+            _debug[0] = True
+        return parsed, rest
+
+
+def _report(error: BaseException) -> None:
+    """``error: <message>`` on stderr, after the traceback when debugging."""
+    if debug_enabled():
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    print(f"error: {error}", file=sys.stderr)
 
 
 def run_cli(job: Callable[[], Any], failures: tuple[type[BaseException], ...] = (),
@@ -30,29 +80,31 @@ def run_cli(job: Callable[[], Any], failures: tuple[type[BaseException], ...] = 
         job: the tool's work (its return value is ignored).
         failures: exceptions meaning the job failed: ``error: <message>``, status 1.
         handlers: ``{exception type: handler(error) -> status}`` for a tool's own statuses; the
-            handler prints what it wants. Checked before ``failures``, after the usage errors.
+            handler prints what it wants. Checked before ``failures``, after the user errors.
 
     Returns:
-        0 done; 2 a usage error (``error: <message>`` on stderr) or argparse's usage exit; 1 a
-        declared failure; a handler's status; the code of a ``SystemExit`` raised inside the job.
-        Any other exception propagates with its traceback (a bug, not a user mistake).
+        0 done; 2 a :class:`~detkit.errors.DetkitError` (``error: <message>`` on stderr) or
+        argparse's usage exit; 1 a declared failure; a handler's status; the code of a
+        ``SystemExit`` raised inside the job. Any other exception propagates with its traceback
+        (a bug, not a user mistake).
     """
-    try:
-        job()
-    except SystemExit as e:  # argparse: usage mistake (2) or --help (0); its message is already printed
-        if e.code is None or isinstance(e.code, int):
-            return int(e.code or 0)
-        print(f"error: {e.code}", file=sys.stderr)
-        return 1
-    except USAGE_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except BaseException as e:
-        for kind, handle in (handlers or {}).items():
-            if isinstance(e, kind):
-                return handle(e)
-        if isinstance(e, failures):
-            print(f"error: {e}", file=sys.stderr)
+    with debugging(_debug[0]):  # a --debug parsed inside the job ends with it
+        try:
+            job()
+        except SystemExit as e:  # argparse: usage mistake (2) or --help (0); its message is already printed
+            if e.code is None or isinstance(e.code, int):
+                return int(e.code or 0)
+            print(f"error: {e.code}", file=sys.stderr)
             return 1
-        raise
+        except DetkitError as e:
+            _report(e)
+            return 2
+        except BaseException as e:
+            for kind, handle in (handlers or {}).items():
+                if isinstance(e, kind):
+                    return handle(e)
+            if isinstance(e, failures):
+                _report(e)
+                return 1
+            raise
     return 0

@@ -18,8 +18,8 @@ The concrete classes are ``ValueError`` too (as they were before they had a comm
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "DetkitError", "OutputError", "WorkDirError",
-           "error_name", "error_type"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "DetkitError", "OutputError", "UsageError",
+           "WorkDirError", "error_name", "error_type"]
 
 
 class DetkitError(Exception):
@@ -55,9 +55,14 @@ class OutputError(DetkitError, ValueError):
     not writable, or the disk filled up while writing (the previous file at the path is intact)."""
 
 
+class UsageError(DetkitError, ValueError):
+    """A command-line argument, or a combination of them, that a tool refuses beyond what argparse
+    checks (``--img-dir`` without ``--data``). Raised by the tools only; the message names the flag."""
+
+
 # The classes by name, for errors that cross processes as (name, message) (distributed ranks).
 _BY_NAME: dict[str, type[DetkitError]] = {cls.__name__: cls for cls in (
-    DetkitError, ConfigError, DataError, CheckpointError, WorkDirError, OutputError)}
+    DetkitError, ConfigError, DataError, CheckpointError, WorkDirError, OutputError, UsageError)}
 
 
 def error_type(name: str) -> type[DetkitError] | None:

@@ -31,7 +31,7 @@ def test_unknown_command_is_one_line_and_status_2(capsys: pytest.CaptureFixture[
 
 def test_no_command_prints_usage_with_status_2_and_help_with_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
-    assert "usage: detkit COMMAND" in capsys.readouterr().out
+    assert "usage: detkit [--debug] COMMAND" in capsys.readouterr().out
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(f"  {name} " in out for name in COMMANDS)

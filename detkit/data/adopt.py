@@ -26,6 +26,7 @@ from typing import Any
 
 from detkit.config import TARGET_KEY, ConfigDict, ConfigError, L
 from detkit.data.sources import SPLITS, DatasetSource, coco_class_names, resolve_source
+from detkit.errors import DataError
 from detkit.schema import check_call_arguments, check_typed_sections
 
 __all__ = ["DEFAULT_IMG_SIZE", "adopt_dataset", "add_data_arguments", "apply_data_arguments", "check_data_config",
@@ -80,14 +81,15 @@ def adopt_dataset(cfg: ConfigDict, source: DatasetSource | str | os.PathLike, im
     ``data.num_classes``, ``data.class_names`` and each ``num_classes`` under ``model`` the data's.
 
     Raises:
-        ValueError: what :func:`resolve_source` refuses; ConfigError: a model without ``num_classes``.
+        DataError: what :func:`resolve_source` refuses; ConfigError: a model without ``num_classes``;
+        ValueError: ``img_size`` below 1.
     """
     if not isinstance(source, DatasetSource):
         source = resolve_source(source, img_dir)
     old = cfg.get("data") or ConfigDict()
     size = int(img_size or old.get("img_size") or DEFAULT_IMG_SIZE)
     if size < 1:
-        raise ValueError(f"--img-size must be >= 1, got {size}")
+        raise ValueError(f"img_size must be >= 1, got {size}")
     data = ConfigDict({k: v for k, v in old.items() if k not in (*SPLITS, "img_size", "num_classes", "class_names")})
     for split in SPLITS:
         if split not in source.splits:
@@ -338,15 +340,18 @@ def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool 
         quiet: print nothing.
 
     Raises:
-        ValueError: ``--img-dir`` without ``--data``, an ``--img-size`` below 1, what
+        DataError: ``--img-dir`` without ``--data``, an ``--img-size`` below 1, what
             :func:`~detkit.data.sources.resolve_source` refuses, or what :func:`check_data_config` refuses.
     """
     if args.img_dir and not args.data:
-        raise ValueError("--img-dir needs --data (a COCO json)")
+        raise DataError("--img-dir needs --data (a COCO json)")
     if args.img_size is not None and args.img_size < 1:
-        raise ValueError(f"--img-size must be >= 1, got {args.img_size}")
+        raise DataError(f"--img-size must be >= 1, got {args.img_size}")
     if args.data:
-        source = resolve_source(args.data, args.img_dir)
+        try:
+            source = resolve_source(args.data, args.img_dir)
+        except DataError as e:  # the library names the file; the flag is the tool's to add
+            raise DataError(f"--data {e}") from e
         adopt_dataset(cfg, source, img_size=args.img_size)
         if not quiet:
             splits = ", ".join(f"{s} {next(iter(v.kwargs.values()))}" for s, v in source.splits.items())

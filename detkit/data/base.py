@@ -39,6 +39,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from detkit.data.imageio import ImageReadError, LoadedImage, load_image, read_header, read_image
 from detkit.data.problems import ProblemLog, logger
+from detkit.errors import DataError
 
 __all__ = [
     "ALL_BACKGROUND",
@@ -269,7 +270,7 @@ class DetDataset(Dataset):
         self.problems.source = source
         self.problems.log_summary()
         if not self.records:
-            raise ValueError(f"{source}: no usable images found ({self.problems.summary()})")
+            raise DataError(f"{source}: no usable images found ({self.problems.summary()})")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -338,7 +339,7 @@ class DetDataset(Dataset):
                     if self.report(e.reason, where, index):
                         logger.warning("skipping image %s: %s (another sample is used)", where, e.reason)
             index = self._rng.randrange(len(self.records))
-        raise RuntimeError(
+        raise DataError(
             f"{self.problems.source}: {MAX_READ_RETRIES} images in a row could not be read; "
             f"{self.problems.summary()}"
         )

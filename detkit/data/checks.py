@@ -23,6 +23,7 @@ from typing import Any
 
 from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog
 from detkit.data.sources import YAML_FILES, coco_image_dirs, read_data_yaml, resolve_yaml_entry, voc_class_names
+from detkit.errors import DataError
 
 __all__ = ["FORMATS", "DataSource", "check_dataset", "default_coco_images", "detect_format",
            "find_names_file", "find_sources"]
@@ -74,7 +75,7 @@ def detect_format(path: str) -> str:
         return "coco"
     if p.suffix.lower() in (".yaml", ".yml"):
         return "yolo"
-    raise ValueError(f"{path}: cannot tell the dataset format from the path; pass --format ({', '.join(FORMATS)})")
+    raise DataError(f"{path}: cannot tell the dataset format from the path; pass --format ({', '.join(FORMATS)})")
 
 
 def _has_images(folder: Path) -> bool:
@@ -90,7 +91,7 @@ def _yolo_labels(img_dir: Path, labels: str | None) -> str:
     try:
         return default_label_dir(str(img_dir))
     except ValueError:
-        raise ValueError(f"{img_dir}: no 'images' folder in the path to find the labels folder from; pass "
+        raise DataError(f"{img_dir}: no 'images' folder in the path to find the labels folder from; pass "
                          "--labels DIR") from None
 
 
@@ -106,10 +107,10 @@ def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[D
 
             folder = resolve_yaml_entry(root, entry)
             if folder.suffix == ".txt":
-                raise ValueError(f"{path}: {split}: {folder} is a list of image files; check_dataset takes "
+                raise DataError(f"{path}: {split}: {folder} is a list of image files; check_dataset takes "
                                  "image folders (give the folder, or check it with --format yolo FOLDER)")
             if not folder.is_dir():
-                raise ValueError(f"{path}: {split}: image folder not found: {folder}")
+                raise DataError(f"{path}: {split}: image folder not found: {folder}")
             key = os.path.realpath(folder)
             if key in seen:  # e.g. coco128.yaml: val is the train folder
                 seen[key].append(split)
@@ -117,7 +118,7 @@ def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[D
             seen[key] = [split]
             sources.append((key, folder))
     if not sources:
-        raise ValueError(f"{path}: no {' / '.join(YAML_SPLITS)} folder listed")
+        raise DataError(f"{path}: no {' / '.join(YAML_SPLITS)} folder listed")
     _need_names(names, path)
     return [DataSource("yolo", "+".join(seen[key]),
                        dict(img_dir=str(folder), class_names=names, label_dir=_yolo_labels(folder, labels)))
@@ -126,7 +127,7 @@ def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[D
 
 def _need_names(names: str | None, where: Path | str) -> None:
     if names is None:
-        raise ValueError(f"{where}: no class names found (names.txt or data.yaml); pass --names FILE")
+        raise DataError(f"{where}: no class names found (names.txt or data.yaml); pass --names FILE")
 
 
 def _yolo_sources(path: Path, names: str | None, labels: str | None) -> list[DataSource]:
@@ -139,11 +140,11 @@ def _yolo_sources(path: Path, names: str | None, labels: str | None) -> list[Dat
         if _has_images(path / "images"):
             splits.insert(0, path / "images")
         if not splits:
-            raise ValueError(f"{path}: no image files in {path / 'images'} or its sub-folders")
+            raise DataError(f"{path}: no image files in {path / 'images'} or its sub-folders")
         names = names or find_names_file(str(path))
         _need_names(names, path)
         if labels and len(splits) > 1:
-            raise ValueError(f"{path}: --labels names one folder but the root has {len(splits)} splits; "
+            raise DataError(f"{path}: --labels names one folder but the root has {len(splits)} splits; "
                              "give a split's images folder with it")
         return [DataSource("yolo", d.name, dict(
                     img_dir=str(d), class_names=names,
@@ -159,9 +160,9 @@ def _coco_sources(path: Path, images: str | None) -> list[DataSource]:
     if path.is_dir():
         jsons = sorted((path / "annotations").glob("instances_*.json"))
         if not jsons:
-            raise ValueError(f"{path}: no annotations/instances_*.json; give the COCO json")
+            raise DataError(f"{path}: no annotations/instances_*.json; give the COCO json")
         if images and len(jsons) > 1:
-            raise ValueError(f"{path}: --images names one folder but there are {len(jsons)} annotation files; "
+            raise DataError(f"{path}: --images names one folder but there are {len(jsons)} annotation files; "
                              "give one json with it")
     else:
         jsons = [path]
@@ -172,9 +173,9 @@ def _coco_sources(path: Path, images: str | None) -> list[DataSource]:
             tried = coco_image_dirs(str(ann))
             img_dir = next((d for d in tried if os.path.isdir(d)), None)
             if img_dir is None:
-                raise ValueError(f"{ann}: image folder not found (tried {', '.join(tried)}); pass --images DIR")
+                raise DataError(f"{ann}: image folder not found (tried {', '.join(tried)}); pass --images DIR")
         elif not os.path.isdir(img_dir):
-            raise ValueError(f"--images {img_dir}: folder not found")
+            raise DataError(f"--images {img_dir}: folder not found")
         sources.append(DataSource("coco", ann.stem.split("_", 1)[-1], dict(ann_file=str(ann), img_dir=img_dir)))
     return sources
 
@@ -189,10 +190,10 @@ def find_sources(path: str, fmt: str | None = None, images: str | None = None, n
     """
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"dataset path does not exist: {path}")
+        raise DataError(f"dataset path does not exist: {path}")
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
-        raise ValueError(f"unknown dataset format {fmt!r}; accepted: {', '.join(FORMATS)}")
+        raise DataError(f"unknown dataset format {fmt!r}; accepted: {', '.join(FORMATS)}")
     if fmt == "coco":
         return _coco_sources(p, images)
     if fmt == "yolo":

@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 
 from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog, clean_boxes
 from detkit.data.imageio import check_image_file
+from detkit.errors import DataError
 
 __all__ = ["COCO_CLASSES", "CocoDataset", "load_coco_json"]
 
@@ -43,13 +44,13 @@ def load_coco_json(ann_file: str) -> dict[str, Any]:
         with open(ann_file, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{ann_file}: cannot read a COCO json: {e}") from e
+        raise DataError(f"{ann_file}: cannot read a COCO json: {e}") from e
     accepted = "a dict with 'images', 'annotations' and 'categories' lists (COCO instances format)"
     if not isinstance(data, dict):
-        raise ValueError(f"{ann_file}: not a COCO json: top level is {type(data).__name__}; accepted: {accepted}")
+        raise DataError(f"{ann_file}: not a COCO json: top level is {type(data).__name__}; accepted: {accepted}")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            raise ValueError(f"{ann_file}: not a COCO json: {key!r} missing or not a list; accepted: {accepted}")
+            raise DataError(f"{ann_file}: not a COCO json: {key!r} missing or not a list; accepted: {accepted}")
     return data
 
 
@@ -174,7 +175,7 @@ class CocoDataset(DetDataset):
                                   f"{self.ann_file} category {c['id']}")
             cats[c["id"]] = str(c.get("name", c["id"]))
         if not cats:
-            raise ValueError(
+            raise DataError(
                 f"{self.ann_file}: no usable entry in 'categories' ({len(entries)} entries); "
                 "accepted: objects with an integer 'id' and a 'name'"
             )

@@ -46,6 +46,7 @@ from detkit.config import ConfigDict, L
 from detkit.data.coco import CocoDataset
 from detkit.data.voc import VOC_CLASSES, VocDataset
 from detkit.data.yolo import YoloDataset, load_class_names
+from detkit.errors import DataError
 
 __all__ = ["SPLITS", "DatasetSource", "SplitSource", "coco_class_names", "coco_image_dirs", "read_data_yaml",
            "resolve_source", "resolve_yaml_entry", "voc_class_names"]
@@ -108,10 +109,10 @@ class DatasetSource:
             A lazy call (``instantiate`` builds the dataset); YOLO and VOC datasets get ``class_names``.
 
         Raises:
-            ValueError: the data has no such split.
+            DataError: the data has no such split.
         """
         if split not in self.splits:
-            raise ValueError(f"{self.path}: no {split} split (found: {', '.join(self.splits) or 'none'})")
+            raise DataError(f"{self.path}: no {split} split (found: {', '.join(self.splits) or 'none'})")
         src = self.splits[split]
         kwargs = dict(src.kwargs)
         if src.fmt in ("yolo", "voc"):
@@ -130,21 +131,21 @@ def resolve_source(path: str | os.PathLike, img_dir: str | None = None) -> Datas
         A :class:`DatasetSource`: ``resolve_source("data.yaml").class_names``, ``.splits["val"]``.
 
     Raises:
-        ValueError: one line naming the file or key: a missing path, split or names, ``nc`` not
+        DataError: one line naming the file or key: a missing path, split or names, ``nc`` not
             matching ``names``, an unknown layout, splits whose classes differ.
     """
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"--data {path}: no such file or folder")
+        raise DataError(f"{path}: no such file or folder")
     if img_dir is not None and not (p.is_file() and p.suffix.lower() == ".json"):
-        raise ValueError(f"--img-dir {img_dir}: only for a COCO json given as --data (got {path})")
+        raise DataError(f"{path}: an image folder ({img_dir}) is only for a COCO json")
     if p.is_file():
         suffix = p.suffix.lower()
         if suffix in (".yaml", ".yml"):
             return _from_yaml(p)
         if suffix == ".json":
             return _from_coco_json(p, img_dir)
-        raise ValueError(f"--data {path}: not a dataset file; accepted: a data.yaml, a COCO json, or a folder "
+        raise DataError(f"{path}: not a dataset file; accepted: a data.yaml, a COCO json, or a folder "
                          "(YOLO root, COCO root, VOC root)")
     for name in YAML_FILES:
         if (p / name).is_file():
@@ -157,7 +158,7 @@ def resolve_source(path: str | os.PathLike, img_dir: str | None = None) -> Datas
     if coco:
         first = next((j for j in coco if _split_of(j) == "train"), coco[0])
         return _from_coco_json(first, None)
-    raise ValueError(f"--data {path}: no dataset layout found; accepted: a data.yaml, a YOLO root (images/<split>, "
+    raise DataError(f"{path}: no dataset layout found; accepted: a data.yaml, a YOLO root (images/<split>, "
                      "labels/<split>), a COCO json or a folder with annotations/instances_*.json, a VOC root "
                      "(Annotations/, JPEGImages/)")
 
@@ -185,31 +186,31 @@ def coco_image_dirs(ann_file: str) -> list[str]:
 
 
 def read_data_yaml(path: Path) -> dict[str, Any]:
-    """The mapping an Ultralytics ``data.yaml`` holds; ValueError naming the file when it is not one."""
+    """The mapping an Ultralytics ``data.yaml`` holds; DataError naming the file when it is not one."""
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: cannot read the data file: {e}") from e
+        raise DataError(f"{path}: cannot read the data file: {e}") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a data.yaml (expected keys path, train, val, names)")
+        raise DataError(f"{path}: not a data.yaml (expected keys path, train, val, names)")
     return data
 
 
 def _from_yaml(path: Path) -> DatasetSource:
     data = read_data_yaml(path)
     if "names" not in data:
-        raise ValueError(f"{path}: no 'names' (the class names, a list or {{id: name}} dict)")
+        raise DataError(f"{path}: no 'names' (the class names, a list or {{id: name}} dict)")
     try:
         names = load_class_names(data["names"])
     except ValueError as e:
-        raise ValueError(f"{path}: names: {e}") from None
+        raise DataError(f"{path}: names: {e}") from None
     if not names:
-        raise ValueError(f"{path}: names is empty")
+        raise DataError(f"{path}: names is empty")
     nc = data.get("nc")
     if nc is not None and nc != len(names):
-        raise ValueError(f"{path}: nc is {nc} but names has {len(names)} entries")
+        raise DataError(f"{path}: nc is {nc} but names has {len(names)} entries")
     root = Path(str(data["path"])) if data.get("path") else Path(".")
     if not root.is_absolute():  # `path:` is relative to the yaml's folder, as is a yaml without one
         root = path.parent / root
@@ -220,7 +221,7 @@ def _from_yaml(path: Path) -> DatasetSource:
             continue
         entries = [entry] if isinstance(entry, str) else entry
         if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-            raise ValueError(f"{path}: {split}: expected a folder, a .txt list of images or a list of folders, "
+            raise DataError(f"{path}: {split}: expected a folder, a .txt list of images or a list of folders, "
                              f"got {entry!r}")
         found = []
         for e in entries:
@@ -228,11 +229,11 @@ def _from_yaml(path: Path) -> DatasetSource:
             is_list = target.suffix.lower() == ".txt"
             if not (target.is_file() if is_list else target.is_dir()):
                 kind = "image list" if is_list else "image folder"
-                raise ValueError(f"{path}: {split}: {kind} not found: {target} (from {e!r}, root {root})")
+                raise DataError(f"{path}: {split}: {kind} not found: {target} (from {e!r}, root {root})")
             found.append(str(target))
         splits[split] = SplitSource("yolo", {"img_dir": found[0] if len(found) == 1 else found})
     if not splits:
-        raise ValueError(f"{path}: no train / val / test folder listed")
+        raise DataError(f"{path}: no train / val / test folder listed")
     return DatasetSource(str(path), "yolo", tuple(names), splits)
 
 
@@ -249,11 +250,11 @@ def _split_folders(parent: Path) -> dict[str, Path]:
 def _from_yolo_root(root: Path) -> DatasetSource:
     folders = _split_folders(root / "images")
     if not folders:
-        raise ValueError(f"{root}: no split folder in {root / 'images'} (accepted names: "
+        raise DataError(f"{root}: no split folder in {root / 'images'} (accepted names: "
                          f"{', '.join(w for ws in SPLIT_WORDS.values() for w in ws)})")
     names_file = next((root / n for n in NAMES_FILES if (root / n).is_file()), None)
     if names_file is None:
-        raise ValueError(f"{root}: no class names: add {' or '.join(NAMES_FILES)} (one name per line) or a data.yaml")
+        raise DataError(f"{root}: no class names: add {' or '.join(NAMES_FILES)} (one name per line) or a data.yaml")
     names = load_class_names(str(names_file))
     if "val" not in folders and "train" in folders:
         logger.warning(f"{root}: no val split in {root / 'images'}: validation evaluates the training images")
@@ -302,20 +303,20 @@ def _sibling_jsons(ann: Path) -> dict[str, Path]:
 def _coco_images(ann: Path, data: dict[str, Any], img_dir: str | None) -> str:
     if img_dir is not None:
         if not os.path.isdir(img_dir):
-            raise ValueError(f"--img-dir {img_dir}: folder not found")
+            raise DataError(f"{ann}: image folder not found: {img_dir}")
         return img_dir
     first = next((im.get("file_name") for im in data.get("images", []) if isinstance(im, dict)), None)
     tried = [str(ann.parent), *coco_image_dirs(str(ann))]
     for folder in tried:
         if os.path.isdir(folder) and (first is None or os.path.isfile(os.path.join(folder, str(first)))):
             return folder
-    raise ValueError(f"{ann}: image folder not found (tried {', '.join(tried)}); pass --img-dir DIR")
+    raise DataError(f"{ann}: image folder not found (tried {', '.join(tried)}); give the image folder (img_dir)")
 
 
 def _coco_names(ann: Path, data: dict[str, Any]) -> tuple[str, ...]:
     cats = [c for c in data.get("categories", []) if isinstance(c, dict) and isinstance(c.get("id"), int)]
     if not cats:
-        raise ValueError(f"{ann}: no categories")
+        raise DataError(f"{ann}: no categories")
     return tuple(str(c.get("name", c["id"])) for c in sorted(cats, key=lambda c: c["id"]))
 
 
@@ -328,9 +329,9 @@ def _read_json(ann: Path) -> dict[str, Any]:
     try:
         data = json.loads(ann.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{ann}: cannot read a COCO json: {e}") from e
+        raise DataError(f"{ann}: cannot read a COCO json: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
-        raise ValueError(f"{ann}: not a COCO instances json (no 'categories' list)")
+        raise DataError(f"{ann}: not a COCO instances json (no 'categories' list)")
     return data
 
 
@@ -350,7 +351,7 @@ def _from_coco_json(ann: Path, img_dir: str | None) -> DatasetSource:
         data = _read_json(path)
         these = _coco_names(path, data)
         if names is not None and these != names:
-            raise ValueError(f"{path}: categories {list(these)[:5]}... differ from {first}'s {list(names)[:5]}...")
+            raise DataError(f"{path}: categories {list(these)[:5]}... differ from {first}'s {list(names)[:5]}...")
         names, first = these, first or path
         splits[split] = SplitSource("coco", {"ann_file": str(path),
                                              "img_dir": _coco_images(path, data, img_dir if path == ann else None)})
@@ -395,7 +396,7 @@ def _from_voc(root: Path) -> DatasetSource:
         splits = {"train": "train", "val": "val"}
     missing = [s for s in splits.values() if not has[s]]
     if missing:
-        raise ValueError(f"{root}: no {', '.join(f'ImageSets/Main/{m}.txt' for m in missing)} (VOC split lists)")
+        raise DataError(f"{root}: no {', '.join(f'ImageSets/Main/{m}.txt' for m in missing)} (VOC split lists)")
     names = voc_class_names(root)
     return DatasetSource(str(root), "voc", names,
                          {s: SplitSource("voc", {"root": str(root), "split": lst}) for s, lst in splits.items()})

@@ -11,6 +11,7 @@ import numpy as np
 
 from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, clean_boxes, stem_image_ids
 from detkit.data.imageio import check_image_file
+from detkit.errors import DataError
 
 __all__ = ["VOC_CLASSES", "VocDataset"]
 
@@ -85,14 +86,14 @@ class VocDataset(DetDataset):
         if split is None:
             ann_dir = os.path.join(self.root, "Annotations")
             if not os.path.isdir(ann_dir):
-                raise ValueError(f"{self.root}: no Annotations folder; accepted: a VOC root folder")
+                raise DataError(f"{self.root}: no Annotations folder; accepted: a VOC root folder")
             return sorted(os.path.splitext(f)[0] for f in os.listdir(ann_dir) if f.endswith(".xml"))
         list_file = os.path.join(self.root, "ImageSets", "Main", f"{split}.txt")
         try:
             with open(list_file, encoding="utf-8") as f:
                 return [line.split()[0] for line in f if line.strip()]
         except OSError as e:
-            raise ValueError(
+            raise DataError(
                 f"{list_file}: cannot read the split list ({e.strerror}); pass split=None to use every xml"
             ) from e
 

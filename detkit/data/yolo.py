@@ -15,6 +15,7 @@ import numpy as np
 
 from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog, clean_boxes, stem_image_ids
 from detkit.data.imageio import check_image_file
+from detkit.errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "YoloDataset", "load_class_names", "parse_yolo_label"]
 
@@ -39,7 +40,7 @@ def load_class_names(names: str | os.PathLike | Sequence[str] | Mapping[int, str
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
-            raise ValueError(f"cannot read class names from {path}: {e}") from e
+            raise DataError(f"cannot read class names from {path}: {e}") from e
         if path.endswith(".json"):
             names = json.loads(text)
         elif path.endswith((".yaml", ".yml")):
@@ -161,11 +162,11 @@ class YoloDataset(DetDataset):
         self.ann_file = None  # no COCO json: the evaluator uses coco_dict()
         for src in self.sources:
             if not (os.path.isfile(src) if src.lower().endswith(".txt") else os.path.isdir(src)):
-                raise ValueError(f"image {'list' if src.lower().endswith('.txt') else 'folder'} not found: {src}")
+                raise DataError(f"image {'list' if src.lower().endswith('.txt') else 'folder'} not found: {src}")
         label_dirs = self._parse(filter_empty)
         missing = next((d for d in label_dirs if not os.path.isdir(d)), None)
         if self.records and missing is not None:
-            raise ValueError(
+            raise DataError(
                 f"{self.img_dir}: labels folder not found: {missing} (every image would be background); "
                 "pass label_dir, or create that folder, empty, if these images are background on purpose"
             )
@@ -254,4 +255,4 @@ def default_label_dir(img_dir: str) -> str:
     for i in range(len(parts) - 1, -1, -1):
         if parts[i] == "images":
             return str(Path(*parts[:i], "labels", *parts[i + 1:]))
-    raise ValueError(f"{img_dir}: no 'images' folder in the path to derive the labels folder from; pass label_dir")
+    raise DataError(f"{img_dir}: no 'images' folder in the path to derive the labels folder from; pass label_dir")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detkit.deploy.preprocess import LetterboxSettings
+from detkit.errors import CheckpointError
 
 __all__ = ["DECODED_OUTPUTS", "FORMAT", "FORMAT_VERSION", "NMS_OUTPUTS", "DeployMetadata"]
 
@@ -102,14 +103,14 @@ class DeployMetadata:
 
     @classmethod
     def from_props(cls, props: Mapping[str, str]) -> DeployMetadata:
-        """Parse :meth:`to_props`' output; ValueError for a model detkit did not export."""
+        """Parse :meth:`to_props`' output; CheckpointError for a model detkit did not export."""
         if props.get("format") != FORMAT:
-            raise ValueError(f"this ONNX model has no detkit metadata (format={props.get('format')!r}, "
-                             f"expected {FORMAT!r}); export it with tools/export.py")
+            raise CheckpointError(f"this ONNX model has no detkit metadata (format={props.get('format')!r}, "
+                                  f"expected {FORMAT!r}); export it with detkit export")
         version = int(props.get("format_version", "0"))
         if version > FORMAT_VERSION:
-            raise ValueError(f"metadata format_version {version} is newer than this detkit's "
-                             f"({FORMAT_VERSION}); update detkit")
+            raise CheckpointError(f"metadata format_version {version} is newer than this detkit's "
+                                  f"({FORMAT_VERSION}); update detkit")
         try:
             v = {k: json.loads(s) for k, s in props.items() if k not in ("format", "input_name", "input_format")}
             return cls(
@@ -123,4 +124,4 @@ class DeployMetadata:
                 source=dict(v.get("source", {})),
             )
         except (KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"detkit metadata is incomplete or malformed: {e!r}") from e
+            raise CheckpointError(f"detkit metadata is incomplete or malformed: {e!r}") from e

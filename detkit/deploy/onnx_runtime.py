@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from detkit.deploy.metadata import INPUT_NAME, DeployMetadata
+from detkit.errors import CheckpointError, ConfigError
 from detkit.models.postprocess import check_postprocess_args, postprocess_decoded, undo_letterbox_batch
 
 __all__ = ["OnnxDetector"]
@@ -43,7 +44,7 @@ class OnnxDetector:
         ort = require("onnxruntime", "running .onnx models")
         self.path = Path(path)
         if not self.path.is_file():
-            raise ValueError(f"ONNX model not found: {self.path}")
+            raise CheckpointError(f"ONNX model not found: {self.path}")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
@@ -54,8 +55,8 @@ class OnnxDetector:
         self.metadata = DeployMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
         self.output_names = [o.name for o in self.session.get_outputs()]
         if tuple(self.output_names) != self.metadata.output_names:
-            raise ValueError(f"{self.path}: outputs {self.output_names} differ from the metadata's "
-                             f"{list(self.metadata.output_names)}")
+            raise CheckpointError(f"{self.path}: outputs {self.output_names} differ from the metadata's "
+                                  f"{list(self.metadata.output_names)}")
 
     @property
     def class_names(self) -> list[str]:
@@ -73,7 +74,7 @@ class OnnxDetector:
             raise ValueError(f"{self.path.name} takes images (B, 3, {self.metadata.input_size[0]}, "
                              f"{self.metadata.input_size[1]}), got {arr.shape}; letterbox with the model's metadata")
         if not self.metadata.dynamic_batch and arr.shape[0] != 1:
-            raise ValueError(f"{self.path.name} was exported with batch 1 (no --dynamic-batch), "
+            raise ValueError(f"{self.path.name} was exported with batch 1 (without a dynamic batch), "
                              f"got batch {arr.shape[0]}")
         return dict(zip(self.output_names, self.session.run(self.output_names, {INPUT_NAME: arr})))
 
@@ -105,9 +106,9 @@ class OnnxDetector:
         fixed = {k: v for k, v in settings.items() if k != "score_thr" and v != self.metadata.postprocess[k]}
         exported_thr = self.metadata.postprocess["score_thr"]
         if fixed or settings["score_thr"] < exported_thr:
-            raise ValueError(f"{self.path.name} has NMS inside, with settings fixed at export "
-                             f"{self.metadata.postprocess}; only score_thr >= {exported_thr} can change "
-                             "here. Export without --with-nms to choose them at run time")
+            raise ConfigError(f"{self.path.name} has NMS inside, with settings fixed at export "
+                              f"{self.metadata.postprocess}; only score_thr >= {exported_thr} can change "
+                              "here. Export it without NMS inside to choose them at run time")
         check_postprocess_args(settings["score_thr"], settings["nms_iou_thr"], settings["nms_pre"],
                                settings["max_per_img"])
         dets = []

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from detkit.deploy.preprocess import LetterboxSettings, letterbox_from_config, letterbox_images
+from detkit.errors import ConfigError
 
 __all__ = ["BACKENDS", "Predictor", "load_onnx_predictor", "load_predictor", "load_torch_predictor",
            "resolve_backend"]
@@ -120,8 +121,8 @@ def load_onnx_predictor(path: str | os.PathLike, *, device: str = "cpu", threads
 
         ort = require("onnxruntime", "running .onnx models")
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ValueError(f"device {device!r}: this onnxruntime has no CUDAExecutionProvider "
-                             f"(available: {ort.get_available_providers()}); use --device cpu")
+            raise ConfigError(f"device {device!r}: this onnxruntime has no CUDAExecutionProvider "
+                              f"(available: {ort.get_available_providers()}); use device cpu")
         providers.insert(0, "CUDAExecutionProvider")
     elif device not in ("auto", "cpu"):
         raise ValueError(f"unknown device {device!r}; accepted: auto, cpu, cuda")
@@ -131,8 +132,8 @@ def load_onnx_predictor(path: str | os.PathLike, *, device: str = "cpu", threads
         wanted = (img_size, img_size) if isinstance(img_size, int) else tuple(int(v) for v in img_size)
         if -(-wanted[0] // model.size_divisor) * model.size_divisor != size[0] or \
                 -(-wanted[1] // model.size_divisor) * model.size_divisor != size[1]:
-            raise ValueError(f"{Path(path).name} was exported for input {size[0]}x{size[1]} (HxW); "
-                             f"--img-size {img_size} needs a new export")
+            raise ConfigError(f"{Path(path).name} was exported for input {size[0]}x{size[1]} (HxW); "
+                              f"an input size of {img_size} needs a new export")
     return Predictor(model, model.metadata.letterbox, model.class_names or None, "onnxruntime",
                      torch.device("cpu"))
 
@@ -167,16 +168,16 @@ def load_predictor(
         A :class:`Predictor`: ``predictor([cv2.imread("a.jpg")])`` gives the detections.
 
     Raises:
-        ValueError: an unknown backend or device, an ``img_size`` an ``.onnx`` model cannot take, or an
-            option the chosen backend does not have.
+        ValueError: an unknown backend or device, or an option the chosen backend does not have.
+        ConfigError: an ``img_size`` an ``.onnx`` model cannot take; CUDA asked of an onnxruntime without it.
         CheckpointError: a checkpoint that is missing, corrupt or unsafe to load.
     """
     kind = resolve_backend(model_path, backend)
     if kind == "onnxruntime":
         if compile_mode not in (None, "none"):
-            raise ValueError("--compile applies to the PyTorch backend, not to ONNX Runtime")
+            raise ValueError("compile_mode applies to the PyTorch backend, not to ONNX Runtime")
         if cfg_options:
-            raise ValueError("--cfg-options apply to the PyTorch backend; an .onnx model carries its settings")
+            raise ValueError("cfg_options apply to the PyTorch backend; an .onnx model carries its settings")
         return load_onnx_predictor(model_path, device=device, threads=threads, img_size=img_size)
     return load_torch_predictor(config, model_path, device=device, img_size=img_size, cfg_options=cfg_options,
                                 compile_mode=compile_mode)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from detkit.data.coco import crowd_flag, number_list
+from detkit.errors import DataError
 from detkit.evaluation.report import SUMMARY_KEYS, format_per_class_table, format_summary
 from detkit.evaluation.results import first_nonfinite_result
 
@@ -131,14 +132,19 @@ class COCOEvaluator:
         else:
             path = Path(ann_file)
             if not path.is_file():
-                raise ValueError(
+                raise DataError(
                     f"COCO annotation file not found: {path}; expected a COCO instances json such as "
                     "data/coco/annotations/instances_val2017.json"
                 )
-            dataset = json.loads(path.read_text())
+            try:
+                dataset = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise DataError(f"{path}: cannot read a COCO json: {e}") from e
+            if not isinstance(dataset, Mapping):
+                raise DataError(f"{path}: not a COCO json: top level is {type(dataset).__name__}")
         for key in ("images", "annotations", "categories"):
             if key not in dataset:
-                raise ValueError(f"COCO annotations lack the {key!r} list; keys present: {sorted(dataset)}")
+                raise DataError(f"COCO annotations lack the {key!r} list; keys present: {sorted(dataset)}")
         self.ann_file = None if isinstance(ann_file, Mapping) else str(ann_file)
         dataset = _usable_ground_truth(dataset, image_ids, self.ann_file or "the annotation dict")
         self.gt = self._make_coco(dataset)
@@ -147,7 +153,7 @@ class COCOEvaluator:
         names = {c["id"]: str(c.get("name", c["id"])) for c in dataset["categories"]}
         if class_names is not None:
             if len(class_names) != len(self.cat_ids):
-                raise ValueError(
+                raise DataError(
                     f"class_names has {len(class_names)} names but the annotations have "
                     f"{len(self.cat_ids)} categories; pass one name per category or None"
                 )

@@ -70,7 +70,7 @@ from typing import Any
 from detkit.ablation import AblationRow, RunRecord, summarise, training_statistics, write_summary
 from detkit.argtypes import nonnegative_int, positive_int
 from detkit.assigners.presets import assigner_call
-from detkit.cli import run_cli
+from detkit.cli import ArgumentParser, run_cli
 from detkit.config import ConfigError, load_config
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
 from detkit.engine.evaluate import evaluate
@@ -269,7 +269,7 @@ def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool, t
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("configs", nargs="*", help="configs (each trained with every --assigners)")
     p.add_argument("--configs", dest="more_configs", nargs="+", default=[], metavar="CONFIG")
     p.add_argument("--assigners", nargs="+", default=None, help="default: atss iou grid")

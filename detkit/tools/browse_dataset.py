@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from detkit.cli import run_cli
-from detkit.config import ConfigError, instantiate, load_config
 from detkit.argtypes import nonnegative_int, positive_int
+from detkit.cli import ArgumentParser, run_cli
+from detkit.config import ConfigError, instantiate, load_config
 from detkit.engine.output_paths import check_not_input, check_output_dir, config_input_paths
 from detkit.viz import color_for
 
@@ -46,7 +46,7 @@ def draw_sample(sample: dict, class_names: Sequence[str]) -> np.ndarray:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--split", default="train", help="data split of the config (train / val)")
     parser.add_argument("--num", type=positive_int, default=8, help="how many samples")
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
     if args.split not in (cfg.get("data") or {}):
         raise ConfigError(f"{args.config}: no data.{args.split}; splits: {sorted(cfg.get('data') or {})}")
     check_not_input(out, config_input_paths(cfg.data[args.split]), "--out")  # not inside the data set
-    dataset = instantiate(cfg.data[args.split].dataset)
+    dataset = instantiate(cfg.data[args.split].dataset, f"data.{args.split}.dataset")
     names = list(cfg.data.get("class_names") or getattr(dataset, "class_names", []))
     random.seed(args.seed)
     np.random.seed(args.seed)

@@ -8,10 +8,10 @@
 
 PATH may be a YOLO dataset root (``images/<split>/`` and ``labels/<split>/`` side by side: every
 split is checked), a YOLO ``data.yaml`` or the folder holding it (its ``path``, ``train`` / ``val`` /
-``test`` folders and ``names``, read as ``--data`` reads them), an images folder, a COCO json (images in ``--images DIR``, else ``root/<split>/`` or
-``root/images/<split>/`` beside ``root/annotations/``), a COCO root with ``annotations/``, or a VOC
-root. ``--format`` is told from the path when omitted (json: coco, yaml: yolo, a folder with
-``Annotations/``: voc, another folder: yolo).
+``test`` folders and ``names``, read as ``--data`` reads them), an images folder, a COCO json (images in
+``--images DIR``, else ``root/<split>/`` or ``root/images/<split>/`` beside ``root/annotations/``), a COCO
+root with ``annotations/``, or a VOC root. ``--format`` is told from the path when omitted (json: coco,
+yaml: yolo, a folder with ``Annotations/``: voc, another folder: yolo).
 
 Every image is decoded the way training reads it (EXIF orientation, 16-bit, alpha; see
 docs/reliability.md). Prints one line per problem (where, then the reason), a line per split, a
@@ -27,16 +27,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-
 from detkit.argtypes import positive_int
-from detkit.cli import run_cli
+from detkit.cli import ArgumentParser, run_cli
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     from detkit.data.base import DEFAULT_MAX_SIZE
     from detkit.data.checks import FORMATS
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", help="YOLO root / data.yaml / images folder, COCO json or root, or VOC root")
     parser.add_argument("--format", default=None, choices=FORMATS, help="default: told from the path")
     parser.add_argument("--images", default=None,

@@ -22,17 +22,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-
 import cv2
 import numpy as np
 import torch
 
 from detkit.analysis import SIZE_NAMES, AssignmentStats
+from detkit.argtypes import nonnegative_int, positive_int
 from detkit.assigners.presets import ASSIGNER_PRESETS, assigner_call
-from detkit.cli import run_cli
+from detkit.cli import ArgumentParser, run_cli
 from detkit.config import ConfigError, instantiate, load_config, parse_value
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
-from detkit.argtypes import nonnegative_int, positive_int
 from detkit.engine.output_paths import check_not_input, check_output_dir, config_input_paths
 from detkit.viz import draw_assignment, tensor_to_bgr
 
@@ -42,12 +41,14 @@ def build_assigners(names: Sequence[str], cfg) -> dict[str, object]:
     out: dict[str, object] = {}
     for name in names:
         if name == "config":
-            out[type_name(cfg.model.head.loss.assigner)] = instantiate(cfg.model.head.loss.assigner)
+            node = cfg.model.head.loss.assigner
+            out[type_name(node)] = instantiate(node, "model.head.loss.assigner")
             continue
         node = parse_value(assigner_call(name))
         if not isinstance(node, dict):
-            raise ConfigError(f"--assigners: {name!r} is neither a short name ({', '.join(ASSIGNER_PRESETS)}) nor a call")
-        out[name] = instantiate(node)
+            raise ConfigError(f"--assigners: {name!r} is neither a short name ({', '.join(ASSIGNER_PRESETS)}) "
+                              "nor a call")
+        out[name] = instantiate(node, f"--assigners {name}")
     return out
 
 
@@ -113,7 +114,7 @@ def plot_histogram(stats: dict[str, AssignmentStats], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--assigners", nargs="+", default=["atss", "iou", "grid"])
     parser.add_argument("--images", type=positive_int, default=200,
@@ -141,10 +142,10 @@ def run(args: argparse.Namespace) -> None:
 
     from detkit.data import build_dataloader
 
-    dataset = instantiate(cfg.data[args.split].dataset)
+    dataset = instantiate(cfg.data[args.split].dataset, f"data.{args.split}.dataset")
     n = min(args.images, len(dataset))
     loader = build_dataloader(torch.utils.data.Subset(dataset, range(n)), args.batch, num_workers=0, shuffle=False)
-    model = instantiate(cfg.model).eval()
+    model = instantiate(cfg.model, "model").eval()
     if args.checkpoint:
         from detkit.engine.weights import load_weights
 
@@ -157,7 +158,8 @@ def run(args: argparse.Namespace) -> None:
     for batch in loader:
         images = batch["images"]
         sizes = [(images.shape[2] // s, images.shape[3] // s) for s in head.prior_generator.strides]
-        priors, prior_strides, num_level_priors = head.prior_generator.grid_priors(sizes, images.device)
+        grid = head.prior_generator.grid_priors(sizes, images.device)
+        priors, prior_strides, num_level_priors = grid.boxes, grid.strides, grid.num_level_priors
         pred_boxes = pred_scores = None
         if need_preds:
             pred_boxes, pred_scores = predictions(model, images)
@@ -165,7 +167,7 @@ def run(args: argparse.Namespace) -> None:
         area_scale = 1.0 / (sf[:, 0] * sf[:, 1])
         panels: list[list[np.ndarray]] = [[] for _ in range(min(args.samples - drawn, len(images)))]
         for name, assigner in assigners.items():
-            res = assigner.assign(priors, batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"],
+            res = assigner.assign(grid, batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"],
                                   num_level_priors=num_level_priors, prior_strides=prior_strides,
                                   pred_boxes=pred_boxes, pred_scores=pred_scores)
             stats[name].update(res.gt_index, res.pos_mask, res.iou, batch["gt_boxes"], batch["gt_mask"],

@@ -32,11 +32,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from torch import nn
 
-from detkit.cli import run_cli
+from detkit.cli import ArgumentParser, run_cli
 from detkit.config_files import find_config
+from detkit.errors import CheckpointError, DetkitError, OutputError
 from detkit.models.convert.ultralytics import (
     DEFAULT_NUM_CLASSES,
     ConversionError,
@@ -57,12 +57,12 @@ OTHER_TASKS = {
 }
 
 
-class UltralyticsMissing(ValueError):
+class UltralyticsMissing(DetkitError, ValueError):
     """ultralytics is not importable in this Python (exit status 2)."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("format", choices=FORMATS, help="the source toolkit")
     p.add_argument("src", help="the checkpoint to convert (Ultralytics: a .pt file)")
     p.add_argument("dst", help="the detkit checkpoint to write (.pth)")
@@ -138,16 +138,17 @@ def extract_model(ckpt: Any, path: Path) -> UltralyticsModel:
 
 
 def check_paths(src: Path, dst: Path, overwrite: bool) -> None:
-    """ValueError for a missing SRC, DST = SRC, an existing DST without ``overwrite``, an unwritable DST."""
+    """CheckpointError for a missing SRC; OutputError for DST = SRC, an existing DST without ``overwrite``,
+    an unwritable DST."""
     from detkit.engine.output_paths import check_output_file
 
     if not src.is_file():
-        raise ValueError(f"{src}: no such file")
+        raise CheckpointError(f"{src}: no such file")
     check_output_file(dst, "DST")
     if dst.exists() and dst.resolve() == src.resolve():
-        raise ValueError(f"DST {dst} is SRC: write the converted weights to another file")
+        raise OutputError(f"DST {dst} is SRC: write the converted weights to another file")
     if dst.exists() and not overwrite:
-        raise ValueError(f"DST {dst} exists; pass --overwrite to replace it")
+        raise OutputError(f"DST {dst} exists; pass --overwrite to replace it")
 
 
 def write_checkpoint(source: UltralyticsModel, weights: ConvertedWeights, src: Path, dst: Path,
@@ -161,10 +162,10 @@ def write_checkpoint(source: UltralyticsModel, weights: ConvertedWeights, src: P
         ConversionError: the weights do not fill the config's model (shapes, missing or extra tensors).
     """
     from detkit.config import instantiate, load_config
-    from detkit.engine.checkpoint import CheckpointError, atomic_save
+    from detkit.engine.checkpoint import atomic_save
     from detkit.engine.weights import load_weights
 
-    model = instantiate(load_config(config_path or config, cfg_options).model)
+    model = instantiate(load_config(config_path or config, cfg_options).model, "model")
     ckpt = {
         "model": weights.state_dict,
         "meta": {

@@ -24,18 +24,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-
 import numpy as np
 import torch
 
 from detkit.argtypes import nonnegative_float, positive_int
-from detkit.cli import run_cli
+from detkit.cli import ArgumentParser, run_cli
+from detkit.errors import CheckpointError, UsageError
 
 FORMATS = ("onnx",)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="[CONFIG] CHECKPOINT (without CONFIG: the one stored "
                                                               "in the checkpoint)")
     p.add_argument("--format", default="onnx", help=f"export format: {' | '.join(FORMATS)}")
@@ -121,27 +121,32 @@ def _max_diffs(names: Sequence[str], expected: Sequence[torch.Tensor], got: dict
     for name, ref in zip(names, expected):
         ref = ref.numpy()
         if got[name].shape != ref.shape:
-            raise ValueError(f"ONNX output {name} has shape {got[name].shape}, PyTorch {ref.shape}")
+            raise RuntimeError(f"ONNX output {name} has shape {got[name].shape}, PyTorch {ref.shape}")
         diffs[name] = float(np.abs(got[name].astype(np.float64) - ref).max()) if ref.size else 0.0
     return diffs
 
 
 def run(args: argparse.Namespace) -> Path:
     from detkit.deploy import build_metadata, export_onnx, letterbox_from_config
+    from detkit.deploy.onnx_export import MIN_OPSET
     from detkit.engine.checkpoint_config import load_checkpoint_model
     from detkit.engine.output_paths import check_not_input, check_output_file
     from detkit.extras import require
 
     if args.format not in FORMATS:
-        raise ValueError(f"unsupported export format {args.format!r}; accepted: {', '.join(FORMATS)}")
+        raise UsageError(f"unsupported export format {args.format!r}; accepted: {', '.join(FORMATS)}")
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
-        raise ValueError(f"checkpoint not found: {ckpt}")
+        raise CheckpointError(f"checkpoint not found: {ckpt}")
     if args.img_size is not None and len(args.img_size) not in (1, 2):
-        raise ValueError(f"--img-size takes one side or H W, got {args.img_size}")
+        raise UsageError(f"--img-size takes one side or H W, got {args.img_size}")
+    if args.opset < MIN_OPSET:
+        raise UsageError(f"--opset {args.opset} is not supported; use {MIN_OPSET} or newer")
     out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + ("_nms" if args.with_nms else "") + ".onnx")
     check_not_input(out, [ckpt, args.config], "--out")  # before any work
     check_output_file(out, "--out")
+    if out.suffix != ".onnx":
+        raise UsageError(f"--out {out}: ONNX output path must end in .onnx")
     require("onnx", "ONNX export")  # a missing extra: one line, before the model is built
     if not args.no_verify:
         require("onnxruntime", "the ONNX Runtime parity check after export (or pass --no-verify)")

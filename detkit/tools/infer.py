@@ -39,12 +39,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 import cv2
 import numpy as np
 
 from detkit.argtypes import fraction, positive_int
-from detkit.cli import run_cli
+from detkit.cli import ArgumentParser, run_cli
+from detkit.errors import DataError, UsageError
 
 if TYPE_CHECKING:
     from detkit.data.problems import ProblemLog
@@ -54,7 +54,7 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="[CONFIG] CHECKPOINT INPUT, or MODEL.onnx INPUT; INPUT: an image, a folder of images, "
                         "a video")
@@ -100,11 +100,11 @@ def iter_inputs(path: Path, skipped: ProblemLog) -> Iterator[tuple[str, int, np.
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         if not files:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {path}")
+            raise DataError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {path}")
     elif path.suffix.lower() in VIDEO_EXTS:
         cap = cv2.VideoCapture(str(path))
         if not cap.isOpened():
-            raise ValueError(f"OpenCV cannot open video {path}")
+            raise DataError(f"OpenCV cannot open video {path}")
         index = 0
         while True:
             ok, frame = cap.read()
@@ -118,11 +118,12 @@ def iter_inputs(path: Path, skipped: ProblemLog) -> Iterator[tuple[str, int, np.
         try:
             frame = read_bgr(path)
         except ImageReadError as e:
-            raise ValueError(f"cannot read image {path}: {e}") from e
+            raise DataError(f"cannot read image {path}: {e}") from e
         yield path.name, 0, frame
         return
     else:
-        raise ValueError(f"input not found: {path}; give an image, a folder of images or a video ({', '.join(VIDEO_EXTS)})")
+        raise DataError(f"input not found: {path}; give an image, a folder of images or a video "
+                        f"({', '.join(VIDEO_EXTS)})")
     read = 0
     for f in files:
         try:
@@ -134,7 +135,7 @@ def iter_inputs(path: Path, skipped: ProblemLog) -> Iterator[tuple[str, int, np.
         read += 1
         yield f.name, 0, frame
     if not read:
-        raise ValueError(f"no readable image in folder {path}: {skipped.summary()}")
+        raise DataError(f"no readable image in folder {path}: {skipped.summary()}")
 
 
 def batched(items: Iterator, n: int) -> Iterator[list]:
@@ -151,6 +152,7 @@ def batched(items: Iterator, n: int) -> Iterator[list]:
 def run(args: argparse.Namespace) -> list[dict]:
     from detkit.data.problems import ProblemLog
     from detkit.deploy import load_predictor
+    from detkit.deploy.predictor import BACKENDS, resolve_backend
     from detkit.engine.output_paths import check_not_input, check_output_dir
     from detkit.io import atomic_write_bytes, atomic_write_text
     from detkit.viz import draw_detections
@@ -161,7 +163,15 @@ def run(args: argparse.Namespace) -> list[dict]:
     check_output_dir(args.out, "--out")
     src = Path(args.input)
     if not src.exists():
-        raise ValueError(f"input not found: {src}; give an image, a folder of images or a video ({', '.join(VIDEO_EXTS)})")
+        raise DataError(f"input not found: {src}; give an image, a folder of images or a video "
+                        f"({', '.join(VIDEO_EXTS)})")
+    if args.backend not in BACKENDS:
+        raise UsageError(f"--backend: unknown backend {args.backend!r}; accepted: {', '.join(BACKENDS)}")
+    if resolve_backend(args.checkpoint, args.backend) == "onnxruntime":
+        if args.compile not in (None, "none"):
+            raise UsageError("--compile applies to the PyTorch backend, not to ONNX Runtime")
+        if args.cfg_options:
+            raise UsageError("--cfg-options apply to the PyTorch backend; an .onnx model carries its settings")
     predictor = load_predictor(args.checkpoint, args.config, backend=args.backend, device=args.device,
                                img_size=args.img_size, cfg_options=args.cfg_options, compile_mode=args.compile)
     meta = getattr(predictor.model, "metadata", None)

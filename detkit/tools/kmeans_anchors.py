@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from detkit.argtypes import nonnegative_float, nonnegative_int, positive_int
+from detkit.cli import ArgumentParser, run_cli
+from detkit.errors import DataError, UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -47,7 +49,7 @@ def coco_sizes(ann_file: Path, size: int) -> np.ndarray:
             scale = size / max(img["width"], img["height"])
             rows.append((float(ann["bbox"][2]) * scale, float(ann["bbox"][3]) * scale))
     except (AssertionError, AttributeError, KeyError, IndexError, TypeError) as e:  # not COCO's layout
-        raise ValueError(f"{ann_file}: not a COCO instances json ({type(e).__name__}: {e})") from None
+        raise DataError(f"{ann_file}: not a COCO instances json ({type(e).__name__}: {e})") from None
     return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
 
 
@@ -70,7 +72,7 @@ def yolo_sizes(root: Path, size: int) -> np.ndarray:
 
     labels_root, images_root = root / "labels", root / "images"
     if not labels_root.is_dir() or not images_root.is_dir():
-        raise ValueError(f"{root} must hold labels/ and images/ folders (YOLO layout)")
+        raise DataError(f"{root} must hold labels/ and images/ folders (YOLO layout)")
     rows = []
     for label in sorted(labels_root.rglob("*.txt")):
         lines = [ln.split() for ln in label.read_text().splitlines() if ln.strip()]
@@ -79,14 +81,14 @@ def yolo_sizes(root: Path, size: int) -> np.ndarray:
         image_path = _image_for_label(label, labels_root, images_root)
         image = None if image_path is None else cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
         if image is None:
-            raise ValueError(f"{label}: no readable image for this label under {images_root}")
+            raise DataError(f"{label}: no readable image for this label under {images_root}")
         h, w = image.shape[:2]
         scale = size / max(w, h)
         for parts in lines:
             try:
                 rows.append((float(parts[3]) * w * scale, float(parts[4]) * h * scale))
             except (IndexError, ValueError):
-                raise ValueError(f"{label}: expected 'class cx cy w h', got {' '.join(parts)!r}") from None
+                raise DataError(f"{label}: expected 'class cx cy w h', got {' '.join(parts)!r}") from None
     return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
 
 
@@ -95,10 +97,10 @@ def find_coco_json(path: Path) -> Path:
     if path.is_file():
         return path
     if not path.exists():
-        raise ValueError(f"{path}: no such file or folder")
+        raise DataError(f"{path}: no such file or folder")
     found = sorted((path / "annotations").glob("instances_*.json"))
     if len(found) != 1:
-        raise ValueError(f"{path}: give the annotation json itself; found {[p.name for p in found]} "
+        raise DataError(f"{path}: give the annotation json itself; found {[p.name for p in found]} "
                          "under annotations/ (need exactly one instances_*.json)")
     return found[0]
 
@@ -160,7 +162,7 @@ def kmeans_iou(wh: np.ndarray, k: int, seed: int = 0, restarts: int = 5, max_ite
 def group_levels(anchors: np.ndarray, levels: int) -> list[list[tuple[float, float]]]:
     """Split area-sorted ``anchors (k, 2)`` into ``levels`` equal groups of rounded (w, h)."""
     if len(anchors) % levels:
-        raise ValueError(f"--num ({len(anchors)}) must be a multiple of --levels ({levels})")
+        raise ValueError(f"{len(anchors)} anchors do not split into {levels} equal levels")
     per = len(anchors) // levels
     return [[(round(float(w), 1), round(float(h), 1)) for w, h in anchors[i * per:(i + 1) * per]]
             for i in range(levels)]
@@ -170,7 +172,7 @@ def group_levels(anchors: np.ndarray, levels: int) -> list[list[tuple[float, flo
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dataset", type=Path, help="COCO json (or folder with annotations/) or YOLO folder")
     p.add_argument("--format", choices=("coco", "yolo"), default="coco")
     p.add_argument("--num", type=positive_int, default=9, help="number of anchors")
@@ -191,6 +193,11 @@ def run(args: argparse.Namespace) -> None:
     else:
         wh = yolo_sizes(args.dataset, args.size)
     wh = wh[(wh >= args.min_size).all(1)]
+    if args.num % args.levels:
+        raise UsageError(f"--num ({args.num}) must be a multiple of --levels ({args.levels})")
+    if len(wh) < args.num:
+        raise DataError(f"{args.dataset}: {len(wh)} boxes of at least {args.min_size} px; k-means for --num "
+                        f"{args.num} anchors needs at least {args.num}")
     anchors = kmeans_iou(wh, args.num, seed=args.seed, restarts=args.restarts)
     grouped = group_levels(anchors, args.levels)
     default = np.asarray([wh_ for level in YOLOV4_COCO_ANCHORS for wh_ in level], dtype=np.float64)
@@ -207,8 +214,6 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0, or 2 for a usage or data mistake (``error: ...`` on stderr)."""
-    from detkit.cli import run_cli
-
     return run_cli(lambda: run(parse_args(argv)))
 
 

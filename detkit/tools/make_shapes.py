@@ -15,13 +15,13 @@ import sys
 import time
 from collections.abc import Sequence
 
-
 from detkit.argtypes import nonnegative_int, positive_int
-from detkit.cli import run_cli
+from detkit.cli import ArgumentParser, run_cli
+from detkit.errors import UsageError
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
     parser.add_argument("--train", type=nonnegative_int, default=1000, help="training images")
     parser.add_argument("--val", type=nonnegative_int, default=200, help="validation images")
@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> None:
     from detkit.data.shapes import make_shapes_dataset
     from detkit.engine.output_paths import check_output_dir
 
+    if args.size < 64:
+        raise UsageError(f"--size {args.size}: shapes images need size >= 64 (pixels)")
+    if args.train + args.val == 0:
+        raise UsageError("--train 0 --val 0: nothing to generate")
     check_output_dir(args.out_dir, "OUT_DIR")
     start = time.perf_counter()
     paths = make_shapes_dataset(args.out_dir, args.train, args.val, args.size, args.seed, args.workers)

@@ -16,13 +16,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from detkit.argtypes import positive_int
-from detkit.cli import run_cli
+from detkit.cli import ArgumentParser, run_cli
 from detkit.config import instantiate, load_config
+from detkit.errors import UsageError
 
 
 def count_params(module: torch.nn.Module) -> tuple[int, int]:
@@ -52,8 +52,7 @@ def model_info(model: torch.nn.Module, height: int, width: int) -> dict[str, flo
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="config file with a `model` entry")
     parser.add_argument("--size", type=positive_int, nargs="+", default=[640], metavar="N",
                         help="input size: one number (square) or H W; multiples of 32")
@@ -68,7 +67,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> None:
     height, width = (args.size * 2)[:2]
     cfg = load_config(args.config, args.cfg_options)
-    model = instantiate(cfg.model)
+    model = instantiate(cfg.model, "model")
+    divisor = int(getattr(model, "size_divisor", 1))
+    if height % divisor or width % divisor:
+        raise UsageError(f"--size {height} {width}: the model takes multiples of its largest stride {divisor}")
     info = model_info(model, height, width)
     print(f"model: {args.config}")
     print(f"params:    {info['params'] / 1e6:10.3f} M  ({info['params']:,})")

@@ -12,13 +12,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-
-from detkit.cli import run_cli
+from detkit.cli import ArgumentParser, run_cli
 from detkit.config import format_config, load_config
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="config file")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="overrides, e.g. model.head.num_classes=20")

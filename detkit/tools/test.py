@@ -33,13 +33,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from detkit.argtypes import fraction, positive_int
-from detkit.cli import run_cli
+from detkit.cli import ArgumentParser, run_cli
 from detkit.config import instantiate, load_config
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
     p.add_argument("checkpoint")
     p.add_argument("--out", default=None, help="write the COCO results json here")

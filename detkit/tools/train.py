@@ -38,15 +38,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-
 from detkit.argtypes import nonnegative_int
-from detkit.cli import run_cli
+from detkit.cli import ArgumentParser, run_cli
 from detkit.config import load_config
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="config file, e.g. configs/yolov4_atss.py")
     p.add_argument("--work-dir", default=None, help="output folder (default work_dirs/<config name>)")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
@@ -68,8 +67,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def train(args: argparse.Namespace) -> None:
-    from detkit.engine.trainer import Trainer
     from detkit.engine.output_paths import check_not_input, config_input_paths
+    from detkit.engine.trainer import Trainer
 
     # under torchrun only the first process describes --data (the process group is not up yet)
     cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args,

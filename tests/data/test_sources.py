@@ -13,6 +13,7 @@ from detkit.config import ConfigError, L, format_config, instantiate, load_confi
 from detkit.data import LetterBox, Mosaic, RandomAffine, YoloDataset
 from detkit.data.adopt import adopt_dataset, check_data_config, check_dataset_classes, set_img_size
 from detkit.data.sources import resolve_source, resolve_yaml_entry
+from detkit.errors import DataError
 from tests.data.conftest import write_image
 
 NAMES = ["person", "car", "dog"]
@@ -156,7 +157,7 @@ def test_roboflow_coco_export_images_beside_the_json(tmp_path):
 def test_coco_json_without_images_asks_for_img_dir(tmp_path):
     coco_json(tmp_path / "a" / "train.json", "x.jpg")
     coco_json(tmp_path / "a" / "val.json", "x.jpg")
-    with pytest.raises(ValueError, match="image folder not found .*pass --img-dir DIR"):
+    with pytest.raises(DataError, match=r"image folder not found .*give the image folder \(img_dir\)$"):
         resolve_source(tmp_path / "a" / "train.json")
     write_image(tmp_path / "pics" / "x.jpg")
     write_image(tmp_path / "a" / "x.jpg")  # the val json finds its images beside it

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,8 +41,20 @@ def test_kmeans_finds_obvious_clusters_sorted_by_area():
 def test_kmeans_rejects_too_few_boxes_and_bad_grouping():
     with pytest.raises(ValueError, match="at least k=3"):
         km.kmeans_iou(np.ones((2, 2)), 3)
-    with pytest.raises(ValueError, match="multiple of --levels"):
+    with pytest.raises(ValueError, match="4 anchors do not split into 3 equal levels"):
         km.group_levels(np.ones((4, 2)), 3)
+
+
+def test_the_tool_checks_num_levels_and_box_count_first(tmp_path, capsys):
+    """The flags are the tool's to name (status 2, one line); the library functions stay ValueError."""
+    ann = tmp_path / "instances_train.json"
+    ann.write_text('{"images": [{"id": 1, "width": 100, "height": 100}], "categories": [{"id": 1, "name": "a"}], '
+                   '"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]}]}')
+    assert km.main([str(ann), "--num", "4", "--levels", "3"]) == 2
+    assert capsys.readouterr().err == "error: --num (4) must be a multiple of --levels (3)\n"
+    assert km.main([str(ann), "--num", "3", "--levels", "3"]) == 2
+    assert capsys.readouterr().err == (f"error: {ann}: 1 boxes of at least 2.0 px; k-means for --num 3 anchors "
+                                       "needs at least 3\n")
 
 
 def test_yolo_folder_letterbox_scaling(tmp_path):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from detkit.errors import CheckpointError
 from detkit.models.backbones.cspdarknet import YOLOV8_SCALES, scale_channels
 
 __all__ = [
@@ -77,7 +78,7 @@ _LAYER_KINDS = {"Conv": (re.compile(_UNIT), (0, 1, 3, 5, 7, 16, 19)),
 _LAYER_KIND = {layer: (kind, pattern) for kind, (pattern, layers) in _LAYER_KINDS.items() for layer in layers}
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointError):
     """Weights that are not a YOLOv8 detection model detkit can convert (the message says why)."""
 
 

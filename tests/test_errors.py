@@ -1,0 +1,132 @@
+"""Errors by type (issue 30.4): a DetkitError is the user's (one ``error:`` line, exit status 2), every other
+exception is a bug and keeps its traceback (exit status 1); ``--debug`` shows a user error's traceback too."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detkit import errors
+from detkit.__main__ import main as detkit_main
+from detkit.config import L, instantiate
+from detkit.errors import CheckpointError, ConfigError, DataError, DetkitError, OutputError, WorkDirError
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py"
+
+
+# ----- the classes --------------------------------------------------------------------------------
+
+
+def test_the_user_errors_share_one_base_and_stay_valueerrors():
+    from detkit.engine.output_paths import OutputPathError
+    from detkit.extras import MissingExtraError
+    from detkit.io import OutputWriteError
+    from detkit.models.convert.ultralytics import ConversionError
+    from detkit.schema import SettingError
+
+    for cls in (ConfigError, DataError, CheckpointError, WorkDirError, OutputError, OutputPathError,
+                OutputWriteError, MissingExtraError, SettingError, ConversionError):
+        assert issubclass(cls, DetkitError) and issubclass(cls, ValueError), cls
+    assert not issubclass(ValueError, DetkitError)
+    assert errors.error_name(SettingError("train.epochs", "must be >= 1")) == "ConfigError"
+    assert errors.error_name(OutputPathError("--out x: is a file")) == "OutputError"
+    assert errors.error_name(ValueError("a bug")) is None
+
+
+@pytest.mark.parametrize("cls", [ConfigError, DataError, CheckpointError, WorkDirError, OutputError,
+                                 errors.UsageError])
+def test_an_error_crosses_processes_with_its_type(cls):
+    """What a rank sends (name, message) is raised again as the same class on the others."""
+    sent = pickle.loads(pickle.dumps((errors.error_name(cls("m")), "m")))
+    assert errors.error_type(sent[0]) is cls
+    assert errors.error_type("ValueError") is None and errors.error_type("object") is None
+
+
+class _Picky:
+    def __init__(self, k: int = 1) -> None:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+
+
+class _Reads:
+    def __init__(self) -> None:
+        raise DataError("labels/a.txt: bad line")
+
+
+def test_a_constructor_valueerror_from_a_config_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError) as e:
+        instantiate(dict(head=dict(assigner=L(_Picky)(k=0))), "model")
+    assert str(e.value) == "model.head.assigner: _Picky(k=0): k must be >= 1, got 0"
+    assert isinstance(e.value.__cause__, ValueError)  # --debug shows where it was raised
+    with pytest.raises(ValueError, match="k must be") as e:  # called from Python: the library's own error
+        _Picky(k=0)
+    assert not isinstance(e.value, DetkitError)
+    with pytest.raises(DataError, match="^labels/a.txt: bad line$"):  # a user error passes through as it is
+        instantiate(L(_Reads)(), "data.train.dataset")
+
+
+# ----- through `detkit train` ---------------------------------------------------------------------
+
+
+def _train(argv: list[str], capsys) -> tuple[int, str]:
+    code = detkit_main(["train", str(CFG), *argv])
+    return code, capsys.readouterr().err
+
+
+def test_a_bad_config_value_is_one_line_naming_the_key(tmp_path, capsys):
+    code, err = _train(["--work-dir", str(tmp_path / "w"),
+                        "--cfg-options", "model.head.loss.assigner=ATSSAssigner(topk=0)"], capsys)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: model.head.loss.assigner: ATSSAssigner(topk=0): ")
+
+
+def test_a_bad_data_file_is_one_line_naming_the_file(tmp_path, capsys):
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: []\n")
+    code, err = _train(["--work-dir", str(tmp_path / "w"), "--data", str(tmp_path / "data.yaml")], capsys)
+    assert (code, err) == (2, f"error: --data {tmp_path / 'data.yaml'}: names is empty\n")
+
+
+def test_a_bad_checkpoint_is_one_line_naming_the_file(tmp_path, capsys):
+    (tmp_path / "w.pth").write_bytes(b"not a checkpoint")
+    code, err = _train(["--work-dir", str(tmp_path / "w"), "--load-from", str(tmp_path / "w.pth")], capsys)
+    lines = [line for line in err.splitlines() if "INFO" not in line]  # the trainer logs its set-up to stderr
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'w.pth'}: "), err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback_of_a_user_error_with_status_2(tmp_path, capsys):
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: []\n")
+    for argv in (["train", str(CFG), "--debug"], ["--debug", "train", str(CFG)]):
+        code = detkit_main([*argv, "--work-dir", str(tmp_path / "w"), "--data", str(tmp_path / "data.yaml")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("Traceback (most recent call last):"), err
+        assert "detkit.errors.DataError: " in err and "The above exception was the direct cause" in err
+        assert err.endswith(f"error: --data {tmp_path / 'data.yaml'}: names is empty\n")
+    code, err = _train(["--work-dir", str(tmp_path / "w"), "--data", str(tmp_path / "data.yaml")], capsys)
+    assert code == 2 and "Traceback" not in err  # --debug lasted one run
+
+
+_BUG = """
+import sys
+from detkit.models import detector
+def check_input(self, images):
+    raise ValueError("a shape check deep in the library failed")
+detector.Detector.check_input = check_input
+from detkit.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_library_valueerror_during_train_keeps_its_traceback_and_exits_1(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _BUG, "train", str(CFG), "--work-dir", str(tmp_path / "w")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "Traceback (most recent call last):" in out.stderr
+    assert out.stderr.rstrip().endswith("ValueError: a shape check deep in the library failed")
+    assert "\nerror: " not in out.stderr and not out.stderr.startswith("error: ")
