@@ -19,6 +19,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
+from detkit.errors import DataError
+
 __all__ = [
     "InferenceSampler",
     "TrainSampler",
@@ -172,7 +174,7 @@ class TrainSampler(Sampler[int]):
     def __init__(self, size: int, shuffle: bool = True, seed: int = 0, rank: int | None = None,
                  world_size: int | None = None) -> None:
         if size < 1:
-            raise ValueError("the training dataset is empty")
+            raise DataError("the training dataset is empty")
         self.size = size
         self.shuffle = shuffle
         self.seed = seed

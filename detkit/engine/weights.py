@@ -101,7 +101,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, prefer_ema: bool = T
         except ImportError as e:
             raise ValueError(f"{path}: Darknet .weights need detkit.models.darknet, which is not available") from e
         if not os.path.isfile(path):
-            raise ValueError(f"Darknet weights not found: {path}")
+            raise CheckpointError(f"Darknet weights not found: {path}")
         _, count = load_darknet_weights(darknet_convs(model), path, strict=strict)
         return {"loaded": [f"<{count} darknet convs>"], "missing": [], "unexpected": [], "shape_mismatch": []}
     ckpt = load_checkpoint(path)
@@ -123,7 +123,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, prefer_ema: bool = T
                 "shape_mismatch": []}
     report = _load_matching(model, sd, path, strict)
     if not report["loaded"]:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: no parameter matched the model; expected a detkit checkpoint, a model state_dict, "
             "a torchvision ResNet state_dict or a Darknet .weights file"
         )

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from detkit.errors import CheckpointError
 from detkit.models.layers import ConvBNAct
 
 __all__ = ["DarknetHeader", "darknet_convs", "load_darknet_weights", "save_darknet_weights"]
@@ -92,7 +93,7 @@ def _tensors(unit: nn.Module) -> list[torch.Tensor]:
 def _read_header(f) -> DarknetHeader:
     head = np.fromfile(f, dtype=np.int32, count=3)
     if head.size != 3:
-        raise ValueError("file too short for a Darknet header (3 int32 + seen)")
+        raise CheckpointError(f"{getattr(f, 'name', 'file')}: too short for a Darknet header (3 int32 + seen)")
     major, minor, revision = (int(v) for v in head)
     probe = DarknetHeader(major, minor, revision)
     seen = np.fromfile(f, dtype=np.int64 if probe.seen_is_int64 else np.int32, count=1)
@@ -129,7 +130,7 @@ def load_darknet_weights(
                 offset += n
         loaded += 1
     if strict and (loaded != len(convs) or offset != data.size):
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: holds {data.size} floats; the {len(convs)} convs need "
             f"{sum(sum(t.numel() for t in _tensors(u)) for u in convs)} (loaded {loaded} convs)"
         )
