@@ -391,7 +391,10 @@ class _Context:
 def _check_invariants(ctx: _Context) -> None:
     for k, valid in enumerate(([5, 5, 5], [6, 2, 4], [1, 7, 3])):
         inputs = random_inputs(ctx.seed + k, num_gts=max(valid), valid_per_image=valid, device=ctx.device)
-        res = ctx.call("invariants", inputs)
+        try:
+            res = ctx.call("invariants", inputs)
+        except _Failed:
+            continue
         if res.num_pos == 0:
             ctx.fail("invariants", "no positive at all on ordinary GTs of 3-43 px", inputs)
 
