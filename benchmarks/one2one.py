@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detkit.config import instantiate, load_config  # noqa: E402
 from detkit.data import build_dataloader  # noqa: E402
-from detkit.engine.weights import load_weights  # noqa: E402
 from detkit.engine.inference import build_evaluator  # noqa: E402
+from detkit.engine.weights import load_weights  # noqa: E402
 from detkit.evaluation import detections_to_coco_results  # noqa: E402
 from detkit.models.postprocess import undo_letterbox_batch  # noqa: E402
 

@@ -15,7 +15,10 @@ from detkit.config import ConfigError, format_config, load_config
 from detkit.data import SHAPE_CLASSES
 from detkit.data.shapes import make_shape_image
 from detkit.engine.checkpoint_config import (
-    checkpoint_class_names, config_from_dump, load_checkpoint_model, stored_config,
+    checkpoint_class_names,
+    config_from_dump,
+    load_checkpoint_model,
+    stored_config,
 )
 from tests.deploy.conftest import CFG
 from tests.fixtures.tools import load_tool
