@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from detkit.engine.checkpoint import CheckpointManager, atomic_save
-from detkit.engine.weights import load_weights
 from detkit.engine.output_paths import OutputPathError, check_output_dir, check_output_file
+from detkit.engine.weights import load_weights
 from detkit.engine.workdir import LOCK_NAME, WorkDirError, claim_work_dir, clear_previous_run, previous_run_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,3 +209,23 @@ def test_overwrite_deletes_the_earlier_runs_report_files_too(tmp_path):
         (tmp_path / name).write_text("old")
     clear_previous_run(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_rank_0s_verdict_keeps_its_type_and_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    from detkit.engine import workdir
+    from detkit.errors import ConfigError
+
+    def bug(*args):
+        raise ZeroDivisionError("a bug while claiming")
+
+    monkeypatch.setattr(workdir, "_claim", bug)
+    with pytest.raises(ZeroDivisionError):  # rank 0: the error itself, not a user error
+        claim_work_dir(tmp_path)
+    monkeypatch.setattr(workdir, "_agree", lambda verdict: "ZeroDivisionError: a bug while claiming")
+    with pytest.raises(RuntimeError, match="rank 0 failed to claim the work dir .*ZeroDivisionError"):
+        claim_work_dir(tmp_path, rank=1)  # what the other ranks get
+    sent = ConfigError("a user error of some class")
+    monkeypatch.setattr(workdir, "_agree", lambda verdict: sent)
+    with pytest.raises(ConfigError) as info:
+        claim_work_dir(tmp_path, rank=1)
+    assert info.value is sent  # the class and message rank 0 raised, as sent
