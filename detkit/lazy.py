@@ -19,7 +19,7 @@ from typing import Any
 
 from detkit.errors import ConfigError
 
-__all__ = ["SEARCH_MODULES", "TARGET_KEY", "ConfigDict", "L", "LazyCall", "MissingKeyError", "is_lazy",
+__all__ = ["SEARCH_MODULES", "TARGET_KEY", "ConfigDict", "L", "LazyCall", "MissingKeyError", "call_text", "is_lazy",
            "resolve_name", "target_name"]
 
 TARGET_KEY = "_target_"
@@ -155,3 +155,42 @@ def resolve_name(name: str, namespace: Mapping[str, Any] | None = None) -> Calla
         f"unknown name {name!r}: not imported by the config and not found in "
         f"{', '.join(SEARCH_MODULES)}; use a dotted path like 'package.module.{name}'"
     )
+
+
+def call_text(node: Mapping[str, Any], lazy: bool = False, qualified: bool = False) -> str:
+    """A lazy call written out as Python: ``ATSSAssigner(topk=9)``, with ``lazy`` as a config writes it
+    (``L(ATSSAssigner)(topk=9)``), with ``qualified`` the class named by its module (``torch.optim.AdamW``:
+    the shortest public module that exports it). Nested lazy calls are written the same way.
+
+    Raises:
+        ValueError: ``node`` is not a lazy call.
+    """
+    if TARGET_KEY not in node:
+        raise ValueError(f"not a lazy call: {node!r}")
+
+    def value(v: Any) -> str:
+        if isinstance(v, Mapping) and TARGET_KEY in v:
+            return call_text(v, lazy, qualified)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, tuple):
+            return "(" + ", ".join(value(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+        return repr(v)
+
+    target = node[TARGET_KEY]
+    name = _public_name(target) if qualified else target.__qualname__
+    args = ", ".join(f"{k}={value(v)}" for k, v in node.items() if k != TARGET_KEY)
+    return f"L({name})({args})" if lazy else f"{name}({args})"
+
+
+def _public_name(target: Callable) -> str:
+    """``torch.optim.AdamW`` for ``torch.optim.adamw.AdamW``: the shortest parent module exporting it."""
+    parts = target.__module__.split(".")
+    for i in range(1, len(parts) + 1):
+        module = ".".join(parts[:i])
+        try:
+            if getattr(importlib.import_module(module), target.__qualname__, None) is target:
+                return f"{module}.{target.__qualname__}"
+        except ImportError:
+            continue
+    return f"{target.__module__}.{target.__qualname__}"

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from detkit.config import (
+    TARGET_KEY,
     ConfigError,
     L,
     format_config,
@@ -230,3 +231,26 @@ def test_a_missing_key_is_a_config_error_naming_the_file():
     with pytest.raises(ConfigError, match=r"base\.py: config has no key 'nope'; keys: \['model', 'train'\]"):
         cfg.nope
     assert getattr(cfg, "nope", 7) == 7 and not hasattr(cfg.model, "nope")
+
+
+def test_call_text_writes_a_lazy_call_as_python():
+    from detkit.assigners import ATSSAssigner, MinPositives
+    from detkit.lazy import call_text
+
+    node = L(MinPositives)(assigner=L(ATSSAssigner)(topk=9), min_pos_per_gt=1)
+    assert call_text(node) == "MinPositives(assigner=ATSSAssigner(topk=9), min_pos_per_gt=1)"
+    assert call_text(node, lazy=True) == "L(MinPositives)(assigner=L(ATSSAssigner)(topk=9), min_pos_per_gt=1)"
+    assert call_text(L(torch.optim.AdamW)(betas=(0.9, 0.99), x=[(1,)]), lazy=True, qualified=True) == (
+        "L(torch.optim.AdamW)(betas=(0.9, 0.99), x=[(1,)])")
+    assert parse_value(call_text(node)) == node  # the text parses back to the same call
+    with pytest.raises(ValueError, match="not a lazy call"):
+        call_text({"a": 1})
+
+
+def test_assigner_presets_are_lazy_calls_and_their_text_parses_back():
+    from detkit.assigners.presets import ASSIGNER_PRESETS, assigner_call, expand_preset
+
+    for name, node in ASSIGNER_PRESETS.items():
+        assert node[TARGET_KEY] is not None and expand_preset(name) == node and expand_preset(name) is not node
+        assert parse_value(assigner_call(name)) == node
+    assert assigner_call("ATSSAssigner(topk=13)") == "ATSSAssigner(topk=13)"  # a call: as written

@@ -1,9 +1,11 @@
-"""Short names for common assigner settings, as the comparison and ablation tools accept them.
+"""Short names for common assigner settings: command-line shorthands, each expanded to its lazy call here.
 
-Each preset is the text of a call, which ``detkit.config.parse_value`` turns into a lazy call and
-``--cfg-options model.head.loss.assigner=...`` accepts as it is. The plain name is the paper's
-rule; ``<rule>-<peer>`` is a peer's implementation of it, equal to the peer's own code on the same
-inputs (``benchmarks/parity_assigners.py`` counts the disagreements; see README, Assigners).
+``--cfg-options model.head.loss.assigner=atss`` (or an entry of ``schedule.assigner_switches``, or the
+comparison and ablation tools' ``--assigners``) is expanded to ``ASSIGNER_PRESETS["atss"]``, a lazy call
+like any other in a config, when the config loads (:func:`assigner_component`, the one place that does
+it). The plain name is the paper's rule; ``<rule>-<peer>`` is a peer's implementation of it, equal to the
+peer's own code on the same inputs (``benchmarks/parity_assigners.py`` counts the disagreements; see
+README, Assigners).
 """
 
 from __future__ import annotations
@@ -12,44 +14,68 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from detkit.assigners.atss import ATSSAssigner
 from detkit.assigners.base import Assigner
-from detkit.config import TARGET_KEY, ConfigError, instantiate, parse_value
+from detkit.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
+from detkit.assigners.fcos import FCOSAssigner
+from detkit.assigners.grid import GridAssigner
+from detkit.assigners.max_iou import MaxIoUAssigner
+from detkit.assigners.min_pos import MinPositives
+from detkit.assigners.simota import SimOTAAssigner
+from detkit.assigners.task_aligned import TaskAlignedAssigner
+from detkit.assigners.yolov5 import YOLOv5Assigner
+from detkit.config import TARGET_KEY, ConfigDict, ConfigError, L, instantiate, parse_value
+from detkit.lazy import call_text
 from detkit.schema import SettingError, target_product
 
-__all__ = ["ASSIGNER_PRESETS", "assigner_call", "assigner_component", "build_preset"]
+__all__ = ["ASSIGNER_PRESETS", "assigner_call", "assigner_component", "build_preset", "expand_preset"]
 
-ASSIGNER_PRESETS: dict[str, str] = {
-    "atss": "ATSSAssigner(topk=9)",
-    "iou": "MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0, match_low_quality=True)",
-    "grid": "GridAssigner(extra_match_thr=0.213, ignore_iou_thr=0.7)",
-    "yolov5": "YOLOv5Assigner(anchor_t=4.0, offset=0.5)",
-    "fcos": "FCOSAssigner(center_sampling_radius=1.5, scale_ranges=[(-1, 64), (64, 128), (128, 100000000.0)])",
-    "simota": "SimOTAAssigner(center_radius=2.5, candidate_topk=10, iou_weight=3.0)",
-    "simota-yolox": "SimOTAAssigner(center_radius=2.5, candidate_topk=10, iou_weight=3.0)",
-    "tal": "TaskAlignedAssigner(topk=13, alpha=1.0, beta=6.0)",
-    "tal-ultralytics": ("TaskAlignedAssigner(topk=10, alpha=0.5, beta=6.0, iou_mode='ciou', resolve='all_gts', "
-                        "center_min_side=16.0, keep_zero_metric=True)"),
-    "dsl": "DynamicSoftLabelAssigner(topk=13, iou_weight=3.0, soft_center_radius=3.0)",
-    "dsl-mmyolo": ("DynamicSoftLabelAssigner(topk=13, iou_weight=3.0, soft_center_radius=3.0, cls_cost='gt_class', "
-                   "candidates_only=False)"),
+ASSIGNER_PRESETS: dict[str, ConfigDict] = {
+    "atss": L(ATSSAssigner)(topk=9),
+    "iou": L(MaxIoUAssigner)(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0, match_low_quality=True),
+    "grid": L(GridAssigner)(extra_match_thr=0.213, ignore_iou_thr=0.7),
+    "yolov5": L(YOLOv5Assigner)(anchor_t=4.0, offset=0.5),
+    "fcos": L(FCOSAssigner)(center_sampling_radius=1.5, scale_ranges=[(-1, 64), (64, 128), (128, 100000000.0)]),
+    "simota": L(SimOTAAssigner)(center_radius=2.5, candidate_topk=10, iou_weight=3.0),
+    "simota-yolox": L(SimOTAAssigner)(center_radius=2.5, candidate_topk=10, iou_weight=3.0),
+    "tal": L(TaskAlignedAssigner)(topk=13, alpha=1.0, beta=6.0),
+    "tal-ultralytics": L(TaskAlignedAssigner)(topk=10, alpha=0.5, beta=6.0, iou_mode="ciou", resolve="all_gts",
+                                              center_min_side=16.0, keep_zero_metric=True),
+    "dsl": L(DynamicSoftLabelAssigner)(topk=13, iou_weight=3.0, soft_center_radius=3.0),
+    "dsl-mmyolo": L(DynamicSoftLabelAssigner)(topk=13, iou_weight=3.0, soft_center_radius=3.0, cls_cost="gt_class",
+                                              candidates_only=False),
 }
 
 
 MIN_POS_SUFFIX = re.compile(r"^(?P<base>.+)\+minpos(?P<k>\d*)$")  # "<preset or call>+minpos[K]"
 
 
-def assigner_call(name: str) -> str:
-    """A preset's call text, or ``name`` itself (taken as a call such as ``"ATSSAssigner(topk=13)"``).
+def expand_preset(name: str) -> Any:
+    """The lazy call a preset name stands for (a fresh copy), or ``name`` parsed as a call
+    (``"ATSSAssigner(topk=13)"``: :func:`detkit.config.parse_value`).
 
     A ``+minpos`` / ``+minposK`` suffix wraps the rule in ``MinPositives`` (every valid GT gets at
     least 1 / K positives, :mod:`detkit.assigners.min_pos`): ``"atss+minpos"`` ->
-    ``"MinPositives(assigner=ATSSAssigner(topk=9), min_pos_per_gt=1)"``.
+    ``L(MinPositives)(assigner=L(ATSSAssigner)(topk=9), min_pos_per_gt=1)``.
+
+    Raises:
+        ConfigError: a call of a name that is not found.
     """
-    suffix = MIN_POS_SUFFIX.match(name.strip())
+    name = name.strip()
+    suffix = MIN_POS_SUFFIX.match(name)
     if suffix:
-        k = int(suffix["k"] or 1)
-        return f"MinPositives(assigner={assigner_call(suffix['base'])}, min_pos_per_gt={k})"
-    return ASSIGNER_PRESETS.get(name, name)
+        return L(MinPositives)(assigner=expand_preset(suffix["base"]), min_pos_per_gt=int(suffix["k"] or 1))
+    if name in ASSIGNER_PRESETS:
+        return L(ASSIGNER_PRESETS[name][TARGET_KEY])(**{k: v for k, v in ASSIGNER_PRESETS[name].items()
+                                                        if k != TARGET_KEY})
+    return parse_value(name)
+
+
+def assigner_call(name: str) -> str:
+    """A preset's call as text (``"atss"`` -> ``"ATSSAssigner(topk=9)"``), for overrides and reports, or
+    ``name`` itself when it is not a preset."""
+    node = expand_preset(name)
+    return call_text(node) if isinstance(node, Mapping) and TARGET_KEY in node else name
 
 
 def build_preset(name: str) -> Any:
@@ -59,7 +85,7 @@ def build_preset(name: str) -> Any:
         ValueError: (a :class:`~detkit.schema.SettingError`) when ``name`` is neither a preset nor
             a call of an assigner.
     """
-    return instantiate(assigner_component(name, "assigner"))
+    return instantiate(assigner_component(name, "assigner"), "assigner")
 
 
 def assigner_component(value: Any, key: str) -> Any:
@@ -76,7 +102,7 @@ def assigner_component(value: Any, key: str) -> Any:
     accepted = f"a lazy call of an assigner (L(ATSSAssigner)(...)) or a preset: {', '.join(ASSIGNER_PRESETS)}"
     if isinstance(value, str):
         try:
-            node = parse_value(assigner_call(value))
+            node = expand_preset(value)
         except ConfigError as e:  # a call of an unknown name
             raise SettingError(key, f"{value!r}: {e}") from None
         if not isinstance(node, Mapping) or TARGET_KEY not in node:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from detkit.config import TARGET_KEY, L, instantiate
+from detkit.lazy import call_text
 from detkit.schema import SettingError, default_of, target_product
 
 __all__ = ["DEFAULT_OPTIMIZER", "build_optimizer", "check_optimizer_call", "optimizer_from_legacy", "param_groups"]
@@ -77,7 +78,7 @@ def check_optimizer_call(node: Any, key: str = "train.optimizer") -> Any:
         new = "L(torch.optim.SGD)(lr=..., momentum=...)"
         for old in (given, {"type": node["type"]}):  # its own values where they make a call, else the type's defaults
             try:
-                new = _call_text(optimizer_from_legacy({**old, "type": node["type"]}))
+                new = call_text(optimizer_from_legacy({**old, "type": node["type"]}), lazy=True, qualified=True)
                 break
             except ValueError:
                 continue
@@ -101,15 +102,6 @@ def check_optimizer_call(node: Any, key: str = "train.optimizer") -> Any:
     if isinstance(betas, (list, tuple)) and not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
         raise SettingError(f"{key}.betas", f"must be in [0, 1), got {tuple(betas)}")
     return node
-
-
-def _call_text(node: Mapping[str, Any]) -> str:
-    """``L(torch.optim.SGD)(lr=0.01, ...)``: the lazy call as a config writes it."""
-    target = node[TARGET_KEY]
-    name = target.__qualname__
-    where = "torch.optim" if getattr(torch.optim, name, None) is target else target.__module__
-    args = ", ".join(f"{k}={v!r}" for k, v in node.items() if k != TARGET_KEY)
-    return f"L({where}.{name})({args})"
 
 
 # Module types whose weights are normalisation scales: no weight decay (as YOLOv5 / mmdet).

@@ -49,6 +49,7 @@ from detkit.engine.checkpoint import CheckpointManager
 from detkit.engine.ema import ModelEMA
 from detkit.engine.optim import DEFAULT_OPTIMIZER, check_optimizer_call, optimizer_from_legacy
 from detkit.engine.schedules import LRSchedule
+from detkit.engine.trackers import tracker_component
 from detkit.schema import FLAT, SettingError, default_of, parse_section, target_product
 
 __all__ = ["MOVED_TRAIN_KEYS", "CheckpointSettings", "EMASettings", "LoggingSettings", "RuntimeSettings",
@@ -144,13 +145,9 @@ class LoggingSettings:
     loggers: list[str | dict] = field(default_factory=lambda: ["tensorboard"])
 
     def __post_init__(self) -> None:
-        from detkit.engine.trackers import TRACKERS
-
         _at_least("runtime.plot_interval", self.plot_interval, 0)
         for i, entry in enumerate(self.loggers):
-            if isinstance(entry, str) and entry not in TRACKERS:
-                raise SettingError(f"runtime.loggers[{i}]", f"unknown logger {entry!r}; accepted: "
-                                   f"{', '.join(TRACKERS)} or a lazy call of a tracker class")
+            tracker_component(entry, f"runtime.loggers[{i}]")  # a known short name or a lazy call
 
 
 @dataclass

@@ -27,6 +27,7 @@ missing is a config error naming the extra to install (:func:`detkit.extras.requ
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -36,11 +37,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from detkit.config import instantiate
+from detkit.config import TARGET_KEY, ConfigDict, L, instantiate
 from detkit.extras import MissingExtraError, install_hint
+from detkit.schema import SettingError
 
-__all__ = ["TRACKERS", "MLflowTracker", "TensorBoardTracker", "Tracker", "WandbTracker", "build_trackers",
-           "finite_numbers", "flatten_params"]
+__all__ = ["TRACKER_PRESETS", "MLflowTracker", "TensorBoardTracker", "Tracker", "WandbTracker", "build_trackers",
+           "finite_numbers", "flatten_params", "tracker_component"]
 
 logger = logging.getLogger("detkit")
 
@@ -234,29 +236,47 @@ class WandbTracker:
         self.run.finish(exit_code=1 if failed else 0)
 
 
-# Names accepted in runtime.loggers.
-TRACKERS: dict[str, type] = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker, "wandb": WandbTracker}
+# The short names runtime.loggers accepts, each the lazy call it stands for (expanded by tracker_component).
+TRACKER_PRESETS: dict[str, ConfigDict] = {"tensorboard": L(TensorBoardTracker)(), "mlflow": L(MLflowTracker)(),
+                                          "wandb": L(WandbTracker)()}
+
+
+def tracker_component(value: str | Mapping[str, Any], key: str) -> ConfigDict:
+    """An entry of ``runtime.loggers`` as a lazy call: a short name of :data:`TRACKER_PRESETS` expanded
+    (the one place it is), a lazy call kept.
+
+    Raises:
+        SettingError: naming ``key``, for an unknown name or anything but a lazy call.
+    """
+    if isinstance(value, str):
+        if value not in TRACKER_PRESETS:
+            raise SettingError(key, f"unknown logger {value!r}; accepted: {', '.join(TRACKER_PRESETS)} or a lazy "
+                                    f"call of a tracker class")
+        return copy.deepcopy(TRACKER_PRESETS[value])
+    if isinstance(value, Mapping) and TARGET_KEY in value:
+        return ConfigDict(value)
+    raise SettingError(key, f"expected a tracker name ({', '.join(TRACKER_PRESETS)}) or a lazy call of a tracker "
+                            f"class, got {value!r}")
 
 
 def build_trackers(specs: Sequence[str | Mapping[str, Any]], work_dir: str | os.PathLike, resume: bool = False,
                    run_name: str | None = None) -> list[Tracker]:
-    """The trackers ``runtime.loggers`` names, each given ``work_dir``, ``resume`` and ``run_name``.
+    """The trackers ``runtime.loggers`` names (:func:`tracker_component`), each given ``work_dir``,
+    ``resume`` and ``run_name``.
 
     ``"tensorboard"`` without its package is skipped with a log line (it is the default); any
     other tracker whose package is missing raises :class:`~detkit.config.ConfigError`.
     """
     trackers: list[Tracker] = []
-    for spec in specs:
-        common = dict(work_dir=work_dir, resume=resume, run_name=run_name)
-        if spec == "tensorboard":
-            try:
-                trackers.append(TensorBoardTracker(**common))
-            except MissingExtraError:
-                logger.info(f"tensorboard not installed ({install_hint('tensorboard')}): no TensorBoard events")
-        elif isinstance(spec, str):
-            trackers.append(TRACKERS[spec](**common))
-        else:
-            trackers.append(instantiate(spec, **common))
+    for i, spec in enumerate(specs):
+        key = f"runtime.loggers[{i}]"
+        node = tracker_component(spec, key)
+        try:
+            trackers.append(instantiate(node, key, work_dir=work_dir, resume=resume, run_name=run_name))
+        except MissingExtraError:
+            if spec != "tensorboard":  # the default, named by its short name: optional
+                raise
+            logger.info(f"tensorboard not installed ({install_hint('tensorboard')}): no TensorBoard events")
     return trackers
 
 

@@ -132,3 +132,16 @@ def test_runtime_logging_keys_are_read_side_by_side_in_runtime():
     assert (r.device, r.logging.progress, r.logging.plot_interval, r.logging.loggers) == ("cpu", False, 0, ["mlflow"])
     with pytest.raises(ConfigError, match=r"runtime: unknown key\(s\) \['tensorboard'\]; accepted: device, "):
         RuntimeSettings.from_config({"tensorboard": True})
+
+
+def test_tracker_short_names_expand_to_their_lazy_calls_in_one_place():
+    from detkit.engine.trackers import MLflowTracker, TensorBoardTracker, tracker_component
+
+    assert tracker_component("mlflow", "runtime.loggers[0]") == L(MLflowTracker)()
+    assert tracker_component("tensorboard", "k") == L(TensorBoardTracker)()
+    assert tracker_component(L(MLflowTracker)(experiment="x"), "k") == L(MLflowTracker)(experiment="x")
+    with pytest.raises(ConfigError, match=r"^runtime.loggers\[1\]: unknown logger 'mlfow'; accepted: tensorboard, "
+                                          r"mlflow, wandb or a lazy call of a tracker class$"):
+        tracker_component("mlfow", "runtime.loggers[1]")
+    with pytest.raises(ConfigError, match=r"^k: expected a tracker name .* got 3$"):
+        tracker_component(3, "k")
