@@ -26,7 +26,17 @@ class DetkitError(Exception):
     """Base of the user-input errors: the CLI prints ``error: <message>`` and exits with status 2.
 
     Raise a subclass; the message names the file or key and says what is wrong with it.
+
+    Args:
+        *args: the message (as for ``Exception``).
+        argument: the name of the function argument whose value would fix the problem (``"images"``:
+            give the image folder), or None. A tool that took that argument from a flag adds the flag
+            to its message (``pass --images DIR``); the library's message names no flag.
     """
+
+    def __init__(self, *args: object, argument: str | None = None) -> None:
+        super().__init__(*args)
+        self.argument = argument
 
 
 class ConfigError(DetkitError, ValueError):

@@ -130,3 +130,27 @@ def test_a_library_valueerror_during_train_keeps_its_traceback_and_exits_1(tmp_p
     assert "Traceback (most recent call last):" in out.stderr
     assert out.stderr.rstrip().endswith("ValueError: a shape check deep in the library failed")
     assert "\nerror: " not in out.stderr and not out.stderr.startswith("error: ")
+
+
+def test_the_library_names_the_argument_and_the_tool_its_flag(tmp_path, capsys):
+    """No flag in a library message: ``DataError.argument`` says which argument fixes it, the tool adds the flag."""
+    from detkit.data.checks import find_sources
+    from tests.fixtures.tools import load_tool
+
+    (tmp_path / "images").mkdir()
+    with pytest.raises(DataError) as e:
+        find_sources(str(tmp_path / "images"), "yolo")
+    assert (str(e.value), e.value.argument) == (f"{tmp_path / 'images'}: no class names found (names.txt or "
+                                                 "data.yaml)", "names")
+    assert load_tool("check_dataset").main([str(tmp_path / "images"), "--format", "yolo"]) == 2
+    assert capsys.readouterr().err == f"error: {e.value}; pass --names FILE\n"
+
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "train.json").write_text('{"images": [{"id": 1, "file_name": "x.jpg", "width": 4, '
+                                                 '"height": 4}], "annotations": [], "categories": [{"id": 1, '
+                                                 '"name": "a"}]}')
+    assert detkit_main(["train", str(CFG), "--work-dir", str(tmp_path / "w"),
+                        "--data", str(tmp_path / "ann" / "train.json")]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after a warning: no val json beside it
+    assert err.startswith(f"error: --data {tmp_path / 'ann' / 'train.json'}: image folder not found (tried ")
+    assert err.endswith("); pass --img-dir DIR")

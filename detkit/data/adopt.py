@@ -351,7 +351,7 @@ def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool 
         try:
             source = resolve_source(args.data, args.img_dir)
         except DataError as e:  # the library names the file; the flag is the tool's to add
-            raise DataError(f"--data {e}") from e
+            raise DataError(f"--data {e}" + ("; pass --img-dir DIR" if e.argument == "img_dir" else "")) from e
         adopt_dataset(cfg, source, img_size=args.img_size)
         if not quiet:
             splits = ", ".join(f"{s} {next(iter(v.kwargs.values()))}" for s, v in source.splits.items())

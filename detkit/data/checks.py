@@ -75,7 +75,7 @@ def detect_format(path: str) -> str:
         return "coco"
     if p.suffix.lower() in (".yaml", ".yml"):
         return "yolo"
-    raise DataError(f"{path}: cannot tell the dataset format from the path; pass --format ({', '.join(FORMATS)})")
+    raise DataError(f"{path}: cannot tell the dataset format from the path", argument="fmt")
 
 
 def _has_images(folder: Path) -> bool:
@@ -91,8 +91,8 @@ def _yolo_labels(img_dir: Path, labels: str | None) -> str:
     try:
         return default_label_dir(str(img_dir))
     except ValueError:
-        raise DataError(f"{img_dir}: no 'images' folder in the path to find the labels folder from; pass "
-                         "--labels DIR") from None
+        raise DataError(f"{img_dir}: no 'images' folder in the path to find the labels folder from",
+                        argument="labels") from None
 
 
 def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[DataSource]:
@@ -107,8 +107,8 @@ def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[D
 
             folder = resolve_yaml_entry(root, entry)
             if folder.suffix == ".txt":
-                raise DataError(f"{path}: {split}: {folder} is a list of image files; check_dataset takes "
-                                 "image folders (give the folder, or check it with --format yolo FOLDER)")
+                raise DataError(f"{path}: {split}: {folder} is a list of image files; a data.yaml checked here "
+                                "lists image folders (give the folder, or check the folder itself as yolo)")
             if not folder.is_dir():
                 raise DataError(f"{path}: {split}: image folder not found: {folder}")
             key = os.path.realpath(folder)
@@ -127,7 +127,7 @@ def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[D
 
 def _need_names(names: str | None, where: Path | str) -> None:
     if names is None:
-        raise DataError(f"{where}: no class names found (names.txt or data.yaml); pass --names FILE")
+        raise DataError(f"{where}: no class names found (names.txt or data.yaml)", argument="names")
 
 
 def _yolo_sources(path: Path, names: str | None, labels: str | None) -> list[DataSource]:
@@ -144,8 +144,8 @@ def _yolo_sources(path: Path, names: str | None, labels: str | None) -> list[Dat
         names = names or find_names_file(str(path))
         _need_names(names, path)
         if labels and len(splits) > 1:
-            raise DataError(f"{path}: --labels names one folder but the root has {len(splits)} splits; "
-                             "give a split's images folder with it")
+            raise DataError(f"{path}: one labels folder given but the root has {len(splits)} splits; "
+                            "give a split's images folder with it")
         return [DataSource("yolo", d.name, dict(
                     img_dir=str(d), class_names=names,
                     label_dir=labels or str(path / "labels" / d.relative_to(path / "images"))))
@@ -162,8 +162,8 @@ def _coco_sources(path: Path, images: str | None) -> list[DataSource]:
         if not jsons:
             raise DataError(f"{path}: no annotations/instances_*.json; give the COCO json")
         if images and len(jsons) > 1:
-            raise DataError(f"{path}: --images names one folder but there are {len(jsons)} annotation files; "
-                             "give one json with it")
+            raise DataError(f"{path}: one image folder given but there are {len(jsons)} annotation files; "
+                            "give one json with it")
     else:
         jsons = [path]
     sources = []
@@ -173,9 +173,9 @@ def _coco_sources(path: Path, images: str | None) -> list[DataSource]:
             tried = coco_image_dirs(str(ann))
             img_dir = next((d for d in tried if os.path.isdir(d)), None)
             if img_dir is None:
-                raise DataError(f"{ann}: image folder not found (tried {', '.join(tried)}); pass --images DIR")
+                raise DataError(f"{ann}: image folder not found (tried {', '.join(tried)})", argument="images")
         elif not os.path.isdir(img_dir):
-            raise DataError(f"--images {img_dir}: folder not found")
+            raise DataError(f"{img_dir}: image folder not found")
         sources.append(DataSource("coco", ann.stem.split("_", 1)[-1], dict(ann_file=str(ann), img_dir=img_dir)))
     return sources
 
@@ -185,8 +185,10 @@ def find_sources(path: str, fmt: str | None = None, images: str | None = None, n
     """The datasets ``path`` holds, one per split (see the module doc for what ``path`` may be).
 
     Raises:
-        ValueError: the path does not exist; unknown or undetectable format; no class names for
+        DataError: the path does not exist; unknown or undetectable format; no class names for
             YOLO; images or labels that cannot be found; a yaml listing files instead of folders.
+            ``argument`` names the argument that would fix it (``fmt``, ``images``, ``names``,
+            ``labels``), when one would.
     """
     p = Path(path)
     if not p.exists():

@@ -310,7 +310,7 @@ def _coco_images(ann: Path, data: dict[str, Any], img_dir: str | None) -> str:
     for folder in tried:
         if os.path.isdir(folder) and (first is None or os.path.isfile(os.path.join(folder, str(first)))):
             return folder
-    raise DataError(f"{ann}: image folder not found (tried {', '.join(tried)}); give the image folder (img_dir)")
+    raise DataError(f"{ann}: image folder not found (tried {', '.join(tried)})", argument="img_dir")
 
 
 def _coco_names(ann: Path, data: dict[str, Any]) -> tuple[str, ...]:

@@ -29,6 +29,11 @@ from collections.abc import Sequence
 
 from detkit.argtypes import positive_int
 from detkit.cli import ArgumentParser, run_cli
+from detkit.errors import DataError
+
+# check_dataset's arguments -> the flag giving each, as an error's remedy (DataError.argument)
+FIXING_FLAGS = {"fmt": "--format (coco, yolo, voc)", "images": "--images DIR", "names": "--names FILE",
+                "labels": "--labels DIR"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -63,6 +68,10 @@ def run(args: argparse.Namespace) -> bool:
     try:
         problems, found = check_dataset(args.path, args.format, args.images, args.names, args.split,
                                         args.max_size, not args.stored_orientation, labels=args.labels)
+    except DataError as e:  # the library names the argument that would fix it; the flag is ours to name
+        if e.argument not in FIXING_FLAGS:
+            raise
+        raise DataError(f"{e}; pass {FIXING_FLAGS[e.argument]}") from e
     finally:
         data_logger.setLevel(level)
     for path, reason in problems.records:

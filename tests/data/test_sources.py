@@ -157,8 +157,9 @@ def test_roboflow_coco_export_images_beside_the_json(tmp_path):
 def test_coco_json_without_images_asks_for_img_dir(tmp_path):
     coco_json(tmp_path / "a" / "train.json", "x.jpg")
     coco_json(tmp_path / "a" / "val.json", "x.jpg")
-    with pytest.raises(DataError, match=r"image folder not found .*give the image folder \(img_dir\)$"):
+    with pytest.raises(DataError, match=r"train.json: image folder not found \(tried .*\)$") as e:
         resolve_source(tmp_path / "a" / "train.json")
+    assert e.value.argument == "img_dir"  # the argument that fixes it; --data adds its flag (--img-dir DIR)
     write_image(tmp_path / "pics" / "x.jpg")
     write_image(tmp_path / "a" / "x.jpg")  # the val json finds its images beside it
     src = resolve_source(tmp_path / "a" / "train.json", img_dir=str(tmp_path / "pics"))

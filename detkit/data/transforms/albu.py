@@ -27,7 +27,7 @@ def _build(t: Any) -> Any:
                 f"Albu: albumentations has no transform {name!r}; accepted: any name in albumentations (e.g. 'Blur')"
             )
         return cls(**kwargs)
-    if isinstance(t, A.BasicTransform) or isinstance(t, A.BaseCompose):
+    if isinstance(t, (A.BasicTransform, A.BaseCompose)):
         return t
     raise ValueError(f"Albu: {t!r} is neither an albumentations transform nor a dict with 'type'")
 
