@@ -18,7 +18,7 @@ from torch import nn
 from detkit.engine.checkpoint import load_checkpoint
 from detkit.errors import CheckpointError
 
-__all__ = ["load_weights", "weights_misfit"]
+__all__ = ["load_weights", "weights_differences", "weights_misfit"]
 
 # Tensors named per kind in a strict-loading error.
 _SHOWN = 4
@@ -32,12 +32,19 @@ def weights_misfit(path: str | os.PathLike, own: Mapping[str, torch.Tensor],
                    state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """Why ``state_dict`` (read from ``path``) does not fill a model with ``own`` tensors exactly,
     in one line naming the tensors and shapes that differ; None if it does."""
+    parts = weights_differences(own, state_dict)
+    if not parts:
+        return None
+    return (f"{os.fspath(path)} does not fit the model: " + "; ".join(parts) + ". It was trained with another config "
+            "(class count, width, head); pass that config (or use it with --load-from to fine-tune)")
+
+
+def weights_differences(own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """How ``state_dict`` fails to fill a model with ``own`` tensors exactly: up to three phrases
+    (tensors of another shape, model tensors missing, tensors the model lacks); empty if it fits."""
     mismatched = sorted(k for k, v in state_dict.items() if k in own and own[k].shape != v.shape)
     missing = sorted(k for k in own if k not in state_dict)
     unexpected = sorted(k for k in state_dict if k not in own)
-    if not (mismatched or missing or unexpected):
-        return None
-
     def listed(keys: list[str], show: Callable[[str], str]) -> str:
         more = f", ... {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
         return ", ".join(show(k) for k in keys[:_SHOWN]) + more
@@ -50,8 +57,7 @@ def weights_misfit(path: str | os.PathLike, own: Mapping[str, torch.Tensor],
         parts.append(f"{len(missing)} model tensor(s) missing (" + listed(missing, str) + ")")
     if unexpected:
         parts.append(f"{len(unexpected)} tensor(s) the model does not have (" + listed(unexpected, str) + ")")
-    return (f"{os.fspath(path)} does not fit the model: " + "; ".join(parts) + ". It was trained with another config "
-            "(class count, width, head); pass that config (or use it with --load-from to fine-tune)")
+    return parts
 
 
 def _load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str = "",

@@ -163,9 +163,13 @@ def write_checkpoint(source: UltralyticsModel, weights: ConvertedWeights, src: P
     """
     from detkit.config import instantiate, load_config
     from detkit.engine.checkpoint import atomic_save
-    from detkit.engine.weights import load_weights
+    from detkit.engine.weights import load_weights, weights_differences
 
     model = instantiate(load_config(config_path or config, cfg_options).model, "model")
+    differences = weights_differences(model.state_dict(), weights.state_dict)
+    if differences:
+        raise ConversionError(f"the YOLOv8{weights.scale} weights of {src} do not fit {config}: "
+                              + "; ".join(differences))
     ckpt = {
         "model": weights.state_dict,
         "meta": {
@@ -179,11 +183,7 @@ def write_checkpoint(source: UltralyticsModel, weights: ConvertedWeights, src: P
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.converting")
     try:
         atomic_save(ckpt, tmp)
-        try:
-            load_weights(model, tmp, strict=True)  # as tools/test.py loads it: weights_only=True, every tensor
-        except CheckpointError as e:
-            why = str(e).split(" does not fit the model: ", 1)[-1]
-            raise ConversionError(f"the YOLOv8{weights.scale} weights of {src} do not fit {config}: {why}") from e
+        load_weights(model, tmp, strict=True)  # as tools/test.py loads it: weights_only=True, every tensor
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
