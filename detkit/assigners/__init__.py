@@ -17,20 +17,16 @@ prior_strides=None, pred_boxes=None, pred_scores=None) -> AssignResult`` (see ``
 
 Short names for common settings, each peer's variant included, are in :mod:`detkit.assigners.presets`.
 
-At scale: every rule works on each GT's candidates, not on the ``N x M`` matrix. On grid priors
-(``anchors.grid_priors``' layout) ``assign`` lists a GT's candidate priors by each level's grid
-arithmetic (:mod:`detkit.assigners.candidates`; SimOTA and dynamic soft labels in
-:mod:`detkit.assigners.dynamic_k_sparse`) and computes IoUs, costs and metrics for those pairs only;
-``assign_dense`` is the same rule over every pair, which the tests compare with bit for bit, and
-which ``assign`` uses for priors that are not grids.
-
-Each takes ``max_gt_chunk`` to process GTs in chunks (bounded memory, bit-identical results):
-``"auto"`` (the default) picks the chunk from a CUDA device's free memory, none on CPU.
+Every rule is written once, over a table of (GT, prior) candidate pairs (:mod:`detkit.assigners.candidates`):
+on a :class:`detkit.anchors.PriorGrid` (what heads pass) each GT's candidates come from the levels' grid
+arithmetic, on a bare ``Tensor[N, 4]`` of priors the table is all pairs (the reference: same result bit for
+bit). Memory is bounded one way: tables are processed in chunks of whole GTs of at most a pair budget
+(``candidates.PAIR_BUDGET``). A custom rule only needs ``assign`` (:class:`Assigner`);
+``detkit.testing.check_assigner`` runs the contract on it.
 """
 
 from detkit.assigners.atss import ATSSAssigner
-from detkit.assigners.base import NOT_ASSIGNED, AssignResult, Assigner
-from detkit.assigners.chunking import gt_chunk_for_memory
+from detkit.assigners.base import NOT_ASSIGNED, Assigner, AssignResult
 from detkit.assigners.dynamic_soft_label import DynamicSoftLabelAssigner
 from detkit.assigners.fcos import FCOSAssigner
 from detkit.assigners.grid import GridAssigner
@@ -54,5 +50,4 @@ __all__ = [
     "SimOTAAssigner",
     "TaskAlignedAssigner",
     "YOLOv5Assigner",
-    "gt_chunk_for_memory",
 ]

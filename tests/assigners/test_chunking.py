@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from detkit.anchors import YOLOAnchorGenerator
-from detkit.assigners import MaxIoUAssigner, chunking, gt_chunk_for_memory
+from detkit.assigners import MaxIoUAssigner, chunking
 from detkit.assigners.base import prepare
 from detkit.assigners.candidates import (
     PAIR_BUDGET,
@@ -21,7 +21,7 @@ from detkit.assigners.candidates import (
     pair_budget,
     scatter_best_flat,
 )
-from detkit.assigners.chunking import gt_chunks, merge_best, scatter_best
+from detkit.assigners.chunking import gt_chunk_for_memory, gt_chunks, merge_best, scatter_best
 
 _spec = importlib.util.spec_from_file_location("assigner_conftest", Path(__file__).with_name("conftest.py"))
 helpers = importlib.util.module_from_spec(_spec)

@@ -1,19 +1,36 @@
-"""TaskAlignedAssigner on hand-computed cases: four 8x8 priors in a row (centres x = 4, 12, 20, 28)."""
+"""TaskAlignedAssigner on hand-computed cases: four 8x8 priors in a row (centres x = 4, 12, 20, 28), given as
+bare boxes (the all-pairs table) and as the PriorGrid that holds them (each GT's window): same results."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from detkit.anchors import PointGenerator
 from detkit.assigners import TaskAlignedAssigner
 
 PRIORS = torch.tensor([[0, 0, 8, 8], [8, 0, 16, 8], [16, 0, 24, 8], [24, 0, 32, 8]], dtype=torch.float32)
+GRID = PointGenerator(strides=[8], scale=1.0).grid_priors([(1, 4)])
+FORMS = {"boxes": PRIORS, "grid": GRID}
+_form = ["boxes"]
+
+
+@pytest.fixture(autouse=True, params=sorted(FORMS))
+def prior_form(request):
+    """Every case runs on the bare boxes and on the grid."""
+    _form[0] = request.param
+    yield request.param
+    _form[0] = "boxes"
+
+
+def test_the_grid_holds_the_same_boxes():
+    assert torch.equal(GRID.boxes, PRIORS)
 
 
 def assign(assigner, preds, scores, *gts):
     boxes = torch.tensor([list(g) for g in gts], dtype=torch.float32).view(1, -1, 4)
     labels = torch.zeros(boxes.shape[:2], dtype=torch.long)
-    return assigner.assign(PRIORS, boxes, labels, torch.ones(labels.shape, dtype=torch.bool),
+    return assigner.assign(FORMS[_form[0]], boxes, labels, torch.ones(labels.shape, dtype=torch.bool),
                            pred_boxes=torch.tensor(preds, dtype=torch.float32)[None],
                            pred_scores=torch.tensor(scores, dtype=torch.float32).view(1, 4, 1))
 
@@ -110,7 +127,8 @@ def test_resolve_all_gts_sends_an_all_zero_prior_to_the_first_valid_gt():
     boxes = torch.tensor([[(0, 0, 0, 0), *gts]], dtype=torch.float32)
     mask = torch.tensor([[False, True, True, True]])
     res = all_gts.assign(PRIORS, boxes, torch.zeros(1, 4, dtype=torch.long), mask,
-                         pred_boxes=torch.tensor(preds, dtype=torch.float32)[None], pred_scores=torch.full((1, 4, 1), 0.5))
+                         pred_boxes=torch.tensor(preds, dtype=torch.float32)[None],
+                         pred_scores=torch.full((1, 4, 1), 0.5))
     assert res.gt_index.tolist() == [[2, 1, 3, 1]]
     assert res.score_target[0].tolist() == [0, 0, 0, 0]
 
