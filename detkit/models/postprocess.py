@@ -43,6 +43,7 @@ __all__ = [
     "postprocess",
     "postprocess_decoded",
     "postprocess_decoded_single",
+    "postprocess_setting_problem",
     "postprocess_single",
     "select_candidates",
     "undo_letterbox",
@@ -52,12 +53,23 @@ __all__ = [
 
 def check_postprocess_args(score_thr: float, nms_iou_thr: float, nms_pre: int, max_per_img: int) -> None:
     """ValueError naming the accepted range for any setting out of range."""
-    if not 0.0 <= score_thr < 1.0:
-        raise ValueError(f"score_thr must be in [0, 1), got {score_thr}")
-    if not 0.0 < nms_iou_thr <= 1.0:
-        raise ValueError(f"nms_iou_thr must be in (0, 1], got {nms_iou_thr}")
+    for name, value in (("score_thr", score_thr), ("nms_iou_thr", nms_iou_thr)):
+        problem = postprocess_setting_problem(name, value)
+        if problem:
+            raise ValueError(f"{name} {problem}")
     if nms_pre <= 0 or max_per_img <= 0:
         raise ValueError(f"nms_pre and max_per_img must be positive, got {nms_pre}, {max_per_img}")
+
+
+def postprocess_setting_problem(name: str, value: float) -> str | None:
+    """What is wrong with one post-processing setting (``"must be in [0, 1), got 1.5"``), or None."""
+    if name == "score_thr" and not 0.0 <= value < 1.0:
+        return f"must be in [0, 1), got {value}"
+    if name == "nms_iou_thr" and not 0.0 < value <= 1.0:
+        return f"must be in (0, 1], got {value}"
+    if name in ("nms_pre", "max_per_img") and value <= 0:
+        return f"must be positive, got {value}"
+    return None
 
 
 def class_scores(cls: Tensor, obj: Tensor | None = None) -> Tensor:

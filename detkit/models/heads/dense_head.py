@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from detkit.anchors import PriorGrid
 from detkit.models.heads.predictions import DensePredictions
 from detkit.models.necks.base import BindableModule
-from detkit.models.postprocess import check_postprocess_args, postprocess
+from detkit.models.postprocess import check_postprocess_args, postprocess, postprocess_setting_problem
 
 __all__ = ["DenseHead"]
 
@@ -89,12 +89,9 @@ class DenseHead(BindableModule):
             value = arguments.get(name, value)
             if not isinstance(value, (int, float)):
                 continue  # a wrong type is the annotation check's to report
-            try:
-                check_postprocess_args(**{**defaults, name: value})
-            except ValueError as e:
-                own = str(e).startswith(f"{name} must")  # else the message names nms_pre and max_per_img together
-                message = str(e)[len(name) + 1:] if own else f"must be positive, got {value}"
-                raise SettingError(f"{key}.{name}" if key else name, message) from None
+            problem = postprocess_setting_problem(name, value)
+            if problem:
+                raise SettingError(f"{key}.{name}" if key else name, problem)
 
     # ----- what subclasses define ------------------------------------------------------------
 
