@@ -39,7 +39,7 @@ import ast
 import inspect
 import os
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from detkit.config_files import PACKAGE_SCHEME, find_config
@@ -214,8 +214,10 @@ def _eval_value(node: ast.AST, namespace: Mapping[str, Any] | None) -> Any:
     if isinstance(node, ast.Tuple):
         return tuple(_eval_value(e, namespace) for e in node.elts)
     if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):
+            raise ConfigError(f"** in {ast.unparse(node)!r}: write the keys out")
         return ConfigDict(
-            {ast.literal_eval(k): _eval_value(v, namespace) for k, v in zip(node.keys, node.values)}
+            {ast.literal_eval(k): _eval_value(v, namespace) for k, v in zip(node.keys, node.values) if k is not None}
         )
     return ast.literal_eval(node)
 
@@ -273,7 +275,7 @@ def apply_overrides(
         if isinstance(node, list):
             idx = _index(node, last, key, source)
             node[idx] = merge(node[idx], value)
-        elif isinstance(node, Mapping):
+        elif isinstance(node, MutableMapping):
             node[last] = merge(node[last], value) if last in node else _to_config(value)
         else:
             raise ConfigError(f"{source}: override {key!r}: {'.'.join(parts[:-1])} is not a dict")

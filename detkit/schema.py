@@ -12,10 +12,10 @@
 A field's type annotation is its schema: ``bool``, ``int``, ``float`` (an int is accepted and
 converted), ``str``, ``None``, ``X | Y``, ``Literal[...]``, ``tuple[X, ...]`` / ``tuple[X, Y]``
 and ``list[X]`` (a list or a tuple is accepted), ``dict``, ``Any``, and nested dataclasses (a
-sub-section). A union of dataclasses is told apart by their ``type`` field (a ``Literal``), as in
-``optimizer=dict(type="adamw", ...)``: each type keeps its own defaults. A dataclass field whose
-metadata has ``flat=True`` reads its keys from the enclosing section itself, so a concern can
-have its own class while the config keeps its keys side by side (``train.warmup_iters``).
+sub-section; ``Section | None`` too). A component chosen by the config is a lazy call of its class,
+never a dict told apart by a ``type`` key. A dataclass field whose metadata has ``flat=True`` reads its
+keys from the enclosing section itself, so a concern can have its own class while the config keeps its
+keys side by side (``runtime.plot_interval``).
 
 Value checks beyond types (``epochs >= 1``) belong in the dataclass's ``__post_init__`` and raise
 :class:`SettingError` too.
@@ -32,7 +32,7 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Literal, TypeVar, Union
 
 from detkit.errors import ConfigError
@@ -80,7 +80,7 @@ def type_name(hint: Any) -> str:
         if origin is tuple and args:
             return f"a list/tuple of {len(args)} ({', '.join(type_name(a) for a in args)})"
         return f"a list of {type_name(args[0])}" if args else "a list"
-    if dataclasses.is_dataclass(hint):
+    if _is_section(hint):
         return f"dict({', '.join(section_keys(hint))})"
     if origin is not None:
         return type_name(origin)
@@ -109,7 +109,7 @@ def target_product(target: Callable) -> type | None:
 def parameter_hints(target: Callable) -> dict[str, Any]:
     """The type annotations of a class's constructor or a function's parameters (and ``return``),
     resolved; an annotation that cannot be resolved (a name imported only for type checkers) is left out."""
-    fn = target.__init__ if isinstance(target, type) else target
+    fn = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]
     try:
         return typing.get_type_hints(fn)
     except Exception:  # noqa: BLE001 - resolve the annotations one by one, skipping those that fail
@@ -154,7 +154,7 @@ def check_value(value: Any, hint: Any, key: str, strict: bool = True) -> Any:
     if hint is Any:
         return value
     if (isinstance(value, Mapping) and TARGET_KEY in value and origin not in (Union, types.UnionType)
-            and not dataclasses.is_dataclass(hint)):
+            and not _is_section(hint)):
         return _check_lazy(value, hint, key)
     if hint is type(None):
         if value is None:
@@ -166,7 +166,7 @@ def check_value(value: Any, hint: Any, key: str, strict: bool = True) -> Any:
         raise _wrong(key, value, hint)
     if origin in (Union, types.UnionType):
         return _check_union(value, args, hint, key, strict)
-    if dataclasses.is_dataclass(hint):
+    if _is_section(hint):
         if isinstance(value, hint):
             return value
         if isinstance(value, Mapping):
@@ -207,15 +207,11 @@ def check_value(value: Any, hint: Any, key: str, strict: bool = True) -> Any:
 
 
 def _check_union(value: Any, args: tuple[Any, ...], hint: Any, key: str, strict: bool) -> Any:
-    classes = [a for a in args if dataclasses.is_dataclass(a)]
-    if len(classes) == 1 and isinstance(value, Mapping):  # `Section | None`
+    classes = [a for a in args if _is_section(a)]
+    if len(classes) > 1:  # a component told apart by a key is a lazy call of its class instead
+        raise TypeError(f"{key}: a union of settings classes is not supported; annotate a lazy call instead")
+    if classes and isinstance(value, Mapping):  # `Section | None`
         return parse_section(classes[0], value, key, strict)
-    if classes and isinstance(value, Mapping):  # tell the dataclasses apart by their `type`
-        by_type = {_type_tag(c): c for c in classes}
-        tag = value.get("type", _type_tag(classes[0]))
-        if tag not in by_type:
-            raise SettingError(f"{key}.type", f"{tag!r} is not supported; accepted: {', '.join(map(str, by_type))}")
-        return parse_section(by_type[tag], value, key, strict)
     for arg in args:
         try:
             return check_value(value, arg, key, strict)
@@ -225,12 +221,9 @@ def _check_union(value: Any, args: tuple[Any, ...], hint: Any, key: str, strict:
     raise _wrong(key, value, hint)
 
 
-def _type_tag(cls: type) -> Any:
-    hints = typing.get_type_hints(cls)
-    tags = typing.get_args(hints.get("type"))
-    if len(tags) != 1:
-        raise TypeError(f"{cls.__name__} is in a union of settings classes but has no `type: Literal[...]` field")
-    return tags[0]
+def _is_section(hint: Any) -> typing.TypeGuard[type[Any]]:
+    """A settings dataclass (a class, not an instance)."""
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
 def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
@@ -304,7 +297,8 @@ def check_typed_sections(cfg: Mapping, source: str = "<config>", overrides: Sequ
                 hint = "; train or evaluate on a dataset file with --data PATH" if name == "data" else ""
                 raise SettingError(name, f"expected a section (a dict of settings), got {cfg[name]!r} "
                                          f"({type(cfg[name]).__name__}){hint}")
-            settings = parse_section(resolve_name(class_path), cfg[name], name, strict=name in STRICT_SECTIONS)
+            section_class: Any = resolve_name(class_path)
+            settings = parse_section(section_class, cfg[name], name, strict=name in STRICT_SECTIONS)
             if hasattr(settings, "check_with_config"):  # checks that need another section
                 settings.check_with_config(cfg)
         except SettingError as e:
@@ -344,7 +338,7 @@ def check_call_arguments(cfg: Mapping, source: str = "<config>", overrides: Sequ
 def _check_calls(node: Any, key: str) -> Any:
     """Check the lazy calls below ``node`` (at dotted ``key``); returns ``node`` (a new tuple where an
     item of a tuple was expanded)."""
-    if isinstance(node, Mapping):
+    if isinstance(node, MutableMapping):
         target = node.get(TARGET_KEY)
         hints = parameter_hints(target) if callable(target) else {}
         for k in [k for k in node if k != TARGET_KEY]:

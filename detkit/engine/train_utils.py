@@ -181,9 +181,9 @@ class EpochSwitches:
             detector.head.assigner = build_assigner(self.assigner_schedule[idx][1])
             logger.info(f"epoch {epoch + 1}: assigner {type(detector.head.assigner).__name__}")
         self.assigner_entry = idx
-        pipeline = getattr(detector.head, "loss_pipeline", None)
-        if callable(getattr(pipeline, "set_epoch", None)):
-            pipeline.set_epoch(epoch, self.epochs)
+        set_epoch = getattr(getattr(detector.head, "loss_pipeline", None), "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch, self.epochs)
         n = self.no_mosaic_last_epochs
         if n > 0 and epoch >= self.epochs - n and not self.mix_off:
             count = switch_transforms(dataset, False)
@@ -228,7 +228,7 @@ def start_loader_epoch(loader: DataLoader, epoch: int, seed: int, skip_batches: 
     """Set the training loader up for ``epoch``: the sampler's order for the epoch, minus the
     batches a resumed epoch already did, and the workers' seeds from ``seed + epoch``."""
     loader.set_epoch(epoch)  # type: ignore[attr-defined]  # DetDataLoader: forwards to the sampler
-    loader.sampler.skip(skip_batches * loader.batch_size)  # type: ignore[attr-defined]
+    loader.sampler.skip(skip_batches * loader.batch_size)  # type: ignore[attr-defined,operator]
     loader.generator.manual_seed(seed + epoch)
 
 
