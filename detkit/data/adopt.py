@@ -26,7 +26,7 @@ from typing import Any
 
 from detkit.config import TARGET_KEY, ConfigDict, ConfigError, L
 from detkit.data.sources import SPLITS, DatasetSource, coco_class_names, resolve_source
-from detkit.errors import DataError
+from detkit.errors import DataError, UsageError
 from detkit.schema import check_call_arguments, check_typed_sections
 
 __all__ = ["DEFAULT_IMG_SIZE", "adopt_dataset", "add_data_arguments", "apply_data_arguments", "check_data_config",
@@ -218,7 +218,7 @@ def check_img_size(cfg: Mapping[str, Any]) -> None:
             if got != (size, size):
                 shown = got[0] if got[0] == got[1] else list(got)
                 raise ConfigError(f"{where}: {key} ({t[TARGET_KEY].__name__}) has size {shown} but data.img_size "
-                                  f"is {size}; set one size with --img-size N (or data.img_size and each transform)")
+                                  f"is {size}; set one size (data.img_size and each transform's)", argument="img_size")
         if not sized:
             name = getattr(node.get(TARGET_KEY), "__name__", "dataset")
             raise ConfigError(f"{where}: data.{split}.dataset ({name}) has no pipeline transform giving "
@@ -278,7 +278,7 @@ def _check_classes(cfg: Mapping[str, Any], split: str, what: str, names: Sequenc
         where = getattr(cfg, "_filename", "config")
         said = ", ".join(f"{k} {n}" for k, n in wrong)
         raise ConfigError(f"{where}: data.{split}.dataset ({what}) has {len(names)} classes but {said}; set them to "
-                          f"the data's (train with --data PATH to take the classes from the data)")
+                          "the data's", argument="data")
     config_names = (cfg.get("data") or {}).get("class_names")
     if isinstance(config_names, (list, tuple)) and list(config_names) != list(names):
         diff = next(i for i, (a, b) in enumerate(zip(config_names, names)) if a != b)
@@ -340,13 +340,14 @@ def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool 
         quiet: print nothing.
 
     Raises:
-        DataError: ``--img-dir`` without ``--data``, an ``--img-size`` below 1, what
-            :func:`~detkit.data.sources.resolve_source` refuses, or what :func:`check_data_config` refuses.
+        UsageError: ``--img-dir`` without ``--data``, an ``--img-size`` below 1.
+        DataError: what :func:`~detkit.data.sources.resolve_source` refuses (``--data`` named).
+        ConfigError: what :func:`check_data_config` refuses (with the flag that would fix it, if one does).
     """
     if args.img_dir and not args.data:
-        raise DataError("--img-dir needs --data (a COCO json)")
+        raise UsageError("--img-dir needs --data (a COCO json)")
     if args.img_size is not None and args.img_size < 1:
-        raise DataError(f"--img-size must be >= 1, got {args.img_size}")
+        raise UsageError(f"--img-size must be >= 1, got {args.img_size}")
     if args.data:
         try:
             source = resolve_source(args.data, args.img_dir)
@@ -364,5 +365,15 @@ def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool 
     where = getattr(cfg, "_filename", "<config>") + (f" with --data {args.data}" if args.data else "")
     check_call_arguments(cfg, source=where)
     check_typed_sections(cfg, source=where)
-    check_data_config(cfg)
+    try:
+        check_data_config(cfg)
+    except ConfigError as e:  # the library names the key or argument that fixes it; the flag is ours to name
+        if e.argument not in _FIXING_FLAGS:
+            raise
+        raise ConfigError(f"{e}; {_FIXING_FLAGS[e.argument]}", argument=e.argument) from e
     return cfg
+
+
+# check_data_config's remedies (ConfigError.argument) -> the flag giving each
+_FIXING_FLAGS = {"img_size": "or pass --img-size N to set every size",
+                 "data": "or give --data PATH to take the classes from the data"}

@@ -100,7 +100,9 @@ def test_img_size_option_is_checked_and_sets_every_transform(tmp_path, capsys, m
     assert "--img-size must be >= 1, got 0" in capsys.readouterr().err
     # a transform left at another size than data.img_size is refused, naming both
     assert tool.main([CONFIG, "--work-dir", str(tmp_path / "w"), "--cfg-options", "data.img_size=96"]) == 2
-    assert "data.train.dataset.pipeline.0 (Mosaic) has size 128 but data.img_size is 96" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "data.train.dataset.pipeline.0 (Mosaic) has size 128 but data.img_size is 96" in err
+    assert err.rstrip().endswith("; or pass --img-size N to set every size")  # the flag, added by the tool
     assert not (tmp_path / "w").exists()
 
 
