@@ -9,7 +9,7 @@
 evaluator (:func:`build_val_data`), the loader's batch size and workers (:func:`val_loader_options`),
 the collate of ``data.collate`` padding to the model's stride -- and runs
 :func:`detkit.engine.inference.evaluate_dataset` (predictions sharded over ranks, COCO metrics on
-rank 0). The trainer's epoch-end evaluation, ``detkit test`` and ``detkit ablate-assigners`` all
+rank 0). The trainer's epoch-end evaluation, ``detkit test`` and ``detkit ablate`` all
 call it, so one checkpoint gets the same numbers from each.
 
 The val batch size, when ``data.val.batch_size`` is not set, is the training batch
