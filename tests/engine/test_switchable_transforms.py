@@ -33,6 +33,9 @@ def test_switchable_transforms_go_off_at_the_start_of_the_last_epochs(tmp_path):
     log = (trainer.work_dir / "train.log").read_text()
     assert "epoch 2: switchable transforms (Mosaic/MixUp) off for the last 1 epochs (2 transform(s))" in log
     assert "epoch 1: switchable" not in log
+    rerun = load_config(trainer.work_dir / "config.py")  # the work dir's dump loads back to the same config
+    assert rerun == trainer.cfg and rerun.schedule.no_mosaic_last_epochs == 1
+    assert "optimizer=L(SGD)(" in (trainer.work_dir / "config.py").read_text()
 
 
 @pytest.mark.slow
