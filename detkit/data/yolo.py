@@ -42,11 +42,17 @@ def load_class_names(names: str | os.PathLike | Sequence[str] | Mapping[int, str
         except OSError as e:
             raise DataError(f"cannot read class names from {path}: {e}") from e
         if path.endswith(".json"):
-            names = json.loads(text)
+            try:
+                names = json.loads(text)
+            except ValueError as e:
+                raise DataError(f"{path}: not a json file of class names: {e}") from e
         elif path.endswith((".yaml", ".yml")):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise DataError(f"{path}: not a yaml file: {e}") from e
             names = data.get("names", data) if isinstance(data, dict) else data
         else:
             names = [line.strip() for line in text.splitlines() if line.strip()]

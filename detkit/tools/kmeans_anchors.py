@@ -48,7 +48,7 @@ def coco_sizes(ann_file: Path, size: int) -> np.ndarray:
             img = coco.imgs[ann["image_id"]]
             scale = size / max(img["width"], img["height"])
             rows.append((float(ann["bbox"][2]) * scale, float(ann["bbox"][3]) * scale))
-    except (AssertionError, AttributeError, KeyError, IndexError, TypeError) as e:  # not COCO's layout
+    except (AssertionError, AttributeError, KeyError, IndexError, TypeError, ValueError, OSError) as e:  # not COCO
         raise DataError(f"{ann_file}: not a COCO instances json ({type(e).__name__}: {e})") from None
     return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
 
@@ -188,13 +188,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> None:
     from detkit.anchors import YOLOV4_COCO_ANCHORS
 
+    if args.num % args.levels:  # the flags first, before any file is read
+        raise UsageError(f"--num ({args.num}) must be a multiple of --levels ({args.levels})")
     if args.format == "coco":
         wh = coco_sizes(find_coco_json(args.dataset), args.size)
     else:
         wh = yolo_sizes(args.dataset, args.size)
     wh = wh[(wh >= args.min_size).all(1)]
-    if args.num % args.levels:
-        raise UsageError(f"--num ({args.num}) must be a multiple of --levels ({args.levels})")
     if len(wh) < args.num:
         raise DataError(f"{args.dataset}: {len(wh)} boxes of at least {args.min_size} px; k-means for --num "
                         f"{args.num} anchors needs at least {args.num}")

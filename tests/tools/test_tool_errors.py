@@ -21,6 +21,7 @@ def files(tmp_path):
     """Paths the mistakes point at: a file where a folder is wanted, a JSON that is not COCO, ..."""
     (tmp_path / "a_file").write_text("not a folder\n")
     (tmp_path / "list.json").write_text(json.dumps([1, 2, 3]))
+    (tmp_path / "broken.json").write_text('{"images": [')
     (tmp_path / "no_model.py").write_text("train = dict(epochs=3)\n")
     (tmp_path / "weights.pth").write_bytes(b"")
     (tmp_path / "a_folder").mkdir()
@@ -41,6 +42,11 @@ MISTAKES = [
     ("kmeans_anchors", ["{tmp}/missing"], "{tmp}/missing: no such file or folder"),
     ("kmeans_anchors", ["{tmp}/a_folder"], "need exactly one instances_*.json"),
     ("kmeans_anchors", ["{tmp}/list.json"], "list.json: not a COCO instances json"),
+    ("kmeans_anchors", ["{tmp}/broken.json"], "broken.json: not a COCO instances json (JSONDecodeError: "),
+    ("kmeans_anchors", ["{tmp}/list.json", "--num", "4", "--levels", "3"], "--num (4) must be a multiple of --levels"),
+    ("model_info", [str(CFG), "--size", "100"], "--size 100 100: the model takes multiples of its largest stride 32"),
+    ("make_shapes", ["{tmp}/s", "--train", "0", "--val", "0"], "--train 0 --val 0: nothing to generate"),
+    ("infer", [str(CFG), "{tmp}/weights.pth", "{tmp}/a_folder", "--backend", "trt"], "--backend: unknown backend"),
     ("kmeans_anchors", ["{tmp}/yolo_root", "--format", "yolo"], "must hold labels/ and images/"),
     ("browse_dataset", [str(CFG), "--split", "test", "--out", "{tmp}/browse"], "no data.test; splits: "),
     ("browse_dataset", [str(CFG), "--out", "{tmp}/a_file"], "--out {tmp}/a_file: is a file, not a folder"),
