@@ -74,8 +74,10 @@ class DenseForm:
     def __init__(self, assigner) -> None:
         self.assigner = assigner
 
-    def assign(self, *args, **kwargs):
-        return self.assigner.assign_dense(*args, **kwargs)
+    def assign(self, priors, *args, **kwargs):
+        if not isinstance(priors, torch.Tensor):  # a PriorGrid: every prior against every GT on its boxes
+            priors = priors.boxes
+        return getattr(self.assigner, "assign_dense", self.assigner.assign)(priors, *args, **kwargs)
 
 
 class ReferenceATSS:
@@ -85,6 +87,7 @@ class ReferenceATSS:
         self.topk = topk
 
     def assign(self, priors, gt_boxes, gt_labels, gt_mask, *, num_level_priors=None, **_):
+        priors = priors if isinstance(priors, torch.Tensor) else priors.boxes
         out = torch.full(gt_mask.shape[:1] + priors.shape[:1], -1, dtype=torch.long)
         pc = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
         for b in range(gt_boxes.shape[0]):
@@ -116,7 +119,8 @@ class ReferenceATSS:
 def make_inputs(batch: int, size: int, num_gts: int, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     gen = YOLOAnchorGenerator(base_sizes=YOLOV4_COCO_ANCHORS, strides=list(STRIDES))
-    priors, strides, counts = gen.grid_priors([(size // s, size // s) for s in STRIDES], "cpu")
+    grid = gen.grid_priors([(size // s, size // s) for s in STRIDES], "cpu")
+    priors, strides, counts = grid
     n = priors.shape[0]
     wh = 4 + torch.rand(batch, num_gts, 2, generator=g) * 252
     xy = torch.rand(batch, num_gts, 2, generator=g) * (size - wh)
@@ -125,7 +129,8 @@ def make_inputs(batch: int, size: int, num_gts: int, seed: int = 0) -> dict:
     gt_mask[::2, int(num_gts * 0.8):] = False
     pred_boxes = priors[None].repeat(batch, 1, 1) + torch.randn(batch, n, 4, generator=g) * strides[:, None] * 0.5
     pred_boxes = torch.cat([pred_boxes[..., :2], torch.maximum(pred_boxes[..., 2:], pred_boxes[..., :2] + 1)], -1)
-    return dict(priors=priors, prior_strides=strides, num_level_priors=counts, gt_boxes=gt_boxes,
+    return dict(priors=grid if not isinstance(grid, tuple) else priors, prior_strides=strides,
+                num_level_priors=counts, gt_boxes=gt_boxes,
                 gt_labels=torch.randint(0, NUM_CLASSES, (batch, num_gts), generator=g), gt_mask=gt_mask,
                 pred_boxes=pred_boxes, pred_scores=torch.rand(batch, n, NUM_CLASSES, generator=g) ** 4)
 

@@ -62,7 +62,12 @@ def make_inputs(batch: int, num_gts: int, size: int = 640, num_classes: int = NU
     probs = (torch.rand(batch, points.shape[0], num_classes, generator=g) ** 6).clamp(1e-6, 1 - 1e-6)  # mostly low
     cls_logits = torch.logit(probs)
     obj_logits = torch.randn(batch, points.shape[0], 1, generator=g) * 2
-    return dict(points=points, priors=priors, prior_strides=prior_strides,
+    from detkit.anchors import PointGenerator
+
+    grid = PointGenerator(list(STRIDES), scale=5.0).grid_priors([(size // s,) * 2 for s in STRIDES])
+    grid = None if isinstance(grid, tuple) else grid  # a PriorGrid (detkit >= issue 30) goes to assign as is
+    assert grid is None or torch.equal(grid.boxes, priors)
+    return dict(points=points, priors=priors, prior_strides=prior_strides, grid=grid,
                 num_level_priors=[(size // s) ** 2 for s in STRIDES], gt_boxes=gt_boxes, gt_labels=gt_labels,
                 gt_mask=gt_mask, pred_boxes=pred_boxes, cls_logits=cls_logits, obj_logits=obj_logits,
                 pred_scores=cls_logits.sigmoid(), yolox_scores=cls_logits.sigmoid() * obj_logits.sigmoid())
@@ -80,7 +85,8 @@ def detkit_side(preset: str) -> Callable[[dict], object]:
     scores = "yolox_scores" if preset.startswith("simota") else "pred_scores"
 
     def run(x: dict):
-        return assigner.assign(x["priors"], x["gt_boxes"], x["gt_labels"], x["gt_mask"],
+        priors = x["priors"] if x["grid"] is None else x["grid"]
+        return assigner.assign(priors, x["gt_boxes"], x["gt_labels"], x["gt_mask"],
                                num_level_priors=x["num_level_priors"], prior_strides=x["prior_strides"],
                                pred_boxes=x["pred_boxes"], pred_scores=x[scores])
 

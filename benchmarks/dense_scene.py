@@ -46,7 +46,9 @@ def make_scene(size: int, num_gts: int, seed: int = 0) -> dict:
     from detkit.anchors import PointGenerator
 
     g = torch.Generator().manual_seed(seed)
-    priors, strides, counts = PointGenerator(list(STRIDES)).grid_priors([(size // s,) * 2 for s in STRIDES])
+    grid = PointGenerator(list(STRIDES)).grid_priors([(size // s,) * 2 for s in STRIDES])
+    priors, strides, counts = grid
+    grid = None if isinstance(grid, tuple) else grid  # a PriorGrid (detkit >= issue 30) goes to assign as is
     n = priors.shape[0]
     side = torch.exp(torch.empty(1, num_gts, 2).uniform_(2.0, 4.2, generator=g))  # 7.4 .. 66.7 px
     centre = torch.rand(1, num_gts, 2, generator=g) * size
@@ -54,7 +56,8 @@ def make_scene(size: int, num_gts: int, seed: int = 0) -> dict:
     centres = (priors[:, :2] + priors[:, 2:]) / 2
     pc = centres + torch.randn(1, n, 2, generator=g) * strides[:, None] * 0.5
     pwh = strides[:, None] * 4 * torch.exp(torch.randn(1, n, 2, generator=g) * 0.5)
-    return dict(priors=priors, prior_strides=strides, num_level_priors=counts, points=centres, gt_boxes=gt_boxes,
+    return dict(priors=priors, grid=grid, prior_strides=strides, num_level_priors=counts, points=centres,
+                gt_boxes=gt_boxes,
                 gt_labels=torch.randint(0, NUM_CLASSES, (1, num_gts), generator=g),
                 gt_mask=torch.ones(1, num_gts, dtype=torch.bool),
                 pred_boxes=torch.cat([pc - pwh / 2, pc + pwh / 2], -1),
@@ -63,9 +66,11 @@ def make_scene(size: int, num_gts: int, seed: int = 0) -> dict:
 
 def candidate_pairs(x: dict) -> int:
     """Priors whose centre lies inside a GT's box, summed over the GTs (by grid arithmetic)."""
-    from detkit.assigners.candidates import level_regions, prior_layout, window_pairs
+    from detkit.assigners import candidates
+    from detkit.assigners.candidates import level_regions, window_pairs
 
-    layout = prior_layout(x["priors"], x["num_level_priors"], x["prior_strides"])
+    layout = x["grid"] if x["grid"] is not None else candidates.prior_layout(
+        x["priors"], x["num_level_priors"], x["prior_strides"])
     boxes = x["gt_boxes"][0]
     return int(window_pairs(layout, level_regions(layout, boxes, [0.0] * len(layout.levels)))[0].numel())
 
@@ -80,8 +85,10 @@ def side(name: str, dense: bool):
     from detkit.assigners.presets import build_preset
 
     assigner = build_preset(name)
-    call = assigner.assign_dense if dense else assigner.assign
-    return lambda x: call(x["priors"], x["gt_boxes"], x["gt_labels"], x["gt_mask"],
+    # dense: every prior against every GT (a rule's assign_dense, or assign on bare priors: the all-pairs table)
+    call = getattr(assigner, "assign_dense", assigner.assign) if dense else assigner.assign
+    return lambda x: call(x["priors"] if dense or x["grid"] is None else x["grid"],
+                          x["gt_boxes"], x["gt_labels"], x["gt_mask"],
                           num_level_priors=x["num_level_priors"], prior_strides=x["prior_strides"],
                           pred_boxes=x["pred_boxes"], pred_scores=x["pred_scores"])
 

@@ -121,7 +121,8 @@ def time_pipeline(model, args: argparse.Namespace, device: torch.device, batch: 
     head = model.head
     strides = head.prior_generator.strides
     sizes = [(args.size // int(s), args.size // int(s)) for s in strides]
-    priors, prior_strides, counts = head.prior_generator.grid_priors(sizes, device)
+    grid = head.prior_generator.grid_priors(sizes, device)
+    priors, prior_strides, counts = grid
     n = priors.shape[0]
     g = torch.Generator().manual_seed(1)
     feats = [torch.randn(args.batch, k, h, w, generator=g).to(device) for k, (h, w) in zip(head.in_channels, sizes)]
@@ -138,7 +139,8 @@ def time_pipeline(model, args: argparse.Namespace, device: torch.device, batch: 
         with torch.no_grad():
             preds = head.flatten([r.detach() for r in raw])
             boxes, scores = pipeline.decode_predictions(preds)
-            pipeline.assigner.assign(priors, batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"],
+            pipeline.assigner.assign(priors if isinstance(grid, tuple) else grid,
+                                     batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"],
                                      num_level_priors=counts, prior_strides=prior_strides,
                                      pred_boxes=boxes, pred_scores=scores)
 

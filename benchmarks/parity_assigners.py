@@ -46,7 +46,9 @@ def make_batch(seed: int, anchors: bool = False) -> dict:
     """One random batch: priors, GTs with trailing zero padding, predictions (boxes, logits)."""
     g = torch.Generator().manual_seed(seed)
     gen = YOLOAnchorGenerator(YOLOV5_ANCHORS, STRIDES) if anchors else PointGenerator(STRIDES)
-    priors, strides, counts = gen.grid_priors(FEATS)
+    grid = gen.grid_priors(FEATS)
+    priors, strides, counts = grid
+    grid = None if isinstance(grid, tuple) else grid  # a PriorGrid (detkit >= issue 30) goes to assign as is
     side = torch.exp(torch.empty(BATCH, MAX_GTS, 1).uniform_(math.log(0.5), math.log(400), generator=g))  # px
     aspect = torch.exp(torch.empty(BATCH, MAX_GTS, 1).uniform_(-0.7, 0.7, generator=g))  # up to 4:1
     wh = torch.cat([side * aspect, side / aspect], -1)
@@ -64,7 +66,8 @@ def make_batch(seed: int, anchors: bool = False) -> dict:
     pred_boxes = quantise(torch.cat([pc - pwh / 2, pc + pwh / 2], -1))
     cls_logits = torch.randn(BATCH, n, NUM_CLASSES, generator=g) * 2 - 3
     obj_logits = torch.randn(BATCH, n, 1, generator=g) * 2
-    return dict(priors=priors, prior_strides=strides, num_level_priors=counts, centres=centres, gt_boxes=boxes,
+    return dict(priors=priors, grid=grid, prior_strides=strides, num_level_priors=counts, centres=centres,
+                gt_boxes=boxes,
                 gt_labels=labels, gt_mask=mask, pred_boxes=pred_boxes, cls_logits=cls_logits, obj_logits=obj_logits)
 
 
@@ -76,7 +79,8 @@ def detkit_assign(preset: str, x: dict, scores: torch.Tensor | None = None) -> A
     if scores is None:
         scores = x["cls_logits"].sigmoid()
     return build_preset(preset).assign(
-        x["priors"], x["gt_boxes"], x["gt_labels"], x["gt_mask"], num_level_priors=x["num_level_priors"],
+        x["priors"] if x["grid"] is None else x["grid"],
+        x["gt_boxes"], x["gt_labels"], x["gt_mask"], num_level_priors=x["num_level_priors"],
         prior_strides=x["prior_strides"], pred_boxes=x["pred_boxes"], pred_scores=scores)
 
 
