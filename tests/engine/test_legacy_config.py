@@ -65,3 +65,25 @@ def test_the_shipped_schedule_means_what_its_old_form_meant():
 def test_an_old_checkpoints_stored_config_is_read(tmp_path):
     cfg = stored_config({"config": OLD_DUMP}, tmp_path / "old.pth")
     assert cfg.schedule.lr[TARGET_KEY] is LRSchedule and cfg.train.optimizer[TARGET_KEY] is torch.optim.SGD
+
+
+def test_resume_from_a_checkpoint_whose_stored_config_is_the_old_form(tmp_path):
+    """Resuming reads the states (optimizer, schedule's ``last_iter``), not the stored config: a checkpoint
+    written before the schedule section continues under a config in the new form."""
+    from pathlib import Path
+
+    from detkit.engine.checkpoint import load_checkpoint
+    from detkit.engine.trainer import Trainer
+
+    cfg_path = Path(__file__).parent / "configs" / "tiny.py"
+    opts = ["train.checkpoint.interval_iters=0", "train.eval_interval=0", "train.multi_scale=None"]
+    Trainer(load_config(cfg_path, [*opts, "train.epochs=1"]), work_dir=tmp_path).train()
+    ckpt = load_checkpoint(tmp_path / "epoch_1.pth")
+    assert ckpt["scheduler"] == {"last_iter": 3} and len(ckpt["optimizer"]["param_groups"]) == 3
+    ckpt["config"] = OLD_DUMP  # as an older detkit wrote it
+    torch.save(ckpt, tmp_path / "epoch_1.pth")
+    trainer = Trainer(load_config(cfg_path, [*opts, "train.epochs=2"]), work_dir=tmp_path, resume="auto")
+    assert (trainer.epoch, trainer.iter, trainer.schedule.last_iter) == (1, 4, 3)
+    trainer.train()
+    assert trainer.epoch == 2 and trainer.iter == 8
+    assert [g["initial_lr"] for g in trainer.optimizer.param_groups] == [0.05] * 3
