@@ -3,6 +3,7 @@ the stored config of an older checkpoint, which a user cannot edit, is converted
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from detkit.config import TARGET_KEY, L, load_config
@@ -67,6 +68,7 @@ def test_an_old_checkpoints_stored_config_is_read(tmp_path):
     assert cfg.schedule.lr[TARGET_KEY] is LRSchedule and cfg.train.optimizer[TARGET_KEY] is torch.optim.SGD
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_whose_stored_config_is_the_old_form(tmp_path):
     """Resuming reads the states (optimizer, schedule's ``last_iter``), not the stored config: a checkpoint
     written before the schedule section continues under a config in the new form."""
