@@ -19,7 +19,6 @@ from detkit.assigners.candidates import (
     CandidateTable,
     paint_open_rects,
     pair_budget,
-    prior_layout,
     segment_ranks,
     segment_topk,
     topk_rows,
@@ -145,25 +144,21 @@ def test_dynamic_k_rules_with_wide_predictions_and_lonely_gts(name, monkeypatch)
     assert all(calls.values()), calls
 
 
-def test_priors_that_are_not_grids_take_the_dense_form():
-    priors, strides, counts = priors_of(anchors=False)
-    shuffled = priors[torch.randperm(priors.shape[0], generator=torch.Generator().manual_seed(0))]
-    assert prior_layout(shuffled, counts, strides) is None
-    assert prior_layout(priors, None, strides) is None
-    assert prior_layout(priors, counts[:-1], strides) is None  # counts not covering the priors
-    assert prior_layout(priors, counts, strides) is prior_layout(priors, counts, strides)  # remembered
-    moved = priors.clone()
-    first = prior_layout(moved, counts, strides)
-    moved.add_(0.5)  # an in-place change is a new layout
-    assert prior_layout(moved, counts, strides) is not first
-    layout = prior_layout(priors, counts, strides)
-    assert [(lv.width, lv.height, lv.anchors, lv.stride) for lv in layout.levels] == [
-        (16, 16, 1, 8.0), (8, 8, 1, 16.0), (4, 4, 1, 32.0)]
+@pytest.mark.parametrize("name", ["tal", "tal_v8"])
+def test_priors_that_are_not_grids_go_through_all_pairs(name):
+    # Shuffled priors are no grid: every prior is a candidate of every GT, and the result is the grid's,
+    # shuffled the same way (continuous values: no tie whose order would follow the prior index).
+    grid = priors_of(anchors=False)
+    perm = torch.randperm(grid.num_priors, generator=torch.Generator().manual_seed(0))
     case = random_case(0, anchors=False)
-    a = FACTORIES["maxiou"]()
-    kw = dict(num_level_priors=counts, prior_strides=strides)
-    res = a.assign(shuffled, case["gt_boxes"], case["gt_labels"], case["gt_mask"], **kw)
-    assert_same(res, a.assign_dense(shuffled, case["gt_boxes"], case["gt_labels"], case["gt_mask"], **kw))
+    gts, kw = (case["gt_boxes"], case["gt_labels"], case["gt_mask"]), case["kwargs"]
+    assigner = FACTORIES[name]()
+    on_grid = assigner.assign(grid, *gts, pred_boxes=kw["pred_boxes"], pred_scores=kw["pred_scores"])
+    shuffled = assigner.assign(grid.boxes[perm], *gts, pred_boxes=kw["pred_boxes"][:, perm],
+                               pred_scores=kw["pred_scores"][:, perm])
+    for field in ("gt_index", "pos_mask", "labels", "iou", "align_metric", "score_target"):
+        assert torch.equal(getattr(shuffled, field), getattr(on_grid, field)[:, perm]), field
+    assert on_grid.num_pos > 0
 
 
 @pytest.mark.parametrize("anchors", [False, True])
@@ -191,8 +186,8 @@ def test_windowed_nearest_candidates_equal_the_dense_ones(sizes, anchors):
     # Centres on and off the grid (far outside: the window cannot decide, the full row is ranked),
     # on cell borders (distance ties), grids narrower than the window.
     gen = YOLOAnchorGenerator(ANCHORS, [8, 16, 32]) if anchors else PointGenerator([8, 16, 32])
-    priors, strides, counts = gen.grid_priors(sizes)
-    layout = prior_layout(priors, counts, strides)
+    layout = gen.grid_priors(sizes)
+    priors, strides, counts = layout
     g = torch.Generator().manual_seed(2)
     on_borders = (torch.rand(2, 10, 2, generator=g) * 16).round() * 8
     far = torch.tensor([[[-500.0, 40.0], [900.0, 900.0]]]).expand(2, -1, -1)
