@@ -75,6 +75,7 @@ STRIDES = (8, 16, 32)
 ANCHORS = [[(6, 8), (12, 10)], [(14, 26), (28, 20)], [(36, 30), (60, 56)]]  # (w, h) per level, 2 per cell
 NUM_CLASSES = 4
 MEMORY_KNOBS: dict[str, tuple[Any, ...]] = {"max_gt_chunk": (1, 2, 3)}  # attribute -> small values to try
+SHOWN_PER_CHECK = 3  # failures of one check printed by str(report)
 PAIR_BUDGETS = (1, 40, 300)  # candidate-table pair budgets to try (one GT per chunk, a few GTs, most of them)
 
 
@@ -185,9 +186,14 @@ class ConformanceReport:
         return [c for c in CHECKS if c in names]
 
     def __str__(self) -> str:
+        """One line per check; at most :data:`SHOWN_PER_CHECK` failures of a check, the rest counted."""
         lines = [f"check_assigner({self.assigner}): {'conforms' if self.ok else 'FAILS ' + ', '.join(self.failed)}"]
         lines += [f"  passed  {name}" for name in self.passed]
-        lines += [f"  FAILED  {failure}" for failure in self.failures]
+        for name in self.failed:
+            mine = [f for f in self.failures if f.check == name]
+            lines += [f"  FAILED  {failure}" for failure in mine[:SHOWN_PER_CHECK]]
+            if len(mine) > SHOWN_PER_CHECK:
+                lines.append(f"  FAILED  {name}: {len(mine) - SHOWN_PER_CHECK} more (report.failures lists them)")
         lines += [f"  skipped {name}: {why}" for name, why in self.skipped.items()]
         lines += [f"  note    {note}" for note in self.notes]
         return "\n".join(lines)

@@ -92,11 +92,12 @@ class WrongDtype(NearestInsideAssigner):
         return res
 
 
-class TwoBugs(DependsOnTheBatch):
-    """Depends on the batch and lets padding win: both reported, not just the first."""
+class TwoBugs(NearestInsideAssigner):
+    """k from the batch's valid GTs and from the padded row count M: both bugs reported, not just the first."""
 
     def assign(self, priors, gt_boxes, gt_labels, gt_mask, **kw) -> AssignResult:
-        return super().assign(priors, gt_boxes, gt_labels, torch.ones_like(gt_mask), **kw)
+        k = int(valid_gt_mask(gt_boxes, gt_mask).sum()) // gt_mask.shape[0] + gt_mask.shape[1]
+        return NearestInsideAssigner(k=k).assign(priors, gt_boxes, gt_labels, gt_mask, **kw)
 
 
 def test_a_padding_row_that_wins_is_reported_as_padding_rows():
@@ -150,6 +151,7 @@ def test_a_wrong_dtype_is_reported_once_as_invariants():
     assert report.failed == ["invariants"]
     messages = sorted(f.message for f in report.failures)
     assert messages == ["gt_index must be torch.int64, got torch.int32", "iou must be torch.float32, got torch.float64"]
+    assert str(report).count("FAILED  invariants: ") == 2
     assert "no_gt" in report.passed  # the values are still read and judged
 
 
@@ -158,7 +160,11 @@ def test_every_failure_is_listed_not_just_the_first():
     assert {"padding_rows", "batch_per_image"} <= set(report.failed)
     text = str(report)
     assert text.startswith("check_assigner(TwoBugs()): FAILS ")
-    assert text.count("FAILED  padding_rows") >= 1 and text.count("FAILED  batch_per_image") == 1
+    assert text.count("FAILED  batch_per_image") == 1
+    # every padding variant fails (6 inputs), 3 are shown and the rest counted
+    assert sum(f.check == "padding_rows" for f in report.failures) == 6
+    padding = [line for line in text.splitlines() if line.startswith("  FAILED  padding_rows")]
+    assert len(padding) == 4 and padding[-1] == "  FAILED  padding_rows: 3 more (report.failures lists them)"
     with pytest.raises(AssertionError, match="FAILED  padding_rows"):
         report.raise_for_failures()
 
