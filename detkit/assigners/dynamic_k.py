@@ -1,226 +1,465 @@
-"""Dynamic-k matching shared by SimOTA (YOLOX) and dynamic soft labels (RTMDet): each GT takes its
-``k`` lowest-cost priors, ``k`` from the sum of its best IoUs, and a prior taken by several GTs
-goes to the GT of lowest cost. Chunk-safe: GT chunks are taken one by one and merged.
+"""Dynamic-k matching, written once over a table of (GT, prior) pairs: SimOTA (YOLOX) and dynamic soft
+labels (RTMDet) are its two cost rules (:class:`DynamicKRule`).
+
+The matching (:func:`dynamic_k_match`):
+
+1. Candidates of an image (``fg``): the priors whose centre lies strictly inside one of the rule's
+   candidate rectangles of any valid GT (:meth:`DynamicKRule.candidate_rects`).
+2. A table of pairs per GT (grouped by GT, priors ascending): the all-pairs table (every prior;
+   the reference, and what bare-tensor priors use), or on a :class:`~detkit.anchors.PriorGrid` the
+   listed table, found by the grid's arithmetic: the usable pairs whose prior centre lies in the GT's
+   candidate region or its box widened by the reach of its level's predicted boxes, plus the "wide"
+   predictions that reach further, paired with every GT of their image; a pair is kept when its
+   predicted box overlaps the GT or the rule says it must be listed (:meth:`DynamicKRule.must_list`).
+   Every usable pair with IoU > 0 is listed, so dynamic k is exact; an unlisted pair has IoU 0 and
+   costs at least the rule's floor (:meth:`DynamicKRule.cost_floor`).
+3. Per pair, the rule's IoU and cost; per GT, ``k = max(1, int(sum of its candidate_topk largest
+   IoUs))``, and the GT takes its k lowest costs (pairs of infinite cost never; equal costs in the
+   rule's ``tie_order``). On a listed table a GT whose k-th cost is not below its floor (or, in
+   ``torch.sort``'s order, is tied with the next) is decided on its all-pairs row instead.
+4. A prior taken by several GTs goes to the GT of lowest cost among *all* GTs of its image (ties:
+   lowest GT index): the cheapest listed pair when it is below every GT's floor, else found on the
+   prior's all-pairs column.
+
+The all-pairs table decides every step by itself (its floor is ``inf``), so the listed table gives the
+all-pairs result bit for bit: per-pair values are computed element by element with the same
+operations, per-GT steps rank by ``(value, prior)`` (:func:`~detkit.assigners.candidates.segment_ranks`),
+and per-prior reductions keep the lowest GT on ties (:class:`~detkit.assigners.candidates.PriorBest`).
+Memory: the tables come in chunks of whole GTs within the pair budget
+(:func:`~detkit.assigners.candidates.candidate_tables`); wide pairs are added to a chunk's listed rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from detkit.anchors import GridLevel, PriorGrid
 from detkit.assigners.base import (
     AssignResult,
-    TwoFormAssigner,
+    GTBatch,
+    Priors,
     assigned_boxes,
     check_predictions,
-    check_strides,
-    empty_state,
     make_result,
-    prepare_inputs,
+    prepare,
 )
-from detkit.assigners.candidates import PriorLayout, prior_layout, take_rows
-from detkit.assigners.chunking import gt_chunks, merge_best
+from detkit.assigners.candidates import (
+    CandidateTable,
+    PriorBest,
+    candidate_tables,
+    current_pair_budget,
+    gt_rows,
+    level_window_counts,
+    paint_open_rects,
+    segment_ranks,
+    take_rows,
+)
 from detkit.boxes import aligned_iou
 
-__all__ = ["DynamicKAssigner", "DynamicKMatches", "PairTables", "dynamic_ks", "take_lowest_cost"]
+__all__ = ["DynamicKAssigner", "DynamicKRule", "PairInputs", "dynamic_k_match", "inside_any"]
 
-
-def dynamic_ks(iou: Tensor, candidate_topk: int) -> Tensor:
-    """``Tensor[B, Mc]`` int: ``max(1, int(sum of each GT's candidate_topk largest IoUs))``.
-
-    Args:
-        iou: ``Tensor[B, Mc, N]``; pairs that must not count hold 0.
-    """
-    k = min(candidate_topk, iou.shape[-1])
-    return iou.topk(k, dim=-1).values.sum(-1).int().clamp(min=1)
-
-
-def take_lowest_cost(cost: Tensor, counts: Tensor, max_k: int, tie_order: str = "index") -> Tensor:
-    """Each GT's ``counts`` lowest-cost priors; pairs of infinite cost are never taken.
-
-    Args:
-        cost: ``Tensor[B, Mc, N]``.
-        counts: ``Tensor[B, Mc]`` int, how many each GT takes (at most ``max_k``).
-        max_k: the largest count possible.
-        tie_order: ``"index"``: equal costs in prior-index order (never depends on ``torch.topk``'s
-            tie order); ``"torch_sort"``: the order of ``torch.sort`` (not stable), as mmyolo's
-            batched assigner takes them.
-
-    Returns:
-        ``Tensor[B, Mc, N]`` bool, the priors each GT takes.
-    """
-    k = min(max_k, cost.shape[-1])
-    if tie_order == "torch_sort":
-        order = cost.sort(dim=-1).indices[..., :k]  # (B, Mc, k)
-        low = cost.gather(-1, order)
-    else:
-        # The k lowest costs, as a set that never depends on topk's tie order ...
-        low, order = cost.topk(k, dim=-1, largest=False)  # (B, Mc, k)
-        kth = low.amax(dim=-1, keepdim=True)  # (B, Mc, 1); inf when fewer than k candidates (never taken)
-        tied = ((cost <= kth).sum(-1) > k) & torch.isfinite(kth[..., 0])  # (B, Mc)
-        if bool(tied.any()):
-            order[tied] = cost[tied].sort(dim=-1, stable=True).indices[:, :k]
-        # ... then ordered by (cost, prior index).
-        order = order.sort(dim=-1).values
-        low, perm = cost.gather(-1, order).sort(dim=-1, stable=True)
-        order = order.gather(-1, perm)
-    rank = torch.arange(k, device=cost.device)
-    keep = (rank < counts[..., None]) & torch.isfinite(low)  # (B, Mc, k)
-    taken = torch.zeros_like(cost, dtype=torch.bool)
-    return taken.scatter_(-1, order, keep)
-
-
-class DynamicKMatches:
-    """Running result of dynamic-k matching over GT chunks.
-
-    For each prior: how many GTs took it, the last GT that took it, and the GT of lowest cost
-    among *all* GTs (taken or not; ties: lowest GT index), which settles a prior taken by several
-    GTs (YOLOX's and RTMDet's ``cost.min`` over the GTs).
-    """
-
-    def __init__(self, batch: int, num_priors: int, device: torch.device) -> None:
-        self.matches = torch.zeros(batch, num_priors, dtype=torch.long, device=device)
-        self.any_gt = torch.full((batch, num_priors), -1, dtype=torch.long, device=device)
-        self.min_cost, self.min_gt = empty_state(batch, num_priors, device, float("inf"))
-
-    def add(self, taken: Tensor, cost: Tensor, start: int) -> None:
-        """Merge one chunk: ``taken`` and ``cost`` ``Tensor[B, Mc, N]`` of GTs ``start .. start+Mc``."""
-        self.matches += taken.sum(dim=1)
-        ids = torch.arange(start, start + taken.shape[1], device=taken.device).view(1, -1, 1)  # (Mc,) -> (1, Mc, 1)
-        self.any_gt = torch.maximum(self.any_gt, torch.where(taken, ids, torch.full_like(ids, -1)).amax(dim=1))
-        c_cost, c_gt = cost.min(dim=1)  # (B, N), first minimum on ties
-        self.min_cost, self.min_gt = merge_best(self.min_cost, self.min_gt, c_cost, c_gt + start, lower_is_better=True)
-
-    def gt_index(self) -> Tensor:
-        """``Tensor[B, N]`` long: the matched GT of each prior, -1 where no GT took it."""
-        gt_index = torch.where(self.matches > 1, self.min_gt, self.any_gt)
-        return torch.where(self.matches > 0, gt_index, torch.full_like(gt_index, -1))
+REACH_QUANTILES = (0.5, 0.75, 0.9, 0.97, 0.99, 1.0)  # reach thresholds tried per level (step 2)
+REACH_SAMPLE = 8192  # predictions per level the thresholds' costs are estimated on
 
 
 @dataclass
-class PairTables:
-    """Flat tables the per-pair values of a dynamic-k rule are gathered from: GT ``b * M + m``,
-    prediction ``b * N + n``, prior ``n``; ``scores`` holds the rule's per-prediction score terms
-    (``Tensor[B*N]``, or the raw probabilities ``Tensor[B*N, C]``)."""
+class PairInputs:
+    """What a rule's per-pair values are gathered from: GT ``b * M + m``, prediction ``b * N + n``, prior ``n``.
 
-    centres: Tensor  # (N, 2)
-    strides: Tensor  # (N,)
-    pred_boxes: Tensor  # (B*N, 4)
-    gt_boxes: Tensor  # (B*M, 4)
-    labels: Tensor  # (B*M,) long, clamped to [0, C)
-    valid: Tensor  # (B*M,) bool
-    scores: dict[str, Tensor]  # "raw": the (B*N, C) probabilities, until step 1 puts the rule's terms beside
-    num_classes: int
+    Attributes:
+        centres: ``Tensor[N, 2]`` prior centres ``(x1 + x2) / 2``.
+        strides: ``Tensor[N]`` stride of each prior.
+        pred_boxes: ``Tensor[B*N, 4]`` predicted xyxy boxes.
+        gt_boxes: ``Tensor[B*M, 4]`` xyxy.
+        labels: ``Tensor[B*M]`` long, clamped to ``[0, C)``.
+        valid: ``Tensor[B*M]`` bool.
+        scores: ``"raw"``: the ``Tensor[B*N, C]`` probabilities; after step 1 also the rule's own
+            per-prediction terms (:meth:`DynamicKRule.score_terms`).
+        batch, num_gts, num_classes: ``B``, ``M``, ``C``.
+        fg: ``Tensor[B*N]`` bool, step 1's candidates of each image, once known.
+    """
+
+    centres: Tensor
+    strides: Tensor
+    pred_boxes: Tensor
+    gt_boxes: Tensor
+    labels: Tensor
+    valid: Tensor
+    scores: dict[str, Tensor]
     batch: int
     num_gts: int
-    fg: Tensor | None = None  # (B*N,) bool, step 1's candidates of each image, once known
+    num_classes: int
+    fg: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
 
     @property
     def num_priors(self) -> int:
-        return self.centres.shape[0]
+        """N."""
+        return int(self.centres.shape[0])
 
 
-class DynamicKAssigner(TwoFormAssigner):
-    """What SimOTA and dynamic soft labels share: candidates of an image (``fg``), a cost and an IoU
-    for each (GT, candidate) pair, dynamic k from the IoUs, the k lowest costs per GT, conflicts to
-    the GT of lowest cost. Subclasses give the per-pair values and candidate tests (the hooks below)
-    and set ``candidate_topk``, ``tie_order`` and ``all_priors_usable``.
+class DynamicKRule:
+    """The cost rule of a dynamic-k assigner: what :func:`dynamic_k_match` asks of SimOTA and dynamic soft
+    labels. Every per-pair method takes index tensors of one broadcast shape (``gt`` into ``B*M``,
+    ``pred`` into ``B*N``, ``prior`` into ``N``) and returns values of that shape.
 
-    The dense form computes every (GT, prior) pair; the candidate-sparse form
-    (:func:`detkit.assigners.dynamic_k_sparse.sparse_match`) lists each GT's candidates whose
-    predicted box can overlap it, and falls back to a GT's full row (or a prior's full column) only
-    where the listed pairs cannot decide what the dense form would.
+    Attributes:
+        candidate_topk: IoUs summed for the dynamic k, also its upper bound.
+        tie_order: equal costs taken in prior-index order (``"index"``) or in ``torch.sort``'s order
+            on the all-pairs row (``"torch_sort"``, mmyolo's batched assigner).
+        all_priors_usable: every prior is costed (mmyolo's batched DSL), not only the candidates.
+        lists_centres_in_box: :meth:`must_list` also holds pairs whose prior centre lies inside the GT's box.
     """
 
     candidate_topk: int
     tie_order: str = "index"
-    all_priors_usable: bool = False  # every prior a candidate (mmyolo's batched DSL), not only fg
-    lists_centres_in_box: bool = False  # some pairs with IoU 0 need listing: those whose prior centre is in the box
-    score_target: bool = False  # the result's score_target is its IoU (DSL)
+    all_priors_usable: bool = False
+    lists_centres_in_box: bool = False  # must_list holds pairs whose prior centre is in the GT's box at IoU 0
 
-    def _assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
-                num_level_priors: Sequence[int] | None, prior_strides: Tensor | None, pred_boxes: Tensor | None,
-                pred_scores: Tensor | None, dense: bool) -> AssignResult:
-        who = type(self).__name__
-        priors, gt = prepare_inputs(priors, gt_boxes, gt_labels, gt_mask)
-        b, n = gt.batch_size, priors.shape[0]
-        strides = check_strides(prior_strides, n, who)
-        pred_boxes, scores = check_predictions(pred_boxes, pred_scores, b, n, gt, who)
-        tables = PairTables(
-            centres=(priors[:, :2] + priors[:, 2:]) / 2, strides=strides, pred_boxes=pred_boxes.flatten(0, 1),
-            gt_boxes=gt.boxes.flatten(0, 1), labels=gt.labels.flatten().clamp(0, scores.shape[-1] - 1),
-            valid=gt.valid.flatten(), scores={"raw": scores.flatten(0, 1)}, num_classes=scores.shape[-1],
-            batch=b, num_gts=gt.num_gts)
-        layout = None
-        if not dense and bool(pred_boxes.isfinite().all()):
-            layout = prior_layout(priors, num_level_priors, strides)
-        if layout is None:
-            gt_index = self._dense_match(tables)
-        else:
-            from detkit.assigners.dynamic_k_sparse import sparse_match  # the sparse form's own module
+    def candidate_rects(self, boxes: Tensor, strides: Tensor) -> list[Tensor]:
+        """Step 1 as rectangles: a prior of stride ``s`` is a candidate of a GT when its centre lies
+        strictly inside (``lo < c < hi``) one of the GT's rectangles for ``s``.
 
-            gt_index = sparse_match(self, tables, layout)
-        iou = aligned_iou(pred_boxes, assigned_boxes(gt, gt_index))  # (B, N)
-        return make_result(gt_index, iou, gt, **({"score_target": iou} if self.score_target else {}))
+        Args:
+            boxes: ``Tensor[..., 4]`` GT boxes.
+            strides: ``Tensor[...]`` strides, broadcast with ``boxes`` (``(G, 1, 4)`` and ``(1, L)`` for a grid's
+                levels; ``(P, 4)`` and ``(P,)`` for pairs).
 
-    def _dense_match(self, t: PairTables) -> Tensor:
-        """Every step over every (GT, prior) pair, chunk by chunk: ``Tensor[B, N]`` matched GT, -1 if none."""
-        b, m, n = t.batch, t.num_gts, t.num_priors
-        device = t.centres.device
-        image, prior = torch.arange(b, device=device)[:, None, None], torch.arange(n, device=device)  # (B, 1, 1), (N,)
-        chunks = gt_chunks(m, self.max_gt_chunk, batch=b, num_priors=n, device=device)
-        fg = torch.zeros(b, n, dtype=torch.bool, device=device)
-        for chunk in chunks:  # step 1 needs every GT before any cost
-            gt_row = image * m + torch.arange(chunk.start, chunk.stop, device=device)[:, None]  # (B, Mc, 1)
-            fg |= (self._candidate_test(t, gt_row, prior) & take_rows(t.valid, gt_row)).any(dim=1)
-        t.fg = fg.flatten()
-        t.scores.update(self._score_tables(t.scores["raw"], t.fg))
-        matches = DynamicKMatches(b, n, device)
-        for chunk in chunks:
-            gt_row = image * m + torch.arange(chunk.start, chunk.stop, device=device)[:, None]
-            cost, iou = self._pair_values(t, gt_row, image * n + prior, prior)  # (B, Mc, N) each
-            taken = take_lowest_cost(cost, dynamic_ks(iou, self.candidate_topk), self.candidate_topk, self.tie_order)
-            matches.add(taken, cost, chunk.start)
-        return matches.gt_index()
-
-    # hooks ------------------------------------------------------------------------------------------
-
-    def _score_tables(self, scores: Tensor, fg: Tensor) -> dict[str, Tensor]:
-        """The rule's per-prediction score terms from ``scores (B*N, C)``, computed on the candidate rows
-        ``fg (B*N,)`` (see :class:`PairTables`)."""
+        Returns:
+            ``[Tensor[..., 4], ...]`` xyxy rectangles of the broadcast shape, one per test the rule ORs.
+        """
         raise NotImplementedError
 
-    def _candidate_test(self, t: PairTables, gt_row: Tensor, prior: Tensor) -> Tensor:
-        """Step 1: bool of the broadcast shape, the prior is a candidate of the image through this GT."""
+    def score_terms(self, scores: Tensor, fg: Tensor) -> dict[str, Tensor]:
+        """The rule's per-prediction terms from ``scores (B*N, C)``, computed on the candidate rows ``fg (B*N,)``."""
         raise NotImplementedError
 
-    def _candidate_rects(self, layout: PriorLayout, boxes: Tensor) -> list[Tensor]:
-        """Step 1 as rectangles: ``[Tensor[G, L, 4], ...]`` per GT ``boxes (G, 4)`` and level; a prior
-        passes :meth:`_candidate_test` exactly when its centre lies strictly inside one of them
-        (``lo < c < hi``, compared as that test compares). Every pair whose cost lacks a GT's own
-        penalty (SimOTA's "in box and centre") lies in their bounding box."""
+    def pair_iou(self, x: PairInputs, gt: Tensor, pred: Tensor) -> Tensor:
+        """IoU of the predicted box with the GT; 0 for pairs that are not usable."""
         raise NotImplementedError
 
-    def _pair_values(self, t: PairTables, gt_row: Tensor, pred_row: Tensor, prior: Tensor) -> tuple[Tensor, Tensor]:
-        """``(cost, iou)`` of the broadcast pairs (GT ``gt_row``, prediction ``pred_row`` of ``prior``)."""
-        iou = self._pair_iou(t, gt_row, pred_row)
-        return self._pair_cost(t, gt_row, pred_row, prior, iou), iou
-
-    def _pair_iou(self, t: PairTables, gt_row: Tensor, pred_row: Tensor) -> Tensor:
-        """IoU of the predicted box with the GT, of the broadcast shape; 0 for pairs that are not usable."""
+    def pair_cost(self, x: PairInputs, gt: Tensor, pred: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
+        """Cost of the pairs given their ``iou``; ``inf`` for pairs that are not usable."""
         raise NotImplementedError
 
-    def _pair_cost(self, t: PairTables, gt_row: Tensor, pred_row: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
-        """Cost of the broadcast pairs given their ``iou``; ``inf`` for pairs that are not usable."""
-        raise NotImplementedError
-
-    def _must_list(self, t: PairTables, gt_row: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
-        """Bool per pair: not covered by :meth:`_unlisted_bound` (IoU > 0, or a cost without a penalty)."""
+    def must_list(self, x: PairInputs, gt: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
+        """Bool per pair: a pair a listed table must hold although its IoU may be 0 (default: IoU > 0)."""
         return iou > 0
 
-    def _unlisted_bound(self, t: PairTables, gt_row: Tensor) -> Tensor:
-        """``Tensor[G]``: no usable pair of GT ``gt_row`` that :meth:`_must_list` rejects costs less."""
+    def cost_floor(self, x: PairInputs, gt: Tensor) -> Tensor:
+        """``Tensor[G]``: no usable pair of GT ``gt (G,)`` that :meth:`must_list` rejects costs less."""
         raise NotImplementedError
+
+
+class DynamicKAssigner(DynamicKRule):
+    """``assign`` of the dynamic-k rules (the :class:`~detkit.assigners.Assigner` protocol): checks the
+    inputs, runs :func:`dynamic_k_match` and builds the result (``iou``: the predicted box's, and
+    ``score_target`` the same where the subclass sets ``score_target = True``)."""
+
+    uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
+    score_target: bool = False
+
+    def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
+               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
+        """Assign ``priors`` to the padded GTs ``gt_boxes (B, M, 4)`` (see :class:`~detkit.assigners.Assigner`).
+
+        Needs strides (a grid's, or ``prior_strides (N,)``), ``pred_boxes (B, N, 4)`` and ``pred_scores (B, N, C)``
+        (probabilities). Returns an :class:`~detkit.assigners.AssignResult` of ``Tensor[B, N]`` fields.
+        """
+        who = type(self).__name__
+        p, gt = prepare(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
+                        prior_strides=prior_strides)
+        b, n = gt.batch_size, p.num_priors
+        strides = p.strides_for(who)
+        boxes, scores = check_predictions(pred_boxes, pred_scores, b, n, gt, who)
+        x = PairInputs(centres=p.centres, strides=strides, pred_boxes=boxes.flatten(0, 1),
+                       gt_boxes=gt.boxes.flatten(0, 1), labels=gt.labels.flatten().clamp(0, scores.shape[-1] - 1),
+                       valid=gt.valid.flatten(), scores={"raw": scores.flatten(0, 1)}, batch=b, num_gts=gt.num_gts,
+                       num_classes=scores.shape[-1])
+        gt_index = dynamic_k_match(self, x, p, gt)
+        iou = aligned_iou(boxes, assigned_boxes(gt, gt_index))  # (B, N)
+        return make_result(gt_index, iou, gt, **({"score_target": iou} if self.score_target else {}))
+
+
+def _windows_exact(grid: PriorGrid) -> bool:
+    """Listed tables need every prior of a cell on its column and row centre (``GridLevel.shared_centres``)."""
+    return all(level.shared_centres for level in grid.levels)
+
+
+def inside_any(rects: Sequence[Tensor], centres: Tensor) -> Tensor:
+    """Bool of the broadcast shape without the last axis: ``centres (..., 2)`` strictly inside (``lo < c < hi``)
+    one of ``rects`` (each ``Tensor[..., 4]`` xyxy)."""
+    hit: Tensor | None = None
+    for r in rects:
+        x1, y1, x2, y2 = r.unbind(-1)
+        h = (centres[..., 0] > x1) & (centres[..., 1] > y1) & (x2 > centres[..., 0]) & (y2 > centres[..., 1])
+        hit = h if hit is None else hit | h
+    assert hit is not None
+    return hit
+
+
+def candidates(rule: DynamicKRule, x: PairInputs, p: Priors, gt: GTBatch, grid: PriorGrid | None) -> Tensor:
+    """Step 1: ``Tensor[B*N]`` bool, the priors inside a candidate rectangle of a valid GT of their image;
+    painted on the grid's levels, or tested pair by pair on the all-pairs table."""
+    b, n = x.batch, x.num_priors
+    image, slot = gt_rows(gt.valid)
+    if grid is not None:
+        strides = torch.tensor([level.stride for level in grid.levels], device=p.device)
+        rects = rule.candidate_rects(gt.boxes[image, slot][:, None, :], strides[None, :])  # (G, L, 4) each
+        return paint_open_rects(grid, image, rects, b)
+    fg = torch.zeros(b * n, dtype=torch.bool, device=p.device)
+    for t in candidate_tables(p, gt, None, (image, slot)):
+        hit = inside_any(rule.candidate_rects(take_rows(x.gt_boxes, t.gt_index), take_rows(x.strides, t.prior)),
+                         take_rows(x.centres, t.prior))  # (P,)
+        fg[t.pred_index[hit]] = True
+    return fg
+
+
+@dataclass
+class _Matches:
+    """Running state of steps 3-4 per prediction ``b * N + n``: how many GTs took it, the last one, the cheapest
+    listed GT (:class:`PriorBest`, ties to the lowest slot) and the lowest floor of an unlisted pair."""
+
+    count: Tensor
+    last: Tensor
+    cheapest: PriorBest
+    floor: float = float("inf")
+
+    def take(self, table: CandidateTable, taken: Tensor) -> None:
+        pred, slot = table.pred_index[taken], table.owner[taken]
+        self.count.index_add_(0, pred, torch.ones_like(pred))
+        self.last.scatter_reduce_(0, pred, slot, "amax")
+
+
+def dynamic_k_match(rule: DynamicKRule, x: PairInputs, p: Priors, gt: GTBatch, listed: bool = True) -> Tensor:
+    """``Tensor[B, N]`` long: the GT each prior is matched to, -1 where none (see the module docstring).
+
+    Args:
+        rule: the cost rule.
+        x: the batch's inputs (``x.fg`` and the rule's score terms are filled in here).
+        p, gt: the checked priors and GTs.
+        listed: use listed tables where ``p.grid`` allows (False: all-pairs tables, the reference).
+    """
+    b, n = x.batch, x.num_priors
+    device = p.device
+    grid = p.grid if listed and p.grid is not None and _windows_exact(p.grid) else None
+    if grid is not None and not bool(x.pred_boxes.isfinite().all()):
+        grid = None  # a prediction's reach is unknown: all pairs
+    x.fg = candidates(rule, x, p, gt, grid)
+    x.scores.update(rule.score_terms(x.scores["raw"], x.fg))
+    state = _Matches(count=torch.zeros(b * n, dtype=torch.long, device=device),
+                     last=torch.full((b * n,), -1, dtype=torch.long, device=device),
+                     cheapest=PriorBest(b, n, device, fill=float("inf"), lowest=True))
+    rows = gt_rows(gt.valid)
+    if grid is None:
+        for table in candidate_tables(p, gt, None, rows):
+            _match_table(rule, x, p, gt, state, table, complete=True)
+    else:
+        for table in _listed_tables(rule, x, p, gt, grid, rows):
+            _match_table(rule, x, p, gt, state, table, complete=False)
+    cheapest, cheapest_gt = (v.flatten() for v in state.cheapest.result())
+    several = state.count > 1
+    gt_index = torch.where(several, cheapest_gt, state.last)
+    column = (several & ~(cheapest < state.floor)).nonzero().flatten()
+    if column.numel():
+        gt_index[column] = _cheapest_on_columns(rule, x, column)
+    return torch.where(state.count > 0, gt_index, torch.full_like(gt_index, -1)).view(b, n)
+
+
+def _match_table(rule: DynamicKRule, x: PairInputs, p: Priors, gt: GTBatch, state: _Matches, t: CandidateTable,
+                 complete: bool) -> None:
+    """Steps 3-4 for the GT rows of table ``t`` (all pairs when ``complete``)."""
+    iou = rule.pair_iou(x, t.gt_index, t.pred_index)  # (P,)
+    if not complete:
+        keep = rule.must_list(x, t.gt_index, t.prior, iou)
+        t, iou = t.select(keep), iou[keep]
+    cost = rule.pair_cost(x, t.gt_index, t.pred_index, t.prior, iou)
+    state.cheapest.update(t.pred_index, cost, t.owner)
+    k = _dynamic_ks(t, iou, min(rule.candidate_topk, x.num_priors))  # (G,)
+    if complete:
+        state.take(t, _take_lowest(rule, t, cost, k))
+        return
+    bound = rule.cost_floor(x, t.image * x.num_gts + t.slot)  # (G,)
+    state.floor = min(state.floor, float(bound.min()))
+    taken, decided = _take_listed(rule, t, cost, k, bound)
+    state.take(t, taken & decided[t.row])
+    redo = (~decided).nonzero().flatten()
+    if redo.numel():  # decided on their all-pairs rows
+        for full in candidate_tables(p, gt, None, (t.image[redo], t.slot[redo])):
+            full_cost = rule.pair_cost(x, full.gt_index, full.pred_index, full.prior,
+                                       rule.pair_iou(x, full.gt_index, full.pred_index))
+            part = _row_lookup(t, full)
+            state.take(full, _take_lowest(rule, full, full_cost, k[part]))
+
+
+def _row_lookup(t: CandidateTable, sub: CandidateTable) -> Tensor:
+    """``Tensor[G']`` long: the row of ``t`` of each row of ``sub`` (a table of some of ``t``'s GT rows)."""
+    m = t.num_gts
+    key = t.image * m + t.slot  # ascending: rows come in (image, slot) order
+    return torch.searchsorted(key, sub.image * m + sub.slot)
+
+
+def _dynamic_ks(t: CandidateTable, iou: Tensor, k: int) -> Tensor:
+    """``Tensor[G]`` int: ``max(1, int(sum of each GT's k largest IoUs))``, unlisted IoUs being 0: the k largest
+    summed in descending order, zeros last, as on an all-pairs row."""
+    rank = segment_ranks(t.row, iou, t.num_rows, descending=True)
+    top = rank < k
+    values = iou.new_zeros(t.num_rows, k)
+    values[t.row[top], rank[top]] = iou[top]
+    return values.sum(-1).int().clamp(min=1)
+
+
+def _take_lowest(rule: DynamicKRule, t: CandidateTable, cost: Tensor, k: Tensor) -> Tensor:
+    """Step 3 on an all-pairs table: ``Tensor[P]`` bool, each GT's ``k (G,)`` lowest finite costs; equal costs by
+    prior index (:func:`~detkit.assigners.candidates.segment_ranks`, the tables' tie order) or, with
+    ``tie_order="torch_sort"``, in ``torch.sort``'s order on the row (mmyolo's batched assigner)."""
+    finite = torch.isfinite(cost)
+    if rule.tie_order == "index":
+        return (segment_ranks(t.row, cost, t.num_rows) < k[t.row]) & finite
+    n = t.num_priors
+    order = cost.view(t.num_rows, n).sort(dim=1).indices[:, :min(rule.candidate_topk, n)]  # (G, k) all pairs
+    taken = torch.arange(order.shape[1], device=cost.device) < k[:, None]
+    flags = torch.zeros(t.num_rows, n, dtype=torch.bool, device=cost.device).scatter_(1, order, taken)
+    return flags.flatten() & finite
+
+
+def _take_listed(rule: DynamicKRule, t: CandidateTable, cost: Tensor, k: Tensor,
+                 bound: Tensor) -> tuple[Tensor, Tensor]:
+    """Step 3 on a listed table: ``(taken (P,), decided (G,))``: each GT's ``k`` lowest listed costs by
+    ``(cost, prior)``, and whether its all-pairs row takes the same: its k-th cost lies below ``bound`` (no
+    unlisted pair costs less; fewer than k listed finite costs: undecided) and, in ``torch.sort``'s order, is not
+    equal to the next one."""
+    g = t.num_rows
+    rank = segment_ranks(t.row, cost, g)
+    need = k[t.row]
+    kth = cost.new_full((g,), torch.inf).index_put_((t.row[rank == need - 1],), cost[rank == need - 1])
+    decided = kth < bound
+    if rule.tie_order != "index":
+        after = rank == need
+        tied = torch.zeros(g, dtype=torch.bool, device=cost.device)
+        tied[t.row[after]] = cost[after] == kth[t.row[after]]
+        decided &= ~tied
+    return (rank < need) & torch.isfinite(cost), decided
+
+
+def _cheapest_on_columns(rule: DynamicKRule, x: PairInputs, pred: Tensor) -> Tensor:
+    """Step 4 on all-pairs columns: ``Tensor[K]`` long, for the predictions ``pred (K,)`` (``b * N + n``) the GT
+    slot of lowest cost among all of their image's M slots (ties: lowest slot)."""
+    m, n = x.num_gts, x.num_priors
+    out = torch.empty_like(pred)
+    step = max(1, current_pair_budget() // max(m, 1))
+    for first in range(0, pred.shape[0], step):
+        part = pred[first:first + step]  # (K',)
+        p = part.repeat_interleave(m)  # (K'*M,) column by column
+        gt = (p // n) * m + torch.arange(m, device=pred.device).repeat(part.shape[0])
+        cost = rule.pair_cost(x, gt, p, p % n, rule.pair_iou(x, gt, p))
+        out[first:first + step] = cost.view(-1, m).min(dim=1).indices  # first minimum on ties
+    return out
+
+
+# The listed table of a grid (step 2) ------------------------------------------------------------------
+
+
+def _reach(x: PairInputs) -> Tensor:
+    """``Tensor[B*N]``: how far each predicted box reaches from its prior's centre (px, either axis)."""
+    centres = x.centres.repeat(x.batch, 1)  # (N, 2) -> (B*N, 2)
+    return torch.maximum(centres - x.pred_boxes[:, :2], x.pred_boxes[:, 2:] - centres).amax(-1)
+
+
+def _overlap_or_centre(rule: DynamicKRule, x: PairInputs, gt: Tensor, pred: Tensor, prior: Tensor) -> Tensor:
+    """Bool per pair, a cheap superset of :meth:`DynamicKRule.must_list`: the predicted box overlaps the GT on
+    both axes (IoU > 0 needs that), or (where the rule lists them) the prior's centre lies inside the GT's box."""
+    gt_cols, pred_cols = x.gt_boxes.t().contiguous(), x.pred_boxes.t().contiguous()  # (4, B*M), (4, B*N)
+    centre_cols = x.centres.t().contiguous()  # (2, N)
+    keep: Tensor | None = None
+    for axis in (0, 1):
+        lo, hi = gt_cols[axis].index_select(0, gt), gt_cols[axis + 2].index_select(0, gt)
+        ok = (pred_cols[axis].index_select(0, pred) < hi) & (pred_cols[axis + 2].index_select(0, pred) > lo)
+        if rule.lists_centres_in_box:
+            c = centre_cols[axis].index_select(0, prior)
+            ok |= (c > lo) & (c < hi)
+        keep = ok if keep is None else keep.logical_and_(ok)
+    assert keep is not None
+    return keep
+
+
+def _listed_tables(rule: DynamicKRule, x: PairInputs, p: Priors, gt: GTBatch, grid: PriorGrid,
+                   rows: tuple[Tensor, Tensor]) -> Iterator[CandidateTable]:
+    """Step 2: the listed tables of the valid GTs ``rows``: the usable pairs whose prior centre lies in the GT's
+    candidate region or its box widened by the level's reach threshold, and every usable pair of a wide
+    prediction, that pass :func:`_overlap_or_centre`. They hold every usable pair with IoU > 0."""
+    n = x.num_priors
+    device = p.device
+    image = rows[0]
+    usable = torch.ones_like(x.fg) if rule.all_priors_usable else x.fg
+    reach = _reach(x)
+    boxes = gt.boxes[rows]  # (G, 4)
+    strides = torch.tensor([level.stride for level in grid.levels], device=device)
+    rects = rule.candidate_rects(boxes[:, None, :], strides[None, :])  # (G, L, 4) each
+    regions = torch.cat([torch.stack([r[..., :2] for r in rects]).amin(0),
+                         torch.stack([r[..., 2:] for r in rects]).amax(0)], -1)  # (G, L, 4) their bounding box
+    per_image = torch.bincount(image, minlength=x.batch)  # (B,) GTs of each image
+    wide = torch.zeros_like(usable)
+    images = torch.arange(x.batch, device=device)[:, None] * n  # (B, 1)
+    for i, level in enumerate(grid.levels):
+        flat = (images + torch.arange(level.start, level.start + level.size, device=device)).flatten()
+        flat = flat[usable[flat]]  # (B*n_l,) -> the level's usable predictions
+        reach_l = reach[flat]
+        limit = _choose_reach(level, regions[:, i], boxes, reach_l, per_image[flat // n])
+        wide[flat[reach_l > limit]] = True
+        regions[:, i, :2] = torch.minimum(regions[:, i, :2], boxes[:, :2] - limit)
+        regions[:, i, 2:] = torch.maximum(regions[:, i, 2:], boxes[:, 2:] + limit)
+    wide_img, wide_prior = wide.view(x.batch, n).nonzero(as_tuple=True)  # ordered by image
+    wide_count = torch.bincount(wide_img, minlength=x.batch)  # (B,)
+    for t in candidate_tables(p, gt, regions, rows):
+        keep = usable[t.pred_index] & ~wide[t.pred_index]
+        keep &= _overlap_or_centre(rule, x, t.gt_index, t.pred_index, t.prior)
+        t = t.select(keep)
+        if wide_img.numel() == 0:
+            yield t
+            continue
+        # Each GT row's wide pairs: the wide predictions of its image.
+        per_row = wide_count[t.image]  # (G,)
+        wide_row = torch.repeat_interleave(torch.arange(t.num_rows, device=device), per_row)
+        offset = torch.arange(wide_row.shape[0], device=device) - (torch.cumsum(per_row, 0) - per_row)[wide_row]
+        w_prior = wide_prior[(torch.cumsum(wide_count, 0) - wide_count)[t.image[wide_row]] + offset]
+        w_image = t.image[wide_row]
+        sieve = _overlap_or_centre(rule, x, w_image * x.num_gts + t.slot[wide_row], w_image * n + w_prior, w_prior)
+        row, prior = _merge_rows(t.row, t.prior, wide_row[sieve], w_prior[sieve], n)
+        yield CandidateTable(image=t.image, slot=t.slot, row=row, prior=prior, num_gts=t.num_gts, num_priors=n)
+
+
+def _merge_rows(row_a: Tensor, prior_a: Tensor, row_b: Tensor, prior_b: Tensor,
+                num_priors: int) -> tuple[Tensor, Tensor]:
+    """Two sets of pairs (no pair in both) as one table: rows ascending, priors ascending within a row."""
+    row, prior = torch.cat([row_a, row_b]), torch.cat([prior_a, prior_b])
+    order = (row * num_priors + prior).sort().indices
+    return row[order], prior[order]
+
+
+def _choose_reach(level: GridLevel, regions: Tensor, boxes: Tensor, reach: Tensor, gts_of_image: Tensor) -> float:
+    """The reach threshold of one level (px) that lists the fewest pairs: predictions reaching further are wide
+    (paired with every GT of their image); the others are found in each GT's box widened by the threshold.
+    Tried: quantiles ``REACH_QUANTILES`` of the reach, estimated on at most ``REACH_SAMPLE`` predictions (the
+    choice only decides speed, never the result)."""
+    if reach.numel() == 0:
+        return 0.0
+    step = max(1, reach.shape[0] // REACH_SAMPLE)
+    sample, weight = reach[::step], gts_of_image[::step]
+    ordered, order = sample.sort()
+    at = torch.tensor([min(int(q * sample.shape[0]), sample.shape[0] - 1) for q in REACH_QUANTILES],
+                      device=reach.device)
+    limits = ordered[at]  # (Q,)
+    limits[-1] = reach.max()  # the last: nothing wide
+    grow = limits[:, None, None]  # (Q, 1, 1)
+    grown = torch.cat([torch.minimum(regions[None, :, :2], boxes[None, :, :2] - grow),
+                       torch.maximum(regions[None, :, 2:], boxes[None, :, 2:] + grow)], -1)  # (Q, G, 4)
+    listed = level_window_counts(level, grown.flatten(0, 1)).view(limits.shape[0], -1).sum(1)  # (Q,)
+    beyond = torch.cumsum(weight[order].flip(0), 0).flip(0) * step  # pairs of the predictions from each rank on
+    past = torch.searchsorted(ordered, limits, right=True)  # first rank reaching further than each limit
+    wide = torch.where(past < sample.shape[0], beyond[past.clamp(max=sample.shape[0] - 1)], 0)
+    return float(limits[(listed + wide).argmin()])

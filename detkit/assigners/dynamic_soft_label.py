@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from detkit.assigners.candidates import PriorLayout, take_rows
-from detkit.assigners.chunking import check_chunk
-from detkit.assigners.dynamic_k import DynamicKAssigner, PairTables
+from detkit.assigners.candidates import take_rows
+from detkit.assigners.dynamic_k import DynamicKAssigner, PairInputs
 from detkit.boxes import aligned_iou
 from detkit.exact_math import exact_log
 
@@ -22,7 +21,7 @@ CLS_COSTS = ("all_classes", "gt_class")
 class DynamicSoftLabelAssigner(DynamicKAssigner):
     """RTMDet's dynamic soft label assignment.
 
-    Steps (all images and GTs at once; chunks of GTs when ``max_gt_chunk``):
+    Steps (all images and GTs at once):
 
     1. Candidates of an image: priors whose centre lies strictly inside any of its valid GTs.
     2. Cost of each (GT, candidate) pair, a candidate of another GT's box included:
@@ -44,9 +43,9 @@ class DynamicSoftLabelAssigner(DynamicKAssigner):
 
     ``iou`` and ``score_target`` of the result are the IoU of the predicted box with its GT (the
     soft label's value). Ignores nothing. Needs ``prior_strides``, ``pred_boxes`` and
-    ``pred_scores`` (probabilities). The candidate-sparse form (``assign`` on grid priors, see
-    :mod:`detkit.assigners.dynamic_k_sparse`) costs a GT only against the candidates whose predicted
-    box overlaps it: every other pair costs at least ``iou_weight * -log(1e-7)``.
+    ``pred_scores`` (probabilities). On a :class:`~detkit.anchors.PriorGrid` a GT is costed only
+    against the candidates whose predicted box overlaps it (:mod:`detkit.assigners.dynamic_k`): every
+    other pair costs at least ``iou_weight * -log(1e-7)``.
 
     Args:
         topk: IoUs summed for the dynamic k (also its upper bound).
@@ -54,15 +53,12 @@ class DynamicSoftLabelAssigner(DynamicKAssigner):
         soft_center_radius: the centre prior's radius, in strides (the cost is 1 at that distance).
         cls_cost: ``all_classes`` or ``gt_class`` (step 2).
         candidates_only: False for mmyolo's batched variant (see above).
-        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result); "auto"
-            (default) picks it from the free memory of a CUDA device, none on CPU (chunking.auto_chunk).
     """
 
     uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
 
     def __init__(self, topk: int = 13, iou_weight: float = 3.0, soft_center_radius: float = 3.0,
-                 cls_cost: str = "all_classes", candidates_only: bool = True,
-                 max_gt_chunk: int | str | None = "auto") -> None:
+                 cls_cost: str = "all_classes", candidates_only: bool = True) -> None:
         if not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
         if cls_cost not in CLS_COSTS:
@@ -72,81 +68,66 @@ class DynamicSoftLabelAssigner(DynamicKAssigner):
         self.soft_center_radius = float(soft_center_radius)
         self.cls_cost = cls_cost
         self.candidates_only = bool(candidates_only)
-        self.max_gt_chunk = check_chunk(max_gt_chunk)
+        self.candidate_topk = topk  # the dynamic k's IoUs (DynamicKRule)
+        self.tie_order = "index" if self.candidates_only else "torch_sort"  # mmyolo's: torch.sort's order
+        self.all_priors_usable = not self.candidates_only
 
     def __repr__(self) -> str:
         return (f"DynamicSoftLabelAssigner(topk={self.topk}, iou_weight={self.iou_weight}, "
                 f"soft_center_radius={self.soft_center_radius}, cls_cost={self.cls_cost!r}, "
                 f"candidates_only={self.candidates_only})")
 
-    @property
-    def candidate_topk(self) -> int:  # the dynamic k's IoUs (DynamicKAssigner)
-        return self.topk
-
-    @property
-    def tie_order(self) -> str:
-        return "index" if self.candidates_only else "torch_sort"
-
-    @property
-    def all_priors_usable(self) -> bool:
-        return not self.candidates_only
-
     score_target = True  # the soft label: the IoU
 
-    def _score_tables(self, scores: Tensor, fg: Tensor) -> dict[str, Tensor]:
-        """The raw scores, and with ``cls_cost="all_classes"`` ``neg_sum (B*N,)``: per candidate, the sum
-        over classes of the background term ``-log(1 - p) * p**2`` (logs clamped at -100)."""
-        tables = {"flat": scores.flatten()}
+    def score_terms(self, scores: Tensor, fg: Tensor) -> dict[str, Tensor]:
+        """The raw scores (``flat``), and with ``cls_cost="all_classes"`` ``neg_sum (B*N,)``: per candidate, the
+        sum over classes of the background term ``-log(1 - p) * p**2`` (logs clamped at -100)."""
+        terms = {"flat": scores.flatten()}
         if self.cls_cost == "all_classes":
             rows = fg.nonzero().flatten()
             p = scores.index_select(0, rows).clamp(0.0, 1.0)  # (F, C)
-            tables["neg_sum"] = torch.zeros(scores.shape[0], device=scores.device)
-            tables["neg_sum"][rows] = (-torch.log1p(-p).clamp_(min=BCE_LOG_MIN) * p * p).sum(dim=-1)
-        return tables
+            terms["neg_sum"] = torch.zeros(scores.shape[0], device=scores.device)
+            terms["neg_sum"][rows] = (-torch.log1p(-p).clamp_(min=BCE_LOG_MIN) * p * p).sum(dim=-1)
+        return terms
 
     @staticmethod
-    def _class_terms(t: PairTables, gt_row: Tensor, pred_row: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def class_terms(x: PairInputs, gt: Tensor, pred: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``p``, ``log p`` and ``log(1 - p)`` (logs clamped at -100) of the GT class's score, per pair."""
-        p = t.scores["flat"].take(pred_row * t.num_classes + take_rows(t.labels, gt_row)).clamp(0.0, 1.0)
+        p = x.scores["flat"].take(pred * x.num_classes + take_rows(x.labels, gt)).clamp(0.0, 1.0)
         return p, p.log().clamp_(min=BCE_LOG_MIN), torch.log1p(-p).clamp_(min=BCE_LOG_MIN)
 
-    def _candidate_test(self, t: PairTables, gt_row: Tensor, prior: Tensor) -> Tensor:
-        """Step 1: the prior's centre strictly inside the GT."""
-        x, y = take_rows(t.centres, prior).unbind(-1)
-        x1, y1, x2, y2 = take_rows(t.gt_boxes, gt_row).unbind(-1)
-        return (x - x1 > 0) & (y - y1 > 0) & (x2 - x > 0) & (y2 - y > 0)
+    def candidate_rects(self, boxes: Tensor, strides: Tensor) -> list[Tensor]:
+        """The GT's box, whatever the stride (step 1: the prior's centre strictly inside it)."""
+        shape = torch.broadcast_shapes(boxes.shape[:-1], strides.shape)  # type: ignore[no-untyped-call]
+        return [boxes.expand(*shape, 4)]
 
-    def _candidate_rects(self, layout: PriorLayout, boxes: Tensor) -> list[Tensor]:
-        # x - x1 > 0 holds exactly when x > x1 (an fp32 difference has the sign of the true one)
-        return [boxes[:, None, :].expand(-1, len(layout.levels), -1)]
+    def pair_iou(self, x: PairInputs, gt: Tensor, pred: Tensor) -> Tensor:
+        valid = take_rows(x.valid, gt)
+        usable = valid if self.all_priors_usable else valid & take_rows(x.fg, pred)
+        return aligned_iou(take_rows(x.gt_boxes, gt), take_rows(x.pred_boxes, pred)).masked_fill(~usable, 0.0)
 
-    def _pair_iou(self, t: PairTables, gt_row: Tensor, pred_row: Tensor) -> Tensor:
-        valid = take_rows(t.valid, gt_row)
-        usable = valid if self.all_priors_usable else valid & take_rows(t.fg, pred_row)
-        return aligned_iou(take_rows(t.gt_boxes, gt_row), take_rows(t.pred_boxes, pred_row)).masked_fill(~usable, 0.0)
-
-    def _pair_cost(self, t: PairTables, gt_row: Tensor, pred_row: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
-        """Step 2 of the broadcast pairs. Off candidates or valid GTs the cost is ``inf``; with
-        ``candidates_only=False`` priors inside no GT cost ``OUTSIDE_COST`` (padding rows still ``inf``)."""
-        p_y, lp_y, lq_y = self._class_terms(t, gt_row, pred_row)
+    def pair_cost(self, x: PairInputs, gt: Tensor, pred: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
+        """Step 2 of the pairs. Off candidates or valid GTs the cost is ``inf``; with ``candidates_only=False``
+        priors inside no GT cost ``OUTSIDE_COST`` (padding rows still ``inf``)."""
+        p_y, lp_y, lq_y = self.class_terms(x, gt, pred)
         gap = iou - p_y
         cls = -(iou * lp_y + (1 - iou) * lq_y) * (gap * gap)  # the GT class's term, soft label = IoU
         if self.cls_cost == "all_classes":
             # + every other class's background term
-            cls = cls + (t.scores["neg_sum"].take(pred_row) - (-lq_y * p_y * p_y))
-        cx, cy = take_rows(t.centres, prior).unbind(-1)
-        x1, y1, x2, y2 = take_rows(t.gt_boxes, gt_row).unbind(-1)
+            cls = cls + (x.scores["neg_sum"].take(pred) - (-lq_y * p_y * p_y))
+        cx, cy = take_rows(x.centres, prior).unbind(-1)
+        x1, y1, x2, y2 = take_rows(x.gt_boxes, gt).unbind(-1)
         dx, dy = cx - (x1 + x2) / 2, cy - (y1 + y2) / 2
-        distance = (dx * dx + dy * dy).sqrt() / take_rows(t.strides, prior)
+        distance = (dx * dx + dy * dy).sqrt() / take_rows(x.strides, prior)
         centre_cost = torch.pow(10.0, (distance - self.soft_center_radius).double()).float()  # size-independent
         cost = cls + self.iou_weight * -exact_log(iou + IOU_LOG_EPS) + centre_cost
-        valid, fg = take_rows(t.valid, gt_row), take_rows(t.fg, pred_row)
+        valid, fg = take_rows(x.valid, gt), take_rows(x.fg, pred)
         if self.candidates_only:
             return cost.masked_fill(~(valid & fg), float("inf"))
         outside = torch.full_like(cost, OUTSIDE_COST).masked_fill(~valid, float("inf"))
         return torch.where(valid & fg, cost, outside)
 
-    def _unlisted_bound(self, t: PairTables, gt_row: Tensor) -> Tensor:
+    def cost_floor(self, x: PairInputs, gt: Tensor) -> Tensor:
         # A pair with IoU 0: class cost >= 0, centre cost >= 0 (or OUTSIDE_COST, larger).
-        zero = torch.zeros(gt_row.shape[0], device=gt_row.device)
+        zero = torch.zeros(gt.shape[0], device=gt.device)
         return zero + self.iou_weight * -exact_log(zero + IOU_LOG_EPS) + zero

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from detkit.analysis import positives_per_gt
-from detkit.assigners.base import AssignResult, prepare_inputs
+from detkit.anchors import PriorGrid
+from detkit.assigners.base import Assigner, AssignResult, prepare
 from detkit.boxes import aligned_iou, pairwise_iou
 
 __all__ = ["MinPosAssignResult", "MinPositives"]
@@ -40,8 +41,10 @@ class MinPosAssignResult(AssignResult):
     forced_mask: Tensor | None = None
 
     def to(self, device: torch.device | str) -> MinPosAssignResult:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return MinPosAssignResult(**{k: v if v is None else v.to(device) for k, v in values.items()})
+        """A copy with every tensor on ``device``."""
+        moved: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {k: v if v is None else v.to(device) for k, v in moved.items()}
+        return MinPosAssignResult(**moved)
 
 
 class MinPositives:
@@ -75,8 +78,8 @@ class MinPositives:
         center_margin: least distance (px) from a prior's centre to every GT side to count as inside.
     """
 
-    def __init__(self, assigner: Any, min_pos_per_gt: int = 1, center_margin: float = 0.01) -> None:
-        if not hasattr(assigner, "assign"):
+    def __init__(self, assigner: Assigner, min_pos_per_gt: int = 1, center_margin: float = 0.01) -> None:
+        if not isinstance(assigner, Assigner):
             raise ValueError(f"MinPositives needs an assigner (an object with assign()), got {assigner!r}")
         if not isinstance(min_pos_per_gt, int) or isinstance(min_pos_per_gt, bool) or min_pos_per_gt < 1:
             raise ValueError(f"min_pos_per_gt must be an int >= 1, got {min_pos_per_gt!r}")
@@ -92,13 +95,16 @@ class MinPositives:
     def __repr__(self) -> str:
         return f"MinPositives({self.assigner!r}, min_pos_per_gt={self.min_pos_per_gt})"
 
-    def assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+    def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> MinPosAssignResult:
-        """Assign with the wrapped rule, then top up the GTs left short (see the class docstring)."""
+        """Assign with the wrapped rule, then top up the GTs left short (see the class docstring); the
+        arguments are those of :meth:`detkit.assigners.Assigner.assign`."""
         result = self.assigner.assign(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
                                       prior_strides=prior_strides, pred_boxes=pred_boxes, pred_scores=pred_scores)
-        priors, gt = prepare_inputs(priors, gt_boxes, gt_labels, gt_mask)
+        prepared, gt = prepare(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
+                               prior_strides=prior_strides)
+        prior_boxes = prepared.boxes  # (N, 4)
         values = {f.name: getattr(result, f.name) for f in fields(AssignResult)}
         forced = torch.zeros_like(result.pos_mask)
         if gt.num_gts == 0:
@@ -109,7 +115,7 @@ class MinPositives:
         if img.numel() == 0:
             return MinPosAssignResult(**values, forced_mask=forced)
         boxes = gt.boxes[img, gt_row]  # (K, 4)
-        priority = self._priority(priors, boxes)  # (K, N)
+        priority = self._priority(prior_boxes, boxes)  # (K, N)
         prior_idx = self._claim(priority, img, need[img, gt_row], result.pos_mask)  # (K, R), -1 unused
         taken_k, taken_r = (prior_idx >= 0).nonzero(as_tuple=True)
         b, p, m = img[taken_k], prior_idx[taken_k, taken_r], gt_row[taken_k]  # (F,) each forced pair
@@ -119,7 +125,7 @@ class MinPositives:
         values["ignore_mask"] = values["ignore_mask"] & ~forced
         values["labels"] = values["labels"].index_put((b, p), gt.labels[b, m])
         use_pred = pred_boxes is not None and self.uses_predictions
-        src = pred_boxes.float()[b, p] if use_pred else priors[p]  # (F, 4)
+        src = pred_boxes.float()[b, p] if pred_boxes is not None and use_pred else prior_boxes[p]  # (F, 4)
         iou = aligned_iou(src, gt.boxes[b, m]).to(values["iou"].dtype)  # (F,)
         values["iou"] = values["iou"].index_put((b, p), iou)
         if values["score_target"] is not None:

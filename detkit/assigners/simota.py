@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from detkit.assigners.candidates import PriorLayout, take_rows
-from detkit.assigners.chunking import check_chunk
-from detkit.assigners.dynamic_k import DynamicKAssigner, PairTables
+from detkit.assigners.candidates import take_rows
+from detkit.assigners.dynamic_k import DynamicKAssigner, PairInputs, inside_any
 from detkit.boxes import aligned_iou
 from detkit.exact_math import exact_log
 
@@ -39,9 +38,9 @@ class SimOTAAssigner(DynamicKAssigner):
     ``iou`` and ``score_target`` of the result are the IoU of the *predicted* box with its GT
     (YOLOX's IoU-aware classification target, what ``cls_target="assigner"`` then learns).
     SimOTA ignores nothing: ``ignore_mask`` is all False. Needs ``prior_strides``, ``pred_boxes``
-    and ``pred_scores``. The candidate-sparse form (``assign`` on grid priors, see
-    :mod:`detkit.assigners.dynamic_k_sparse`) costs a GT only against the candidates whose predicted
-    box can overlap it: every other candidate costs at least ``1e5 + iou_weight * -log(1e-8)``.
+    and ``pred_scores``. On a :class:`~detkit.anchors.PriorGrid` a GT is costed only against the
+    candidates whose predicted box can overlap it (:mod:`detkit.assigners.dynamic_k`): every other
+    candidate costs at least ``1e5 + iou_weight * -log(1e-8)``.
 
     Args:
         center_radius: half-size of the centre region, in strides.
@@ -49,16 +48,13 @@ class SimOTAAssigner(DynamicKAssigner):
         iou_weight: weight of the IoU cost (``-log(IoU)``).
         cls_weight: weight of the classification cost.
         score_sqrt: take the square root of the scores in the classification cost (YOLOX).
-        max_gt_chunk: process at most this many GTs at a time (bounds memory; same result); "auto"
-            (default) picks it from the free memory of a CUDA device, none on CPU (chunking.auto_chunk).
     """
 
-    uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
     lists_centres_in_box = True  # "in box and centre" pairs lack the penalty even at IoU 0
     score_target = True  # the soft label: YOLOX's IoU-aware target
 
     def __init__(self, center_radius: float = 2.5, candidate_topk: int = 10, iou_weight: float = 3.0,
-                 cls_weight: float = 1.0, score_sqrt: bool = True, max_gt_chunk: int | str | None = "auto") -> None:
+                 cls_weight: float = 1.0, score_sqrt: bool = True) -> None:
         if center_radius <= 0:
             raise ValueError(f"center_radius must be > 0 (in strides), got {center_radius}")
         if not isinstance(candidate_topk, int) or candidate_topk < 1:
@@ -68,13 +64,12 @@ class SimOTAAssigner(DynamicKAssigner):
         self.iou_weight = float(iou_weight)
         self.cls_weight = float(cls_weight)
         self.score_sqrt = bool(score_sqrt)
-        self.max_gt_chunk = check_chunk(max_gt_chunk)
 
     def __repr__(self) -> str:
         return (f"SimOTAAssigner(center_radius={self.center_radius}, candidate_topk={self.candidate_topk}, "
                 f"iou_weight={self.iou_weight}, cls_weight={self.cls_weight})")
 
-    def _score_logs(self, scores: Tensor) -> tuple[Tensor, Tensor]:
+    def score_logs(self, scores: Tensor) -> tuple[Tensor, Tensor]:
         """Per score ``p`` (``Tensor[..., C]``), ``-log(1 - q)`` and ``-log(q)``, ``q = sqrt(p)`` (or ``p``),
         logs clamped at -100 as in torch's BCE: the BCE against class y is ``neg.sum(-1) - (neg - pos)[y]``.
 
@@ -87,9 +82,9 @@ class SimOTAAssigner(DynamicKAssigner):
         neg = torch.log1p(-q).clamp_(min=BCE_LOG_MIN).neg_()
         return neg, q.log_().clamp_(min=BCE_LOG_MIN).neg_()  # pos in q's memory
 
-    def _score_tables(self, scores: Tensor, fg: Tensor) -> dict[str, Tensor]:
-        # The sum over classes of -log(1 - q) for the candidate rows (in place: the largest tensor the
-        # rule builds); the GT class's terms per pair (_class_cost).
+    def score_terms(self, scores: Tensor, fg: Tensor) -> dict[str, Tensor]:
+        """``neg_sum (B*N,)``: per candidate, the sum over classes of ``-log(1 - q)`` (in place: the largest
+        tensor the rule builds); ``flat``: the scores, from which :meth:`class_cost` takes the GT class's."""
         rows = fg.nonzero().flatten()
         q = scores.index_select(0, rows).clamp_(0.0, 1.0)  # (F, C)
         if self.score_sqrt:
@@ -98,54 +93,46 @@ class SimOTAAssigner(DynamicKAssigner):
         neg_sum[rows] = q.neg_().log1p_().clamp_(min=BCE_LOG_MIN).sum(dim=-1).neg_()  # = sum of -clamp(log1p(-q))
         return {"neg_sum": neg_sum, "flat": scores.flatten()}
 
-    def _class_cost(self, t: PairTables, gt_row: Tensor, pred_row: Tensor) -> Tensor:
-        """``sum over classes of BCE(q, one-hot GT class)`` of the broadcast pairs."""
-        score = t.scores["flat"].take(pred_row * t.num_classes + take_rows(t.labels, gt_row))
-        neg, pos = self._score_logs(score)
-        return t.scores["neg_sum"].take(pred_row) - (neg - pos)
+    def class_cost(self, x: PairInputs, gt: Tensor, pred: Tensor) -> Tensor:
+        """``sum over classes of BCE(q, one-hot GT class)`` of the pairs."""
+        score = x.scores["flat"].take(pred * x.num_classes + take_rows(x.labels, gt))
+        neg, pos = self.score_logs(score)
+        return x.scores["neg_sum"].take(pred) - (neg - pos)
 
-    def _geometry(self, t: PairTables, gt_row: Tensor, prior: Tensor) -> tuple[Tensor, Tensor]:
-        """Step 1 for the broadcast pairs: ``(in_box, in_centre)``, bool each."""
-        x, y = take_rows(t.centres, prior).unbind(-1)
-        x1, y1, x2, y2 = take_rows(t.gt_boxes, gt_row).unbind(-1)
-        in_box = (x > x1) & (y > y1) & (x2 > x) & (y2 > y)
-        radius = self.center_radius * take_rows(t.strides, prior)
-        gcx, gcy = (x1 + x2) / 2, (y1 + y2) / 2
-        in_centre = (x > gcx - radius) & (y > gcy - radius) & (gcx + radius > x) & (gcy + radius > y)
-        return in_box, in_centre
-
-    def _candidate_test(self, t: PairTables, gt_row: Tensor, prior: Tensor) -> Tensor:
-        in_box, in_centre = self._geometry(t, gt_row, prior)
-        return in_box | in_centre
-
-    def _candidate_rects(self, layout: PriorLayout, boxes: Tensor) -> list[Tensor]:
-        # In box: x > x1, x2 > x; in centre: x > gcx - radius, gcx + radius > x (radius: this level's).
+    def _rects(self, boxes: Tensor, stride: Tensor) -> list[Tensor]:
+        """The box and the centre region (``center_radius * stride`` around the GT's centre) of ``boxes
+        (..., 4)`` for strides ``stride (...)`` (broadcast): ``[Tensor[..., 4], Tensor[..., 4]]``."""
         x1, y1, x2, y2 = boxes.unbind(-1)
         gcx, gcy = (x1 + x2) / 2, (y1 + y2) / 2
-        centre = []
-        for level in layout.levels:
-            radius = self.center_radius * torch.full_like(gcx, level.stride)  # as center_radius * strides
-            centre.append(torch.stack([gcx - radius, gcy - radius, gcx + radius, gcy + radius], -1))
-        return [boxes[:, None, :].expand(-1, len(layout.levels), -1), torch.stack(centre, 1)]
+        radius = self.center_radius * stride
+        centre = torch.stack([gcx - radius, gcy - radius, gcx + radius, gcy + radius], -1)
+        return [boxes.expand(centre.shape), centre]
 
-    def _pair_iou(self, t: PairTables, gt_row: Tensor, pred_row: Tensor) -> Tensor:
-        usable = take_rows(t.fg, pred_row) & take_rows(t.valid, gt_row)
-        return aligned_iou(take_rows(t.gt_boxes, gt_row), take_rows(t.pred_boxes, pred_row)).masked_fill(~usable, 0.0)
+    def candidate_rects(self, boxes: Tensor, strides: Tensor) -> list[Tensor]:
+        """In box or in centre (step 1): the box and the centre region."""
+        return self._rects(boxes, strides)
 
-    def _pair_cost(self, t: PairTables, gt_row: Tensor, pred_row: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
-        """Step 2 of the broadcast pairs; ``inf`` off candidates and valid GTs."""
-        in_box, in_centre = self._geometry(t, gt_row, prior)
-        usable = take_rows(t.fg, pred_row) & take_rows(t.valid, gt_row)
-        cls_cost = self._class_cost(t, gt_row, pred_row)
-        cost = (self.cls_weight * cls_cost + self.iou_weight * -exact_log(iou + IOU_LOG_EPS)
-                + OUT_OF_CENTRE_COST * (~(in_box & in_centre)).float())
+    def in_box_and_centre(self, x: PairInputs, gt: Tensor, prior: Tensor) -> Tensor:
+        """Bool per pair: the prior's centre strictly inside the GT's box and its centre region."""
+        box, centre = self._rects(take_rows(x.gt_boxes, gt), take_rows(x.strides, prior))
+        c = take_rows(x.centres, prior)
+        return inside_any([box], c) & inside_any([centre], c)
+
+    def pair_iou(self, x: PairInputs, gt: Tensor, pred: Tensor) -> Tensor:
+        usable = take_rows(x.fg, pred) & take_rows(x.valid, gt)
+        return aligned_iou(take_rows(x.gt_boxes, gt), take_rows(x.pred_boxes, pred)).masked_fill(~usable, 0.0)
+
+    def pair_cost(self, x: PairInputs, gt: Tensor, pred: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
+        """Step 2 of the pairs; ``inf`` off candidates and valid GTs."""
+        usable = take_rows(x.fg, pred) & take_rows(x.valid, gt)
+        cost = (self.cls_weight * self.class_cost(x, gt, pred) + self.iou_weight * -exact_log(iou + IOU_LOG_EPS)
+                + OUT_OF_CENTRE_COST * (~self.in_box_and_centre(x, gt, prior)).float())
         return cost.masked_fill(~usable, float("inf"))
 
-    def _must_list(self, t: PairTables, gt_row: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
-        in_box, in_centre = self._geometry(t, gt_row, prior)
-        return (iou > 0) | (in_box & in_centre)
+    def must_list(self, x: PairInputs, gt: Tensor, prior: Tensor, iou: Tensor) -> Tensor:
+        return (iou > 0) | self.in_box_and_centre(x, gt, prior)
 
-    def _unlisted_bound(self, t: PairTables, gt_row: Tensor) -> Tensor:
+    def cost_floor(self, x: PairInputs, gt: Tensor) -> Tensor:
         # Any other pair has IoU 0 and the out-of-centre penalty, and a classification cost >= 0.
-        zero = torch.zeros(gt_row.shape[0], device=gt_row.device)
+        zero = torch.zeros(gt.shape[0], device=gt.device)
         return self.cls_weight * zero + self.iou_weight * -exact_log(zero + IOU_LOG_EPS) + OUT_OF_CENTRE_COST

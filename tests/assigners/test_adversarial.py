@@ -80,8 +80,8 @@ def batches(draw) -> dict:
     boxes = torch.where(mask[..., None], boxes, torch.full_like(boxes, junk))
     labels = torch.where(mask, labels, torch.full_like(labels, 10**6))  # out-of-range class on padding
 
-    points = draw(st.booleans())
-    priors, strides, counts = POINTS if points else ANCHORS
+    grid = POINTS if draw(st.booleans()) else ANCHORS
+    priors, strides, counts = grid
     n = priors.shape[0]
     pxy = torch.rand(b, n, 2, generator=g) * (IMAGE + 2 * margin) - margin
     pwh = torch.exp(math.log(lo) + torch.rand(b, n, 2, generator=g) * (math.log(hi) - math.log(lo)))
@@ -89,18 +89,23 @@ def batches(draw) -> dict:
     pred_scores = torch.rand(b, n, NUM_CLASSES, generator=g)
     if draw(st.booleans()):  # saturated scores
         pred_scores = pred_scores.round()
-    data = dict(priors=priors, prior_strides=strides, num_level_priors=counts, gt_boxes=boxes, gt_labels=labels,
-                gt_mask=mask, pred_boxes=pred_boxes, pred_scores=pred_scores)
+    data = dict(grid=grid, as_grid=draw(st.booleans()), priors=priors, prior_strides=strides, num_level_priors=counts,
+                gt_boxes=boxes, gt_labels=labels, gt_mask=mask, pred_boxes=pred_boxes, pred_scores=pred_scores)
     if draw(st.booleans()):  # fp16 everywhere it is accepted (the garbage becomes inf/NaN in fp16)
         data.update({k: data[k].half() for k in ("priors", "gt_boxes", "pred_boxes", "pred_scores")})
     return data
 
 
+NEEDS_GRID = (GridAssigner, YOLOv5Assigner)  # their rules place GTs in cells: a PriorGrid, never bare boxes
+
+
 def assign(assigner, data: dict, image: slice = slice(None)):
-    return assigner.assign(
-        data["priors"], data["gt_boxes"][image], data["gt_labels"][image], data["gt_mask"][image],
-        num_level_priors=data["num_level_priors"], prior_strides=data["prior_strides"],
-        pred_boxes=data["pred_boxes"][image], pred_scores=data["pred_scores"][image])
+    """The PriorGrid (what heads pass), or on drawn batches the bare prior boxes with their levels and strides."""
+    bare = not data.get("as_grid", True) and not isinstance(assigner, NEEDS_GRID)
+    priors = data["priors"] if bare else data["grid"]
+    levels = dict(num_level_priors=data["num_level_priors"], prior_strides=data["prior_strides"]) if bare else {}
+    return assigner.assign(priors, data["gt_boxes"][image], data["gt_labels"][image], data["gt_mask"][image],
+                           pred_boxes=data["pred_boxes"][image], pred_scores=data["pred_scores"][image], **levels)
 
 
 def check(res, data: dict) -> None:
@@ -148,7 +153,7 @@ def test_gt_with_a_non_finite_coordinate_is_treated_like_padding(name, bad):
     assigned it, and its box loss was infinite. Such a row now counts as padding."""
     g = torch.Generator().manual_seed(0)
     priors, strides, counts = ANCHORS
-    data = dict(priors=priors, prior_strides=strides, num_level_priors=counts,
+    data = dict(grid=ANCHORS, priors=priors, prior_strides=strides, num_level_priors=counts,
                 gt_boxes=torch.tensor([[[10.0, 12.0, 30.0, 40.0], bad, [40.0, 2.0, 60.0, 20.0]]]),
                 gt_labels=torch.tensor([[1, 2, 3]]), gt_mask=torch.tensor([[True, True, True]]),
                 pred_boxes=torch.rand(1, priors.shape[0], 4, generator=g) * 30 + torch.tensor([0.0, 0.0, 30.0, 30.0]),

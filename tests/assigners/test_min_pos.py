@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from detkit.analysis import positives_per_gt
-from detkit.assigners import ATSSAssigner, AssignResult, MinPosAssignResult, MinPositives
+from detkit.assigners import AssignResult, ATSSAssigner, MinPosAssignResult, MinPositives
 from detkit.assigners.presets import assigner_call, build_preset
 
 _spec = importlib.util.spec_from_file_location("assigner_conftest", Path(__file__).with_name("conftest.py"))

@@ -78,10 +78,11 @@ def test_needs_predictions_and_valid_labels():
 
 def test_classification_cost_is_yolox_bce_on_sqrt_scores():
     scores = torch.tensor([[[0.0, 0.25, 1.0], [0.64, 0.01, 0.5]]])  # (B=1, N=2, C=3), with 0 and 1
-    neg, pos = SimOTAAssigner()._score_logs(scores)
+    neg, pos = SimOTAAssigner().score_logs(scores)
     neg_sum, neg_minus_pos = neg.sum(-1), neg - pos
     for n in range(2):
         for y in range(3):
             onehot = torch.nn.functional.one_hot(torch.tensor(y), 3).float()
             expect = torch.nn.functional.binary_cross_entropy(scores[0, n].sqrt(), onehot, reduction="none").sum()
-            assert (neg_sum[0, n] - neg_minus_pos[0, n, y]).item() == pytest.approx(expect.item(), abs=1e-4)  # sums of terms up to 100
+            # sums of terms up to 100
+            assert (neg_sum[0, n] - neg_minus_pos[0, n, y]).item() == pytest.approx(expect.item(), abs=1e-4)
