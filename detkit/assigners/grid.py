@@ -8,30 +8,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from detkit.assigners.base import (
-    AssignResult,
-    GTBatch,
-    TwoFormAssigner,
-    assigned_boxes,
-    check_level_counts,
-    check_strides,
-    empty_state,
-    make_result,
-    prepare_inputs,
-)
-from detkit.assigners.candidates import PriorLayout, level_regions, prior_layout, valid_rows, window_pairs
-from detkit.assigners.chunking import check_chunk, gt_chunks
-from detkit.boxes import aligned_iou, pairwise_iou
+from detkit.anchors import PriorGrid
+from detkit.assigners.base import AssignResult, GTBatch, Priors, assigned_boxes, make_result, prepare
+from detkit.assigners.candidates import candidate_tables, gt_rows
+from detkit.assigners.max_iou import overlap_regions
+from detkit.boxes import aligned_iou
 
-__all__ = ["GridAssigner", "GridLayout", "grid_layout"]
+__all__ = ["GridAnchors", "GridAssigner", "grid_anchors"]
 
 
 @dataclass
-class GridLayout:
-    """Where each anchor of a prior grid lives; ``K`` anchors over all levels.
+class GridAnchors:
+    """The anchors of a :class:`~detkit.anchors.PriorGrid`, one entry per anchor of every (non-empty) level:
+    ``K`` anchors over all levels, what the cell-arithmetic rules (grid, YOLOv5) read.
 
     Attributes:
-        anchor_wh: ``Tensor[K, 2]`` anchor widths and heights, level by level.
+        anchor_wh: ``Tensor[K, 2]`` anchor widths and heights, level by level (of the first cell's boxes).
         stride, width, height, start, num_anchors: ``Tensor[K]`` per anchor: its level's stride,
             grid width and height (cells), first prior index, and anchors per cell.
         anchor_id: ``Tensor[K]`` long, the anchor's position within its cell.
@@ -61,40 +53,34 @@ class GridLayout:
         return self.start + (gy * self.width + gx) * self.num_anchors + self.anchor_id
 
 
-def grid_layout(priors: Tensor, prior_strides: Tensor, num_level_priors: Sequence[int]) -> GridLayout:
-    """Read the anchor grid from priors laid out as ``anchors.grid_priors`` makes them.
-
-    Each level must be ``H x W`` cells (row-major: y, then x) of ``A`` anchors centred on the cell
-    centre ``((x + 0.5) * stride, (y + 0.5) * stride)``, anchor innermost.
+def grid_anchors(priors: Priors, who: str) -> GridAnchors:
+    """The :class:`GridAnchors` of the call's PriorGrid (``who`` names the rule in the error).
 
     Raises:
-        ValueError: when the priors are not laid out this way.
+        ValueError: the priors are a bare tensor: the rule places a GT in the cell of each level that
+            holds its centre, which needs the grid itself (``anchors.grid_priors`` makes it).
     """
-    centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
+    grid = priors.grid
+    if grid is None:
+        raise ValueError(f"{who} needs the priors as a PriorGrid (what anchors.grid_priors returns and heads "
+                         f"pass): its rule finds the cell holding each GT centre on each level; a bare tensor of "
+                         f"prior boxes does not say where the cells are")
     parts: dict[str, list[Tensor]] = {k: [] for k in ("wh", "stride", "w", "h", "start", "a", "id")}
-    start = 0
-    for level, n_l in enumerate(num_level_priors):
-        if n_l == 0:
+    for level in grid.levels:
+        if level.size == 0:
             continue
-        stride = prior_strides[start]
-        c = centres[start:start + n_l]  # (n_l, 2)
-        cells = torch.floor(c / stride).long()  # (n_l, 2)
-        a = int((cells == cells[0]).all(-1).long().cumprod(0).sum())  # leading priors of the first cell
-        w, h = int(cells[:, 0].max()) + 1, int(cells[:, 1].max()) + 1
-        expect = torch.arange(n_l, device=priors.device) // a  # cell number of each prior
-        if (w * h * a != n_l or not bool((prior_strides[start:start + n_l] == stride).all())
-                or not bool((cells[:, 0] == expect % w).all() and (cells[:, 1] == expect // w).all())):
-            raise ValueError(
-                f"GridAssigner: level {level} priors are not an H x W x A grid (row-major y, x, anchor "
-                f"innermost, one stride) as anchors.grid_priors lays them out")
-        wh = priors[start:start + a, 2:] - priors[start:start + a, :2]  # (A, 2)
-        parts["wh"].append(wh)
-        for key, value in (("stride", float(stride)), ("w", w), ("h", h), ("start", start), ("a", a)):
-            parts[key].append(torch.full((a,), value, device=priors.device))
-        parts["id"].append(torch.arange(a, device=priors.device))
-        start += n_l
-    return GridLayout(
-        anchor_wh=torch.cat(parts["wh"]),
+        a, device = level.anchors, grid.device
+        first_cell = grid.boxes[level.start:level.start + a]  # (A, 4)
+        parts["wh"].append(first_cell[:, 2:] - first_cell[:, :2])
+        for key, value in (("stride", level.stride), ("w", level.width), ("h", level.height),
+                           ("start", level.start), ("a", a)):
+            parts[key].append(torch.full((a,), value, device=device))
+        parts["id"].append(torch.arange(a, device=device))
+    if not parts["wh"]:
+        empty = torch.zeros(0, dtype=torch.long, device=grid.device)
+        return GridAnchors(grid.boxes.new_zeros(0, 2), grid.boxes.new_zeros(0), empty, empty, empty, empty, empty)
+    return GridAnchors(
+        anchor_wh=torch.cat(parts["wh"]).float(),
         stride=torch.cat(parts["stride"]).float(),
         width=torch.cat(parts["w"]).long(),
         height=torch.cat(parts["h"]).long(),
@@ -111,7 +97,7 @@ def shape_iou(gt_wh: Tensor, anchor_wh: Tensor) -> Tensor:
     return inter / union
 
 
-class GridAssigner(TwoFormAssigner):
+class GridAssigner:
     """YOLOv3 / YOLOv4 grid assignment (darknet ``yolo_layer``).
 
     Steps (all images and GTs at once):
@@ -127,97 +113,83 @@ class GridAssigner(TwoFormAssigner):
     4. Two GTs on the same prior: the later GT in the list wins (darknet overwrites in GT order).
     5. Ignore: a non-positive prior whose IoU with any valid GT is ``> ignore_iou_thr`` (0.7 in
        YOLOv4, 0.5 in YOLOv3) is left out of the negative loss. The IoU is the prior box's, or with
-       ``ignore_with_pred`` the predicted box's (what darknet does; needs ``pred_boxes``). The
-       candidate-sparse form (``assign`` on grid priors) measures the prior boxes only where they can
-       overlap a GT (prior centre within the GT widened by the level's largest prior half-size).
+       ``ignore_with_pred`` the predicted box's (what darknet does; needs ``pred_boxes``). Over a
+       candidate table: the prior boxes only where they can overlap a GT (prior centre within the GT
+       widened by the level's largest prior half-size); the predictions against every GT (all pairs).
 
-    ``iou`` of the result is the IoU of the positive prior box with its GT. Needs ``prior_strides``
-    and ``num_level_priors``, and priors laid out as ``anchors.grid_priors`` makes them.
+    ``iou`` of the result is the IoU of the positive prior box with its GT. Needs the priors as a
+    :class:`~detkit.anchors.PriorGrid` (a bare tensor raises ValueError: the rule is cell arithmetic).
 
     Args:
         extra_match_thr: YOLOv4's extra-anchor shape-IoU threshold; None = YOLOv3 (best anchor only).
         ignore_iou_thr: IoU above which a non-positive prior is ignored; None disables ignoring.
         ignore_with_pred: measure the ignore IoU with ``pred_boxes`` instead of the prior boxes.
-        max_gt_chunk: process at most this many GTs at a time in the ignore step (same result);
-            "auto" (default) picks it from the free memory of a CUDA device (chunking.auto_chunk).
     """
 
     uses_predictions: bool = False  # box-only: the loss pipeline need not compute pred_scores
 
     def __init__(self, extra_match_thr: float | None = 0.213, ignore_iou_thr: float | None = 0.7,
-                 ignore_with_pred: bool = False, max_gt_chunk: int | str | None = "auto") -> None:
+                 ignore_with_pred: bool = False) -> None:
         for name, value in (("extra_match_thr", extra_match_thr), ("ignore_iou_thr", ignore_iou_thr)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1] or None (disabled), got {value}")
         self.extra_match_thr = extra_match_thr
         self.ignore_iou_thr = ignore_iou_thr
         self.ignore_with_pred = bool(ignore_with_pred)
-        self.max_gt_chunk = check_chunk(max_gt_chunk)
 
     def __repr__(self) -> str:
         return (f"GridAssigner(extra_match_thr={self.extra_match_thr}, ignore_iou_thr={self.ignore_iou_thr}, "
                 f"ignore_with_pred={self.ignore_with_pred})")
 
-    def _assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
-                num_level_priors: Sequence[int] | None, prior_strides: Tensor | None, pred_boxes: Tensor | None,
-                pred_scores: Tensor | None, dense: bool) -> AssignResult:
-        priors, gt = prepare_inputs(priors, gt_boxes, gt_labels, gt_mask)
-        b, n, m = gt.batch_size, priors.shape[0], gt.num_gts
-        counts = check_level_counts(num_level_priors, n, "GridAssigner")
-        strides = check_strides(prior_strides, n, "GridAssigner")
-        gt_index = torch.full((b, n), -1, dtype=torch.long, device=priors.device)
-        if m and n:
-            layout = grid_layout(priors, strides, counts)
-            gt_index = self._positives(layout, gt.boxes, gt.valid, n)
-        iou = aligned_iou(priors, assigned_boxes(gt, gt_index))  # (N, 4) with (B, N, 4) -> (B, N)
+    def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
+               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
+               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
+        """Assign (see :class:`~detkit.assigners.base.Assigner`); ``pred_boxes`` only with ``ignore_with_pred``."""
+        p, gt = prepare(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
+                        prior_strides=prior_strides)
+        anchors = grid_anchors(p, "GridAssigner")
+        b, n = gt.batch_size, p.num_priors
+        gt_index = self._positives(anchors, gt.boxes, gt.valid, n)
+        iou = aligned_iou(p.boxes, assigned_boxes(gt, gt_index))  # (N, 4) with (B, N, 4) -> (B, N)
         if self.ignore_iou_thr is None:
             return make_result(gt_index, iou, gt)
-        if self.ignore_with_pred:
-            if pred_boxes is None or tuple(pred_boxes.shape) != (b, n, 4):
-                raise ValueError(f"ignore_with_pred=True needs pred_boxes of shape (B, N, 4) = ({b}, {n}, 4)")
-            best = self._dense_best_iou(pred_boxes.float(), gt)
-        else:
-            grids = None if dense else prior_layout(priors, counts, strides)
-            best = self._dense_best_iou(priors, gt) if grids is None else self._sparse_best_iou(priors, gt, grids)
+        if self.ignore_with_pred and (pred_boxes is None or tuple(pred_boxes.shape) != (b, n, 4)):
+            raise ValueError(f"ignore_with_pred=True needs pred_boxes of shape (B, N, 4) = ({b}, {n}, 4)")
+        best = self._best_iou(p, gt, pred_boxes if self.ignore_with_pred else None)
         return make_result(gt_index, iou, gt, ignore_mask=best > self.ignore_iou_thr)
 
-    def _positives(self, layout: GridLayout, boxes: Tensor, valid: Tensor, num_priors: int) -> Tensor:
+    def _positives(self, anchors: GridAnchors, boxes: Tensor, valid: Tensor, num_priors: int) -> Tensor:
         """Steps 1-4: ``Tensor[B, N]`` long GT index (-1 where not positive)."""
         b, m = valid.shape
+        out = torch.full((b, num_priors), -1, dtype=torch.long, device=boxes.device)
+        if m == 0 or anchors.anchor_wh.shape[0] == 0:
+            return out
         wh = boxes[..., 2:] - boxes[..., :2]  # (B, M, 2)
-        sim = shape_iou(wh, layout.anchor_wh)  # (B, M, K)
+        sim = shape_iou(wh, anchors.anchor_wh)  # (B, M, K)
         best = sim.argmax(dim=-1)  # (B, M), first maximum on ties
         chosen = torch.nn.functional.one_hot(best, sim.shape[-1]).bool()  # (B, M, K)
         if self.extra_match_thr is not None:
             chosen |= sim > self.extra_match_thr
         chosen &= valid[:, :, None]
-        prior = layout.prior_index((boxes[..., :2] + boxes[..., 2:]) / 2)  # (B, M, K)
+        prior = anchors.prior_index((boxes[..., :2] + boxes[..., 2:]) / 2)  # (B, M, K)
         gt_ids = torch.arange(m, device=boxes.device).view(1, m, 1).expand_as(prior)  # (M,) -> (B, M, K)
         claims = torch.where(chosen, gt_ids, torch.full_like(gt_ids, -1))
-        out = torch.full((b, num_priors), -1, dtype=torch.long, device=boxes.device)
         # (B, M, K) -> (B, M*K); the largest claiming GT index is the last one written.
         return out.scatter_reduce(1, prior.reshape(b, -1), claims.reshape(b, -1), "amax")
 
-    def _dense_best_iou(self, queries: Tensor, gt: GTBatch) -> Tensor:
-        """Step 5: ``Tensor[B, N]`` max IoU of each query box (prior ``(N, 4)`` or prediction
-        ``(B, N, 4)``) with any valid GT, 0 without one."""
-        best, _ = empty_state(gt.batch_size, queries.shape[-2], queries.device, 0.0)
-        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk, batch=gt.batch_size, num_priors=queries.shape[-2],
-                               device=queries.device):
-            iou = pairwise_iou(gt.boxes[:, chunk], queries)  # (B, Mc, N)
-            iou = iou.masked_fill_(~gt.valid[:, chunk, None], 0.0)
-            best = torch.maximum(best, iou.amax(dim=1))
-        return best
-
-    def _sparse_best_iou(self, priors: Tensor, gt: GTBatch, layout: PriorLayout) -> Tensor:
-        """Step 5 over the pairs whose boxes can overlap (all others have IoU 0)."""
-        b, n = gt.batch_size, priors.shape[0]
-        best = priors.new_zeros(b * n)
-        reach = [max(level.extent) for level in layout.levels]
-        for chunk in gt_chunks(gt.num_gts, self.max_gt_chunk, batch=b, num_priors=n, device=priors.device):
-            image, slot = valid_rows(gt.valid, chunk)  # (G,) each
-            boxes = gt.boxes[image, slot]  # (G, 4)
-            row, prior = window_pairs(layout, level_regions(layout, boxes, reach))  # (P,) each
-            iou = aligned_iou(boxes[row], priors[prior])  # (P,)
-            best = best.scatter_reduce(0, image[row] * n + prior, iou, "amax")
+    def _best_iou(self, p: Priors, gt: GTBatch, pred_boxes: Tensor | None) -> Tensor:
+        """Step 5: ``Tensor[B, N]`` max IoU of each prior's box (or prediction, ``pred_boxes (B, N, 4)``) with
+        any valid GT, 0 without one, over the candidate table (windows where prior boxes can overlap a GT;
+        all pairs for predictions)."""
+        b, n = gt.batch_size, p.num_priors
+        best = p.boxes.new_zeros(b * n)
+        image, slot = gt_rows(gt.valid)  # (G,) each
+        boxes = gt.boxes[image, slot]  # (G, 4)
+        regions = None if pred_boxes is not None or p.grid is None else overlap_regions(p.grid, boxes)
+        queries = p.boxes if pred_boxes is None else pred_boxes.float().flatten(0, 1)  # (N, 4) or (B*N, 4)
+        flat_boxes = gt.boxes.flatten(0, 1)  # (B*M, 4)
+        for table in candidate_tables(p, gt, regions, rows=(image, slot)):
+            query = table.prior if pred_boxes is None else table.pred_index
+            iou = aligned_iou(flat_boxes.index_select(0, table.gt_index), queries.index_select(0, query))  # (P,)
+            best = best.scatter_reduce(0, table.pred_index, iou, "amax")
         return best.view(b, n)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detkit.anchors import YOLOAnchorGenerator
+from detkit.anchors import PriorGrid, YOLOAnchorGenerator
 from detkit.assigners import (
     ATSSAssigner,
     DynamicSoftLabelAssigner,
@@ -71,11 +71,18 @@ def random_batch(seed: int, batch: int = 3, num_gts: int = 5, num_classes: int =
 
 
 def run(assigner, grid, data: dict):
-    """Call ``assigner.assign`` with every optional input."""
+    """Call ``assigner.assign`` with every optional input on the grid's bare boxes (the all-pairs table); a rule
+    that refuses bare priors (grid, YOLOv5: cell arithmetic, a ValueError naming the PriorGrid) gets the grid."""
     priors, strides, counts = grid
-    return assigner.assign(priors, data["gt_boxes"], data["gt_labels"], data["gt_mask"],
-                           num_level_priors=counts, prior_strides=strides,
-                           pred_boxes=data.get("pred_boxes"), pred_scores=data.get("pred_scores"))
+    args = (data["gt_boxes"], data["gt_labels"], data["gt_mask"])
+    kw = dict(num_level_priors=counts, prior_strides=strides, pred_boxes=data.get("pred_boxes"),
+              pred_scores=data.get("pred_scores"))
+    try:
+        return assigner.assign(priors, *args, **kw)
+    except ValueError as e:
+        if not isinstance(grid, PriorGrid) or "PriorGrid" not in str(e):
+            raise
+        return assigner.assign(grid, *args, **kw)
 
 
 FIELDS = ("gt_index", "pos_mask", "ignore_mask", "labels", "iou", "align_metric", "score_target")

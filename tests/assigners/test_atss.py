@@ -7,6 +7,7 @@ import torch
 
 from detkit.assigners import ATSSAssigner
 from detkit.assigners.atss import nearest_candidates
+from detkit.assigners.base import prepare_priors
 
 ROW = torch.tensor([[0, 0, 10, 10], [10, 0, 20, 10], [20, 0, 30, 10], [30, 0, 40, 10]], dtype=torch.float32)
 # Three "anchors" sharing the centre (10, 10): 10x10, 20x20, 40x40.
@@ -58,17 +59,17 @@ def test_centre_margin_is_strict_0_01():
 
 
 def test_two_levels_each_give_topk():
-    priors = torch.cat([ROW, NESTED])
-    cand = nearest_candidates((priors[:, :2] + priors[:, 2:]) / 2, torch.tensor([[[7.0, 5.0]]]), [4, 3], 2)
-    assert cand.tolist() == [[[0, 1, 4, 5]]]  # level 1: all three tie at (10, 10) -> lowest indices
+    priors = prepare_priors(torch.cat([ROW, NESTED]), [4, 3])
+    cand = nearest_candidates(priors, torch.tensor([[7.0, 5.0]]), 2)
+    assert cand.tolist() == [[0, 1, 4, 5]]  # level 1: all three tie at (10, 10) -> lowest indices
 
 
 def test_distance_tie_goes_to_lower_prior_index():
     # GT centre (20, 5): p1, p2 at distance 5, p0, p3 at 15.
-    centres = (ROW[:, :2] + ROW[:, 2:]) / 2
-    gt_centre = torch.tensor([[[20.0, 5.0]]])
-    assert nearest_candidates(centres, gt_centre, [4], 1).tolist() == [[[1]]]
-    assert nearest_candidates(centres, gt_centre, [4], 3).tolist() == [[[0, 1, 2]]]
+    priors = prepare_priors(ROW, [4])
+    gt_centre = torch.tensor([[20.0, 5.0]])
+    assert nearest_candidates(priors, gt_centre, 1).tolist() == [[1]]
+    assert nearest_candidates(priors, gt_centre, 3).tolist() == [[0, 1, 2]]
 
 
 def test_gt_larger_than_image():

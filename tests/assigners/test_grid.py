@@ -10,14 +10,14 @@ from detkit.assigners import GridAssigner
 
 # Level 0 (stride 8): anchors a0 (8,8), a1 (16,8); level 1 (stride 16): a2 (24,24), a3 (40,20).
 GEN = YOLOAnchorGenerator(base_sizes=[[(8, 8), (16, 8)], [(24, 24), (40, 20)]], strides=[8, 16])
-PRIORS, STRIDES, COUNTS = GEN.grid_priors([(4, 4), (2, 2)], "cpu")  # 32 + 8 priors
+GRID = GEN.grid_priors([(4, 4), (2, 2)], "cpu")  # 32 + 8 priors
+PRIORS = GRID.boxes
 
 
 def assign(assigner, *gts):
     boxes = torch.tensor([list(g) for g in gts], dtype=torch.float32).view(1, -1, 4)
     labels = torch.arange(boxes.shape[1]).view(1, -1)
-    return assigner.assign(PRIORS, boxes, labels, torch.ones(labels.shape, dtype=torch.bool),
-                           num_level_priors=COUNTS, prior_strides=STRIDES)
+    return assigner.assign(GRID, boxes, labels, torch.ones(labels.shape, dtype=torch.bool))
 
 
 def positives(res):
@@ -70,17 +70,17 @@ def test_ignore_with_predictions():
     pred = PRIORS.clone()[None]
     pred[0, 5] = torch.tensor(SQUARE, dtype=torch.float32)  # a prediction exactly on the GT
     res = GridAssigner(extra_match_thr=None, ignore_iou_thr=0.7, ignore_with_pred=True).assign(
-        PRIORS, torch.tensor([[SQUARE]], dtype=torch.float32), torch.zeros(1, 1, dtype=torch.long),
-        torch.ones(1, 1, dtype=torch.bool), num_level_priors=COUNTS, prior_strides=STRIDES, pred_boxes=pred)
+        GRID, torch.tensor([[SQUARE]], dtype=torch.float32), torch.zeros(1, 1, dtype=torch.long),
+        torch.ones(1, 1, dtype=torch.bool), pred_boxes=pred)
     assert res.ignore_mask[0].nonzero().flatten().tolist() == [5]
 
 
-def test_needs_strides_and_grid_layout():
-    with pytest.raises(ValueError, match="prior_strides"):
-        GridAssigner().assign(PRIORS, torch.tensor([[SQUARE]], dtype=torch.float32),
-                              torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool),
-                              num_level_priors=COUNTS)
-    with pytest.raises(ValueError, match="grid"):
-        GridAssigner().assign(PRIORS.flip(0), torch.tensor([[SQUARE]], dtype=torch.float32),
-                              torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool),
-                              num_level_priors=COUNTS, prior_strides=STRIDES)
+def test_needs_a_prior_grid():
+    # The rule is cell arithmetic: a bare tensor of boxes (even laid out as a grid, with its level counts
+    # and strides) is refused with a ValueError naming the PriorGrid; no layout is read back from boxes.
+    args = (torch.tensor([[SQUARE]], dtype=torch.float32), torch.zeros(1, 1, dtype=torch.long),
+            torch.ones(1, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="GridAssigner needs the priors as a PriorGrid"):
+        GridAssigner().assign(PRIORS, *args, num_level_priors=GRID.num_level_priors, prior_strides=GRID.strides)
+    with pytest.raises(ValueError, match="needs pred_boxes"):
+        GridAssigner(ignore_with_pred=True).assign(GRID, *args)

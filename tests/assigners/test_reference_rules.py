@@ -77,9 +77,9 @@ def ref_yolov5(gts, anchor_t=4.0, offset=0.5):
 
 @pytest.mark.parametrize("seed", range(8))
 def test_yolov5_matches_reference(seed):
-    priors, strides, counts = YOLOAnchorGenerator(ANCHORS, STRIDES).grid_priors(FEATS)
+    grid = YOLOAnchorGenerator(ANCHORS, STRIDES).grid_priors(FEATS)
     boxes, labels, mask, _ = random_gts(seed)
-    res = YOLOv5Assigner().assign(priors, boxes, labels, mask, num_level_priors=counts, prior_strides=strides)
+    res = YOLOv5Assigner().assign(grid, boxes, labels, mask)
     for b in range(boxes.shape[0]):
         assert res.gt_index[b].tolist() == ref_yolov5(valid_gts(boxes, mask, b))
     assert res.num_pos > 0

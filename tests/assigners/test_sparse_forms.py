@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from detkit.anchors import PointGenerator, YOLOAnchorGenerator
-from detkit.assigners.atss import nearest_candidates, windowed_nearest_candidates
 from detkit.assigners.candidates import (
     CandidateTable,
     paint_open_rects,
@@ -33,7 +32,8 @@ FACTORIES, assert_same = helpers.FACTORIES, helpers.assert_same
 
 ANCHORS = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)], [(116, 90), (156, 198), (373, 326)]]
 SIZE = 128
-TWO_FORM = ("atss", "maxiou", "grid", "fcos", "tal", "tal_v8", "tal_ultralytics", "simota", "dsl", "dsl_mmyolo")
+# grid and YOLOv5 take a PriorGrid only (cell arithmetic; bare priors refused): tests/assigners/test_box_rules_tables.py
+TWO_FORM = ("atss", "maxiou", "fcos", "tal", "tal_v8", "tal_ultralytics", "simota", "dsl", "dsl_mmyolo")
 
 
 def priors_of(anchors: bool):
@@ -79,7 +79,7 @@ def test_sparse_form_equals_dense_form(name, anchors):
         assert_same(sparse, dense)
 
 
-PRESETS = ["atss", "iou", "grid", "fcos", "tal", "tal-ultralytics", "simota", "dsl", "dsl-mmyolo"]
+PRESETS = ["atss", "iou", "fcos", "tal", "tal-ultralytics", "simota", "dsl", "dsl-mmyolo"]
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -156,21 +156,7 @@ def test_window_pairs_are_the_priors_with_centres_in_the_region(anchors):
     assert (gt.diff() >= 0).all() and len(set(zip(gt.tolist(), prior.tolist()))) == gt.shape[0]
 
 
-@pytest.mark.parametrize("sizes", [[(16, 16), (8, 8), (4, 4)], [(1, 12), (12, 1), (2, 3)]])
-@pytest.mark.parametrize("anchors", [False, True])
-def test_windowed_nearest_candidates_equal_the_dense_ones(sizes, anchors):
-    # Centres on and off the grid (far outside: the window cannot decide, the full row is ranked),
-    # on cell borders (distance ties), grids narrower than the window.
-    gen = YOLOAnchorGenerator(ANCHORS, [8, 16, 32]) if anchors else PointGenerator([8, 16, 32])
-    layout = gen.grid_priors(sizes)
-    priors, strides, counts = layout
-    g = torch.Generator().manual_seed(2)
-    on_borders = (torch.rand(2, 10, 2, generator=g) * 16).round() * 8
-    far = torch.tensor([[[-500.0, 40.0], [900.0, 900.0]]]).expand(2, -1, -1)
-    centres = torch.cat([torch.rand(2, 30, 2, generator=g) * 160 - 16, on_borders, far], 1)
-    for topk in (1, 4, 9, 13):
-        dense = nearest_candidates((priors[:, :2] + priors[:, 2:]) / 2, centres, counts, topk)
-        assert torch.equal(windowed_nearest_candidates(layout, centres, topk), dense)
+# ATSS's window of cells against every distance: tests/assigners/test_box_rules_tables.py
 
 
 @pytest.mark.parametrize("anchors", [False, True])

@@ -9,15 +9,14 @@ import torch
 from detkit.anchors import YOLOAnchorGenerator
 from detkit.assigners import YOLOv5Assigner
 
-PRIORS, STRIDES, COUNTS = YOLOAnchorGenerator(base_sizes=[[(8, 8), (24, 12)]], strides=[8]).grid_priors([(4, 4)])
+GRID = YOLOAnchorGenerator(base_sizes=[[(8, 8), (24, 12)]], strides=[8]).grid_priors([(4, 4)])
 
 
 def assign(*gts, mask=None, assigner=None):
     boxes = torch.tensor([list(g) for g in gts], dtype=torch.float32).view(1, -1, 4)
     labels = torch.arange(boxes.shape[1]).view(1, -1)
     mask = torch.ones(labels.shape, dtype=torch.bool) if mask is None else torch.tensor([mask])
-    return (assigner or YOLOv5Assigner()).assign(PRIORS, boxes, labels, mask, num_level_priors=COUNTS,
-                                                 prior_strides=STRIDES)
+    return (assigner or YOLOv5Assigner()).assign(GRID, boxes, labels, mask)
 
 
 def positives(res, image=0) -> dict[int, int]:
@@ -82,7 +81,10 @@ def test_bad_arguments(kwargs):
         YOLOv5Assigner(**kwargs)
 
 
-def test_needs_the_grid():
-    with pytest.raises(ValueError, match="prior_strides"):
-        YOLOv5Assigner().assign(PRIORS, torch.zeros(1, 1, 4), torch.zeros(1, 1, dtype=torch.long),
-                                torch.ones(1, 1, dtype=torch.bool), num_level_priors=COUNTS)
+def test_needs_a_prior_grid():
+    # a bare tensor laid out as a grid, with its counts and strides, is refused: no layout read back from boxes
+    boxes, labels, mask = torch.tensor([[[8.0, 7.0, 18.0, 13.0]]]), torch.zeros(1, 1, dtype=torch.long), torch.ones(
+        1, 1, dtype=torch.bool)
+    with pytest.raises(ValueError, match="YOLOv5Assigner needs the priors as a PriorGrid"):
+        YOLOv5Assigner().assign(GRID.boxes, boxes, labels, mask, num_level_priors=GRID.num_level_priors,
+                                prior_strides=GRID.strides)
