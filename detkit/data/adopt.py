@@ -21,13 +21,13 @@ import argparse
 import inspect
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from detkit.config import TARGET_KEY, ConfigDict, ConfigError, L
+from detkit.config_checks import check_call_arguments, check_typed_sections
 from detkit.data.sources import SPLITS, DatasetSource, coco_class_names, resolve_source
 from detkit.errors import DataError, UsageError
-from detkit.schema import check_call_arguments, check_typed_sections
 
 __all__ = ["DEFAULT_IMG_SIZE", "adopt_dataset", "add_data_arguments", "apply_data_arguments", "check_data_config",
            "check_dataset_classes", "check_img_size", "declared_class_names", "default_pipeline", "set_img_size"]
@@ -124,8 +124,8 @@ def set_num_classes(cfg: Mapping[str, Any], num_classes: int) -> list[str]:
     return found
 
 
-def _mappings(node: Any, key: str) -> Iterator[tuple[str, Mapping]]:
-    if isinstance(node, Mapping):
+def _mappings(node: Any, key: str) -> Iterator[tuple[str, MutableMapping[str, Any]]]:
+    if isinstance(node, MutableMapping):
         yield key, node
         for k, v in node.items():
             if k != TARGET_KEY:
@@ -154,12 +154,12 @@ def _default_size(target: Any) -> Any:
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
-def _transforms(pipeline: Any, key: str) -> Iterator[tuple[str, Mapping]]:
+def _transforms(pipeline: Any, key: str) -> Iterator[tuple[str, MutableMapping[str, Any]]]:
     """``(dotted key, lazy call)`` of every transform in a pipeline (a list, or a Compose's ``transforms``)."""
     if isinstance(pipeline, (list, tuple)):
         for i, t in enumerate(pipeline):
             yield from _transforms(t, f"{key}.{i}")
-    elif isinstance(pipeline, Mapping) and TARGET_KEY in pipeline:
+    elif isinstance(pipeline, MutableMapping) and TARGET_KEY in pipeline:
         if isinstance(pipeline.get("transforms"), (list, tuple)):
             yield from _transforms(pipeline["transforms"], f"{key}.transforms")
         else:
@@ -184,7 +184,7 @@ def _transform_size(t: Mapping) -> tuple[int, int] | None:
     return None
 
 
-def set_img_size(cfg: Mapping[str, Any], size: int) -> Mapping[str, Any]:
+def set_img_size(cfg: MutableMapping[str, Any], size: int) -> MutableMapping[str, Any]:
     """``data.img_size = size`` and every pipeline transform's ``size`` (given, or an int default such
     as Mosaic's 640) set to it; returns ``cfg``.
 

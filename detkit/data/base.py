@@ -422,7 +422,8 @@ class DetDataset(Dataset):
         Category ids are ``self.cat_ids`` (``0..C-1`` for formats without ids of their own).
         """
         cat_ids = list(getattr(self, "cat_ids", range(self.num_classes)))
-        images, anns = [], []
+        images: list[dict[str, Any]] = []
+        anns: list[dict[str, Any]] = []
         for i, rec in enumerate(self.records):
             h, w = self.image_size(i)
             images.append({"id": int(rec["image_id"]), "file_name": os.path.basename(rec["img_path"]),

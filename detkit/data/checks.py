@@ -100,7 +100,8 @@ def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[D
     root = Path(data.get("path") or ".")
     root = root if root.is_absolute() else path.parent / root
     names = names or (str(path) if "names" in data else find_names_file(str(root)))
-    sources, seen = [], {}
+    sources: list[tuple[str, Path]] = []
+    seen: dict[str, list[str]] = {}
     for split in YAML_SPLITS:
         entries = data.get(split) or []
         for entry in [entries] if isinstance(entries, str) else entries:

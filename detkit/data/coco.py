@@ -219,7 +219,9 @@ class CocoDataset(DetDataset):
         h, w = _positive_int(im.get("height")), _positive_int(im.get("width"))
         if h is None or w is None:
             self.problems.add("image entry without a valid 'width'/'height' (size read from the file)", path)
-        boxes, labels, crowd = [], [], []
+        boxes: list[list[float]] = []
+        labels: list[int] = []
+        crowd: list[list[float]] = []
         for ann in anns:
             bbox = number_list(ann.get("bbox"), 4)
             where = f"{path} (ann {_ann_id(ann)})"
@@ -227,7 +229,7 @@ class CocoDataset(DetDataset):
                 self.problems.add("annotation bbox is not 4 numbers", where)
                 continue
             cat = ann.get("category_id")
-            label = self.cat_to_label.get(cat, -1) if _is_id(cat) else -1
+            label = self.cat_to_label.get(cat, -1) if isinstance(cat, int) and _is_id(cat) else -1
             if label < 0:
                 self.problems.add("annotation with an unknown category_id", where)
                 continue

@@ -220,16 +220,16 @@ def _from_yaml(path: Path) -> DatasetSource:
         if not entry:
             continue
         entries = [entry] if isinstance(entry, str) else entry
-        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        if not isinstance(entries, list) or not all(isinstance(item, str) for item in entries):
             raise DataError(f"{path}: {split}: expected a folder, a .txt list of images or a list of folders, "
                              f"got {entry!r}")
         found = []
-        for e in entries:
-            target = resolve_yaml_entry(root, e)
+        for item in entries:
+            target = resolve_yaml_entry(root, item)
             is_list = target.suffix.lower() == ".txt"
             if not (target.is_file() if is_list else target.is_dir()):
                 kind = "image list" if is_list else "image folder"
-                raise DataError(f"{path}: {split}: {kind} not found: {target} (from {e!r}, root {root})")
+                raise DataError(f"{path}: {split}: {kind} not found: {target} (from {item!r}, root {root})")
             found.append(str(target))
         splits[split] = SplitSource("yolo", {"img_dir": found[0] if len(found) == 1 else found})
     if not splits:

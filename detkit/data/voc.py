@@ -118,14 +118,17 @@ class VocDataset(DetDataset):
             h = int(float(tree.findtext("size/height") or 0))
         except (ValueError, OverflowError):  # not a number, NaN, inf
             w = h = 0
-        boxes, labels, hard = [], [], []
+        boxes: list[list[float]] = []
+        labels: list[int] = []
+        hard: list[list[float]] = []
         for obj in tree.iter("object"):
             name = (obj.findtext("name") or "").strip()
             if name not in self.label_of:
                 self.problems.add(f"unknown class name {name!r}", xml_path)
                 continue
             try:
-                x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax"))
+                texts = [obj.findtext(f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")]
+                x1, y1, x2, y2 = (float(t) for t in texts)  # type: ignore[arg-type]  # None: a TypeError, counted
             except (TypeError, ValueError):
                 self.problems.add("bndbox missing or not numbers", xml_path)
                 continue

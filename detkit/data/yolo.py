@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,8 @@ def load_class_names(names: str | os.PathLike | Sequence[str] | Mapping[int, str
             raise ValueError(
                 f"class name ids must be 0..{len(ids) - 1}, got {ids[:10]}...; accepted: {{0: name, 1: ...}}"
             )
-        return [str(names[k] if k in names else names[str(k)]) for k in ids]
+        by_key: Mapping[Any, Any] = names
+        return [str(by_key[k] if k in by_key else by_key[str(k)]) for k in ids]
     if isinstance(names, Sequence) and not isinstance(names, str):
         return [str(n) for n in names]
     raise ValueError(f"class names must be a list, a dict or a file path; got {type(names).__name__}")
@@ -154,8 +156,7 @@ class YoloDataset(DetDataset):
         exif_orientation: bool = True,
     ) -> None:
         super().__init__(pipeline, seed, cache_size, max_size, exif_orientation)
-        single = isinstance(img_dir, (str, os.PathLike))
-        self.sources = [os.fspath(img_dir)] if single else [os.fspath(d) for d in img_dir]
+        self.sources = [os.fspath(img_dir)] if isinstance(img_dir, (str, os.PathLike)) else [os.fspath(d) for d in img_dir]
         if not self.sources:
             raise ValueError("YoloDataset: img_dir is an empty list")
         self.img_dir = self.sources[0]

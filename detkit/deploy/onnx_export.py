@@ -49,7 +49,7 @@ class DecodedOutputs(nn.Module):
                 f"{type(detector).__name__} has no forward_decoded(images) -> (boxes, scores); ONNX export "
                 "supports detkit.models.Detector with a YOLOHead"
             )
-        self.detector = detector
+        self.detector: Any = detector  # duck-typed: forward_decoded
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.detector.forward_decoded(images)
@@ -101,20 +101,21 @@ def build_metadata(
     Raises:
         ValueError: not a detkit Detector with a dense head, a class-name count unlike the head's, or an
             input size that is not a multiple of the model's largest stride."""
-    head = getattr(detector, "head", None)
+    model: Any = detector  # duck-typed: head.num_classes / head.test_cfg, strides, size_divisor
+    head = getattr(model, "head", None)
     test_cfg = getattr(head, "test_cfg", None)
-    if test_cfg is None or not hasattr(detector, "strides"):
+    if head is None or test_cfg is None or not hasattr(model, "strides"):
         raise ValueError(f"{type(detector).__name__} is not a detkit Detector with a YOLOHead (needs strides and "
                          "head.test_cfg); ONNX export supports those")
     num_classes = int(head.num_classes)
     names = [str(n) for n in class_names] if class_names else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for a head with {num_classes} classes")
-    divisor = int(detector.size_divisor)
+    divisor = int(model.size_divisor)
     if any(s % divisor for s in letterbox.input_size):
         raise ValueError(f"input size {letterbox.input_size} is not a multiple of the model's stride {divisor}")
     return DeployMetadata(
-        class_names=names, letterbox=letterbox, size_divisor=divisor, strides=list(detector.strides),
+        class_names=names, letterbox=letterbox, size_divisor=divisor, strides=list(model.strides),
         postprocess=dict(test_cfg), with_nms=with_nms, dynamic_batch=dynamic_batch,
         source={"detkit": detkit.__version__, "torch": torch.__version__, **dict(source or {})},
     )
@@ -169,7 +170,9 @@ def export_onnx(
         warnings.filterwarnings("ignore", message=".*torch.jit.script. is deprecated.*", category=FutureWarning)
         traced = io.BytesIO()  # in memory: ``path`` is written once, whole (a full disk leaves no partial file)
         torch.onnx.export(
-            module, (example,), traced, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+            module, (example,),
+            traced,  # type: ignore[arg-type]  # a file object is accepted as f
+            dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
             output_names=outputs, dynamic_axes=dynamic_axes, do_constant_folding=True,
         )
     model = onnx.load_from_string(traced.getvalue())

@@ -55,13 +55,16 @@ def _value(node: ast.AST, names: Mapping[str, Any], source: str) -> Any:
     if isinstance(node, ast.Call):
         func = node.func
         is_dict = isinstance(func, ast.Name) and func.id == "dict"
+        target = func.args[0] if isinstance(func, ast.Call) and len(func.args) == 1 else None
         is_lazy = (isinstance(func, ast.Call) and isinstance(func.func, ast.Name) and func.func.id == "L"
-                   and len(func.args) == 1 and not func.keywords and isinstance(func.args[0], ast.Name))
+                   and not func.keywords and isinstance(target, ast.Name))
         if not (is_dict or is_lazy) or node.args or any(kw.arg is None for kw in node.keywords):
             raise ConfigError(f"{source}: {ast.unparse(node)[:80]!r} is not a lazy call L(Class)(...) or dict(...) "
                               "with keyword arguments")
-        kwargs = {kw.arg: _value(kw.value, names, source) for kw in node.keywords}
-        return ConfigDict(kwargs) if is_dict else L(_name(func.args[0].id, names, source))(**kwargs)
+        kwargs = {str(kw.arg): _value(kw.value, names, source) for kw in node.keywords}
+        if is_dict or not isinstance(target, ast.Name):
+            return ConfigDict(kwargs)
+        return L(_name(target.id, names, source))(**kwargs)
     if isinstance(node, ast.Name):
         return _name(node.id, names, source)
     if isinstance(node, ast.List):
@@ -71,7 +74,8 @@ def _value(node: ast.AST, names: Mapping[str, Any], source: str) -> Any:
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise ConfigError(f"{source}: ** in {ast.unparse(node)[:80]!r}")
-        return ConfigDict({ast.literal_eval(k): _value(v, names, source) for k, v in zip(node.keys, node.values)})
+        return ConfigDict({ast.literal_eval(k): _value(v, names, source)
+                           for k, v in zip(node.keys, node.values) if k is not None})
     try:
         return ast.literal_eval(node)
     except ValueError:
@@ -159,7 +163,7 @@ def stored_config(ckpt: Mapping[str, Any], path: str | os.PathLike, overrides: S
     apply_overrides(cfg, list(overrides), source=source)
     _check_model_targets(cfg["model"], "model", source)
     check_signatures(cfg, source=source)
-    from detkit.schema import check_call_arguments, check_typed_sections
+    from detkit.config_checks import check_call_arguments, check_typed_sections
 
     check_call_arguments(cfg, source=source, overrides=overrides)
     check_typed_sections(cfg, source=source, overrides=overrides)

@@ -359,7 +359,7 @@ def _analyse_image(gts: Sequence[Mapping[str, Any]], dets: Sequence[Mapping[str,
     open_dets = (det_state == _UNSET) | (det_state >= 0)  # neither correct nor ignored
     near = (iou >= report.bg_iou) & (iou < report.fg_iou)  # (D, G)
     g_size = _size(g_area)
-    for g in np.flatnonzero(~g_crowd):
+    for g in map(int, np.flatnonzero(~g_crowd)):
         if gt_state[g] == _CORRECT:
             outcome, pred = "detected", int(g_cls[g])
         elif gt_state[g] >= 0:
@@ -370,7 +370,7 @@ def _analyse_image(gts: Sequence[Mapping[str, Any]], dets: Sequence[Mapping[str,
             outcome, pred = "missed", background
         report.gt_outcomes[g_size[g], GT_OUTCOMES.index(outcome)] += 1
         report.confusion[g_cls[g], pred] += 1
-    for d in np.flatnonzero(open_dets):
+    for d in map(int, np.flatnonzero(open_dets)):
         hit = real[0] & (iou[d] >= report.fg_iou)
         if (hit & same[d]).any():
             err = "duplicate"

@@ -49,7 +49,7 @@ class CocoResults(list):
         super().__init__(results)
         self.nonfinite_dropped = int(nonfinite_dropped)
 
-    def __iadd__(self, other: Iterable[dict[str, Any]]) -> CocoResults:  # type: ignore[override]
+    def __iadd__(self, other: Iterable[dict[str, Any]]) -> CocoResults:  # type: ignore[override,misc]
         self.extend(other)
         self.nonfinite_dropped += int(getattr(other, "nonfinite_dropped", 0))
         return self

@@ -28,17 +28,18 @@ import torch
 
 from detkit.analysis import SIZE_NAMES, AssignmentStats
 from detkit.argtypes import nonnegative_int, positive_int
+from detkit.assigners import Assigner
 from detkit.assigners.presets import ASSIGNER_PRESETS, assigner_call
 from detkit.cli import ArgumentParser, run_cli
-from detkit.config import ConfigError, instantiate, load_config, parse_value
+from detkit.config import ConfigDict, ConfigError, instantiate, load_config, parse_value
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
 from detkit.engine.output_paths import check_not_input, check_output_dir, config_input_paths
 from detkit.viz import draw_assignment, tensor_to_bgr
 
 
-def build_assigners(names: Sequence[str], cfg) -> dict[str, object]:
+def build_assigners(names: Sequence[str], cfg: ConfigDict) -> dict[str, Assigner]:
     """Short names or call expressions -> {label: assigner}."""
-    out: dict[str, object] = {}
+    out: dict[str, Assigner] = {}
     for name in names:
         if name == "config":
             node = cfg.model.head.loss.assigner
@@ -101,7 +102,7 @@ def plot_histogram(stats: dict[str, AssignmentStats], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     top = max(int(s.all_counts().max(initial=0)) for s in stats.values())
-    bins = np.arange(0, top + 2) - 0.5
+    bins = [i - 0.5 for i in range(top + 2)]  # one bin per count
     for name, s in stats.items():
         ax.hist(s.all_counts(), bins=bins, histtype="step", linewidth=2, label=name)
     ax.set_xlabel("positive priors per GT")

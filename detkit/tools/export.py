@@ -118,8 +118,8 @@ def _tie_order(dets: dict[str, np.ndarray], scores: np.ndarray) -> dict[str, np.
 
 def _max_diffs(names: Sequence[str], expected: Sequence[torch.Tensor], got: dict[str, np.ndarray]) -> dict[str, float]:
     diffs = {}
-    for name, ref in zip(names, expected):
-        ref = ref.numpy()
+    for name, tensor in zip(names, expected):
+        ref = tensor.numpy()
         if got[name].shape != ref.shape:
             raise RuntimeError(f"ONNX output {name} has shape {got[name].shape}, PyTorch {ref.shape}")
         diffs[name] = float(np.abs(got[name].astype(np.float64) - ref).max()) if ref.size else 0.0

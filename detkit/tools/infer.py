@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             if is_video:
                 if writer is None:
                     fps = cv2.VideoCapture(str(src)).get(cv2.CAP_PROP_FPS) or 25.0
-                    writer = cv2.VideoWriter(str(out / (src.stem + ".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),
+                    writer = cv2.VideoWriter(str(out / (src.stem + ".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),  # type: ignore[attr-defined]
                                              fps, (frame.shape[1], frame.shape[0]))
                 writer.write(drawn)
             else:

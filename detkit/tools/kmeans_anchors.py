@@ -140,7 +140,8 @@ def kmeans_iou(wh: np.ndarray, k: int, seed: int = 0, restarts: int = 5, max_ite
     if k < 1 or len(wh) < k:
         raise ValueError(f"need at least k={k} boxes (k >= 1) to cluster, got {len(wh)}")
     rng = np.random.default_rng(seed)
-    best, best_fit = None, -1.0
+    best: np.ndarray | None = None
+    best_fit = -1.0
     for _ in range(restarts):
         centres = _seed_centres(wh, k, rng)
         assign = None
@@ -156,6 +157,7 @@ def kmeans_iou(wh: np.ndarray, k: int, seed: int = 0, restarts: int = 5, max_ite
         fit = mean_best_iou(wh, centres)
         if fit > best_fit:
             best, best_fit = centres.copy(), fit
+    assert best is not None  # restarts >= 1 and a fit is >= 0
     return best[np.argsort(best.prod(1), kind="stable")]
 
 
