@@ -35,6 +35,9 @@ The checks (:data:`CHECKS`), each on a small prior grid (64 px input, strides 8 
   the grid's bare boxes with the same level counts and strides (the all-pairs table). A rule that
   needs the grid itself and refuses bare priors with a ``ValueError`` skips it (the report gives
   the message).
+* ``uses_predictions``: a rule that declares ``uses_predictions = False`` gives the same result
+  without ``pred_scores`` (None), as the loss pipeline calls it (it builds no scores for such a rule);
+  prediction-aware rules skip it.
 * ``adversarial``: batches drawn by `hypothesis <https://hypothesis.works>`_ (0 to 300 GTs of
   extreme sizes and aspect ratios, far outside the image, duplicated, zero-size, padding rows of
   garbage, fp16): never an exception, the invariants, and batch = per image. Without hypothesis
@@ -69,7 +72,7 @@ from detkit.boxes import valid_gt_mask
 __all__ = ["CHECKS", "AssignInputs", "CheckFailure", "ConformanceReport", "check_assigner", "random_inputs"]
 
 CHECKS: tuple[str, ...] = ("invariants", "no_gt", "padding_rows", "batch_per_image", "fp16", "gt_order",
-                           "memory_knob", "grid_vs_all_pairs", "adversarial")
+                           "memory_knob", "grid_vs_all_pairs", "uses_predictions", "adversarial")
 IMAGE = 64  # side of the generated input in pixels
 STRIDES = (8, 16, 32)
 ANCHORS = [[(6, 8), (12, 10)], [(14, 26), (28, 20)], [(36, 30), (60, 56)]]  # (w, h) per level, 2 per cell
@@ -111,14 +114,16 @@ class AssignInputs:
     description: str
     grid: PriorGrid
 
-    def run(self, assigner: Assigner, *, as_grid: bool = True) -> AssignResult:
+    def run(self, assigner: Assigner, *, as_grid: bool = True, scores: bool = True) -> AssignResult:
         """``assigner.assign(...)`` with every input, as the loss pipeline calls it: the
         :class:`~detkit.anchors.PriorGrid` as ``priors`` (or, ``as_grid=False``, its bare boxes: the
-        all-pairs path) with ``num_level_priors``, ``prior_strides``, ``pred_boxes`` and ``pred_scores``."""
+        all-pairs path) with ``num_level_priors``, ``prior_strides``, ``pred_boxes`` and ``pred_scores``
+        (None with ``scores=False``, as the pipeline passes it to a rule with ``uses_predictions = False``)."""
         priors: PriorGrid | Tensor = self.grid if as_grid else self.priors
         return assigner.assign(
             priors, self.gt_boxes, self.gt_labels, self.gt_mask, num_level_priors=self.num_level_priors,
-            prior_strides=self.prior_strides, pred_boxes=self.pred_boxes, pred_scores=self.pred_scores)
+            prior_strides=self.prior_strides, pred_boxes=self.pred_boxes,
+            pred_scores=self.pred_scores if scores else None)
 
     @property
     def batch(self) -> int:
@@ -357,7 +362,7 @@ class _Context:
         self.report.failures.append(CheckFailure(check, message, text, inputs))
 
     def call(self, check: str, inputs: AssignInputs, assigner: Assigner | None = None,
-             as_grid: bool = True) -> AssignResult:
+             as_grid: bool = True, scores: bool = True) -> AssignResult:
         """Run the rule on ``inputs`` for ``check``; raises _Failed after reporting what went wrong.
 
         An exception, or a value invariant broken on these inputs, is ``check``'s failure; a wrong type,
@@ -365,7 +370,7 @@ class _Context:
         be read is not judged.
         """
         try:
-            res = inputs.run(self.assigner if assigner is None else assigner, as_grid=as_grid)
+            res = inputs.run(self.assigner if assigner is None else assigner, as_grid=as_grid, scores=scores)
         except Exception as e:  # noqa: BLE001 - a rule raising on valid inputs fails the check that fed them
             where = traceback.extract_tb(e.__traceback__)[-1]
             first = str(e).splitlines()[0] if str(e) else ""
@@ -603,6 +608,19 @@ def _check_grid_vs_all_pairs(ctx: _Context) -> None:
         ctx.compare("grid_vs_all_pairs", res, ref, inputs, "assign(PriorGrid) differs from assign(its bare boxes)")
 
 
+def _check_uses_predictions(ctx: _Context) -> None:
+    if getattr(ctx.assigner, "uses_predictions", True) is not False:
+        ctx.report.skipped["uses_predictions"] = "a prediction-aware rule (uses_predictions is not False)"
+        return
+    inputs = random_inputs(ctx.seed + 80, num_gts=6, valid_per_image=[6, 4, 5], device=ctx.device)
+    without = replace(inputs, description=f"pred_scores=None (uses_predictions = False) with: {inputs.description}")
+    try:
+        ref, res = ctx.call("uses_predictions", inputs), ctx.call("uses_predictions", without, scores=False)
+    except _Failed:
+        return
+    ctx.compare("uses_predictions", res, ref, without, "the result without pred_scores differs")
+
+
 # ------------------------------------------------------------------------------ adversarial batches
 
 
@@ -730,6 +748,7 @@ _RUNNERS: dict[str, Callable[[_Context], None]] = {
     "invariants": _check_invariants, "no_gt": _check_no_gt, "padding_rows": _check_padding_rows,
     "batch_per_image": _check_batch_per_image, "fp16": _check_fp16, "gt_order": _check_gt_order,
     "memory_knob": _check_memory_knob, "grid_vs_all_pairs": _check_grid_vs_all_pairs,
+    "uses_predictions": _check_uses_predictions,
     "adversarial": _check_adversarial,
 }
 

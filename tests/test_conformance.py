@@ -34,7 +34,9 @@ def test_every_preset_conforms(name):
     report.raise_for_failures()
     expected = set(CHECKS) - set(report.skipped)
     assert set(report.passed) == expected
-    assert set(report.skipped) <= {"gt_order", "memory_knob", "grid_vs_all_pairs"}
+    assert set(report.skipped) <= {"gt_order", "memory_knob", "grid_vs_all_pairs", "uses_predictions"}
+    box_only = getattr(build_preset(name), "uses_predictions", True) is False
+    assert ("uses_predictions" in report.passed) == box_only
 
 
 def test_the_example_rule_conforms_and_is_a_real_rule():
@@ -144,6 +146,23 @@ def test_a_failure_only_hypothesis_finds_is_reported_once_with_its_knobs():
     assert failure.reproducer.startswith("adversarial _Knobs(") and failure.inputs.gt_boxes.shape[1] > 100
     with pytest.raises(RuntimeError, match="too many GTs"):
         failure.inputs.run(CrashesOnManyGTs())
+
+
+def test_a_box_only_rule_that_reads_scores_is_reported_as_uses_predictions():
+    class ReadsScores(NearestInsideAssigner):  # says box-only, yet reads pred_scores
+        def assign(self, priors, gt_boxes, gt_labels, gt_mask, *, pred_scores=None, **kw):
+            res = super().assign(priors, gt_boxes, gt_labels, gt_mask, **kw)
+            keep = pred_scores.amax(-1) > 0.05  # (B, N)
+            res.gt_index = res.gt_index.masked_fill(~keep, -1)
+            res.pos_mask &= keep
+            res.labels = res.labels.masked_fill(~keep, -1)
+            res.iou = res.iou.masked_fill(~keep, 0.0)
+            return res
+
+    report = check_assigner(ReadsScores(), examples=2)
+    assert report.failed == ["uses_predictions"]
+    assert report.failures[0].message.startswith("raised AttributeError: 'NoneType' object has no attribute 'amax'")
+    assert report.failures[0].reproducer.startswith("pred_scores=None (uses_predictions = False) with: ")
 
 
 def test_a_wrong_dtype_is_reported_once_as_invariants():
