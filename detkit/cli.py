@@ -9,6 +9,11 @@ parser is :class:`ArgumentParser`; ``detkit --debug COMMAND ...``; or ``DETKIT_D
 the traceback of a user error or a declared failure too, before its ``error:`` line; the status
 stays the same.
 
+A message that names an argument as a remedy (:class:`~detkit.errors.ArgumentMessage`: the library
+writes ``resume='auto'``, ``work_dir``) is printed with the tool's flags instead (``--resume``,
+``--work-dir``): :func:`cli_message`, argparse's ``--dest-name`` convention unless the tool passes
+``flags``.
+
 Argument parsing may run inside the job: argparse's own exit (2 for a usage mistake, 0 for
 ``--help``) becomes the returned status, so ``main(argv)`` returns instead of raising
 ``SystemExit``. A tool with statuses of its own (training: 1 diverged, 128 + signal when stopped)
@@ -25,9 +30,9 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from detkit.errors import DetkitError
+from detkit.errors import Argument, ArgumentMessage, DetkitError
 
-__all__ = ["DEBUG_ENV", "ArgumentParser", "debug_enabled", "debugging", "run_cli"]
+__all__ = ["DEBUG_ENV", "ArgumentParser", "cli_message", "debug_enabled", "debugging", "flag_of", "run_cli"]
 
 DEBUG_ENV = "DETKIT_DEBUG"  # set to 1 for --debug in every tool (and in processes they start)
 _debug = [False]  # set by --debug while a tool runs (run_cli restores it when the tool returns)
@@ -65,15 +70,32 @@ class ArgumentParser(argparse.ArgumentParser):
         return parsed, rest
 
 
-def _report(error: BaseException) -> None:
+def flag_of(argument: Argument, flags: Mapping[str, str] | None = None) -> str:
+    """The flag that gives ``argument`` on a command line: ``flags[name]`` when the tool names one,
+    else argparse's convention (``work_dir`` -> ``--work-dir``), followed by its metavar if any."""
+    flag = (flags or {}).get(argument.name) or "--" + argument.name.replace("_", "-")
+    return f"{flag} {argument.metavar}" if argument.metavar else flag
+
+
+def cli_message(error: BaseException, flags: Mapping[str, str] | None = None) -> str:
+    """``error``'s message as a tool prints it: the arguments an
+    :class:`~detkit.errors.ArgumentMessage` names spelled as flags (:func:`flag_of`); any other
+    error's message as it is."""
+    if isinstance(error, ArgumentMessage) and error.values is not None:
+        return error.render(lambda argument: flag_of(argument, flags))
+    return str(error)
+
+
+def _report(error: BaseException, flags: Mapping[str, str] | None = None) -> None:
     """``error: <message>`` on stderr, after the traceback when debugging."""
     if debug_enabled():
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
-    print(f"error: {error}", file=sys.stderr)
+    print(f"error: {cli_message(error, flags)}", file=sys.stderr)
 
 
 def run_cli(job: Callable[[], Any], failures: tuple[type[BaseException], ...] = (),
-            handlers: Mapping[type[BaseException], Callable[[Any], int]] | None = None) -> int:
+            handlers: Mapping[type[BaseException], Callable[[Any], int]] | None = None,
+            flags: Mapping[str, str] | None = None) -> int:
     """Run ``job()`` and map its outcome to an exit status.
 
     Args:
@@ -81,6 +103,8 @@ def run_cli(job: Callable[[], Any], failures: tuple[type[BaseException], ...] = 
         failures: exceptions meaning the job failed: ``error: <message>``, status 1.
         handlers: ``{exception type: handler(error) -> status}`` for a tool's own statuses; the
             handler prints what it wants. Checked before ``failures``, after the user errors.
+        flags: ``{argument: flag}`` for the tool's flags that do not follow argparse's convention
+            (:func:`cli_message`).
 
     Returns:
         0 done; 2 a :class:`~detkit.errors.DetkitError` (``error: <message>`` on stderr) or
@@ -97,14 +121,14 @@ def run_cli(job: Callable[[], Any], failures: tuple[type[BaseException], ...] = 
             print(f"error: {e.code}", file=sys.stderr)
             return 1
         except DetkitError as e:
-            _report(e)
+            _report(e, flags)
             return 2
         except BaseException as e:
             for kind, handle in (handlers or {}).items():
                 if isinstance(e, kind):
                     return handle(e)
             if isinstance(e, failures):
-                _report(e)
+                _report(e, flags)
                 return 1
             raise
     return 0

@@ -12,30 +12,142 @@ config and the check fails (:class:`ConfigError`).
 A message names the file or key and the problem, and never a command-line flag: the tools add the
 flag when they catch and re-raise (``raise ConfigError(f"--data {path}: {e}") from e``).
 
+Remedies that name arguments. Where a message says which argument fixes the problem ("continue it
+with ``resume``, pick another ``work_dir``, or pass ``overwrite``"), the library writes the
+argument as a field of a ``str.format`` template and its own data as ``values``
+(:class:`ArgumentMessage`, the base of :class:`DetkitError`)::
+
+    raise WorkDirError("work dir {path} holds an earlier run; continue it with {resume:'auto'}, "
+                       "pick another {work_dir}, or pass {overwrite:True} to delete it", values={"path": work_dir})
+
+A field named in ``values`` is that value, inserted as it is (a path with braces stays literal); any
+other field is an argument, ``{name}`` or ``{name:value}``, spelled for the reader by
+:meth:`ArgumentMessage.render`: ``str(error)`` spells it for Python (``resume='auto'``,
+``work_dir``, ``overwrite=True``: the names a caller passes to ``Trainer(...)``), and every tool
+(:func:`detkit.cli.cli_message`, in ``run_cli``) as its flag (``--resume``, ``--work-dir``,
+``--overwrite``: argparse's ``--dest-name`` convention, or the tool's ``flags``). A value that is an
+:class:`Argument` is spelled the same way (``values={"what": Argument("work_dir")}``; with a Python
+spelling of its own or a metavar for the flag). That is the one way a library message names an
+argument in its text; ``DetkitError.argument`` says which single argument would fix it, for a tool
+that appends its own remedy.
+
 The concrete classes are ``ValueError`` too (as they were before they had a common base), so an
 ``except ValueError`` written for them keeps working; the CLI decides by ``DetkitError`` alone.
 """
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "DetkitError", "OutputError", "UsageError",
-           "WorkDirError", "error_name", "error_type"]
+import dataclasses
+from collections.abc import Callable, Mapping
+
+__all__ = ["Argument", "ArgumentMessage", "CheckpointError", "ConfigError", "DataError", "DetkitError", "OutputError",
+           "Spelling", "UsageError", "WorkDirError", "error_name", "error_type", "python_spelling"]
+
+# How an argument is written for a reader (Python: python_spelling; a tool: its flag).
+Spelling = Callable[["Argument"], str]
 
 
-class DetkitError(Exception):
+@dataclasses.dataclass(frozen=True)
+class Argument:
+    """A function argument named in a message (:class:`ArgumentMessage`).
+
+    Attributes:
+        name: the Python argument (``"work_dir"``); a tool's flag for it is ``--work-dir`` unless the
+            tool says otherwise.
+        value: the value that fixes the problem, as Python text (``"True"``, ``"'auto'"``), or "".
+        python: how a Python caller gives it when ``name=value`` does not say it
+            (``"adopt_dataset(cfg, PATH)"``), or "".
+        metavar: what follows the flag on a command line (``"PATH"``), or "".
+    """
+
+    name: str
+    value: str = ""
+    python: str = ""
+    metavar: str = ""
+
+    def __format__(self, spec: str) -> str:
+        return python_spelling(self)
+
+    def __str__(self) -> str:
+        return python_spelling(self)
+
+
+def python_spelling(argument: Argument) -> str:
+    """``argument`` as a Python caller writes it: ``name=value`` (``overwrite=True``), ``name`` without
+    a value (``work_dir``), or its own ``python`` text."""
+    if argument.python:
+        return argument.python
+    return f"{argument.name}={argument.value}" if argument.value else argument.name
+
+
+class _Spelled:
+    """An argument field of a template: formats as ``spell(argument)``; a format spec is its value."""
+
+    def __init__(self, argument: Argument, spell: Spelling) -> None:
+        self.argument, self.spell = argument, spell
+
+    def __format__(self, spec: str) -> str:
+        return self.spell(dataclasses.replace(self.argument, value=spec) if spec else self.argument)
+
+
+class _Fields(dict[str, object]):
+    """A template's fields: ``values`` (an :class:`Argument` among them spelled), any other name an
+    argument."""
+
+    def __init__(self, values: Mapping[str, object], spell: Spelling) -> None:
+        super().__init__((k, _Spelled(v, spell) if isinstance(v, Argument) else v) for k, v in values.items())
+        self.spell = spell
+
+    def __missing__(self, key: str) -> _Spelled:
+        return _Spelled(Argument(key), self.spell)
+
+
+class ArgumentMessage(Exception):
+    """An exception whose message may name the arguments that fix it, spelled for its reader.
+
+    Args:
+        *args: the message (as for ``Exception``); with ``values``, a ``str.format`` template whose
+            fields are the ``values`` and, for any other name, an argument (``{overwrite:True}``).
+        values: the template's data (paths, counts), inserted as they are; None: a plain message.
+
+    ``str(error)`` is :meth:`render` with :func:`python_spelling`; a tool renders it with its flags
+    (:func:`detkit.cli.cli_message`). The error crosses processes (pickled) with its template.
+    """
+
+    def __init__(self, *args: object, values: Mapping[str, object] | None = None) -> None:
+        super().__init__(*args)
+        self.values = dict(values) if values is not None else None
+
+    def render(self, spell: Spelling = python_spelling) -> str:
+        """The message with each argument written by ``spell`` (a plain message as it is)."""
+        if getattr(self, "values", None) is None or len(self.args) != 1 or not isinstance(self.args[0], str):
+            return super().__str__()
+        return self.args[0].format_map(_Fields(self.values or {}, spell))
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __repr__(self) -> str:
+        if getattr(self, "values", None) is None:
+            return super().__repr__()
+        return f"{type(self).__name__}({self.render()!r})"
+
+
+class DetkitError(ArgumentMessage):
     """Base of the user-input errors: the CLI prints ``error: <message>`` and exits with status 2.
 
     Raise a subclass; the message names the file or key and says what is wrong with it.
 
     Args:
-        *args: the message (as for ``Exception``).
+        *args: the message (as for ``Exception``; a template with ``values``: :class:`ArgumentMessage`).
         argument: the name of the function argument whose value would fix the problem (``"images"``:
             give the image folder), or None. A tool that took that argument from a flag adds the flag
             to its message (``pass --images DIR``); the library's message names no flag.
+        values: the data of a message that names arguments (:class:`ArgumentMessage`), or None.
     """
 
-    def __init__(self, *args: object, argument: str | None = None) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: object, argument: str | None = None, values: Mapping[str, object] | None = None) -> None:
+        super().__init__(*args, values=values)
         self.argument = argument
 
 

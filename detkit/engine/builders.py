@@ -27,7 +27,7 @@ from detkit.engine.ema import ModelEMA
 from detkit.engine.settings import EMASettings, TrainSettings
 from detkit.engine.train_utils import collate_from_config, resolve_device
 from detkit.engine.weights import load_weights
-from detkit.errors import CheckpointError, ConfigError, DataError
+from detkit.errors import Argument, CheckpointError, ConfigError, DataError
 from detkit.schema import default_of
 
 __all__ = ["DATA_LAYOUTS", "LossForward", "StepPlan", "build_amp", "build_dataset", "build_ema", "check_data_config",
@@ -46,6 +46,10 @@ DATA_LAYOUTS = """expected layouts (paths as in the config; details in data/READ
 # Loader keys of data.train / data.val when a config leaves them out (the val batch:
 # detkit.engine.evaluate.val_batch_size).
 TRAIN_BATCH_SIZE, TRAIN_WORKERS, VAL_WORKERS = 16, default_of(build_dataloader, "num_workers"), 0
+
+
+# The dataset a config lacks: adopted in Python, a flag (--data PATH) for the tools.
+_DATA_ARGUMENT = Argument("data", python="adopt_dataset(cfg, PATH)", metavar="PATH")
 
 
 def build_dataset(cfg: Mapping[str, Any], split: str) -> Any:
@@ -67,8 +71,9 @@ def build_dataset(cfg: Mapping[str, Any], split: str) -> Any:
     """
     data = cfg.get("data") or {}
     if split not in data or "dataset" not in data[split]:
-        raise ConfigError(f"config has no data.{split}.dataset; add data=dict({split}=dict(dataset=L(...)(...))) "
-                          f"or give --data PATH (a dataset with a {split} split)")
+        raise ConfigError("config has no data.{split}.dataset; add data=dict({split}=dict(dataset=L(...)(...))) "
+                          "or give {data} (a dataset with a {split} split)",
+                          values={"split": split, "data": _DATA_ARGUMENT})
     try:
         dataset = instantiate(data[split].dataset, f"data.{split}.dataset")
     except (OSError, DataError) as e:
@@ -164,7 +169,7 @@ def load_initial_weights(model: nn.Module, path: str, data_names: list[str] | No
     if data_names is not None:
         try:
             check_class_names(checkpoint_class_names(load_checkpoint(path), path), data_names,
-                              f"--load-from {path} on data.train")
+                              f"initial weights {path} on data.train")
         except CheckpointError:  # not a detkit checkpoint (Darknet weights): no names to compare
             pass
         except ConfigError as e:

@@ -28,6 +28,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
+from detkit.errors import ArgumentMessage
+
 __all__ = [
     "STOP_SIGNALS",
     "BufferSnapshot",
@@ -60,8 +62,11 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(ArgumentMessage):
     """Training stopped cleanly after a stop signal; ``checkpoint`` is what ``--resume`` continues from.
+
+    The message may name the argument that continues the run (``{resume:'auto'}`` with ``values``:
+    :class:`~detkit.errors.ArgumentMessage`; a tool prints it as ``--resume``).
 
     Attributes:
         signum: the signal that asked for the stop.
@@ -69,8 +74,9 @@ class TrainingInterrupted(Exception):
         exit_code: 128 + signum, the status tools/train.py exits with.
     """
 
-    def __init__(self, message: str, signum: int, checkpoint: Path | None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, signum: int, checkpoint: Path | None,
+                 values: Mapping[str, object] | None = None) -> None:
+        super().__init__(message, values=values)
         self.signum = signum
         self.checkpoint = checkpoint
         self.exit_code = signal_exit_code(signum)

@@ -5,7 +5,9 @@
   is needed or the reverse, a parent that is a file, a folder without write permission, a folder
   where no file can be created (``/proc``, a read-only file system: a file is created there and
   deleted at once to find out). Tools call them before the work, so a long evaluation is never
-  lost to a bad ``--out``.
+  lost to a bad ``--out``. ``what`` names the argument in the message: a tool passes its flag
+  (``"--out"``), the library an :class:`~detkit.errors.Argument` (``Argument("work_dir")``: spelled
+  ``work_dir`` for Python, ``--work-dir`` by a tool).
 - :func:`check_not_input` refuses an output path that is one of the tool's inputs or lies inside
   an input folder (resolved through symlinks), and an output folder that holds an input file a
   tool would replace by name; :func:`config_input_paths` lists the existing paths a config's
@@ -21,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from detkit.errors import OutputError
+from detkit.errors import Argument, OutputError
 
 __all__ = ["OutputPathError", "check_not_input", "check_output_dir", "check_output_file", "config_input_paths"]
 
@@ -30,7 +32,9 @@ class OutputPathError(OutputError):
     """An output path that cannot be written (the message names the argument and the reason)."""
 
 
-
+def _refuse(template: str, what: str | Argument, path: object, **values: object) -> OutputPathError:
+    """The error for ``path`` given as ``what``: ``template`` with ``{what}`` and ``{path}`` fields."""
+    return OutputPathError(template, values={"what": what, "path": path, **values})
 
 
 def _first_existing(path: Path) -> Path:
@@ -41,45 +45,48 @@ def _first_existing(path: Path) -> Path:
     return Path(".")
 
 
-def _check_creatable(folder: Path, what: str, shown: Path) -> None:
+def _check_creatable(folder: Path, what: str | Argument, shown: Path) -> None:
     """The nearest existing ancestor of ``folder`` is a folder where files can be created (so
     ``folder`` can be made): permissions, then an empty file created and deleted at once, which
     finds what permissions do not tell (``/proc``, a read-only file system, root on either)."""
     base = _first_existing(folder)
     if not base.is_dir():
-        raise OutputPathError(f"{what} {shown}: {base} is a file, not a folder")
+        raise _refuse("{what} {path}: {base} is a file, not a folder", what, shown, base=base)
     if not os.access(base, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{what} {shown}: no permission to write in {base}")
+        raise _refuse("{what} {path}: no permission to write in {base}", what, shown, base=base)
     try:
         fd, probe = tempfile.mkstemp(prefix=".detkit-write-check-", suffix=".tmp", dir=base)
     except OSError as e:
-        raise OutputPathError(f"{what} {shown}: cannot create files in {base} ({e.strerror or e})") from None
+        raise _refuse("{what} {path}: cannot create files in {base} ({why})", what, shown, base=base,
+                      why=e.strerror or e) from None
     os.close(fd)
     os.unlink(probe)
 
 
-def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+def check_output_dir(path: str | os.PathLike, what: str | Argument = "output folder") -> Path:
     """Raise :class:`OutputPathError` unless ``path`` is (or can be made) a writable folder.
 
-    Nothing is created. ``what`` names the argument in the message (e.g. ``"--work-dir"``).
+    Nothing is created. ``what`` names the argument in the message (a tool's flag, ``"--work-dir"``,
+    or a library's :class:`~detkit.errors.Argument`).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputPathError(f"{what} {path}: is a file, not a folder")
+        raise _refuse("{what} {path}: is a file, not a folder", what, path)
     _check_creatable(path, what, path)
     return path
 
 
-def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
+def check_output_file(path: str | os.PathLike, what: str | Argument = "output file") -> Path:
     """Raise :class:`OutputPathError` unless ``path`` can be written as a file (it may exist).
 
-    Nothing is created. ``what`` names the argument in the message (e.g. ``"--out"``).
+    Nothing is created. ``what`` names the argument in the message (a tool's flag, ``"--out"``, or a
+    library's :class:`~detkit.errors.Argument`).
     """
     path = Path(path)
     if path.is_dir():
-        raise OutputPathError(f"{what} {path}: is a folder, expected a file path")
+        raise _refuse("{what} {path}: is a folder, expected a file path", what, path)
     if path.exists() and not os.access(path, os.W_OK):
-        raise OutputPathError(f"{what} {path}: no permission to overwrite it")
+        raise _refuse("{what} {path}: no permission to overwrite it", what, path)
     _check_creatable(path.parent, what, path)
     return path
 
@@ -90,7 +97,8 @@ def _shown(path: str | os.PathLike) -> str:
     return str(path) if Path(os.path.abspath(path)) == real else f"{path} (-> {real})"
 
 
-def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], what: str = "--out", *,
+def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
+                    what: str | Argument = "output path", *,
                     names_from_inputs: bool = False) -> Path:
     """Raise :class:`OutputPathError` when writing ``out`` could destroy one of ``inputs``.
 
@@ -109,14 +117,14 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike |
         source = Path(given).resolve()
         if target == source:
             kind = "folder" if source.is_dir() else "file"
-            raise OutputPathError(f"{what} {_shown(out)} is the input {kind} {_shown(given)}: it would be "
-                                  "overwritten; pick another output path")
+            raise _refuse("{what} {path} is the input {kind} {given}: it would be overwritten; pick another "
+                          "output path", what, _shown(out), kind=kind, given=_shown(given))
         if source.is_dir() and target.is_relative_to(source) and not names_from_inputs:
-            raise OutputPathError(f"{what} {_shown(out)} lies inside the input folder {_shown(given)}; "
-                                  "write the output outside it")
+            raise _refuse("{what} {path} lies inside the input folder {given}; write the output outside it",
+                          what, _shown(out), given=_shown(given))
         if names_from_inputs and source.parent == target and not source.is_dir():
-            raise OutputPathError(f"{what} {_shown(out)} holds the input {_shown(given)}, whose output of the same "
-                                  "name would replace it; pick another output folder")
+            raise _refuse("{what} {path} holds the input {given}, whose output of the same name would replace "
+                          "it; pick another output folder", what, _shown(out), given=_shown(given))
     return Path(out)
 
 

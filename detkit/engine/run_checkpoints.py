@@ -110,7 +110,8 @@ class RunCheckpoints:
         loads, a newer unreadable one skipped with a warning); None when ``"auto"`` finds none.
 
         Raises:
-            CheckpointError: unreadable, or not a training checkpoint (weights only: use --load-from).
+            CheckpointError: unreadable, or not a training checkpoint (weights only: the message names
+                ``load_from``, which a tool prints as ``--load-from``).
         """
         if resume == "auto":
             found = load_latest_checkpoint(self.work_dir, map_location=device)
@@ -123,12 +124,13 @@ class RunCheckpoints:
             ckpt = load_checkpoint(path, map_location=device)
         missing = [k for k in RESUME_KEYS if not isinstance(ckpt, Mapping) or k not in ckpt]
         if missing and isinstance(ckpt, Mapping) and (ckpt.get("meta") or {}).get("weights") in ("ema", "model"):
-            raise CheckpointError(f"{path}: cannot resume from it: it holds the final weights only (no optimizer, "
+            raise CheckpointError("{path}: cannot resume from it: it holds the final weights only (no optimizer, "
                                   "schedule or RNG state); resume from an epoch_*.pth / iter_*.pth checkpoint, or "
-                                  "use --load-from to start a new run from these weights")
+                                  "use {load_from} to start a new run from these weights", values={"path": path})
         if missing:
-            raise CheckpointError(f"{path}: cannot resume from it: not a detkit training checkpoint (missing "
-                                  f"{', '.join(missing)}); use --load-from to start from its weights only")
+            raise CheckpointError("{path}: cannot resume from it: not a detkit training checkpoint (missing "
+                                  "{missing}); use {load_from} to start from its weights only",
+                                  values={"path": path, "missing": ", ".join(missing)})
         return path, ckpt
 
 
@@ -174,16 +176,18 @@ def check_resume(path: str | os.PathLike, ckpt: Mapping[str, Any], model: nn.Mod
     ``anyway``; returns the accepted changes (empty: none).
 
     Raises:
-        CheckpointError: another model (class count, width, head); changed settings without ``anyway``.
+        CheckpointError: another model (class count, width, head); changed settings without ``anyway``
+            (the message names ``resume_anyway``, a tool's ``--resume-anyway``).
     """
-    if why := weights_misfit(path, model.state_dict(), ckpt["model"]):
-        raise CheckpointError(f"cannot resume: {why}")
+    if misfit := weights_misfit(path, model.state_dict(), ckpt["model"], "cannot resume: "):
+        raise misfit
     changes = run_changes(ckpt, run)
     if changes and not anyway:
         raise CheckpointError(
-            f"cannot resume from {os.fspath(path)}: the run's settings changed: {'; '.join(changes)}; continuing "
-            "would change the order of the training images (some repeated, some skipped) and the schedule; "
-            "restore them, or pass --resume-anyway to continue from the next epoch boundary with the new settings")
+            "cannot resume from {path}: the run's settings changed: {changes}; continuing would change the order "
+            "of the training images (some repeated, some skipped) and the schedule; restore them, or pass "
+            "{resume_anyway:True} to continue from the next epoch boundary with the new settings",
+            values={"path": os.fspath(path), "changes": "; ".join(changes)})
     return changes
 
 

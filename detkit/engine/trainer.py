@@ -418,13 +418,14 @@ class Trainer:
         signum = self.signals.requested or signal.SIGTERM  # under DDP another rank may have got it
         name = signal.Signals(signum).name
         where = f"iteration {self.iter} (epoch {self.epoch + 1}, {self.epoch_iter}/{self.iters_per_epoch})"
-        if saved is not None:
-            msg = f"stopped by {name} after {where}; saved {saved}; continue with --resume"
+        if saved is not None:  # the message names resume='auto' (a tool prints its --resume)
+            stop = TrainingInterrupted("stopped by {name} after {where}; saved {saved}; continue with {resume:'auto'}",
+                                       int(signum), saved, values={"name": name, "where": where, "saved": saved})
         else:
-            msg = (f"stopped by {name} after {where}; no new checkpoint written (see the warning above); "
-                   f"the newest is {self.checkpoints.latest()}")
-        logger.warning(msg)
-        raise TrainingInterrupted(msg, int(signum), saved)
+            stop = TrainingInterrupted(f"stopped by {name} after {where}; no new checkpoint written (see the warning "
+                                       f"above); the newest is {self.checkpoints.latest()}", int(signum), saved)
+        logger.warning(str(stop))
+        raise stop
 
     def _diverged(self) -> None:
         msg = self.guard.divergence_message(self.iter - 1, self.epoch, self.checkpoints.latest())

@@ -3,7 +3,7 @@ a torchvision ResNet backbone or a Darknet ``.weights`` file.
 
 Fine-tuning (:func:`load_weights` without ``strict``) loads what fits and reports the rest;
 evaluation, inference and export (``strict=True``) refuse weights that do not fill the whole model,
-naming the tensors and shapes that differ (:func:`weights_misfit`, which ``--resume`` uses too).
+naming the tensors and shapes that differ (:func:`weights_misfit`, which resuming uses too).
 Files are read by :func:`detkit.engine.checkpoint.load_checkpoint` (``weights_only=True``).
 """
 
@@ -29,14 +29,16 @@ def _shape(t: torch.Tensor) -> str:
 
 
 def weights_misfit(path: str | os.PathLike, own: Mapping[str, torch.Tensor],
-                   state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """Why ``state_dict`` (read from ``path``) does not fill a model with ``own`` tensors exactly,
-    in one line naming the tensors and shapes that differ; None if it does."""
+                   state_dict: Mapping[str, torch.Tensor], context: str = "") -> CheckpointError | None:
+    """The error to raise when ``state_dict`` (read from ``path``) does not fill a model with ``own``
+    tensors exactly: one line, after ``context`` (``"cannot resume: "``), naming the tensors and
+    shapes that differ and ``load_from`` (a tool's ``--load-from``) for fine-tuning; None if it fits."""
     parts = weights_differences(own, state_dict)
     if not parts:
         return None
-    return (f"{os.fspath(path)} does not fit the model: " + "; ".join(parts) + ". It was trained with another config "
-            "(class count, width, head); pass that config (or use it with --load-from to fine-tune)")
+    return CheckpointError("{context}{path} does not fit the model: {parts}. It was trained with another config "
+                           "(class count, width, head); pass that config (or use it with {load_from} to fine-tune)",
+                           values={"context": context, "path": os.fspath(path), "parts": "; ".join(parts)})
 
 
 def weights_differences(own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> list[str]:
@@ -65,8 +67,8 @@ def _load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], pa
     """Load the entries whose name and shape match; report the rest (``strict``: raise
     :class:`CheckpointError` instead, before loading anything, unless every tensor matches)."""
     own = module.state_dict()
-    if strict and (why := weights_misfit(path, own, state_dict)):
-        raise CheckpointError(why)
+    if strict and (misfit := weights_misfit(path, own, state_dict)):
+        raise misfit
     usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
     mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
     module.load_state_dict(usable, strict=False)
@@ -121,8 +123,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, prefer_ema: bool = T
     backbone = getattr(model, "backbone", None)
     if any(k.startswith("layer1.") for k in sd) and hasattr(backbone, "load_torchvision"):
         if strict:
-            raise CheckpointError(f"{path} holds backbone weights only (a torchvision ResNet state_dict), not a "
-                                  "trained detector; train from it with --load-from")
+            raise CheckpointError("{path} holds backbone weights only (a torchvision ResNet state_dict), not a "
+                                  "trained detector; train from it with {load_from}", values={"path": path})
         backbone.load_torchvision(sd)
         own = sorted(f"backbone.{k}" for k in sd if not k.startswith("fc."))
         return {"loaded": own, "missing": [], "unexpected": sorted(k for k in sd if k.startswith("fc.")),

@@ -17,8 +17,9 @@ Output paths are checked by :mod:`detkit.engine.output_paths`.
   which file to delete if that run is gone). Under ``torchrun`` only rank 0 takes the lock; every
   rank gets rank 0's verdict (the same error class and message).
 - Without ``resume``, a work dir holding an earlier run (:func:`previous_run_files`: checkpoints,
-  ``last_checkpoint``, ``metrics.jsonl`` / ``metrics.csv``) is refused, naming ``--resume``, a new
-  ``--work-dir`` and ``--overwrite``; ``overwrite`` deletes that run's files
+  ``last_checkpoint``, ``metrics.jsonl`` / ``metrics.csv``) is refused, naming ``resume``, another
+  ``work_dir`` and ``overwrite`` (a tool prints its flags: ``--resume``, ``--work-dir``,
+  ``--overwrite``; :class:`detkit.errors.ArgumentMessage`); ``overwrite`` deletes that run's files
   (:func:`clear_previous_run`, only names detkit writes) before the new run starts.
 
 Inside one process a newer claim on the same work dir takes the lock over from an older
@@ -37,7 +38,7 @@ from pathlib import Path
 from detkit.engine.checkpoint import checkpoint_temporaries
 from detkit.engine.output_paths import OutputPathError, check_output_dir
 from detkit.engine.run_report import ERRORS_FILE, REPORT_FILES
-from detkit.errors import DetkitError, WorkDirError
+from detkit.errors import Argument, DetkitError, WorkDirError
 from detkit.io import LockHolder, OutputWriteError, PidLock, free_space
 
 __all__ = [
@@ -93,8 +94,9 @@ def config_dump_path(work_dir: str | os.PathLike) -> Path:
         path = work_dir / name
         if not os.path.lexists(path) or (path.is_file() and not path.is_symlink() and _is_dump(path)):
             return path
-    raise WorkDirError(f"work dir {work_dir}: {' and '.join(_DUMP_NAMES)} are files of yours (not config dumps), "
-                       "where the run writes its merged config; move one of them or pick another --work-dir")
+    raise WorkDirError("work dir {path}: {names} are files of yours (not config dumps), where the run writes its "
+                       "merged config; move one of them or pick another {work_dir}",
+                       values={"path": work_dir, "names": " and ".join(_DUMP_NAMES)})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,8 +203,9 @@ def _acquire(work_dir: Path) -> WorkDirLock:
         except OutputWriteError as e:  # a full disk or quota: one line, and no half-written temporary left
             cause = e.__cause__
             reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause or e)
-            raise OutputPathError(f"--work-dir {work_dir}: cannot write the lock file {path.name} "
-                                  f"({reason}; {free_space(work_dir)} there)") from None
+            raise OutputPathError("{work_dir} {path}: cannot write the lock file {name} ({reason}; {free} there)",
+                                  values={"path": work_dir, "name": path.name, "reason": reason,
+                                          "free": free_space(work_dir)}) from None
         holder = lock.read()
         if holder is None:
             if path.exists() and time.monotonic() > deadline:
@@ -223,8 +226,8 @@ def _acquire(work_dir: Path) -> WorkDirLock:
             continue
         where = "" if holder.on_this_host() else (
             f"; it cannot be checked from {socket.gethostname()}: if that run is gone, delete {path}")
-        raise WorkDirError(f"work dir {work_dir} is in use by {holder.describe()}; wait for it to finish or "
-                           f"pick another --work-dir{where}")
+        raise WorkDirError("work dir {path} is in use by {holder}; wait for it to finish or pick another "
+                           "{work_dir}{where}", values={"path": work_dir, "holder": holder.describe(), "where": where})
     raise WorkDirError(f"work dir {work_dir}: could not take {path} (other processes keep changing it)")
 
 
@@ -272,7 +275,7 @@ def claim_work_dir(work_dir: str | os.PathLike, *, resume: str | None = None, ov
         except DetkitError as e:
             verdict = e
         except OSError as e:  # e.g. a permission changed between the check and mkdir
-            verdict = OutputPathError(f"--work-dir {work_dir}: {e}")
+            verdict = OutputPathError("{work_dir} {path}: {e}", values={"path": work_dir, "e": e})
         except BaseException as e:  # noqa: BLE001 - a bug: the other ranks stop too, rank 0 raises it below
             verdict, failure = f"{type(e).__name__}: {e}", e
     verdict = _agree(verdict)
@@ -288,8 +291,9 @@ def claim_work_dir(work_dir: str | os.PathLike, *, resume: str | None = None, ov
 
 def _claim(work_dir: Path, resume: str | None, overwrite: bool) -> WorkDirLock:
     if resume and overwrite:
-        raise WorkDirError("--resume continues the run in the work dir and --overwrite deletes it: pass one of them")
-    check_output_dir(work_dir, "--work-dir")
+        raise WorkDirError("{resume} continues the run in the work dir and {overwrite} deletes it: pass one of "
+                           "them", values={})
+    check_output_dir(work_dir, Argument("work_dir"))
     work_dir.mkdir(parents=True, exist_ok=True)
     lock = _acquire(work_dir)
     try:
@@ -298,8 +302,9 @@ def _claim(work_dir: Path, resume: str | None, overwrite: bool) -> WorkDirLock:
             if not overwrite:
                 shown = ", ".join(p.name for p in earlier[:4]) + (", ..." if len(earlier) > 4 else "")
                 raise WorkDirError(
-                    f"work dir {work_dir} holds an earlier run ({shown}); continue it with --resume, pick a new "
-                    "--work-dir, or pass --overwrite to delete its checkpoints and metrics first")
+                    "work dir {path} holds an earlier run ({shown}); continue it with {resume:'auto'}, pick a new "
+                    "{work_dir}, or pass {overwrite:True} to delete its checkpoints and metrics first",
+                    values={"path": work_dir, "shown": shown})
             gone = clear_previous_run(work_dir)
             lock.notes.append(f"--overwrite: deleted {len(gone)} file(s) of the earlier run in {work_dir} "
                               f"({', '.join(p.name for p in gone[:6])}{', ...' if len(gone) > 6 else ''})")

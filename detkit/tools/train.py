@@ -39,7 +39,7 @@ import sys
 from collections.abc import Sequence
 
 from detkit.argtypes import nonnegative_int
-from detkit.cli import ArgumentParser, run_cli
+from detkit.cli import ArgumentParser, cli_message, run_cli
 from detkit.config import load_config
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
 
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def interrupted(e: TrainingInterrupted) -> int:
         if get_rank() == 0:
-            print(f"interrupted: {e}", file=sys.stderr)
+            print(f"interrupted: {cli_message(e)}", file=sys.stderr)  # continue with --resume
         return e.exit_code
 
     def abort(e: TrainingAborted) -> int:

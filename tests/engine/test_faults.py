@@ -16,9 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from detkit.cli import cli_message
 from detkit.config import load_config
 from detkit.engine.checkpoint import (
-    CheckpointError, CheckpointManager, atomic_save, find_latest_checkpoint, load_checkpoint, load_latest_checkpoint,
+    CheckpointError,
+    CheckpointManager,
+    atomic_save,
+    find_latest_checkpoint,
+    load_checkpoint,
+    load_latest_checkpoint,
 )
 from detkit.engine.guards import StopSignals, TrainingAborted
 from detkit.engine.trainer import Trainer, TrainingInterrupted
@@ -75,7 +81,8 @@ def test_sigint_finishes_the_step_saves_and_resume_is_exact(tmp_path, monkeypatc
     err = info.value
     assert err.signum == signal.SIGINT and err.exit_code == 130
     assert err.checkpoint == tmp_path / f"iter_{saved_iter}.pth"
-    assert f"stopped by SIGINT after iteration {saved_iter}" in str(err) and "--resume" in str(err)
+    assert str(err).startswith(f"stopped by SIGINT after iteration {saved_iter}")
+    assert str(err).endswith(f"; saved {err.checkpoint}; continue with resume='auto'")  # Trainer(resume="auto")
     ckpt = load_checkpoint(err.checkpoint)
     assert (ckpt["iter"], ckpt["epoch"], ckpt["epoch_iter"]) == (saved_iter, 0, epoch_iter)
     assert find_latest_checkpoint(tmp_path) == err.checkpoint
@@ -127,7 +134,8 @@ def test_train_tool_sigint_exits_130_and_resume_continues(tmp_path, monkeypatch,
     args = [str(CFG), "--work-dir", str(tmp_path), "--cfg-options", *OPTS, "train.eval_interval=0"]
     assert train.main(args) == 130
     err = capsys.readouterr().err
-    assert "interrupted: stopped by SIGINT after iteration 6" in err and "iter_6.pth" in err
+    assert "interrupted: stopped by SIGINT after iteration 6" in err
+    assert f"; saved {tmp_path / 'iter_6.pth'}; continue with --resume\n" in err  # the tool's flag
     monkeypatch.undo()
     assert train.main(args + ["--resume"]) == 0  # (--resume last: it takes an optional path)
     assert load_checkpoint(tmp_path / "epoch_2.pth")["iter"] == 8
@@ -303,8 +311,11 @@ def test_train_tool_names_a_truncated_resume_path(tmp_path, reference, capsys):
 
 def test_resume_from_a_file_that_is_not_a_training_checkpoint(tmp_path):
     atomic_save({"backbone.0.weight": torch.zeros(1)}, tmp_path / "weights.pth")
-    with pytest.raises(CheckpointError, match="not a detkit training checkpoint .*--load-from"):
+    with pytest.raises(CheckpointError) as info:
         Trainer(load_config(CFG, OPTS), work_dir=tmp_path, resume=str(tmp_path / "weights.pth"))
+    assert str(info.value).endswith("not a detkit training checkpoint (missing model, optimizer, scheduler, epoch, "
+                                    "iter, epoch_iter, rng); use load_from to start from its weights only")
+    assert cli_message(info.value).endswith("; use --load-from to start from its weights only")
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from detkit.cli import cli_message
 from detkit.engine.checkpoint import CheckpointManager, atomic_save
 from detkit.engine.output_paths import OutputPathError, check_output_dir, check_output_file
 from detkit.engine.weights import load_weights
@@ -89,11 +90,18 @@ def test_an_earlier_run_is_refused_unless_resume_or_overwrite(tmp_path):
         "best.pth", "epoch_2.pth", "last_checkpoint", "metrics.csv", "metrics.jsonl"]
     with pytest.raises(WorkDirError) as info:
         claim_work_dir(tmp_path)
-    assert all(s in str(info.value) for s in ("holds an earlier run", "--resume", "--work-dir", "--overwrite"))
+    remedy = "continue it with {}, pick a new {}, or pass {} to delete its checkpoints and metrics first"
+    start = f"work dir {tmp_path} holds an earlier run (best.pth, epoch_2.pth, last_checkpoint, metrics.csv, ...); "
+    # the library names its own arguments (Trainer(resume=..., work_dir=..., overwrite=...)); a tool, its flags
+    assert str(info.value) == start + remedy.format("resume='auto'", "work_dir", "overwrite=True")
+    assert cli_message(info.value) == start + remedy.format("--resume", "--work-dir", "--overwrite")
     assert not (tmp_path / LOCK_NAME).exists()  # the refused claim let go of the lock
     claim_work_dir(tmp_path, resume="auto").release()  # continuing it is fine
-    with pytest.raises(WorkDirError, match="pass one of them"):
+    with pytest.raises(WorkDirError) as info:
         claim_work_dir(tmp_path, resume="auto", overwrite=True)
+    assert str(info.value) == "resume continues the run in the work dir and overwrite deletes it: pass one of them"
+    assert cli_message(info.value) == "--resume continues the run in the work dir and --overwrite deletes it: pass " \
+                                      "one of them"
     lock = claim_work_dir(tmp_path, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my_weights.pth", "notes.txt", LOCK_NAME]
     assert "deleted 10 file(s)" in lock.notes[0]
@@ -110,8 +118,10 @@ def test_output_paths_are_checked_without_creating_anything(tmp_path):
         check_output_file(a_file / "x" / "r.json", "--out")
     with pytest.raises(OutputPathError, match="is a folder, expected a file path"):
         check_output_file(tmp_path, "--pr-curve")
-    with pytest.raises(OutputPathError, match="is a file"):
+    with pytest.raises(OutputPathError) as info:
         claim_work_dir(a_file / "work")
+    assert str(info.value) == f"work_dir {a_file / 'work'}: {a_file} is a file, not a folder"
+    assert cli_message(info.value) == f"--work-dir {a_file / 'work'}: {a_file} is a file, not a folder"
     assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
     assert not (tmp_path / "new").exists()
     if os.geteuid() != 0:  # root may write anywhere

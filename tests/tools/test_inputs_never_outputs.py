@@ -25,7 +25,8 @@ from tests.fixtures.tools import load_tool
 ROOT = Path(__file__).resolve().parents[2]
 CFG = str(ROOT / "tests" / "engine" / "configs" / "tiny.py")
 SHAPES_CFG = str(ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py")
-FAST = ["train.epochs=1", "train.multi_scale=None", "train.checkpoint.interval_iters=0", "schedule.assigner_switches=[]"]
+FAST = ["train.epochs=1", "train.multi_scale=None", "train.checkpoint.interval_iters=0",
+        "schedule.assigner_switches=[]"]
 
 
 def tiny_checkpoint(path: Path) -> Path:
@@ -268,11 +269,12 @@ def test_a_full_disk_when_the_lock_is_created_leaves_no_temporary(tmp_path, caps
     work = tmp_path / "work"
     with pytest.raises(OutputPathError) as info:
         claim_work_dir(work)
-    assert str(info.value).startswith(f"--work-dir {work}: cannot write the lock file run.lock (No space left on "
-                                      "device; ") and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"work_dir {work}: cannot write the lock file run.lock (No space left on "
+                                      "device; ") and "\n" not in str(info.value)  # Trainer(work_dir=...)
     assert list(work.iterdir()) == []
     assert load_tool("train").main([CFG, "--work-dir", str(work), "--cfg-options", *FAST]) == 2
-    assert "cannot write the lock file run.lock (No space left on device" in one_error_line(capsys)
+    assert one_error_line(capsys).startswith(f"error: --work-dir {work}: cannot write the lock file run.lock (No "
+                                             "space left on device")
     assert list(work.iterdir()) == []
 
 
