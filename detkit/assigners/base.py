@@ -196,67 +196,7 @@ def prepare(priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_
     Raises:
         ValueError: on any shape that is not the one of :meth:`Assigner.assign`.
     """
-    p = prepare_priors(priors, num_level_priors, prior_strides)
-    _, gt = prepare_inputs(p.boxes, gt_boxes, gt_labels, gt_mask)
-    return p, gt
-
-
-class TwoFormAssigner:
-    """DEPRECATED (rules move to one form over candidate tables; removed once every rule has ported).
-
-    Base of the rules written twice, one algorithm in two forms that give the same result bit for bit.
-    A :class:`~detkit.anchors.PriorGrid` is unpacked into ``(boxes, num_level_priors, strides)``.
-
-    ``assign`` runs the candidate-sparse form when the priors are grids (each GT's candidates found by
-    grid arithmetic, :mod:`detkit.assigners.candidates`; values only for those pairs); ``assign_dense``
-    runs the short dense form (every prior against every GT), which the tests keep as the reference
-    and ``assign`` itself uses for priors that are not grids (or without ``num_level_priors``).
-    Subclasses implement ``_assign(..., dense: bool)``.
-    """
-
-    def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
-               num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
-               pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
-        """Assign ``priors (N, 4)`` to the padded GTs ``gt_boxes (B, M, 4)`` (see :class:`AssignResult`).
-
-        Args:
-            priors: ``Tensor[N, 4]`` xyxy prior boxes (anchors, or points as zero-size boxes) of every level,
-                level after level.
-            gt_boxes: ``Tensor[B, M, 4]`` xyxy GT boxes in input pixels, padded to the batch's largest count.
-            gt_labels: ``Tensor[B, M]`` integer classes.
-            gt_mask: ``Tensor[B, M]`` bool, False on padding rows (which never influence a result).
-            num_level_priors: priors per level (sums to N); needed by the level-aware rules (ATSS, FCOS,
-                grid, YOLOv5) and by the candidate-sparse form.
-            prior_strides: ``Tensor[N]`` stride of each prior's level; needed by grid, YOLOv5, FCOS, SimOTA
-                and dynamic soft label, used by the candidate-sparse form of the others.
-            pred_boxes: ``Tensor[B, N, 4]`` decoded predicted xyxy boxes (prediction-aware rules: SimOTA,
-                task-aligned, dynamic soft label).
-            pred_scores: ``Tensor[B, N, C]`` predicted class probabilities (prediction-aware rules).
-
-        Returns:
-            An :class:`AssignResult` of ``Tensor[B, N]`` fields.
-
-        Raises:
-            ValueError: a shape that is not the one above, or an input the rule needs left out.
-        """
-        if isinstance(priors, PriorGrid):
-            num_level_priors, prior_strides, priors = priors.num_level_priors, priors.strides, priors.boxes
-        return self._assign(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
-                            prior_strides=prior_strides, pred_boxes=pred_boxes, pred_scores=pred_scores, dense=False)
-
-    def assign_dense(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
-                     num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
-                     pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
-        """``assign`` by the dense form: every prior against every GT (the reference)."""
-        if isinstance(priors, PriorGrid):
-            num_level_priors, prior_strides, priors = priors.num_level_priors, priors.strides, priors.boxes
-        return self._assign(priors, gt_boxes, gt_labels, gt_mask, num_level_priors=num_level_priors,
-                            prior_strides=prior_strides, pred_boxes=pred_boxes, pred_scores=pred_scores, dense=True)
-
-    def _assign(self, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
-                num_level_priors: Sequence[int] | None, prior_strides: Tensor | None, pred_boxes: Tensor | None,
-                pred_scores: Tensor | None, dense: bool) -> AssignResult:
-        raise NotImplementedError
+    return prepare_priors(priors, num_level_priors, prior_strides), check_gts(gt_boxes, gt_labels, gt_mask)
 
 
 @dataclass
@@ -282,27 +222,13 @@ class GTBatch:
         return self.boxes.shape[1]
 
 
-def prepare_inputs(priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor,
-                   gt_mask: Tensor) -> tuple[Tensor, GTBatch]:
-    """Check shapes and convert to the dtypes assignment runs in (fp32 boxes, long labels); rules use
-    :func:`prepare` (which also takes a PriorGrid).
-
-    Args:
-        priors: ``Tensor[N, 4]`` xyxy.
-        gt_boxes: ``Tensor[B, M, 4]`` xyxy.
-        gt_labels: ``Tensor[B, M]`` integer classes.
-        gt_mask: ``Tensor[B, M]`` bool, False on padding rows.
-
-    Returns:
-        ``priors`` as fp32 ``Tensor[N, 4]`` and a :class:`GTBatch`.
+def check_gts(gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor) -> GTBatch:
+    """The :class:`GTBatch` of ``gt_boxes (B, M, 4)``, ``gt_labels (B, M)``, ``gt_mask (B, M)`` bool (fp32 boxes,
+    long labels, validity).
 
     Raises:
-        ValueError: on any shape that is not the one above.
+        ValueError: on any shape or dtype that is not the one above.
     """
-    if isinstance(priors, PriorGrid):  # rules not yet on prepare()
-        priors = priors.boxes
-    if priors.dim() != 2 or priors.shape[-1] != 4:
-        raise ValueError(f"priors must be (N, 4) xyxy, got shape {tuple(priors.shape)}")
     if gt_boxes.dim() != 3 or gt_boxes.shape[-1] != 4:
         raise ValueError(f"gt_boxes must be (B, M, 4) xyxy (padded batch), got shape {tuple(gt_boxes.shape)}")
     bm = tuple(gt_boxes.shape[:2])
@@ -314,8 +240,7 @@ def prepare_inputs(priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tens
     if gt_mask.dtype != torch.bool:
         raise ValueError(f"gt_mask must be a bool tensor (False = padding row), got {gt_mask.dtype}")
     boxes = gt_boxes.float()
-    valid = valid_gt_mask(boxes, gt_mask)
-    return priors.float(), GTBatch(boxes=boxes, labels=gt_labels.long(), valid=valid)
+    return GTBatch(boxes=boxes, labels=gt_labels.long(), valid=valid_gt_mask(boxes, gt_mask))
 
 
 def check_level_counts(num_level_priors: Sequence[int] | None, num_priors: int, who: str) -> list[int]:

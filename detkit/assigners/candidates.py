@@ -28,7 +28,6 @@ preset needs to keep the same priors; rows whose cut falls inside a tie are rank
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -357,92 +356,6 @@ class PriorBest:
 
 
 WINDOW_TOL = 1e-3  # windows are widened by this many strides: far above rounding, far below a cell
-ROW_BUDGET = 1 << 22  # elements of a block of full rows (GT x all priors) built at once
-
-
-# --- Deprecated: the grid read back from prior boxes (cached on id(priors)), kept only until every rule
-# takes a PriorGrid through candidate_tables; ``prior_layout``, ``PriorLayout``, ``valid_rows``, ``row_chunks``
-# go then. Layout = what the window functions below accept.
-
-
-@dataclass
-class PriorLayout:
-    """DEPRECATED. The levels of ``N`` grid priors (empty levels left out); ``centres`` is ``Tensor[N, 2]``."""
-
-    levels: list[GridLevel]
-    num_priors: int
-    centres: Tensor
-
-
-Layout = PriorGrid | PriorLayout  # what the window functions read: ``levels``, ``num_priors``, ``centres``
-_LAYOUTS: dict[tuple, tuple[weakref.ref, weakref.ref | None, PriorLayout | None]] = {}
-CACHED_LAYOUTS = 8  # layouts of the last priors seen (a head's prior generator hands out the same tensors)
-
-
-def prior_layout(priors: Tensor, num_level_priors: Sequence[int] | None,
-                 prior_strides: Tensor | None = None) -> PriorLayout | None:
-    """DEPRECATED (pass a PriorGrid). The grid layout of ``priors (N, 4)``, or None when they are not laid out
-    as grids (or the level counts are unknown, or a level mixes strides): the rules then use their dense form.
-
-    Remembered for the same (unmodified) ``priors`` and ``prior_strides`` tensors."""
-    if num_level_priors is None:
-        return None
-    counts = tuple(int(n) for n in num_level_priors)
-    key = (id(priors), priors._version, counts, None if prior_strides is None else (id(prior_strides),
-                                                                                    prior_strides._version))
-    hit = _LAYOUTS.get(key)
-    if hit is not None and hit[0]() is priors and (prior_strides is None or hit[1]() is prior_strides):
-        return hit[2]
-    layout = _build_layout(priors, counts, prior_strides)
-    if len(_LAYOUTS) >= CACHED_LAYOUTS:
-        _LAYOUTS.pop(next(iter(_LAYOUTS)))
-    _LAYOUTS[key] = (weakref.ref(priors), None if prior_strides is None else weakref.ref(prior_strides), layout)
-    return layout
-
-
-def _build_layout(priors: Tensor, num_level_priors: Sequence[int],
-                  prior_strides: Tensor | None) -> PriorLayout | None:
-    centres = (priors[:, :2] + priors[:, 2:]) / 2  # (N, 2)
-    if sum(num_level_priors) != priors.shape[0] or not bool(centres.isfinite().all()):
-        return None
-    levels, start = [], 0
-    for n_l in (int(n) for n in num_level_priors):
-        if n_l:
-            stride = None
-            if prior_strides is not None:
-                s = prior_strides[start:start + n_l]
-                if not bool((s == s[0]).all()):
-                    return None
-                stride = float(s[0])
-            level = _grid_level(priors[start:start + n_l], centres[start:start + n_l], start, stride)
-            if level is None:
-                return None
-            levels.append(level)
-        start += n_l
-    return PriorLayout(levels=levels, num_priors=start, centres=centres)
-
-
-def _grid_level(boxes: Tensor, centres: Tensor, start: int, stride: float | None) -> GridLevel | None:
-    """:class:`GridLevel` of one level's ``boxes (n, 4)`` / ``centres (n, 2)``, or None if not a grid."""
-    n = centres.shape[0]
-    a = int((centres == centres[0]).all(-1).long().cumprod(0).sum())  # priors of the first location
-    if n % a or not bool((centres.view(-1, a, 2) == centres[::a, None]).all()):  # (n, 2) -> (n/A, A, 2)
-        return None
-    loc = centres[::a]  # (n/A, 2)
-    w = int((loc[:, 1] == loc[0, 1]).long().cumprod(0).sum())  # locations of the first row
-    if loc.shape[0] % w:
-        return None
-    grid = loc.view(-1, w, 2)  # (n/A, 2) -> (H, W, 2)
-    xs, ys = grid[0, :, 0].contiguous(), grid[:, 0, 1].contiguous()
-    if not (bool((grid[..., 0] == xs).all()) and bool((grid[..., 1] == ys[:, None]).all())
-            and bool((xs.diff() > 0).all()) and bool((ys.diff() > 0).all())):
-        return None
-    if stride is None:  # spacing of the grid, for the windows' tolerance only
-        stride = float(xs[1] - xs[0]) if w > 1 else float(ys[1] - ys[0]) if grid.shape[0] > 1 else 1.0
-    reach = torch.maximum(centres - boxes[:, :2], boxes[:, 2:] - centres).amax(0)  # (2,)
-    sizes = (boxes[:a, 2:] - boxes[:a, :2]).float()  # (A, 2)
-    return GridLevel(start=start, width=w, height=grid.shape[0], anchors=a, stride=stride, offset=0.5,
-                     anchor_sizes=sizes, xs=xs, ys=ys, extent=(float(reach[0]), float(reach[1])))
 
 
 def _spans(level: GridLevel, regions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -462,7 +375,7 @@ def level_window_counts(level: GridLevel, regions: Tensor) -> Tensor:
     return (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0) * level.anchors
 
 
-def window_pairs(layout: Layout, regions: Tensor) -> tuple[Tensor, Tensor]:
+def window_pairs(layout: PriorGrid, regions: Tensor) -> tuple[Tensor, Tensor]:
     """The (GT, prior) pairs whose prior centre lies in the GT's region on the prior's level.
 
     Args:
@@ -543,7 +456,7 @@ def segment_blocks(segment: Tensor, num_segments: int) -> list[tuple[Tensor, Ten
     else:
         width = torch.where(sizes > 1, 4 ** torch.ceil(torch.log2(sizes.clamp(min=1).double()) / 2).long(), sizes)
     blocks = []
-    for w in width.unique().tolist():
+    for w in torch.unique(width).tolist():
         if w == 0:
             continue
         rows = (width == w).nonzero().flatten()
@@ -552,7 +465,7 @@ def segment_blocks(segment: Tensor, num_segments: int) -> list[tuple[Tensor, Ten
     return blocks
 
 
-def paint_open_rects(layout: Layout, image: Tensor, rects: Sequence[Tensor], batch: int) -> Tensor:
+def paint_open_rects(layout: PriorGrid, image: Tensor, rects: Sequence[Tensor], batch: int) -> Tensor:
     """``Tensor[B*N]`` bool: the priors whose centre lies strictly inside (``lo < c < hi`` on both axes,
     the comparisons done on the same fp32 values) any of the rectangles of their image. Exact only on levels
     whose anchors share their cell's centre bit for bit (``GridLevel.shared_centres``).
@@ -567,11 +480,11 @@ def paint_open_rects(layout: Layout, image: Tensor, rects: Sequence[Tensor], bat
     painted on a per-image grid of counts (a 2-D difference array) and summed up.
     """
     sets = list(rects)
-    image, rects = image.repeat(len(sets)), torch.cat(sets)  # (R,), (R, L, 4): every set's rows
+    image, stacked = image.repeat(len(sets)), torch.cat(sets)  # (R,), (R, L, 4): every set's rows
     out = []
     for i, level in enumerate(layout.levels):
         w, h = level.width, level.height
-        r = rects[:, i]  # (R, 4)
+        r = stacked[:, i]  # (R, 4)
         x0 = torch.searchsorted(level.xs, r[:, 0].contiguous(), right=True)
         x1 = torch.searchsorted(level.xs, r[:, 2].contiguous())
         y0 = torch.searchsorted(level.ys, r[:, 1].contiguous(), right=True)
@@ -597,20 +510,7 @@ def first_valid(gt: GTBatch) -> Tensor:
     return torch.where(gt.valid.any(1), gt.valid.long().argmax(1), -1)
 
 
-def valid_rows(valid: Tensor, chunk: slice) -> tuple[Tensor, Tensor]:
-    """DEPRECATED (:func:`gt_rows`). ``(image, slot)`` of the valid GTs of a chunk of GT slots, by image then slot.
-
-    Args:
-        valid: ``Tensor[B, M]`` bool.
-
-    Returns:
-        ``Tensor[G]`` long each; ``slot`` indexes the full M.
-    """
-    image, slot = valid[:, chunk].nonzero(as_tuple=True)
-    return image, slot + chunk.start
-
-
-def level_regions(layout: Layout, boxes: Tensor, margin: Sequence[Tensor | float]) -> Tensor:
+def level_regions(layout: PriorGrid, boxes: Tensor, margin: Sequence[Tensor | float]) -> Tensor:
     """``Tensor[G, L, 4]``: ``boxes (G, 4)`` widened on every side by ``margin[l]`` (a number or a
     ``Tensor[G]``) on level ``l``."""
     out = []
@@ -618,10 +518,3 @@ def level_regions(layout: Layout, boxes: Tensor, margin: Sequence[Tensor | float
         m = m[:, None] if isinstance(m, Tensor) else m  # (G,) -> (G, 1)
         out.append(torch.cat([boxes[:, :2] - m, boxes[:, 2:] + m], 1))
     return torch.stack(out, 1) if out else boxes.new_zeros(boxes.shape[0], 0, 4)
-
-
-def row_chunks(rows: Tensor, width: int, budget: int = ROW_BUDGET) -> list[Tensor]:
-    """DEPRECATED (the pair budget, :func:`candidate_tables`). ``rows`` split so that each part's full rows
-    (``len(part) x width`` values) hold at most ``budget`` elements (at least one row per part)."""
-    step = max(1, budget // max(width, 1))
-    return [rows[i:i + step] for i in range(0, rows.shape[0], step)]

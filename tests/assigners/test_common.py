@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from detkit.anchors import grid_from_levels
 from detkit.assigners import Assigner, AssignResult
 from detkit.assigners.candidates import pair_budget
 
@@ -103,9 +104,8 @@ def test_chunked_equals_unchunked(factory, grid, chunk):
     # candidate tables cut every `chunk` GTs' worth of all-pairs (N pairs per GT) or a few window pairs
     data = random_batch(5, num_gts=7, pad_from=6)
     whole = run(factory(), grid, data)
-    legacy = hasattr(factory(), "max_gt_chunk")  # rules not yet on candidate tables (deprecated argument)
     with pair_budget(chunk * grid.num_priors):
-        assert_same(run(factory(max_gt_chunk=chunk) if legacy else factory(), grid, data), whole)
+        assert_same(run(factory(), grid, data), whole)
     with pair_budget(chunk):
         assert_same(run(factory(), grid, data), whole)
         assert_same(factory().assign(grid, data["gt_boxes"], data["gt_labels"], data["gt_mask"],
@@ -140,9 +140,16 @@ def test_fp16_inputs_are_assigned_in_fp32(factory, grid):
     half = {k: v.half() if v.is_floating_point() else v for k, v in data.items()}
     as_fp32 = {k: v.float() if v.is_floating_point() else v for k, v in half.items()}
     priors, strides, counts = grid
-    res = run(factory(), (priors.half(), strides, counts), half)
+    # the grid of the fp16-rounded boxes, for the reference and for rules that need a PriorGrid
+    rounded = grid_from_levels(priors.half().float(), strides, [
+        (lv.height, lv.width, lv.anchors, lv.stride, lv.offset, lv.anchor_sizes) for lv in grid.levels])
+    try:
+        res = run(factory(), (priors.half(), strides, counts), half)  # fp16 prior boxes
+    except ValueError as e:
+        assert "PriorGrid" in str(e)
+        res = run(factory(), rounded, half)
     assert res.iou.dtype == torch.float32
-    assert_same(res, run(factory(), (priors.half().float(), strides, counts), as_fp32))
+    assert_same(res, run(factory(), rounded, as_fp32))
 
 
 def test_gt_larger_than_the_image(factory, grid):

@@ -1,9 +1,8 @@
 """Each rule on a PriorGrid (``assign(grid)``: each GT's window of candidates) against the same rule on all
-pairs (``assign(grid.boxes, num_level_priors=..., prior_strides=...)``; rules not yet on candidate tables:
-their ``assign_dense``), bit for bit, on random batches built to hit the edge cases: GTs from under a pixel
-to past the image, boxes and predictions on integer coordinates (ties of IoU, GTs on cell borders), scores
-on a coarse grid (ties of metric and cost), padding rows, anchors and points. Also the candidate-table
-helpers and the tie order."""
+pairs (``assign(grid.boxes, num_level_priors=..., prior_strides=...)``), bit for bit, on random batches built
+to hit the edge cases: GTs from under a pixel to past the image, boxes and predictions on integer coordinates
+(ties of IoU, GTs on cell borders), scores on a coarse grid (ties of metric and cost), padding rows, anchors
+and points. Also the candidate-table helpers and the tie order."""
 
 from __future__ import annotations
 
@@ -63,12 +62,11 @@ def random_case(seed: int, anchors: bool, batch: int = 3, num_gts: int = 12, num
 
 
 def both_forms(assigner, case: dict):
-    """``(assign on the grid, the reference)``: all pairs, or a rule's deprecated ``assign_dense``."""
+    """``(assign on the grid, the reference: assign on the bare boxes, all pairs)``."""
     gts = (case["gt_boxes"], case["gt_labels"], case["gt_mask"])
     kw = case["kwargs"]
     on_grid = assigner.assign(case["grid"], *gts, pred_boxes=kw["pred_boxes"], pred_scores=kw["pred_scores"])
-    reference = assigner.assign_dense if hasattr(assigner, "assign_dense") else assigner.assign
-    return on_grid, reference(case["priors"], *gts, **kw)
+    return on_grid, assigner.assign(case["priors"], *gts, **kw)
 
 
 @pytest.mark.parametrize("name", TWO_FORM)
@@ -92,9 +90,8 @@ def test_presets_sparse_equals_dense(name):
 @pytest.mark.parametrize("name", TWO_FORM)
 def test_sparse_form_chunked_equals_dense(name):
     case = random_case(7, anchors=False)
-    legacy = hasattr(FACTORIES[name](), "max_gt_chunk")  # rules not yet on candidate tables
     with pair_budget(700):  # a few GTs of all pairs (N = 336) or of windows per chunk
-        sparse, dense_chunked = both_forms(FACTORIES[name](**(dict(max_gt_chunk=5) if legacy else {})), case)
+        sparse, dense_chunked = both_forms(FACTORIES[name](), case)
     _, dense = both_forms(FACTORIES[name](), case)
     assert_same(sparse, dense)
     assert_same(dense_chunked, dense)
