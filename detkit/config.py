@@ -30,20 +30,19 @@ a dotted path (``mypkg.assign.MyAssigner(...)``) imports any class. Every lazy c
 are checked against the constructor signature when the config loads, so a typo fails before
 training starts with the config path, the key and the accepted arguments in the message; their
 values are checked against the constructor's type annotations, and an assigner preset name
-(``model.head.loss.assigner=atss``) is expanded to its lazy call (:mod:`detkit.schema`).
+(``model.head.loss.assigner=atss``) is expanded to its lazy call (:mod:`detkit.config_checks`).
 """
 
 from __future__ import annotations
 
-import ast
-import inspect
 import os
 import types
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
+from detkit.config_checks import check_call_arguments, check_typed_sections
 from detkit.config_files import PACKAGE_SCHEME, find_config
-from detkit.errors import ConfigError, DetkitError
+from detkit.errors import ConfigError
 from detkit.lazy import (
     SEARCH_MODULES,
     TARGET_KEY,
@@ -51,12 +50,14 @@ from detkit.lazy import (
     L,
     LazyCall,
     MissingKeyError,
+    _accepted,
     _to_config,
+    instantiate,
     is_lazy,
+    parse_value,
     resolve_name,
     target_name,
 )
-from detkit.schema import check_call_arguments, check_typed_sections
 
 __all__ = [  # the lazy-call names are detkit.lazy's, re-exported
     "SEARCH_MODULES",
@@ -72,6 +73,7 @@ __all__ = [  # the lazy-call names are detkit.lazy's, re-exported
     "format_config",
     "instantiate",
     "load_config",
+    "parse_value",
     "resolve_name",
 ]
 
@@ -168,7 +170,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
 
     Raises:
         ConfigError: unknown file, bad override, arguments a constructor does not accept, or a
-            value of a typed section (:data:`detkit.schema.TYPED_SECTIONS`) of the wrong type or
+            value of a typed section (:data:`detkit.config_checks.TYPED_SECTIONS`) of the wrong type or
             out of range.
     """
     try:
@@ -190,52 +192,6 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
 # ----------------------------------------------------------------------------------------------
 # overrides
 # ----------------------------------------------------------------------------------------------
-
-
-def _dotted(node: ast.AST) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return f"{_dotted(node.value)}.{node.attr}"
-    raise ConfigError(f"expected a name, got {ast.unparse(node)!r}")
-
-
-def _eval_value(node: ast.AST, namespace: Mapping[str, Any] | None) -> Any:
-    """Evaluate a literal, or a call of a class with literal/call arguments, into config."""
-    if isinstance(node, ast.Call):
-        if node.args:
-            raise ConfigError(f"use keyword arguments in {ast.unparse(node)!r}")
-        kwargs = {kw.arg: _eval_value(kw.value, namespace) for kw in node.keywords if kw.arg}
-        if isinstance(node.func, ast.Name) and node.func.id == "dict":  # a plain dict, as in config files
-            return ConfigDict(kwargs)
-        return L(resolve_name(_dotted(node.func), namespace))(**kwargs)
-    if isinstance(node, ast.List):
-        return [_eval_value(e, namespace) for e in node.elts]
-    if isinstance(node, ast.Tuple):
-        return tuple(_eval_value(e, namespace) for e in node.elts)
-    if isinstance(node, ast.Dict):
-        if any(k is None for k in node.keys):
-            raise ConfigError(f"** in {ast.unparse(node)!r}: write the keys out")
-        return ConfigDict(
-            {ast.literal_eval(k): _eval_value(v, namespace) for k, v in zip(node.keys, node.values) if k is not None}
-        )
-    return ast.literal_eval(node)
-
-
-def parse_value(text: str, namespace: Mapping[str, Any] | None = None) -> Any:
-    """Parse the VALUE of ``key=VALUE``: a literal, a call, or else the raw string."""
-    try:
-        tree = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
-        return text
-    if isinstance(tree, ast.Name) and tree.id in ("true", "false", "none", "null"):
-        return {"true": True, "false": False}.get(tree.id)
-    try:
-        return _eval_value(tree, namespace)
-    except ValueError as e:
-        if isinstance(e, ConfigError):
-            raise
-        return text  # not a literal: take the string as written (e.g. a path)
 
 
 def apply_overrides(
@@ -302,7 +258,7 @@ def _child(node: Any, part: str, key: str, source: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
-# signature checks and instantiation
+# signature checks (building: detkit.lazy.instantiate)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -316,16 +272,6 @@ def _walk(node: Any, key: str = ""):
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
             yield from _walk(v, f"{key}.{i}")
-
-
-def _accepted(target: Callable) -> tuple[list[str], bool]:
-    """(parameter names, takes **kwargs) of a constructor/function."""
-    try:
-        sig = inspect.signature(target)
-    except (TypeError, ValueError):
-        return [], True
-    names = [p.name for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    return names, any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
 
 
 def check_signatures(cfg: Mapping, source: str = "<config>") -> None:
@@ -343,77 +289,6 @@ def check_signatures(cfg: Mapping, source: str = "<config>") -> None:
                 f"{source}: key {key or '<root>'!r}: {target.__qualname__} got unexpected "
                 f"argument(s) {', '.join(map(repr, bad))}; accepted: {', '.join(names) or '(none)'}"
             )
-
-
-def _bind(target: Callable, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` checked against ``target``'s signature: a ConfigError for arguments it does not
-    take or required ones missing. Only this check is a config error: an exception raised inside
-    the constructor is the constructor's own and propagates as it is."""
-    try:
-        sig = inspect.signature(target)
-    except (TypeError, ValueError):  # no signature to check (some builtins): the call will tell
-        return kwargs
-    try:
-        sig.bind(**kwargs)
-    except TypeError as e:
-        names, _ = _accepted(target)
-        raise ConfigError(f"cannot build {target.__qualname__}({', '.join(kwargs)}): {e}; "
-                          f"accepted: {', '.join(names) or '(none)'}") from None
-    return kwargs
-
-
-def instantiate(node: Any, where: str = "", /, **extra: Any) -> Any:
-    """Build the object a config node describes (recursively); plain values pass through.
-
-    ``extra`` keyword arguments are added to (and override) the top node's arguments, for values
-    only known at run time (``instantiate(cfg.optimizer, params=model.parameters())``). Arguments
-    are bound to the constructor's signature first: unknown or missing ones raise ConfigError.
-    A ``ValueError`` raised by a constructor (its own argument checks: ``TaskAlignedAssigner(topk=0)``)
-    becomes a ConfigError naming the config key and the call, the constructor's error chained as its
-    cause; any other exception (a ``TypeError`` included: a value's type is checked against the
-    annotations when the config loads, so one here is a bug) propagates unchanged.
-
-    Args:
-        node: a lazy call (``L(ATSSAssigner)(topk=9)``), or a list / dict / plain
-            value holding them (``cfg.model``, ``cfg.data.train.dataset``).
-        where: the dotted key of ``node`` in its config (``"model"``), for messages.
-        **extra: keyword arguments added to the top node's call.
-
-    Returns:
-        The built object (a plain value as it is; containers with their lazy calls built).
-
-    Raises:
-        ConfigError: an unknown name, arguments the constructor's signature does not accept, or a
-            value the constructor rejects.
-    """
-    if isinstance(node, Mapping):
-        if TARGET_KEY not in node:
-            out = {k: instantiate(v, _join(where, k)) for k, v in node.items()}
-            out.update(extra)
-            return ConfigDict(out)
-        target = node[TARGET_KEY]
-        kwargs = {k: instantiate(v, _join(where, k)) for k, v in node.items() if k != TARGET_KEY}
-        kwargs.update(extra)
-        kwargs = _bind(target, kwargs)
-        try:
-            return target(**kwargs)
-        except ValueError as e:
-            if isinstance(e, DetkitError):  # the user's data, checkpoint, ...: already says what is wrong
-                raise
-            name = getattr(target, "__qualname__", repr(target))
-            given = ", ".join(f"{k}={v!r}" if isinstance(v, (int, float, str, bool, type(None))) else f"{k}=..."
-                              for k, v in node.items() if k != TARGET_KEY)
-            raise ConfigError(f"{where or '<config>'}: {name}({given}): {e}") from e
-    if isinstance(node, list):
-        return [instantiate(v, _join(where, i)) for i, v in enumerate(node)]
-    if isinstance(node, tuple):
-        return tuple(instantiate(v, _join(where, i)) for i, v in enumerate(node))
-    return node
-
-
-def _join(where: str, key: Any) -> str:
-    """``where.key`` (``key`` alone at the top)."""
-    return f"{where}.{key}" if where else str(key)
 
 
 # ----------------------------------------------------------------------------------------------

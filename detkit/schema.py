@@ -20,9 +20,10 @@ keys side by side (``runtime.plot_interval``).
 Value checks beyond types (``epochs >= 1``) belong in the dataclass's ``__post_init__`` and raise
 :class:`SettingError` too.
 
-The same checker reads constructors' annotations: :func:`check_call_arguments` checks every lazy
-call's arguments when a config loads (a nested lazy call by the class it builds,
-:func:`target_product`), and expands an assigner preset name where an assigner is expected.
+The same checker reads constructors' annotations (:func:`parameter_hints`; a nested lazy call is
+checked by the class it builds, :func:`target_product`). This module knows no detkit class: which
+classes check which sections of a config, and the lazy calls' arguments, when it loads is
+:mod:`detkit.config_checks`'s (it imports the settings classes, which import this module).
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union
 
 from detkit.errors import ConfigError
-from detkit.lazy import TARGET_KEY, resolve_name
+from detkit.lazy import TARGET_KEY
 
-__all__ = ["TYPED_SECTIONS", "SettingError", "check_typed_sections", "check_value", "default_of", "parameter_hints",
-           "parse_section", "section_keys", "target_product"]
+__all__ = ["SettingError", "check_value", "default_of", "parameter_hints", "parse_section", "section_keys",
+           "target_product"]
 
 T = TypeVar("T")
 
@@ -269,92 +270,3 @@ def parse_section(cls: type[T], section: Mapping[str, Any] | None, key: str, str
         elif f.name in section:
             kwargs[f.name] = check_value(section[f.name], hint, f"{key}.{f.name}", strict)
     return cls(**kwargs)
-
-
-# Top-level config sections read into typed settings; detkit.config.load_config checks their values
-# against the field types when a config loads. Keys these classes do not know are left
-# to the code that reads the section (the trainer refuses them), except in STRICT_SECTIONS.
-TYPED_SECTIONS = {
-    "train": "detkit.engine.settings.TrainSettings",
-    "schedule": "detkit.engine.settings.ScheduleSettings",
-    "runtime": "detkit.engine.settings.RuntimeSettings",
-    "data": "detkit.data.settings.DataSettings",
-}
-# Sections whose unknown keys are refused when the config loads: no other code reads them whole
-# (a typo such as ``data.train.batchsize`` would be ignored).
-STRICT_SECTIONS = ("data",)
-
-
-def check_typed_sections(cfg: Mapping, source: str = "<config>", overrides: Sequence[str] = ()) -> None:
-    """Raise ConfigError when a value of a :data:`TYPED_SECTIONS` section has the wrong type or is
-    out of range: one line with the file, the key, the value, the expected type and, for a value
-    from the command line, the override that set it."""
-    for name, class_path in TYPED_SECTIONS.items():
-        try:
-            if cfg.get(name) is None:
-                continue
-            if not isinstance(cfg[name], Mapping):  # e.g. --cfg-options data=mydata/data.yaml
-                hint = "; train or evaluate on a dataset file with --data PATH" if name == "data" else ""
-                raise SettingError(name, f"expected a section (a dict of settings), got {cfg[name]!r} "
-                                         f"({type(cfg[name]).__name__}){hint}")
-            section_class: Any = resolve_name(class_path)
-            settings = parse_section(section_class, cfg[name], name, strict=name in STRICT_SECTIONS)
-            if hasattr(settings, "check_with_config"):  # checks that need another section
-                settings.check_with_config(cfg)
-        except SettingError as e:
-            given = _override_for(e.key, overrides)
-            raise ConfigError(f"{source}: {e}" + (f" (from --cfg-options {given})" if given else "")) from None
-
-
-def _override_for(key: str, overrides: Sequence[str]) -> str | None:
-    """The last override that set ``key`` or a section holding it, as written."""
-    for item in reversed(overrides):
-        set_key = item.partition("=")[0].strip()
-        if key == set_key or key.startswith((set_key + ".", set_key + "[")):
-            return item.strip()
-    return None
-
-
-# Constructor arguments that take a component which a config may name by a string: the string is
-# expanded by the function named here (``f(value, key) -> lazy call``) or refused by it; never passed on.
-COMPONENT_ARGUMENTS = {
-    "assigner": "detkit.assigners.presets.assigner_component",
-}
-
-
-def check_call_arguments(cfg: Mapping, source: str = "<config>", overrides: Sequence[str] = ()) -> None:
-    """Check every lazy call's arguments against its constructor's type annotations (:func:`check_value`;
-    unannotated arguments and annotations it does not know are skipped), expanding the strings of
-    :data:`COMPONENT_ARGUMENTS` in place, then with the class's own ``check_config_arguments(arguments,
-    key)`` when it has one (arguments that cannot go together, raising SettingError). Raises ConfigError
-    in the one-line form of :func:`check_typed_sections`."""
-    try:
-        _check_calls(cfg, "")
-    except SettingError as e:
-        given = _override_for(e.key, overrides)
-        raise ConfigError(f"{source}: {e}" + (f" (from --cfg-options {given})" if given else "")) from None
-
-
-def _check_calls(node: Any, key: str) -> Any:
-    """Check the lazy calls below ``node`` (at dotted ``key``); returns ``node`` (a new tuple where an
-    item of a tuple was expanded)."""
-    if isinstance(node, MutableMapping):
-        target = node.get(TARGET_KEY)
-        hints = parameter_hints(target) if callable(target) else {}
-        for k in [k for k in node if k != TARGET_KEY]:
-            sub = f"{key}.{k}" if key else str(k)
-            if callable(target) and k in COMPONENT_ARGUMENTS:
-                node[k] = resolve_name(COMPONENT_ARGUMENTS[k])(node[k], sub)
-            node[k] = _check_calls(node[k], sub)
-            if k in hints:
-                check_value(node[k], hints[k], sub, strict=False)
-        product = target_product(target) if callable(target) else None
-        if product is not None and hasattr(product, "check_config_arguments"):  # the class's own cross-argument check
-            product.check_config_arguments(node, key)
-        return node
-    if isinstance(node, list):
-        node[:] = [_check_calls(v, f"{key}.{i}") for i, v in enumerate(node)]
-        return node
-    if isinstance(node, tuple):
-        return tuple(_check_calls(v, f"{key}.{i}") for i, v in enumerate(node))
-    return node

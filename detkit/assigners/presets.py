@@ -24,8 +24,8 @@ from detkit.assigners.min_pos import MinPositives
 from detkit.assigners.simota import SimOTAAssigner
 from detkit.assigners.task_aligned import TaskAlignedAssigner
 from detkit.assigners.yolov5 import YOLOv5Assigner
-from detkit.config import TARGET_KEY, ConfigDict, ConfigError, L, instantiate, parse_value
-from detkit.lazy import call_text
+from detkit.errors import ConfigError
+from detkit.lazy import TARGET_KEY, ConfigDict, L, call_text, instantiate, parse_value
 from detkit.schema import SettingError, target_product
 
 __all__ = ["ASSIGNER_PRESETS", "assigner_call", "assigner_component", "build_preset", "expand_preset"]
@@ -52,7 +52,7 @@ MIN_POS_SUFFIX = re.compile(r"^(?P<base>.+)\+minpos(?P<k>\d*)$")  # "<preset or 
 
 def expand_preset(name: str) -> Any:
     """The lazy call a preset name stands for (a fresh copy), or ``name`` parsed as a call
-    (``"ATSSAssigner(topk=13)"``: :func:`detkit.config.parse_value`).
+    (``"ATSSAssigner(topk=13)"``: :func:`detkit.lazy.parse_value`).
 
     A ``+minpos`` / ``+minposK`` suffix wraps the rule in ``MinPositives`` (every valid GT gets at
     least 1 / K positives, :mod:`detkit.assigners.min_pos`): ``"atss+minpos"`` ->

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from detkit.config import TARGET_KEY
+from detkit.lazy import TARGET_KEY
 from detkit.schema import SettingError
 
 __all__ = ["DataSettings", "SplitSettings"]

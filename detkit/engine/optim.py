@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from detkit.config import TARGET_KEY, L, instantiate
-from detkit.lazy import call_text
+from detkit.lazy import TARGET_KEY, L, call_text, instantiate
 from detkit.schema import SettingError, default_of, target_product
 
 __all__ = ["DEFAULT_OPTIMIZER", "build_optimizer", "check_optimizer_call", "optimizer_from_legacy", "param_groups"]

@@ -129,7 +129,7 @@ class LRSchedule:
     @classmethod
     def check_config_arguments(cls, arguments: Mapping[str, Any], key: str) -> None:
         """The range checks of the constructor on a config's lazy call, when the config loads
-        (:func:`detkit.schema.check_call_arguments`): a :class:`~detkit.schema.SettingError` naming the key."""
+        (:func:`detkit.config_checks.check_call_arguments`): a :class:`~detkit.schema.SettingError` naming the key."""
         for name, message in _argument_problems(arguments):
             raise SettingError(f"{key}.{name}", message)
 

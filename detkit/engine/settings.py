@@ -30,7 +30,7 @@ of their classes (:mod:`detkit.engine.optim`, :class:`~detkit.engine.schedules.L
 the trainer with what only it knows (the parameter groups; the run's iterations). Each other concern
 is its own dataclass with its own defaults: :class:`EMASettings`, :class:`CheckpointSettings`,
 :class:`LoggingSettings` (side by side in ``runtime``). :func:`detkit.config.load_config` checks every
-value of these sections against the field types when the config loads (:mod:`detkit.schema`); the
+value of these sections against the field types when the config loads (:mod:`detkit.config_checks`); the
 trainer reads them with unknown keys refused. Keys of ``train`` that moved to ``schedule`` are
 refused with their new place (:data:`MOVED_TRAIN_KEYS`).
 """
@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from detkit.assigners.presets import assigner_component
-from detkit.config import TARGET_KEY, L
 from detkit.engine.checkpoint import CheckpointManager
 from detkit.engine.ema import ModelEMA
 from detkit.engine.optim import DEFAULT_OPTIMIZER, check_optimizer_call, optimizer_from_legacy
 from detkit.engine.schedules import LRSchedule
 from detkit.engine.trackers import tracker_component
+from detkit.lazy import TARGET_KEY, L
 from detkit.schema import FLAT, SettingError, default_of, parse_section, target_product
 
 __all__ = ["MOVED_TRAIN_KEYS", "CheckpointSettings", "EMASettings", "LoggingSettings", "RuntimeSettings",

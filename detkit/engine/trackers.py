@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from detkit.config import TARGET_KEY, ConfigDict, L, instantiate
 from detkit.extras import MissingExtraError, install_hint
+from detkit.lazy import TARGET_KEY, ConfigDict, L, instantiate
 from detkit.schema import SettingError
 
 __all__ = ["TRACKER_PRESETS", "MLflowTracker", "TensorBoardTracker", "Tracker", "WandbTracker", "build_trackers",

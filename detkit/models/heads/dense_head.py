@@ -74,7 +74,7 @@ class DenseHead(BindableModule):
 
     @classmethod
     def check_config_arguments(cls, arguments: Mapping[str, Any], key: str) -> None:
-        """Config-time check of the post-processing settings (run by :func:`detkit.schema.check_call_arguments`
+        """Config-time check of the post-processing settings (run by :func:`detkit.config_checks.check_call_arguments`
         when a config loads, before a tool creates any output): ``score_thr`` in [0, 1), ``nms_iou_thr`` in
         (0, 1], ``nms_pre`` and ``max_per_img`` positive (NaN refused), by
         :func:`detkit.models.postprocess.check_postprocess_args`.

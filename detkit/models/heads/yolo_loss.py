@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from detkit.analysis import SIZE_NAMES, positives_per_gt, size_bucket
 from detkit.boxes import aligned_iou, box_area, pairwise_iof, valid_gt_mask
-from detkit.config import TARGET_KEY
+from detkit.lazy import TARGET_KEY
 from detkit.losses import BCEWithLogitsLoss, IoULoss
 from detkit.models.heads.predictions import DensePredictions
 from detkit.samplers import PseudoSampler, SampleResult
@@ -231,7 +231,7 @@ class YOLOLossPipeline(nn.Module):
 
     @staticmethod
     def check_config_arguments(arguments: Mapping[str, Any], key: str) -> None:
-        """Config-time check of a lazy call's arguments (run by :func:`detkit.schema.check_call_arguments`
+        """Config-time check of a lazy call's arguments (run by :func:`detkit.config_checks.check_call_arguments`
         when a config loads, before a tool creates any output): ``cls_target="assigner"`` with a rule
         that sets no ``score_target`` is refused.
 
