@@ -36,8 +36,6 @@ def _write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-# Known cycles until their owners' changes land this session: config <-> schema.
-@pytest.mark.xfail(strict=False, reason="config <-> schema still import each other (being removed this session)")
 def test_detkit_has_no_import_cycle():
     graph = cm.import_graph(ROOT)
     assert len(graph.modules) > 100  # the package was found
