@@ -29,8 +29,8 @@ The checks (:data:`CHECKS`), each on a small prior grid (64 px input, strides 8 
   no ties). Rules where the later GT wins a shared prior by design skip it
   (``skip={"gt_order": "why"}``).
 * ``memory_knob``: the candidate tables' pair budget (:func:`detkit.assigners.candidates.pair_budget`:
-  1 pair, a few GTs, most of them per chunk) and a memory attribute of the rule or of the rule it
-  wraps (``max_gt_chunk``, or the one named by ``memory_knob=``) change no bit of the result.
+  1 pair, a few GTs, most of them per chunk), and a memory attribute of the rule's own named by
+  ``memory_knob=``, change no bit of the result.
 * ``grid_vs_all_pairs``: ``assign(PriorGrid)`` (the grid's candidate windows) equals ``assign`` of
   the grid's bare boxes with the same level counts and strides (the all-pairs table). A rule that
   needs the grid itself and refuses bare priors with a ``ValueError`` skips it (the report gives
@@ -67,6 +67,7 @@ from torch import Tensor
 
 from detkit.anchors import PriorGrid, YOLOAnchorGenerator
 from detkit.assigners.base import NOT_ASSIGNED, Assigner, AssignResult
+from detkit.assigners.candidates import pair_budget
 from detkit.boxes import valid_gt_mask
 
 __all__ = ["CHECKS", "AssignInputs", "CheckFailure", "ConformanceReport", "check_assigner", "random_inputs"]
@@ -77,7 +78,6 @@ IMAGE = 64  # side of the generated input in pixels
 STRIDES = (8, 16, 32)
 ANCHORS = [[(6, 8), (12, 10)], [(14, 26), (28, 20)], [(36, 30), (60, 56)]]  # (w, h) per level, 2 per cell
 NUM_CLASSES = 4
-MEMORY_KNOBS: dict[str, tuple[Any, ...]] = {"max_gt_chunk": (1, 2, 3)}  # attribute -> small values to try
 SHOWN_PER_CHECK = 3  # failures of one check printed by str(report)
 PAIR_BUDGETS = (1, 40, 300)  # candidate-table pair budgets to try (one GT per chunk, a few GTs, most of them)
 
@@ -541,39 +541,28 @@ def _knob_owners(assigner: object) -> list[object]:
 
 def _memory_settings(ctx: _Context) -> list[tuple[str, Callable[[Any], Any], Sequence[Any]]]:
     """``(name, apply, values)`` of each memory setting to vary: the candidate tables' pair budget (a
-    context), and a memory attribute of the rule or of the rule it wraps (set on a copy)."""
-    settings: list[tuple[str, Callable[[Any], Any], Sequence[Any]]] = []
+    context), and the rule's own attribute named by ``memory_knob=`` (set on a copy of the rule, or of
+    the rule it wraps)."""
+    settings: list[tuple[str, Callable[[Any], Any], Sequence[Any]]] = [
+        ("pair_budget", lambda v: (ctx.assigner, pair_budget(v)), PAIR_BUDGETS)]
     if ctx.memory_knob is None:
-        try:
-            from detkit.assigners.candidates import pair_budget
-        except ImportError:  # a tree without candidate tables' budget
-            pass
-        else:
-            settings.append(("pair_budget", lambda v: (ctx.assigner, pair_budget(v)), PAIR_BUDGETS))
-    names = [ctx.memory_knob[0]] if ctx.memory_knob is not None else list(MEMORY_KNOBS)
-    owners = _knob_owners(ctx.assigner)
-    found = next(((i, name) for i, owner in enumerate(owners) for name in names if hasattr(owner, name)), None)
-    if found is not None:
-        index, name = found
+        return settings
+    name, values = ctx.memory_knob
+    index = next((i for i, owner in enumerate(_knob_owners(ctx.assigner)) if hasattr(owner, name)), None)
+    if index is None:
+        ctx.fail("memory_knob", f"the rule has no attribute {name!r} (memory_knob=)", None)
+        return settings
 
-        def apply(value: Any) -> tuple[Any, Any]:
-            copied = copy.deepcopy(ctx.assigner)
-            setattr(_knob_owners(copied)[index], name, value)
-            return copied, contextlib.nullcontext()
+    def apply(value: Any) -> tuple[Any, Any]:
+        copied = copy.deepcopy(ctx.assigner)
+        setattr(_knob_owners(copied)[index], name, value)
+        return copied, contextlib.nullcontext()
 
-        values = ctx.memory_knob[1] if ctx.memory_knob is not None else MEMORY_KNOBS[name]
-        settings.append((name, apply, values))
-    elif ctx.memory_knob is not None:
-        ctx.fail("memory_knob", f"the rule has no attribute {names[0]!r} (memory_knob=)", None)
-    return settings
+    return [*settings, (name, apply, values)]
 
 
 def _check_memory_knob(ctx: _Context) -> None:
     settings = _memory_settings(ctx)
-    if not settings:
-        if "memory_knob" not in ctx.report.failed:
-            ctx.report.skipped["memory_knob"] = "no memory setting (pair_budget, max_gt_chunk)"
-        return
     inputs = random_inputs(ctx.seed + 60, num_gts=7, valid_per_image=[7, 6, 3], device=ctx.device)
     try:
         ref = ctx.call("memory_knob", inputs)
@@ -772,8 +761,8 @@ def check_assigner(assigner: Assigner, *, checks: Iterable[str] | None = None, s
         examples: number of adversarial batches.
         use_hypothesis: None: hypothesis draws the adversarial batches when installed, else a seeded
             generator does (and a note says so); True: hypothesis is required; False: seeded.
-        memory_knob: ``(attribute, values)`` of the rule's memory setting to vary; default: the
-            known ones (``max_gt_chunk``: 1, 2, 3) found on the rule or the rule it wraps.
+        memory_knob: ``(attribute, values)``: a memory setting of the rule's own (or of the rule it
+            wraps) to vary besides the candidate tables' pair budget, set on copies.
         device: device of the generated inputs.
 
     Returns:

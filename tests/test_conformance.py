@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from detkit.assigners import MinPositives
 from detkit.assigners.base import AssignResult
 from detkit.assigners.presets import ASSIGNER_PRESETS, build_preset
 from detkit.boxes import valid_gt_mask
@@ -205,16 +206,19 @@ def test_a_result_that_is_not_an_assign_result_is_not_judged_further():
 
 def test_memory_knob_is_varied_on_a_copy_and_a_knob_that_changes_results_fails():
     class ChunkChangesK(NearestInsideAssigner):
-        max_gt_chunk = None
+        chunk = None
 
         def assign(self, *args, **kw):
-            return NearestInsideAssigner(k=3 if self.max_gt_chunk is None else self.max_gt_chunk).assign(*args, **kw)
+            return NearestInsideAssigner(k=3 if self.chunk is None else self.chunk).assign(*args, **kw)
 
     rule = ChunkChangesK()
-    report = check_assigner(rule, checks=["memory_knob"])
-    assert report.failed == ["memory_knob"] and rule.max_gt_chunk is None
-    assert [f.message.split(" changed")[0] for f in report.failures] == ["max_gt_chunk=1", "max_gt_chunk=2"]
-    assert check_assigner(NearestInsideAssigner(), checks=["memory_knob"], memory_knob=("k", [3])).ok
+    report = check_assigner(rule, checks=["memory_knob"], memory_knob=("chunk", [1, 2, 3]))
+    assert report.failed == ["memory_knob"] and rule.chunk is None  # the rule itself is left alone
+    assert [f.message.split(" changed")[0] for f in report.failures] == ["chunk=1", "chunk=2"]  # 3 is the default
+    assert check_assigner(rule, checks=["memory_knob"]).passed == ["memory_knob"]  # the pair budget alone
+    wrapped = MinPositives(ChunkChangesK())
+    report = check_assigner(wrapped, checks=["memory_knob"], memory_knob=("chunk", [2]))
+    assert [f.message.split(" changed")[0] for f in report.failures] == ["chunk=2"] and wrapped.assigner.chunk is None
     named = check_assigner(NearestInsideAssigner(), checks=["memory_knob"], memory_knob=("budget", [1]))
     assert named.failed == ["memory_knob"] and "no attribute 'budget'" in named.failures[0].message
 
