@@ -13,7 +13,6 @@ from detkit.data.shapes import MAX_COVER, MAX_OBJECTS, SHAPE_CLASSES, make_shape
 from tests.fixtures.tools import load_tool
 
 
-
 def test_shape_image_is_deterministic_by_seed():
     a_img, a_obj = make_shape_image(11, 128)
     b_img, b_obj = make_shape_image(11, 128)
@@ -45,7 +44,8 @@ def test_dataset_written_as_coco_and_identical_for_same_seed(tmp_path):
     b = make_shapes_dataset(str(tmp_path / "b"), train=6, val=3, size=96, seed=4, workers=1)
     ja, jb = json.loads(Path(a["train"]).read_text()), json.loads(Path(b["train"]).read_text())
     assert ja["annotations"] == jb["annotations"] and len(ja["images"]) == 6
-    assert (tmp_path / "a" / "train" / "000005.jpg").read_bytes() == (tmp_path / "b" / "train" / "000005.jpg").read_bytes()
+    image = Path("train") / "000005.jpg"
+    assert (tmp_path / "a" / image).read_bytes() == (tmp_path / "b" / image).read_bytes()
     ds = ShapesDataset(str(tmp_path / "a"), "val", num_train=6, num_val=3, size=96, seed=4)
     assert len(ds) == 3 and ds.class_names == list(SHAPE_CLASSES) and ds.ann_file == a["val"]
     assert sum(len(r["boxes"]) for r in ds.records) == len(json.loads(Path(a["val"]).read_text())["annotations"])

@@ -11,7 +11,15 @@ import pytest
 
 from detkit.data.base import empty_sample
 from detkit.data.transforms import (
-    Albu, Compose, LetterBox, MixUp, Mosaic, RandomAffine, RandomFlip, RandomHSV, affine_boxes,
+    Albu,
+    Compose,
+    LetterBox,
+    MixUp,
+    Mosaic,
+    RandomAffine,
+    RandomFlip,
+    RandomHSV,
+    affine_boxes,
 )
 
 TOL = 1.6  # px: bilinear resampling of a binary edge, thresholded at half

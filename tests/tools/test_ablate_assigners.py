@@ -12,6 +12,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py"
 
 
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def options(shapes):
     return ["train.epochs=1", "train.checkpoint.interval_iters=0", f"data.train.dataset.root='{shapes}'",
             f"data.val.dataset.root='{shapes}'"]
@@ -27,7 +32,7 @@ def test_two_assigners_two_seeds_then_read_back_and_resume(tmp_path, capsys):
     for seed in (0, 1):  # each run trained with its row's assigner and its seed
         dumped = (iou_dir / f"seed{seed}" / "config.py").read_text()
         assert "L(MaxIoUAssigner)(" in dumped and "ATSSAssigner" not in dumped and f"seed={seed}," in dumped
-    runs = list(csv.DictReader(open(work / "runs.csv")))
+    runs = _read_csv(work / "runs.csv")
     assert [(r["row"], r["seed"]) for r in runs] == [("atss", "0"), ("MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)",
                                                                     "0"), ("atss", "1"), (runs[3]["row"], "1")]
     for r in runs:
@@ -36,7 +41,7 @@ def test_two_assigners_two_seeds_then_read_back_and_resume(tmp_path, capsys):
         assert 0.0 <= float(r["gt_no_pos_small_pct"]) <= 100.0 and 0.0 <= float(r["not_found_small_pct"]) <= 100.0
     assert isinstance(json.loads((work / "atss" / "seed0" / "val_results.json").read_text()), list)
     assert "| size | GTs | detected |" in (work / "atss" / "seed0" / "errors.md").read_text()
-    rows = list(csv.DictReader(open(work / "ablation.csv")))
+    rows = _read_csv(work / "ablation.csv")
     assert [r["row"] for r in rows] == ["atss", "MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)"]
     aps = [float(r["AP"]) for r in runs]
     assert float(rows[0]["AP_mean"]) == pytest.approx((aps[0] + aps[2]) / 2, abs=1e-5)
@@ -62,7 +67,7 @@ def test_two_assigners_two_seeds_then_read_back_and_resume(tmp_path, capsys):
     log_1 = (work / "atss" / "seed1" / "train.log").read_text()
     assert tool.main([*argv[:5], "3", "--only-seeds", "0", *argv[6:]]) == 0
     assert (work / "atss" / "seed1" / "train.log").read_text() == log_1 and not (work / "atss" / "seed2").exists()
-    assert [r["seeds"] for r in csv.DictReader(open(work / "ablation.csv"))] == ["0 1", "0 1"]
+    assert [r["seeds"] for r in _read_csv(work / "ablation.csv")] == ["0 1", "0 1"]
     # changed options: the old runs are refused, not mixed in
     capsys.readouterr()
     assert tool.main([*argv[:-1], "schedule.lr.warmup_iters=1", argv[-1]]) == 2
@@ -89,10 +94,10 @@ label = "grid, min 1 positive"
     md = (work / "ablation.md").read_text()
     assert "MinPositives(assigner=GridAssigner(" in md
     # one seed: the AP difference's interval is a bootstrap over the val images
-    rows = list(csv.DictReader(open(work / "ablation.csv")))
+    rows = _read_csv(work / "ablation.csv")
     assert rows[1]["interval_over"] == "bootstrap over images" and rows[1]["vs"] == "own"
     assert float(rows[1]["dAP_low"]) <= float(rows[1]["dAP_mean"]) <= float(rows[1]["dAP_high"])
-    runs = list(csv.DictReader(open(work / "runs.csv")))
+    runs = _read_csv(work / "runs.csv")
     assert float(runs[1]["forced_pct"]) >= 0 and runs[0]["forced_pct"] == "nan"
 
 

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import cv2
+
 from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -13,11 +14,13 @@ def test_compare_assigners_tables_pictures_and_histogram(tmp_path):
     tool = load_tool("compare_assigners")
     shapes = tmp_path / "shapes"
     out = tmp_path / "out"
-    rc = tool.main([str(CONFIG), "--assigners", "atss", "iou", "grid", "MaxIoUAssigner(pos_iou_thr=0.9, neg_iou_thr=0.9, match_low_quality=False)",
+    strict = "MaxIoUAssigner(pos_iou_thr=0.9, neg_iou_thr=0.9, match_low_quality=False)"
+    rc = tool.main([str(CONFIG), "--assigners", "atss", "iou", "grid", strict,
                     "--images", "8", "--batch", "4", "--samples", "2", "--out", str(out),
                     "--cfg-options", f"data.val.dataset.root='{shapes}'"])
     assert rc == 0
-    rows = {r["assigner"]: r for r in csv.DictReader(open(out / "assigners.csv"))}
+    with open(out / "assigners.csv") as f:
+        rows = {r["assigner"]: r for r in csv.DictReader(f)}
     assert list(rows)[:3] == ["atss", "iou", "grid"] and len(rows) == 4
     gt = json.loads((shapes / "annotations" / "instances_val.json").read_text())
     num_gt = sum(1 for a in gt["annotations"] if not a.get("iscrowd", 0))

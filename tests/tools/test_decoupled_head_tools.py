@@ -11,7 +11,8 @@ import pytest
 from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = {name: str(ROOT / "tests" / "engine" / "configs" / f"shapes_tiny_{name}.py") for name in ("decoupled", "yolox")}
+CONFIGS = {name: str(ROOT / "tests" / "engine" / "configs" / f"shapes_tiny_{name}.py")
+           for name in ("decoupled", "yolox")}
 
 
 @pytest.mark.parametrize("head", ["decoupled", "yolox"])
@@ -23,7 +24,8 @@ def test_train_test_export_infer_compare(tmp_path, capsys, head):
     work = tmp_path / "work"
     assert load_tool("train").main([cfg, "--work-dir", str(work), "--cfg-options", *opts]) == 0
     header = (work / "metrics.csv").read_text().splitlines()[0].split(",")
-    expected = {"loss_cls", "loss_box", "loss_obj", "loss_reg"} if head == "yolox" else {"loss_cls", "loss_box", "loss_dfl"}
+    expected = ({"loss_cls", "loss_box", "loss_obj", "loss_reg"} if head == "yolox"
+                else {"loss_cls", "loss_box", "loss_dfl"})
     assert {c for c in header if c.startswith("loss_")} == expected
     if head == "yolox":  # reg_last_epochs=1: YOLOX's L1 only in the last of the 2 epochs
         rows = [dict(zip(header, line.split(","))) for line in (work / "metrics.csv").read_text().splitlines()[1:]]

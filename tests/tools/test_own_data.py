@@ -29,7 +29,7 @@ def roboflow_export(root: Path, n_train: int = 4, n_val: int = 2, size: int = 96
         for i in range(n):
             img = np.full((size, size, 3), 90, np.uint8)
             rows = []
-            for k in range(2):
+            for _ in range(2):
                 cls = int(rng.integers(len(NAMES)))
                 w, h = (int(v) for v in rng.integers(20, 40, 2))
                 x, y = (int(v) for v in rng.integers(0, size - 40, 2))

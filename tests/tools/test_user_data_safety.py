@@ -215,7 +215,8 @@ def test_infer_over_a_folder_skips_and_counts_unreadable_files(tmp_path, capsys)
     assert [r["file"] for r in records] == ["im0.png", "im1.png"]
     assert sorted(p.name for p in out.glob("*.png")) == ["im0.png", "im1.png"]
     assert "2 unreadable file(s) skipped: " in captured.out
-    assert "1 x truncated JPEG (no end-of-image marker)" in captured.out and "1 x image cannot be decoded" in captured.out
+    assert "1 x truncated JPEG (no end-of-image marker)" in captured.out
+    assert "1 x image cannot be decoded" in captured.out
     assert f"warning: skipped {folder / 'cut.jpg'}: truncated JPEG" in captured.err
     assert f"warning: skipped {folder / 'notes.jpg'}: image cannot be decoded" in captured.err
 
@@ -256,7 +257,8 @@ def test_coco_string_bboxes_and_non_boolean_iscrowd_are_counted_problems(tmp_pat
     assert len(rec["boxes"]) == 1 and len(rec["ignore_boxes"]) == 2  # ann 1; anns 5 and 6 are crowd regions
     tool = load_tool("check_dataset")
     assert tool.main([str(path)]) == 1  # coco told from the suffix, images found under root/images/val
-    assert f"{tmp_path / 'images' / 'val' / '1.jpg'} (ann 3): annotation iscrowd is not 0 or 1" in capsys.readouterr().out
+    where = tmp_path / "images" / "val" / "1.jpg"
+    assert f"{where} (ann 3): annotation iscrowd is not 0 or 1" in capsys.readouterr().out
     assert tool.main([str(tmp_path / "missing.json"), "--format", "coco"]) == 2
     assert capsys.readouterr().err == f"error: dataset path does not exist: {tmp_path / 'missing.json'}\n"
 
