@@ -50,7 +50,6 @@ STRIDES = (8, 16, 32)
 NUM_CLASSES = 80
 ASSIGNERS = {
     "GridAssigner (YOLOv4)": lambda: GridAssigner(extra_match_thr=0.213, ignore_iou_thr=0.7),
-    "GridAssigner (YOLOv4), dense form": lambda: DenseForm(GridAssigner(extra_match_thr=0.213, ignore_iou_thr=0.7)),
     "YOLOv5Assigner": lambda: YOLOv5Assigner(),
     "MaxIoUAssigner(0.5, 0.4)": lambda: MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4),
     "MaxIoUAssigner(0.5, 0.4), dense form": lambda: DenseForm(MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)),
