@@ -156,7 +156,10 @@ class YoloDataset(DetDataset):
         exif_orientation: bool = True,
     ) -> None:
         super().__init__(pipeline, seed, cache_size, max_size, exif_orientation)
-        self.sources = [os.fspath(img_dir)] if isinstance(img_dir, (str, os.PathLike)) else [os.fspath(d) for d in img_dir]
+        if isinstance(img_dir, (str, os.PathLike)):
+            self.sources = [os.fspath(img_dir)]
+        else:
+            self.sources = [os.fspath(d) for d in img_dir]
         if not self.sources:
             raise ValueError("YoloDataset: img_dir is an empty list")
         self.img_dir = self.sources[0]
