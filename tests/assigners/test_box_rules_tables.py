@@ -166,3 +166,18 @@ def test_nearest_ties_go_to_the_lower_prior():
         assert cand[0].tolist() == [0, 1, 4]  # 0, 1 at 16; 4 and 5 tie at 80: the lower, 4
         assert cand[1].tolist() == [0, 1, 4]  # 0, 1, 4, 5 tie at 32: the three lowest
         assert cand[2].tolist() == [0, 1, 5]  # 1, 5 at 16; 0, 2, 4, 6 tie at 80: 0
+
+
+@pytest.mark.parametrize("anchors", [False, True])
+def test_grid_ignore_windows_equal_every_pair(anchors):
+    # The grid rule's ignore step lists only the priors whose boxes can overlap a GT (its windows): the ignore
+    # mask is the one of the best IoU over every (prior, valid GT) pair, bit for bit.
+    from detkit.boxes import pairwise_iou
+
+    grid = grid_of(anchors)
+    for seed in range(4):
+        case = random_case(seed, grid.num_priors)
+        res = run(GridAssigner(ignore_iou_thr=0.3), grid, case)
+        iou = pairwise_iou(case["gt_boxes"], grid.boxes).masked_fill(~case["gt_mask"][..., None], 0.0)  # (B, M, N)
+        assert torch.equal(res.ignore_mask, (iou.amax(1) > 0.3) & ~res.pos_mask)
+        assert res.ignore_mask.any()
