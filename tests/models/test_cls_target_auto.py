@@ -55,8 +55,9 @@ def test_declaration_agrees_with_what_the_rule_returns(preset, scored):
     from detkit.anchors import PointGenerator
 
     rule = build_preset(preset)
-    priors, strides, counts = PointGenerator([8, 16, 32]).grid_priors([(8, 8), (4, 4), (2, 2)])
-    res = rule.assign(priors, torch.tensor([[[2.0, 2.0, 30.0, 30.0]]]), torch.tensor([[0]]), torch.tensor([[True]]),
+    grid = PointGenerator([8, 16, 32]).grid_priors([(8, 8), (4, 4), (2, 2)])
+    priors, strides, counts = grid
+    res = rule.assign(grid, torch.tensor([[[2.0, 2.0, 30.0, 30.0]]]), torch.tensor([[0]]), torch.tensor([[True]]),
                       num_level_priors=counts, prior_strides=strides, pred_boxes=priors[None].clone(),
                       pred_scores=torch.full((1, len(priors), 3), 0.5))
     assert rule_sets_score_target(rule) is scored

@@ -43,8 +43,9 @@ def rtmdet_like_head(assigner):
 
 def _scores(assigner) -> bool:
     """Whether the assigner sets ``score_target`` (found by running it on one GT of a 64 px image)."""
-    priors, strides, counts = PointGenerator([8, 16, 32]).grid_priors([(8, 8), (4, 4), (2, 2)])
-    res = assigner.assign(priors, torch.tensor([[[2.0, 2.0, 30.0, 30.0]]]), torch.tensor([[0]]),
+    grid = PointGenerator([8, 16, 32]).grid_priors([(8, 8), (4, 4), (2, 2)])
+    priors, strides, counts = grid
+    res = assigner.assign(grid, torch.tensor([[[2.0, 2.0, 30.0, 30.0]]]), torch.tensor([[0]]),
                           torch.tensor([[True]]), num_level_priors=counts, prior_strides=strides,
                           pred_boxes=priors[None].clone(), pred_scores=torch.full((1, len(priors), 3), 0.5))
     return getattr(res, "score_target", None) is not None

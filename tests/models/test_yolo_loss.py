@@ -269,12 +269,13 @@ def test_with_every_real_assigner_three_levels(name):
     assigners = pytest.importorskip("detkit.assigners")
     gen = YOLOAnchorGenerator(base_sizes=[[(10, 13), (16, 30)], [(30, 61), (62, 45)], [(59, 119), (116, 90)]],
                               strides=[8, 16, 32])
-    priors, strides, counts = gen.grid_priors([(8, 8), (4, 4), (2, 2)])  # 64 x 64 input
+    grid = gen.grid_priors([(8, 8), (4, 4), (2, 2)])  # 64 x 64 input
+    priors, strides, counts = grid
     batch = make_batch([[[4.0, 4.0, 20.0, 22.0], [30.0, 10.0, 62.0, 60.0]], [[0.0] * 4, [0.0] * 4]],
                        [[0, 2], [0, 0]], [[True, True], [False, False]])
     preds = (torch.randn(2, priors.shape[0], 8, generator=torch.Generator().manual_seed(0)) * 0.5).requires_grad_()
     p = CoupledPipeline(assigner=REAL_ASSIGNERS[name](assigners), coder=YOLOCoder(scale_x_y=1.05))
-    out = p(preds, priors, strides, counts, batch)
+    out = p(preds, grid, strides, counts, batch)  # the grid, as heads pass it (grid-only rules need it)
     assert {"loss_cls", "loss_obj", "loss_box"} <= set(out)
     assert out["stat_num_gt"].item() == 2 and out["stat_gt_no_pos"].item() == 0  # both GTs learn
     total_pos = sum(out[f"stat_pos_level{i}"].item() for i in range(3)) * 2  # per image -> batch
