@@ -133,8 +133,8 @@ class DenseHead(BindableModule):
         """The :class:`~detkit.anchors.PriorGrid` of these raw maps (unpacks as ``priors (N, 4), prior_strides
         (N,), num_level_priors``)."""
         sizes = [tuple(x.shape[-2:]) for x in raw]
-        priors: tuple[Tensor, Tensor, list[int]] = self.prior_generator.grid_priors(sizes, device=raw[0].device)
-        return priors
+        grid: PriorGrid = self.prior_generator.grid_priors(sizes, device=raw[0].device)
+        return grid
 
     def _check_branch(self, branch: str) -> None:
         if branch not in self.branches:
