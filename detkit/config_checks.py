@@ -23,12 +23,17 @@ from typing import Any
 from detkit.assigners.presets import assigner_component
 from detkit.data.settings import DataSettings
 from detkit.engine.settings import RuntimeSettings, ScheduleSettings, TrainSettings
-from detkit.errors import ConfigError
+from detkit.errors import Argument, ConfigError
 from detkit.lazy import TARGET_KEY
 from detkit.schema import SettingError, check_value, parameter_hints, parse_section, target_product
 
-__all__ = ["COMPONENT_ARGUMENTS", "STRICT_SECTIONS", "TYPED_SECTIONS", "check_call_arguments",
-           "check_typed_sections"]
+__all__ = ["COMPONENT_ARGUMENTS", "DATA_ARGUMENT", "OVERRIDES_ARGUMENT", "STRICT_SECTIONS", "TYPED_SECTIONS",
+           "check_call_arguments", "check_typed_sections"]
+
+# The arguments a config error's remedy names (detkit.errors.ArgumentMessage): a dataset to train or
+# evaluate on (adopted in Python, ``--data PATH`` for a tool), and the overrides of load_config (``--cfg-options``).
+DATA_ARGUMENT = Argument("data", python="adopt_dataset(cfg, PATH)", metavar="PATH")
+OVERRIDES_ARGUMENT = Argument("cfg_options", python="the override")
 
 # Top-level config sections read into typed settings, checked against their field types when a config
 # loads. Keys these classes do not know are left to the code that reads the section (the trainer refuses

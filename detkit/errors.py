@@ -9,8 +9,8 @@ without an optional package. Argument checks of a class or function called from 
 ``ValueError`` / ``TypeError``; the config layer names the config key when it builds one from a
 config and the check fails (:class:`ConfigError`).
 
-A message names the file or key and the problem, and never a command-line flag: the tools add the
-flag when they catch and re-raise (``raise ConfigError(f"--data {path}: {e}") from e``).
+A message names the file or key and the problem, and never a command-line flag: where an argument
+fixes it, the message names the argument as below and each reader sees its own spelling of it.
 
 Remedies that name arguments. Where a message says which argument fixes the problem ("continue it
 with ``resume``, pick another ``work_dir``, or pass ``overwrite``"), the library writes the
@@ -28,8 +28,8 @@ other field is an argument, ``{name}`` or ``{name:value}``, spelled for the read
 ``--overwrite``: argparse's ``--dest-name`` convention, or the tool's ``flags``). A value that is an
 :class:`Argument` is spelled the same way (``values={"what": Argument("work_dir")}``; with a Python
 spelling of its own or a metavar for the flag). That is the one way a library message names an
-argument in its text; ``DetkitError.argument`` says which single argument would fix it, for a tool
-that appends its own remedy.
+argument in its text; a tool adds nothing to it (a tool that re-raises one with a prefix of its own
+writes ``cli_message(error)``, not ``str(error)``, so that its flags stay flags).
 
 The concrete classes are ``ValueError`` too (as they were before they had a common base), so an
 ``except ValueError`` written for them keeps working; the CLI decides by ``DetkitError`` alone.
@@ -140,15 +140,9 @@ class DetkitError(ArgumentMessage):
 
     Args:
         *args: the message (as for ``Exception``; a template with ``values``: :class:`ArgumentMessage`).
-        argument: the name of the function argument whose value would fix the problem (``"images"``:
-            give the image folder), or None. A tool that took that argument from a flag adds the flag
-            to its message (``pass --images DIR``); the library's message names no flag.
-        values: the data of a message that names arguments (:class:`ArgumentMessage`), or None.
+        values: the data of a message that names the arguments fixing it (:class:`ArgumentMessage`:
+            ``"{where}: no class names found; pass {names}"``), or None for a plain message.
     """
-
-    def __init__(self, *args: object, argument: str | None = None, values: Mapping[str, object] | None = None) -> None:
-        super().__init__(*args, values=values)
-        self.argument = argument
 
 
 class ConfigError(DetkitError, ValueError):

@@ -49,9 +49,9 @@ def test_an_argument_value_with_its_own_python_spelling_and_metavar():
 
 def test_the_template_crosses_processes():
     """claim_work_dir sends rank 0's verdict to the other ranks pickled: the tool there prints the same flags."""
-    error = CheckpointError("{path}: use {load_from}", values={"path": "a.pth"}, argument="load_from")
+    error = CheckpointError("{path}: use {load_from}", values={"path": "a.pth"})
     again = pickle.loads(pickle.dumps(error))
-    assert type(again) is CheckpointError and again.argument == "load_from"
+    assert type(again) is CheckpointError and again.values == {"path": "a.pth"}
     assert (str(again), cli_message(again)) == ("a.pth: use load_from", "a.pth: use --load-from")
 
 

@@ -133,17 +133,23 @@ def test_a_library_valueerror_during_train_keeps_its_traceback_and_exits_1(tmp_p
 
 
 def test_the_library_names_the_argument_and_the_tool_its_flag(tmp_path, capsys):
-    """No flag in a library message: ``DataError.argument`` says which argument fixes it, the tool adds the flag."""
+    """No flag in a library message: it names the argument that fixes it, a tool prints that argument's flag."""
     from detkit.data.checks import find_sources
     from tests.fixtures.tools import load_tool
 
     (tmp_path / "images").mkdir()
     with pytest.raises(DataError) as e:
         find_sources(str(tmp_path / "images"), "yolo")
-    assert (str(e.value), e.value.argument) == (f"{tmp_path / 'images'}: no class names found (names.txt or "
-                                                 "data.yaml)", "names")
+    said = f"{tmp_path / 'images'}: no class names found (names.txt or data.yaml); pass "
+    assert str(e.value) == said + "names"
     assert load_tool("check_dataset").main([str(tmp_path / "images"), "--format", "yolo"]) == 2
-    assert capsys.readouterr().err == f"error: {e.value}; pass --names FILE\n"
+    assert capsys.readouterr().err == f"error: {said}--names FILE\n"
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(DataError, match="cannot tell the dataset format from the path; pass fmt$"):
+        find_sources(str(tmp_path / "a.txt"))
+    assert load_tool("check_dataset").main([str(tmp_path / "a.txt")]) == 2  # fmt's flag is --format
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'a.txt'}: cannot tell the dataset format from the path; "
+                                       "pass --format (coco, yolo, voc)\n")
 
     (tmp_path / "ann").mkdir()
     (tmp_path / "ann" / "train.json").write_text('{"images": [{"id": 1, "file_name": "x.jpg", "width": 4, '

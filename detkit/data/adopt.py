@@ -24,10 +24,11 @@ import os
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
+from detkit.cli import cli_message
 from detkit.config import TARGET_KEY, ConfigDict, ConfigError, L
-from detkit.config_checks import check_call_arguments, check_typed_sections
+from detkit.config_checks import DATA_ARGUMENT, check_call_arguments, check_typed_sections
 from detkit.data.sources import SPLITS, DatasetSource, coco_class_names, resolve_source
-from detkit.errors import DataError, UsageError
+from detkit.errors import Argument, DataError, UsageError
 
 __all__ = ["DEFAULT_IMG_SIZE", "adopt_dataset", "add_data_arguments", "apply_data_arguments", "check_data_config",
            "check_dataset_classes", "check_img_size", "declared_class_names", "default_pipeline", "set_img_size"]
@@ -39,6 +40,8 @@ DEFAULT_IMG_SIZE = 640  # when neither --img-size nor the config gives one
 KEPT_DATASET_ARGS = ("filter_empty", "max_size", "exif_orientation")
 # COCO jsons larger than this are not read twice at start-up: their classes are checked once built.
 MAX_PEEK_BYTES = 64 << 20
+# The argument that sets every image size, named in a message's remedy (a tool prints --img-size N).
+IMG_SIZE_ARGUMENT = Argument("img_size", value="N", metavar="N")
 
 
 # ----- adopting a dataset ----------------------------------------------------------------------
@@ -217,8 +220,10 @@ def check_img_size(cfg: Mapping[str, Any]) -> None:
             sized = True
             if got != (size, size):
                 shown = got[0] if got[0] == got[1] else list(got)
-                raise ConfigError(f"{where}: {key} ({t[TARGET_KEY].__name__}) has size {shown} but data.img_size "
-                                  f"is {size}; set one size (data.img_size and each transform's)", argument="img_size")
+                raise ConfigError("{where}: {key} ({name}) has size {shown} but data.img_size is {size}; set one size "
+                                  "(data.img_size and each transform's); or pass {img_size} to set every size",
+                                  values={"where": where, "key": key, "name": t[TARGET_KEY].__name__, "shown": shown,
+                                          "size": size, "img_size": IMG_SIZE_ARGUMENT})
         if not sized:
             name = getattr(node.get(TARGET_KEY), "__name__", "dataset")
             raise ConfigError(f"{where}: data.{split}.dataset ({name}) has no pipeline transform giving "
@@ -277,8 +282,10 @@ def _check_classes(cfg: Mapping[str, Any], split: str, what: str, names: Sequenc
     if wrong:
         where = getattr(cfg, "_filename", "config")
         said = ", ".join(f"{k} {n}" for k, n in wrong)
-        raise ConfigError(f"{where}: data.{split}.dataset ({what}) has {len(names)} classes but {said}; set them to "
-                          "the data's", argument="data")
+        raise ConfigError("{where}: data.{split}.dataset ({what}) has {n} classes but {said}; set them to the data's; "
+                          "or give {data} to take the classes from the data",
+                          values={"where": where, "split": split, "what": what, "n": len(names), "said": said,
+                                  "data": DATA_ARGUMENT})
     config_names = (cfg.get("data") or {}).get("class_names")
     if isinstance(config_names, (list, tuple)) and list(config_names) != list(names):
         diff = next(i for i, (a, b) in enumerate(zip(config_names, names)) if a != b)
@@ -342,7 +349,7 @@ def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool 
     Raises:
         UsageError: ``--img-dir`` without ``--data``, an ``--img-size`` below 1.
         DataError: what :func:`~detkit.data.sources.resolve_source` refuses (``--data`` named).
-        ConfigError: what :func:`check_data_config` refuses (with the flag that would fix it, if one does).
+        ConfigError: what :func:`check_data_config` refuses (its remedy an argument, printed as a flag).
     """
     if args.img_dir and not args.data:
         raise UsageError("--img-dir needs --data (a COCO json)")
@@ -352,7 +359,7 @@ def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool 
         try:
             source = resolve_source(args.data, args.img_dir)
         except DataError as e:  # the library names the file; the flag is the tool's to add
-            raise DataError(f"--data {e}" + ("; pass --img-dir DIR" if e.argument == "img_dir" else "")) from e
+            raise DataError(f"--data {cli_message(e)}") from e
         adopt_dataset(cfg, source, img_size=args.img_size)
         if not quiet:
             splits = ", ".join(f"{s} {next(iter(v.kwargs.values()))}" for s, v in source.splits.items())
@@ -365,15 +372,5 @@ def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool 
     where = getattr(cfg, "_filename", "<config>") + (f" with --data {args.data}" if args.data else "")
     check_call_arguments(cfg, source=where)
     check_typed_sections(cfg, source=where)
-    try:
-        check_data_config(cfg)
-    except ConfigError as e:  # the library names the key or argument that fixes it; the flag is ours to name
-        if e.argument not in _FIXING_FLAGS:
-            raise
-        raise ConfigError(f"{e}; {_FIXING_FLAGS[e.argument]}", argument=e.argument) from e
+    check_data_config(cfg)  # its remedies name img_size / data: run_cli prints them as --img-size N / --data PATH
     return cfg
-
-
-# check_data_config's remedies (ConfigError.argument) -> the flag giving each
-_FIXING_FLAGS = {"img_size": "or pass --img-size N to set every size",
-                 "data": "or give --data PATH to take the classes from the data"}

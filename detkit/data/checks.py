@@ -23,7 +23,7 @@ from typing import Any
 
 from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog
 from detkit.data.sources import YAML_FILES, coco_image_dirs, read_data_yaml, resolve_yaml_entry, voc_class_names
-from detkit.errors import DataError
+from detkit.errors import Argument, DataError
 
 __all__ = ["FORMATS", "DataSource", "check_dataset", "default_coco_images", "detect_format",
            "find_names_file", "find_sources"]
@@ -75,7 +75,8 @@ def detect_format(path: str) -> str:
         return "coco"
     if p.suffix.lower() in (".yaml", ".yml"):
         return "yolo"
-    raise DataError(f"{path}: cannot tell the dataset format from the path", argument="fmt")
+    raise DataError("{path}: cannot tell the dataset format from the path; pass {fmt}",
+                    values={"path": path, "fmt": Argument("fmt", metavar="(coco, yolo, voc)")})
 
 
 def _has_images(folder: Path) -> bool:
@@ -91,8 +92,8 @@ def _yolo_labels(img_dir: Path, labels: str | None) -> str:
     try:
         return default_label_dir(str(img_dir))
     except ValueError:
-        raise DataError(f"{img_dir}: no 'images' folder in the path to find the labels folder from",
-                        argument="labels") from None
+        raise DataError("{img_dir}: no 'images' folder in the path to find the labels folder from; pass {labels}",
+                        values={"img_dir": img_dir, "labels": Argument("labels", metavar="DIR")}) from None
 
 
 def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[DataSource]:
@@ -128,7 +129,8 @@ def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[D
 
 def _need_names(names: str | None, where: Path | str) -> None:
     if names is None:
-        raise DataError(f"{where}: no class names found (names.txt or data.yaml)", argument="names")
+        raise DataError("{where}: no class names found (names.txt or data.yaml); pass {names}",
+                        values={"where": where, "names": Argument("names", metavar="FILE")})
 
 
 def _yolo_sources(path: Path, names: str | None, labels: str | None) -> list[DataSource]:
@@ -174,7 +176,9 @@ def _coco_sources(path: Path, images: str | None) -> list[DataSource]:
             tried = coco_image_dirs(str(ann))
             img_dir = next((d for d in tried if os.path.isdir(d)), None)
             if img_dir is None:
-                raise DataError(f"{ann}: image folder not found (tried {', '.join(tried)})", argument="images")
+                raise DataError("{ann}: image folder not found (tried {tried}); pass {images}",
+                                values={"ann": ann, "tried": ", ".join(tried),
+                                        "images": Argument("images", metavar="DIR")})
         elif not os.path.isdir(img_dir):
             raise DataError(f"{img_dir}: image folder not found")
         sources.append(DataSource("coco", ann.stem.split("_", 1)[-1], dict(ann_file=str(ann), img_dir=img_dir)))

@@ -46,7 +46,7 @@ from detkit.config import ConfigDict, L
 from detkit.data.coco import CocoDataset
 from detkit.data.voc import VOC_CLASSES, VocDataset
 from detkit.data.yolo import YoloDataset, load_class_names
-from detkit.errors import DataError
+from detkit.errors import Argument, DataError
 
 __all__ = ["SPLITS", "DatasetSource", "SplitSource", "coco_class_names", "coco_image_dirs", "read_data_yaml",
            "resolve_source", "resolve_yaml_entry", "voc_class_names"]
@@ -310,7 +310,8 @@ def _coco_images(ann: Path, data: dict[str, Any], img_dir: str | None) -> str:
     for folder in tried:
         if os.path.isdir(folder) and (first is None or os.path.isfile(os.path.join(folder, str(first)))):
             return folder
-    raise DataError(f"{ann}: image folder not found (tried {', '.join(tried)})", argument="img_dir")
+    raise DataError("{ann}: image folder not found (tried {tried}); pass {img_dir}",
+                    values={"ann": ann, "tried": ", ".join(tried), "img_dir": Argument("img_dir", metavar="DIR")})
 
 
 def _coco_names(ann: Path, data: dict[str, Any]) -> tuple[str, ...]:

@@ -29,11 +29,9 @@ from collections.abc import Sequence
 
 from detkit.argtypes import positive_int
 from detkit.cli import ArgumentParser, run_cli
-from detkit.errors import DataError
 
-# check_dataset's arguments -> the flag giving each, as an error's remedy (DataError.argument)
-FIXING_FLAGS = {"fmt": "--format (coco, yolo, voc)", "images": "--images DIR", "names": "--names FILE",
-                "labels": "--labels DIR"}
+# check_dataset's arguments whose flag does not follow argparse's --dest-name (errors' remedies name them)
+FLAGS = {"fmt": "--format"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -68,10 +66,6 @@ def run(args: argparse.Namespace) -> bool:
     try:
         problems, found = check_dataset(args.path, args.format, args.images, args.names, args.split,
                                         args.max_size, not args.stored_orientation, labels=args.labels)
-    except DataError as e:  # the library names the argument that would fix it; the flag is ours to name
-        if e.argument not in FIXING_FLAGS:
-            raise
-        raise DataError(f"{e}; pass {FIXING_FLAGS[e.argument]}") from e
     finally:
         data_logger.setLevel(level)
     for path, reason in problems.records:
@@ -97,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nonlocal found_problems
         found_problems = run(parse_args(argv))
 
-    code = run_cli(job)
+    code = run_cli(job, flags=FLAGS)  # a remedy naming fmt / images / names / labels: --format, --images DIR, ...
     return 1 if code == 0 and found_problems else code
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from detkit.cli import cli_message
 from detkit.config import ConfigError, L, format_config, instantiate, load_config
 from detkit.data import LetterBox, Mosaic, RandomAffine, YoloDataset
 from detkit.data.adopt import adopt_dataset, check_data_config, check_dataset_classes, set_img_size
@@ -157,9 +158,9 @@ def test_roboflow_coco_export_images_beside_the_json(tmp_path):
 def test_coco_json_without_images_asks_for_img_dir(tmp_path):
     coco_json(tmp_path / "a" / "train.json", "x.jpg")
     coco_json(tmp_path / "a" / "val.json", "x.jpg")
-    with pytest.raises(DataError, match=r"train.json: image folder not found \(tried .*\)$") as e:
+    with pytest.raises(DataError, match=r"train.json: image folder not found \(tried .*\); pass img_dir$") as e:
         resolve_source(tmp_path / "a" / "train.json")
-    assert e.value.argument == "img_dir"  # the argument that fixes it; --data adds its flag (--img-dir DIR)
+    assert cli_message(e.value).endswith("); pass --img-dir DIR")  # the argument that fixes it, as a tool prints it
     write_image(tmp_path / "pics" / "x.jpg")
     write_image(tmp_path / "a" / "x.jpg")  # the val json finds its images beside it
     src = resolve_source(tmp_path / "a" / "train.json", img_dir=str(tmp_path / "pics"))
@@ -311,8 +312,9 @@ def test_class_count_mismatch_names_the_keys_and_counts(tmp_path):
         check_data_config(cfg)
     msg = str(e.value)
     assert "data.train.dataset (YoloDataset) has 3 classes but model.head.num_classes is 80" in msg
-    assert "data.num_classes is 80, data.class_names has 80" in msg and msg.endswith("; set them to the data's")
-    assert "--data" not in msg and e.value.argument == "data"  # the tools add their flag (--data PATH)
+    assert "data.num_classes is 80, data.class_names has 80" in msg and msg.endswith(
+        "; set them to the data's; or give adopt_dataset(cfg, PATH) to take the classes from the data")
+    assert cli_message(e.value).endswith("; or give --data PATH to take the classes from the data")  # a tool's
     built = YoloDataset(str(rf.parent / "train" / "images"), NAMES)  # a built dataset: the same check
     with pytest.raises(ConfigError, match="has 3 classes but model.head.num_classes is 80"):
         check_dataset_classes(cfg, "train", built)
