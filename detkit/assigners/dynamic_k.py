@@ -23,8 +23,8 @@ The matching (:func:`dynamic_k_match`):
 
 The all-pairs table decides every step by itself (its floor is ``inf``), so the listed table gives the
 all-pairs result bit for bit: per-pair values are computed element by element with the same
-operations, per-GT steps rank by ``(value, prior)`` (:func:`~detkit.assigners.candidates.segment_ranks`),
-and per-prior reductions keep the lowest GT on ties (:class:`~detkit.assigners.candidates.PriorBest`).
+operations, per-GT steps rank by ``(value, prior)`` (:func:`~detkit.assigners.candidates.topk_rows` on a
+table's rows, whose pairs are in prior order), and per-prior reductions keep the lowest GT on ties (:class:`~detkit.assigners.candidates.PriorBest`).
 Memory: the tables come in chunks of whole GTs within the pair budget
 (:func:`~detkit.assigners.candidates.candidate_tables`); wide pairs are added to a chunk's listed rows.
 """
@@ -55,8 +55,9 @@ from detkit.assigners.candidates import (
     gt_rows,
     level_window_counts,
     paint_open_rects,
-    segment_ranks,
+    segment_blocks,
     take_rows,
+    topk_rows,
 )
 from detkit.boxes import aligned_iou
 
@@ -281,11 +282,11 @@ def _match_table(rule: DynamicKRule, x: PairInputs, p: Priors, gt: GTBatch, stat
     state.cheapest.update(t.pred_index, cost, t.owner)
     k = _dynamic_ks(t, iou, min(rule.candidate_topk, x.num_priors))  # (G,)
     if complete:
-        state.take(t, _take_lowest(rule, t, cost, k))
+        state.take(t, _take_lowest(rule, t, cost, k)[0])
         return
     bound = rule.cost_floor(x, t.image * x.num_gts + t.slot)  # (G,)
     state.floor = min(state.floor, float(bound.min()))
-    taken, decided = _take_listed(rule, t, cost, k, bound)
+    taken, decided = _take_lowest(rule, t, cost, k, bound)
     state.take(t, taken & decided[t.row])
     redo = (~decided).nonzero().flatten()
     if redo.numel():  # decided on their all-pairs rows
@@ -293,7 +294,7 @@ def _match_table(rule: DynamicKRule, x: PairInputs, p: Priors, gt: GTBatch, stat
             full_cost = rule.pair_cost(x, full.gt_index, full.pred_index, full.prior,
                                        rule.pair_iou(x, full.gt_index, full.pred_index))
             part = _row_lookup(t, full)
-            state.take(full, _take_lowest(rule, full, full_cost, k[part]))
+            state.take(full, _take_lowest(rule, full, full_cost, k[part])[0])
 
 
 def _row_lookup(t: CandidateTable, sub: CandidateTable) -> Tensor:
@@ -305,45 +306,47 @@ def _row_lookup(t: CandidateTable, sub: CandidateTable) -> Tensor:
 
 def _dynamic_ks(t: CandidateTable, iou: Tensor, k: int) -> Tensor:
     """``Tensor[G]`` int: ``max(1, int(sum of each GT's k largest IoUs))``, unlisted IoUs being 0: the k largest
-    summed in descending order, zeros last, as on an all-pairs row."""
-    rank = segment_ranks(t.row, iou, t.num_rows, descending=True)
-    top = rank < k
-    values = iou.new_zeros(t.num_rows, k)
-    values[t.row[top], rank[top]] = iou[top]
-    return values.sum(-1).int().clamp(min=1)
+    summed in descending order, zeros last, as on an all-pairs row (equal values in any order: same sum)."""
+    top = iou.new_zeros(t.num_rows, k)
+    for rows, pairs in segment_blocks(t.row, t.num_rows):
+        values = torch.where(pairs >= 0, iou[pairs.clamp(min=0)], 0.0)  # (S, W)
+        kk = min(k, values.shape[1])
+        top[rows, :kk] = values.topk(kk, dim=1).values
+    return top.sum(-1).int().clamp(min=1)
 
 
-def _take_lowest(rule: DynamicKRule, t: CandidateTable, cost: Tensor, k: Tensor) -> Tensor:
-    """Step 3 on an all-pairs table: ``Tensor[P]`` bool, each GT's ``k (G,)`` lowest finite costs; equal costs by
-    prior index (:func:`~detkit.assigners.candidates.segment_ranks`, the tables' tie order) or, with
-    ``tie_order="torch_sort"``, in ``torch.sort``'s order on the row (mmyolo's batched assigner)."""
-    finite = torch.isfinite(cost)
-    if rule.tie_order == "index":
-        return (segment_ranks(t.row, cost, t.num_rows) < k[t.row]) & finite
-    n = t.num_priors
-    order = cost.view(t.num_rows, n).sort(dim=1).indices[:, :min(rule.candidate_topk, n)]  # (G, k) all pairs
-    taken = torch.arange(order.shape[1], device=cost.device) < k[:, None]
-    flags = torch.zeros(t.num_rows, n, dtype=torch.bool, device=cost.device).scatter_(1, order, taken)
-    return flags.flatten() & finite
+def _take_lowest(rule: DynamicKRule, t: CandidateTable, cost: Tensor, k: Tensor,
+                 bound: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Step 3: ``(taken (P,), decided (G,))``: each GT's ``k (G,)`` lowest finite costs and whether they are what
+    its all-pairs row takes.
 
-
-def _take_listed(rule: DynamicKRule, t: CandidateTable, cost: Tensor, k: Tensor,
-                 bound: Tensor) -> tuple[Tensor, Tensor]:
-    """Step 3 on a listed table: ``(taken (P,), decided (G,))``: each GT's ``k`` lowest listed costs by
-    ``(cost, prior)``, and whether its all-pairs row takes the same: its k-th cost lies below ``bound`` (no
-    unlisted pair costs less; fewer than k listed finite costs: undecided) and, in ``torch.sort``'s order, is not
-    equal to the next one."""
+    Equal costs: by prior index (:func:`~detkit.assigners.candidates.topk_rows`, the tables' tie order; a row's
+    pairs are in prior order), or with ``tie_order="torch_sort"`` in ``torch.sort``'s order on the all-pairs row
+    (mmyolo's batched assigner), which only an all-pairs row gives. ``bound`` None: an all-pairs table, every row
+    decided. Else a listed table with ``bound (G,)`` the floor of its unlisted pairs: a row is decided when its
+    k-th cost lies below it (fewer than k listed finite costs: undecided) and, in ``torch.sort``'s order, the
+    next cost differs."""
     g = t.num_rows
-    rank = segment_ranks(t.row, cost, g)
-    need = k[t.row]
-    kth = cost.new_full((g,), torch.inf).index_put_((t.row[rank == need - 1],), cost[rank == need - 1])
-    decided = kth < bound
-    if rule.tie_order != "index":
-        after = rank == need
-        tied = torch.zeros(g, dtype=torch.bool, device=cost.device)
-        tied[t.row[after]] = cost[after] == kth[t.row[after]]
-        decided &= ~tied
-    return (rank < need) & torch.isfinite(cost), decided
+    taken = torch.zeros_like(t.row, dtype=torch.bool)
+    decided = torch.full((g,), bound is None, dtype=torch.bool, device=cost.device)
+    by_sort = bound is None and rule.tie_order == "torch_sort"
+    for rows, pairs in segment_blocks(t.row, g):
+        values = torch.where(pairs >= 0, cost[pairs.clamp(min=0)], torch.inf)  # (S, W), padding last
+        kk = min(rule.candidate_topk + 1, values.shape[1])
+        order = values.sort(dim=1).indices[:, :kk] if by_sort else topk_rows(values, kk, largest=False)  # (S, kk)
+        low = values.gather(1, order)
+        need = k[rows].long()[:, None]  # (S, 1)
+        pick = (torch.arange(kk, device=cost.device) < need) & torch.isfinite(low)
+        taken[pairs.gather(1, order)[pick]] = True
+        if bound is not None:
+            nxt = torch.cat([low, low.new_full((low.shape[0], 1), torch.inf)], 1)  # a next of inf
+            at = (need - 1).clamp(max=kk - 1)
+            kth = torch.where(need[:, 0] <= values.shape[1], nxt.gather(1, at)[:, 0], torch.inf)
+            ok = kth < bound[rows]
+            if rule.tie_order != "index":  # torch.sort's order among equal costs: no tie at the cut
+                ok &= nxt.gather(1, at + 1)[:, 0] != kth
+            decided[rows] = ok
+    return taken, decided
 
 
 def _cheapest_on_columns(rule: DynamicKRule, x: PairInputs, pred: Tensor) -> Tensor:
@@ -416,9 +419,12 @@ def _listed_tables(rule: DynamicKRule, x: PairInputs, p: Priors, gt: GTBatch, gr
     wide_img, wide_prior = wide.view(x.batch, n).nonzero(as_tuple=True)  # ordered by image
     wide_count = torch.bincount(wide_img, minlength=x.batch)  # (B,)
     for t in candidate_tables(p, gt, regions, rows):
-        keep = usable[t.pred_index] & ~wide[t.pred_index]
-        keep &= _overlap_or_centre(rule, x, t.gt_index, t.pred_index, t.prior)
-        t = t.select(keep)
+        pair_image = t.image.index_select(0, t.row)
+        pred = pair_image * n + t.prior
+        keep = usable[pred].logical_and_(~wide[pred])
+        keep &= _overlap_or_centre(rule, x, pair_image * x.num_gts + t.slot.index_select(0, t.row), pred, t.prior)
+        t = CandidateTable(image=t.image, slot=t.slot, row=t.row, prior=t.prior, num_gts=t.num_gts,
+                           num_priors=n).select(keep)  # no derived column to carry over
         if wide_img.numel() == 0:
             yield t
             continue
@@ -435,10 +441,14 @@ def _listed_tables(rule: DynamicKRule, x: PairInputs, p: Priors, gt: GTBatch, gr
 
 def _merge_rows(row_a: Tensor, prior_a: Tensor, row_b: Tensor, prior_b: Tensor,
                 num_priors: int) -> tuple[Tensor, Tensor]:
-    """Two sets of pairs (no pair in both) as one table: rows ascending, priors ascending within a row."""
-    row, prior = torch.cat([row_a, row_b]), torch.cat([prior_a, prior_b])
-    order = (row * num_priors + prior).sort().indices
-    return row[order], prior[order]
+    """Two tables, each in (row, prior) order and no pair in both, merged into one in that order."""
+    key_a, key_b = row_a * num_priors + prior_a, row_b * num_priors + prior_b
+    at_a = torch.arange(key_a.shape[0], device=key_a.device) + torch.searchsorted(key_b, key_a)
+    at_b = torch.arange(key_b.shape[0], device=key_b.device) + torch.searchsorted(key_a, key_b)
+    row = torch.empty(key_a.shape[0] + key_b.shape[0], dtype=torch.long, device=key_a.device)
+    prior = torch.empty_like(row)
+    row[at_a], row[at_b], prior[at_a], prior[at_b] = row_a, row_b, prior_a, prior_b
+    return row, prior
 
 
 def _choose_reach(level: GridLevel, regions: Tensor, boxes: Tensor, reach: Tensor, gts_of_image: Tensor) -> float:

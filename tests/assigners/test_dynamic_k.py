@@ -175,7 +175,7 @@ def test_dynamic_k_sums_the_largest_ious_and_is_at_least_one():
 
 
 class Ties:
-    """The attributes _take_lowest / _take_listed read."""
+    """The attributes _take_lowest reads."""
 
     def __init__(self, tie_order: str, topk: int = 3) -> None:
         self.tie_order, self.candidate_topk = tie_order, topk
@@ -185,10 +185,11 @@ def test_all_pairs_rows_take_the_lowest_costs_ties_by_prior_index():
     t = table_of([[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]], 5)
     inf = float("inf")
     cost = torch.tensor([3.0, 1.0, 2.0, 1.0, inf, inf, inf, 5.0, inf, inf])
-    taken = dk._take_lowest(Ties("index"), t, cost, torch.tensor([2, 3]))
+    taken, decided = dk._take_lowest(Ties("index"), t, cost, torch.tensor([2, 3]))
+    assert decided.all()  # an all-pairs row is always decided
     assert taken.view(2, 5).tolist() == [[False, True, False, True, False], [False, False, True, False, False]]
     # mmyolo's order: torch.sort's on the row (the same set here: no tie across the cut)
-    taken = dk._take_lowest(Ties("torch_sort"), t, cost, torch.tensor([2, 3]))
+    taken, _ = dk._take_lowest(Ties("torch_sort"), t, cost, torch.tensor([2, 3]))
     assert taken.view(2, 5).tolist() == [[False, True, False, True, False], [False, False, True, False, False]]
 
 
@@ -197,13 +198,13 @@ def test_listed_rows_are_decided_only_when_no_unlisted_pair_can_change_them():
     cost = torch.tensor([4.0, 1.0, 2.0, 2.0, 9.0, 1.0, 3.0, 3.0])
     k = torch.tensor([1, 2, 2, 1])
     bound = torch.tensor([5.0, 5.0, 5.0, 2.5])
-    taken, decided = dk._take_listed(Ties("index"), t, cost, k, bound)
+    taken, decided = dk._take_lowest(Ties("index"), t, cost, k, bound)
     # row 0: prior 5 (1.0 < 5); row 1: priors 1, 3 (tie at 2.0 by prior index); row 2: only 1 of 2 listed;
     # row 3: k-th cost 3.0 is not below the bound 2.5
     assert decided.tolist() == [True, True, False, False]
     assert t.prior[taken & decided[t.row]].tolist() == [5, 1, 3]
     # torch.sort's order: a tie across the cut (row 3: 3.0, 3.0 with k = 1) is never decided on a listed row
-    _, decided = dk._take_listed(Ties("torch_sort"), t, cost, k, torch.full((4,), 10.0))
+    _, decided = dk._take_lowest(Ties("torch_sort"), t, cost, k, torch.full((4,), 10.0))
     assert decided.tolist() == [True, True, False, False]
 
 
