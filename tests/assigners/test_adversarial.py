@@ -101,7 +101,8 @@ NEEDS_GRID = (GridAssigner, YOLOv5Assigner)  # their rules place GTs in cells: a
 
 def assign(assigner, data: dict, image: slice = slice(None)):
     """The PriorGrid (what heads pass), or on drawn batches the bare prior boxes with their levels and strides."""
-    bare = not data.get("as_grid", True) and not isinstance(assigner, NEEDS_GRID)
+    rule = getattr(assigner, "assigner", assigner)  # the rule a MinPositives wraps
+    bare = not data.get("as_grid", True) and not isinstance(rule, NEEDS_GRID)
     priors = data["priors"] if bare else data["grid"]
     levels = dict(num_level_priors=data["num_level_priors"], prior_strides=data["prior_strides"]) if bare else {}
     return assigner.assign(priors, data["gt_boxes"][image], data["gt_labels"][image], data["gt_mask"][image],
