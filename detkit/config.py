@@ -42,7 +42,7 @@ from typing import Any
 
 from detkit.config_checks import check_call_arguments, check_typed_sections
 from detkit.config_files import PACKAGE_SCHEME, find_config
-from detkit.errors import ConfigError
+from detkit.errors import Argument, ConfigError
 from detkit.lazy import (
     SEARCH_MODULES,
     TARGET_KEY,
@@ -178,8 +178,9 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
     if os.path.splitext(path)[1].lower() in (".yaml", ".yml", ".json"):  # a data.yaml / COCO json given as CONFIG
-        raise ConfigError(f"{path}: not a config (configs are Python files); to train or evaluate on this dataset "
-                          f"give a config and --data {path}, e.g. detkit train yolov8n_tal.py --data {path}")
+        raise ConfigError("{path}: not a config (configs are Python files); to train or evaluate on this dataset "
+                          "give a config and {data}", values={"path": path, "data": Argument(
+                              "data", python=f"adopt_dataset(cfg, {str(path)!r})", metavar=str(path))})
     cfg, namespace = _load_tree(path)
     apply_overrides(cfg, overrides, namespace=namespace, source=path)
     check_typed_sections(cfg, source=path, overrides=overrides)  # first: an old form is named as such

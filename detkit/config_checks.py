@@ -58,21 +58,31 @@ COMPONENT_ARGUMENTS: dict[str, Callable[[Any, str], Any]] = {
 def check_typed_sections(cfg: Mapping, source: str = "<config>", overrides: Sequence[str] = ()) -> None:
     """Raise ConfigError when a value of a :data:`TYPED_SECTIONS` section has the wrong type or is
     out of range: one line with the file, the key, the value, the expected type and, for a value
-    from the command line, the override that set it."""
+    from ``overrides``, the override that set it (a tool prints ``(from --cfg-options k=v)``)."""
     for name, section_class in TYPED_SECTIONS.items():
         try:
             if cfg.get(name) is None:
                 continue
-            if not isinstance(cfg[name], Mapping):  # e.g. --cfg-options data=mydata/data.yaml
-                hint = "; train or evaluate on a dataset file with --data PATH" if name == "data" else ""
-                raise SettingError(name, f"expected a section (a dict of settings), got {cfg[name]!r} "
-                                         f"({type(cfg[name]).__name__}){hint}")
+            if not isinstance(cfg[name], Mapping):  # e.g. an override data=mydata/data.yaml
+                error = SettingError(name, f"expected a section (a dict of settings), got {cfg[name]!r} "
+                                           f"({type(cfg[name]).__name__})")
+                # a dataset file where a dataset belongs: the argument that takes one
+                raise _config_error(source, error, overrides, "; train or evaluate on a dataset file with {data}"
+                                    if name == "data" else "") from None
             settings: Any = parse_section(section_class, cfg[name], name, strict=name in STRICT_SECTIONS)
             if hasattr(settings, "check_with_config"):  # checks that need another section
                 settings.check_with_config(cfg)
         except SettingError as e:
-            given = _override_for(e.key, overrides)
-            raise ConfigError(f"{source}: {e}" + (f" (from --cfg-options {given})" if given else "")) from None
+            raise _config_error(source, e, overrides) from None
+
+
+def _config_error(source: str, error: SettingError, overrides: Sequence[str], remedy: str = "") -> ConfigError:
+    """``<source>: <error><remedy>``, then the override that set the key if one did (``(from the override
+    k=v)``; a tool prints ``(from --cfg-options k=v)``). ``remedy`` is a template naming ``{data}``."""
+    given = _override_for(error.key, overrides)
+    return ConfigError("{source}: {error}" + remedy + (" (from {overrides} {given})" if given else ""),
+                       values={"source": source, "error": str(error), "given": given, "data": DATA_ARGUMENT,
+                               "overrides": OVERRIDES_ARGUMENT})
 
 
 def _override_for(key: str, overrides: Sequence[str]) -> str | None:
@@ -93,8 +103,7 @@ def check_call_arguments(cfg: Mapping, source: str = "<config>", overrides: Sequ
     try:
         _check_calls(cfg, "")
     except SettingError as e:
-        given = _override_for(e.key, overrides)
-        raise ConfigError(f"{source}: {e}" + (f" (from --cfg-options {given})" if given else "")) from None
+        raise _config_error(source, e, overrides) from None
 
 
 def _check_calls(node: Any, key: str) -> Any:

@@ -41,7 +41,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 
 __all__ = ["Argument", "ArgumentMessage", "CheckpointError", "ConfigError", "DataError", "DetkitError", "OutputError",
-           "Spelling", "UsageError", "WorkDirError", "error_name", "error_type", "python_spelling"]
+           "Spelling", "UsageError", "WorkDirError", "python_spelling"]
 
 # How an argument is written for a reader (Python: python_spelling; a tool: its flag).
 Spelling = Callable[["Argument"], str]
@@ -132,6 +132,19 @@ class ArgumentMessage(Exception):
             return super().__repr__()
         return f"{type(self).__name__}({self.render()!r})"
 
+    def __reduce__(self) -> tuple[Callable[..., ArgumentMessage], tuple[object, ...]]:
+        # rebuilt without calling the class's __init__, whose arguments may differ from args
+        # (SettingError(key, message)): the class, args and attributes cross processes as they are
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild(cls: type[ArgumentMessage], args: tuple[object, ...], state: dict[str, object]) -> ArgumentMessage:
+    """An unpickled :class:`ArgumentMessage`: ``cls`` with ``args`` and attributes ``state``."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class DetkitError(ArgumentMessage):
     """Base of the user-input errors: the CLI prints ``error: <message>`` and exits with status 2.
@@ -174,26 +187,3 @@ class OutputError(DetkitError, ValueError):
 class UsageError(DetkitError, ValueError):
     """A command-line argument, or a combination of them, that a tool refuses beyond what argparse
     checks (``--img-dir`` without ``--data``). Raised by the tools only; the message names the flag."""
-
-
-# The classes by name, for errors that cross processes as (name, message) (distributed ranks).
-_BY_NAME: dict[str, type[DetkitError]] = {cls.__name__: cls for cls in (
-    DetkitError, ConfigError, DataError, CheckpointError, WorkDirError, OutputError, UsageError)}
-
-
-def error_type(name: str) -> type[DetkitError] | None:
-    """The :class:`DetkitError` class called ``name`` (one of this module's), or None.
-
-    For an error sent from another process as its class name and message: the receiver raises
-    ``error_type(name)(message)`` when this is not None, and treats the error as a bug otherwise.
-    """
-    return _BY_NAME.get(name)
-
-
-def error_name(error: BaseException) -> str | None:
-    """The name of the class in this module that ``error`` is an instance of (the most specific
-    one: ``"ConfigError"`` for a :class:`detkit.schema.SettingError`), or None for any other error."""
-    for cls in type(error).__mro__:
-        if cls.__name__ in _BY_NAME and _BY_NAME[cls.__name__] is cls:
-            return cls.__name__
-    return None

@@ -150,7 +150,7 @@ def test_a_command_line_value_of_the_wrong_type_is_one_config_error_line(tmp_pat
     msg = str(e.value)
     assert "\n" not in msg
     assert msg == (f"{path}: train.epochs: expected int, got '1O0' (str) "
-                   "(from --cfg-options train.epochs=1O0)")
+                   "(from the override train.epochs=1O0)")  # a tool prints --cfg-options
 
 
 @pytest.mark.parametrize("override, expected", [

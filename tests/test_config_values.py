@@ -13,6 +13,7 @@ from torch import nn
 
 from detkit.assigners import ATSSAssigner, MinPositives, TaskAlignedAssigner
 from detkit.assigners.presets import build_preset
+from detkit.cli import cli_message
 from detkit.config import TARGET_KEY, ConfigError, L, format_config, load_config, parse_value
 from detkit.engine.settings import ScheduleSettings
 from detkit.schema import SettingError, check_value
@@ -96,7 +97,8 @@ BAD_KEYS = [
 def test_a_bad_override_is_one_line_naming_the_key_and_the_override(overrides, expected):
     with pytest.raises(ConfigError) as info:
         load_config(CFG, overrides)
-    assert str(info.value) == f"{CFG}: {expected} (from --cfg-options {overrides[-1]})"
+    assert cli_message(info.value) == f"{CFG}: {expected} (from --cfg-options {overrides[-1]})"  # as a tool prints it
+    assert str(info.value).endswith(f" (from the override {overrides[-1]})")  # load_config's argument
 
 
 @pytest.mark.parametrize("overrides, expected", BAD_KEYS, ids=[o[-1] for o, _ in BAD_KEYS])
@@ -139,9 +141,9 @@ def test_a_dataset_file_given_as_the_config_says_so_and_names_data(tmp_path, nam
     path.write_text("train: ../train/images\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value) == (f"{path}: not a config (configs are Python files); to train or evaluate on this "
-                               f"dataset give a config and --data {path}, e.g. detkit train yolov8n_tal.py "
-                               f"--data {path}")
+    said = f"{path}: not a config (configs are Python files); to train or evaluate on this dataset give a config and "
+    assert str(info.value) == said + f"adopt_dataset(cfg, {str(path)!r})"
+    assert cli_message(info.value) == said + f"--data {path}"
 
 
 @pytest.mark.parametrize("text, expected", BAD_FILES, ids=[t for t, _ in BAD_FILES])

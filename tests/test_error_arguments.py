@@ -9,15 +9,18 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from detkit.cli import cli_message, flag_of, run_cli
-from detkit.config import ConfigDict
+from detkit.config import ConfigDict, load_config
 from detkit.engine.builders import build_dataset
 from detkit.engine.output_paths import OutputPathError, check_not_input, check_output_dir
+from detkit.engine.train_utils import resolve_device
 from detkit.engine.workdir import config_dump_path
 from detkit.errors import Argument, CheckpointError, ConfigError, WorkDirError, python_spelling
 
 ROOT = Path(__file__).resolve().parents[1]
+CFG = str(ROOT / "configs" / "shapes_yolov8_tal.py")
 
 
 def test_arguments_are_spelled_for_python_and_as_flags_and_values_stay_literal():
@@ -94,7 +97,26 @@ def test_the_engine_messages_name_arguments(tmp_path):
         check_not_input(a_file, [a_file])
 
 
+def test_the_config_and_device_messages_name_arguments(monkeypatch):
+    """An override is load_config's ``overrides`` (a tool's --cfg-options); the device is ``device``."""
+    with pytest.raises(ConfigError) as info:
+        load_config(CFG, ["data=/x/{a}.yaml"])
+    assert str(info.value) == (f"{CFG}: data: expected a section (a dict of settings), got '/x/{{a}}.yaml' (str); "
+                               "train or evaluate on a dataset file with adopt_dataset(cfg, PATH) "
+                               "(from the override data=/x/{a}.yaml)")
+    assert cli_message(info.value) == (f"{CFG}: data: expected a section (a dict of settings), got '/x/{{a}}.yaml' "
+                                       "(str); train or evaluate on a dataset file with --data PATH "
+                                       "(from --cfg-options data=/x/{a}.yaml)")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"^device 'cuda:1' requested but CUDA is not available \(") as info:
+        resolve_device("cuda:1")
+    assert str(info.value).endswith("); use device='cpu'") and cli_message(info.value).endswith("); use --device cpu")
+
+
 ENGINE = ["workdir", "run_checkpoints", "weights", "builders", "output_paths", "trainer"]
+# Library modules outside the engine whose messages once named flags (the config layer, the data checks).
+LIBRARY = ["config.py", "config_checks.py", "schema.py", "lazy.py", "engine/train_utils.py", "data/checks.py",
+           "data/sources.py"]
 _EXCEPTION = re.compile(r"(Error|Interrupted|Diverged|Aborted|_refuse)$")
 
 
@@ -112,8 +134,8 @@ def _raised_texts(path: Path) -> list[str]:
     return texts
 
 
-@pytest.mark.parametrize("module", ENGINE)
-def test_engine_modules_raise_no_message_naming_a_flag(module):
-    texts = _raised_texts(ROOT / "detkit" / "engine" / f"{module}.py")
+@pytest.mark.parametrize("module", [f"engine/{m}.py" for m in ENGINE] + LIBRARY)
+def test_library_modules_raise_no_message_naming_a_flag(module):
+    texts = _raised_texts(ROOT / "detkit" / module)
     assert texts  # the scan sees the module's messages
     assert [t for t in texts if re.search(r"(^|[\s(])--[a-z]", t)] == []

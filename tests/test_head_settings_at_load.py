@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from detkit.cli import cli_message
 from detkit.config import ConfigError, instantiate, load_config
 from tests.fixtures.tools import load_tool
 
@@ -31,7 +32,8 @@ BAD = [
 def test_a_post_processing_setting_out_of_range_is_refused_at_load(config, override, expected):
     with pytest.raises(ConfigError) as info:
         load_config(config, [override])
-    assert str(info.value) == f"{config}: {expected} (from --cfg-options {override})"
+    assert str(info.value) == f"{config}: {expected} (from the override {override})"
+    assert cli_message(info.value) == f"{config}: {expected} (from --cfg-options {override})"
 
 
 def test_nan_in_a_config_file_is_refused_naming_the_file(tmp_path):

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from detkit.config import instantiate
+from detkit.config_checks import DATA_ARGUMENT
 from detkit.data.adopt import check_data_config, check_dataset_classes
 from detkit.data.classes import check_class_names
 from detkit.data.loader import DetDataLoader, build_dataloader
@@ -27,7 +28,7 @@ from detkit.engine.ema import ModelEMA
 from detkit.engine.settings import EMASettings, TrainSettings
 from detkit.engine.train_utils import collate_from_config, resolve_device
 from detkit.engine.weights import load_weights
-from detkit.errors import Argument, CheckpointError, ConfigError, DataError
+from detkit.errors import CheckpointError, ConfigError, DataError
 from detkit.schema import default_of
 
 __all__ = ["DATA_LAYOUTS", "LossForward", "StepPlan", "build_amp", "build_dataset", "build_ema", "check_data_config",
@@ -46,10 +47,6 @@ DATA_LAYOUTS = """expected layouts (paths as in the config; details in data/READ
 # Loader keys of data.train / data.val when a config leaves them out (the val batch:
 # detkit.engine.evaluate.val_batch_size).
 TRAIN_BATCH_SIZE, TRAIN_WORKERS, VAL_WORKERS = 16, default_of(build_dataloader, "num_workers"), 0
-
-
-# The dataset a config lacks: adopted in Python, a flag (--data PATH) for the tools.
-_DATA_ARGUMENT = Argument("data", python="adopt_dataset(cfg, PATH)", metavar="PATH")
 
 
 def build_dataset(cfg: Mapping[str, Any], split: str) -> Any:
@@ -73,7 +70,7 @@ def build_dataset(cfg: Mapping[str, Any], split: str) -> Any:
     if split not in data or "dataset" not in data[split]:
         raise ConfigError("config has no data.{split}.dataset; add data=dict({split}=dict(dataset=L(...)(...))) "
                           "or give {data} (a dataset with a {split} split)",
-                          values={"split": split, "data": _DATA_ARGUMENT})
+                          values={"split": split, "data": DATA_ARGUMENT})
     try:
         dataset = instantiate(data[split].dataset, f"data.{split}.dataset")
     except (OSError, DataError) as e:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from detkit.config import instantiate
 from detkit.data.transforms.compose import SwitchableTransform
 from detkit.engine import distributed as du
-from detkit.errors import ConfigError
+from detkit.errors import Argument, ConfigError
 
 __all__ = [
     "EpochMeter",
@@ -46,8 +46,9 @@ def resolve_device(device: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
-            f"device {device!r} requested but CUDA is not available (torch {torch.__version__}, "
-            f"built with CUDA {torch.version.cuda}); use --device cpu"
+            "device {device} requested but CUDA is not available (torch {torch}, built with CUDA {cuda}); use {cpu}",
+            values={"device": repr(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+                    "cpu": Argument("device", value="'cpu'", metavar="cpu")},  # device='cpu'; a tool's --device cpu
         )
     if not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"unknown device {device!r}; accepted: auto, cpu, cuda, cuda:N")

@@ -55,7 +55,7 @@ def test_the_old_dict_type_optimizer_is_refused_with_the_new_form(tmp_path):
                                           r"optimizer; name the class with a lazy call: "
                                           r"optimizer=L\(torch.optim.AdamW\)"
                                           r"\(lr=0.001, weight_decay=0.05, eps=1e-08, betas=\(0.9, 0.999\)\) "
-                                          r"\(see docs/changelog.md\) \(from --cfg-options train.optimizer=dict"):
+                                          r"\(see docs/changelog.md\) \(from the override train.optimizer=dict"):
         load_config(_sgd_config(tmp_path), ['train.optimizer=dict(type="adamw", lr=2e-3)'])
     path = tmp_path / "old.py"
     path.write_text("train = dict(optimizer=dict(type='sgd', lr=0.02, momentum=0.9))\n")
@@ -80,7 +80,7 @@ def test_optimizer_from_legacy_means_what_the_old_form_meant():
 @pytest.mark.parametrize("old,new", sorted(MOVED_TRAIN_KEYS.items()))
 def test_schedule_keys_left_in_train_are_refused_with_their_new_place(tmp_path, old, new):
     with pytest.raises(ConfigError, match=rf"train.{old}: this key moved to {new} \(see docs/changelog.md\) "
-                                          rf"\(from --cfg-options train.{old}=1\)"):
+                                          rf"\(from the override train.{old}=1\)"):
         load_config(_sgd_config(tmp_path), [f"train.{old}=1"])
 
 
