@@ -149,7 +149,7 @@ def test_built_pipeline_and_assigner_schedule_swap_refuse_the_pair():
         YOLOLossPipeline(assigner=MinPositives(ATSSAssigner()), cls_target="assigner")
     model = instantiate(load_config(TINY_V8, ["model.head.loss.cls_target=assigner"]).model)
     with pytest.raises(ConfigError, match="ATSSAssigner does not"):
-        model.head.assigner = ATSSAssigner()  # what train.assigner_schedule does at an epoch start
+        model.head.assigner = ATSSAssigner()  # what schedule.assigner_switches does at an epoch start
     assert isinstance(model.head.assigner, TaskAlignedAssigner)
     model.head.assigner = SimOTAAssigner()
     auto = instantiate(load_config(TINY_V8).model)
