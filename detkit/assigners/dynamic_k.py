@@ -24,7 +24,8 @@ The matching (:func:`dynamic_k_match`):
 The all-pairs table decides every step by itself (its floor is ``inf``), so the listed table gives the
 all-pairs result bit for bit: per-pair values are computed element by element with the same
 operations, per-GT steps rank by ``(value, prior)`` (:func:`~detkit.assigners.candidates.topk_rows` on a
-table's rows, whose pairs are in prior order), and per-prior reductions keep the lowest GT on ties (:class:`~detkit.assigners.candidates.PriorBest`).
+table's rows, whose pairs are in prior order), and per-prior reductions keep the lowest GT on ties
+(:class:`~detkit.assigners.candidates.PriorBest`).
 Memory: the tables come in chunks of whole GTs within the pair budget
 (:func:`~detkit.assigners.candidates.candidate_tables`); wide pairs are added to a chunk's listed rows.
 """
