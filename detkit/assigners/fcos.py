@@ -86,10 +86,9 @@ class FCOSAssigner:
         image, slot = gt_rows(gt.valid)  # (G,) each
         boxes = gt.boxes[image, slot]  # (G, 4)
         regions = None if p.grid is None else self.regions(p.grid, boxes)
-        flat_boxes = gt.boxes.flatten(0, 1)  # (B*M, 4)
         for table in candidate_tables(p, gt, regions, rows=(image, slot)):
             prior = table.prior
-            pair_boxes = flat_boxes.index_select(0, table.gt_index)  # (P, 4)
+            pair_boxes = gt.boxes[table.image, table.slot].index_select(0, table.row)  # (Gc, 4) -> (P, 4)
             pos = self._positives(p.centres[prior], strides[prior], lo[prior], hi[prior], pair_boxes)  # (P,)
             area = (pair_boxes[:, 2] - pair_boxes[:, 0]) * (pair_boxes[:, 3] - pair_boxes[:, 1])  # (P,)
             best.update(table.pred_index, torch.where(pos, area, torch.inf), table.owner)

@@ -187,9 +187,9 @@ class GridAssigner:
         boxes = gt.boxes[image, slot]  # (G, 4)
         regions = None if pred_boxes is not None or p.grid is None else overlap_regions(p.grid, boxes)
         queries = p.boxes if pred_boxes is None else pred_boxes.float().flatten(0, 1)  # (N, 4) or (B*N, 4)
-        flat_boxes = gt.boxes.flatten(0, 1)  # (B*M, 4)
         for table in candidate_tables(p, gt, regions, rows=(image, slot)):
             query = table.prior if pred_boxes is None else table.pred_index
-            iou = aligned_iou(flat_boxes.index_select(0, table.gt_index), queries.index_select(0, query))  # (P,)
+            pair_boxes = gt.boxes[table.image, table.slot].index_select(0, table.row)  # (Gc, 4) -> (P, 4)
+            iou = aligned_iou(pair_boxes, queries.index_select(0, query))  # (P,)
             best = best.scatter_reduce(0, table.pred_index, iou, "amax")
         return best.view(b, n)

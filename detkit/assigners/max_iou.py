@@ -97,7 +97,7 @@ class MaxIoUAssigner:
         boxes = gt.boxes[image, slot]  # (G, 4)
         regions = None if p.grid is None else overlap_regions(p.grid, boxes)
         for table in candidate_tables(p, gt, regions, rows=(image, slot)):
-            pair_boxes = gt.boxes.flatten(0, 1).index_select(0, table.gt_index)  # (P, 4)
+            pair_boxes = gt.boxes[table.image, table.slot].index_select(0, table.row)  # (Gc, 4) -> (P, 4)
             iou = aligned_iou(pair_boxes, p.boxes.index_select(0, table.prior))  # (P,)
             best.update(table.pred_index, iou, table.owner)
             if self.match_low_quality:
