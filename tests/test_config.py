@@ -125,7 +125,7 @@ def test_format_config_round_trip(tmp_path):
 def test_attribute_errors_list_keys():
     cfg = load_config(CFG / "base.py")
     with pytest.raises(AttributeError, match="'nope'.*keys"):
-        cfg.nope
+        _ = cfg.nope
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def test_instantiate_lets_a_constructor_bug_stay_a_bug():
 def test_a_missing_key_is_a_config_error_naming_the_file():
     cfg = load_config(CFG / "base.py")
     with pytest.raises(ConfigError, match=r"base\.py: config has no key 'nope'; keys: \['model', 'train'\]"):
-        cfg.nope
+        _ = cfg.nope
     assert getattr(cfg, "nope", 7) == 7 and not hasattr(cfg.model, "nope")
 
 

@@ -11,7 +11,8 @@ The loss weights are larger than YOLOv5's defaults (cls 0.5/80, box 0.05), which
 300-epoch schedules: with those, a few epochs barely move the classifier (measured: mAP 0.07).
 
     python tools/train.py configs/shapes_atss.py
-    python tools/train.py configs/shapes_atss.py --cfg-options 'model.head.loss.assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)'
+    python tools/train.py configs/shapes_atss.py \\
+        --cfg-options 'model.head.loss.assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)'
 """
 
 from detkit.anchors import YOLOAnchorGenerator

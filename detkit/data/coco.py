@@ -7,7 +7,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -79,7 +79,7 @@ def _positive_int(value: Any) -> int | None:
     return int(value)
 
 
-def _is_id(value: Any) -> bool:
+def _is_id(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

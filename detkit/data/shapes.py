@@ -82,8 +82,8 @@ def _polygon(cls: int, cx: float, cy: float, w: float, h: float, rng: np.random.
     if cls == 0:  # rectangle, slightly rotated
         pts = cv2.boxPoints(((cx, cy), (w, h), float(rng.uniform(-15, 15))))
     elif cls == 1:  # ellipse
-        pts = cv2.ellipse2Poly((int(cx), int(cy)), (max(1, int(w / 2)), max(1, int(h / 2))),
-                               int(rng.uniform(0, 180)), 0, 360, 8).astype(np.float64)
+        pts = np.asarray(cv2.ellipse2Poly((int(cx), int(cy)), (max(1, int(w / 2)), max(1, int(h / 2))),
+                                          int(rng.uniform(0, 180)), 0, 360, 8), dtype=np.float64)
     elif cls == 2:  # triangle, apex up or down
         s = 1 if rng.random() < 0.5 else -1
         pts = np.array([[cx, cy - s * h / 2], [cx - w / 2, cy + s * h / 2], [cx + w / 2, cy + s * h / 2]])

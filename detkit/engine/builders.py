@@ -179,7 +179,7 @@ class LossForward(nn.Module):
 
     def __init__(self, detector: nn.Module) -> None:
         super().__init__()
-        self.detector = detector
+        self.detector: Any = detector  # a Detector: loss(batch)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         return self.detector.loss(batch)

@@ -131,7 +131,7 @@ def get_rng_state() -> dict[str, Any]:
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     return {
         "python": [version, list(state), gauss],
-        "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "numpy": [np_name, np.asarray(np_keys).tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -282,7 +282,7 @@ def load_latest_checkpoint(work_dir: str | os.PathLike,
             logger.warning(f"{msg}; trying the previous checkpoint")
             problems.append(msg)
             continue
-        return path, ckpt
+        return path, dict(ckpt)
     if problems:
         raise CheckpointError(f"no readable checkpoint in {work_dir}:\n  " + "\n  ".join(problems))
     return None

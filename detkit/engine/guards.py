@@ -259,7 +259,7 @@ def guarded_optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.G
     """
     scaler.unscale_(optimizer)  # no-op when the scaler is disabled
     params = [p for _, p in named_parameters if p.grad is not None]
-    grads = [p.grad for p in params]
+    grads = [p.grad for p in params if p.grad is not None]  # all of them: params keeps those with one
     norm = get_total_norm(grads) if grads else torch.zeros(())
     stepped = bool(torch.isfinite(norm))
     bad: list[str] = []

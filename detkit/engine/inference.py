@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -67,12 +67,13 @@ def _predict_batch(model: nn.Module, batch: dict[str, Any], with_losses: bool
                    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
     """Detections per image (as ``model.predict``) and, with ``with_losses``, the head's ``loss_*``
     from the same raw maps (``{}`` otherwise)."""
+    detector: Any = model  # a Detector (predicts_with_losses): predict, head.predict, head.loss
     if not with_losses:
-        return model.predict(batch), {}
+        return detector.predict(batch), {}
     images = batch["images"]
-    raw = model(images)  # one forward for both
-    dets = undo_letterbox_batch(model.head.predict(raw, batch), batch, images.shape[-2:])
-    out = model.head.loss(raw, batch)
+    raw = detector(images)  # one forward for both
+    dets = undo_letterbox_batch(detector.head.predict(raw, batch), batch, images.shape[-2:])
+    out = detector.head.loss(raw, batch)
     return dets, {k: v.detach().float() for k, v in out.items() if k.startswith("loss_")}
 
 
@@ -87,7 +88,7 @@ def _predict(model: nn.Module, dataset: Dataset, device: torch.device, collate_f
     model.eval()
     with_losses = val_losses and predicts_with_losses(model)
     loader = build_dataloader(dataset, batch_size, num_workers=num_workers, shuffle=False,
-                              sampler=InferenceSampler(len(dataset)), persistent_workers=False,
+                              sampler=InferenceSampler(len(cast(Sized, dataset))), persistent_workers=False,
                               pin_memory=device.type == "cuda", collate_fn=collate_fn,
                               size_divisor=size_divisor, device=device)
     cat_ids = getattr(dataset, "cat_ids", None)
@@ -165,6 +166,7 @@ def evaluate_dataset(
     if evaluator is None:
         raise ValueError("evaluate_dataset: the main process needs an evaluator (other ranks may pass None)")
     metrics = evaluator.evaluate(results)
-    if getattr(results, "nonfinite_dropped", 0):  # the run is flagged: its model output NaN / inf
-        metrics["nonfinite_dropped"] = float(results.nonfinite_dropped)
+    dropped = getattr(results, "nonfinite_dropped", 0)
+    if dropped:  # the run is flagged: its model output NaN / inf
+        metrics["nonfinite_dropped"] = float(dropped)
     return {**metrics, **losses}, results

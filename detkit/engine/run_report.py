@@ -38,9 +38,9 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -117,8 +117,9 @@ def draw_val_images(work_dir: Path, model: nn.Module, val_set: Dataset, class_na
 
     from detkit.viz import draw_detections, image_grid, tensor_to_bgr
 
-    n = min(num_images, len(val_set))
-    indices = sorted({int(round(v)) for v in np.linspace(0, len(val_set) - 1, n)})
+    size = len(cast(Sized, val_set))
+    n = min(num_images, size)
+    indices = sorted({int(round(v)) for v in np.linspace(0, size - 1, n)})
     batch = _val_batch(val_set, indices, collate_fn, size_divisor, device)
     was_training = model.training
     model.eval()
@@ -127,7 +128,9 @@ def draw_val_images(work_dir: Path, model: nn.Module, val_set: Dataset, class_na
     inputs = {k: v for k, v in batch.items() if k not in ("scale_factors", "pads", "ori_sizes")}
     with torch.no_grad():  # boxes in network-input pixels: no letterbox undone
         # a detkit Detector keeps only what is drawn (cheaper NMS); another model's own threshold applies
-        dets = model.predict(inputs, score_thr=score_thr) if predicts_with_losses(model) else model.predict(inputs)
+        detector: Any = model  # has predict(batch, **settings)
+        dets = (detector.predict(inputs, score_thr=score_thr) if predicts_with_losses(model)
+                else detector.predict(inputs))
     model.train(was_training)
     labelled, predicted, names, drawn = [], [], [], 0
     for i in range(len(indices)):
@@ -272,7 +275,7 @@ def write_run_report(
             paths, count = draw_val_images(work_dir, model, val_set, names, device, collate_fn, size_divisor)
             if count == 0:
                 logger.info(f"run report: val_batch_pred.jpg shows no detections: none scored >= {DRAW_SCORE:g} "
-                            f"on those {min(NUM_IMAGES, len(val_set))} images")
+                            f"on those {min(NUM_IMAGES, len(cast(Sized, val_set)))} images")
             return paths
 
         report.item("val_batch_labels.jpg, val_batch_pred.jpg", drawn)

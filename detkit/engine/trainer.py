@@ -152,7 +152,8 @@ class Trainer:
         self.train_set = build_dataset(cfg, "train")
         self.loader = builders.build_train_loader(cfg, self.train_set, divisor=divisor, seed=settings.seed,
                                                   device=self.device)
-        self.batch_size = self.loader.batch_size
+        assert self.loader.batch_size is not None  # built with a batch size, not a batch sampler
+        self.batch_size: int = self.loader.batch_size
         self.iters_per_epoch = len(self.loader)
         plan = builders.build_step_plan(settings, batch_size=self.batch_size, world_size=self.world_size)
         self.accumulate, self.loss_multiplier = plan.accumulate, plan.loss_multiplier
@@ -163,11 +164,15 @@ class Trainer:
         self.ema = builders.build_ema(self.model, settings.ema)
         self.amp, self.scaler = builders.build_amp(settings.amp, self.device)
         maybe_compile(self.model, settings.compile)  # in place; the EMA copy above stays eager
-        self.forward = builders.wrap_for_training(self.model, self.device, self.world_size)
+        # the model, or its DDP wrapper (no_sync): either runs the loss as forward
+        self.forward: Any = builders.wrap_for_training(self.model, self.device, self.world_size)
         self.checkpoints = RunCheckpoints(self.work_dir, self.rank, keep_last=settings.checkpoint.keep_last)
         self.log = TrainingLog(self.work_dir, self.rank, self.runtime.logging, settings.epochs)
         # fail before training, not after the first epoch, when val data are missing
-        self.val_set, self.evaluator = build_val_data(cfg, main=self.rank == 0) if settings.eval_interval else (None, None)
+        self.val_set: Any = None
+        self.evaluator: Any = None  # a COCOEvaluator on rank 0
+        if settings.eval_interval:
+            self.val_set, self.evaluator = build_val_data(cfg, main=self.rank == 0)
         self.switches = EpochSwitches(self.schedule_settings.assigner_switches,
                                       self.schedule_settings.no_mosaic_last_epochs, settings.epochs)
         logger.info(f"{len(self.train_set)} training images, batch {self.batch_size} x {self.world_size} "

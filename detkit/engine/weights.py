@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -120,7 +121,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, prefer_ema: bool = T
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
         ckpt = ckpt["state_dict"]
     sd = {k.removeprefix("module."): v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
-    backbone = getattr(model, "backbone", None)
+    backbone: Any = getattr(model, "backbone", None)
     if any(k.startswith("layer1.") for k in sd) and hasattr(backbone, "load_torchvision"):
         if strict:
             raise CheckpointError("{path} holds backbone weights only (a torchvision ResNet state_dict), not a "

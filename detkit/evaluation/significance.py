@@ -110,7 +110,7 @@ def paired_t_interval(differences: Sequence[float], confidence: float = 0.95) ->
     return Interval(mean, mean - half, mean + half, int(d.size), "t over seeds", confidence)
 
 
-def bootstrap_interval(differences: Sequence[float], confidence: float = 0.95, resamples: int = 10000,
+def bootstrap_interval(differences: Sequence[float] | np.ndarray, confidence: float = 0.95, resamples: int = 10000,
                        seed: int = 0) -> Interval:
     """Percentile bootstrap interval of the mean of per-item differences (e.g. per image).
 

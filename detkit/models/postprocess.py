@@ -291,8 +291,8 @@ def undo_letterbox_batch(
         return dets
     b = len(dets)
     h, w = (int(v) for v in input_size)
-    scales = _rows(batch.get("scale_factors"), b, (1.0, 1.0))
-    pads = _rows(batch.get("pads"), b, (0.0, 0.0))
+    scales = _rows(batch.get("scale_factors"), b, (1.0, 1.0)) or []  # never None: a default is given
+    pads = _rows(batch.get("pads"), b, (0.0, 0.0)) or []
     sizes = _rows(batch.get("ori_sizes"), b, None)
     for i, det in enumerate(dets):
         size = sizes[i] if sizes is not None else (h / scales[i][1], w / scales[i][0])

@@ -172,6 +172,7 @@ def canonical(node: Any) -> Any:
         target = node.get("_target_")
         if target is None:
             return {str(k): canonical(v) for k, v in sorted(items.items(), key=lambda kv: str(kv[0]))}
+        params: Mapping[str, inspect.Parameter]
         try:
             params = inspect.signature(target).parameters
         except (TypeError, ValueError):
@@ -253,6 +254,7 @@ def train_run(row: AblationRow, seed: int, cfg, run_dir: Path, progress: bool, t
     from detkit.evaluation.errors import analyse_errors
     from detkit.evaluation.per_image import per_image_ap
 
+    assert evaluator is not None  # one process: the main one
     gt, names, ids = evaluator.gt.dataset, evaluator.class_names, evaluator.image_ids
     found = analyse_errors(gt, results, score_thr=0.0, class_names=names, image_ids=ids)
     record = RunRecord(label=row.label, seed=seed, metrics={k: float(v) for k, v in metrics.items() if "/" not in k},

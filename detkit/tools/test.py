@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     run = evaluate(cfg, model, device, val=val, batch_size=args.batch, progress=not args.no_progress)
     metrics, results, evaluator = run.metrics, run.results, run.evaluator
     if is_main_process():
+        assert evaluator is not None  # the main process evaluates
         print(evaluator.summary())
         print()
         print(evaluator.per_class_table())
@@ -116,10 +117,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if args.out:
             write_coco_results(results, args.out)
             print(f"\n{len(results)} detections written to {args.out}")
-        if args.pr_curve and evaluator.precision is None:
+        precision = evaluator.precision
+        if args.pr_curve and precision is None:
             print(f"warning: --pr-curve {args.pr_curve} not written: the model made no detections", file=sys.stderr)
-        elif args.pr_curve:
-            plot_pr_curves(evaluator.precision, args.pr_curve, evaluator.class_names)
+        elif args.pr_curve and precision is not None:
+            plot_pr_curves(precision, args.pr_curve, evaluator.class_names)
             print(f"precision-recall curves written to {args.pr_curve}")
         if args.analysis:
             write_analysis(evaluator, results, args.analysis, args.analysis_score_thr)

@@ -74,7 +74,8 @@ def test_args_json_holds_the_command_line_and_the_resolved_settings(shapes_run):
 @pytest.mark.slow
 def test_val_losses_are_the_heads_loss_on_the_val_batches(shapes_run):
     work, trainer = shapes_run
-    rows = list(csv.DictReader(open(work / "metrics.csv", encoding="utf-8")))
+    with open(work / "metrics.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
     val = {k: float(v) for k, v in rows[-1].items() if k.startswith("val/")}
     assert sorted(val) == ["val/loss", "val/loss_box", "val/loss_cls", "val/loss_obj"]
     assert val["val/loss"] == pytest.approx(val["val/loss_box"] + val["val/loss_cls"] + val["val/loss_obj"])

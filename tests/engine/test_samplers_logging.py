@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 
+import torch
+
 from detkit.engine.distributed import InferenceSampler, TrainSampler, all_gather_object, reduce_mean
 from detkit.engine.logging import MetricsWriter
 from detkit.engine.plots import plot_training
-
-import torch
 
 
 def test_train_sampler_reproducible_sharded_and_skippable():
@@ -50,7 +50,8 @@ def test_metrics_writer_jsonl_csv_history_and_plots(tmp_path):
     w.close()
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert recs[0] == {"kind": "train", "step": 5, "loss": 1.5, "lr": 0.01}
-    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["AP"] == "" and rows[1]["AP"] == "0.2"
     again = MetricsWriter(tmp_path)
     again.load_history()

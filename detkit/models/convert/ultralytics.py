@@ -100,10 +100,10 @@ def ultralytics_to_detkit_key(key: str) -> str:
     """
     match = _LAYER_RE.fullmatch(key)
     layer = int(match.group(1)) if match else -1
-    if layer in YOLOV8_LAYERS:
+    if match is not None and layer in YOLOV8_LAYERS:
         rest = re.sub(r"^m\.(\d+)\.cv(\d)\.", r"blocks.\1.conv\2.", match.group(2))
         return f"{YOLOV8_LAYERS[layer]}.{rest}"
-    if layer == YOLOV8_DETECT_LAYER:
+    if match is not None and layer == YOLOV8_DETECT_LAYER:
         head = re.fullmatch(r"(cv[23])\.(\d+)\.(\d+)\.(.+)", match.group(2))
         if head is not None:
             convs, preds = _HEAD_BRANCHES[head.group(1)]
@@ -161,7 +161,7 @@ def _check_layout(state_dict: Mapping[str, Tensor]) -> None:
     for key in state_dict:
         match = _LAYER_RE.fullmatch(key)
         kind, pattern = _LAYER_KIND.get(int(match.group(1)), (None, None)) if match else (None, None)
-        if pattern is not None and not pattern.fullmatch(match.group(2)):
+        if match is not None and pattern is not None and not pattern.fullmatch(match.group(2)):
             raise ConversionError(f"{key!r} is not part of YOLOv8's layer {match.group(1)} ({kind}): not a "
                                   "YOLOv8 model (YOLOv9 and custom yamls do not convert)")
     if any(re.match(rf"model\.{YOLOV8_DETECT_LAYER}\.cv3\.\d+\.0\.0\.", k) for k in state_dict):

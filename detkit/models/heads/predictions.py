@@ -76,7 +76,8 @@ class DensePredictions:
 
     def decode(self, box: Tensor | None = None) -> Tensor:
         """``Tensor[B, N, 4]`` xyxy boxes (fp32) of ``box`` (default: :attr:`box`)."""
-        return self.coder.decode(self.priors, self.box if box is None else box, self.strides).float()
+        boxes: Tensor = self.coder.decode(self.priors, self.box if box is None else box, self.strides)
+        return boxes.float()
 
     def scores(self) -> Tensor:
         """``Tensor[B, N, C]`` fp32 detection scores: ``sigmoid(cls) * sigmoid(obj)``, or

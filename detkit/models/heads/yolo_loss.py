@@ -147,6 +147,13 @@ class Positives:
         return self.box.shape[0]
 
 
+def _scores(pos: Positives) -> Tensor:
+    """``pos.score (P,)``, which the targets stage sets before any loss reads it."""
+    if pos.score is None:
+        raise RuntimeError("the positives have no classification targets yet (the targets stage sets them)")
+    return pos.score
+
+
 class YOLOLossPipeline(nn.Module):
     """Assign, sample, make targets and weigh the losses of a dense head (see the module docstring).
 
@@ -348,27 +355,33 @@ class YOLOLossPipeline(nn.Module):
         if score_target is None:
             raise ValueError(f"cls_target='assigner' needs an assigner that sets score_target "
                              f"(task-aligned, SimOTA, dynamic soft label); {type(self.assigner).__name__} does not")
-        return score_target[pos.batch_idx, pos.prior_idx].float()
+        target: Tensor = score_target[pos.batch_idx, pos.prior_idx].float()
+        return target
 
     def _box_normaliser(self, pos: Positives) -> tuple[Tensor | None, Tensor]:
         """Per-positive box-loss weight ``Tensor[P]`` (None for uniform) and the divisor."""
         if self.box_weight == "cls_target":
-            return pos.score, pos.score.sum().clamp(min=1.0)
+            score = _scores(pos)
+            return score, score.sum().clamp(min=1.0)
         return None, pos.box.new_tensor(float(max(pos.count, 1)))
 
     def _regression(self, loss: nn.Module, preds: DensePredictions, pos: Positives, weight: Tensor | None,
                     avg_factor: Tensor) -> Tensor:
         space = _input_space(loss)
+        out: Tensor
         if space == "boxes":
-            return loss(pos.pred_boxes, pos.gt_boxes, weight=weight, avg_factor=avg_factor, reduction_override="mean")
+            out = loss(pos.pred_boxes, pos.gt_boxes, weight=weight, avg_factor=avg_factor, reduction_override="mean")
+            return out
         with torch.no_grad():
             targets = preds.coder.encode(pos.priors, pos.gt_boxes, pos.strides).float()  # (P, 4)
         if space == "distribution":  # (P, 4 * reg_max) -> (P, 4, reg_max); the loss is the mean over sides
-            bins = pos.box.unflatten(-1, (4, -1))
+            bins = torch.unflatten(pos.box, -1, (4, -1))
             side_w = torch.full_like(targets, 0.25) if weight is None else (weight / 4)[:, None].expand_as(targets)
-            return loss(bins, targets, weight=side_w, avg_factor=avg_factor, reduction_override="mean")
+            out = loss(bins, targets, weight=side_w, avg_factor=avg_factor, reduction_override="mean")
+            return out
         w = None if weight is None else weight[:, None]
-        return loss(pos.box, targets, weight=w, avg_factor=avg_factor, reduction_override="mean")
+        out = loss(pos.box, targets, weight=w, avg_factor=avg_factor, reduction_override="mean")
+        return out
 
     def box_losses(self, preds: DensePredictions, pos: Positives) -> dict[str, Tensor]:
         """``loss_box`` (and ``loss_dfl``, ``loss_reg``) on the positives; 0 with grad when there are none."""
@@ -387,7 +400,9 @@ class YOLOLossPipeline(nn.Module):
         labels = pos.labels.clamp(min=0)
         if pos.count and int(labels.max()) >= num_classes:
             raise ValueError(f"GT label {int(labels.max())} is not a class of this head (C={num_classes})")
-        pos_target = F.one_hot(labels, num_classes).float() * pos.score[:, None]  # (P, C)
+        score = _scores(pos)
+        pos_target = F.one_hot(labels, num_classes).float() * score[:, None]  # (P, C)
+        loss: Tensor
         if preds.obj is not None:
             avg_factor = pos.box.new_tensor(float(max(pos.count, 1)))
             loss = self.loss_cls(pos.cls, pos_target, avg_factor=avg_factor, reduction_override="mean")
@@ -395,13 +410,15 @@ class YOLOLossPipeline(nn.Module):
         target = torch.zeros_like(preds.cls)  # (B, N, C): negatives learn 0 on every class
         target[pos.batch_idx, pos.prior_idx] = pos_target
         weight = (sample.pos_mask | sample.neg_mask).float()[..., None]  # (B, N, 1): ignored priors left out
-        avg_factor = pos.score.sum().clamp(min=1.0)
+        avg_factor = score.sum().clamp(min=1.0)
         loss = self.loss_cls(preds.cls, target, weight=weight, avg_factor=avg_factor, reduction_override="mean")
         return self.loss_weights["cls"] * loss
 
     def objectness_loss(self, preds: DensePredictions, pos: Positives, sample: SampleResult) -> Tensor:
         """``loss_obj``: BCE-style loss on sampled priors (see ``obj_normalize``)."""
         obj = preds.obj
+        if obj is None:
+            raise RuntimeError("objectness_loss on predictions without objectness")  # the pipeline checks first
         target = torch.zeros_like(obj)  # (B, N)
         if pos.count:
             if self.obj_target == "iou":
@@ -412,10 +429,10 @@ class YOLOLossPipeline(nn.Module):
         valid = (sample.pos_mask | sample.neg_mask).float()  # (B, N)
         if self.obj_normalize == "num_pos":
             avg_factor = obj.new_tensor(float(max(pos.count, 1)))
-            return self.loss_weights["obj"] * self.loss_obj(obj, target, weight=valid, avg_factor=avg_factor,
-                                                            reduction_override="mean")
+            loss: Tensor = self.loss_obj(obj, target, weight=valid, avg_factor=avg_factor, reduction_override="mean")
+            return self.loss_weights["obj"] * loss
         counts = list(preds.num_level_priors)
-        level_valid = torch.stack([v.sum() for v in valid.split(counts, dim=1)])  # (L,)
+        level_valid = torch.stack([v.sum() for v in torch.split(valid, counts, dim=1)])  # (L,)
         level_w = obj.new_tensor(self.obj_level_weights or [1.0] * len(counts))
         per_prior = (level_w / level_valid.clamp(min=1)).repeat_interleave(torch.tensor(counts, device=obj.device))
         loss = self.loss_obj(obj, target, weight=valid * per_prior[None, :], reduction_override="sum")
@@ -450,7 +467,7 @@ class YOLOLossPipeline(nn.Module):
         forced = getattr(assign_result, "forced_mask", None)
         if forced is not None:
             stats["stat_forced_pos"] = (forced & sample.pos_mask).sum().float()
-        per_level = sample.pos_mask.split(list(num_level_priors), dim=1)
+        per_level = torch.split(sample.pos_mask, list(num_level_priors), dim=1)
         for i, level in enumerate(per_level):
             stats[f"stat_pos_level{i}"] = level.sum().float() / max(gt_mask.shape[0], 1)
         return stats
