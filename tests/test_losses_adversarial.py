@@ -170,7 +170,8 @@ PIPELINES = {
 def test_loss_pipeline_is_finite_on_adversarial_batches(name, data, raw_scale, variant, crowd, seed):
     """Raw head outputs from 0 to 1e4 (an untrained or diverging head), GTs from the assigner
     strategy (0-300, extreme, padded with garbage, fp16); every loss and its gradient finite."""
-    priors, strides = data["priors"].float(), data["prior_strides"]  # the head's priors are fp32
+    grid, strides = data["grid"], data["prior_strides"]  # the head's PriorGrid, fp32 (the rules may need it)
+    priors = grid.boxes
     b, n = data["gt_boxes"].shape[0], priors.shape[0]
     g = seeded(seed)
     dtype = data["pred_scores"].dtype  # fp16 examples feed fp16 predictions (autocast)
@@ -180,7 +181,7 @@ def test_loss_pipeline_is_finite_on_adversarial_batches(name, data, raw_scale, v
         batch["ignore_boxes"] = data["gt_boxes"][:, :3].clone()
         batch["ignore_mask"] = ~data["gt_mask"][:, :3]
     pipeline = YOLOLossPipeline(**PIPELINES[variant](adversarial.ASSIGNERS[name]()))
-    out = pipeline(yolo_predictions(preds, priors, strides, data["num_level_priors"], YOLOCoder(scale_x_y=1.1)),
+    out = pipeline(yolo_predictions(preds, grid, strides, data["num_level_priors"], YOLOCoder(scale_x_y=1.1)),
                    batch)
     assert {"loss_cls", "loss_obj", "loss_box"} <= set(out)
     for key, value in out.items():
@@ -197,6 +198,6 @@ def test_loss_pipeline_treats_a_gt_with_infinite_coordinates_as_padding(name):
     batch = dict(gt_boxes=boxes, gt_labels=torch.tensor([[1, 2]]), gt_mask=torch.tensor([[True, True]]))
     preds = torch.zeros(1, priors.shape[0], 5 + adversarial.NUM_CLASSES, requires_grad=True)
     pipeline = YOLOLossPipeline(assigner=adversarial.ASSIGNERS[name]())
-    out = pipeline(yolo_predictions(preds, priors, strides, counts, YOLOCoder()), batch)
+    out = pipeline(yolo_predictions(preds, adversarial.ANCHORS, strides, counts, YOLOCoder()), batch)
     finite_loss_and_grad(sum(v for k, v in out.items() if k.startswith("loss_")), preds)
     assert out["stat_num_gt"] == 1 and out["stat_gt_no_pos"] == 0  # the infinite row is not a GT
