@@ -10,14 +10,14 @@ source, and each module is imported alone in a fresh interpreter.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.fixtures.tools import load_code_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_LAYER = ("detkit/config.py", "detkit/schema.py", "detkit/lazy.py", "detkit/config_checks.py")
@@ -29,13 +29,6 @@ BELOW_CONFIG = ("detkit.engine.settings", "detkit.data.settings", "detkit.assign
                 "detkit.lazy")
 
 
-def _load_code_metrics() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("code_metrics", ROOT / "benchmarks" / "code_metrics.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("code_metrics", module)  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def _is_module(name: str) -> bool:
@@ -114,7 +107,7 @@ def _reached(edges: dict[str, set[str]], start: str) -> dict[str, str | None]:
 
 
 def test_what_the_config_checks_import_never_reaches_the_config_loader():
-    cm = _load_code_metrics()
+    cm = load_code_metrics()
     edges = cm.import_graph(ROOT).edges()
     assert "detkit.config_checks" in edges["detkit.config"]
     assert {"detkit.engine.settings", "detkit.data.settings", "detkit.assigners.presets"} <= \

@@ -6,26 +6,15 @@ counts; an import under ``if TYPE_CHECKING:`` never runs and does not.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.fixtures.tools import load_code_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _load_code_metrics() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("code_metrics", ROOT / "benchmarks" / "code_metrics.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("code_metrics", module)  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-cm = _load_code_metrics()
+cm = load_code_metrics()
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
