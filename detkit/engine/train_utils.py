@@ -165,8 +165,8 @@ class EpochSwitches:
     """What changes when an epoch starts: ``schedule.assigner_switches``' entry for the epoch (a
     fresh assigner set on ``detector.head.assigner`` when the entry changes), the switchable
     transforms (Mosaic, MixUp: :func:`switch_transforms`) off for the last ``no_mosaic_last_epochs``
-    epochs, and the head's loss pipeline told the epoch (``set_epoch``: YOLOX's L1 loss runs only in
-    the last ``reg_last_epochs``)."""
+    epochs, and the head's loss pipeline and the head told the epoch (``set_epoch``: YOLOX's L1 loss runs
+    only in the last ``reg_last_epochs``; a dual-branch head's branch weights)."""
 
     def __init__(self, assigner_schedule: Sequence[tuple[int, Any]], no_mosaic_last_epochs: int, epochs: int) -> None:
         self.assigner_schedule = list(assigner_schedule)
@@ -182,9 +182,10 @@ class EpochSwitches:
             detector.head.assigner = build_assigner(self.assigner_schedule[idx][1])
             logger.info(f"epoch {epoch + 1}: assigner {type(detector.head.assigner).__name__}")
         self.assigner_entry = idx
-        set_epoch = getattr(getattr(detector.head, "loss_pipeline", None), "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(epoch, self.epochs)
+        for owner in (getattr(detector.head, "loss_pipeline", None), detector.head):  # the head: branch weights
+            set_epoch = getattr(owner, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch, self.epochs)
         n = self.no_mosaic_last_epochs
         if n > 0 and epoch >= self.epochs - n and not self.mix_off:
             count = switch_transforms(dataset, False)

@@ -17,7 +17,9 @@ YOLOv10's consistent dual assignment (``one2one=True``): a second set of branche
 layout runs on the (detached) same features and is trained beside the first by ``one2one_loss``,
 the same rule at ``topk=1``; each object then has one confident prediction, so inference from it
 needs no NMS (``branch="one2one"``, ``nms=False``, the defaults of such a head). The raw map then
-holds both: ``[one-to-many K | one-to-one K]``.
+holds both: ``[one-to-many K | one-to-one K]``. The total loss is ``w_o2m * L_o2m + w_o2o * L_o2o``,
+the weights from ``branch_weights`` (:mod:`detkit.models.heads.branch_weights`): 1 and 1 (YOLOv10),
+or YOLO26's progressive weights, which the trainer moves each epoch (:meth:`DecoupledHead.set_epoch`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from detkit.models.heads.branch_weights import BranchWeights, FixedWeights
 from detkit.models.heads.dense_head import DenseHead
 from detkit.models.layers import ConvBNAct, conv_unit, set_batchnorm
 
@@ -93,6 +96,10 @@ class DecoupledHead(DenseHead):
         one2one: add YOLOv10's one-to-one branches (see the module docstring).
         one2one_loss: their loss pipeline (YOLOv10: the one-to-many pipeline's rule at ``topk=1``);
             its outputs are returned as ``loss_o2o_*`` / ``stat_o2o_*``.
+        branch_weights: with ``one2one_loss``, the weights of the two branches' losses per epoch
+            (:class:`~detkit.models.heads.branch_weights.FixedWeights` 1 and 1 by default, YOLO26:
+            ``ProgressiveWeights(start=0.8, end=0.1)``); ``loss()`` returns each branch's losses times
+            its weight and the weights as ``stat_w_o2m`` / ``stat_w_o2o``.
         branch: the branch inference reads: ``"one2many"``, or ``"one2one"`` (default with
             ``one2one``).
         nms: run NMS at inference (default: not on the one-to-one branch).
@@ -123,6 +130,7 @@ class DecoupledHead(DenseHead):
         norm_momentum: float = 0.1,
         one2one: bool = False,
         one2one_loss: nn.Module | None = None,
+        branch_weights: BranchWeights | None = None,
         branch: str | None = None,
         score_thr: float = 0.001,
         nms_iou_thr: float = 0.65,
@@ -141,6 +149,10 @@ class DecoupledHead(DenseHead):
         self.branch = branch if branch is not None else self.branches[-1]
         self._check_branch(self.branch)
         self.one2one_pipeline = one2one_loss
+        if branch_weights is not None and one2one_loss is None:
+            raise ValueError("branch_weights weigh the one-to-many and one-to-one losses: set one2one_loss too")
+        self.branch_weights = branch_weights if branch_weights is not None else FixedWeights()
+        self.loss_weights_now = self.branch_weights(0, 1)  # (one-to-many, one-to-one) until set_epoch
         if self.num_base_priors != 1:
             raise ValueError(f"DecoupledHead uses one point prior per location (PointGenerator); "
                              f"{prior_generator!r} has {self.num_base_priors}")
@@ -282,12 +294,29 @@ class DecoupledHead(DenseHead):
         obj = x[..., r] if self.objectness else None
         return x[..., :r], x[..., r + int(self.objectness):], obj
 
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the trainer at each epoch start (0-based, of ``epochs``): the branch weights of the
+        epoch, and the one-to-one pipeline told the epoch (the one-to-many one is told by the trainer)."""
+        self.loss_weights_now = self.branch_weights(epoch, epochs)
+        set_epoch = getattr(self.one2one_pipeline, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch, epochs)
+
     def loss(self, raw: Sequence[Tensor], batch: Any) -> dict[str, Tensor]:
         """The one-to-many losses (``loss_*``, ``stat_*``), plus with ``one2one_loss`` the
-        one-to-one branches' as ``loss_o2o_*`` and a few ``stat_o2o_*`` (:data:`O2O_STATS`)."""
+        one-to-one branches' as ``loss_o2o_*`` and a few ``stat_o2o_*`` (:data:`O2O_STATS`); each
+        branch's ``loss_*`` times its weight (``branch_weights``: ``stat_w_o2m``, ``stat_w_o2o``), so
+        their sum is ``w_o2m * L_o2m + w_o2o * L_o2o``."""
         out = super().loss(raw, batch)
         if self.one2one_pipeline is not None:
             o2o = self.one2one_pipeline(self.flatten(raw, "one2one"), batch)
             out.update({k.replace("_", "_o2o_", 1): v for k, v in o2o.items()
                         if k.startswith("loss_") or k in O2O_STATS})
+            w_o2m, w_o2o = self.loss_weights_now
+            for key, value in out.items():
+                w = w_o2o if key.startswith("loss_o2o_") else w_o2m
+                if key.startswith("loss_") and w != 1.0:  # 1 and 1 (YOLOv10): the losses as they are
+                    out[key] = value * w
+            out["stat_w_o2m"] = out["loss_cls"].new_tensor(w_o2m)
+            out["stat_w_o2o"] = out["loss_cls"].new_tensor(w_o2o)
         return out
