@@ -1,0 +1,368 @@
+"""detkit's YOLOv8 / YOLO11 / YOLO26 losses and gradients against Ultralytics' own loss code.
+
+    .venv-bench/bin/python benchmarks/parity_losses_ultralytics.py [--models yolov8s yolo11n ...]   (or `make parity`)
+
+For each model: a randomly initialised Ultralytics ``DetectionModel`` from its yaml (here 5 classes)
+gets random BatchNorm statistics and affine parameters, random prediction biases (scores spread
+over 0..1 rather than the init's 1e-4; the one-to-one copies of YOLO26's branches drawn apart
+from the one-to-many ones) and is converted to detkit through ``detkit.models.convert.ultralytics``;
+detkit's model is built from its config (``configs/yolov8s_tal.py``, ``configs/yolo11{n,s}_tal.py``,
+``configs/yolo26{n,s}.py``) and loads the converted weights with ``strict=True``. Both run in
+training mode (batch-statistics BatchNorm) on the same batch: 4 images of 384 x 512 (H x W: not
+square, so a width / height mix-up shows) of uniform noise, one letterboxed with grey bands (a
+padded image), one without any GT; GTs from 2 px to the whole image, 5 classes, as Ultralytics'
+dataloader hands them (``batch_idx``, ``cls``, normalised ``xywh``), and to detkit as the padded
+``(B, M, 4)`` pixel ``xyxy`` tensor that Ultralytics' own ``v8DetectionLoss.preprocess`` makes
+of them (so both sides train on bit-identical boxes).
+
+Loss terms. Ultralytics returns ``loss * batch_size`` with ``loss = [box * CIoU, cls * BCE,
+dfl * DFL (L1 when reg_max=1)]`` (gains 7.5, 0.5, 1.5 from ``cfg/default.yaml``); detkit's
+pipeline returns the same terms with the same gains as ``loss_box``, ``loss_cls``, ``loss_dfl``
+(``loss_l1`` or as helper B names the DFL-free term) as a mean over the batch: the trainer
+multiplies by the batch size itself when the config says ``train.loss_scale="batch"`` (every
+YOLO config does). So detkit's term x B is compared with Ultralytics' term. For YOLO26
+(``E2ELoss``) each branch's terms are compared (Ultralytics' ``one2many.loss`` / ``one2one.loss``,
+detkit's ``loss_*`` / ``loss_o2o_*``) and the weighted total ``w * L_o2m + (1 - w) * L_o2o`` at a
+first and a later epoch (Ultralytics: ``criterion.update()`` called once per finished epoch;
+detkit: the head's ``set_epoch(epoch, epochs)``).
+
+Gradients: the total of each side (Ultralytics' ``loss.sum()``, as its trainer backpropagates;
+detkit's ``sum(loss_*) x B``) is backpropagated and every parameter's gradient compared through
+the converter's key map. The measure per parameter is ``||g_detkit - g_ultra|| / ||g_ultra||``
+(Frobenius norms over the tensor; a parameter whose Ultralytics gradient is exactly 0 must have a
+0 gradient in detkit); the worst over all parameters is printed with its name, and the worst
+elementwise ``|diff| / max(|g_ultra|, 1e-3 * max|g_ultra|)`` (a floor of 1e-3 of the tensor's
+largest entry) beside it. Pass: every loss term and every parameter within 1e-4 relative.
+
+ultralytics is installed only in the benchmark venv (``make bench-setup``); exit status 2 without
+it, 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("YOLO_VERBOSE", "False")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without install
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the helpers beside this file
+
+import torch  # noqa: E402
+from parity_yolov8_arch import randomise_batchnorm  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from detkit.config import instantiate, load_config  # noqa: E402
+
+NUM_CLASSES = 5
+HEIGHT, WIDTH = 384, 512
+BATCH = 4
+REL_TOL = 1e-4
+ELEMENT_FLOOR = 1e-3  # elementwise measure: |diff| / max(|g|, 1e-3 * max|g|)
+QUANTUM = 64.0  # GT corners are multiples of 1/64 px
+EPOCHS = 10  # Ultralytics' hyp.epochs for the progressive weights; the later epoch checked is LATER_EPOCH
+LATER_EPOCH = 6
+FAMILIES = {"yolov8": "configs/yolov8{scale}_tal.py", "yolo11": "configs/yolo11{scale}_tal.py",
+            "yolo26": "configs/yolo26{scale}.py"}
+
+
+@dataclass
+class Result:
+    """One model's comparison: printed rows and whether every check passed."""
+
+    rows: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ok: bool = True
+
+
+# ------------------------------------------------------------------------------------------------
+# models
+# ------------------------------------------------------------------------------------------------
+
+
+def random_ultralytics_model(name: str, seed: int) -> nn.Module:
+    """``{name}.yaml`` (e.g. ``yolov8s``) with ``NUM_CLASSES`` classes, random BN statistics and
+    affine parameters, random prediction biases (box and class, every branch drawn on its own)."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(seed)
+    model = DetectionModel(f"{name}.yaml", nc=NUM_CLASSES, verbose=False)
+    randomise_batchnorm(model, seed + 1)
+    g = torch.Generator().manual_seed(seed + 2)
+    detect = model.model[-1]
+    with torch.no_grad():
+        branches = [*detect.cv2, *detect.cv3]
+        box_branches = [*detect.cv2]
+        if getattr(detect, "one2one_cv2", None) is not None:
+            branches += [*detect.one2one_cv2, *detect.one2one_cv3]
+            box_branches += [*detect.one2one_cv2]
+            for copy_, source in zip(detect.one2one_cv2.parameters(), detect.cv2.parameters()):  # deep copies at init
+                copy_.add_(torch.randn(copy_.shape, generator=g) * 0.02 * (source.std() if source.numel() > 1 else 1))
+            for copy_, source in zip(detect.one2one_cv3.parameters(), detect.cv3.parameters()):
+                copy_.add_(torch.randn(copy_.shape, generator=g) * 0.02 * (source.std() if source.numel() > 1 else 1))
+        for branch in branches:
+            pred = branch[-1]
+            pred.bias.copy_(torch.randn(pred.bias.shape, generator=g) - (0.0 if branch in box_branches else 3.0))
+    model.names = {i: f"class_{i}" for i in range(NUM_CLASSES)}
+    model.args = get_cfg(overrides={"epochs": EPOCHS})  # the trainer's arguments: gains box 7.5, cls 0.5, dfl 1.5
+    return model
+
+
+def convert(model: nn.Module, family: str) -> dict[str, Tensor]:
+    """The Ultralytics model's ``state_dict`` through detkit's converter (as ``tools/convert_weights.py`` does)."""
+    from detkit.models.convert import ultralytics as conv
+
+    state = model.state_dict()
+    if family == "yolov8":
+        return conv.convert_yolov8(state, model.names).state_dict
+    for name in ("convert_ultralytics", "convert", f"convert_{family}"):  # helper D's entry point for YOLO11 / 26
+        fn = getattr(conv, name, None)
+        if fn is not None:
+            return fn(state, model.names).state_dict
+    raise ImportError(f"detkit.models.convert.ultralytics has no converter for {family} yet", name="detkit")
+
+
+def detkit_model(family: str, scale: str, state: dict[str, Tensor]) -> nn.Module:
+    config = ROOT / FAMILIES[family].format(scale=scale)
+    if not config.exists():
+        raise ImportError(f"{config.relative_to(ROOT)} does not exist yet", name="detkit")
+    model = instantiate(load_config(config, [f"model.head.num_classes={NUM_CLASSES}"]).model)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def key_map(ultra: nn.Module, ours: nn.Module) -> dict[str, str]:
+    """detkit parameter name -> Ultralytics parameter name, matched by value: after conversion each
+    detkit parameter is bit-identical to exactly one Ultralytics parameter (the random weights make
+    the match unique; an ambiguous or missing match raises)."""
+    index: dict[tuple, list[str]] = {}
+    for name, p in ultra.named_parameters():
+        index.setdefault((tuple(p.shape), p.detach().numpy().tobytes()), []).append(name)
+    out = {}
+    for name, p in ours.named_parameters():
+        found = index.get((tuple(p.shape), p.detach().numpy().tobytes()), [])
+        if len(found) != 1:
+            raise RuntimeError(f"detkit parameter {name} matches {len(found)} Ultralytics parameters")
+        out[name] = found[0]
+    trained = sum(1 for p in ultra.parameters() if p.requires_grad)  # less the fixed DFL projection
+    if len(set(out.values())) != len(out) or len(out) != trained:
+        raise RuntimeError(f"the parameter match is not one to one ({len(out)} detkit, {trained} Ultralytics)")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# batch
+# ------------------------------------------------------------------------------------------------
+
+
+def make_batch(seed: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """Images ``(B, 3, H, W)`` and Ultralytics' training batch (``batch_idx``, ``cls``, normalised ``bboxes``)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(BATCH, 3, HEIGHT, WIDTH, generator=g)
+    pad = 64  # image 3 letterboxed: grey bands of 64 px top and bottom, GTs inside the content
+    images[3, :, :pad] = 114 / 255
+    images[3, :, HEIGHT - pad:] = 114 / 255
+    rows = []  # (image, class, x1, y1, x2, y2) in pixels
+
+    def add(image: int, cls: int, x1: float, y1: float, x2: float, y2: float) -> None:
+        rows.append([image, cls, x1, y1, x2, y2])
+
+    # image 0: tiny to huge, every class
+    add(0, 0, 100, 100, 102, 102)  # 2 px
+    add(0, 1, 30.5, 200.25, 36.75, 205)  # 6 x 5 px
+    add(0, 2, 250, 40, 270, 72)  # under the 32 px enlargement side
+    add(0, 3, 300, 150, 420, 330)
+    add(0, 4, 0, 0, WIDTH, HEIGHT)  # the whole image
+    add(0, 1, 280, 140, 440, 340)  # overlapping the fourth
+    for _ in range(10):  # random ones, log-uniform sides 3..300 px
+        side = torch.exp(torch.empty(2).uniform_(1.1, 5.7, generator=g))
+        centre = torch.rand(2, generator=g) * torch.tensor([WIDTH, HEIGHT])
+        lo = (centre - side / 2).clamp(min=0)
+        hi = torch.minimum(centre + side / 2, torch.tensor([WIDTH, HEIGHT]))
+        add(0, int(torch.randint(NUM_CLASSES, (1,), generator=g)), *lo.tolist(), *hi.tolist())
+    # image 1: three GTs
+    add(1, 2, 10, 10, 120, 90)
+    add(1, 0, 400, 300, 500, 380)
+    add(1, 4, 200, 150, 216, 166)
+    # image 2: no GT
+    # image 3: letterboxed, GTs inside the content rows 64..320
+    add(3, 3, 50, pad, 300, HEIGHT - pad)
+    add(3, 1, 320, 100, 330, 112)
+    t = torch.tensor(rows, dtype=torch.float64)
+    t[:, 2:] = torch.round(t[:, 2:] * QUANTUM) / QUANTUM
+    scale = torch.tensor([WIDTH, HEIGHT, WIDTH, HEIGHT], dtype=torch.float64)
+    xyxy = t[:, 2:] / scale
+    xywh = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1)
+    batch = {"batch_idx": t[:, 0].float(), "cls": t[:, 1:2].float(), "bboxes": xywh.float()}
+    return images, batch
+
+
+def detkit_batch(images: Tensor, batch: dict[str, Tensor], criterion: object) -> dict[str, Tensor]:
+    """detkit's batch from Ultralytics' one: GTs as ``v8DetectionLoss.preprocess`` pads and scales them."""
+    targets = torch.cat((batch["batch_idx"].view(-1, 1), batch["cls"].view(-1, 1), batch["bboxes"]), 1)
+    imgsz = torch.tensor([HEIGHT, WIDTH], dtype=torch.float32)
+    padded = criterion.preprocess(targets, BATCH, scale_tensor=imgsz[[1, 0, 1, 0]])  # (B, M, 5) cls, xyxy
+    boxes = padded[..., 1:5]
+    mask = boxes.sum(-1) > 0  # Ultralytics' padding rule
+    return {"images": images, "gt_boxes": boxes, "gt_labels": padded[..., 0].long(), "gt_mask": mask,
+            "img_shape": torch.tensor([[HEIGHT, WIDTH]] * BATCH)}
+
+
+# ------------------------------------------------------------------------------------------------
+# comparison
+# ------------------------------------------------------------------------------------------------
+
+
+def relative(a: float, b: float) -> float:
+    """``|a - b| / max(|b|, 1e-12)``."""
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def gradient_differences(ultra: nn.Module, ours: nn.Module, names: dict[str, str]) -> tuple[float, str, float, str]:
+    """Worst per-parameter norm-relative difference (and its parameter) and worst floored elementwise one."""
+    uparams = dict(ultra.named_parameters())
+    worst_norm, worst_norm_name, worst_elem, worst_elem_name = 0.0, "", 0.0, ""
+    for name, p in ours.named_parameters():
+        ref = uparams[names[name]].grad
+        got = p.grad
+        ref = torch.zeros_like(p) if ref is None else ref
+        got = torch.zeros_like(p) if got is None else got
+        diff = (got - ref).double()
+        ref_norm = float(ref.double().norm())
+        norm_rel = float(diff.norm()) / ref_norm if ref_norm > 0 else (0.0 if float(diff.norm()) == 0 else float("inf"))
+        floor = ELEMENT_FLOOR * float(ref.abs().max())
+        elem = float((diff.abs() / ref.double().abs().clamp(min=floor)).max()) if floor > 0 else (
+            0.0 if float(diff.abs().max()) == 0 else float("inf"))
+        if norm_rel > worst_norm:
+            worst_norm, worst_norm_name = norm_rel, name
+        if elem > worst_elem:
+            worst_elem, worst_elem_name = elem, name
+    return worst_norm, worst_norm_name, worst_elem, worst_elem_name
+
+
+def detkit_terms(losses: dict[str, Tensor], prefix: str) -> dict[str, float]:
+    """``{"box", "cls", "dfl"}`` -> detkit's term x B (``prefix`` ``loss_`` or ``loss_o2o_``); the DFL slot
+    is ``loss_dfl`` or, DFL-free, the L1 term (whatever name the pipeline gives it)."""
+    out = {}
+    for key, value in losses.items():
+        if not key.startswith(prefix) or key[len(prefix):].count("_"):
+            continue
+        term = key[len(prefix):]
+        out["dfl" if term not in ("box", "cls") else term] = float(value.detach()) * BATCH
+    return out
+
+
+def ultra_terms(loss: Tensor) -> dict[str, float]:
+    return dict(zip(("box", "cls", "dfl"), (float(v) for v in loss.detach())))
+
+
+def run_case(name: str, seed: int, epochs_checked: list[int]) -> Result:
+    family, scale = name[:-1], name[-1]
+    res = Result()
+    start = time.perf_counter()
+    ultra = random_ultralytics_model(name, seed)
+    state = convert(ultra, family)
+    images, ubatch = make_batch(seed)
+    e2e = family == "yolo26"
+    for epoch in epochs_checked:
+        torch.manual_seed(seed)
+        ultra_m = random_ultralytics_model(name, seed) if epoch != epochs_checked[0] else ultra
+        ours = detkit_model(family, scale, state)
+        names = key_map(ultra_m, ours)
+        ultra_m.train()
+        ours.train()
+        criterion = ultra_m.init_criterion()
+        one2many = criterion.one2many if e2e else criterion
+        dbatch = detkit_batch(images, ubatch, one2many)
+        if e2e:
+            for _ in range(epoch):  # Ultralytics: one update per finished epoch
+                criterion.update()
+            ours.head.set_epoch(epoch, EPOCHS)
+        # Ultralytics
+        preds = ultra_m(images)
+        if e2e:
+            parsed = one2many.parse_output(preds)
+            o2m = one2many.loss(parsed["one2many"], ubatch)[0]
+            o2o = criterion.one2one.loss(parsed["one2one"], ubatch)[0]
+            total_u = o2m * criterion.o2m + o2o * criterion.o2o
+            weights_u = (criterion.o2m, criterion.o2o)
+            branches_u = {"o2m": ultra_terms(o2m), "o2o": ultra_terms(o2o)}
+        else:
+            total_u = one2many.loss(one2many.parse_output(preds), ubatch)[0]
+            branches_u = {"o2m": ultra_terms(total_u)}
+        total_u.sum().backward()
+        # detkit
+        losses = ours.loss(dbatch)
+        total_d = sum(v for k, v in losses.items() if k.startswith("loss_")) * BATCH  # train.loss_scale="batch"
+        total_d.backward()
+        branches_d = {"o2m": detkit_terms(losses, "loss_")}
+        if e2e:
+            branches_d["o2o"] = detkit_terms(losses, "loss_o2o_")
+        label = f"{name}" + (f" epoch {epoch}" if e2e else "")
+        for branch, terms in branches_u.items():
+            for term, ref in terms.items():
+                got = branches_d[branch].get(term, float("nan"))
+                rel = relative(got, ref)
+                passed = rel <= REL_TOL
+                res.ok &= passed
+                res.rows.append(f"| {label} | {branch} {term} | {ref:.6f} | {got:.6f} | {rel:.1e} | "
+                                f"{'ok' if passed else 'FAIL'} |")
+        total_ref, total_got = float(total_u.sum().detach()), float(total_d.detach())
+        rel = relative(total_got, total_ref)
+        res.ok &= rel <= REL_TOL
+        weight_text = f" (o2m weight {weights_u[0]:.4f}, o2o {weights_u[1]:.4f})" if e2e else ""
+        res.rows.append(f"| {label} | total{weight_text} | {total_ref:.6f} | {total_got:.6f} | "
+                        f"{rel:.1e} | {'ok' if rel <= REL_TOL else 'FAIL'} |")
+        norm_rel, norm_name, elem, elem_name = gradient_differences(ultra_m, ours, names)
+        passed = norm_rel <= REL_TOL
+        res.ok &= passed
+        res.rows.append(f"| {label} | gradients of {len(names)} parameters, worst norm-relative: {norm_name} "
+                        f"({names[norm_name] if norm_name else '-'}) | | | {norm_rel:.1e} | "
+                        f"{'ok' if passed else 'FAIL'} |")
+        res.notes.append(f"{label}: worst floored elementwise gradient difference {elem:.1e} ({elem_name})")
+    res.notes.append(f"{name}: {time.perf_counter() - start:.1f} s")
+    return res
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["yolov8s", "yolo11n", "yolo11s", "yolo26n", "yolo26s"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    try:
+        import ultralytics
+    except ImportError:
+        print("ultralytics is not installed: run `make bench-setup` and use .venv-bench/bin/python")
+        return 2
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    print(f"## Loss and gradient parity with Ultralytics {ultralytics.__version__} (torch {torch.__version__}): "
+          f"{BATCH} images {HEIGHT}x{WIDTH}, {NUM_CLASSES} classes, training mode, tolerance {REL_TOL:g} relative\n")
+    print("| model | term | Ultralytics | detkit (x B) | relative difference | |")
+    print("|---|---|---:|---:|---:|---|")
+    ok = True
+    notes = []
+    for name in args.models:
+        epochs = [0, LATER_EPOCH] if name.startswith("yolo26") else [0]
+        try:
+            res = run_case(name, args.seed, epochs)
+        except ImportError as e:
+            print(f"| {name} | not available: {e} | | | | skipped |")
+            continue
+        for row in res.rows:
+            print(row, flush=True)
+        notes += res.notes
+        ok &= res.ok
+    print()
+    for note in notes:
+        print(note)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
