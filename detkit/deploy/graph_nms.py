@@ -7,7 +7,7 @@ ONNX exporter traces it, :class:`NonMaxSuppression` is written as the standard O
 ``> score_threshold``, suppress IoU ``> iou_threshold``), so an eager call and the exported graph
 select the same boxes.
 
-Steps (shapes for ``B`` images, ``N`` priors, ``C`` classes, ``D = min(max_per_img, N*C)``):
+Steps (shapes for ``B`` images, ``N`` priors, ``C`` classes, ``D = min(max_per_img, N*C)``, ``N`` without NMS):
 
 1. best-class mode zeroes every score but each prior's best; ``nms_pre`` zeroes scores below the
    ``nms_pre``-th best of the image (ties at the cut may keep a few more than torch's top-k);
@@ -87,7 +87,9 @@ def padded_nms(
         max_per_img: detections kept per image.
         multi_label: a prior may give one detection per class above ``score_thr`` (else its best class only).
         nms: False: step 2 is skipped and the graph has no NonMaxSuppression op; every pair above
-            ``score_thr`` competes (settings as in :func:`detkit.models.postprocess.postprocess_decoded_single`).
+            ``score_thr`` competes and ``D = min(max_per_img, N)`` (the selection of
+            :func:`detkit.models.postprocess.select_top_pairs`; ONNX ``TopK`` orders equal scores by
+            index, i.e. by prior then class, as it does).
 
     Returns:
         ``num_dets Tensor[B]`` int64, ``det_boxes Tensor[B, D, 4]``, ``det_scores Tensor[B, D]``,
@@ -113,7 +115,7 @@ def padded_nms(
         kept = torch.zeros_like(flat_scores).scatter(0, flat_index, flat_scores.index_select(0, flat_index))
     else:
         kept = torch.where(flat_scores > score_thr, flat_scores, torch.zeros_like(flat_scores))
-    d = min(max_per_img, n * c)
+    d = min(max_per_img, n * c if nms else n)  # NMS-free: Ultralytics' k = min(max_det, N)
     det_scores, top = kept.reshape(-1, n * c).topk(d, dim=1)  # (B*N*C,) -> (B, N*C) -> (B, D)
     valid = det_scores > 0
     det_labels = torch.where(valid, top % c, torch.full_like(top, -1))

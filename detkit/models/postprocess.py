@@ -17,8 +17,16 @@ The stages, in the order chosen for speed on CPU (a 640 image has 25,200 priors 
 2. :func:`select_candidates`: the (prior, class) pairs above ``score_thr`` (all of them with
    ``multi_label``, the best class otherwise), at most ``nms_pre`` of them;
 3. (raw path only) decode boxes of the kept pairs;
-4. :func:`nms_detections`: ``torchvision.ops.batched_nms`` per class, then the ``max_per_img`` best
-   (with ``nms=False``, for heads trained one-to-one such as YOLOv10's, only the ``max_per_img`` best).
+4. :func:`nms_detections`: ``torchvision.ops.batched_nms`` per class, then the ``max_per_img`` best.
+
+With ``nms=False`` (heads trained one-to-one: YOLOv10's, YOLO26's) stages 2 and 4 are one:
+:func:`select_top_pairs` keeps the ``min(max_per_img, nms_pre, N)`` best (prior, class) pairs above
+``score_thr`` (N priors), several classes of a prior included (best class only without
+``multi_label``). This is Ultralytics' end-to-end selection (``Detect.postprocess``: with
+``k = min(max_det, N)``, the ``k`` priors of highest best score, then the ``k`` best of their (prior,
+class) pairs; its validator and predictor then drop scores at or below ``conf``): a pair outside
+those priors has at least ``k`` better pairs, so both rules keep the same pairs. Exactly tied scores are ordered by prior index, then class index
+(Ultralytics' ``torch.topk`` leaves their order unspecified).
 
 No Python loop runs over boxes; the loop over images in a batch is the only one.
 """
@@ -46,6 +54,7 @@ __all__ = [
     "postprocess_setting_problem",
     "postprocess_single",
     "select_candidates",
+    "select_top_pairs",
     "undo_letterbox",
     "undo_letterbox_batch",
 ]
@@ -116,6 +125,40 @@ def select_candidates(
     return rows, labels, flat
 
 
+def select_top_pairs(scores: Tensor, score_thr: float, multi_label: bool, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``k`` best (row, class) pairs above ``score_thr``, sorted: the NMS-free detections of a
+    one-to-one head (see the module docstring for its equality with Ultralytics' end-to-end rule).
+
+    Only rows whose best score reaches the ``k``-th highest row best can hold one of the ``k`` best
+    pairs (any other pair has ``k`` better ones), so only those rows' pairs are ranked.
+
+    Args:
+        scores: ``Tensor[K, C]`` class scores of K boxes.
+        score_thr: keep pairs with ``score > score_thr``.
+        multi_label: every class of a row may be a detection; else only the row's best class
+            (the lowest class index among equal best scores).
+        k: detections kept (the entry points pass ``min(max_per_img, nms_pre, N)`` for N priors).
+
+    Returns:
+        ``rows Tensor[M]`` (long, into K), ``labels Tensor[M]`` (long), ``scores Tensor[M]``,
+        ``M <= k``, by decreasing score; equal scores by increasing row, then class.
+    """
+    best, best_labels = scores.max(dim=1)  # (K,): each row's best score and class
+    if best.numel() > k:
+        kth = best.topk(k).values[-1]
+        pool = torch.nonzero(best >= kth).squeeze(1)  # increasing row; rows tied at the cut kept
+    else:
+        pool = torch.arange(best.numel(), device=scores.device)
+    if multi_label:
+        sub, labels = torch.nonzero(scores[pool] > score_thr, as_tuple=True)  # (row, class) order
+        flat = scores[pool[sub], labels]
+    else:
+        sub = torch.nonzero(best[pool] > score_thr).squeeze(1)
+        labels, flat = best_labels[pool[sub]], best[pool[sub]]
+    order = torch.sort(flat, descending=True, stable=True).indices[:k]
+    return pool[sub[order]], labels[order], flat[order]
+
+
 def nms_detections(
     boxes: Tensor, scores: Tensor, labels: Tensor, nms_iou_thr: float, max_per_img: int, nms: bool = True
 ) -> dict[str, Tensor]:
@@ -124,7 +167,7 @@ def nms_detections(
     Args:
         boxes: ``Tensor[M, 4]`` xyxy; scores: ``Tensor[M]``; labels: ``Tensor[M]``.
         nms: False skips NMS (a one-to-one head predicts each object once) and keeps the
-            ``max_per_img`` best.
+            ``max_per_img`` best (the entry points use :func:`select_top_pairs` instead).
 
     Returns:
         ``dict(boxes (K, 4) fp32, scores (K,), labels (K,) long)`` sorted by decreasing score.
@@ -174,9 +217,15 @@ def postprocess_single(
     else:
         cand = torch.arange(cls.shape[0], device=cls.device)
     scores = class_scores(cls[cand], None if obj is None else obj[cand])
-    rows, labels, flat_scores = select_candidates(scores, score_thr, multi_label, nms_pre)
+    if nms:
+        rows, labels, flat_scores = select_candidates(scores, score_thr, multi_label, nms_pre)
+    else:
+        rows, labels, flat_scores = select_top_pairs(scores, score_thr, multi_label,
+                                                     min(max_per_img, nms_pre, cls.shape[0]))
     idx = cand[rows]
     boxes = coder.decode(priors[idx], box[idx].float(), strides[idx])
+    if not nms:
+        return {"boxes": boxes.float(), "scores": flat_scores, "labels": labels.long()}
     return nms_detections(boxes, flat_scores, labels, nms_iou_thr, max_per_img, nms)
 
 
@@ -234,6 +283,10 @@ def postprocess_decoded_single(
     if boxes.shape[:-1] != scores.shape[:-1] or boxes.shape[-1] != 4:
         raise ValueError(f"boxes (N, 4) and scores (N, C) must agree, got {tuple(boxes.shape)}, "
                          f"{tuple(scores.shape)}")
+    if not nms:
+        k = min(max_per_img, nms_pre, scores.shape[0])
+        rows, labels, flat_scores = select_top_pairs(scores.float(), score_thr, multi_label, k)
+        return {"boxes": boxes[rows].float(), "scores": flat_scores, "labels": labels.long()}
     rows, labels, flat_scores = select_candidates(scores.float(), score_thr, multi_label, nms_pre)
     return nms_detections(boxes[rows], flat_scores, labels, nms_iou_thr, max_per_img, nms)
 
