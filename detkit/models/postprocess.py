@@ -25,8 +25,8 @@ With ``nms=False`` (heads trained one-to-one: YOLOv10's, YOLO26's) stages 2 and 
 ``multi_label``). This is Ultralytics' end-to-end selection (``Detect.postprocess``: with
 ``k = min(max_det, N)``, the ``k`` priors of highest best score, then the ``k`` best of their (prior,
 class) pairs; its validator and predictor then drop scores at or below ``conf``): a pair outside
-those priors has at least ``k`` better pairs, so both rules keep the same pairs. Exactly tied scores are ordered by prior index, then class index
-(Ultralytics' ``torch.topk`` leaves their order unspecified).
+those priors has at least ``k`` better pairs, so both rules keep the same pairs. Exactly tied scores
+are ordered by prior index, then class index (Ultralytics' ``torch.topk`` leaves their order unspecified).
 
 No Python loop runs over boxes; the loop over images in a batch is the only one.
 """
