@@ -40,14 +40,16 @@ DIFF_METRICS = ("AP", "AP50", "APs")  # the differences shown in the markdown ta
 @dataclass(frozen=True)
 class AblationRow:
     """One row of the table: ``label`` trains ``config`` with ``assigner`` (a preset, a call, or
-    ``"config"`` for the config's own) plus ``cfg_options``; ``vs`` is the label of the row its
-    difference is taken to (None: the first row)."""
+    ``"config"`` for the config's own; with ``branch="both"`` also a pair ``O2M:O2O``) plus
+    ``cfg_options``; ``vs`` is the label of the row its difference is taken to (None: the first row);
+    ``branch`` the branch of a dual-branch head the rule trains (:mod:`detkit.assigners.branches`)."""
 
     label: str
     config: str
     assigner: str
     cfg_options: tuple[str, ...] = ()
     vs: str | None = None
+    branch: str = "one2many"
 
 
 @dataclass

@@ -24,6 +24,17 @@ rule swaps in without one)::
     label = "ATSS, decoupled"
     cfg_options = ["train.epochs=17"]           # optional: this row's own overrides
     vs = "TAL, decoupled"                       # optional: the row its difference is taken to
+    [[rows]]
+    config = "configs/shapes_yolo26.py"
+    assigner = "tal:tal-e2e-ultralytics"        # a pair: the one-to-many and the one-to-one branch's rule
+    branch = "both"                             # optional: one2many (default), one2one or both
+
+Dual-branch heads (YOLOv10, YOLO26: a one-to-one branch read without NMS) train each branch with its own
+rule; ``--branch`` (or a row's ``branch``) says which the row's rule is for
+(:mod:`detkit.assigners.branches`): ``one2many`` (default; the one-to-one branch keeps the config's
+rule), ``one2one`` (refused unless the rule is one-to-one: task-aligned at ``topk=1`` or ``topk2=1``),
+``both`` (``RULE`` and its one-to-one form, the same rule at ``topk=1``; or a pair ``O2M:O2O``). The
+table's header names each row's rule on each branch, as the runs' configs have them.
 
 Seeds: ``--seeds N`` trains every row with ``train.seed`` = 0 .. N-1; a seed fixes the model's
 initialisation and the data order and is the same for every row, so runs are paired. After
@@ -69,15 +80,23 @@ from typing import Any
 
 from detkit.ablation import AblationRow, RunRecord, summarise, training_statistics, write_summary
 from detkit.argtypes import nonnegative_int, positive_int
-from detkit.assigners.presets import assigner_call
+from detkit.assigners.branches import (
+    ASSIGNER_KEYS,
+    BRANCH_CHOICES,
+    branch_rules,
+    has_one2one,
+    one_to_one_problem,
+    split_pair,
+)
 from detkit.cli import ArgumentParser, run_cli
-from detkit.config import ConfigError, load_config
+from detkit.config import ConfigError, instantiate, load_config
 from detkit.data.adopt import add_data_arguments, apply_data_arguments
 from detkit.engine.evaluate import evaluate
 from detkit.io import atomic_write_text
+from detkit.lazy import TARGET_KEY, call_text
 
 SPEC_KEYS = {"seeds", "cfg_options", "rows"}
-ROW_KEYS = {"config", "assigner", "label", "cfg_options", "vs"}
+ROW_KEYS = {"config", "assigner", "label", "cfg_options", "vs", "branch"}
 STATE_FILE, RESULT_FILE, RESULTS_FILE = "ablation_run.json", "result.json", "val_results.json"
 ERRORS_SCORE_THR = 0.3  # errors.md of each run: tools/test.py --analysis's default
 
@@ -89,11 +108,18 @@ def slug(name: str) -> str:
 # ----- rows ----------------------------------------------------------------------------------------
 
 
-def rows_from_args(configs: Sequence[str], assigners: Sequence[str]) -> list[AblationRow]:
-    """Every config with every assigner; labels name the config only when there are several."""
+def rows_from_args(configs: Sequence[str], assigners: Sequence[str], branch: str = "one2many") -> list[AblationRow]:
+    """Every config with every assigner (for ``branch``); labels name the config only when there are
+    several, and the branch when it is not the default one."""
     many = len(configs) > 1
-    return [AblationRow(label=f"{a} @ {Path(c).stem}" if many else a, config=c, assigner=a)
+    return [AblationRow(label=row_label(a, branch) + (f" @ {Path(c).stem}" if many else ""), config=c, assigner=a,
+                        branch=branch)
             for c in configs for a in assigners]
+
+
+def row_label(assigner: str, branch: str) -> str:
+    """A row's default label: the rule, with the branch when it is not ``one2many`` and the rule is not a pair."""
+    return assigner if branch == "one2many" or split_pair(assigner) else f"{assigner} [{branch}]"
 
 
 def load_spec(path: str) -> dict[str, Any]:
@@ -128,9 +154,13 @@ def rows_from_spec(spec: dict[str, Any], path: str) -> list[AblationRow]:
         if unknown or "config" not in r or "assigner" not in r:
             raise ConfigError(f"--spec {path}: rows[{i}]: needs config and assigner; unknown key(s) "
                               f"{sorted(unknown)}; accepted: {sorted(ROW_KEYS)}")
-        rows.append(AblationRow(label=r.get("label") or f"{r['assigner']} @ {Path(r['config']).stem}",
-                                config=r["config"], assigner=r["assigner"],
-                                cfg_options=tuple(r.get("cfg_options", ())), vs=r.get("vs")))
+        branch = r.get("branch", "one2many")
+        if branch not in BRANCH_CHOICES:
+            raise ConfigError(f"--spec {path}: rows[{i}]: branch={branch!r}; expected one of "
+                              f"{', '.join(BRANCH_CHOICES)}")
+        label = r.get("label") or f"{row_label(r['assigner'], branch)} @ {Path(r['config']).stem}"
+        rows.append(AblationRow(label=label, config=r["config"], assigner=r["assigner"],
+                                cfg_options=tuple(r.get("cfg_options", ())), vs=r.get("vs"), branch=branch))
     return rows
 
 
@@ -150,14 +180,40 @@ def check_rows(rows: Sequence[AblationRow]) -> None:
 def run_config(row: AblationRow, seed: int, common: Sequence[str], data: argparse.Namespace | None = None):
     """The merged config of one run: eval off, the common options, the assigner, the row's options, the seed;
     then ``--data`` / ``--img-size`` from ``data`` (:func:`detkit.data.adopt.apply_data_arguments`)."""
-    overrides = ["train.eval_interval=0", *common]
-    if row.assigner != "config":
-        overrides.append(f"model.head.loss.assigner={assigner_call(row.assigner)}")
-    overrides += [*row.cfg_options, f"train.seed={seed}"]
+    rules = branch_rules(row.assigner, row.branch)
+    if rules.one2one is not None:  # the head must have the branch before an override names it
+        check_branches(row, load_config(row.config, [*common, *row.cfg_options]))
+    overrides = ["train.eval_interval=0", *common, *rules.overrides(), *row.cfg_options, f"train.seed={seed}"]
     cfg = load_config(row.config, overrides)
     if data is not None:
         apply_data_arguments(cfg, data, quiet=True)
+    check_branches(row, cfg)
     return cfg
+
+
+def check_branches(row: AblationRow, cfg) -> None:
+    """A row naming the one-to-one branch needs a head that has one, and leaves it one-to-one."""
+    head = cfg.model.get("head")
+    if not has_one2one(head):
+        if row.branch != "one2many":
+            raise ConfigError(f"row {row.label!r}: --branch {row.branch}: {row.config}'s head has no one-to-one "
+                              "branch (model.head.one2one and one2one_loss)")
+        return
+    problem = one_to_one_problem(instantiate(head.one2one_loss.assigner, ASSIGNER_KEYS["one2one"]))
+    if problem is not None:
+        raise ConfigError(f"row {row.label!r}: the one-to-one branch must stay one-to-one: {problem}")
+
+
+def rules_text(cfg) -> str:
+    """The rule of each branch of the run config's head, as the report names them."""
+    head = cfg.model.head
+
+    def text(node: Any) -> str:
+        return call_text(node) if isinstance(node, Mapping) and TARGET_KEY in node else repr(node)
+
+    if not has_one2one(head):
+        return f"assigner `{text(head.loss.assigner)}`"
+    return f"one-to-many branch `{text(head.loss.assigner)}`, one-to-one branch `{text(head.one2one_loss.assigner)}`"
 
 
 # ----- one run -------------------------------------------------------------------------------------
@@ -274,7 +330,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("configs", nargs="*", help="configs (each trained with every --assigners)")
     p.add_argument("--configs", dest="more_configs", nargs="+", default=[], metavar="CONFIG")
-    p.add_argument("--assigners", nargs="+", default=None, help="default: atss iou grid")
+    p.add_argument("--assigners", nargs="+", default=None,
+                   help="default: atss iou grid; with --branch both also pairs O2M:O2O")
+    p.add_argument("--branch", choices=BRANCH_CHOICES, default=None,
+                   help="the branch of a dual-branch head the rules train (default one2many)")
     p.add_argument("--spec", default=None, help="TOML/JSON file of rows (instead of configs x assigners)")
     p.add_argument("--seeds", type=positive_int, default=None,
                    help="runs per row, seeds 0..N-1 (default 1, or the spec's)")
@@ -292,15 +351,16 @@ def plan(args: argparse.Namespace) -> tuple[list[AblationRow], int, list[str], P
     """Rows, seed count, common overrides and work dir from the arguments (and the spec)."""
     configs = [*args.configs, *args.more_configs]
     if args.spec:
-        if configs or args.assigners:
-            raise ConfigError("--spec takes its rows from the file: leave out configs and --assigners")
+        if configs or args.assigners or args.branch:
+            raise ConfigError("--spec takes its rows from the file: leave out configs, --assigners and --branch")
         spec = load_spec(args.spec)
         rows, seeds, common = rows_from_spec(spec, args.spec), spec.get("seeds", 1), list(spec.get("cfg_options", []))
         name = Path(args.spec).stem
     else:
         if not configs:
             raise ConfigError("give one or more configs, or --spec FILE")
-        rows, seeds, common = rows_from_args(configs, args.assigners or ["atss", "iou", "grid"]), 1, []
+        rows = rows_from_args(configs, args.assigners or ["atss", "iou", "grid"], args.branch or "one2many")
+        seeds, common = 1, []
         name = Path(configs[0]).stem
     seeds = args.seeds if args.seeds is not None else seeds
     if not isinstance(seeds, int) or seeds < 1:
@@ -310,12 +370,14 @@ def plan(args: argparse.Namespace) -> tuple[list[AblationRow], int, list[str], P
     return rows, seeds, [*common, *args.cfg_options], work_dir
 
 
-def header(rows: Sequence[AblationRow], seeds: int, common: Sequence[str]) -> str:
+def header(rows: Sequence[AblationRow], seeds: int, common: Sequence[str], cfgs: Mapping[str, Any]) -> str:
+    """The report's header: the common options, then each row's config and (from its run config
+    ``cfgs[label]``) the rule of each branch."""
     lines = [f"Assigner ablation: {len(rows)} rows x {seeds} seed(s) (train.seed 0..{seeds - 1}); "
              f"options for every run: {' '.join(common) or '(none)'}", ""]
     for r in rows:
         extra = f" + {' '.join(r.cfg_options)}" if r.cfg_options else ""
-        lines.append(f"- {r.label}: `{r.config}`, assigner `{assigner_call(r.assigner)}`{extra}")
+        lines.append(f"- {r.label}: `{r.config}`, {rules_text(cfgs[r.label])}{extra}")
     return "\n".join(lines) + "\n\n"
 
 
@@ -331,7 +393,7 @@ def run(args: argparse.Namespace) -> None:
     check_output_dir(work_dir, "--work-dir")
     work_dir.mkdir(parents=True, exist_ok=True)
     records: list[RunRecord] = []
-    top = header(rows, seeds, common)
+    top = header(rows, seeds, common, {r.label: cfgs[r.label, 0] for r in rows})
     only = set(args.only_seeds) if args.only_seeds else set(range(seeds))
     if not only <= set(range(seeds)):
         raise ConfigError(f"--only-seeds {sorted(only)}: the ablation's seeds are 0..{seeds - 1}")

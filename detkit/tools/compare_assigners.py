@@ -12,6 +12,15 @@ positives per GT (``--out``, default ``work_dirs/compare_assigners/<config name>
 the config's own assigner) or any call, e.g. ``"MaxIoUAssigner(pos_iou_thr=0.6, neg_iou_thr=0.5)"``.
 Prediction-aware assigners (SimOTA, task-aligned) use the model's predictions: pass
 ``--checkpoint`` for trained weights; without it they see an untrained model's predictions.
+
+A head with a one-to-one branch (YOLOv10, YOLO26) has a rule per branch; ``--branch`` says which the
+named rules stand for (:mod:`detkit.assigners.branches`): ``one2many`` (default), ``one2one`` (a rule
+that is not one-to-one is refused), or ``both`` (``RULE`` on the one-to-many branch and its one-to-one
+form at ``topk=1`` on the other, or a pair ``O2M:O2O``). Each rule sees its own branch's predictions,
+and on such a head the rows are labelled ``<rule> [<branch>]``::
+
+    python tools/compare_assigners.py configs/shapes_yolo26.py --branch both \\
+        --assigners config tal-ultralytics:tal-e2e-ultralytics
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import torch
 from detkit.analysis import SIZE_NAMES, AssignmentStats
 from detkit.argtypes import nonnegative_int, positive_int
 from detkit.assigners import Assigner
+from detkit.assigners.branches import ASSIGNER_KEYS, BRANCH_CHOICES, branch_rules, has_one2one, one_to_one_problem
 from detkit.assigners.presets import ASSIGNER_PRESETS, assigner_call
 from detkit.cli import ArgumentParser, run_cli
 from detkit.config import ConfigDict, ConfigError, instantiate, load_config, parse_value
@@ -37,19 +47,32 @@ from detkit.engine.output_paths import check_not_input, check_output_dir, config
 from detkit.viz import draw_assignment, tensor_to_bgr
 
 
-def build_assigners(names: Sequence[str], cfg: ConfigDict) -> dict[str, Assigner]:
-    """Short names or call expressions -> {label: assigner}."""
-    out: dict[str, Assigner] = {}
-    for name in names:
-        if name == "config":
-            node = cfg.model.head.loss.assigner
-            out[type_name(node)] = instantiate(node, "model.head.loss.assigner")
-            continue
-        node = parse_value(assigner_call(name))
-        if not isinstance(node, dict):
-            raise ConfigError(f"--assigners: {name!r} is neither a short name ({', '.join(ASSIGNER_PRESETS)}) "
-                              "nor a call")
-        out[name] = instantiate(node, f"--assigners {name}")
+def build_assigners(names: Sequence[str], cfg: ConfigDict, branch: str = "one2many",
+                    config: str = "the config") -> dict[str, tuple[str, Assigner]]:
+    """Short names, call expressions or pairs -> ``{label: (branch, assigner)}`` for ``--branch branch``
+    (:func:`detkit.assigners.branches.branch_rules`); labels carry the branch on a dual-branch head."""
+    dual = has_one2one(cfg.model.get("head"))
+    if branch != "one2many" and not dual:
+        raise ConfigError(f"--branch {branch}: {config}'s head has no one-to-one branch "
+                          "(model.head.one2one and one2one_loss)")
+    out: dict[str, tuple[str, Assigner]] = {}
+    for entry in names:
+        for part, name in branch_rules(entry, branch).items():
+            key = ASSIGNER_KEYS[part]
+            if name == "config":
+                node = cfg.model.head.loss.assigner if part == "one2many" else cfg.model.head.one2one_loss.assigner
+                label = type_name(node)
+                assigner = instantiate(node, key)
+            else:
+                node = parse_value(assigner_call(name))
+                if not isinstance(node, dict):
+                    raise ConfigError(f"--assigners: {name!r} is neither a short name "
+                                      f"({', '.join(ASSIGNER_PRESETS)}) nor a call")
+                label, assigner = name, instantiate(node, f"--assigners {name}")
+            problem = one_to_one_problem(assigner) if part == "one2one" else None
+            if problem is not None:
+                raise ConfigError(f"--assigners {name}: the one-to-one branch must stay one-to-one: {problem}")
+            out[f"{label} [{part}]" if dual else label] = (part, assigner)
     return out
 
 
@@ -57,11 +80,11 @@ def type_name(node) -> str:
     return node["_target_"].__name__ if isinstance(node, dict) else type(node).__name__
 
 
-def predictions(model, images):
+def predictions(model, images, branch: str = "one2many"):
     """Decoded boxes ``(B, N, 4)`` and scores ``(B, N, C)`` (class probabilities, times objectness
-    for heads that have it) of the model, as the loss pipeline hands them to an assigner."""
+    for heads that have it) of the model's ``branch``, as the loss pipeline hands them to an assigner."""
     with torch.no_grad():
-        preds = model.head.flatten(model(images))
+        preds = model.head.flatten(model(images), branch)
     return preds.decode(), preds.scores()
 
 
@@ -117,7 +140,10 @@ def plot_histogram(stats: dict[str, AssignmentStats], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
-    parser.add_argument("--assigners", nargs="+", default=["atss", "iou", "grid"])
+    parser.add_argument("--assigners", nargs="+", default=["atss", "iou", "grid"],
+                        help="presets, calls, 'config', or with --branch both pairs O2M:O2O")
+    parser.add_argument("--branch", choices=BRANCH_CHOICES, default="one2many",
+                        help="the branch of a dual-branch head the rules are for (default one2many)")
     parser.add_argument("--images", type=positive_int, default=200,
                         help="how many images (from the start of the split)")
     parser.add_argument("--split", default="val", choices=["train", "val"])
@@ -132,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> None:
     cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args)
-    assigners = build_assigners(args.assigners, cfg)
+    assigners = build_assigners(args.assigners, cfg, args.branch, args.config)
     if args.split not in (cfg.get("data") or {}):
         raise ConfigError(f"{args.config}: no data.{args.split} to compare on")
     out = args.out or Path("work_dirs") / "compare_assigners" / Path(args.config).stem
@@ -152,7 +178,6 @@ def run(args: argparse.Namespace) -> None:
 
         load_weights(model, args.checkpoint)
     head = model.head
-    need_preds = any(getattr(a, "uses_predictions", True) for a in assigners.values())
     num_levels = len(head.prior_generator.strides)
     stats = {name: AssignmentStats(num_levels=num_levels) for name in assigners}
     drawn = 0
@@ -161,13 +186,16 @@ def run(args: argparse.Namespace) -> None:
         sizes = [(images.shape[2] // s, images.shape[3] // s) for s in head.prior_generator.strides]
         grid = head.prior_generator.grid_priors(sizes, images.device)
         priors, prior_strides, num_level_priors = grid.boxes, grid.strides, grid.num_level_priors
-        pred_boxes = pred_scores = None
-        if need_preds:
-            pred_boxes, pred_scores = predictions(model, images)
+        preds = {}  # branch -> (decoded boxes, scores), computed once per batch
         sf = batch["scale_factors"].float()
         area_scale = 1.0 / (sf[:, 0] * sf[:, 1])
         panels: list[list[np.ndarray]] = [[] for _ in range(min(args.samples - drawn, len(images)))]
-        for name, assigner in assigners.items():
+        for name, (branch, assigner) in assigners.items():
+            pred_boxes = pred_scores = None
+            if getattr(assigner, "uses_predictions", True):
+                if branch not in preds:
+                    preds[branch] = predictions(model, images, branch)
+                pred_boxes, pred_scores = preds[branch]
             res = assigner.assign(grid, batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"],
                                   num_level_priors=num_level_priors, prior_strides=prior_strides,
                                   pred_boxes=pred_boxes, pred_scores=pred_scores)
