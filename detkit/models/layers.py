@@ -6,10 +6,14 @@ dilation and a depthwise-separable option); ``SE`` is squeeze-and-excitation att
 ``torchvision.ops.DeformConv2d`` with a zero-initialised offset branch so it starts out as the
 plain convolution with the same weight.
 
-CSP building blocks of the YOLOv5 / YOLOX / YOLOv8 families: ``DarknetBottleneck`` (two convs,
-optional shortcut), ``C3`` (YOLOv5's C3 = YOLOX's CSPLayer), ``C2f`` (YOLOv8), ``SPPFBlock``
-(1x1 conv, SPPF, 1x1 conv: YOLOv5/v8's SPPF = YOLOX's SPPBottleneck) and ``Focus`` (YOLOX's
-space-to-depth stem). Their submodule order is the order of their originals' parameters.
+CSP building blocks of the YOLOv5 / YOLOX / YOLOv8 / YOLO11 families: ``DarknetBottleneck`` (two
+convs, optional shortcut), ``C3`` (YOLOv5's C3 = YOLOX's CSPLayer), ``C3k`` (C3 with 3x3
+bottlenecks: YOLO11's inner block), ``C2f`` (YOLOv8), ``SPPFBlock`` (1x1 conv, SPPF, 1x1 conv:
+YOLOv5/v8/11's SPPF = YOLOX's SPPBottleneck; YOLO26's variant with a shortcut and no activation
+after the first conv) and ``Focus`` (YOLOX's space-to-depth stem). Their submodule order is the
+order of their originals' parameters. YOLO11's ``C3k2`` (a C2f whose inner blocks are bottlenecks,
+C3k blocks or bottleneck + attention) is in :mod:`detkit.models.c3k2`, the attention blocks in
+:mod:`detkit.models.attention`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "ACTIVATIONS",
     "C2f",
     "C3",
+    "C3k",
     "SPP",
     "SPPF",
     "SPPFBlock",
@@ -194,40 +199,52 @@ class SPP(nn.Module):
 
 
 class SPPF(nn.Module):
-    """YOLOv5's fast SPP: three chained 5x5 max-pools (equal to 5/9/13 pools), ``[x, p1, p2, p3]``.
+    """YOLOv5's fast SPP: ``num_pools`` chained ``k x k`` max-pools, ``[x, p1, ..., p_n]``.
 
-    Shapes: ``(B, C, H, W) -> (B, 4C, H, W)``.
+    With the default three 5x5 pools it equals 5/9/13 pools (``[x, p1, p2, p3]``).
+
+    Shapes: ``(B, C, H, W) -> (B, (num_pools + 1) C, H, W)``.
     """
 
-    def __init__(self, kernel_size: int = 5) -> None:
+    def __init__(self, kernel_size: int = 5, num_pools: int = 3) -> None:
         super().__init__()
+        if num_pools < 1:
+            raise ValueError(f"SPPF needs num_pools >= 1, got {num_pools}")
+        self.num_pools = num_pools
         self.pool = nn.MaxPool2d(kernel_size, stride=1, padding=kernel_size // 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        p1 = self.pool(x)
-        p2 = self.pool(p1)
-        return torch.cat([x, p1, p2, self.pool(p2)], dim=1)
+        maps = [x]
+        for _ in range(self.num_pools):
+            maps.append(self.pool(maps[-1]))
+        return torch.cat(maps, dim=1)
 
 
 class SPPFBlock(nn.Module):
-    """1x1 conv to ``in / 2``, :class:`SPPF`, 1x1 conv to ``out`` (YOLOv5/v8's ``SPPF`` layer).
+    """1x1 conv to ``in / 2``, :class:`SPPF`, 1x1 conv to ``out`` (YOLOv5/v8/11's ``SPPF`` layer).
 
     Equal to YOLOX's ``SPPBottleneck`` with 5/9/13 pools: same convs and the same concat order
     ``[x, pool5, pool9, pool13]`` (three chained 5x5 pools are the 5, 9 and 13 pools).
+
+    YOLO26's variant (Ultralytics 8.4's ``SPPF(c, c, 5, 3, True)``): ``cv1_act=False`` (the first
+    conv is conv + BatchNorm only) and ``shortcut=True`` (the input is added to the output when
+    ``in == out``). ``num_pools`` chained pools (3 in every Ultralytics model).
 
     Shapes: ``(B, in, H, W) -> (B, out, H, W)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, *,
-                 act: str = "silu") -> None:
+                 act: str = "silu", num_pools: int = 3, shortcut: bool = False, cv1_act: bool = True) -> None:
         super().__init__()
         hidden = in_channels // 2
-        self.cv1 = ConvBNAct(in_channels, hidden, 1, act=act)
-        self.pool = SPPF(kernel_size)
-        self.cv2 = ConvBNAct(4 * hidden, out_channels, 1, act=act)
+        self.cv1 = ConvBNAct(in_channels, hidden, 1, act=act if cv1_act else "none")
+        self.pool = SPPF(kernel_size, num_pools)
+        self.cv2 = ConvBNAct((num_pools + 1) * hidden, out_channels, 1, act=act)
+        self.add = shortcut and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.cv2(self.pool(self.cv1(x)))
+        y = self.cv2(self.pool(self.cv1(x)))
+        return x + y if self.add else y
 
 
 class Focus(nn.Module):
@@ -282,27 +299,43 @@ class C3(nn.Module):
     """CSP block with three convs: YOLOv5's C3, YOLOX's CSPLayer.
 
     ``cv3(cat[blocks(cv1(x)), cv2(x)])``: ``cv1`` / ``cv2`` are 1x1 convs to
-    ``hidden = int(out * expansion)``, ``blocks`` are ``num_blocks`` (1, 3)-kernel
-    :class:`DarknetBottleneck` s of width ``hidden``, ``cv3`` is a 1x1 conv to ``out``.
+    ``hidden = int(out * expansion)``, ``blocks`` are ``num_blocks`` :class:`DarknetBottleneck` s of
+    width ``hidden`` with ``kernel_sizes`` ((1, 3); YOLO11's C3k: (3, 3)), ``cv3`` is a 1x1 conv to
+    ``out``.
 
     Shapes: ``(B, in, H, W) -> (B, out, H, W)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int = 1, *,
                  shortcut: bool = True, expansion: float = 0.5, act: str = "silu",
-                 depthwise: bool = False) -> None:
+                 depthwise: bool = False, kernel_sizes: tuple[int, int] = (1, 3)) -> None:
         super().__init__()
         hidden = int(out_channels * expansion)
         self.cv1 = ConvBNAct(in_channels, hidden, 1, act=act)
         self.cv2 = ConvBNAct(in_channels, hidden, 1, act=act)
         self.blocks = nn.Sequential(*(
-            DarknetBottleneck(hidden, hidden, shortcut=shortcut, act=act, depthwise=depthwise)
+            DarknetBottleneck(hidden, hidden, kernel_sizes=kernel_sizes, shortcut=shortcut, act=act,
+                              depthwise=depthwise)
             for _ in range(num_blocks)
         ))
         self.cv3 = ConvBNAct(2 * hidden, out_channels, 1, act=act)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.cv3(torch.cat([self.blocks(self.cv1(x)), self.cv2(x)], dim=1))
+
+
+class C3k(C3):
+    """YOLO11's C3k: a :class:`C3` whose bottlenecks are two ``k x k`` convs (Ultralytics' default
+    two bottlenecks of width ``int(out * expansion)``, ``k = 3``).
+
+    Shapes: ``(B, in, H, W) -> (B, out, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_blocks: int = 2, *,
+                 shortcut: bool = True, expansion: float = 0.5, act: str = "silu",
+                 kernel_size: int = 3) -> None:
+        super().__init__(in_channels, out_channels, num_blocks, shortcut=shortcut, expansion=expansion,
+                         act=act, kernel_sizes=(kernel_size, kernel_size))
 
 
 class C2f(nn.Module):

@@ -21,6 +21,8 @@ SMALL = {  # overrides that keep each config tiny; the structure is unchanged
                    "model.backbone.deepen_factor=0.33"],
     "yolox_s.py": ["model.backbone.scale=None", "model.backbone.widen_factor=0.125",
                    "model.backbone.deepen_factor=0.33", "model.head.stem_channels=16"],
+    "yolo11.py": [],  # YOLO11-n
+    "yolo26.py": [],  # YOLO26-n
 }
 PARTS = {  # backbone, neck, assigner, loss keys
     "yolov4.py": (CSPDarknet, PAN, ATSSAssigner, {"loss_cls", "loss_obj", "loss_box"}),
@@ -29,6 +31,8 @@ PARTS = {  # backbone, neck, assigner, loss keys
     "resnet50_fpn_yolo.py": (ResNet, FPN, ATSSAssigner, {"loss_cls", "loss_obj", "loss_box"}),
     "yolov8s.py": (CSPDarknet, CSPPAN, TaskAlignedAssigner, {"loss_cls", "loss_box", "loss_dfl"}),
     "yolox_s.py": (CSPDarknet, CSPPAN, SimOTAAssigner, {"loss_cls", "loss_obj", "loss_box", "loss_reg"}),
+    "yolo11.py": (CSPDarknet, CSPPAN, TaskAlignedAssigner, {"loss_cls", "loss_box", "loss_dfl"}),
+    "yolo26.py": (CSPDarknet, CSPPAN, TaskAlignedAssigner, {"loss_cls", "loss_box"}),
 }
 
 

@@ -3,6 +3,8 @@
 from detkit.models.backbones.cspdarknet import (
     CSP_ARCHS,
     CSP_SCALES,
+    YOLO11_SCALES,
+    YOLO26_SCALES,
     YOLOV8_SCALES,
     YOLOX_SCALES,
     CSPArch,
@@ -12,6 +14,7 @@ from detkit.models.backbones.cspdarknet import (
 from detkit.models.backbones.resnet import RESNET_DEPTHS, ResNet
 
 __all__ = [
-    "CSP_ARCHS", "CSP_SCALES", "YOLOV8_SCALES", "YOLOX_SCALES", "CSPArch", "CSPDarknet", "CSPScale",
+    "CSP_ARCHS", "CSP_SCALES", "YOLO11_SCALES", "YOLO26_SCALES", "YOLOV8_SCALES", "YOLOX_SCALES", "CSPArch",
+    "CSPDarknet", "CSPScale",
     "RESNET_DEPTHS", "ResNet",
 ]

@@ -1,4 +1,4 @@
-"""CSPDarknet backbones of the YOLOv4, YOLOv5, YOLOX and YOLOv8 families, as data.
+"""CSPDarknet backbones of the YOLOv4, YOLOv5, YOLOX, YOLOv8, YOLO11 and YOLO26 families, as data.
 
 Every layout is a stem, then stages of ``[3x3 stride-2 conv, CSP block]``; :data:`CSP_ARCHS`
 holds each layout's plan (:class:`CSPArch`) and its table of model scales.
@@ -32,6 +32,18 @@ Its scales ``n`` .. ``x`` also cap the channels before widening (``max_channels`
 ``stem`` = layer 0, ``stages[k][0]`` / ``stages[k][1]`` = layers ``2k - 1`` / ``2k`` (k = 1..4),
 ``stages[4][2]`` (SPPF) = layer 9.
 
+``arch="yolo11"`` is YOLO11's backbone (Ultralytics' ``yolo11.yaml``, layers 0-10): the 3x3 stride-2
+stem (64 channels), then stages whose stride-2 conv and C3k2 block
+(:class:`~detkit.models.c3k2.C3k2`) have different widths: conv 128 -> block 256 (hidden ratio
+0.25), 256 -> 512 (0.25), 512 -> 512, 1024 -> 1024 (C3k inner blocks in the last two), 2 blocks
+each, then SPPF (layer 9) and C2PSA (:class:`~detkit.models.attention.C2PSA`, position-sensitive
+attention, 2 blocks: layer 10). At the m, l and x scales every C3k2 block has C3k inner blocks
+(:class:`CSPScale` ``c3k``, Ultralytics' ``parse_model`` rule). ``arch="yolo26"`` is the same with
+YOLO26's SPPF (no activation after its first conv, a shortcut). Module order: ``stem`` = layer 0,
+``stages[k][0]`` / ``stages[k][1]`` = layers ``2k - 1`` / ``2k``, ``stages[4][2]`` = layer 9
+(SPPF), ``stages[4][3]`` = layer 10 (C2PSA). Their scale tables (:data:`YOLO11_SCALES`,
+:data:`YOLO26_SCALES`) are Ultralytics' ``[depth, width, max_channels]``.
+
 YOLOX and YOLOv8 layouts use BatchNorm ``eps=1e-3, momentum=0.03`` as their originals do; the
 older layouts keep PyTorch's defaults.
 
@@ -49,6 +61,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from detkit.models.attention import C2PSA
+from detkit.models.c3k2 import C3k2
 from detkit.models.layers import (
     C3,
     C2f,
@@ -63,18 +77,20 @@ from detkit.models.layers import (
 )
 
 __all__ = [
-    "CSP_ARCHS", "CSP_SCALES", "YOLOV8_SCALES", "YOLOX_SCALES", "CSPArch", "CSPDarknet",
-    "CSPScale", "scale_channels", "scale_depth",
+    "CSP_ARCHS", "CSP_SCALES", "YOLO11_SCALES", "YOLO26_SCALES", "YOLOV8_SCALES", "YOLOX_SCALES", "CSPArch",
+    "CSPDarknet", "CSPScale", "scale_channels", "scale_depth",
 ]
 
 
 class CSPScale(NamedTuple):
-    """One model size: block-count and channel multipliers, and an optional channel cap
-    applied before widening (YOLOv8's ``max_channels``)."""
+    """One model size: block-count and channel multipliers, an optional channel cap applied before
+    widening (YOLOv8's ``max_channels``), and whether every C3k2 block has C3k inner blocks
+    (``c3k``: YOLO11's and YOLO26's m, l and x scales)."""
 
     deepen_factor: float
     widen_factor: float
     max_channels: int | None = None
+    c3k: bool = False
 
 
 # (deepen_factor, widen_factor) of the usual model sizes (YOLOv4/v5 layouts).
@@ -105,8 +121,20 @@ YOLOV8_SCALES: dict[str, CSPScale] = {
     "x": CSPScale(1.00, 1.25, 512),
 }
 
+# Ultralytics' yolo11.yaml ``scales``; parse_model turns C3k2's c3k on at m, l and x.
+YOLO11_SCALES: dict[str, CSPScale] = {
+    "n": CSPScale(0.50, 0.25, 1024),
+    "s": CSPScale(0.50, 0.50, 1024),
+    "m": CSPScale(0.50, 1.00, 512, c3k=True),
+    "l": CSPScale(1.00, 1.00, 512, c3k=True),
+    "x": CSPScale(1.00, 1.50, 512, c3k=True),
+}
+
+# yolo26.yaml's scales are yolo11.yaml's.
+YOLO26_SCALES: dict[str, CSPScale] = dict(YOLO11_SCALES)
+
 STEMS = ("3x3", "3x3s2", "6x6s2", "focus")
-BLOCK_STYLES = ("v4", "c3", "c2f")
+BLOCK_STYLES = ("v4", "c3", "c2f", "c3k2")
 SPP_PLACES = ("none", "before", "after")
 
 
@@ -117,7 +145,8 @@ class CSPArch:
     stem_channels: int
     stage_channels: tuple[int, ...]
     stage_blocks: tuple[int, ...]
-    block_style: str  # "v4" (split + post conv), "c3" (YOLOv5 C3 / YOLOX CSPLayer), "c2f" (YOLOv8)
+    # "v4" (split + post conv), "c3" (YOLOv5 C3 / YOLOX CSPLayer), "c2f" (YOLOv8), "c3k2" (YOLO11)
+    block_style: str
     act: str
     # "3x3": 3x3 stride-1 stem, then five strided stages (stage_channels/blocks list stages 1..5).
     # "3x3s2" (YOLOv8), "6x6s2" (YOLOv5), "focus" (YOLOX): the stride-2 stem is stage 1;
@@ -129,6 +158,15 @@ class CSPArch:
     scales: Mapping[str, tuple[float, float] | CSPScale] = field(default_factory=lambda: CSP_SCALES)
     norm_eps: float = 1e-5
     norm_momentum: float = 0.1
+    # Width of each stage's stride-2 conv when it differs from its block's (YOLO11); () = the block's.
+    down_channels: tuple[int, ...] = ()
+    # C3k2 blocks: hidden ratio and C3k inner blocks per stage (() = 0.5 / False everywhere).
+    block_expansion: tuple[float, ...] = ()
+    block_c3k: tuple[bool, ...] = ()
+    # YOLO26's SPPF: a shortcut and no activation after its first conv.
+    sppf_shortcut: bool = False
+    sppf_cv1_act: bool = True
+    psa_blocks: int = 0  # C2PSA blocks after the SPPF (YOLO11: 2 before depth scaling; 0 = no C2PSA)
 
     def __post_init__(self) -> None:
         for name, value, accepted in (("stem", self.stem, STEMS),
@@ -136,6 +174,10 @@ class CSPArch:
                                       ("spp", self.spp, SPP_PLACES)):
             if value not in accepted:
                 raise ValueError(f"CSPArch {name}={value!r}; accepted: {', '.join(accepted)}")
+        for name, values in (("down_channels", self.down_channels), ("block_expansion", self.block_expansion),
+                             ("block_c3k", self.block_c3k)):
+            if values and len(values) != len(self.stage_channels):
+                raise ValueError(f"CSPArch {name} has {len(values)} entries for {len(self.stage_channels)} stages")
 
 
 CSP_ARCHS: dict[str, CSPArch] = {
@@ -147,6 +189,15 @@ CSP_ARCHS: dict[str, CSPArch] = {
                      norm_eps=1e-3, norm_momentum=0.03),
     "yolov8": CSPArch(64, (128, 256, 512, 1024), (3, 6, 6, 3), "c2f", "silu", stem="3x3s2",
                       spp="after", scales=YOLOV8_SCALES, norm_eps=1e-3, norm_momentum=0.03),
+    "yolo11": CSPArch(64, (256, 512, 512, 1024), (2, 2, 2, 2), "c3k2", "silu", stem="3x3s2",
+                      spp="after", scales=YOLO11_SCALES, norm_eps=1e-3, norm_momentum=0.03,
+                      down_channels=(128, 256, 512, 1024), block_expansion=(0.25, 0.25, 0.5, 0.5),
+                      block_c3k=(False, False, True, True), psa_blocks=2),
+    "yolo26": CSPArch(64, (256, 512, 512, 1024), (2, 2, 2, 2), "c3k2", "silu", stem="3x3s2",
+                      spp="after", scales=YOLO26_SCALES, norm_eps=1e-3, norm_momentum=0.03,
+                      down_channels=(128, 256, 512, 1024), block_expansion=(0.25, 0.25, 0.5, 0.5),
+                      block_c3k=(False, False, True, True), sppf_shortcut=True, sppf_cv1_act=False,
+                      psa_blocks=2),
 }
 
 
@@ -192,8 +243,13 @@ def _stem(kind: str, channels: int, act: str) -> nn.Module:
     return Focus(3, channels, 3, act=act)
 
 
-def _csp_block(spec: CSPArch, channels: int, num_blocks: int, act: str, *, first: bool,
-               last: bool, depthwise: bool) -> nn.Module:
+def _csp_block(spec: CSPArch, in_channels: int, channels: int, num_blocks: int, act: str, *, stage: int,
+               depthwise: bool, c3k: bool) -> nn.Module:
+    first, last = stage == 0, stage == len(spec.stage_channels) - 1
+    if spec.block_style == "c3k2":
+        expansion = spec.block_expansion[stage] if spec.block_expansion else 0.5
+        c3k = c3k or (bool(spec.block_c3k) and spec.block_c3k[stage])
+        return C3k2(in_channels, channels, num_blocks, c3k=c3k, expansion=expansion, act=act)
     if spec.block_style == "v4":
         return CSPBlockV4(channels, num_blocks, act, first=first, depthwise=depthwise)
     shortcut = spec.last_shortcut or not last
@@ -207,16 +263,19 @@ class CSPDarknet(nn.Module):
 
     Args:
         arch: key of :data:`CSP_ARCHS` (``yolov4`` | ``csp-v5`` | ``yolov5`` | ``yolox`` |
-            ``yolov8``).
+            ``yolov8`` | ``yolo11`` | ``yolo26``).
         scale: optional key of the arch's scale table (:data:`CSP_SCALES` for yolov4/csp-v5/
-            yolov5, :data:`YOLOX_SCALES`, :data:`YOLOV8_SCALES`) setting both multipliers and
-            the channel cap (overrides them).
+            yolov5, :data:`YOLOX_SCALES`, :data:`YOLOV8_SCALES`, :data:`YOLO11_SCALES`,
+            :data:`YOLO26_SCALES`) setting both multipliers, the channel cap and ``c3k``
+            (overrides them).
         deepen_factor: block-count multiplier.
         widen_factor: channel multiplier.
         max_channels: cap on a stage's channels before widening (YOLOv8's; None: no cap).
         out_indices: stages (1..5, stride ``2**i``) whose outputs are returned.
         act: activation name overriding the arch's.
-        depthwise: depthwise-separable 3x3 convs (stage downsampling and residual blocks).
+        depthwise: depthwise-separable 3x3 convs (stage downsampling and residual blocks); not
+            for the yolo11 / yolo26 layouts (Ultralytics has no such variant).
+        c3k: every C3k2 block has C3k inner blocks (yolo11 / yolo26; None: the scale's, else False).
         frozen_stages: stem and stages ``1..frozen_stages`` get no gradient and keep BN in eval.
         norm_eval: keep every BatchNorm in eval mode while training.
 
@@ -240,16 +299,23 @@ class CSPDarknet(nn.Module):
         depthwise: bool = False,
         frozen_stages: int = -1,
         norm_eval: bool = False,
+        c3k: bool | None = None,
     ) -> None:
         super().__init__()
         if arch not in CSP_ARCHS:
             raise ValueError(f"unknown CSPDarknet arch {arch!r}; accepted: {', '.join(CSP_ARCHS)}")
         spec = CSP_ARCHS[arch]
+        scale_c3k = False
         if scale is not None:
             if scale not in spec.scales:
                 raise ValueError(f"unknown scale {scale!r} for arch {arch!r}; accepted: "
                                  f"{', '.join(spec.scales)}")
-            deepen_factor, widen_factor, max_channels = CSPScale(*spec.scales[scale])
+            deepen_factor, widen_factor, max_channels, scale_c3k = CSPScale(*spec.scales[scale])
+        if spec.block_style == "c3k2" and depthwise:
+            raise ValueError(f"CSPDarknet arch {arch!r} has no depthwise variant (depthwise=True)")
+        if spec.block_style != "c3k2" and c3k:
+            raise ValueError(f"c3k=True needs a C3k2 arch (yolo11, yolo26), not {arch!r}")
+        c3k = scale_c3k if c3k is None else c3k
         out_indices = tuple(out_indices)
         if not out_indices or any(i not in range(1, 6) for i in out_indices):
             raise ValueError(f"out_indices must be stage numbers in 1..5, got {list(out_indices)}")
@@ -269,14 +335,17 @@ class CSPDarknet(nn.Module):
             stages.append(nn.Identity())  # stage 1 is the stride-2 stem's output
             chans.append(in_ch)
         last = len(spec.stage_channels) - 1
+        down_channels = spec.down_channels or spec.stage_channels
         for i, (c, n) in enumerate(zip(spec.stage_channels, spec.stage_blocks)):
-            c, n = width(c), scale_depth(n, deepen_factor)
-            block = _csp_block(spec, c, n, act, first=i == 0, last=i == last, depthwise=depthwise)
-            layers = [conv_unit(in_ch, c, 3, 2, act=act, depthwise=depthwise), block]
+            c, n, down = width(c), scale_depth(n, deepen_factor), width(down_channels[i])
+            block = _csp_block(spec, down, c, n, act, stage=i, depthwise=depthwise, c3k=c3k)
+            layers = [conv_unit(in_ch, down, 3, 2, act=act, depthwise=depthwise), block]
             if i == last and spec.spp == "before":  # YOLOX: SPP between the down conv and block
                 layers.insert(1, SPPFBlock(c, c, act=act))
-            if i == last and spec.spp == "after":  # YOLOv8: SPPF after the block
-                layers.append(SPPFBlock(c, c, act=act))
+            if i == last and spec.spp == "after":  # YOLOv8 / 11 / 26: SPPF after the block
+                layers.append(SPPFBlock(c, c, act=act, shortcut=spec.sppf_shortcut, cv1_act=spec.sppf_cv1_act))
+            if i == last and spec.psa_blocks:  # YOLO11 / 26: C2PSA after the SPPF
+                layers.append(C2PSA(c, scale_depth(spec.psa_blocks, deepen_factor), act=act))
             stages.append(nn.Sequential(*layers))
             chans.append(c)
             in_ch = c

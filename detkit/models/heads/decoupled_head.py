@@ -38,6 +38,8 @@ from detkit.models.layers import ConvBNAct, conv_unit, set_batchnorm
 __all__ = ["BIAS_INITS", "DecoupledHead"]
 
 BIAS_INITS = ("prior_prob", "yolov8")
+# The class branch's convs: "conv" (3x3 ConvBNActs), "dwconv" (YOLO11+: depthwise 3x3 + pointwise 1x1).
+CLS_BRANCHES = ("conv", "dwconv")
 # Statistics of the one-to-one branch worth logging beside the one-to-many branch's (as stat_o2o_*).
 O2O_STATS = ("stat_pos_per_gt", "stat_gt_no_pos", "stat_pos_iou")
 
@@ -78,6 +80,9 @@ class DecoupledHead(DenseHead):
             stem's width, or without a stem ``max(16, c0 // 4, R)``.
         num_convs: 3x3 convs per branch (>= 1).
         depthwise: depthwise-separable 3x3 convs (YOLOX-Nano style).
+        cls_branch: ``"conv"`` (3x3 ConvBNActs, as the box branch) or ``"dwconv"``: YOLO11's and
+            YOLO26's class branch, each conv a depthwise 3x3 ConvBNAct then a 1x1 ConvBNAct to the
+            branch width (Ultralytics' ``DWConv`` + ``Conv``); the box branch keeps full 3x3 convs.
         act: activation of the stem and branch convs.
         objectness: predict objectness from the box branch (YOLOX).
         bias_init: ``"prior_prob"`` (class and objectness biases ``logit(prior_prob)``, as
@@ -85,6 +90,8 @@ class DecoupledHead(DenseHead):
             ``log(5 / C / (bias_init_size / stride)**2)``: about 5 objects per image).
         prior_prob: see ``bias_init``.
         bias_init_size: see ``bias_init``.
+        box_bias: the box predictions' bias (None: ``bias_init``'s: 1 for ``"yolov8"``, PyTorch's
+            default init for ``"prior_prob"``); Ultralytics 8.4 sets 2 (YOLO11, YOLO26 configs).
         norm_eps: BatchNorm eps of the head's convs (YOLOv8 / YOLOX: 1e-3; PyTorch's default 1e-5).
         norm_momentum: BatchNorm momentum (YOLOv8 / YOLOX: 0.03; PyTorch's default 0.1).
         score_thr: least class score of a detection.
@@ -121,11 +128,13 @@ class DecoupledHead(DenseHead):
         box_channels: int | Sequence[int] | None = None,
         num_convs: int = 2,
         depthwise: bool = False,
+        cls_branch: str = "conv",
         act: str = "silu",
         objectness: bool = False,
         bias_init: str = "prior_prob",
         prior_prob: float = 0.01,
         bias_init_size: int = 640,
+        box_bias: float | None = None,
         norm_eps: float = 1e-5,
         norm_momentum: float = 0.1,
         one2one: bool = False,
@@ -158,6 +167,11 @@ class DecoupledHead(DenseHead):
                              f"{prior_generator!r} has {self.num_base_priors}")
         if bias_init not in BIAS_INITS:
             raise ValueError(f"unknown bias_init {bias_init!r}; accepted: {', '.join(BIAS_INITS)}")
+        if cls_branch not in CLS_BRANCHES:
+            raise ValueError(f"unknown cls_branch {cls_branch!r}; accepted: {', '.join(CLS_BRANCHES)}")
+        if cls_branch == "dwconv" and depthwise:
+            raise ValueError("depthwise=True already makes both branches depthwise-separable; "
+                             "cls_branch='dwconv' is YOLO11's class branch beside full 3x3 box convs: pick one")
         if not 0.0 < prior_prob < 1.0:
             raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
         if not isinstance(num_convs, int) or num_convs < 1:
@@ -168,6 +182,8 @@ class DecoupledHead(DenseHead):
         self.box_channels = box_channels
         self.num_convs = num_convs
         self.depthwise = depthwise
+        self.cls_branch = cls_branch
+        self.box_bias = box_bias
         self.act = act
         self.objectness = objectness
         self.bias_init = bias_init
@@ -194,8 +210,8 @@ class DecoupledHead(DenseHead):
         box = self.box_channels if self.box_channels is not None else default_box
         return _per_level(cls, levels, "cls_channels"), _per_level(box, levels, "box_channels")
 
-    def _branch(self, cin: int, width: int) -> nn.Sequential:
-        convs = [conv_unit(cin if i == 0 else width, width, 3, act=self.act, depthwise=self.depthwise)
+    def _branch(self, cin: int, width: int, depthwise: bool) -> nn.Sequential:
+        convs = [conv_unit(cin if i == 0 else width, width, 3, act=self.act, depthwise=depthwise)
                  for i in range(self.num_convs)]
         return nn.Sequential(*convs)
 
@@ -207,8 +223,9 @@ class DecoupledHead(DenseHead):
     def _branch_set(self, branch_in: list[int], cls_w: list[int], box_w: list[int]) -> nn.ModuleDict:
         """One branch's layers per level: class and box convs, their 1x1 predictions, objectness."""
         parts = nn.ModuleDict(dict(
-            cls_convs=nn.ModuleList(self._branch(c, w) for c, w in zip(branch_in, cls_w)),
-            box_convs=nn.ModuleList(self._branch(c, w) for c, w in zip(branch_in, box_w)),
+            cls_convs=nn.ModuleList(self._branch(c, w, self.depthwise or self.cls_branch == "dwconv")
+                                    for c, w in zip(branch_in, cls_w)),
+            box_convs=nn.ModuleList(self._branch(c, w, self.depthwise) for c, w in zip(branch_in, box_w)),
             cls_preds=nn.ModuleList(nn.Conv2d(w, self.num_classes, 1) for w in cls_w),
             box_preds=nn.ModuleList(nn.Conv2d(w, self.num_box_params, 1) for w in box_w),
         ))
@@ -252,8 +269,10 @@ class DecoupledHead(DenseHead):
         for branch in self.branches:
             m = self._branch_modules(branch)
             for level, (cls_pred, box_pred) in enumerate(zip(m["cls_preds"], m["box_preds"])):
+                box_bias = 1.0 if self.box_bias is None and self.bias_init == "yolov8" else self.box_bias
+                if box_bias is not None:
+                    _bias(box_pred).fill_(box_bias)
                 if self.bias_init == "yolov8":
-                    _bias(box_pred).fill_(1.0)
                     _bias(cls_pred).fill_(math.log(5 / self.num_classes / (self.bias_init_size / strides[level]) ** 2))
                 else:
                     _bias(cls_pred).fill_(prior_logit)

@@ -1,0 +1,15 @@
+"""YOLO11-x on COCO 2017: ``yolo11n_tal.py`` at Ultralytics' x scale.
+
+Depth 1.00, width 1.50, channels capped at 512 before widening (``CSPDarknet(scale="x")``), 2 inner blocks per
+C3k2 block. C3k inner blocks in every C3k2 block (``c3k``: Ultralytics' rule at m, l and x). 56,966,160
+parameters with 80 classes: Ultralytics 8.4.190's YOLO11x (56,966,176) less its 16 fixed DFL projection
+weights; backbone 28,847,328. Head, loss, data and schedule are ``yolo11n_tal.py``'s (YOLOv8's recipe); only
+the size changes.
+
+    python tools/train.py configs/yolo11x_tal.py
+    python tools/test.py configs/yolo11x_tal.py yolo11x_converted.pth   # Ultralytics weights, see README
+"""
+
+_base_ = ["yolo11n_tal.py"]
+
+model = dict(backbone=dict(scale="x"), neck=dict(num_blocks=2, c3k=True))
