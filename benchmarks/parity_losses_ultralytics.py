@@ -18,12 +18,13 @@ of them (so both sides train on bit-identical boxes).
 Loss terms. Ultralytics returns ``loss * batch_size`` with ``loss = [box * CIoU, cls * BCE,
 dfl * DFL (L1 when reg_max=1)]`` (gains 7.5, 0.5, 1.5 from ``cfg/default.yaml``); detkit's
 pipeline returns the same terms with the same gains as ``loss_box``, ``loss_cls``, ``loss_dfl``
-(``loss_l1`` or as helper B names the DFL-free term) as a mean over the batch: the trainer
+(the DFL-free L1 term in that slot, whatever its name) as a mean over the batch: the trainer
 multiplies by the batch size itself when the config says ``train.loss_scale="batch"`` (every
 YOLO config does). So detkit's term x B is compared with Ultralytics' term. For YOLO26
-(``E2ELoss``) each branch's terms are compared (Ultralytics' ``one2many.loss`` / ``one2one.loss``,
-detkit's ``loss_*`` / ``loss_o2o_*``) and the weighted total ``w * L_o2m + (1 - w) * L_o2o`` at a
-first and a later epoch (Ultralytics: ``criterion.update()`` called once per finished epoch;
+(``E2ELoss``) each branch's terms are compared (Ultralytics' ``one2many.loss`` / ``one2one.loss`` times the
+branch's weight; detkit's head returns ``loss_*`` / ``loss_o2o_*`` already weighted), the weights
+themselves (detkit's ``stat_w_o2m`` / ``stat_w_o2o``) and the total ``w * L_o2m + (1 - w) * L_o2o``
+at a first and a later epoch (Ultralytics: ``criterion.update()`` called once per finished epoch;
 detkit: the head's ``set_epoch(epoch, epochs)``).
 
 Gradients: the total of each side (Ultralytics' ``loss.sum()``, as its trainer backpropagates;
@@ -85,14 +86,14 @@ class Result:
 # ------------------------------------------------------------------------------------------------
 
 
-def random_ultralytics_model(name: str, seed: int) -> nn.Module:
-    """``{name}.yaml`` (e.g. ``yolov8s``) with ``NUM_CLASSES`` classes, random BN statistics and
+def random_ultralytics_model(name: str, seed: int, num_classes: int = NUM_CLASSES) -> nn.Module:
+    """``{name}.yaml`` (e.g. ``yolov8s``) with ``num_classes`` classes, random BN statistics and
     affine parameters, random prediction biases (box and class, every branch drawn on its own)."""
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(seed)
-    model = DetectionModel(f"{name}.yaml", nc=NUM_CLASSES, verbose=False)
+    model = DetectionModel(f"{name}.yaml", nc=num_classes, verbose=False)
     randomise_batchnorm(model, seed + 1)
     g = torch.Generator().manual_seed(seed + 2)
     detect = model.model[-1]
@@ -109,7 +110,7 @@ def random_ultralytics_model(name: str, seed: int) -> nn.Module:
         for branch in branches:
             pred = branch[-1]
             pred.bias.copy_(torch.randn(pred.bias.shape, generator=g) - (0.0 if branch in box_branches else 3.0))
-    model.names = {i: f"class_{i}" for i in range(NUM_CLASSES)}
+    model.names = {i: f"class_{i}" for i in range(num_classes)}
     model.args = get_cfg(overrides={"epochs": EPOCHS})  # the trainer's arguments: gains box 7.5, cls 0.5, dfl 1.5
     return model
 
@@ -128,11 +129,12 @@ def convert(model: nn.Module, family: str) -> dict[str, Tensor]:
     raise ImportError(f"detkit.models.convert.ultralytics has no converter for {family} yet", name="detkit")
 
 
-def detkit_model(family: str, scale: str, state: dict[str, Tensor]) -> nn.Module:
+def detkit_model(family: str, scale: str, state: dict[str, Tensor], num_classes: int = NUM_CLASSES) -> nn.Module:
+    """detkit's model of ``family`` / ``scale`` from its config, holding the converted ``state`` (strict)."""
     config = ROOT / FAMILIES[family].format(scale=scale)
     if not config.exists():
         raise ImportError(f"{config.relative_to(ROOT)} does not exist yet", name="detkit")
-    model = instantiate(load_config(config, [f"model.head.num_classes={NUM_CLASSES}"]).model)
+    model = instantiate(load_config(config, [f"model.head.num_classes={num_classes}"]).model)
     model.load_state_dict(state, strict=True)
     return model
 
@@ -251,10 +253,13 @@ def detkit_terms(losses: dict[str, Tensor], prefix: str) -> dict[str, float]:
     is ``loss_dfl`` or, DFL-free, the L1 term (whatever name the pipeline gives it)."""
     out = {}
     for key, value in losses.items():
-        if not key.startswith(prefix) or key[len(prefix):].count("_"):
+        if not key.startswith(prefix) or (prefix == "loss_" and key.startswith("loss_o2o_")):
             continue
         term = key[len(prefix):]
-        out["dfl" if term not in ("box", "cls") else term] = float(value.detach()) * BATCH
+        slot = term if term in ("box", "cls") else "dfl"
+        if slot in out:
+            raise RuntimeError(f"two detkit terms for Ultralytics' {slot} slot: {sorted(losses)}")
+        out[slot] = float(value.detach()) * BATCH
     return out
 
 
@@ -286,13 +291,13 @@ def run_case(name: str, seed: int, epochs_checked: list[int]) -> Result:
             ours.head.set_epoch(epoch, EPOCHS)
         # Ultralytics
         preds = ultra_m(images)
-        if e2e:
+        if e2e:  # each branch's terms times its weight, as detkit's head returns them
             parsed = one2many.parse_output(preds)
             o2m = one2many.loss(parsed["one2many"], ubatch)[0]
             o2o = criterion.one2one.loss(parsed["one2one"], ubatch)[0]
             total_u = o2m * criterion.o2m + o2o * criterion.o2o
             weights_u = (criterion.o2m, criterion.o2o)
-            branches_u = {"o2m": ultra_terms(o2m), "o2o": ultra_terms(o2o)}
+            branches_u = {"o2m": ultra_terms(o2m * criterion.o2m), "o2o": ultra_terms(o2o * criterion.o2o)}
         else:
             total_u = one2many.loss(one2many.parse_output(preds), ubatch)[0]
             branches_u = {"o2m": ultra_terms(total_u)}
@@ -305,6 +310,13 @@ def run_case(name: str, seed: int, epochs_checked: list[int]) -> Result:
         if e2e:
             branches_d["o2o"] = detkit_terms(losses, "loss_o2o_")
         label = f"{name}" + (f" epoch {epoch}" if e2e else "")
+        if e2e:
+            weights_d = (float(losses["stat_w_o2m"]), float(losses["stat_w_o2o"]))
+            rel = max(relative(d, u) for d, u in zip(weights_d, weights_u))
+            res.ok &= rel <= REL_TOL
+            res.rows.append(f"| {label} | branch weights o2m / o2o | {weights_u[0]:.6f} / {weights_u[1]:.6f} | "
+                            f"{weights_d[0]:.6f} / {weights_d[1]:.6f} | {rel:.1e} | "
+                            f"{'ok' if rel <= REL_TOL else 'FAIL'} |")
         for branch, terms in branches_u.items():
             for term, ref in terms.items():
                 got = branches_d[branch].get(term, float("nan"))
@@ -316,8 +328,7 @@ def run_case(name: str, seed: int, epochs_checked: list[int]) -> Result:
         total_ref, total_got = float(total_u.sum().detach()), float(total_d.detach())
         rel = relative(total_got, total_ref)
         res.ok &= rel <= REL_TOL
-        weight_text = f" (o2m weight {weights_u[0]:.4f}, o2o {weights_u[1]:.4f})" if e2e else ""
-        res.rows.append(f"| {label} | total{weight_text} | {total_ref:.6f} | {total_got:.6f} | "
+        res.rows.append(f"| {label} | total | {total_ref:.6f} | {total_got:.6f} | "
                         f"{rel:.1e} | {'ok' if rel <= REL_TOL else 'FAIL'} |")
         norm_rel, norm_name, elem, elem_name = gradient_differences(ultra_m, ours, names)
         passed = norm_rel <= REL_TOL
