@@ -21,7 +21,8 @@ from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = str(ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py")  # real model parts; train.epochs=2
-PRESETS = "atss, iou, grid, yolov5, fcos, simota, simota-yolox, tal, tal-ultralytics, dsl, dsl-mmyolo"
+PRESETS = ("atss, iou, grid, yolov5, fcos, simota, simota-yolox, tal, tal-ultralytics, tal-e2e-ultralytics, dsl, "
+           "dsl-mmyolo")
 ASSIGNER = f"expected a lazy call of an assigner (L(ATSSAssigner)(...)) or a preset: {PRESETS}"
 
 # (overrides on CFG, the error after "<CFG>: "; " (from --cfg-options ...)" is added where one override set the key)

@@ -41,6 +41,9 @@ ASSIGNER_PRESETS: dict[str, ConfigDict] = {
     "tal": L(TaskAlignedAssigner)(topk=13, alpha=1.0, beta=6.0),
     "tal-ultralytics": L(TaskAlignedAssigner)(topk=10, alpha=0.5, beta=6.0, iou_mode="ciou", resolve="all_gts",
                                               center_min_side=16.0, keep_zero_metric=True),
+    # YOLO26's one-to-one branch (Ultralytics 8.4's E2ELoss): tal-ultralytics at top 7, then top 1 per GT
+    "tal-e2e-ultralytics": L(TaskAlignedAssigner)(topk=7, alpha=0.5, beta=6.0, iou_mode="ciou", resolve="all_gts",
+                                                  center_min_side=16.0, keep_zero_metric=True, topk2=1),
     "dsl": L(DynamicSoftLabelAssigner)(topk=13, iou_weight=3.0, soft_center_radius=3.0),
     "dsl-mmyolo": L(DynamicSoftLabelAssigner)(topk=13, iou_weight=3.0, soft_center_radius=3.0, cls_cost="gt_class",
                                               candidates_only=False),

@@ -68,6 +68,11 @@ class TaskAlignedAssigner:
        Ultralytics 8.4's ``select_highest_overlaps``: when every such IoU is 0 the prior goes to
        the first valid GT, which is Ultralytics' GT row 0 whenever padding rows trail, as in its
        batches). A prior positive for one GT keeps it in every rule.
+    4b. With ``topk2`` (Ultralytics 8.4's second filter, YOLO26's one-to-one rule at ``topk2=1``): each
+       GT keeps, of the priors step 4 gave it, its ``min(topk2, N)`` of largest metric; the others are not
+       positive. Ties: lower prior index; with ``keep_zero_metric``, ``torch.topk``'s set on the GT's row
+       of N metrics (0 off the priors step 4 gave it), as Ultralytics, so a GT whose priors all have
+       metric 0 keeps only those of them ``torch.topk`` picks among the row's zeros: often none.
     5. Normalised target: per GT, ``t = metric / max metric * max IoU``, maxima over the priors
        finally assigned to that GT (``eps`` guards the division).
 
@@ -87,6 +92,8 @@ class TaskAlignedAssigner:
         center_min_side: least GT side (px) of the candidate test (step 1); None = the GT as it is.
         keep_zero_metric: kept candidates are positive even at metric 0 (step 3).
         resolve: ``positives``, ``in_gts`` or ``all_gts`` (step 4).
+        topk2: priors kept per GT after step 4 (step 4b); None (or ``topk`` itself, as in Ultralytics,
+            where the filter runs only when ``topk2 != topk``) for no second filter.
         eps: added to the max metric in step 5.
     """
 
@@ -95,9 +102,12 @@ class TaskAlignedAssigner:
 
     def __init__(self, topk: int = 13, alpha: float = 1.0, beta: float = 6.0, iou_mode: str = "iou",
                  center_eps: float = 1e-9, resolve: str = "positives", eps: float = 1e-9,
-                 center_min_side: float | None = None, keep_zero_metric: bool = False) -> None:
+                 center_min_side: float | None = None, keep_zero_metric: bool = False,
+                 topk2: int | None = None) -> None:
         if not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
+        if topk2 is not None and (isinstance(topk2, bool) or not isinstance(topk2, int) or topk2 < 1):
+            raise ValueError(f"topk2 must be a positive int or None, got {topk2!r}")
         if iou_mode not in ("iou", "ciou"):
             raise ValueError(f"iou_mode must be 'iou' or 'ciou' (of {IOU_MODES}), got {iou_mode!r}")
         if resolve not in RESOLVE_RULES:
@@ -113,11 +123,12 @@ class TaskAlignedAssigner:
         self.eps = float(eps)
         self.center_min_side = None if center_min_side is None else float(center_min_side)
         self.keep_zero_metric = bool(keep_zero_metric)
+        self.topk2 = None if topk2 == topk else topk2
 
     def __repr__(self) -> str:
         return (f"TaskAlignedAssigner(topk={self.topk}, alpha={self.alpha}, beta={self.beta}, "
                 f"iou_mode={self.iou_mode!r}, resolve={self.resolve!r}, center_min_side={self.center_min_side}, "
-                f"keep_zero_metric={self.keep_zero_metric})")
+                f"keep_zero_metric={self.keep_zero_metric}, topk2={self.topk2})")
 
     def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
@@ -157,6 +168,8 @@ class TaskAlignedAssigner:
         image, prior = (best_gt >= 0).nonzero(as_tuple=True)  # the metric of each positive's pair
         if image.numel():
             metric[image, prior] = self._pair_values(x, image * m + best_gt[image, prior], image * n + prior, prior)[1]
+        if self.topk2 is not None:  # step 4b
+            best_gt = torch.where(self._second_topk(best_gt, metric, rows, m), best_gt, -1)
         target = self._normalised(best_gt, best_iou, metric, m)
         return make_result(best_gt, best_iou, gt, align_metric=metric, score_target=target)
 
@@ -166,6 +179,25 @@ class TaskAlignedAssigner:
         if self.keep_zero_metric:  # torch.topk's set on the row of N metrics, 0 off candidates
             return segment_topk(table, metric, k, ties="torch", fill=0.0)
         return segment_topk(table, metric, k) & (metric > 0)
+
+    def _second_topk(self, best_gt: Tensor, metric: Tensor, rows: tuple[Tensor, Tensor], num_gts: int) -> Tensor:
+        """Step 4b: ``Tensor[B, N]`` bool, the positives of ``best_gt (B, N)`` (-1: none) their GT keeps,
+        ranked by ``metric (B, N)``; ``rows``: the valid GTs (:func:`gt_rows`), which every positive's GT is."""
+        b, n = best_gt.shape
+        image, prior = (best_gt >= 0).nonzero(as_tuple=True)  # (P,) each, by (image, prior)
+        gt_flat = image * num_gts + best_gt[image, prior]
+        order = torch.sort(gt_flat, stable=True).indices  # GT by GT, priors ascending within a GT
+        row_of = torch.full((b * num_gts,), -1, dtype=torch.long, device=best_gt.device)
+        row_of[rows[0] * num_gts + rows[1]] = torch.arange(rows[0].shape[0], device=best_gt.device)
+        image, prior = image[order], prior[order]
+        table = CandidateTable(image=rows[0], slot=rows[1], row=row_of[gt_flat[order]], prior=prior,
+                               num_gts=num_gts, num_priors=n)
+        assert self.topk2 is not None
+        kept = segment_topk(table, metric[image, prior], min(self.topk2, n),
+                            ties="torch" if self.keep_zero_metric else "index", fill=0.0)
+        keep = torch.zeros(b * n, dtype=torch.bool, device=best_gt.device)
+        keep[(image * n + prior)[kept]] = True
+        return keep.view(b, n)
 
     def _inputs(self, centres: Tensor, pred_boxes: Tensor, scores: Tensor, gt: GTBatch) -> _Inputs:
         boxes = gt.boxes.flatten(0, 1)  # (B, M, 4) -> (B*M, 4)
