@@ -18,11 +18,16 @@ duplicates. What swaps a rule names the branch (``--branch`` of the comparison a
   names each branch's rule.
 
 ``config`` stands for the config's own rule of a branch, as elsewhere in the tools.
+
+``schedule.assigner_switches`` entries: ``(epoch, RULE)`` switches the one-to-many branch (the only
+branch of most heads); ``(epoch, dict(one2one=RULE))`` the one-to-one branch, ``(epoch,
+dict(one2many=A, one2one=B))`` both. Each branch keeps its rule until an entry names that branch
+again (:func:`branch_switches`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +38,8 @@ from detkit.errors import ConfigError
 from detkit.lazy import TARGET_KEY, L, call_text
 from detkit.schema import target_product
 
-__all__ = ["ASSIGNER_KEYS", "BRANCHES", "BRANCH_CHOICES", "BranchRules", "branch_rules", "has_one2one",
-           "one_to_one_call", "one_to_one_problem", "split_pair"]
+__all__ = ["ASSIGNER_KEYS", "BRANCHES", "BRANCH_CHOICES", "BranchRules", "branch_rules", "branch_switches",
+           "has_one2one", "one_to_one_call", "one_to_one_problem", "set_branch_assigner", "split_pair", "switch_rules"]
 
 BRANCHES = ("one2many", "one2one")
 BRANCH_CHOICES = (*BRANCHES, "both")
@@ -180,3 +185,48 @@ def one_to_one_problem(assigner: Any) -> str | None:
 def has_one2one(head: Mapping[str, Any] | None) -> bool:
     """Whether a config's ``model.head`` section builds a trained one-to-one branch."""
     return bool(head and head.get("one2one") and head.get("one2one_loss") is not None)
+
+
+# ----- schedule.assigner_switches ------------------------------------------------------------------
+
+
+def switch_rules(component: Any) -> dict[str, Any] | None:
+    """The branches a ``schedule.assigner_switches`` entry's component switches: ``{branch: rule}``
+    for a mapping of branch names (not a lazy call), None for a bare rule (the one-to-many branch)."""
+    if isinstance(component, Mapping) and TARGET_KEY not in component:
+        return dict(component)
+    return None
+
+
+def branch_switches(schedule: Sequence[tuple[int, Any]], branch: str) -> list[tuple[int, Any]]:
+    """The ``(epoch, rule)`` entries of ``schedule`` that switch ``branch``, in order."""
+    out = []
+    for epoch, component in schedule:
+        rules = switch_rules(component)
+        if rules is None and branch == "one2many":
+            out.append((epoch, component))
+        elif rules is not None and branch in rules:
+            out.append((epoch, rules[branch]))
+    return out
+
+
+def set_branch_assigner(head: Any, branch: str, assigner: Any) -> None:
+    """Swap the assigner of ``head``'s ``branch`` (``head.assigner`` for the one-to-many branch, which
+    checks the pair with the pipeline's ``cls_target``; the one-to-one pipeline's, kept one-to-one).
+
+    Raises:
+        ValueError: the head has no such branch, or the rule would make the one-to-one branch one-to-many.
+    """
+    if branch == "one2many":
+        head.assigner = assigner
+        return
+    pipeline = getattr(head, "one2one_pipeline", None)
+    if branch != "one2one" or pipeline is None:
+        raise ValueError(f"{type(head).__name__} has no trained {branch} branch to switch the assigner of")
+    problem = one_to_one_problem(assigner)
+    if problem is not None:
+        raise ValueError(f"the one-to-one branch must stay one-to-one: {problem}")
+    check = getattr(type(pipeline), "check_config_arguments", None)
+    if check is not None:
+        check({"cls_target": getattr(pipeline, "cls_target", None), "assigner": assigner}, "head.one2one_loss")
+    pipeline.assigner = assigner

@@ -43,13 +43,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from detkit.assigners.branches import BRANCHES, has_one2one, one_to_one_problem, switch_rules
 from detkit.assigners.presets import assigner_component
 from detkit.engine.checkpoint import CheckpointManager
 from detkit.engine.ema import ModelEMA
 from detkit.engine.optim import DEFAULT_OPTIMIZER, check_optimizer_call, optimizer_from_legacy
 from detkit.engine.schedules import LRSchedule
 from detkit.engine.trackers import tracker_component
-from detkit.lazy import TARGET_KEY, L
+from detkit.lazy import TARGET_KEY, L, instantiate
 from detkit.schema import FLAT, SettingError, default_of, parse_section, target_product
 
 __all__ = ["MOVED_TRAIN_KEYS", "CheckpointSettings", "EMASettings", "LoggingSettings", "RuntimeSettings",
@@ -80,7 +81,20 @@ def _checked_switches(switches: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
         if out and epoch <= out[-1][0]:
             raise SettingError(f"schedule.assigner_switches[{i}][0]", f"entries must be in increasing epoch order, "
                                                                       f"got epoch {epoch} after {out[-1][0]}")
-        out.append((epoch, assigner_component(component, f"schedule.assigner_switches[{i}][1]")))
+        key = f"schedule.assigner_switches[{i}][1]"
+        rules = switch_rules(component)
+        if rules is None:
+            out.append((epoch, assigner_component(component, key)))
+            continue
+        if not rules or set(rules) - set(BRANCHES):
+            raise SettingError(key, f"a mapping names the branches it switches, one or more of {', '.join(BRANCHES)}; "
+                                    f"got {sorted(rules)}")
+        rules = {b: assigner_component(rules[b], f"{key}.{b}") for b in BRANCHES if b in rules}
+        if "one2one" in rules:  # built here so that a one-to-many rule is refused when the config loads
+            problem = one_to_one_problem(instantiate(rules["one2one"], f"{key}.one2one"))
+            if problem is not None:
+                raise SettingError(f"{key}.one2one", f"the one-to-one branch must stay one-to-one: {problem}")
+        out.append((epoch, rules))
     return out
 
 
@@ -240,7 +254,9 @@ class ScheduleSettings:
         no_mosaic_last_epochs: the training pipeline's switchable transforms (Mosaic, MixUp: those with
             ``set_enabled``) off for the last N epochs.
         assigner_switches: ``[(epoch, assigner), ...]``: the head's assigner swapped at those epochs
-            (0-based; a lazy call or a preset name), in increasing epoch order.
+            (0-based; a lazy call or a preset name), in increasing epoch order. On a dual-branch head
+            a bare rule switches the one-to-many branch; ``dict(one2one=...)`` (and/or ``one2many=``)
+            names the branches (:mod:`detkit.assigners.branches`).
     """
 
     lr: Any = field(default_factory=lambda: L(LRSchedule)())
@@ -258,6 +274,15 @@ class ScheduleSettings:
     def check_with_config(self, cfg: Mapping[str, Any]) -> None:
         """The checks that need another section (the run's ``train.epochs``), when a config loads."""
         self.check_epochs(TrainSettings.from_config(cfg.get("train"), strict=False).epochs)
+        model = cfg.get("model")
+        self.check_branches(model.get("head") if isinstance(model, Mapping) else None)
+
+    def check_branches(self, head: Mapping[str, Any] | None) -> None:
+        """Every switch of the one-to-one branch is for a head (``model.head``) that has one."""
+        for i, (_, component) in enumerate(self.assigner_switches):
+            if "one2one" in (switch_rules(component) or {}) and not has_one2one(head):
+                raise SettingError(f"schedule.assigner_switches[{i}][1].one2one",
+                                   "the model's head has no one-to-one branch (model.head.one2one and one2one_loss)")
 
     def check_epochs(self, epochs: int) -> None:
         """Every assigner switch falls inside a run of ``epochs`` epochs."""

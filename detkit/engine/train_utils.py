@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from detkit.assigners.branches import BRANCHES, branch_switches, set_branch_assigner
 from detkit.config import instantiate
 from detkit.data.transforms.compose import SwitchableTransform
 from detkit.engine import distributed as du
@@ -172,16 +173,22 @@ class EpochSwitches:
         self.assigner_schedule = list(assigner_schedule)
         self.no_mosaic_last_epochs = no_mosaic_last_epochs
         self.epochs = epochs
-        self.assigner_entry: int | None = None  # schedule index in force (-1: the model's own assigner)
+        # per branch (a bare rule: one2many; dict(one2one=...): detkit.assigners.branches), its switches and
+        # the index of the one in force (-1: the model's own assigner)
+        self.branch_schedules = {b: branch_switches(self.assigner_schedule, b) for b in BRANCHES}
+        self.assigner_entries: dict[str, int] = {}
         self.mix_off = False
 
     def apply(self, epoch: int, detector: Any, dataset: Any) -> None:
         """Make the switches due at ``epoch`` (0-based), logging each."""
-        idx = assigner_index(self.assigner_schedule, epoch)
-        if idx >= 0 and idx != self.assigner_entry:
-            detector.head.assigner = build_assigner(self.assigner_schedule[idx][1])
-            logger.info(f"epoch {epoch + 1}: assigner {type(detector.head.assigner).__name__}")
-        self.assigner_entry = idx
+        for branch, schedule in self.branch_schedules.items():
+            idx = assigner_index(schedule, epoch)
+            if idx >= 0 and idx != self.assigner_entries.get(branch):
+                assigner = build_assigner(schedule[idx][1])
+                set_branch_assigner(detector.head, branch, assigner)
+                where = "" if branch == "one2many" else f" ({branch} branch)"
+                logger.info(f"epoch {epoch + 1}: assigner {type(assigner).__name__}{where}")
+            self.assigner_entries[branch] = idx
         for owner in (getattr(detector.head, "loss_pipeline", None), detector.head):  # the head: branch weights
             set_epoch = getattr(owner, "set_epoch", None)
             if callable(set_epoch):
