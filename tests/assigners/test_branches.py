@@ -64,6 +64,8 @@ def test_branch_rules_refusals():
 
 def test_one_to_one_call_keeps_one_to_one_rules_and_wraps_min_positives():
     assert one_to_one_call("TaskAlignedAssigner(topk=1, alpha=2.0)") == "TaskAlignedAssigner(topk=1, alpha=2.0)"
+    assert one_to_one_call("TaskAlignedAssigner(topk=7, topk2=1)") == "TaskAlignedAssigner(topk=7, topk2=1)"
+    assert one_to_one_call("TaskAlignedAssigner(topk=7, topk2=3)") == "TaskAlignedAssigner(topk=1, topk2=3)"
     assert one_to_one_call("tal+minpos") == ("MinPositives(assigner=TaskAlignedAssigner(topk=1, alpha=1.0, "
                                              "beta=6.0), min_pos_per_gt=1)")
     with pytest.raises(ConfigError, match="only a task-aligned rule"):
@@ -74,6 +76,10 @@ def test_one_to_one_problem():
     assert one_to_one_problem(TaskAlignedAssigner(topk=1)) is None
     assert one_to_one_problem(TaskAlignedAssigner(topk=13)) == (
         "TaskAlignedAssigner(topk=13) gives a GT up to 13 positives; a one-to-one branch needs topk=1 or topk2=1")
+    assert one_to_one_problem(TaskAlignedAssigner(topk=7, topk2=1)) is None  # YOLO26's one-to-one rule
+    assert one_to_one_problem(TaskAlignedAssigner(topk=7, topk2=3)) == (
+        "TaskAlignedAssigner(topk=7, topk2=3) gives a GT up to 3 positives; "
+        "a one-to-one branch needs topk=1 or topk2=1")
     assert one_to_one_problem(MinPositives(TaskAlignedAssigner(topk=1))) is None
     assert "min_pos_per_gt=2" in one_to_one_problem(MinPositives(TaskAlignedAssigner(topk=1), min_pos_per_gt=2))
     assert one_to_one_problem(ATSSAssigner()) == "ATSSAssigner gives a GT several positives (a one-to-many rule)"
