@@ -9,6 +9,7 @@ from detkit.engine.checkpoint import (
     set_rng_state,
 )
 from detkit.engine.ema import ModelEMA, unwrap_model
+from detkit.engine.musgd import MuSGD
 from detkit.engine.optim import build_optimizer, param_groups
 from detkit.engine.schedules import LRSchedule
 from detkit.engine.weights import load_weights
@@ -17,6 +18,7 @@ __all__ = [
     "CheckpointManager",
     "LRSchedule",
     "ModelEMA",
+    "MuSGD",
     "atomic_save",
     "build_optimizer",
     "find_latest_checkpoint",

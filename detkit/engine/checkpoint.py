@@ -13,7 +13,8 @@ so it holds only tensors and plain Python values::
      "best": {"metric": str, "value": float} ...,
      "guard": {"loss_total": int, ...},   # counters of skipped non-finite steps
      "meta": {"class_names", "num_classes", "img_size", "run": {...}, ...},  # run_checkpoints.run_meta
-     "epoch_end_pending": bool}  # an epoch_<E>.pth written before its evaluation
+     "epoch_end_pending": bool,  # an epoch_<E>.pth written before its evaluation
+     "optimizer_auto": {"optimizer_steps": int, "num_classes": int} | None}  # train.optimizer="auto"'s inputs
 
 ``best.pth`` and ``last.pth`` are weights files (:func:`detkit.engine.run_checkpoints.lean_state`):
 ``model`` (the EMA weights when the run had an EMA, fp16 with ``train.checkpoint.final_fp16``),

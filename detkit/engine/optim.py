@@ -9,6 +9,11 @@ The parameter groups are the trainer's (:func:`param_groups`): :func:`build_opti
 as ``params`` when it builds the call, with ``weight_decay`` on the decay group only. Swapping the
 class (a new ``L(...)`` over the base's) replaces the whole call; ``--cfg-options
 train.optimizer.lr=0.02`` changes one argument.
+
+:class:`~detkit.engine.musgd.MuSGD` (YOLO26) gets the groups Ultralytics' ``build_optimizer`` gives it: a
+``"muon"`` group of every 2-D and 4-D parameter (with decay), the others as above, and each group split
+in two, the head's class branches at 3x the LR. ``optimizer="auto"`` is Ultralytics' choice, resolved by
+the trainer (:func:`auto_optimizer`): MuSGD above 10,000 optimizer steps, else AdamW with a fitted LR.
 """
 
 from __future__ import annotations
@@ -20,13 +25,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from detkit.engine.musgd import MuSGD
 from detkit.lazy import TARGET_KEY, L, call_text, instantiate
 from detkit.schema import SettingError, default_of, target_product
 
-__all__ = ["DEFAULT_OPTIMIZER", "build_optimizer", "check_optimizer_call", "optimizer_from_legacy", "param_groups"]
+__all__ = ["AUTO", "DEFAULT_OPTIMIZER", "auto_optimizer", "auto_optimizer_steps", "auto_settings", "build_optimizer",
+           "check_optimizer_call", "class_branch_parameters", "optimizer_from_legacy", "param_groups"]
 
 # The optimizer of a config that names none (YOLOv5's SGD).
 DEFAULT_OPTIMIZER = L(torch.optim.SGD)(lr=0.01, momentum=0.937, weight_decay=5e-4, nesterov=True)
+
+# ``train.optimizer="auto"``: the trainer picks the optimizer (:func:`auto_optimizer`).
+AUTO = "auto"
+# Ultralytics' optimizer=auto: MuSGD above this many optimizer steps, else AdamW.
+AUTO_MUSGD_STEPS = 10_000
+# Ultralytics' default.yaml weight decay, which optimizer=auto keeps.
+AUTO_WEIGHT_DECAY = 5e-4
+# Module names of a head's class branch (DecoupledHead, both branches): MuSGD trains them at this LR multiple.
+CLASS_BRANCH_PARTS = ("cls_convs", "cls_preds")
+MUSGD_CLASS_LR = 3.0
 
 
 def optimizer_from_legacy(old: Mapping[str, Any]) -> Any:
@@ -65,7 +82,7 @@ def _momentum_of(group: Mapping[str, Any]) -> float | None:
 
 
 def check_optimizer_call(node: Any, key: str = "train.optimizer") -> Any:
-    """``node`` checked as the optimizer of a config: a lazy call of a ``torch.optim.Optimizer``
+    """``node`` checked as the optimizer of a config: ``"auto"`` or a lazy call of a ``torch.optim.Optimizer``
     class with a finite ``lr`` > 0, ``weight_decay`` >= 0, ``momentum`` / ``betas`` in [0, 1) and
     ``eps`` > 0 where given; the old ``dict(type=...)`` form is refused with the new form written out.
 
@@ -83,9 +100,11 @@ def check_optimizer_call(node: Any, key: str = "train.optimizer") -> Any:
                 continue
         raise SettingError(key, f"dict(type={node['type']!r}, ...) is the old form of an optimizer; name the class "
                                 f"with a lazy call: {key.rpartition('.')[2]}={new} (see docs/changelog.md)")
+    if node == AUTO:
+        return node
     if not (isinstance(node, Mapping) and TARGET_KEY in node):
         raise SettingError(key, f"expected a lazy call of an optimizer class such as "
-                                f"L(torch.optim.SGD)(lr=0.01, momentum=0.9), got {node!r}")
+                                f"L(torch.optim.SGD)(lr=0.01, momentum=0.9), or \"auto\", got {node!r}")
     product = target_product(node[TARGET_KEY])
     if product is not None and not issubclass(product, torch.optim.Optimizer):
         raise SettingError(key, f"{product.__qualname__} is not a torch.optim.Optimizer")
@@ -113,33 +132,87 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Split trainable parameters into three groups, in this order:
+def param_groups(model: nn.Module, weight_decay: float, matrices: bool = False) -> list[dict[str, Any]]:
+    """Split trainable parameters into groups, in this order:
 
     0. ``"decay"``: weights of every non-norm module, with ``weight_decay``;
     1. ``"norm"``: weights of normalisation layers, decay 0;
     2. ``"bias"``: every bias, decay 0 (YOLOv5 warms this group's LR from a higher value).
 
+    With ``matrices`` (MuSGD, as Ultralytics groups it), every 2-D and 4-D parameter (conv filters and
+    linear weights, whatever their module) goes first to 3. ``"muon"``, with ``weight_decay`` and
+    ``use_muon=True``; the three groups above hold the rest.
+
     Each group carries ``name``; parameters that do not require grad are left out; a parameter
     shared by several modules appears once.
     """
-    decay, norm, bias, seen = [], [], [], set()
+    decay, norm, bias, muon, seen = [], [], [], [], set()
     for module in model.modules():
         for pname, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if pname == "bias":
+            if matrices and p.ndim in (2, 4):
+                muon.append(p)
+            elif pname == "bias":
                 bias.append(p)
             elif isinstance(module, NORM_TYPES):
                 norm.append(p)
             else:
                 decay.append(p)
-    return [
+    groups = [
         {"params": decay, "weight_decay": weight_decay, "name": "decay"},
         {"params": norm, "weight_decay": 0.0, "name": "norm"},
         {"params": bias, "weight_decay": 0.0, "name": "bias"},
     ]
+    if matrices:
+        groups.append({"params": muon, "weight_decay": weight_decay, "use_muon": True, "name": "muon"})
+    return groups
+
+
+def class_branch_parameters(model: nn.Module) -> set[int]:
+    """``id`` of every parameter of a head's class branches: modules named in :data:`CLASS_BRANCH_PARTS`
+    (``DecoupledHead``'s ``cls_convs`` and ``cls_preds``, the one-to-one branch's too: Ultralytics'
+    ``cv3`` and ``one2one_cv3``)."""
+    return {id(p) for name, p in model.named_parameters()
+            if any(part in CLASS_BRANCH_PARTS for part in name.split(".")[:-1])}
+
+
+def _split_class_branch(groups: list[dict[str, Any]], model: nn.Module, lr: float) -> list[dict[str, Any]]:
+    """Each group as two, as Ultralytics groups MuSGD's: the groups without the class branches' parameters,
+    then copies holding those alone at ``MUSGD_CLASS_LR * lr`` (``class_branch=True``; same names)."""
+    boosted = class_branch_parameters(model)
+    rest = [{**g, "params": [p for p in g["params"] if id(p) not in boosted]} for g in groups]
+    return rest + [{**g, "params": [p for p in g["params"] if id(p) in boosted], "lr": lr * MUSGD_CLASS_LR,
+                    "class_branch": True} for g in groups]
+
+
+def auto_optimizer_steps(images: int, batch: int, nominal_batch: int, epochs: int) -> int:
+    """The optimizer steps of a run as Ultralytics counts them for ``optimizer=auto``:
+    ``ceil(images / max(batch, nominal_batch)) * epochs`` (``batch``: all processes together)."""
+    return math.ceil(images / max(batch, nominal_batch)) * epochs
+
+
+def auto_settings(node: Any, images: int, batch: int, nominal_batch: int, epochs: int,
+                  num_classes: int) -> dict[str, int] | None:
+    """What ``optimizer="auto"`` depends on, as :func:`auto_optimizer`'s arguments (the trainer keeps them
+    in its checkpoints, so that a resumed run rebuilds the same optimizer); None for any other ``node``."""
+    if node != AUTO:
+        return None
+    return {"optimizer_steps": auto_optimizer_steps(images, batch, nominal_batch, epochs), "num_classes": num_classes}
+
+
+def auto_optimizer(optimizer_steps: int, num_classes: int) -> Any:
+    """Ultralytics' ``optimizer=auto``: the lazy call it stands for in a run of ``optimizer_steps``
+    (:func:`auto_optimizer_steps`) steps training ``num_classes`` classes.
+
+    Above 10,000 steps ``MuSGD(lr=0.01, momentum=0.9, nesterov=True)``, else ``AdamW(lr=round(0.002 * 5 /
+    (4 + num_classes), 6), betas=(0.9, 0.999))``; weight decay 5e-4 (``default.yaml``'s) either way.
+    """
+    if optimizer_steps > AUTO_MUSGD_STEPS:
+        return L(MuSGD)(lr=0.01, momentum=0.9, weight_decay=AUTO_WEIGHT_DECAY, nesterov=True, muon=0.2, sgd=1.0)
+    lr_fit = round(0.002 * 5 / (4 + num_classes), 6)
+    return L(torch.optim.AdamW)(lr=lr_fit, betas=(0.9, 0.999), weight_decay=AUTO_WEIGHT_DECAY)
 
 
 def build_optimizer(model: nn.Module, optimizer: Mapping[str, Any] = DEFAULT_OPTIMIZER,
@@ -148,21 +221,32 @@ def build_optimizer(model: nn.Module, optimizer: Mapping[str, Any] = DEFAULT_OPT
 
     Args:
         optimizer: a lazy call of a ``torch.optim`` class (``L(torch.optim.SGD)(lr=0.01, momentum=0.9)``);
-            its ``weight_decay`` (the class's default when absent) goes to the ``"decay"`` group only.
+            its ``weight_decay`` (the class's default when absent) goes to the ``"decay"`` group only
+            (and the ``"muon"`` group of a :class:`~detkit.engine.musgd.MuSGD`, whose groups are split into
+            class branches at 3x the LR and the rest). ``"auto"`` is the trainer's to resolve
+            (:func:`auto_optimizer`).
         weight_decay_scale: multiplies ``weight_decay`` (the trainer passes
             ``batch * accumulate / nominal_batch`` as YOLOv5 does).
 
     Every group stores ``initial_lr`` and ``initial_momentum`` (SGD's momentum, Adam's beta1) for the schedules.
 
     Raises:
-        ValueError: the model has no trainable parameters.
+        ValueError: the model has no trainable parameters, or ``optimizer`` is ``"auto"``.
     """
+    if optimizer == AUTO:
+        raise ValueError('optimizer "auto" is resolved by the trainer (auto_optimizer) before build_optimizer')
     target = optimizer[TARGET_KEY]
     args = {k: v for k, v in optimizer.items() if k != TARGET_KEY}
     weight_decay = args.pop("weight_decay", None)
     if weight_decay is None:
         weight_decay = default_of(target, "weight_decay")
-    groups = [g for g in param_groups(model, float(weight_decay) * weight_decay_scale) if g["params"]]
+    product = target_product(target)
+    musgd = product is not None and issubclass(product, MuSGD)
+    groups = param_groups(model, float(weight_decay) * weight_decay_scale, matrices=musgd)
+    if musgd:
+        lr = args.get("lr")
+        groups = _split_class_branch(groups, model, float(lr if lr is not None else default_of(target, "lr")))
+    groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError("the model has no trainable parameters")
     opt: torch.optim.Optimizer = instantiate(L(target)(**args), "train.optimizer", params=groups)

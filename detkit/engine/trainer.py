@@ -61,7 +61,7 @@ from detkit.engine.guards import (
     any_rank,
 )
 from detkit.engine.logging import MetricsWriter, TrainingLog, setup_logger
-from detkit.engine.optim import build_optimizer
+from detkit.engine.optim import auto_optimizer, auto_settings, build_optimizer
 from detkit.engine.run_checkpoints import RunCheckpoints, check_resume, epoch_boundary, run_meta
 from detkit.engine.run_report import report_training_run
 from detkit.engine.settings import RuntimeSettings, ScheduleSettings, TrainSettings
@@ -75,6 +75,7 @@ from detkit.engine.train_utils import (
     start_loader_epoch,
 )
 from detkit.engine.workdir import claim_work_dir
+from detkit.lazy import call_text
 
 __all__ = ["Trainer", "TrainingAborted", "TrainingDiverged", "TrainingInterrupted", "build_dataset"]
 
@@ -157,10 +158,18 @@ class Trainer:
         self.iters_per_epoch = len(self.loader)
         plan = builders.build_step_plan(settings, batch_size=self.batch_size, world_size=self.world_size)
         self.accumulate, self.loss_multiplier = plan.accumulate, plan.loss_multiplier
-        self.optimizer = build_optimizer(self.model, settings.optimizer, weight_decay_scale=plan.weight_decay_scale)
+        self.weight_decay_scale = plan.weight_decay_scale
+        # train.optimizer="auto": Ultralytics' choice by the run's optimizer steps and classes (kept by a resume)
+        classes = getattr(getattr(self.detector, "head", None), "num_classes", None) or getattr(
+            self.detector, "num_classes", 10)  # 10: Ultralytics' count when the data do not say
+        self.optimizer_auto = auto_settings(settings.optimizer, len(self.train_set), self.batch_size * self.world_size,
+                                            settings.nominal_batch, settings.epochs, int(classes))
+        self.optimizer = self._build_optimizer(settings.optimizer)
         self.schedule = instantiate(self.schedule_settings.lr, "schedule.lr",
                                     total_iters=settings.epochs * self.iters_per_epoch,
                                     iters_per_epoch=self.iters_per_epoch)
+        if self.optimizer_auto and self.schedule.warmup_bias_lr is not None:
+            self.schedule.warmup_bias_lr = 0.0  # as Ultralytics' auto: the biases warm up from 0 like the rest
         self.ema = builders.build_ema(self.model, settings.ema)
         self.amp, self.scaler = builders.build_amp(settings.amp, self.device)
         maybe_compile(self.model, settings.compile)  # in place; the EMA copy above stays eager
@@ -198,6 +207,14 @@ class Trainer:
         if resume:
             self.resume(resume, anyway=resume_anyway)
 
+    def _build_optimizer(self, call: Any) -> torch.optim.Optimizer:
+        """The optimizer of ``call``, or of :attr:`optimizer_auto`'s choice when set (logged in one line)."""
+        if self.optimizer_auto:
+            call = auto_optimizer(**self.optimizer_auto)
+            logger.info(f"optimizer auto: {self.optimizer_auto['optimizer_steps']} optimizer steps, "
+                        f"{self.optimizer_auto['num_classes']} classes: {call_text(call)}")
+        return build_optimizer(self.model, call, weight_decay_scale=self.weight_decay_scale)
+
     @property
     def detector(self) -> nn.Module:
         return unwrap_model(self.model)
@@ -223,6 +240,7 @@ class Trainer:
             "epoch": self.epoch, "iter": self.iter, "epoch_iter": self.epoch_iter, **self.meter.state_dict(),
             "rng": get_rng_state(), "config": format_config(self.cfg), "best": dict(self.best),
             "guard": self.guard.state_dict(), "meta": self.meta, "epoch_end_pending": False,
+            "optimizer_auto": self.optimizer_auto,
         }
 
     def save(self, name: str, epoch_end: bool = False) -> Path | None:
@@ -258,6 +276,9 @@ class Trainer:
         self.detector.load_state_dict(ckpt["model"])
         if self.ema and ckpt.get("ema"):
             self.ema.load_state_dict(ckpt["ema"])
+        if ckpt.get("optimizer_auto") and self.optimizer_auto and ckpt["optimizer_auto"] != self.optimizer_auto:
+            self.optimizer_auto = dict(ckpt["optimizer_auto"])  # "auto" keeps the checkpoint's choice
+            self.optimizer = self.stepper.optimizer = self._build_optimizer(None)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["scheduler"])
         if self.amp and ckpt.get("scaler"):
