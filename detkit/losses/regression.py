@@ -1,5 +1,6 @@
 """Box regression losses: the IoU family on decoded boxes, distribution focal loss on bin logits, L1 and
-smooth L1 on encoded targets (each module says where the loss pipeline applies it: ``input_space``)."""
+smooth L1 on encoded targets or on image-normalised ltrb distances (each module says where the loss pipeline
+applies it: ``input_space``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from detkit.boxes import IOU_MODES, aligned_iou
 from detkit.losses.base import _check_same_shape, _WeightedLoss, reduce_loss
 
 __all__ = [
-    "DistributionFocalLoss", "INPUT_SPACES", "IOU_PENALTIES", "IoULoss", "L1Loss", "SmoothL1Loss",
+    "DistributionFocalLoss", "INPUT_SPACES", "IOU_PENALTIES", "ImageL1Loss", "IoULoss", "L1Loss", "SmoothL1Loss",
     "distribution_focal_loss", "iou_loss", "l1_loss", "smooth_l1_loss",
 ]
 
@@ -159,7 +160,9 @@ class DistributionFocalLoss(_WeightedLoss):
     input_space = "distribution"
 
 
-INPUT_SPACES = ("boxes", "deltas")
+# boxes: decoded xyxy; deltas: the coder's encoded targets; image_ltrb: ltrb distances from the prior's
+# centre over the input's (W, H, W, H) (the loss pipeline's ``_image_ltrb``)
+INPUT_SPACES = ("boxes", "deltas", "image_ltrb")
 
 
 class _RegressionLoss(_WeightedLoss):
@@ -172,12 +175,13 @@ class _RegressionLoss(_WeightedLoss):
 
 class L1Loss(_RegressionLoss):
     """Module form of :func:`l1_loss`. ``input_space`` tells the loss pipeline whether to apply
-    it to encoded targets (``"deltas"``, YOLOX's extra L1) or to decoded boxes (``"boxes"``).
+    it to encoded targets (``"deltas"``, YOLOX's extra L1), to decoded boxes (``"boxes"``) or to
+    image-normalised ltrb distances (``"image_ltrb"``, :class:`ImageL1Loss`).
 
     Args:
         reduction: ``"none"``, ``"mean"`` or ``"sum"`` (``forward``'s ``reduction_override`` wins).
         loss_weight: factor on the loss.
-        input_space: ``"deltas"`` or ``"boxes"``.
+        input_space: ``"deltas"``, ``"boxes"`` or ``"image_ltrb"``.
 
     Raises:
         ValueError: an unknown ``reduction`` or ``input_space``.
@@ -187,6 +191,25 @@ class L1Loss(_RegressionLoss):
 
     def __init__(self, reduction: str = "mean", loss_weight: float = 1.0, input_space: str = "deltas") -> None:
         super().__init__(reduction, loss_weight, input_space)
+
+
+class ImageL1Loss(L1Loss):
+    """YOLO26's DFL-free box loss (Ultralytics 8.4's ``BboxLoss`` at ``reg_max=1``, its ``l1_loss``): L1
+    between the predicted and the target ltrb distances from each positive's prior centre, both in pixels
+    divided by the network input's width (l, r) and height (t, b), mean over the 4 sides.
+
+    The loss pipeline (``loss_reg=ImageL1Loss()``, returned as ``loss_reg``) hands it ``pred (P, 4)`` (the
+    decoded prediction's distances, with grad) and ``target (P, 4)`` (the GT's), side weights ``(P, 4)``
+    (``1/4``, or with ``box_weight="cls_target"`` the positive's target ``/ 4``) and the box losses' divisor;
+    Ultralytics' gain for it is ``dfl`` (1.5): ``loss_weights=dict(reg=1.5)``.
+
+    Args:
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (``forward``'s ``reduction_override`` wins).
+        loss_weight: factor on the loss.
+    """
+
+    def __init__(self, reduction: str = "mean", loss_weight: float = 1.0) -> None:
+        super().__init__(reduction, loss_weight, input_space="image_ltrb")
 
 
 class SmoothL1Loss(_RegressionLoss):

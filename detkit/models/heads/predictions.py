@@ -79,6 +79,19 @@ class DensePredictions:
         boxes: Tensor = self.coder.decode(self.priors, self.box if box is None else box, self.strides)
         return boxes.float()
 
+    def image_ltrb_scale(self) -> Tensor:
+        """``Tensor[4]`` fp32 ``(W, H, W, H)``: the network input's width and height in pixels, as the first
+        level's grid spans them (``cells * stride``, Ultralytics' ``imgsz``), the divisors of ltrb distances.
+
+        Raises:
+            ValueError: the priors are not a :class:`~detkit.anchors.PriorGrid` (no extent to read).
+        """
+        if self.grid is None or not self.grid.levels:
+            raise ValueError("image-normalised distances need the priors as a PriorGrid (the input's extent)")
+        level = self.grid.levels[0]
+        w, h = level.width * level.stride, level.height * level.stride
+        return torch.tensor([w, h, w, h], dtype=torch.float32, device=self.priors.device)
+
     def scores(self) -> Tensor:
         """``Tensor[B, N, C]`` fp32 detection scores: ``sigmoid(cls) * sigmoid(obj)``, or
         ``sigmoid(cls)`` without objectness."""

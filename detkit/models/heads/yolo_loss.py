@@ -35,6 +35,11 @@ Normalisation happens once, here (the loss modules get ``avg_factor``):
   number (``box_weight="uniform"``), or weighted by its classification target and divided by the
   sum of the targets (``"cls_target"``, YOLOv8 / RTMDet).
 
+Where a regression loss applies (its ``input_space``): decoded boxes (``"boxes"``: the IoU family), encoded
+targets (``"deltas"``: YOLOX's L1), DFL bin logits (``"distribution"``), or ltrb distances from the prior's
+centre in pixels divided by the input's width (l, r) and height (t, b), mean over the 4 sides
+(``"image_ltrb"``: YOLO26's DFL-free L1, :class:`~detkit.losses.ImageL1Loss`, Ultralytics' ``l1_loss``).
+
 With the coupled head's defaults ``loss_weights=dict(cls=0.5/80, obj=1.0, box=0.05)`` are
 YOLOv5's hyper-parameters (box 0.05, obj 1.0, cls 0.5 * C/80 on a mean over positives and
 classes) for 3 levels at 640 input; YOLOv5 also multiplies the total by the batch size, which here
@@ -169,8 +174,8 @@ class YOLOLossPipeline(nn.Module):
             ``input_space`` attribute says (``IoULoss`` -> boxes; default CIoU).
         loss_dfl: optional ``DistributionFocalLoss`` on the bin logits of a ``DFLCoder`` head
             (``loss_dfl``).
-        loss_reg: optional second box loss (e.g. ``L1Loss()`` on encoded targets, YOLOX's);
-            returned as ``loss_reg``.
+        loss_reg: optional second box loss (e.g. ``L1Loss()`` on encoded targets, YOLOX's, or
+            ``ImageL1Loss()`` on image-normalised ltrb distances, YOLO26's); returned as ``loss_reg``.
         reg_last_epochs: with ``loss_reg``, apply it only in the last N epochs (YOLOX: 15; the
             trainer calls :meth:`set_epoch`); None applies it always.
         loss_weights: multipliers for ``cls``, ``obj``, ``box``, ``dfl``, ``reg``; missing keys
@@ -374,6 +379,8 @@ class YOLOLossPipeline(nn.Module):
             return out
         with torch.no_grad():
             targets = preds.coder.encode(pos.priors, pos.gt_boxes, pos.strides).float()  # (P, 4)
+        if space == "image_ltrb":
+            return self._image_ltrb(loss, preds, pos, weight, avg_factor)
         if space == "distribution":  # (P, 4 * reg_max) -> (P, 4, reg_max); the loss is the mean over sides
             bins = torch.unflatten(pos.box, -1, (4, -1))
             side_w = torch.full_like(targets, 0.25) if weight is None else (weight / 4)[:, None].expand_as(targets)
@@ -381,6 +388,20 @@ class YOLOLossPipeline(nn.Module):
             return out
         w = None if weight is None else weight[:, None]
         out = loss(pos.box, targets, weight=w, avg_factor=avg_factor, reduction_override="mean")
+        return out
+
+    @staticmethod
+    def _image_ltrb(loss: nn.Module, preds: DensePredictions, pos: Positives, weight: Tensor | None,
+                    avg_factor: Tensor) -> Tensor:
+        """A loss on ``(P, 4)`` ltrb distances from each positive's prior centre, of its decoded prediction
+        (with grad) and of its GT, in pixels over the input's ``(W, H, W, H)``; the mean over the 4 sides."""
+        scale = preds.image_ltrb_scale()  # (4,)
+        centre = (pos.priors[:, :2] + pos.priors[:, 2:]) / 2  # (P, 2)
+        pred = torch.cat([centre - pos.pred_boxes[:, :2], pos.pred_boxes[:, 2:] - centre], -1) / scale
+        with torch.no_grad():
+            target = torch.cat([centre - pos.gt_boxes[:, :2], pos.gt_boxes[:, 2:] - centre], -1) / scale
+        side_w = torch.full_like(target, 0.25) if weight is None else (weight / 4)[:, None].expand_as(target)
+        out: Tensor = loss(pred, target, weight=side_w, avg_factor=avg_factor, reduction_override="mean")
         return out
 
     def box_losses(self, preds: DensePredictions, pos: Positives) -> dict[str, Tensor]:
@@ -482,6 +503,7 @@ class YOLOLossPipeline(nn.Module):
 
 
 def _input_space(loss: nn.Module) -> str:
-    """Where a regression loss applies: ``"boxes"`` (decoded), ``"deltas"`` (encoded targets) or
-    ``"distribution"`` (DFL bin logits against encoded distances)."""
+    """Where a regression loss applies: ``"boxes"`` (decoded), ``"deltas"`` (encoded targets),
+    ``"distribution"`` (DFL bin logits against encoded distances) or ``"image_ltrb"`` (ltrb distances over
+    the input's size)."""
     return getattr(loss, "input_space", "boxes")
