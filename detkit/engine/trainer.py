@@ -160,7 +160,7 @@ class Trainer:
         self.accumulate, self.loss_multiplier = plan.accumulate, plan.loss_multiplier
         self.weight_decay_scale = plan.weight_decay_scale
         # train.optimizer="auto": Ultralytics' choice by the run's optimizer steps and classes (kept by a resume)
-        classes = getattr(getattr(self.detector, "head", None), "num_classes", None) or getattr(
+        classes: Any = getattr(getattr(self.detector, "head", None), "num_classes", None) or getattr(
             self.detector, "num_classes", 10)  # 10: Ultralytics' count when the data do not say
         self.optimizer_auto = auto_settings(settings.optimizer, len(self.train_set), self.batch_size * self.world_size,
                                             settings.nominal_batch, settings.epochs, int(classes))

@@ -280,3 +280,36 @@ def test_resume_keeps_the_auto_choice(tmp_path, monkeypatch):
     assert resumed.optimizer_auto == {"optimizer_steps": 4, "num_classes": 2}
     resumed.train()
     assert resumed.epoch == 2
+
+
+def test_warm_up_of_musgd_groups():
+    # the muon group warms up like every weight group, the class-branch copies from their 3x LR, the biases
+    # from warmup_bias_lr; every group's momentum (Muon's EMA factor and SGD's) from warmup_momentum
+    from detkit.engine.schedules import LRSchedule
+
+    opt = build_optimizer(_Model(), L(MuSGD)(lr=0.01, momentum=0.9))
+    schedule = LRSchedule(total_iters=100, iters_per_epoch=10, policy="linear", min_lr_ratio=0.01, warmup_epochs=3.0,
+                          min_warmup_iters=0, warmup_ratio=0.0, warmup_bias_lr=0.1, warmup_momentum=0.8)
+    schedule.step(opt, 15)  # half of the 30 warm-up iterations; linear factor 1 - 0.99 * 15 / 100
+    target = 1 - 0.99 * 0.15
+    for g in opt.param_groups:
+        base = 0.03 if g.get("class_branch") else 0.01
+        want = 0.1 + (base * target - 0.1) * 0.5 if g["name"] == "bias" else base * target * 0.5
+        assert g["lr"] == pytest.approx(want, rel=1e-12) and g["momentum"] == pytest.approx(0.85)
+    schedule.step(opt, 30)  # warm-up over
+    for g in opt.param_groups:
+        base = 0.03 if g.get("class_branch") else 0.01
+        assert g["lr"] == pytest.approx(base * (1 - 0.99 * 0.3), rel=1e-12) and g["momentum"] == 0.9
+
+
+def test_yolo26_schedule_is_ultralytics_auto_on_coco():
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "common" / "schedules" / "yolo26.py")
+    call = cfg.train.optimizer
+    assert call["_target_"] is MuSGD
+    assert {k: v for k, v in call.items() if k != "_target_"} == dict(
+        lr=0.01, momentum=0.937, weight_decay=5e-4, nesterov=True, muon=0.2, sgd=1.0)
+    assert (cfg.train.epochs, cfg.train.nominal_batch, cfg.train.loss_scale) == (100, 64, "batch")
+    lr = {k: v for k, v in cfg.schedule.lr.items() if k != "_target_"}
+    assert lr == dict(policy="linear", min_lr_ratio=0.01, warmup_epochs=3.0, min_warmup_iters=0, warmup_ratio=0.0,
+                      warmup_bias_lr=0.0, warmup_momentum=0.8)
+    assert cfg.schedule.no_mosaic_last_epochs == 10
