@@ -14,8 +14,9 @@ bfloat16, coefficients (3.4445, -4.7750, 2.0315)) on the weight flattened to ``(
 ``s`` is Ultralytics' shape factor ``sqrt(max(1, size(-2) / size(-1)))`` of the *unflattened* tensor: for a
 Linear weight ``(out, in)`` it is Muon's usual ``sqrt(max(1, out / in))``, for a conv filter
 ``(out, in, kh, kw)`` it is ``sqrt(max(1, kh / kw))`` (1 for square kernels), not the flattened matrix's.
-Every other group gets SGD's update alone (torch's ``torch.optim.SGD`` arithmetic: coupled weight decay,
-dampening 0) with ``lr``.
+A channels-last filter is flattened in its logical ``(out, in, kh, kw)`` order (Ultralytics flattens it in
+memory order: the same result up to bfloat16 rounding). Every other group gets SGD's update alone (torch's
+``torch.optim.SGD`` arithmetic: coupled weight decay, dampening 0) with ``lr``.
 
 Built on torch: the orthogonalisation is the Newton-Schulz function of ``torch.optim.Muon``
 (``torch.optim._muon``), the SGD step torch's functional ``sgd``. ``torch.optim.Muon`` itself cannot hold

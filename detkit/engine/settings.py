@@ -172,7 +172,7 @@ class TrainSettings:
         epochs: training epochs.
         nominal_batch: gradients are accumulated up to this many images per optimizer step.
         optimizer: a lazy call of a ``torch.optim`` class (:func:`~detkit.engine.optim.build_optimizer`
-            adds the parameter groups).
+            adds the parameter groups), or ``"auto"`` (:func:`~detkit.engine.optim.auto_optimizer`).
         ema: :class:`EMASettings` (``train.ema.enabled``, ``decay``, ``tau``).
         checkpoint: :class:`CheckpointSettings` (``train.checkpoint.keep_last``, ...).
         amp: mixed precision on CUDA.
