@@ -32,7 +32,8 @@ PARTS = {  # backbone, neck, assigner, loss keys
     "yolov8s.py": (CSPDarknet, CSPPAN, TaskAlignedAssigner, {"loss_cls", "loss_box", "loss_dfl"}),
     "yolox_s.py": (CSPDarknet, CSPPAN, SimOTAAssigner, {"loss_cls", "loss_obj", "loss_box", "loss_reg"}),
     "yolo11.py": (CSPDarknet, CSPPAN, TaskAlignedAssigner, {"loss_cls", "loss_box", "loss_dfl"}),
-    "yolo26.py": (CSPDarknet, CSPPAN, TaskAlignedAssigner, {"loss_cls", "loss_box"}),
+    "yolo26.py": (CSPDarknet, CSPPAN, TaskAlignedAssigner, {"loss_cls", "loss_box", "loss_reg", "loss_o2o_cls",
+                                                            "loss_o2o_box", "loss_o2o_reg"}),
 }
 
 
