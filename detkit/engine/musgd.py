@@ -34,15 +34,16 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim._muon import DEFAULT_A, DEFAULT_B, DEFAULT_C, DEFAULT_NS_STEPS, EPS
 from torch.optim._muon import _zeropower_via_newtonschulz as _newton_schulz
 from torch.optim.sgd import sgd as _sgd_step
 
 __all__ = ["MuSGD", "muon_shape_factor"]
 
 # Muon's Newton-Schulz settings: torch's defaults (Keller Jordan's), which Ultralytics' MuSGD uses too.
-NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
-NS_STEPS = 5
-NS_EPS = 1e-7
+NS_COEFFICIENTS = (DEFAULT_A, DEFAULT_B, DEFAULT_C)
+NS_STEPS = DEFAULT_NS_STEPS
+NS_EPS = EPS
 
 
 def muon_shape_factor(shape: torch.Size | tuple[int, ...]) -> float:
@@ -55,7 +56,7 @@ class MuSGD(torch.optim.Optimizer):
     """Muon + SGD for the groups with ``use_muon=True``, SGD for the others (see the module docstring).
 
     Args:
-        params: parameters or groups; a group may set any argument below but ``muon`` / ``sgd`` too.
+        params: parameters or groups; a group may set any argument below, ``muon`` and ``sgd`` included.
         lr: the learning rate (``lr * muon`` for the Muon step, ``lr * sgd`` for the SGD step of a Muon group).
         momentum: Muon's EMA factor and SGD's momentum (one value, as Ultralytics), in [0, 1).
         weight_decay: coupled L2 decay of the SGD step (never on the Muon step).
