@@ -16,7 +16,9 @@ block counts 1, 3, 6, 9, 3 (scaled by ``deepen_factor``), keeping YOLOv4's stem.
 ``arch="yolov5"`` is YOLOv5's (v6.0+) own layout: a 6x6 stride-2 stem conv (64 channels, padding 2)
 whose output *is* stage 1 (no full-resolution layer, no CSP block at stride 2), then four stages of
 ``[3x3 stride-2 conv, C3 block]`` with 128, 256, 512, 1024 channels and 3, 6, 9, 3 bottlenecks
-(YOLOv5's SPPF, its backbone's layer 9, is not included).
+(YOLOv5's SPPF, its backbone's layer 9, is not included). ``arch="yolov5-sppf"`` is YOLOv5's whole
+v6.0+ backbone (``yolov5s.yaml`` layers 0-9): the same with SPPF after the last C3 block and YOLOv5's
+BatchNorm ``eps=1e-3, momentum=0.03`` (what its ``initialize_weights`` sets).
 
 ``arch="yolox"`` is YOLOX's CSPDarknet: the Focus stem (space-to-depth, 3x3 conv, 64 channels) is
 stage 1, then C3 stages (YOLOX's CSPLayer) with 128, 256, 512, 1024 channels and 3, 9, 9, 3
@@ -184,6 +186,8 @@ CSP_ARCHS: dict[str, CSPArch] = {
     "yolov4": CSPArch(32, (64, 128, 256, 512, 1024), (1, 2, 8, 8, 4), "v4", "mish"),
     "csp-v5": CSPArch(32, (64, 128, 256, 512, 1024), (1, 3, 6, 9, 3), "c3", "silu"),
     "yolov5": CSPArch(64, (128, 256, 512, 1024), (3, 6, 9, 3), "c3", "silu", stem="6x6s2"),
+    "yolov5-sppf": CSPArch(64, (128, 256, 512, 1024), (3, 6, 9, 3), "c3", "silu", stem="6x6s2", spp="after",
+                           norm_eps=1e-3, norm_momentum=0.03),
     "yolox": CSPArch(64, (128, 256, 512, 1024), (3, 9, 9, 3), "c3", "silu", stem="focus",
                      spp="before", last_shortcut=False, scales=YOLOX_SCALES,
                      norm_eps=1e-3, norm_momentum=0.03),
@@ -262,7 +266,7 @@ class CSPDarknet(nn.Module):
     """CSPDarknet backbone.
 
     Args:
-        arch: key of :data:`CSP_ARCHS` (``yolov4`` | ``csp-v5`` | ``yolov5`` | ``yolox`` |
+        arch: key of :data:`CSP_ARCHS` (``yolov4`` | ``csp-v5`` | ``yolov5`` | ``yolov5-sppf`` | ``yolox`` |
             ``yolov8`` | ``yolo11`` | ``yolo26``).
         scale: optional key of the arch's scale table (:data:`CSP_SCALES` for yolov4/csp-v5/
             yolov5, :data:`YOLOX_SCALES`, :data:`YOLOV8_SCALES`, :data:`YOLO11_SCALES`,

@@ -1,4 +1,5 @@
-"""YOLO detection head: per level a 3x3 ConvBNAct then a 1x1 conv to ``A*(5+C)`` raw outputs.
+"""YOLO detection head: per level a 3x3 ConvBNAct then a 1x1 conv to ``A*(5+C)`` raw outputs (YOLOv3/v4), or
+the 1x1 conv alone (``feat_channels=0``: YOLOv5's ``Detect``).
 
 Per anchor the channels are ``[tx, ty, tw, th, obj, cls_0 .. cls_{C-1}]``; ``A`` is the prior
 generator's ``num_base_priors`` (3 for YOLO anchors, 1 for anchor-free points). The head owns the
@@ -32,7 +33,8 @@ class YOLOHead(DenseHead):
             parameters per prior.
         loss: the loss pipeline (``YOLOLossPipeline``), or None for an inference-only head.
         feat_channels: channels of the 3x3 conv per level: an int, a list, or None for twice
-            the input channels (YOLOv3/v4).
+            the input channels (YOLOv3/v4); 0 for no 3x3 conv, the 1x1 prediction conv on the
+            input itself (YOLOv5).
         act: activation of the 3x3 conv.
         prior_prob: initial objectness and class probability (biases set to ``logit(p)``).
         score_thr: least class score of a detection.
@@ -97,10 +99,14 @@ class YOLOHead(DenseHead):
             feats = list(feat)
             if len(feats) != levels:
                 raise ValueError(f"feat_channels {feats} must have one entry per level ({levels})")
+        if any(f < 0 for f in feats) or (0 in feats and any(feats)):
+            raise ValueError(f"feat_channels {feats} must be positive, or 0 on every level (no 3x3 conv)")
         out = self.num_base_priors * self.num_outputs
-        self.convs = nn.ModuleList(
-            ConvBNAct(c, f, 3, act=self.act) for c, f in zip(in_channels, feats)
-        )
+        if feats[0] == 0:  # YOLOv5's Detect: the prediction conv on the neck's output
+            feats = list(in_channels)
+            self.convs = nn.ModuleList(nn.Identity() for _ in in_channels)
+        else:
+            self.convs = nn.ModuleList(ConvBNAct(c, f, 3, act=self.act) for c, f in zip(in_channels, feats))
         self.preds = nn.ModuleList(nn.Conv2d(f, out, 1) for f in feats)
         self.out_channels = [out] * levels
         self._init_biases()
