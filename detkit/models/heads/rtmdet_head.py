@@ -94,6 +94,7 @@ class RTMDetSepBNHead(DecoupledHead):
 def _share_conv(unit: nn.Module, shared: nn.Module) -> None:
     """Make ``unit`` (a ConvBNAct, or a depthwise-separable pair of them) run ``shared``'s conv modules."""
     if isinstance(unit, nn.Sequential):
+        assert isinstance(shared, nn.Sequential)  # the same layout on every level
         for inner, inner_shared in zip(unit, shared):
             _share_conv(inner, inner_shared)
         return

@@ -1,0 +1,396 @@
+"""detkit's RTMDet-s loss and gradients against mmdet 3.3's own ``RTMDetHead.loss_by_feat``.
+
+    .venv-bench/bin/python benchmarks/parity_losses_rtmdet.py [--seed 0]   (or `make parity`)
+
+mmdet's RTMDet-s (``rtmdet_s_8xb32-300e_coco.py``: ``CSPNeXt`` P5 at deepen 0.33 / widen 0.5 with channel
+attention, ``CSPNeXtPAFPN`` to 128 channels, ``RTMDetSepBNHead`` with convs shared across levels and a
+BatchNorm per level, ``DynamicSoftLabelAssigner(topk=13)``, ``QualityFocalLoss(beta=2)``,
+``GIoULoss(loss_weight=2)``), here with 5 classes and plain ``BN`` for the config's ``SyncBN`` (the same
+arithmetic in one process), is built from mmdet's classes (``mmcv.ops`` stubbed: nothing here calls it),
+given PyTorch's default init, random BatchNorm statistics and affine parameters and random prediction
+biases (class logits about -3, box distances about 3 strides), and its ``state_dict`` is copied into
+detkit's ``configs/rtmdet_s_dsl.py`` model (``model.head.num_classes=5``) through :func:`key_map`
+(``strict=True``; every tensor lands on one of the same shape).
+
+Both run in training mode (batch-statistics BatchNorm) on the batch of
+``parity_losses_ultralytics.make_batch``: 4 images of 256 x 384 (H x W) of uniform noise, one letterboxed
+with grey bands (a padded image), one without any GT; GTs from 2 px to the whole image. mmdet gets them
+as ``InstanceData`` per image (``bboxes`` xyxy pixels, ``labels``), detkit as the padded ``(B, M, 4)``
+tensor of the same float32 values.
+
+Loss terms: mmdet's ``loss_cls`` (QFL over every prior, negatives towards 0, positives towards the
+assigner's IoU, divided by the sum of those IoUs) and ``loss_bbox`` (2 x GIoU loss of the positives weighted
+by their IoU target, divided by the same sum), each summed over the levels; detkit's ``loss_cls`` and
+``loss_box`` (no batch-size factor: the RTMDet config trains with ``train.loss_scale="mean"``, as mmdet).
+The assignments are compared too (priors positive on one side only, positives on different classes, the
+worst IoU-target difference), read from mmdet's ``get_targets`` and detkit's assigner as they run.
+
+Gradients: each side's total is backpropagated and every parameter's gradient compared through the key map,
+with ``parity_losses_ultralytics.gradient_differences``: ``||g_detkit - g_mmdet|| / max(||g_mmdet||, 1e-5
+||G_mmdet||)`` per parameter (the floor only for gradients that are 0 in exact arithmetic), worst printed.
+Pass: every loss term and every parameter within 1e-4 relative.
+
+The point priors differ by design: detkit's sit at cell centres (``(i + 0.5) * stride``, every detkit
+head), RTMDet's at cell corners (``MlvlPointGenerator(offset=0)``). The comparison above builds mmdet's
+head with ``offset=0.5``; a second row builds it as RTMDet ships (``offset=0``) and measures how far the
+terms then move (reported, not a failure).
+
+mmdet, mmengine and mmcv-lite are installed only in the benchmark venv (``make bench-setup``); exit status
+2 without them, 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import sys
+import time
+import types
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without install
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the helpers beside this file
+
+import torch  # noqa: E402
+from parity_losses_ultralytics import (  # noqa: E402
+    BATCH,
+    HEIGHT,
+    NUM_CLASSES,
+    REL_TOL,
+    WIDTH,
+    gradient_differences,
+    make_batch,
+    relative,
+)
+from parity_yolov8_arch import randomise_batchnorm  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from detkit.config import instantiate, load_config  # noqa: E402
+
+CONFIG = ROOT / "configs/rtmdet_s_dsl.py"
+STRIDES = (8, 16, 32)
+
+
+@dataclass
+class Result:
+    """Printed rows and whether every check passed."""
+
+    rows: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ok: bool = True
+
+
+# ------------------------------------------------------------------------------------------------
+# mmdet
+# ------------------------------------------------------------------------------------------------
+
+
+def load_mmdet() -> types.SimpleNamespace:
+    """mmdet's CSPNeXt, CSPNeXtPAFPN and RTMDetSepBNHead without mmcv's compiled ops: ``mmcv.ops`` is a
+    module whose ops raise if called (RTMDet's training loss calls none) and the model packages'
+    ``__init__`` files (which import every model, some needing the compiled ops) are skipped."""
+
+    class NoOps(types.ModuleType):
+        __path__: list[str] = []
+
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("_"):
+                raise AttributeError(name)
+
+            def missing(*args: Any, **kwargs: Any) -> Any:
+                raise NotImplementedError(f"mmcv.ops.{name} needs mmcv's compiled ops")
+            return missing
+
+    import mmcv  # noqa: F401
+
+    for name in ("mmcv.ops", "mmcv.ops.roi_align", "mmcv.ops.nms"):
+        sys.modules.setdefault(name, NoOps(name))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformer = importlib.import_module("mmcv.cnn.bricks.transformer")
+    if not hasattr(transformer, "MultiScaleDeformableAttention"):  # mmcv-lite lacks it; mmdet's layers import it
+        transformer.MultiScaleDeformableAttention = type("MultiScaleDeformableAttention", (), {})
+    for name in ("mmdet.models", "mmdet.models.backbones", "mmdet.models.necks", "mmdet.models.dense_heads",
+                 "mmdet.models.layers"):
+        if name not in sys.modules:
+            parent, _, leaf = name.rpartition(".")
+            module = types.ModuleType(name)
+            module.__path__ = [os.path.join(importlib.import_module(parent).__path__[0], leaf)]
+            sys.modules[name] = module
+    layers = sys.modules["mmdet.models.layers"]
+    if not hasattr(layers, "CSPLayer"):
+        layers.CSPLayer = importlib.import_module("mmdet.models.layers.csp_layer").CSPLayer  # type: ignore[attr-defined]
+    import mmdet
+
+    importlib.import_module("mmdet.models.losses")  # registers QualityFocalLoss, GIoULoss
+    return types.SimpleNamespace(
+        version=mmdet.__version__,
+        CSPNeXt=importlib.import_module("mmdet.models.backbones.cspnext").CSPNeXt,
+        CSPNeXtPAFPN=importlib.import_module("mmdet.models.necks.cspnext_pafpn").CSPNeXtPAFPN,
+        RTMDetSepBNHead=importlib.import_module("mmdet.models.dense_heads.rtmdet_head").RTMDetSepBNHead,
+    )
+
+
+class MMDetRTMDet(nn.Module):
+    """mmdet's RTMDet-s parts under mmdet's names (``backbone``, ``neck``, ``bbox_head``)."""
+
+    def __init__(self, mm: types.SimpleNamespace, num_classes: int, offset: float) -> None:
+        super().__init__()
+        from mmengine.config import ConfigDict
+
+        norm, act = dict(type="BN"), dict(type="SiLU", inplace=True)
+        self.backbone = mm.CSPNeXt(arch="P5", expand_ratio=0.5, deepen_factor=0.33, widen_factor=0.5,
+                                   channel_attention=True, norm_cfg=norm, act_cfg=act)
+        self.neck = mm.CSPNeXtPAFPN(in_channels=[128, 256, 512], out_channels=128, num_csp_blocks=1,
+                                    expand_ratio=0.5, norm_cfg=norm, act_cfg=act)
+        self.bbox_head = mm.RTMDetSepBNHead(
+            num_classes=num_classes, in_channels=128, stacked_convs=2, feat_channels=128,
+            anchor_generator=dict(type="MlvlPointGenerator", offset=offset, strides=list(STRIDES)),
+            bbox_coder=dict(type="DistancePointBBoxCoder"),
+            loss_cls=dict(type="QualityFocalLoss", use_sigmoid=True, beta=2.0, loss_weight=1.0),
+            loss_bbox=dict(type="GIoULoss", loss_weight=2.0), with_objectness=False, exp_on_reg=False,
+            share_conv=True, pred_kernel_size=1, norm_cfg=norm, act_cfg=act,
+            train_cfg=ConfigDict(assigner=dict(type="DynamicSoftLabelAssigner", topk=13), allowed_border=-1,
+                                 pos_weight=-1, debug=False))
+
+    def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        cls_scores, bbox_preds = self.bbox_head(self.neck(self.backbone(images)))
+        return list(cls_scores), list(bbox_preds)
+
+
+def random_mmdet_model(mm: types.SimpleNamespace, seed: int, offset: float,
+                       num_classes: int = NUM_CLASSES) -> MMDetRTMDet:
+    """mmdet's RTMDet-s with PyTorch's default init, random BatchNorm statistics and affine parameters and
+    random prediction biases: class logits N(-3, 1) (scores near 0.05), box distances 3 + N(0, 0.5) strides
+    (every level's predictions sized for its GTs, so every level gets positives)."""
+    torch.manual_seed(seed)
+    model = MMDetRTMDet(mm, num_classes, offset)
+    randomise_batchnorm(model, seed + 1)
+    g = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for conv in model.bbox_head.rtm_cls:
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) - 3.0)
+        for conv in model.bbox_head.rtm_reg:
+            conv.bias.copy_(3.0 + 0.5 * torch.randn(conv.bias.shape, generator=g))
+    return model
+
+
+# ------------------------------------------------------------------------------------------------
+# weights
+# ------------------------------------------------------------------------------------------------
+
+_RENAMES = (
+    (re.compile(r"^bbox_head\."), "head."),
+    (re.compile(r"^backbone\.stage(\d+)\."), lambda m: f"backbone.stages.{int(m.group(1)) - 1}."),
+    (re.compile(r"\.depthwise_conv\."), ".0."),  # mmcv's DepthwiseSeparableConvModule -> detkit's Sequential
+    (re.compile(r"\.pointwise_conv\."), ".1."),
+    (re.compile(r"^head\.reg_convs\."), "head.box_convs."),
+    (re.compile(r"^head\.rtm_cls\."), "head.cls_preds."),
+    (re.compile(r"^head\.rtm_reg\."), "head.box_preds."),
+)
+_SPP = re.compile(r"^(backbone\.stages\.3\.1)\.conv([12])\.")  # mmdet's SPPBottleneck conv1/2 -> SPPFBlock cv1/2
+
+
+def key_map(name: str) -> str:
+    """mmdet's ``state_dict`` / parameter name -> detkit's (``configs/rtmdet_s_dsl.py``)."""
+    for pattern, repl in _RENAMES:
+        name = pattern.sub(repl, name)
+    return _SPP.sub(lambda m: f"{m.group(1)}.cv{m.group(2)}.", name)
+
+
+def detkit_model(mm_model: nn.Module, num_classes: int = NUM_CLASSES) -> tuple[nn.Module, dict[str, str]]:
+    """detkit's RTMDet-s from its config holding mmdet's weights (strict), and the parameter name map
+    detkit name -> mmdet name (one to one, shapes equal; raises otherwise)."""
+    model = instantiate(load_config(CONFIG, [f"model.head.num_classes={num_classes}"]).model)
+    theirs = mm_model.state_dict()
+    state = {key_map(k): v for k, v in theirs.items()}
+    ours = model.state_dict()
+    if set(state) != set(ours):
+        raise RuntimeError(f"key map mismatch: only mmdet {sorted(set(state) - set(ours))[:5]}, "
+                           f"only detkit {sorted(set(ours) - set(state))[:5]}")
+    bad = [k for k in ours if ours[k].shape != state[k].shape]
+    if bad:
+        raise RuntimeError(f"shapes differ at {bad[:5]}")
+    model.load_state_dict(state, strict=True)
+    names = {key_map(k): k for k, _ in mm_model.named_parameters()}
+    ours_params = dict(model.named_parameters())
+    if set(names) != set(ours_params):
+        raise RuntimeError(f"parameter sets differ: {sorted(set(names) ^ set(ours_params))[:5]}")
+    return model, names
+
+
+# ------------------------------------------------------------------------------------------------
+# batch
+# ------------------------------------------------------------------------------------------------
+
+
+def batches(seed: int) -> tuple[Tensor, dict[str, Tensor], list[Any], list[dict[str, Any]]]:
+    """Images ``(B, 3, H, W)``, detkit's batch and mmdet's ``batch_gt_instances`` / ``batch_img_metas``, from
+    ``make_batch`` (normalised xywh) as xyxy pixels, float32, the same values on both sides."""
+    from mmengine.structures import InstanceData
+
+    images, ub = make_batch(seed)
+    xywh = ub["bboxes"].double() * torch.tensor([WIDTH, HEIGHT, WIDTH, HEIGHT], dtype=torch.float64)
+    xyxy = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1).float()
+    idx, labels = ub["batch_idx"].long(), ub["cls"].view(-1).long()
+    counts = [int((idx == b).sum()) for b in range(BATCH)]
+    m = max(counts)
+    gt_boxes, gt_labels = torch.zeros(BATCH, m, 4), torch.zeros(BATCH, m, dtype=torch.long)
+    gt_mask = torch.zeros(BATCH, m, dtype=torch.bool)
+    instances, metas = [], []
+    for b in range(BATCH):
+        sel = idx == b
+        gt_boxes[b, :counts[b]], gt_labels[b, :counts[b]], gt_mask[b, :counts[b]] = xyxy[sel], labels[sel], True
+        instances.append(InstanceData(bboxes=xyxy[sel], labels=labels[sel]))
+        metas.append(dict(img_shape=(HEIGHT, WIDTH), pad_shape=(HEIGHT, WIDTH)))
+    dbatch = {"images": images, "gt_boxes": gt_boxes, "gt_labels": gt_labels, "gt_mask": gt_mask,
+              "img_shape": torch.tensor([[HEIGHT, WIDTH]] * BATCH)}
+    return images, dbatch, instances, metas
+
+
+# ------------------------------------------------------------------------------------------------
+# comparison
+# ------------------------------------------------------------------------------------------------
+
+
+def mmdet_losses(model: MMDetRTMDet, images: Tensor, instances: list[Any],
+                 metas: list[dict[str, Any]]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """mmdet's ``loss_cls`` / ``loss_bbox`` (summed over levels) and its targets: ``labels (B, N)`` (C =
+    background) and ``metrics (B, N)`` (the IoU targets), read from ``get_targets`` as the loss runs."""
+    head = model.bbox_head
+    seen: dict[str, Tensor] = {}
+    original = head.get_targets
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        seen["labels"] = torch.cat(out[1], 1)
+        seen["metrics"] = torch.cat(out[4], 1)
+        return out
+
+    head.get_targets = spy
+    try:
+        cls_scores, bbox_preds = model(images)
+        raw = head.loss_by_feat(cls_scores, bbox_preds, instances, metas)
+    finally:
+        del head.get_targets
+    return {"cls": sum(raw["loss_cls"]), "box": sum(raw["loss_bbox"])}, seen
+
+
+def detkit_losses(model: nn.Module, dbatch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Any]:
+    """detkit's ``loss_cls`` / ``loss_box`` and the assigner's result, read as the pipeline runs."""
+    pipeline = model.head.loss_pipeline
+    assigner = pipeline.assigner
+    seen: dict[str, Any] = {}
+    original = assigner.assign
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen["result"] = original(*args, **kwargs)
+        return seen["result"]
+
+    assigner.assign = spy
+    try:
+        losses = model.loss(dbatch)
+    finally:
+        del assigner.assign
+    return {"cls": losses["loss_cls"], "box": losses["loss_box"]}, seen["result"]
+
+
+def compare_assignment(mm_targets: dict[str, Tensor], result: Any, num_classes: int) -> tuple[int, int, float, int]:
+    """Priors positive on one side only, positives with different classes, the worst IoU-target difference
+    over priors positive on both sides, and mmdet's positive count."""
+    mm_pos = mm_targets["labels"] < num_classes
+    pos = result.pos_mask
+    both = mm_pos & pos
+    pos_diff = int((mm_pos != pos).sum())
+    cls_diff = int((mm_targets["labels"][both] != result.labels[both]).sum())
+    soft = float((mm_targets["metrics"][both] - result.score_target[both].float()).abs().max()) if both.any() else 0.0
+    return pos_diff, cls_diff, soft, int(mm_pos.sum())
+
+
+def run(mm: types.SimpleNamespace, seed: int) -> Result:
+    res = Result()
+    start = time.perf_counter()
+    images, dbatch, instances, metas = batches(seed)
+    # offset 0.5: detkit's priors; every term and gradient must agree
+    mm_model = random_mmdet_model(mm, seed, offset=0.5)
+    ours, names = detkit_model(mm_model)
+    mm_model.train()
+    ours.train()
+    terms_m, targets = mmdet_losses(mm_model, images, instances, metas)
+    terms_d, result = detkit_losses(ours, dbatch)
+    pos_diff, cls_diff, soft, npos = compare_assignment(targets, result, NUM_CLASSES)
+    passed = pos_diff == 0 and cls_diff == 0 and soft <= 1e-5
+    res.ok &= passed
+    res.rows.append(f"| priors at cell centres | DSL assignment: {npos} positives, {pos_diff} differ, {cls_diff} other "
+                    f"class, worst IoU target difference {soft:.1e} | | | | {'ok' if passed else 'FAIL'} |")
+    for term, key_m, key_d in (("cls", "loss_cls (QFL)", "loss_cls"), ("box", "loss_bbox (2 x GIoU)", "loss_box")):
+        ref, got = float(terms_m[term].detach()), float(terms_d[term].detach())
+        rel = relative(got, ref)
+        res.ok &= rel <= REL_TOL
+        res.rows.append(f"| priors at cell centres | {key_m} / {key_d} | {ref:.6f} | {got:.6f} | {rel:.1e} | "
+                        f"{'ok' if rel <= REL_TOL else 'FAIL'} |")
+    total_m = terms_m["cls"] + terms_m["box"]
+    total_d = terms_d["cls"] + terms_d["box"]
+    total_m.backward()
+    total_d.backward()
+    grads = gradient_differences(mm_model, ours, names)
+    passed = max(grads.norm_rel, grads.floored_rel) <= REL_TOL
+    res.ok &= passed
+    res.rows.append(f"| priors at cell centres | gradients of {len(names)} parameters, worst norm-relative: "
+                    f"{grads.norm_name} ({names[grads.norm_name] if grads.norm_name else '-'}) | | | "
+                    f"{grads.norm_rel:.1e} | {'ok' if passed else 'FAIL'} |")
+    res.notes.append(f"worst elementwise gradient difference (floor 1e-3 of the tensor's largest) {grads.elem:.1e} "
+                     f"({grads.elem_name}); norm floor {grads.floor:.1e}")
+    if grads.below_floor:
+        res.notes.append(f"{len(grads.below_floor)} gradients under the floor, measured against it (mmdet / detkit "
+                         f"norms): {', '.join(grads.below_floor)}; worst difference / floor {grads.floored_rel:.1e}")
+    # offset 0: RTMDet's own priors; by design not detkit's, measured
+    mm_own = random_mmdet_model(mm, seed, offset=0.0)
+    mm_own.train()
+    with torch.no_grad():
+        own_terms, own_targets = mmdet_losses(mm_own, images, instances, metas)
+    pos_diff, cls_diff, soft, npos = compare_assignment(own_targets, result, NUM_CLASSES)
+    res.rows.append(f"| RTMDet's priors at cell corners (by design) | DSL assignment: {npos} positives, {pos_diff} "
+                    f"differ from detkit's | | | | measured |")
+    for term, key_m in (("cls", "loss_cls (QFL)"), ("box", "loss_bbox (2 x GIoU)")):
+        ref, got = float(own_terms[term]), float(terms_d[term].detach())
+        res.rows.append(f"| RTMDet's priors at cell corners (by design) | {key_m} | {ref:.6f} | {got:.6f} | "
+                        f"{relative(got, ref):.1e} | measured |")
+    res.notes.append(f"{time.perf_counter() - start:.1f} s")
+    return res
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    # the peers' deprecation notices (torch.cuda.amp.autocast, meshgrid's indexing, mmcv-lite's missing ops)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    try:
+        mm = load_mmdet()
+    except ImportError as e:
+        print(f"mmdet / mmengine / mmcv are not installed ({e}): run `make bench-setup` and use .venv-bench/bin/python")
+        return 2
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    print(f"## RTMDet-s loss and gradient parity with mmdet {mm.version} (torch {torch.__version__}): {BATCH} images "
+          f"{HEIGHT}x{WIDTH}, {NUM_CLASSES} classes, training mode, tolerance {REL_TOL:g} relative\n")
+    print("| case | term | mmdet | detkit | relative difference | |")
+    print("|---|---|---:|---:|---:|---|")
+    res = run(mm, args.seed)
+    for row in res.rows:
+        print(row, flush=True)
+    print()
+    for note in res.notes:
+        print(note)
+    return 0 if res.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
