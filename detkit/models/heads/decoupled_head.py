@@ -5,9 +5,10 @@ Per level: an optional 1x1 stem (YOLOX), then a classification branch and a box 
 to C class logits and R box parameters (``coder.num_params``: 4 ltrb distances for
 ``DistanceCoder`` / ``YOLOXCoder``, ``4 * reg_max`` bin logits for ``DFLCoder``), plus an optional
 1x1 objectness conv on the box branch (YOLOX). One point prior per location
-(``PointGenerator``). The layouts of YOLOv8 and YOLOX are arguments:
+(``PointGenerator``). The layouts of YOLOv8, YOLO11 and YOLOX are arguments:
 
     YOLOv8-s: stem_channels=None, box_channels=64, cls_channels=128, coder=DFLCoder(16), bias_init="yolov8"
+    YOLO11-n: as YOLOv8 (box 64, cls 80 from the neck's 64 channels) with cls_branch="dwconv", box_bias=2.0
     YOLOX-s:  stem_channels=128, objectness=True, coder=YOLOXCoder(), bias_init="prior_prob"
 
 A level's raw map is the concatenation ``[box (R), obj (0 or 1), cls (C)]`` along channels;
