@@ -120,6 +120,7 @@ def test_the_pages_show_commands():
 
 @pytest.mark.slow
 def test_every_documented_command_parses(monkeypatch):
+    from detkit.assigners.branches import split_pair
     from detkit.assigners.presets import build_preset
     from detkit.config import load_config
     from detkit.config_files import find_config
@@ -142,12 +143,13 @@ def test_every_documented_command_parses(monkeypatch):
         except AssertionError as e:
             problems.append(f"{page}: {e}")
             continue
-        for name in getattr(ns, "assigners", None) or []:
-            if name != "config":
-                try:
-                    build_preset(name)
-                except Exception as e:  # noqa: BLE001
-                    problems.append(f"{page}: {command}: assigner {name!r}: {e}")
+        for entry in getattr(ns, "assigners", None) or []:
+            for name in split_pair(entry) or [entry]:  # a pair O2M:O2O names each branch's rule (--branch both)
+                if name != "config":
+                    try:
+                        build_preset(name)
+                    except Exception as e:  # noqa: BLE001
+                        problems.append(f"{page}: {command}: assigner {name!r}: {e}")
         config = getattr(ns, "config", None)
         configs = config if isinstance(config, list) else [config]
         for cfg in configs:
