@@ -3,12 +3,14 @@
     python tools/convert_weights.py ultralytics SRC.pt DST.pth [--config CONFIG]
         [--cfg-options KEY=VALUE ...] [--overwrite] [--unsafe-load]
 
-``ultralytics``: an Ultralytics YOLOv8 detection checkpoint (n/s/m/l/x, as Ultralytics saves it: a
-pickled ``DetectionModel`` under ``ema`` or ``model``, usually fp16). Its EMA weights are used when
-present, else ``model``. The scale is read from the weights and picks ``configs/yolov8{scale}_tal.py``
-unless ``--config`` names another. The result holds only tensors and plain values (it loads with
-``torch.load(weights_only=True)``): ``{"model": state_dict (fp32), "meta": {config, cfg_options,
-scale, num_classes, class_names, reg_max, source, source_entry, ultralytics_version}}``. Before it is
+``ultralytics``: an Ultralytics YOLOv8, YOLO11 or YOLO26 detection checkpoint (n/s/m/l/x, as
+Ultralytics saves it: a pickled ``DetectionModel`` under ``ema`` or ``model``, usually fp16). Its EMA
+weights are used when present, else ``model``. The family and scale are read from the weights and pick
+``configs/yolov8{scale}_tal.py``, ``configs/yolo11{scale}_tal.py`` or ``configs/yolo26{scale}.py``
+unless ``--config`` names another (YOLO26 is evaluated from its one-to-one branch, without NMS). The
+result holds only tensors and plain values (it loads with ``torch.load(weights_only=True)``):
+``{"model": state_dict (fp32), "meta": {config, cfg_options, family, scale, num_classes, class_names,
+reg_max, source, source_entry, ultralytics_version}}``. Before it is
 written it is loaded, strictly, into the config's model. A class count other than 80 is converted
 as it is; the command to evaluate it (printed) adds ``--cfg-options model.head.num_classes=K``.
 
@@ -18,7 +20,7 @@ allow-list of model classes, so the file runs no code); ``--unsafe-load`` unpick
 restriction, for a file you trust that the allow-list refuses.
 
 Exit status 2, with one line on stderr: ultralytics missing, a file that is not such a checkpoint
-(a segmentation / pose / OBB / classification model, another layout such as YOLO11 or YOLOv5u, a
+(a segmentation / pose / OBB / classification model, another layout such as YOLOv10 or YOLOv5u, a
 corrupt file), an existing DST without ``--overwrite``, weights that do not fit ``--config``.
 """
 
@@ -42,9 +44,9 @@ from detkit.models.convert.ultralytics import (
     ConversionError,
     ConvertedWeights,
     UltralyticsModel,
-    convert_yolov8,
+    convert_ultralytics,
     required_overrides,
-    yolov8_config,
+    ultralytics_config,
 )
 
 FORMATS = ("ultralytics",)
@@ -67,7 +69,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("src", help="the checkpoint to convert (Ultralytics: a .pt file)")
     p.add_argument("dst", help="the detkit checkpoint to write (.pth)")
     p.add_argument("--config", default=None,
-                   help="detkit config of the weights (default: configs/yolov8{scale}_tal.py by their scale)")
+                   help="detkit config of the weights (default: by their family and scale, e.g. "
+                        "configs/yolo11s_tal.py, configs/yolo26n.py)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides, as tools/test.py takes them (the class count is added when not 80)")
     p.add_argument("--overwrite", action="store_true", help="replace DST when it exists")
@@ -127,8 +130,8 @@ def extract_model(ckpt: Any, path: Path) -> UltralyticsModel:
     kind = type(model).__name__
     if kind != "DetectionModel":
         what = OTHER_TASKS.get(kind, f"a {kind}")
-        raise ConversionError(f"{path}: {what}, not a YOLOv8 detection model (DetectionModel); only "
-                              "detection checkpoints convert")
+        raise ConversionError(f"{path}: {what}, not a detection model (DetectionModel); only YOLOv8, YOLO11 "
+                              "and YOLO26 detection checkpoints convert")
     yaml = getattr(model, "yaml", None)
     yaml_file = yaml.get("yaml_file") if isinstance(yaml, Mapping) else None
     version = ckpt.get("version")
@@ -168,12 +171,12 @@ def write_checkpoint(source: UltralyticsModel, weights: ConvertedWeights, src: P
     model = instantiate(load_config(config_path or config, cfg_options).model, "model")
     differences = weights_differences(model.state_dict(), weights.state_dict)
     if differences:
-        raise ConversionError(f"the YOLOv8{weights.scale} weights of {src} do not fit {config}: "
+        raise ConversionError(f"the {weights.model_name} weights of {src} do not fit {config}: "
                               + "; ".join(differences))
     ckpt = {
         "model": weights.state_dict,
         "meta": {
-            "config": config, "cfg_options": list(cfg_options), "scale": weights.scale,
+            "config": config, "cfg_options": list(cfg_options), "family": weights.family, "scale": weights.scale,
             "num_classes": weights.num_classes, "class_names": list(weights.class_names),
             "reg_max": weights.reg_max, "source": str(src), "source_format": "ultralytics",
             "source_entry": source.entry, "source_dtype": str(weights.source_dtype).removeprefix("torch."),
@@ -205,18 +208,18 @@ def convert(source: UltralyticsModel, src: Path, dst: Path, config: str | None,
     """Convert an extracted Ultralytics model, check it against the config and write ``dst``
     (everything after unpickling; needs no ultralytics)."""
     try:
-        weights = convert_yolov8(source.state_dict, source.names)
+        weights = convert_ultralytics(source.state_dict, source.names)
     except ConversionError as e:
         raise ConversionError(f"{src}: {e}") from e
     config_path = None
     if config is None:
-        config = yolov8_config(weights.scale)
+        config = ultralytics_config(weights.family, weights.scale)
         config_path = find_config(config)  # the checkout's configs/, or the installed package's
     needed = required_overrides(weights)
     options = needed + [o for o in cfg_options if o not in needed]
     params = write_checkpoint(source, weights, src, dst, config, options, config_path)
     saved = f"ultralytics {source.version}" if source.version else "ultralytics"
-    print(f"YOLOv8{weights.scale} ({source.yaml_file or 'yaml not recorded'}, saved by {saved}): "
+    print(f"{weights.model_name} ({source.yaml_file or 'yaml not recorded'}, saved by {saved}): "
           f"'{source.entry}' weights, {str(weights.source_dtype).removeprefix('torch.')} -> float32, "
           f"{weights.num_classes} classes, {params:,} parameters")
     print(f"wrote {dst} (loads into {config} with weights_only=True)")

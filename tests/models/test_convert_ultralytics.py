@@ -1,7 +1,7 @@
-"""Ultralytics YOLOv8 -> detkit weight mapping (detkit.models.convert.ultralytics), without ultralytics:
-hand-written key pairs, round trips over detkit's own yolov8n/s models, fp16 -> fp32, the DFL
-projection, layout errors, scale and class-name reading; the yolov8{n,s,m,l,x}_tal.py configs'
-parameter counts pinned to Ultralytics 8.4.190's."""
+"""Ultralytics YOLOv8 / YOLO11 / YOLO26 -> detkit weight mapping (detkit.models.convert.ultralytics), without
+ultralytics: hand-written key pairs, round trips over detkit's own models (every YOLO11 / YOLO26 scale, its
+family and scale read back), fp16 -> fp32, the DFL projection, layout errors, scale and class-name reading;
+the yolov8{n,s,m,l,x}_tal.py configs' parameter counts pinned to Ultralytics 8.4.190's."""
 
 from __future__ import annotations
 
@@ -14,13 +14,18 @@ import torch
 from detkit.config import instantiate, load_config
 from detkit.models.convert.ultralytics import (
     DFL_PROJECTION_KEY,
+    FAMILIES,
     ConversionError,
     check_dfl_projection,
     class_name_list,
+    convert_ultralytics,
     convert_yolov8,
+    detect_scale,
     detkit_to_ultralytics_key,
     required_overrides,
     to_ultralytics_state_dict,
+    ultralytics_config,
+    ultralytics_layout,
     ultralytics_to_detkit_key,
     yolov8_config,
     yolov8_scale,
@@ -198,10 +203,12 @@ def _rename_cv3_depthwise(state):  # YOLO11's class branch: model.22.cv3.{i}.0.0
     (lambda s: s.pop("model.0.conv.weight"), "not an Ultralytics YOLO model's weights"),
     (lambda s: s.__setitem__("model.22.cv4.0.0.conv.weight", torch.zeros(1)), "'cv4' weights"),
     (lambda s: s.__setitem__("model.22.proto.cv1.conv.weight", torch.zeros(1)), "'proto' weights"),
-    (lambda s: s.__setitem__("model.22.one2one_cv2.0.2.bias", torch.zeros(1)), "one-to-one head"),
-    (lambda s: s.__setitem__("model.23.conv.weight", torch.zeros(1)), r"unexpected layers \[23\]"),
+    (lambda s: s.__setitem__("model.22.one2one_cv2.0.2.bias", torch.zeros(1)), "one-to-one head on YOLOv8's"),
+    (lambda s: s.__setitem__("model.23.conv.weight", torch.zeros(1)),
+     r"closest: YOLOv8's, with unexpected layers \[23\]"),
     (lambda s: [s.pop(k) for k in [k for k in s if k.startswith("model.16.")]], r"missing layers \[16\]"),
     (lambda s: s.__setitem__("model.2.cv3.conv.weight", torch.zeros(1)), "not part of YOLOv8's layer 2 \\(C2f\\)"),
+    (lambda s: s.__setitem__("model.2.m.0.cv3.conv.weight", torch.zeros(1)), "not part of YOLOv8's layer 2"),
     (lambda s: s.__setitem__("model.9.m.0.cv1.conv.weight", torch.zeros(1)), "layer 9 \\(SPPF\\)"),
     (_rename_cv3_depthwise, "depthwise convs"),
     (lambda s: s.pop(DFL_PROJECTION_KEY), "no DFL box regression"),
@@ -226,3 +233,165 @@ def test_configs_have_ultralytics_parameter_counts(scale):
     assert sum(p.numel() for p in model.backbone.parameters()) == backbone
     assert sum(p.numel() for p in model.parameters()) == total - DFL_WEIGHTS
     assert model.neck.num_blocks == {"n": 1, "s": 1, "m": 2, "l": 3, "x": 3}[scale]
+
+
+# ----------------------------------------------------------------------------------------------
+# YOLO11 and YOLO26
+# ----------------------------------------------------------------------------------------------
+
+# Ultralytics 8.4.190, DetectionModel("{family}{scale}.yaml", nc=80): state_dict entries (BN counters included).
+ULTRALYTICS_KEYS = {("yolo11", "n"): 499, ("yolo11", "s"): 499, ("yolo11", "m"): 649, ("yolo11", "l"): 1015,
+                    ("yolo11", "x"): 1015, ("yolo26", "n"): 708, ("yolo26", "s"): 708, ("yolo26", "m"): 768,
+                    ("yolo26", "l"): 1092, ("yolo26", "x"): 1092}
+
+# Hand-checked against the module trees of Ultralytics' yolo11n.yaml / yolo26n.yaml (8.4.190).
+YOLO11N_KEY_PAIRS = [
+    ("model.2.m.0.cv1.conv.weight", "backbone.stages.1.1.blocks.0.conv1.conv.weight"),  # C3k2, bottleneck
+    ("model.6.m.0.cv3.bn.weight", "backbone.stages.3.1.blocks.0.cv3.bn.weight"),  # C3k2 with C3k
+    ("model.8.m.0.m.1.cv2.conv.weight", "backbone.stages.4.1.blocks.0.blocks.1.conv2.conv.weight"),
+    ("model.9.cv2.bn.running_var", "backbone.stages.4.2.cv2.bn.running_var"),  # SPPF
+    ("model.10.m.0.attn.qkv.conv.weight", "backbone.stages.4.3.blocks.0.attn.qkv.conv.weight"),  # C2PSA
+    ("model.10.m.0.ffn.1.bn.bias", "backbone.stages.4.3.blocks.0.ffn.1.bn.bias"),
+    ("model.13.m.0.cv2.conv.weight", "neck.td_blocks.0.blocks.0.conv2.conv.weight"),
+    ("model.17.conv.weight", "neck.down.0.conv.weight"),
+    ("model.22.m.0.cv1.conv.weight", "neck.bu_blocks.1.blocks.0.cv1.conv.weight"),
+    ("model.23.cv2.2.1.bn.weight", "head.box_convs.2.1.bn.weight"),
+    ("model.23.cv3.0.0.0.conv.weight", "head.cls_convs.0.0.0.conv.weight"),  # depthwise 3x3
+    ("model.23.cv3.1.1.1.bn.running_mean", "head.cls_convs.1.1.1.bn.running_mean"),  # 1x1
+    ("model.23.cv3.2.2.bias", "head.cls_preds.2.bias"),
+]
+YOLO26N_KEY_PAIRS = [
+    ("model.13.m.0.m.0.cv1.conv.weight", "neck.td_blocks.0.blocks.0.blocks.0.conv1.conv.weight"),  # C3k here
+    ("model.22.m.0.0.cv2.conv.weight", "neck.bu_blocks.1.blocks.0.0.conv2.conv.weight"),  # C3k2 with attention
+    ("model.22.m.0.1.attn.pe.bn.weight", "neck.bu_blocks.1.blocks.0.1.attn.pe.bn.weight"),
+    ("model.22.m.0.1.ffn.0.conv.weight", "neck.bu_blocks.1.blocks.0.1.ffn.0.conv.weight"),
+    ("model.23.cv2.0.2.weight", "head.box_preds.0.weight"),
+    ("model.23.one2one_cv2.1.0.conv.weight", "head.one2one_branch.box_convs.1.0.conv.weight"),
+    ("model.23.one2one_cv2.2.2.bias", "head.one2one_branch.box_preds.2.bias"),
+    ("model.23.one2one_cv3.0.1.0.bn.weight", "head.one2one_branch.cls_convs.0.1.0.bn.weight"),
+    ("model.23.one2one_cv3.1.2.weight", "head.one2one_branch.cls_preds.1.weight"),
+]
+
+
+def _config(family: str, scale: str) -> str:
+    return ultralytics_config(family, scale)
+
+
+@lru_cache(maxsize=4)
+def _family_state(family: str, scale: str, *options: str) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return instantiate(load_config(ROOT / _config(family, scale), list(options)).model).state_dict()
+
+
+def family_ultralytics_state(family: str, scale: str = "n", *options: str) -> dict[str, torch.Tensor]:
+    """detkit's model of a family and scale under Ultralytics' names (fresh tensors per call)."""
+    state = to_ultralytics_state_dict(_family_state(family, scale, *options), layout=ultralytics_layout(family, scale))
+    return {k: v.clone() for k, v in state.items()}
+
+
+@pytest.mark.parametrize(("family", "pairs"), [("yolo11", YOLO11N_KEY_PAIRS), ("yolo26", YOLO26N_KEY_PAIRS)])
+def test_yolo11_yolo26_hand_written_key_pairs(family, pairs):
+    layout = ultralytics_layout(family, "n")
+    for ultralytics_key, detkit_key in pairs:
+        assert ultralytics_to_detkit_key(ultralytics_key, layout) == detkit_key
+        assert detkit_to_ultralytics_key(detkit_key, layout) == ultralytics_key
+
+
+def test_c3k_at_m_l_x_changes_the_names_below_a_layer():
+    # layer 2 is a C3k2 with bottlenecks at n/s and with C3k blocks at m/l/x (Ultralytics' parse_model)
+    assert ultralytics_to_detkit_key("model.2.m.0.cv1.conv.weight", ultralytics_layout("yolo11", "s")) \
+        == "backbone.stages.1.1.blocks.0.conv1.conv.weight"
+    assert ultralytics_to_detkit_key("model.2.m.0.cv1.conv.weight", ultralytics_layout("yolo11", "m")) \
+        == "backbone.stages.1.1.blocks.0.cv1.conv.weight"
+    with pytest.raises(ConversionError, match="has no place in detkit's YOLO11 model"):
+        ultralytics_to_detkit_key("model.2.m.0.cv3.conv.weight", ultralytics_layout("yolo11", "n"))
+
+
+@pytest.mark.parametrize(("family", "scale"), [
+    pytest.param(family, scale, marks=[pytest.mark.slow] if scale in "lx" else [])
+    for family, scale in sorted(ULTRALYTICS_KEYS)])
+def test_every_scale_round_trips_and_reads_back_its_family_and_scale(family, scale):
+    torch.manual_seed(0)
+    model = instantiate(load_config(ROOT / _config(family, scale)).model)
+    state = model.state_dict()
+    saved = to_ultralytics_state_dict(state, dtype=torch.float16, layout=ultralytics_layout(family, scale))
+    assert len(saved) == ULTRALYTICS_KEYS[(family, scale)]  # Ultralytics' own entry count, DFL projection included
+    assert (DFL_PROJECTION_KEY.replace("22", "23") in saved) == (family == "yolo11")
+    weights = convert_ultralytics(saved)
+    assert (weights.family, weights.scale, weights.num_classes) == (family, scale, 80)
+    assert weights.reg_max == (16 if family == "yolo11" else 1) and required_overrides(weights) == []
+    assert set(weights.state_dict) == set(state)
+    for key, value in state.items():
+        expected = value.half().float() if value.is_floating_point() else value
+        assert torch.equal(weights.state_dict[key], expected), key
+    model.load_state_dict(weights.state_dict, strict=True)
+
+
+def test_yolo26_with_three_classes_and_its_config():
+    weights = convert_ultralytics(family_ultralytics_state("yolo26", "n", "model.head.num_classes=3"), ["a", "b", "c"])
+    assert (weights.family, weights.num_classes, weights.class_names) == ("yolo26", 3, ["a", "b", "c"])
+    assert weights.model_name == "YOLO26n" and ultralytics_config("yolo26", "s") == "configs/yolo26s.py"
+    assert required_overrides(weights) == ["model.head.num_classes=3"]
+    assert ultralytics_config("yolo11", "x") == "configs/yolo11x_tal.py"
+    # the config evaluates the one-to-one branch without NMS
+    head = instantiate(load_config(ROOT / "configs/yolo26s.py").model).head
+    assert head.branch == "one2one" and head.test_cfg["nms"] is False and head.test_cfg["max_per_img"] == 300
+
+
+@pytest.mark.parametrize(("width", "blocks", "family", "scale"), [
+    (16, 1, "yolo11", "n"), (32, 1, "yolo11", "s"), (64, 1, "yolo11", "m"), (64, 2, "yolo11", "l"),
+    (96, 2, "yolo11", "x"), (64, 1, "yolo26", "m"), (64, 2, "yolo26", "l"), (48, 2, "yolov8", "m"),
+])
+def test_scale_from_stem_width_and_layer_2_blocks(width, blocks, family, scale):
+    state = {"model.0.conv.weight": torch.zeros(width, 3, 3, 3),
+             **{f"model.2.m.{k}.cv1.conv.weight": torch.zeros(1) for k in range(blocks)}}
+    assert detect_scale(state, FAMILIES[family]) == scale
+
+
+def test_yolo11_width_with_other_blocks_is_refused():
+    state = {"model.0.conv.weight": torch.zeros(64, 3, 3, 3), "model.2.m.0.cv1.conv.weight": torch.zeros(1),
+             "model.2.m.2.cv1.conv.weight": torch.zeros(1)}
+    with pytest.raises(ConversionError, match=r"stem width 64 with 2 blocks in layer 2 is not a YOLO11 scale's|"
+                                              r"stem width 64 with 3 blocks"):
+        detect_scale({**state, "model.2.m.1.cv1.conv.weight": torch.zeros(1)}, FAMILIES["yolo11"])
+
+
+def _yolo26_edited(change):
+    state = family_ultralytics_state("yolo26")
+    change(state)
+    return state
+
+
+def _drop(prefix):
+    return lambda s: [s.pop(k) for k in [k for k in s if k.startswith(prefix)]]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    # YOLOv10: an end-to-end head on another layer set
+    (lambda s: s.__setitem__("model.24.conv.weight", torch.zeros(1)), "end-to-end .* not YOLO26's .*YOLOv10"),
+    # fused for inference: the one-to-many branch removed
+    (_drop("model.23.cv2."), "no one-to-many branch"),
+    (lambda s: s.__setitem__("model.23.dfl.conv.weight", torch.arange(16.0).view(1, 16, 1, 1)),
+     r"'model.23.dfl.conv.weight' is not part of YOLO26's layer 23"),
+    (lambda s: s.__setitem__("model.23.one2one_cv2.0.2.weight", torch.zeros(64, 16, 1, 1)),
+     r"box branch \(one2one_cv2\) predicts 64 values per prior, expected 4 \(YOLO26"),
+    (lambda s: s.__setitem__("model.22.m.0.2.cv1.conv.weight", torch.zeros(1)),
+     r"not part of YOLO26's layer 22 \(C3k2 with attention\)"),
+    (lambda s: s.__setitem__("model.23.cv4.0.0.conv.weight", torch.zeros(1)), "'cv4' weights"),
+])
+def test_bad_yolo26_weights_are_refused_with_the_reason(change, message):
+    with pytest.raises(ConversionError, match=message):
+        convert_ultralytics(_yolo26_edited(change))
+
+
+def test_yolo11_without_dfl_or_with_yolov8_names_is_refused():
+    state = family_ultralytics_state("yolo11")
+    state.pop("model.23.dfl.conv.weight")
+    with pytest.raises(ConversionError, match="no DFL box regression"):
+        convert_ultralytics(state)
+    state = family_ultralytics_state("yolo11")
+    state["model.10.m.0.cv1.conv.weight"] = torch.zeros(1)
+    with pytest.raises(ConversionError, match=r"not part of YOLO11's layer 10 \(C2PSA\)"):
+        convert_ultralytics(state)
+    with pytest.raises(ConversionError, match="YOLO11n weights, not YOLOv8's"):
+        convert_yolov8(family_ultralytics_state("yolo11"))

@@ -152,12 +152,12 @@ def test_existing_dst_needs_overwrite(tool, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("ckpt, message", [
-    (lambda m: ultralytics_checkpoint(m, cls=SegmentationModel), "a segmentation model, not a YOLOv8 detection model"),
+    (lambda m: ultralytics_checkpoint(m, cls=SegmentationModel), "a segmentation model, not a detection model"),
     (lambda m: [1, 2], "not an Ultralytics checkpoint (a list, expected a dict with 'model' / 'ema')"),
     (lambda m: {"model": None, "ema": None, "epoch": 3}, "no model under 'ema' or 'model' (keys: model, ema, epoch)"),
     (lambda m: {"model": m.state_dict()}, "'model' holds a OrderedDict, not a pickled Ultralytics model"),
     (lambda m: {"model": DetectionModel({"model.0.conv.weight": torch.zeros(40, 3, 3, 3)}, {})},
-     "not YOLOv8's layer layout"),
+     "not a layer layout detkit converts (closest: YOLOv8's"),
 ])
 def test_bad_checkpoints_are_one_line_errors(tool, tmp_path, capsys, ckpt, message):
     src = save(ckpt(detkit_yolov8("n")), tmp_path / "bad.pt")
