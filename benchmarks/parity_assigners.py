@@ -104,16 +104,20 @@ def compare(res: AssignResult, peer_gt: torch.Tensor, peer_soft: torch.Tensor | 
 
 def ultralytics_tal_v8(scores: torch.Tensor, pred_boxes: torch.Tensor, points: torch.Tensor, gt_labels: torch.Tensor,
                        gt_boxes: torch.Tensor, strides: list[int],
-                       gt_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       gt_mask: torch.Tensor | None = None, topk: int = 10,
+                       topk2: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Ultralytics 8.4's TaskAlignedAssigner as its v8DetectionLoss builds and calls it (padding rows
-    are the all-zero ones, as v8DetectionLoss finds them, unless ``gt_mask (B, M)`` is given).
+    are the all-zero ones, as v8DetectionLoss finds them, unless ``gt_mask (B, M)`` is given):
+    ``topk=10`` for YOLOv8 / YOLO11 and YOLO26's one-to-many branch, ``topk=7, topk2=1`` for YOLO26's
+    one-to-one branch (``E2ELoss``'s ``v8DetectionLoss(model, tal_topk=7, tal_topk2=1)``).
 
     Returns:
         ``Tensor[B, N]`` GT index (-1 not positive) and ``Tensor[B, N]`` soft target.
     """
     from ultralytics.utils.tal import TaskAlignedAssigner
 
-    tal = TaskAlignedAssigner(topk=10, num_classes=scores.shape[-1], alpha=0.5, beta=6.0, stride=list(strides))
+    tal = TaskAlignedAssigner(topk=topk, num_classes=scores.shape[-1], alpha=0.5, beta=6.0, stride=list(strides),
+                              topk2=topk2)
     if gt_mask is None:
         mask_gt = gt_boxes.sum(2, keepdim=True).gt_(0.0)  # v8DetectionLoss's padding rule
     else:
@@ -125,6 +129,12 @@ def ultralytics_tal_v8(scores: torch.Tensor, pred_boxes: torch.Tensor, points: t
 def peer_ultralytics_tal(x: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return ultralytics_tal_v8(x["cls_logits"].sigmoid(), x["pred_boxes"], x["centres"], x["gt_labels"],
                               x["gt_boxes"], list(STRIDES))
+
+
+def peer_ultralytics_tal_e2e(x: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """YOLO26's one-to-one rule: Ultralytics' ``TaskAlignedAssigner(topk=7, topk2=1)``."""
+    return ultralytics_tal_v8(x["cls_logits"].sigmoid(), x["pred_boxes"], x["centres"], x["gt_labels"],
+                              x["gt_boxes"], list(STRIDES), topk=7, topk2=1)
 
 
 def peer_yolov5(x: dict) -> tuple[torch.Tensor, int]:
@@ -267,6 +277,27 @@ def check_tal(x: dict) -> dict[str, int]:
     return compare(res, gt, soft, res.score_target)
 
 
+def check_tal_e2e(x: dict) -> dict[str, int]:
+    res = detkit_assign("tal-e2e-ultralytics", x)
+    gt, soft = peer_ultralytics_tal_e2e(x)
+    out = compare(res, gt, soft, res.score_target)
+    # GTs positive at top 7 that topk2=1 leaves without any prior (all their positives' metrics are 0 and
+    # torch.topk's pick among the zeros is not one of them): the edge case the preset must copy
+    top7, _ = ultralytics_tal_v8(x["cls_logits"].sigmoid(), x["pred_boxes"], x["centres"], x["gt_labels"],
+                                 x["gt_boxes"], list(STRIDES), topk=7)
+    before = positives_per_gt(top7) > 0
+    after = positives_per_gt(gt) > 0
+    out["gts_emptied"] = int((before & ~after).sum())
+    return out
+
+
+def positives_per_gt(gt_index: torch.Tensor) -> torch.Tensor:
+    """``(B, MAX_GTS)`` number of priors assigned to each GT slot, from a ``(B, N)`` GT index (-1 not positive)."""
+    counts = torch.zeros(gt_index.shape[0], MAX_GTS + 1, dtype=torch.long)
+    counts.scatter_add_(1, gt_index.clamp(min=-1) + 1, torch.ones_like(gt_index))
+    return counts[:, 1:]
+
+
 def check_yolov5(x: dict) -> dict[str, int]:
     res = detkit_assign("yolov5", x)
     gt, pairs = peer_yolov5(x)
@@ -295,6 +326,8 @@ def check_dsl_mmyolo(x: dict) -> dict[str, int]:
 
 CHECKS: list[tuple[str, str, Callable[[dict], dict[str, int]], bool]] = [
     ("tal-ultralytics", "ultralytics TaskAlignedAssigner (v8DetectionLoss)", check_tal, False),
+    ("tal-e2e-ultralytics", "ultralytics TaskAlignedAssigner(topk=7, topk2=1) (E2ELoss one-to-one)", check_tal_e2e,
+     False),
     ("yolov5", "yolov5 ComputeLoss.build_targets", check_yolov5, True),
     ("simota-yolox", "yolox YOLOXHead.get_assignments", check_yolox, False),
     ("dsl", "mmdet DynamicSoftLabelAssigner", check_dsl, False),
@@ -340,6 +373,10 @@ def main() -> int:
         print(f"| {preset} | {peer} | {total['peer_pos']} | {total['detkit_pos']} | {total['pos_diff']} | "
               f"{total['gt_diff']} | {soft} |")
         failed += total["pos_diff"] + total["gt_diff"] + total.get("soft_diff", 0)
+        if "gts_emptied" in total:
+            notes.append(f"{preset}: {total['gts_emptied']} GTs positive at Ultralytics' top 7 keep no prior after "
+                         f"its topk2=1 filter (every positive's metric 0: torch.topk's pick among the zeros lands "
+                         f"off the GT's positives); the counts above include them")
         if "peer_pairs" in total:
             notes.append(f"yolov5: YOLOv5 trains box/class losses on {total['peer_pairs']} (prior, GT) pairs; one "
                          f"label per prior keeps {total['detkit_pos']} "
