@@ -5,9 +5,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from detkit.assigners import ATSSAssigner, MaxIoUAssigner, SimOTAAssigner, TaskAlignedAssigner
+from detkit.assigners import (
+    ATSSAssigner,
+    DynamicSoftLabelAssigner,
+    MaxIoUAssigner,
+    SimOTAAssigner,
+    TaskAlignedAssigner,
+)
 from detkit.config import instantiate, load_config
 from detkit.models import ASFF, CSPPAN, FPN, PAN, CSPDarknet, Detector, ResNet
+from detkit.models.backbones.cspnext import CSPNeXt
+from detkit.models.necks.cspnext_pafpn import CSPNeXtPAFPN
 from tests.fixtures.tools import load_tool
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "common" / "models"
@@ -23,6 +31,9 @@ SMALL = {  # overrides that keep each config tiny; the structure is unchanged
                    "model.backbone.deepen_factor=0.33", "model.head.stem_channels=16"],
     "yolo11.py": [],  # YOLO11-n
     "yolo26.py": [],  # YOLO26-n
+    "rtmdet_s.py": ["model.backbone.scale=None", "model.backbone.widen_factor=0.125",
+                    "model.backbone.deepen_factor=0.33", "model.neck.out_channels=16", "model.head.cls_channels=16",
+                    "model.head.box_channels=16"],
 }
 PARTS = {  # backbone, neck, assigner, loss keys
     "yolov4.py": (CSPDarknet, PAN, ATSSAssigner, {"loss_cls", "loss_obj", "loss_box"}),
@@ -34,6 +45,7 @@ PARTS = {  # backbone, neck, assigner, loss keys
     "yolo11.py": (CSPDarknet, CSPPAN, TaskAlignedAssigner, {"loss_cls", "loss_box", "loss_dfl"}),
     "yolo26.py": (CSPDarknet, CSPPAN, TaskAlignedAssigner, {"loss_cls", "loss_box", "loss_reg", "loss_o2o_cls",
                                                             "loss_o2o_box", "loss_o2o_reg"}),
+    "rtmdet_s.py": (CSPNeXt, CSPNeXtPAFPN, DynamicSoftLabelAssigner, {"loss_cls", "loss_box"}),
 }
 
 
