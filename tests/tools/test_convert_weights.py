@@ -14,6 +14,7 @@ from torch import nn
 from detkit.config import instantiate, load_config
 from detkit.engine.weights import load_weights
 from detkit.models.convert import to_ultralytics_state_dict
+from detkit.models.convert.ultralytics import YOLOV8, UltralyticsLayout, ultralytics_layout
 from tests.fixtures.tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,10 +50,12 @@ def detkit_yolov8(scale: str = "n", num_classes: int = 80, seed: int = 0) -> nn.
     return model.eval()
 
 
-def ultralytics_checkpoint(model: nn.Module, entry: str = "ema", cls=DetectionModel) -> dict:
+def ultralytics_checkpoint(model: nn.Module, entry: str = "ema", cls=DetectionModel,
+                           layout: UltralyticsLayout = YOLOV8, yaml_file: str = "yolov8n.yaml") -> dict:
     """What Ultralytics' loader returns for a checkpoint of ``model``: fp16 weights under ``entry``."""
     n = model.head.num_classes
-    pickled = cls(to_ultralytics_state_dict(model.state_dict(), dtype=torch.float16), {i: f"k{i}" for i in range(n)})
+    state = to_ultralytics_state_dict(model.state_dict(), dtype=torch.float16, layout=layout)
+    pickled = cls(state, {i: f"k{i}" for i in range(n)}, yaml_file)
     other = "model" if entry == "ema" else "ema"
     return {entry: pickled, other: None, "version": "8.4.190", "epoch": -1}
 
@@ -97,6 +100,37 @@ def test_converts_end_to_end_and_loads_with_weights_only(tool, tmp_path, capsys)
         expected, got = model.forward_decoded(images), fresh.eval().forward_decoded(images)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     assert not list(dst.parent.glob(".*"))  # no temporary left behind
+
+
+@pytest.mark.parametrize(("family", "config", "classes", "line"), [
+    # Ultralytics' yolo11n at 3 classes: 2,590,425 parameters, 16 of them its fixed DFL projection
+    ("yolo11", "configs/yolo11n_tal.py", 3, "YOLO11n (yolo11n.yaml, saved by ultralytics 8.4.190): 'ema' weights, "
+                                            "float16 -> float32, 3 classes, 2,590,409 parameters"),
+    ("yolo26", "configs/yolo26n.py", 80, "YOLO26n (yolo26n.yaml, saved by ultralytics 8.4.190): 'ema' weights, "
+                                         "float16 -> float32, 80 classes, 2,572,280 parameters"),
+])
+def test_yolo11_and_yolo26_convert_to_their_configs(tool, tmp_path, capsys, family, config, classes, line):
+    torch.manual_seed(0)
+    options = [] if classes == 80 else [f"model.head.num_classes={classes}"]
+    model = instantiate(load_config(ROOT / config, options).model).eval()
+    ckpt = ultralytics_checkpoint(model, layout=ultralytics_layout(family, "n"), yaml_file=f"{family}n.yaml")
+    src, dst = save(ckpt, tmp_path / "best.pt"), tmp_path / f"{family}n.pth"
+    assert tool.main(["ultralytics", str(src), str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert line in out
+    assert f"evaluate: python tools/test.py {config} {dst}{' --cfg-options ' + options[0] if options else ''}\n" in out
+    meta = torch.load(dst, weights_only=True)["meta"]
+    assert (meta["family"], meta["scale"], meta["config"], meta["cfg_options"]) == (family, "n", config, options)
+    assert meta["reg_max"] == (16 if family == "yolo11" else 1)
+    fresh = instantiate(load_config(ROOT / config, meta["cfg_options"]).model).eval()
+    load_weights(fresh, dst, strict=True)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+        images = torch.rand(1, 3, 64, 96)
+        expected, got = model.forward_decoded(images), fresh.forward_decoded(images)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
 def test_model_entry_is_used_when_ema_is_none(tool, tmp_path, capsys):

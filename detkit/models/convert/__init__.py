@@ -3,10 +3,13 @@
 from detkit.models.convert.ultralytics import (
     ConversionError,
     ConvertedWeights,
+    convert_ultralytics,
     convert_yolov8,
     detkit_to_ultralytics_key,
     required_overrides,
     to_ultralytics_state_dict,
+    ultralytics_config,
+    ultralytics_layout,
     ultralytics_to_detkit_key,
     yolov8_config,
 )
@@ -14,10 +17,13 @@ from detkit.models.convert.ultralytics import (
 __all__ = [
     "ConversionError",
     "ConvertedWeights",
+    "convert_ultralytics",
     "convert_yolov8",
     "detkit_to_ultralytics_key",
     "required_overrides",
     "to_ultralytics_state_dict",
+    "ultralytics_config",
+    "ultralytics_layout",
     "ultralytics_to_detkit_key",
     "yolov8_config",
 ]
