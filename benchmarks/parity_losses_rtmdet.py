@@ -24,6 +24,8 @@ by their IoU target, divided by the same sum), each summed over the levels; detk
 ``loss_box`` (no batch-size factor: the RTMDet config trains with ``train.loss_scale="mean"``, as mmdet).
 The assignments are compared too (priors positive on one side only, positives on different classes, the
 worst IoU-target difference), read from mmdet's ``get_targets`` and detkit's assigner as they run.
+The same models then get the same images without any GT: no positive, ``loss_cls`` over every prior
+divided by 1 (both sides clamp the sum of targets at 1), ``loss_bbox`` 0 on both sides.
 
 Gradients: each side's total is backpropagated and every parameter's gradient compared through the key map,
 with ``parity_losses_ultralytics.gradient_differences``: ``||g_detkit - g_mmdet|| / max(||g_mmdet||, 1e-5
@@ -313,6 +315,53 @@ def compare_assignment(mm_targets: dict[str, Tensor], result: Any, num_classes: 
     return pos_diff, cls_diff, soft, int(mm_pos.sum())
 
 
+def empty_batch(images: Tensor) -> tuple[dict[str, Tensor], list[Any]]:
+    """detkit's and mmdet's GTs of a batch without any object (one all-padding row per image)."""
+    from mmengine.structures import InstanceData
+
+    dbatch = {"images": images, "gt_boxes": torch.zeros(BATCH, 1, 4),
+              "gt_labels": torch.zeros(BATCH, 1, dtype=torch.long), "gt_mask": torch.zeros(BATCH, 1, dtype=torch.bool),
+              "img_shape": torch.tensor([[HEIGHT, WIDTH]] * BATCH)}
+    instances = [InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long)) for _ in range(BATCH)]
+    return dbatch, instances
+
+
+def compare(res: Result, label: str, mm_model: MMDetRTMDet, ours: nn.Module, names: dict[str, str],
+            dbatch: dict[str, Tensor], instances: list[Any], metas: list[dict[str, Any]]) -> dict[str, Tensor]:
+    """One batch: the assignment, both loss terms and every gradient (rows appended to ``res``); returns
+    detkit's terms."""
+    for p in (*mm_model.parameters(), *ours.parameters()):
+        p.grad = None
+    terms_m, targets = mmdet_losses(mm_model, dbatch["images"], instances, metas)
+    terms_d, result = detkit_losses(ours, dbatch)
+    pos_diff, cls_diff, soft, npos = compare_assignment(targets, result, NUM_CLASSES)
+    passed = pos_diff == 0 and cls_diff == 0 and soft <= 1e-5
+    res.ok &= passed
+    res.rows.append(f"| {label} | DSL assignment: {npos} positives, {pos_diff} differ, {cls_diff} other class, "
+                    f"worst IoU target difference {soft:.1e} | | | | {'ok' if passed else 'FAIL'} |")
+    for term, key_m, key_d in (("cls", "loss_cls (QFL)", "loss_cls"), ("box", "loss_bbox (2 x GIoU)", "loss_box")):
+        ref, got = float(terms_m[term].detach()), float(terms_d[term].detach())
+        rel = abs(got - ref) if ref == 0 else relative(got, ref)  # no positive: both 0, compared absolutely
+        res.ok &= rel <= REL_TOL
+        res.rows.append(f"| {label} | {key_m} / {key_d} | {ref:.6f} | {got:.6f} | {rel:.1e} | "
+                        f"{'ok' if rel <= REL_TOL else 'FAIL'} |")
+    (terms_m["cls"] + terms_m["box"]).backward()
+    (terms_d["cls"] + terms_d["box"]).backward()
+    grads = gradient_differences(mm_model, ours, names)
+    passed = max(grads.norm_rel, grads.floored_rel) <= REL_TOL
+    res.ok &= passed
+    res.rows.append(f"| {label} | gradients of {len(names)} parameters, worst norm-relative: "
+                    f"{grads.norm_name} ({names[grads.norm_name] if grads.norm_name else '-'}) | | | "
+                    f"{grads.norm_rel:.1e} | {'ok' if passed else 'FAIL'} |")
+    res.notes.append(f"{label}: worst elementwise gradient difference (floor 1e-3 of the tensor's largest) "
+                     f"{grads.elem:.1e} ({grads.elem_name}); norm floor {grads.floor:.1e}")
+    if grads.below_floor:
+        res.notes.append(f"{label}: {len(grads.below_floor)} gradients under the floor, measured against it "
+                         f"(mmdet / detkit norms): {', '.join(grads.below_floor)}; worst difference / floor "
+                         f"{grads.floored_rel:.1e}")
+    return {**terms_d, "result": result}
+
+
 def run(mm: types.SimpleNamespace, seed: int) -> Result:
     res = Result()
     start = time.perf_counter()
@@ -322,42 +371,17 @@ def run(mm: types.SimpleNamespace, seed: int) -> Result:
     ours, names = detkit_model(mm_model)
     mm_model.train()
     ours.train()
-    terms_m, targets = mmdet_losses(mm_model, images, instances, metas)
-    terms_d, result = detkit_losses(ours, dbatch)
-    pos_diff, cls_diff, soft, npos = compare_assignment(targets, result, NUM_CLASSES)
-    passed = pos_diff == 0 and cls_diff == 0 and soft <= 1e-5
-    res.ok &= passed
-    res.rows.append(f"| priors at cell centres | DSL assignment: {npos} positives, {pos_diff} differ, {cls_diff} other "
-                    f"class, worst IoU target difference {soft:.1e} | | | | {'ok' if passed else 'FAIL'} |")
-    for term, key_m, key_d in (("cls", "loss_cls (QFL)", "loss_cls"), ("box", "loss_bbox (2 x GIoU)", "loss_box")):
-        ref, got = float(terms_m[term].detach()), float(terms_d[term].detach())
-        rel = relative(got, ref)
-        res.ok &= rel <= REL_TOL
-        res.rows.append(f"| priors at cell centres | {key_m} / {key_d} | {ref:.6f} | {got:.6f} | {rel:.1e} | "
-                        f"{'ok' if rel <= REL_TOL else 'FAIL'} |")
-    total_m = terms_m["cls"] + terms_m["box"]
-    total_d = terms_d["cls"] + terms_d["box"]
-    total_m.backward()
-    total_d.backward()
-    grads = gradient_differences(mm_model, ours, names)
-    passed = max(grads.norm_rel, grads.floored_rel) <= REL_TOL
-    res.ok &= passed
-    res.rows.append(f"| priors at cell centres | gradients of {len(names)} parameters, worst norm-relative: "
-                    f"{grads.norm_name} ({names[grads.norm_name] if grads.norm_name else '-'}) | | | "
-                    f"{grads.norm_rel:.1e} | {'ok' if passed else 'FAIL'} |")
-    res.notes.append(f"worst elementwise gradient difference (floor 1e-3 of the tensor's largest) {grads.elem:.1e} "
-                     f"({grads.elem_name}); norm floor {grads.floor:.1e}")
-    if grads.below_floor:
-        res.notes.append(f"{len(grads.below_floor)} gradients under the floor, measured against it (mmdet / detkit "
-                         f"norms): {', '.join(grads.below_floor)}; worst difference / floor {grads.floored_rel:.1e}")
+    terms_d = compare(res, "priors at cell centres", mm_model, ours, names, dbatch, instances, metas)
+    empty_d, empty_m = empty_batch(images)
+    compare(res, "a batch without GTs", mm_model, ours, names, empty_d, empty_m, metas)
     # offset 0: RTMDet's own priors; by design not detkit's, measured
     mm_own = random_mmdet_model(mm, seed, offset=0.0)
     mm_own.train()
     with torch.no_grad():
         own_terms, own_targets = mmdet_losses(mm_own, images, instances, metas)
-    pos_diff, cls_diff, soft, npos = compare_assignment(own_targets, result, NUM_CLASSES)
+    pos_diff, _, _, npos = compare_assignment(own_targets, terms_d["result"], NUM_CLASSES)
     res.rows.append(f"| RTMDet's priors at cell corners (by design) | DSL assignment: {npos} positives, {pos_diff} "
-                    f"differ from detkit's | | | | measured |")
+                    f"priors differ from detkit's | | | | measured |")
     for term, key_m in (("cls", "loss_cls (QFL)"), ("box", "loss_bbox (2 x GIoU)")):
         ref, got = float(own_terms[term]), float(terms_d[term].detach())
         res.rows.append(f"| RTMDet's priors at cell corners (by design) | {key_m} | {ref:.6f} | {got:.6f} | "
