@@ -52,7 +52,7 @@ class CSPNeXtBlock(nn.Module):
         self.add = shortcut and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv2(self.conv1(x))
+        y: Tensor = self.conv2(self.conv1(x))
         return x + y if self.add else y
 
 
@@ -80,4 +80,5 @@ class CSPNeXtLayer(nn.Module):
         y = torch.cat([self.blocks(self.main_conv(x)), self.short_conv(x)], dim=1)  # (B, 2 mid, H, W)
         if self.attention is not None:
             y = self.attention(y)
-        return self.final_conv(y)
+        out: Tensor = self.final_conv(y)
+        return out
