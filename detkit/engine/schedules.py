@@ -15,6 +15,16 @@ The learning rate at global iteration ``i`` (0-based, counted in loader iteratio
 With ``warmup_bias_lr`` set (YOLOv5), the ``"bias"`` parameter group instead goes linearly from
 ``warmup_bias_lr`` down to ``base_lr * f(i)`` over the warm-up; with ``warmup_momentum`` set,
 momentum (SGD) / beta1 (Adam) goes linearly from it up to the group's own over the warm-up.
+
+YOLOv5's and Ultralytics' loop, option by option (the YOLOv8 / YOLOv5 recipes set them):
+
+* ``decay_unit="epoch"``: ``f`` of the epoch, ``i`` and ``T`` counted in epochs (the LR is constant
+  within an epoch after the warm-up, and the warm-up aims at the epoch's factor);
+* ``warmup_spare_last_epoch=True``: the warm-up lasts at most ``epochs - 1`` epochs (Ultralytics 8.x);
+* ``warmup_accumulate=True``: gradient accumulation ramps from 1 to the nominal one over the warm-up,
+  ``a(i) = max(1, round(1 + (A - 1) * i / W))`` for ``i <= W``, and an optimizer step ends a window
+  when ``i - (last step) >= a(i)`` (:meth:`LRSchedule.ends_window`; the trainer also steps at each
+  epoch's end).
 """
 
 from __future__ import annotations
@@ -27,9 +37,10 @@ import torch
 
 from detkit.schema import SettingError
 
-__all__ = ["LR_POLICIES", "LRSchedule", "warmup_length"]
+__all__ = ["DECAY_UNITS", "LR_POLICIES", "LRSchedule", "warmup_length"]
 
 LR_POLICIES = ("cosine", "step", "linear")
+DECAY_UNITS = ("iteration", "epoch")
 
 
 def warmup_length(iters_per_epoch: int, warmup_epochs: float, warmup_iters: int | None, min_warmup_iters: int) -> int:
@@ -59,6 +70,9 @@ def _argument_problems(args: Mapping[str, Any]) -> list[tuple[str, str]]:
     momentum = args.get("warmup_momentum")
     if isinstance(momentum, (int, float)) and not 0.0 <= momentum < 1.0:
         problems.append(("warmup_momentum", f"must be in [0, 1) or None, got {momentum}"))
+    unit = args.get("decay_unit")
+    if isinstance(unit, str) and unit not in DECAY_UNITS:
+        problems.append(("decay_unit", f"must be one of {', '.join(DECAY_UNITS)}, got {unit!r}"))
     steps = args.get("steps")
     if isinstance(steps, (list, tuple)) and any(isinstance(s, (int, float)) and s < 0 for s in steps):
         problems.append(("steps", f"must be epochs >= 0, got {tuple(steps)}"))
@@ -84,6 +98,12 @@ class LRSchedule:
         warmup_ratio: LR factor at iteration 0 of the warm-up.
         warmup_bias_lr: absolute start LR of the ``"bias"`` group during warm-up, or None.
         warmup_momentum: momentum at iteration 0 of the warm-up, or None to leave momentum alone.
+        decay_unit: ``"iteration"`` (the factor ``f`` moves every iteration) or ``"epoch"`` (once per
+            epoch, as YOLOv5's and Ultralytics' ``LambdaLR``; cosine / linear count ``T`` in epochs).
+        warmup_spare_last_epoch: cap ``warmup_epochs`` at ``epochs - 1`` (Ultralytics 8.x) before
+            ``min_warmup_iters`` applies.
+        warmup_accumulate: ramp gradient accumulation from 1 over the warm-up (:meth:`accumulation`,
+            :meth:`ends_window`; YOLOv5 / Ultralytics).
 
     Raises:
         ValueError: an argument out of range (from a config: a ConfigError naming the key, when it loads).
@@ -103,6 +123,9 @@ class LRSchedule:
         warmup_ratio: float = 0.001,
         warmup_bias_lr: float | None = None,
         warmup_momentum: float | None = None,
+        decay_unit: Literal["iteration", "epoch"] = "iteration",
+        warmup_spare_last_epoch: bool = False,
+        warmup_accumulate: bool = False,
     ) -> None:
         if policy not in LR_POLICIES:
             raise ValueError(f"LRSchedule policy {policy!r} is not supported; accepted: {', '.join(LR_POLICIES)}")
@@ -111,7 +134,8 @@ class LRSchedule:
         problems = _argument_problems(dict(min_lr_ratio=min_lr_ratio, steps=steps, gamma=gamma,
                                            warmup_epochs=warmup_epochs, warmup_iters=warmup_iters,
                                            min_warmup_iters=min_warmup_iters, warmup_ratio=warmup_ratio,
-                                           warmup_bias_lr=warmup_bias_lr, warmup_momentum=warmup_momentum))
+                                           warmup_bias_lr=warmup_bias_lr, warmup_momentum=warmup_momentum,
+                                           decay_unit=decay_unit))
         if problems:
             raise ValueError("; ".join(f"{name} {message}" for name, message in problems))
         self.total_iters = total_iters
@@ -120,7 +144,14 @@ class LRSchedule:
         self.min_lr_ratio = min_lr_ratio
         self.steps = sorted(int(s) for s in steps)
         self.gamma = gamma
+        self.decay_unit = decay_unit
+        self.epochs = max(total_iters // iters_per_epoch, 1)  # the run's epochs (decay_unit="epoch", the cap)
+        if warmup_spare_last_epoch:
+            warmup_epochs = min(warmup_epochs, max(self.epochs - 1, 0))
         self.warmup_iters = warmup_length(iters_per_epoch, warmup_epochs, warmup_iters, min_warmup_iters)
+        self.warmup_accumulate = warmup_accumulate
+        # accumulation -> (the iterations <= warmup_iters that end a window, the last of them)
+        self._window_ends: dict[int, tuple[set[int], int]] = {}
         self.warmup_ratio = warmup_ratio
         self.warmup_bias_lr = warmup_bias_lr
         self.warmup_momentum = warmup_momentum
@@ -134,13 +165,16 @@ class LRSchedule:
             raise SettingError(f"{key}.{name}", message)
 
     def factor(self, it: int) -> float:
-        """The decay factor ``f(it)`` (warm-up not included)."""
-        t = min(max(it, 0), self.total_iters)
+        """The decay factor ``f(it)`` (warm-up not included); with ``decay_unit="epoch"`` that of ``it``'s epoch."""
+        if self.decay_unit == "epoch":
+            t, total = min(max(it, 0) // self.iters_per_epoch, self.epochs), self.epochs
+        else:
+            t, total = min(max(it, 0), self.total_iters), self.total_iters
         r = self.min_lr_ratio
         if self.policy == "cosine":
-            return r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * t / self.total_iters))
+            return r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * t / total))
         if self.policy == "linear":
-            return 1.0 - (1.0 - r) * t / self.total_iters
+            return 1.0 - (1.0 - r) * t / total
         passed = sum(1 for s in self.steps if it >= s * self.iters_per_epoch)
         return self.gamma**passed
 
@@ -165,6 +199,34 @@ class LRSchedule:
             return base_momentum
         return self.warmup_momentum + (base_momentum - self.warmup_momentum) * alpha
 
+    def accumulation(self, it: int, accumulate: int) -> int:
+        """Iterations per optimizer step at ``it`` for a nominal ``accumulate``: ``accumulate``, or during a
+        ``warmup_accumulate`` warm-up (``it <= warmup_iters``) ``max(1, round(1 + (accumulate - 1) * it / W))``
+        (Python's round: halves to even, as numpy's)."""
+        if not self.warmup_accumulate or not self.warmup_iters or it > self.warmup_iters:
+            return accumulate
+        return max(1, round(1.0 + (accumulate - 1) / self.warmup_iters * it))
+
+    def ends_window(self, it: int, accumulate: int) -> bool:
+        """Whether iteration ``it`` ends an accumulation window (an optimizer step follows its backward):
+        every ``accumulate``-th iteration (``(it + 1) % accumulate == 0``), or with ``warmup_accumulate``
+        the iterations where ``it - (the last one) >= accumulation(it)``, the first at ``it = 0`` (stateless:
+        the warm-up's window ends are worked out once, so a resumed run agrees)."""
+        if not self.warmup_accumulate or not self.warmup_iters:
+            return (it + 1) % accumulate == 0
+        known = self._window_ends.get(accumulate)
+        if known is None:
+            ends, last = set(), -1
+            for i in range(self.warmup_iters + 1):
+                if i - last >= self.accumulation(i, accumulate):
+                    ends.add(i)
+                    last = i
+            known = self._window_ends[accumulate] = (ends, last)
+        ends, last = known
+        if it <= self.warmup_iters:
+            return it in ends
+        return (it - last) % accumulate == 0
+
     def step(self, optimizer: torch.optim.Optimizer, it: int) -> None:
         """Set ``lr`` and momentum of every group of ``optimizer`` for iteration ``it``.
 
@@ -182,7 +244,7 @@ class LRSchedule:
         self.last_iter = it
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items()}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.last_iter = int(state["last_iter"])

@@ -376,8 +376,7 @@ class Trainer:
                 if self.guard.diverged:
                     self._diverged()
                 saved = None
-                if interval and self.iter % interval == 0 and self.iter % self.accumulate == 0 \
-                        and self.epoch_iter < self.iters_per_epoch:
+                if interval and self.iter % interval == 0 and step_now and self.epoch_iter < self.iters_per_epoch:
                     saved = self.save(f"iter_{self.iter}.pth")
                 if step_now and self._stop_requested():
                     self._stop(saved=saved or self.save(f"iter_{self.iter}.pth"))
@@ -400,7 +399,8 @@ class Trainer:
         batch = multi_scale_batch(move_batch(batch, self.device), self.settings.multi_scale, self.settings.seed,
                                   step=it // self.settings.multi_scale_interval,
                                   divisor=builders.size_divisor(self.detector))
-        step_now = (it + 1) % self.accumulate == 0 or self.epoch_iter + 1 == self.iters_per_epoch
+        # every accumulate-th iteration (fewer in a warmup_accumulate warm-up) and the epoch's last
+        step_now = self.schedule.ends_window(it, self.accumulate) or self.epoch_iter + 1 == self.iters_per_epoch
         sync = contextlib.nullcontext() if step_now or self.world_size == 1 else self.forward.no_sync()
         self.stepper.begin()
         with sync:
