@@ -317,14 +317,15 @@ def run_case(name: str, seed: int, epochs_checked: list[int]) -> Result:
     state = convert(ultra, family)
     images, ubatch = make_batch(seed)
     e2e = family == "yolo26"
-    for epoch in epochs_checked:
-        torch.manual_seed(seed)
-        ultra_m = random_ultralytics_model(name, seed) if epoch != epochs_checked[0] else ultra
-        ours = detkit_model(family, scale, state)
-        names = key_map(ultra_m, ours)
+    ours = detkit_model(family, scale, state)
+    names = key_map(ultra, ours)
+    ultra_m = ultra
+    for epoch in epochs_checked:  # the same models and batch at each epoch; only the branch weights move
+        ultra_m.zero_grad(set_to_none=True)
+        ours.zero_grad(set_to_none=True)
         ultra_m.train()
         ours.train()
-        criterion = ultra_m.init_criterion()
+        criterion = ultra_m.init_criterion()  # a fresh criterion (updates = 0), moved to the epoch below
         one2many = criterion.one2many if e2e else criterion
         dbatch = detkit_batch(images, ubatch, one2many)
         if e2e:
