@@ -72,4 +72,5 @@ model = L(Detector)(
     ),
 )
 train = dict(epochs=300)
-schedule = dict(no_mosaic_last_epochs=0)
+# YOLOv5's warm-up: at least 100 iterations, not capped at epochs - 1 (Ultralytics 8.x's, in linear_500e, are not)
+schedule = dict(no_mosaic_last_epochs=0, lr=dict(min_warmup_iters=100, warmup_spare_last_epoch=False))
