@@ -16,13 +16,14 @@ dataloader hands them (``batch_idx``, ``cls``, normalised ``xywh``), and to detk
 of them (so both sides train on bit-identical boxes).
 
 Loss terms. Ultralytics returns ``loss * batch_size`` with ``loss = [box * CIoU, cls * BCE,
-dfl * DFL (L1 when reg_max=1)]`` (gains 7.5, 0.5, 1.5 from ``cfg/default.yaml``); detkit's
-pipeline returns the same terms with the same gains as ``loss_box``, ``loss_cls``, ``loss_dfl``
-(the DFL-free L1 term in that slot, whatever its name) as a mean over the batch: the trainer
-multiplies by the batch size itself when the config says ``train.loss_scale="batch"`` (every
-YOLO config does). So detkit's term x B is compared with Ultralytics' term. For YOLO26
-(``E2ELoss``) each branch's terms are compared (Ultralytics' ``one2many.loss`` / ``one2one.loss`` times the
-branch's weight; detkit's head returns ``loss_*`` / ``loss_o2o_*`` already weighted), the weights
+dfl * DFL (L1 when reg_max=1)]``, each sum divided by the sum of the targets (gains 7.5, 0.5, 1.5
+from ``cfg/default.yaml``); detkit's pipeline returns the same terms, normalised the same way, with
+the same gains as ``loss_box``, ``loss_cls``, ``loss_dfl`` (YOLO26: ``loss_reg``, its
+``ImageL1Loss``), not multiplied by the batch size: its trainer multiplies the backward by the batch
+size when the config says ``train.loss_scale="batch"`` (``common/schedules/linear_500e.py`` and
+``yolo26.py`` do). So detkit's term x B is compared with Ultralytics' term. For YOLO26
+(``E2ELoss``) each branch's terms are compared (Ultralytics' ``one2many.loss`` / ``one2one.loss``
+times the branch's weight; detkit's head returns ``loss_*`` / ``loss_o2o_*`` already weighted), the weights
 themselves (detkit's ``stat_w_o2m`` / ``stat_w_o2o``) and the total ``w * L_o2m + (1 - w) * L_o2o``
 at a first and a later epoch (Ultralytics: ``criterion.update()`` called once per finished epoch;
 detkit: the head's ``set_epoch(epoch, epochs)``).
@@ -290,10 +291,10 @@ def gradient_differences(ultra: nn.Module, ours: nn.Module, names: dict[str, str
     return out
 
 
-def detkit_terms(losses: dict[str, Tensor], prefix: str) -> dict[str, float]:
-    """``{"box", "cls", "dfl"}`` -> detkit's term x B (``prefix`` ``loss_`` or ``loss_o2o_``); the DFL slot
-    is ``loss_dfl`` or, DFL-free, the L1 term (whatever name the pipeline gives it)."""
-    out = {}
+def detkit_terms(losses: dict[str, Tensor], prefix: str) -> dict[str, tuple[str, float]]:
+    """``{"box", "cls", "dfl"}`` -> detkit's key and term x B (``prefix`` ``loss_`` or ``loss_o2o_``); the DFL
+    slot is ``loss_dfl`` or, DFL-free, the L1 term (YOLO26's ``loss_reg``)."""
+    out: dict[str, tuple[str, float]] = {}
     for key, value in losses.items():
         if not key.startswith(prefix) or (prefix == "loss_" and key.startswith("loss_o2o_")):
             continue
@@ -301,11 +302,12 @@ def detkit_terms(losses: dict[str, Tensor], prefix: str) -> dict[str, float]:
         slot = term if term in ("box", "cls") else "dfl"
         if slot in out:
             raise RuntimeError(f"two detkit terms for Ultralytics' {slot} slot: {sorted(losses)}")
-        out[slot] = float(value.detach()) * BATCH
+        out[slot] = (key, float(value.detach()) * BATCH)
     return out
 
 
 def ultra_terms(loss: Tensor) -> dict[str, float]:
+    """Ultralytics' loss vector ``(box, cls, dfl)`` (the last slot is the L1 loss when ``reg_max=1``)."""
     return dict(zip(("box", "cls", "dfl"), (float(v) for v in loss.detach())))
 
 
@@ -360,14 +362,15 @@ def run_case(name: str, seed: int, epochs_checked: list[int]) -> Result:
             res.rows.append(f"| {label} | branch weights o2m / o2o | {weights_u[0]:.6f} / {weights_u[1]:.6f} | "
                             f"{weights_d[0]:.6f} / {weights_d[1]:.6f} | {rel:.1e} | "
                             f"{'ok' if rel <= REL_TOL else 'FAIL'} |")
+        loss_names = dict(zip(("box", "cls", "dfl"), one2many.loss_names))  # box_loss, cls_loss, dfl_loss | l1_loss
         for branch, terms in branches_u.items():
             for term, ref in terms.items():
-                got = branches_d[branch].get(term, float("nan"))
+                key, got = branches_d[branch].get(term, ("missing", float("nan")))
                 rel = relative(got, ref)
                 passed = rel <= REL_TOL
                 res.ok &= passed
-                res.rows.append(f"| {label} | {branch} {term} | {ref:.6f} | {got:.6f} | {rel:.1e} | "
-                                f"{'ok' if passed else 'FAIL'} |")
+                res.rows.append(f"| {label} | {branch + ' ' if e2e else ''}{loss_names[term]} = {key} | {ref:.6f} | "
+                                f"{got:.6f} | {rel:.1e} | {'ok' if passed else 'FAIL'} |")
         total_ref, total_got = float(total_u.sum().detach()), float(total_d.detach())
         rel = relative(total_got, total_ref)
         res.ok &= rel <= REL_TOL
