@@ -77,7 +77,7 @@ $(PARITY_STAMP): $(BENCH_STAMP)
 	touch $@
 
 # Each script prints its figures and exits non-zero on a mismatch; all run, then the status is 1 if any failed.
-PARITY_SCRIPTS := parity_assigners parity_ultralytics_weights parity_losses_ultralytics parity_losses_rtmdet parity_losses_yolox parity_musgd
+PARITY_SCRIPTS := parity_assigners parity_ultralytics_weights parity_losses_ultralytics parity_losses_rtmdet parity_losses_yolox parity_musgd parity_train_loop_ultralytics parity_losses_yolov5
 parity: setup $(PARITY_STAMP)
 	status=0; for s in $(PARITY_SCRIPTS); do $(BENCH_VENV)/bin/python benchmarks/$$s.py || status=1; done; exit $$status
 
