@@ -9,7 +9,10 @@ Without CONFIG the model is built from the config the trainer stored in the chec
 The graph takes ``images (B, 3, H, W)`` float32 RGB in 0..1, letterboxed as the config's
 evaluation pipeline does it, and returns decoded ``boxes (B, N, 4)`` (xyxy, input pixels) and
 ``scores (B, N, C)``; with ``--with-nms`` it ends in ONNX ``NonMaxSuppression`` and returns
-``num_dets, det_boxes, det_scores, det_labels`` (at most ``max_per_img`` per image). Class names,
+``num_dets, det_boxes, det_scores, det_labels`` (at most ``max_per_img`` per image). A one-to-one head
+(``model.head.nms=False``: YOLOv10's, YOLO26's) is exported without any NMS op: its ``--with-nms``
+graph keeps the top ``max_per_img`` (prior, class) scores above ``score_thr`` (ONNX ``TopK``), as
+``tools/test.py`` and Ultralytics' end-to-end output select them. Class names,
 input size, letterbox, stride and the post-processing settings (``model.head.score_thr``, ...;
 change them with ``--cfg-options``) are stored as ONNX metadata, which ``tools/infer.py model.onnx
 INPUT`` reads. Default output: the checkpoint's path with ``.onnx`` (``_nms.onnx`` with NMS).
@@ -162,6 +165,9 @@ def run(args: argparse.Namespace) -> Path:
     h, w = meta.input_size
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): input images (B, 3, {h}, {w}), "
           f"batch {'dynamic' if meta.dynamic_batch else 1}, outputs {', '.join(meta.output_names)}, opset {args.opset}")
+    if meta.with_nms and not meta.postprocess["nms"]:
+        print(f"no NonMaxSuppression op: the head is one-to-one (nms=False); the graph keeps the top "
+              f"{meta.postprocess['max_per_img']} (prior, class) scores above {meta.postprocess['score_thr']}")
     if not args.no_verify:
         diffs = verify(model, out, args.tolerance)
         print("parity with PyTorch (max |diff|): " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
