@@ -54,6 +54,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("YOLO_VERBOSE", "False")
 
@@ -306,6 +307,12 @@ def detkit_terms(losses: dict[str, Tensor], prefix: str) -> dict[str, tuple[str,
     return out
 
 
+def branch_loss(criterion: Any, preds: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, int]:
+    """Ultralytics' ``v8DetectionLoss.loss`` (the gained terms x the batch size) and its number of positives."""
+    (fg_mask, *_), loss, _ = criterion.get_assigned_targets_and_loss(preds, batch)
+    return loss * preds["boxes"].shape[0], int(fg_mask.sum())
+
+
 def ultra_terms(loss: Tensor) -> dict[str, float]:
     """Ultralytics' loss vector ``(box, cls, dfl)`` (the last slot is the L1 loss when ``reg_max=1``)."""
     return dict(zip(("box", "cls", "dfl"), (float(v) for v in loss.detach())))
@@ -336,16 +343,18 @@ def run_case(name: str, seed: int, epochs_checked: list[int]) -> Result:
             ours.head.set_epoch(epoch, EPOCHS)
         # Ultralytics
         preds = ultra_m(images)
+        parsed = one2many.parse_output(preds)
         if e2e:  # each branch's terms times its weight, as detkit's head returns them
-            parsed = one2many.parse_output(preds)
-            o2m = one2many.loss(parsed["one2many"], ubatch)[0]
-            o2o = criterion.one2one.loss(parsed["one2one"], ubatch)[0]
+            o2m, fg_o2m = branch_loss(one2many, parsed["one2many"], ubatch)
+            o2o, fg_o2o = branch_loss(criterion.one2one, parsed["one2one"], ubatch)
             total_u = o2m * criterion.o2m + o2o * criterion.o2o
             weights_u = (criterion.o2m, criterion.o2o)
             branches_u = {"o2m": ultra_terms(o2m * criterion.o2m), "o2o": ultra_terms(o2o * criterion.o2o)}
+            positives_u = {"o2m": fg_o2m, "o2o": fg_o2o}
         else:
-            total_u = one2many.loss(one2many.parse_output(preds), ubatch)[0]
+            total_u, fg = branch_loss(one2many, parsed, ubatch)
             branches_u = {"o2m": ultra_terms(total_u)}
+            positives_u = {"o2m": fg}
         total_u.sum().backward()
         # detkit
         losses = ours.loss(dbatch)
@@ -362,6 +371,12 @@ def run_case(name: str, seed: int, epochs_checked: list[int]) -> Result:
             res.rows.append(f"| {label} | branch weights o2m / o2o | {weights_u[0]:.6f} / {weights_u[1]:.6f} | "
                             f"{weights_d[0]:.6f} / {weights_d[1]:.6f} | {rel:.1e} | "
                             f"{'ok' if rel <= REL_TOL else 'FAIL'} |")
+        for branch, count in positives_u.items():
+            prefix = "stat_o2o_" if branch == "o2o" else "stat_"
+            ours_count = round(float(losses[f"{prefix}pos_per_gt"]) * float(losses["stat_num_gt"]))
+            res.ok &= ours_count == count
+            res.rows.append(f"| {label} | {branch + ' ' if e2e else ''}positives | {count} | {ours_count} | "
+                            f"{abs(ours_count - count)} | {'ok' if ours_count == count else 'FAIL'} |")
         loss_names = dict(zip(("box", "cls", "dfl"), one2many.loss_names))  # box_loss, cls_loss, dfl_loss | l1_loss
         for branch, terms in branches_u.items():
             for term, ref in terms.items():
