@@ -7,6 +7,8 @@ Memory: a case runs in a fresh ``python -c`` process of its own (nothing allocat
 stays in its heap); the figure is the growth of the peak resident set over the resident set just
 before the call (the peak is reset first, Linux ``clear_refs``), or of ``ru_maxrss`` where the
 reset is not allowed.
+Contention (``busy``): N background processes, each a pure-Python spin on one core, for the duration of a
+measurement, as a training run's loader workers or other jobs keep a machine's cores busy.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -86,3 +89,45 @@ def load_line() -> str:
     """The machine's load while measuring (a shared machine: other people's jobs are running)."""
     one, five, _ = os.getloadavg()
     return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} CPUs"
+
+
+SPIN = "while True: pass"  # one busy core per process, no imports (starts in ~20 ms)
+
+
+@contextmanager
+def busy(n: int) -> Iterator[None]:
+    """Within the block, ``n`` background processes each spin one core; they are ended (by their own ids)
+    on leaving, also when the block raises."""
+    procs = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(n)]
+    try:
+        time.sleep(0.2 if n else 0.0)  # let them start and reach the scheduler
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
+def alternate_busy(fns: dict[str, Callable[[], object]], rounds: int, n_busy: int
+                   ) -> tuple[dict[str, list[float]], dict[str, list[float]], list[str]]:
+    """Each round times every function quiet (no background process of ours) and then under ``busy(n_busy)``,
+    the order of the functions rotating from round to round (one warm-up call each first).
+
+    Returns the quiet and busy seconds per function (one per round) and the load line of each phase."""
+    names = list(fns)
+    for name in names:
+        fns[name]()
+    quiet: dict[str, list[float]] = {name: [] for name in names}
+    loaded: dict[str, list[float]] = {name: [] for name in names}
+    loads: list[str] = []
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for times, n in ((quiet, 0), (loaded, n_busy)):
+            with busy(n):
+                for name in order:
+                    t0 = time.perf_counter()
+                    fns[name]()
+                    times[name].append(time.perf_counter() - t0)
+                loads.append(f"round {r + 1} {'busy' if n else 'quiet'}: {load_line()}")
+    return quiet, loaded, loads

@@ -2,6 +2,7 @@
 SKU-110K), and how time and memory grow with the number of GTs and the input size.
 
     .venv-bench/bin/python benchmarks/dense_scene.py [--threads 2] [--skip-scaling] [--presets atss tal ...]
+    .venv-bench/bin/python benchmarks/dense_scene.py --busy 2 [--rounds 5] [--caller-threads]
 
 Scene: a square image of ``--size`` px, anchor-free points at strides 8/16/32 (21,504 at 1024 px),
 ``--gts`` GTs with sides log-uniform from 7 to 67 px, centres uniform over the image, 80 classes;
@@ -18,6 +19,14 @@ With ``.venv-bench`` the table adds Ultralytics' TaskAlignedAssigner on the same
 The scaling table runs a few presets (``--scaling-presets``) at M = 50, 500, 5,000 GTs and 640, 1024,
 1280 px, next to the count of candidate pairs (a prior's centre inside a GT's box, summed over GTs)
 and N x M; ``--dense`` rows run the same rule's dense form (``assign_dense``) where N x M allows.
+
+Contention (``--busy N``, issue 29): every side in this one process, on one scene; each round times every
+side quiet and then with N background processes spinning (``assigners_measure.busy``), the order rotating;
+the table gives best and median of each phase, the busy/quiet ratio of the medians (target <= 3) and, for
+the task-aligned presets, the median per-round ratio to Ultralytics' TAL under the same load (target
+<= 0.8). ``--caller-threads`` adds each preset run on the caller's intra-op threads
+(``assignment_threads(None)``, detkit before issue 29) as a row of its own. "Quiet" means no process of
+ours: on a shared machine other jobs still run, so read the load lines and compare rows of one run.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers beside this file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from assigners_measure import load_line, peak_of, run_isolated  # noqa: E402
+from assigners_measure import alternate_busy, load_line, peak_of, ratio, run_isolated  # noqa: E402
 
 STRIDES = (8, 16, 32)
 NUM_CLASSES = 80
@@ -93,6 +102,45 @@ def side(name: str, dense: bool):
                           pred_boxes=x["pred_boxes"], pred_scores=x["pred_scores"])
 
 
+CALLER = " [caller threads]"  # suffix of a preset's row run with assignment_threads(None)
+
+
+def caller_threads(fn):
+    """``fn`` run with every op on the caller's intra-op threads (no assignment thread limit)."""
+    from detkit.assigners.threads import assignment_threads
+
+    def run(x: dict):
+        with assignment_threads(None):
+            return fn(x)
+
+    return run
+
+
+def contention(names: list[str], args: argparse.Namespace) -> None:
+    """The ``--busy`` table: quiet and busy figures of every side, alternated in this process."""
+    torch.set_num_threads(args.threads)
+    x = make_scene(args.size, args.gts)
+    fns = {}
+    for name in names:
+        fns[name] = side(name, False)
+        if args.caller_threads and name != ULTRALYTICS:
+            fns[name + CALLER] = caller_threads(side(name, False))
+    with torch.no_grad():
+        quiet, loaded, loads = alternate_busy({n: (lambda f=f: f(x)) for n, f in fns.items()}, args.rounds,
+                                              args.busy)
+    print("\n".join(loads))
+    print(f"\n| side | quiet best (s) | quiet median (s) | busy best (s) | busy median (s) | busy / quiet "
+          f"(medians; <= 3) | / {ULTRALYTICS} under load (<= 0.8 for TAL) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in fns:
+        q, b = statistics.median(quiet[name]), statistics.median(loaded[name])
+        vs = f"{ratio(loaded, name, ULTRALYTICS):.2f}x" if ULTRALYTICS in fns and name != ULTRALYTICS else ""
+        if name.startswith("tal") and vs:
+            vs = f"**{vs}**"
+        print(f"| {name} | {min(quiet[name]):.3f} | {q:.3f} | {min(loaded[name]):.3f} | {b:.3f} | "
+              f"**{b / q:.2f}x** | {vs} |", flush=True)
+
+
 def child(args: argparse.Namespace) -> None:
     """One case in this fresh process: first call (peak memory), then two more (time)."""
     torch.set_num_threads(args.threads)
@@ -126,6 +174,11 @@ def main() -> int:
     parser.add_argument("--scaling-presets", nargs="+", default=["iou", "atss", "tal-ultralytics", "simota", "dsl"])
     parser.add_argument("--dense", nargs="*", default=["tal-ultralytics"],
                         help="presets whose dense form joins the scaling table (where N x M allows)")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="contention mode: time every side quiet and with N busy background processes")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the contention mode")
+    parser.add_argument("--caller-threads", action="store_true",
+                        help="contention mode: also each preset on the caller's threads (detkit before issue 29)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: one case per process
     parser.add_argument("--dense-form", action="store_true", help=argparse.SUPPRESS)  # internal: the child's form
     args = parser.parse_args()
@@ -141,6 +194,10 @@ def main() -> int:
         names.append(ULTRALYTICS)
     except ImportError:
         pass
+    if args.busy:
+        print(f"Contention: {args.rounds} rounds, each every side quiet then with {args.busy} busy processes\n")
+        contention(names, args)
+        return 0
     print("| preset | first call (s) | warm call (s) | peak RSS growth (MiB) | process peak RSS (MiB) | "
           "under 3 s and 2 GiB |")
     print("|---|---:|---:|---:|---:|---|")

@@ -12,6 +12,7 @@ from torch import Tensor
 from detkit.anchors import GridLevel, PriorGrid
 from detkit.assigners.base import AssignResult, Priors, make_result, prepare
 from detkit.assigners.candidates import PriorBest, current_pair_budget, gt_rows, topk_rows
+from detkit.assigners.threads import limit_assign_threads
 from detkit.boxes import aligned_iou
 
 __all__ = ["ATSSAssigner", "nearest_candidates"]
@@ -135,6 +136,7 @@ class ATSSAssigner:
     def __repr__(self) -> str:
         return f"ATSSAssigner(topk={self.topk}, center_margin={self.center_margin})"
 
+    @limit_assign_threads
     def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:

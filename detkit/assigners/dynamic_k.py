@@ -60,6 +60,7 @@ from detkit.assigners.candidates import (
     take_rows,
     topk_rows,
 )
+from detkit.assigners.threads import limit_assign_threads
 from detkit.boxes import aligned_iou
 
 __all__ = ["DynamicKAssigner", "DynamicKRule", "PairInputs", "dynamic_k_match", "inside_any"]
@@ -164,6 +165,7 @@ class DynamicKAssigner(DynamicKRule):
     uses_predictions: bool = True  # needs pred_scores (B, N, C) from the loss pipeline
     score_target: bool = False
 
+    @limit_assign_threads
     def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:

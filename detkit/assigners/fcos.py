@@ -10,6 +10,7 @@ from torch import Tensor
 from detkit.anchors import PriorGrid
 from detkit.assigners.base import AssignResult, GTBatch, Priors, assigned_boxes, make_result, prepare
 from detkit.assigners.candidates import PriorBest, candidate_tables, gt_rows, level_regions
+from detkit.assigners.threads import limit_assign_threads
 from detkit.boxes import aligned_iou
 
 __all__ = ["FCOSAssigner"]
@@ -62,6 +63,7 @@ class FCOSAssigner:
     def __repr__(self) -> str:
         return f"FCOSAssigner(center_sampling_radius={self.center_sampling_radius}, scale_ranges={self.scale_ranges})"
 
+    @limit_assign_threads
     def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:

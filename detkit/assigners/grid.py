@@ -12,6 +12,7 @@ from detkit.anchors import PriorGrid
 from detkit.assigners.base import AssignResult, GTBatch, Priors, assigned_boxes, make_result, prepare
 from detkit.assigners.candidates import candidate_tables, gt_rows
 from detkit.assigners.max_iou import overlap_regions
+from detkit.assigners.threads import limit_assign_threads
 from detkit.boxes import aligned_iou
 
 __all__ = ["GridAnchors", "GridAssigner", "grid_anchors"]
@@ -141,6 +142,7 @@ class GridAssigner:
         return (f"GridAssigner(extra_match_thr={self.extra_match_thr}, ignore_iou_thr={self.ignore_iou_thr}, "
                 f"ignore_with_pred={self.ignore_with_pred})")
 
+    @limit_assign_threads
     def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:

@@ -10,6 +10,7 @@ from torch import Tensor
 from detkit.anchors import PriorGrid
 from detkit.assigners.base import AssignResult, GTBatch, Priors, make_result, prepare
 from detkit.assigners.candidates import PriorBest, candidate_tables, first_valid, gt_rows, level_regions
+from detkit.assigners.threads import limit_assign_threads
 from detkit.boxes import aligned_iou
 
 __all__ = ["MaxIoUAssigner", "overlap_regions"]
@@ -70,6 +71,7 @@ class MaxIoUAssigner:
         return (f"MaxIoUAssigner(pos_iou_thr={self.pos_iou_thr}, neg_iou_thr={self.neg_iou_thr}, "
                 f"min_pos_iou={self.min_pos_iou}, match_low_quality={self.match_low_quality})")
 
+    @limit_assign_threads
     def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:

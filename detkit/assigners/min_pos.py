@@ -25,6 +25,7 @@ from torch import Tensor
 from detkit.analysis import positives_per_gt
 from detkit.anchors import PriorGrid
 from detkit.assigners.base import Assigner, AssignResult, prepare
+from detkit.assigners.threads import limit_assign_threads
 from detkit.boxes import aligned_iou, pairwise_iou
 
 __all__ = ["MinPosAssignResult", "MinPositives"]
@@ -95,6 +96,7 @@ class MinPositives:
     def __repr__(self) -> str:
         return f"MinPositives({self.assigner!r}, min_pos_per_gt={self.min_pos_per_gt})"
 
+    @limit_assign_threads
     def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> MinPosAssignResult:

@@ -20,6 +20,7 @@ from detkit.assigners.candidates import (
     segment_topk,
     take_rows,
 )
+from detkit.assigners.threads import limit_assign_threads
 from detkit.boxes import IOU_MODES, aligned_iou
 from detkit.exact_math import exact_pow
 
@@ -130,6 +131,7 @@ class TaskAlignedAssigner:
                 f"iou_mode={self.iou_mode!r}, resolve={self.resolve!r}, center_min_side={self.center_min_side}, "
                 f"keep_zero_metric={self.keep_zero_metric}, topk2={self.topk2})")
 
+    @limit_assign_threads
     def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:

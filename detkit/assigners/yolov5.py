@@ -10,6 +10,7 @@ from torch import Tensor
 from detkit.anchors import PriorGrid
 from detkit.assigners.base import AssignResult, assigned_boxes, make_result, prepare
 from detkit.assigners.grid import GridAnchors, grid_anchors
+from detkit.assigners.threads import limit_assign_threads
 from detkit.boxes import aligned_iou
 
 __all__ = ["YOLOv5Assigner"]
@@ -67,6 +68,7 @@ class YOLOv5Assigner:
     def __repr__(self) -> str:
         return f"YOLOv5Assigner(anchor_t={self.anchor_t}, offset={self.offset})"
 
+    @limit_assign_threads
     def assign(self, priors: PriorGrid | Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, *,
                num_level_priors: Sequence[int] | None = None, prior_strides: Tensor | None = None,
                pred_boxes: Tensor | None = None, pred_scores: Tensor | None = None) -> AssignResult:
