@@ -130,18 +130,24 @@ def random_ultralytics_model(name: str, seed: int, num_classes: int = NUM_CLASSE
     return model
 
 
-def convert(model: nn.Module, family: str) -> dict[str, Tensor]:
-    """The Ultralytics model's ``state_dict`` through detkit's converter (as ``tools/convert_weights.py`` does)."""
+def convert(model: nn.Module, family: str, scale: str) -> dict[str, Tensor]:
+    """The Ultralytics model's ``state_dict`` through detkit's converter (as ``tools/convert_weights.py`` does),
+    which must read the family and scale from the weights."""
+    from detkit.models.convert.ultralytics import convert_ultralytics
+
+    converted = convert_ultralytics(model.state_dict(), model.names)
+    if (converted.family, converted.scale) != (family, scale):
+        raise RuntimeError(f"the converter read {converted.family}{converted.scale} from {family}{scale} weights")
+    return converted.state_dict
+
+
+def converter_key_disagreements(names: dict[str, str], family: str, scale: str) -> int:
+    """Parameters whose Ultralytics name found by value differs from the converter's own key map
+    (``detkit_to_ultralytics_key``)."""
     from detkit.models.convert import ultralytics as conv
 
-    state = model.state_dict()
-    if family == "yolov8":
-        return conv.convert_yolov8(state, model.names).state_dict
-    for name in ("convert_ultralytics", "convert", f"convert_{family}"):  # helper D's entry point for YOLO11 / 26
-        fn = getattr(conv, name, None)
-        if fn is not None:
-            return fn(state, model.names).state_dict
-    raise ImportError(f"detkit.models.convert.ultralytics has no converter for {family} yet", name="detkit")
+    layout = conv.ultralytics_layout(family, scale)
+    return sum(conv.detkit_to_ultralytics_key(ours, layout) != theirs for ours, theirs in names.items())
 
 
 def detkit_model(family: str, scale: str, state: dict[str, Tensor], num_classes: int = NUM_CLASSES) -> nn.Module:
@@ -323,11 +329,15 @@ def run_case(name: str, seed: int, epochs_checked: list[int]) -> Result:
     res = Result()
     start = time.perf_counter()
     ultra = random_ultralytics_model(name, seed)
-    state = convert(ultra, family)
+    state = convert(ultra, family, scale)
     images, ubatch = make_batch(seed)
     e2e = family == "yolo26"
     ours = detkit_model(family, scale, state)
     names = key_map(ultra, ours)
+    disagreements = converter_key_disagreements(names, family, scale)
+    res.ok &= disagreements == 0
+    res.notes.append(f"{name}: the converter's key map (detkit_to_ultralytics_key) and the match by value disagree on "
+                     f"{disagreements} of {len(names)} parameters{'' if disagreements == 0 else ' FAIL'}")
     ultra_m = ultra
     for epoch in epochs_checked:  # the same models and batch at each epoch; only the branch weights move
         ultra_m.zero_grad(set_to_none=True)

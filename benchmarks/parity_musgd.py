@@ -168,7 +168,7 @@ def check_yolo26(scale: str, steps: int) -> tuple[bool, list[str]]:
     from parity_losses_ultralytics import convert, detkit_model, key_map, random_ultralytics_model
 
     ultra = random_ultralytics_model(f"yolo26{scale}", seed=0, num_classes=80)
-    ours = detkit_model("yolo26", scale, convert(ultra, "yolo26"), num_classes=80)
+    ours = detkit_model("yolo26", scale, convert(ultra, "yolo26", scale), num_classes=80)
     names = key_map(ultra, ours)  # detkit name -> Ultralytics name
     ultra_params = dict(ultra.named_parameters())
     names_u = {id(p): n for n, p in ultra.named_parameters()}
