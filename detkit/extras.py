@@ -22,6 +22,8 @@ __all__ = ["EXTRAS", "MissingExtraError", "install_hint", "require"]
 EXTRAS: dict[str, tuple[str, str | None]] = {
     "onnx": ("onnx", "onnx"),
     "onnxruntime": ("onnxruntime", "onnx"),
+    "openvino": ("openvino", "openvino"),
+    "nncf": ("nncf", "openvino"),
     "mlflow": ("mlflow", "mlflow"),  # the extra installs mlflow-skinny, which provides the module
     "wandb": ("wandb", "wandb"),
     "faster_coco_eval": ("faster-coco-eval", "fast"),

@@ -1,0 +1,203 @@
+"""OpenVINO backend: an exported detkit ONNX graph converted to OpenVINO IR (``.xml`` + ``.bin``),
+optionally quantized to int8 by NNCF, run through the ONNX Runtime backend's pre/post-processing.
+
+    xml = export_openvino("best.onnx", "best.xml")                            # fp32 IR, metadata kept
+    xml = export_openvino("best.onnx", "best_int8.xml", calibration=batches)  # int8 (NNCF PTQ)
+    dets = OpenVinoDetector(xml, precision="bf16").predict(batch)             # as OnnxDetector.predict
+
+The IR carries the ONNX model's detkit metadata (:class:`~detkit.deploy.metadata.DeployMetadata`)
+in its ``rt_info`` under ``detkit/<key>`` (the same JSON strings as the ONNX ``metadata_props``).
+:class:`OpenVinoDetector` is an :class:`~detkit.deploy.onnx_runtime.OnnxDetector` whose session is
+an OpenVINO compiled model: letterboxing, the shape checks, decoding and NMS are that class's.
+
+Precision: OpenVINO's CPU plugin runs in bf16 by default on a CPU with bf16 instructions; detkit
+asks for fp32 unless ``precision="bf16"`` (``INFERENCE_PRECISION_HINT``). An int8 IR runs its
+quantized convolutions in int8 whatever the hint; the hint applies to the layers left in float.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detkit.deploy.metadata import DeployMetadata
+from detkit.deploy.onnx_runtime import OnnxDetector
+from detkit.errors import CheckpointError, ConfigError
+
+__all__ = ["OPENVINO_PRECISIONS", "OpenVinoDetector", "check_precision", "decode_ignored_scope", "export_openvino",
+           "openvino_metadata"]
+
+OPENVINO_PRECISIONS = ("fp32", "bf16")
+_HINTS = {"fp32": "f32", "bf16": "bf16"}
+_RT_KEY = "detkit"
+_PURPOSE = "the OpenVINO backend"
+
+
+def _openvino() -> Any:
+    from detkit.extras import require
+
+    return require("openvino", _PURPOSE)
+
+
+def check_precision(precision: str, capabilities: Sequence[str] | None = None) -> str:
+    """The OpenVINO ``INFERENCE_PRECISION_HINT`` for ``precision`` ("fp32" or "bf16").
+
+    Args:
+        precision: "fp32" or "bf16".
+        capabilities: the CPU plugin's ``OPTIMIZATION_CAPABILITIES`` (default: asked of OpenVINO).
+
+    Raises:
+        ConfigError: an unknown precision, or bf16 on a CPU without bf16 instructions.
+    """
+    if precision not in OPENVINO_PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; accepted: {', '.join(OPENVINO_PRECISIONS)}")
+    if precision == "bf16":
+        if capabilities is None:
+            capabilities = list(_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        if "BF16" not in capabilities:
+            raise ConfigError("precision bf16: this CPU has no bf16 instructions (OpenVINO CPU capabilities: "
+                              f"{', '.join(capabilities)}); use precision fp32")
+    return _HINTS[precision]
+
+
+def openvino_metadata(model: Any, path: str | os.PathLike = "model") -> DeployMetadata:
+    """The :class:`DeployMetadata` stored in an OpenVINO model's ``rt_info`` by :func:`export_openvino`."""
+    if not model.has_rt_info([_RT_KEY, "format"]):
+        raise CheckpointError(f"{Path(path).name}: this OpenVINO model has no detkit metadata; export it with "
+                              "detkit export --format openvino")
+    info = model.get_rt_info()[_RT_KEY]
+    props = {str(k): str(v.astype(str)) if hasattr(v, "astype") else str(v) for k, v in info.items()}
+    return DeployMetadata.from_props(props)
+
+
+def decode_ignored_scope(model: Any, last_convs: bool = False) -> list[str]:
+    """Names of the ops after the network's last convolutions: box decoding, sigmoid, DFL's softmax
+    and expectation, reshapes, NMS. NNCF leaves them in float: their outputs are pixel coordinates
+    and scores, which 8-bit steps would coarsen, and they cost little.
+
+    An op is in the list when no convolution depends on it (and it is neither a convolution, a
+    constant, an input nor an output)."""
+    feeds_conv: set[str] = set()
+    for op in reversed(list(model.get_ordered_ops())):  # consumers before producers
+        name = op.get_friendly_name()
+        conv_here = op.get_type_name() in ("Convolution", "GroupConvolution")
+        consumers = [t.get_node() for out in op.outputs() for t in out.get_target_inputs()]
+        if conv_here or any(c.get_friendly_name() in feeds_conv for c in consumers):
+            feeds_conv.add(name)
+    skip = {"Parameter", "Constant", "Result"} | (set() if last_convs else {"Convolution", "GroupConvolution"})
+    convs = {"Convolution", "GroupConvolution"}
+    out = []
+    for op in model.get_ordered_ops():
+        name, kind = op.get_friendly_name(), op.get_type_name()
+        if kind in skip:
+            continue
+        consumers = [t.get_node().get_friendly_name() for o in op.outputs() for t in o.get_target_inputs()]
+        last = kind in convs and not any(c in feeds_conv for c in consumers)
+        if name not in feeds_conv or last:
+            out.append(name)
+    return out
+
+
+def export_openvino(
+    onnx_path: str | os.PathLike,
+    xml_path: str | os.PathLike,
+    *,
+    calibration: Iterable[np.ndarray] | None = None,
+    calibration_size: int = 300,
+) -> Path:
+    """Convert a detkit ``.onnx`` (:func:`detkit.deploy.export_onnx`) to OpenVINO IR, int8 when
+    ``calibration`` is given.
+
+    Args:
+        onnx_path: the exported ONNX model (its detkit metadata is copied into the IR).
+        xml_path: output ``.xml`` (the weights go to the ``.bin`` beside it; parents are created).
+        calibration: int8 post-training quantization (NNCF, ``nncf.quantize``) calibrated on these
+            letterboxed batches, each ``(B, 3, H, W)`` float32 RGB 0..1 at the model's input size
+            (B = 1 unless the graph has a dynamic batch); None: fp32 weights.
+        calibration_size: images NNCF draws from ``calibration`` (its ``subset_size``).
+
+    Returns:
+        The written ``.xml`` path.
+
+    Raises:
+        MissingExtraError: openvino (or nncf, for int8) is not installed.
+        CheckpointError: the ONNX model is missing or has no detkit metadata.
+    """
+    from detkit.extras import require
+
+    ov = _openvino()
+    onnx = require("onnx", "reading the ONNX model's metadata")
+    nncf = None if calibration is None else require("nncf", "int8 quantization (NNCF)")
+    src, out = Path(onnx_path), Path(xml_path)
+    if not src.is_file():
+        raise CheckpointError(f"ONNX model not found: {src}")
+    if out.suffix != ".xml":
+        raise ValueError(f"OpenVINO output path must end in .xml, got {out}")
+    props = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+    meta = DeployMetadata.from_props(props)  # refuses a model detkit did not export
+    model = ov.convert_model(str(src))
+    if nncf is not None and calibration is not None:
+        import logging
+
+        logging.getLogger("nncf").setLevel(logging.WARNING)  # not its per-op notes
+        dataset = nncf.Dataset(list(calibration))
+        model = nncf.quantize(model, dataset, subset_size=int(calibration_size),
+                              ignored_scope=nncf.IgnoredScope(names=decode_ignored_scope(model), validate=False))
+        meta.source["quantization"] = f"int8 (nncf {nncf.__version__}, {int(calibration_size)} calibration images)"
+    meta.source["openvino"] = ov.__version__
+    for key, value in meta.to_props().items():
+        model.set_rt_info(value, [_RT_KEY, key])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(out), compress_to_fp16=False)  # fp32 weights: fp16 would change the outputs
+    return out
+
+
+class _CompiledSession:
+    """An OpenVINO compiled model behind ``onnxruntime.InferenceSession.run``'s call."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+
+    def run(self, names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        self.request.infer(dict(feeds))
+        return [np.array(self.request.get_tensor(name).data, copy=True) for name in names]
+
+
+class OpenVinoDetector(OnnxDetector):
+    """An exported detkit model (OpenVINO IR ``.xml``) compiled for the CPU; ``run`` / ``predict`` as
+    :class:`OnnxDetector`'s.
+
+    Args:
+        path: the ``.xml`` written by :func:`export_openvino` / ``tools/export.py --format openvino``.
+        precision: "fp32" (default) or "bf16" (float layers in bf16; refused on a CPU without it).
+        threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice, one per physical core).
+        device: the OpenVINO device ("CPU").
+        config: further ``compile_model`` properties.
+    """
+
+    def __init__(self, path: str | os.PathLike, precision: str = "fp32", threads: int | None = None,
+                 device: str = "CPU", config: Mapping[str, Any] | None = None) -> None:
+        ov = _openvino()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(f"OpenVINO model not found: {self.path}")
+        if not self.path.with_suffix(".bin").is_file():
+            raise CheckpointError(f"{self.path}: its weights {self.path.with_suffix('.bin').name} are missing")
+        core = ov.Core()
+        model = core.read_model(str(self.path))
+        self.metadata = openvino_metadata(model, self.path)
+        self.precision = precision
+        properties: dict[str, Any] = {"INFERENCE_PRECISION_HINT": check_precision(precision)}
+        if threads:
+            properties["INFERENCE_NUM_THREADS"] = int(threads)
+        properties.update(config or {})
+        self.session = _CompiledSession(core.compile_model(model, device, properties))  # type: ignore[assignment]
+        self.output_names = [o.get_any_name() for o in model.outputs]
+        if tuple(self.output_names) != self.metadata.output_names:
+            raise CheckpointError(f"{self.path}: outputs {self.output_names} differ from the metadata's "
+                                  f"{list(self.metadata.output_names)}")
