@@ -2,6 +2,7 @@
 YOLOX's SimOTA (``YOLOXHead.get_assignments``) and mmyolo's ``BatchDynamicSoftLabelAssigner``.
 
     .venv-bench/bin/python benchmarks/assigners_vs_ultralytics.py [--batch 16] [--gts 50] [--rounds 7] [--threads 2]
+        [--busy 2]
 
 Setting: a 640x640 input, anchor-free points at strides 8/16/32 (8,400 priors), 80 classes, ``--gts``
 GT slots per image (40 to all of them valid, padding rows trailing and all zeros, as the peers'
@@ -14,6 +15,9 @@ call in a fresh process, the growth of its peak resident set. Where detkit's pre
 rule, the table also counts the priors on which the two disagree (positive or not, GT, soft target
 beyond 1e-5). Peers are installed only in ``.venv-bench`` (``make bench-setup``, ``make parity``);
 a missing one is reported and its rows left out.
+
+Contention (``--busy N``, issue 29): each round times every side quiet and then with N background processes
+spinning (``assigners_measure.busy``); the table gives both phases' medians and ratios.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers beside this file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from assigners_measure import alternate, load_line, peak_of, ratio, run_isolated  # noqa: E402
+from assigners_measure import alternate, alternate_busy, load_line, peak_of, ratio, run_isolated  # noqa: E402
 
 STRIDES = (8, 16, 32)
 NUM_CLASSES = 80
@@ -191,6 +195,7 @@ def main() -> int:
     parser.add_argument("--gts", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--busy", type=int, default=0, help="also time every side with N busy background processes")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: one side per process
     args = parser.parse_args()
     if args.child:
@@ -217,8 +222,12 @@ def main() -> int:
     print(f"torch {torch.__version__}, {', '.join(versions)}, python {platform.python_version()}; "
           f"{load_line()} before timing")
     with torch.no_grad():
-        times = alternate(fns, args.rounds)
+        if args.busy:
+            times, loaded, loads = alternate_busy(fns, args.rounds, args.busy)
+        else:
+            times, loaded, loads = alternate(fns, args.rounds), {}, []
         outs = {name: fn() for name, fn in fns.items()}
+    print("\n".join(loads))
     print(f"{load_line()} after timing\n")
     memory = {name: run_isolated(Path(__file__).name, [name, "--batch", str(args.batch), "--gts", str(args.gts),
                                                        "--threads", str(args.threads)], sys.executable)
@@ -235,6 +244,19 @@ def main() -> int:
         diff = disagreements(ours, ref, x, outs[ours], outs[ref]) if same_rule else "other rule"
         print(f"| {ours} | {ref} | {med(ours):.0f} | {med(ref):.0f} | **{r:.2f}x**{goal} | "
               f"{memory[ours]['peak_growth_mib']:.0f} / {memory[ref]['peak_growth_mib']:.0f} | {diff} |")
+    if loaded:
+        print(f"\nUnder load ({args.busy} busy processes), same rounds:\n")
+        print("| detkit | reference | quiet: detkit / reference (ms) | busy: detkit / reference (ms) | "
+              "busy ratio (target) | busy / quiet, detkit and reference |")
+        print("|---|---|---:|---:|---:|---:|")
+        for ours, ref, target, _ in COMPARISONS:
+            if ours not in fns or ref not in fns:
+                continue
+            q = {n: sorted(times[n])[len(times[n]) // 2] * 1000 for n in (ours, ref)}
+            b = {n: sorted(loaded[n])[len(loaded[n]) // 2] * 1000 for n in (ours, ref)}
+            goal = f" (<= {target})" if target else ""
+            print(f"| {ours} | {ref} | {q[ours]:.0f} / {q[ref]:.0f} | {b[ours]:.0f} / {b[ref]:.0f} | "
+                  f"**{ratio(loaded, ours, ref):.2f}x**{goal} | {b[ours] / q[ours]:.2f}x / {b[ref] / q[ref]:.2f}x |")
     for line in missing:
         print(f"\nnot measured: {line}")
     return 0
