@@ -61,8 +61,11 @@ class BranchRules:
         return [(b, r) for b, r in (("one2many", self.one2many), ("one2one", self.one2one)) if r is not None]
 
     def overrides(self) -> list[str]:
-        """``key=call`` overrides that give each set branch its rule (``config`` needs none)."""
-        return [f"{ASSIGNER_KEYS[b]}={call_text_of(r)}" for b, r in self.items() if r != CONFIG_RULE]
+        """Overrides that give each set branch exactly its rule (``config`` needs none): ``key=None``
+        first, so that a call of the config's own class replaces it whole instead of merging into it
+        (``tal`` over ``tal-ultralytics`` is the plain rule, not one with Ultralytics' extras)."""
+        return [o for b, r in self.items() if r != CONFIG_RULE
+                for o in (f"{ASSIGNER_KEYS[b]}=None", f"{ASSIGNER_KEYS[b]}={call_text_of(r)}")]
 
 
 def call_text_of(name: str) -> str:

@@ -7,7 +7,8 @@
 
 Rows: each config (positional, or ``--configs``) with each of ``--assigners`` (short names of
 :mod:`detkit.assigners.presets` such as ``atss``, ``tal``, ``atss+minpos``, any call such as
-``"ATSSAssigner(topk=13)"``, or ``config`` for the config's own assigner); or the rows of a spec
+``"ATSSAssigner(topk=13)"``, or ``config`` for the config's own assigner; a named rule replaces the config's
+whole, never merging into a call of the same class); or the rows of a spec
 file (TOML, or JSON with the same keys), where each row can add its own overrides (the decoupled
 heads' ``cls_target="auto"`` learns a rule's ``score_target`` when it has one, else one-hot, so any
 rule swaps in without one)::

@@ -44,9 +44,12 @@ def test_branch_rules_per_branch():
     # one rule on both: its one-to-one form, the same rule and metric at topk=1
     rules = branch_rules("tal-ultralytics", "both")
     assert rules.one2many == "tal-ultralytics" and rules.one2one == TAL_U.replace("topk=10", "topk=1")
-    assert rules.overrides() == [f"model.head.loss.assigner={TAL_U}",
-                                 f"model.head.one2one_loss.assigner={TAL_U.replace('topk=10', 'topk=1')}"]
+    assert rules.overrides() == [  # None first: the rule replaces the config's whole, never merges into it
+        "model.head.loss.assigner=None", f"model.head.loss.assigner={TAL_U}",
+        "model.head.one2one_loss.assigner=None",
+        f"model.head.one2one_loss.assigner={TAL_U.replace('topk=10', 'topk=1')}"]
     assert BranchRules("config", "tal").overrides() == [
+        "model.head.one2one_loss.assigner=None",
         "model.head.one2one_loss.assigner=TaskAlignedAssigner(topk=13, alpha=1.0, beta=6.0)"]
     assert BranchRules(None, "config").items() == [("one2one", "config")]
 

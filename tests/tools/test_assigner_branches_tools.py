@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from detkit.assigners import TaskAlignedAssigner
 from detkit.config import load_config
 from tests.fixtures.tools import load_tool
 
@@ -77,13 +78,16 @@ def test_ablation_rows_set_the_named_branch(tmp_path):
                                                    ("config [one2one]", "one2one")]
     own = load_config(DUAL)
     cfg = tool.run_config(rows[0], 0, [])
-    assert cfg.model.head.one2one_loss.assigner.alpha == 2.0  # merged into the config's call
+    # exactly the named rule: not merged into the config's TaskAlignedAssigner call (its CIoU metric etc.)
+    assert cfg.model.head.one2one_loss.assigner == {"_target_": TaskAlignedAssigner, "topk": 1, "alpha": 2.0}
     assert cfg.model.head.loss.assigner == own.model.head.loss.assigner  # the one-to-many branch untouched
     both = tool.AblationRow("p", DUAL, "tal:TaskAlignedAssigner(topk=1, beta=3.0)", branch="both")
     cfg = tool.run_config(both, 0, [])
-    assert (cfg.model.head.loss.assigner.topk, cfg.model.head.one2one_loss.assigner.beta) == (13, 3.0)
-    assert tool.rules_text(cfg).startswith("one-to-many branch `TaskAlignedAssigner(topk=13, alpha=1.0, beta=6.0, ")
-    assert "one-to-one branch `TaskAlignedAssigner(topk=1, alpha=0.5, beta=3.0, " in tool.rules_text(cfg)
+    assert tool.rules_text(cfg) == ("one-to-many branch `TaskAlignedAssigner(topk=13, alpha=1.0, beta=6.0)`, "
+                                    "one-to-one branch `TaskAlignedAssigner(topk=1, beta=3.0)`")
+    # and on the one branch of a single-branch head too: the tal preset over the config's tal-ultralytics
+    plain = tool.run_config(tool.AblationRow("tal", SINGLE, "tal"), 0, [])
+    assert tool.rules_text(plain) == "assigner `TaskAlignedAssigner(topk=13, alpha=1.0, beta=6.0)`"
     spec_rows = tool.rows_from_spec({"rows": [{"config": DUAL, "assigner": "atss:tal+minpos", "branch": "both"}]},
                                     "s.toml")
     assert spec_rows[0].branch == "both" and spec_rows[0].label == "atss:tal+minpos @ shapes_tiny_one2one"
@@ -102,4 +106,4 @@ def test_ablation_trains_the_one_to_one_branch_with_the_named_rule(tmp_path):
     md = (work / "ablation.md").read_text()
     assert ("- TaskAlignedAssigner(topk=1, alpha=2.0) [one2one]: `" + DUAL + "`, one-to-many branch "
             "`TaskAlignedAssigner(topk=10, alpha=0.5, ") in md
-    assert "one-to-one branch `TaskAlignedAssigner(topk=1, alpha=2.0, beta=6.0, " in md
+    assert "one-to-one branch `TaskAlignedAssigner(topk=1, alpha=2.0)`" in md
