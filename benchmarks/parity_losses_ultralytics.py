@@ -437,6 +437,9 @@ def main() -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     print(f"## Loss and gradient parity with Ultralytics {ultralytics.__version__} (torch {torch.__version__}): "
           f"{BATCH} images {HEIGHT}x{WIDTH}, {NUM_CLASSES} classes, training mode, tolerance {REL_TOL:g} relative\n")
+    print("Ultralytics' terms are gain x loss x batch size; detkit's pipeline returns gain x loss and its trainer "
+          "multiplies the backward by the batch size under train.loss_scale=\"batch\" (the YOLO schedules), so "
+          "detkit's terms are shown x B. YOLO26: both sides' branch terms times the branch weight.\n")
     print("| model | term | Ultralytics | detkit (x B) | relative difference | |")
     print("|---|---|---:|---:|---:|---|")
     ok = True
