@@ -90,18 +90,23 @@ def load_torch_predictor(
     img_size: int | Sequence[int] | None = None,
     cfg_options: Sequence[str] = (),
     compile_mode: str | None = None,
+    fuse: bool = True,
 ) -> Predictor:
     """A checkpoint's model with its weights (EMA when present), built from ``config`` or, when it is
     None, from the config stored in the checkpoint; labelled with the checkpoint's class names
-    (:func:`detkit.engine.checkpoint_config.load_checkpoint_model`); optionally compiled
+    (:func:`detkit.engine.checkpoint_config.load_checkpoint_model`); Conv + BatchNorm fused unless ``fuse``
+    is False (:func:`detkit.models.fuse.fused_copy`); optionally compiled
     (``torch.compile`` with ``freeze=True``: see :func:`detkit.engine.compile.maybe_compile`)."""
     from detkit.engine.checkpoint_config import load_checkpoint_model
     from detkit.engine.compile import maybe_compile
     from detkit.engine.train_utils import resolve_device
+    from detkit.models.fuse import fused_copy
 
     dev = resolve_device(device)
     loaded = load_checkpoint_model(checkpoint, config, cfg_options)
     model = loaded.detector.to(dev).eval()
+    if fuse:
+        model = fused_copy(model)
     maybe_compile(model, compile_mode, freeze=True)  # an inference-only model: fold BN, prepack weights
     letterbox = letterbox_from_config(loaded.cfg, int(getattr(model, "size_divisor", 32)), img_size)
     return Predictor(model, letterbox, loaded.class_names, "torch", dev)
@@ -148,6 +153,7 @@ def load_predictor(
     cfg_options: Sequence[str] = (),
     compile_mode: str | None = None,
     threads: int | None = None,
+    fuse: bool = True,
 ) -> Predictor:
     """A :class:`Predictor` for a checkpoint (with its ``config``, or the one stored inside it) or an
     ``.onnx`` model.
@@ -163,6 +169,8 @@ def load_predictor(
         cfg_options: config overrides (PyTorch backend only), as ``--cfg-options``.
         compile_mode: ``torch.compile`` mode for the PyTorch backend (None: eager).
         threads: ONNX Runtime intra-op threads (None: its default).
+        fuse: fold Conv + BatchNorm of the PyTorch model (:func:`detkit.models.fuse.fused_copy`); False: the
+            model as trained.
 
     Returns:
         A :class:`Predictor`: ``predictor([cv2.imread("a.jpg")])`` gives the detections.
@@ -180,4 +188,4 @@ def load_predictor(
             raise ValueError("cfg_options apply to the PyTorch backend; an .onnx model carries its settings")
         return load_onnx_predictor(model_path, device=device, threads=threads, img_size=img_size)
     return load_torch_predictor(config, model_path, device=device, img_size=img_size, cfg_options=cfg_options,
-                                compile_mode=compile_mode)
+                                compile_mode=compile_mode, fuse=fuse)

@@ -68,6 +68,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the PyTorch model, frozen for inference "
                         "(mode: default | reduce-overhead | max-autotune)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="run the PyTorch model as trained (default: Conv + BatchNorm fused, same outputs, faster)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     if len(args.paths) == 3:
@@ -173,7 +175,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         if args.cfg_options:
             raise UsageError("--cfg-options apply to the PyTorch backend; an .onnx model carries its settings")
     predictor = load_predictor(args.checkpoint, args.config, backend=args.backend, device=args.device,
-                               img_size=args.img_size, cfg_options=args.cfg_options, compile_mode=args.compile)
+                               img_size=args.img_size, cfg_options=args.cfg_options, compile_mode=args.compile,
+                               fuse=not args.no_fuse)
     meta = getattr(predictor.model, "metadata", None)
     if meta is not None and not meta.dynamic_batch:
         args.batch = 1  # exported with a fixed batch of 1

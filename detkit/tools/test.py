@@ -54,6 +54,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="write a confusion matrix and errors by object size (markdown + PNG) to this folder")
     p.add_argument("--analysis-score-thr", type=fraction, default=0.3,
                    help="detections scoring below this are left out of --analysis (default 0.3)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="evaluate the model as trained (default: Conv + BatchNorm fused, same outputs, faster)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     ckpt_names = checkpoint_class_names(checkpoint, args.checkpoint,
                                         getattr(model.head, "num_classes", None))
     check_class_names(ckpt_names, getattr(val.dataset, "class_names", None), f"{args.checkpoint} on data.val")
-    run = evaluate(cfg, model, device, val=val, batch_size=args.batch, progress=not args.no_progress)
+    run = evaluate(cfg, model, device, val=val, batch_size=args.batch, progress=not args.no_progress,
+                   fuse=not args.no_fuse)
     metrics, results, evaluator = run.metrics, run.results, run.evaluator
     if is_main_process():
         assert evaluator is not None  # the main process evaluates
