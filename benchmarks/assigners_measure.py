@@ -109,25 +109,32 @@ def busy(n: int) -> Iterator[None]:
             proc.wait()
 
 
-def alternate_busy(fns: dict[str, Callable[[], object]], rounds: int, n_busy: int
+def alternate_busy(fns: dict[str, Callable[[], object]], rounds: int, n_busy: int, cpu: dict | None = None
                    ) -> tuple[dict[str, list[float]], dict[str, list[float]], list[str]]:
     """Each round times every function quiet (no background process of ours) and then under ``busy(n_busy)``,
     the order of the functions rotating from round to round (one warm-up call each first).
 
-    Returns the quiet and busy seconds per function (one per round) and the load line of each phase."""
+    Returns the quiet and busy seconds per function (one per round) and the load line of each phase; a
+    ``cpu`` dict given is filled with ``cpu[name]["quiet" | "busy"]``: this process's CPU seconds per call
+    (every thread's, ``time.process_time``; on one thread, the call's work: wall / CPU is the share of a
+    core it got, pool threads waiting at a parallel region spin and add CPU)."""
     names = list(fns)
     for name in names:
         fns[name]()
     quiet: dict[str, list[float]] = {name: [] for name in names}
     loaded: dict[str, list[float]] = {name: [] for name in names}
     loads: list[str] = []
+    if cpu is not None:
+        cpu.update({name: {"quiet": [], "busy": []} for name in names})
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for times, n in ((quiet, 0), (loaded, n_busy)):
             with busy(n):
                 for name in order:
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     fns[name]()
                     times[name].append(time.perf_counter() - t0)
+                    if cpu is not None:
+                        cpu[name]["busy" if n else "quiet"].append(time.process_time() - c0)
                 loads.append(f"round {r + 1} {'busy' if n else 'quiet'}: {load_line()}")
     return quiet, loaded, loads

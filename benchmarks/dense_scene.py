@@ -26,7 +26,10 @@ the table gives best and median of each phase, the busy/quiet ratio of the media
 the task-aligned presets, the median per-round ratio to Ultralytics' TAL under the same load (target
 <= 0.8). ``--caller-threads`` adds each preset run on the caller's intra-op threads
 (``assignment_threads(None)``, detkit before issue 29) as a row of its own. "Quiet" means no process of
-ours: on a shared machine other jobs still run, so read the load lines and compare rows of one run.
+ours: on a shared machine other jobs still run, so read the load lines and compare rows of one run. The
+CPU column (this process's CPU seconds per call) tells the two costs of load apart: a one-thread call's CPU
+stays its work and its wall time grows by the share of a core it gets; pool threads waiting at parallel
+regions spin, so a call whose CPU grows under load is waiting on its own threads.
 """
 
 from __future__ import annotations
@@ -125,20 +128,22 @@ def contention(names: list[str], args: argparse.Namespace) -> None:
         fns[name] = side(name, False)
         if args.caller_threads and name != ULTRALYTICS:
             fns[name + CALLER] = caller_threads(side(name, False))
+    cpu: dict = {}
     with torch.no_grad():
         quiet, loaded, loads = alternate_busy({n: (lambda f=f: f(x)) for n, f in fns.items()}, args.rounds,
-                                              args.busy)
+                                              args.busy, cpu)
     print("\n".join(loads))
     print(f"\n| side | quiet best (s) | quiet median (s) | busy best (s) | busy median (s) | busy / quiet "
-          f"(medians; <= 3) | / {ULTRALYTICS} under load (<= 0.8 for TAL) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          f"(medians; <= 3) | / {ULTRALYTICS} under load (<= 0.8 for TAL) | CPU s per call, quiet / busy |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in fns:
         q, b = statistics.median(quiet[name]), statistics.median(loaded[name])
         vs = f"{ratio(loaded, name, ULTRALYTICS):.2f}x" if ULTRALYTICS in fns and name != ULTRALYTICS else ""
         if name.startswith("tal") and vs:
             vs = f"**{vs}**"
         print(f"| {name} | {min(quiet[name]):.3f} | {q:.3f} | {min(loaded[name]):.3f} | {b:.3f} | "
-              f"**{b / q:.2f}x** | {vs} |", flush=True)
+              f"**{b / q:.2f}x** | {vs} | {statistics.median(cpu[name]['quiet']):.3f} / "
+              f"{statistics.median(cpu[name]['busy']):.3f} |", flush=True)
 
 
 def child(args: argparse.Namespace) -> None:
