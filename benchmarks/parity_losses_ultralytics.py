@@ -1,8 +1,9 @@
 """detkit's YOLOv8 / YOLO11 / YOLO26 losses and gradients against Ultralytics' own loss code.
 
-    .venv-bench/bin/python benchmarks/parity_losses_ultralytics.py [--models yolov8s yolo11n ...]   (or `make parity`)
+    .venv-bench/bin/python benchmarks/parity_losses_ultralytics.py [--models yolov8s yolo11n ...] [--seed 0]
+        [--classes 5]    (or `make parity`)
 
-For each model: a randomly initialised Ultralytics ``DetectionModel`` from its yaml (here 5 classes)
+For each model: a randomly initialised Ultralytics ``DetectionModel`` from its yaml (5 classes, ``--classes``)
 gets random BatchNorm statistics and affine parameters, random prediction biases (scores spread
 over 0..1 rather than the init's 1e-4; the one-to-one copies of YOLO26's branches drawn apart
 from the one-to-many ones) and is converted to detkit through ``detkit.models.convert.ultralytics``;
@@ -10,7 +11,7 @@ detkit's model is built from its config (``configs/yolov8s_tal.py``, ``configs/y
 ``configs/yolo26{n,s}.py``) and loads the converted weights with ``strict=True``. Both run in
 training mode (batch-statistics BatchNorm) on the same batch: 4 images of 256 x 384 (H x W: not
 square, so a width / height mix-up shows) of uniform noise, one letterboxed with grey bands (a
-padded image), one without any GT; GTs from 2 px to the whole image, 5 classes, as Ultralytics'
+padded image), one without any GT; GTs from 2 px to the whole image, of classes 0-4, as Ultralytics'
 dataloader hands them (``batch_idx``, ``cls``, normalised ``xywh``), and to detkit as the padded
 ``(B, M, 4)`` pixel ``xyxy`` tensor that Ultralytics' own ``v8DetectionLoss.preprocess`` makes
 of them (so both sides train on bit-identical boxes).
@@ -208,7 +209,7 @@ def make_batch(seed: int) -> tuple[Tensor, dict[str, Tensor]]:
         centre = torch.rand(2, generator=g) * torch.tensor([WIDTH, HEIGHT])
         lo = (centre - side / 2).clamp(min=0)
         hi = torch.minimum(centre + side / 2, torch.tensor([WIDTH, HEIGHT]))
-        add(0, int(torch.randint(NUM_CLASSES, (1,), generator=g)), *lo.tolist(), *hi.tolist())
+        add(0, int(torch.randint(5, (1,), generator=g)), *lo.tolist(), *hi.tolist())  # classes 0..4
     # image 1: three GTs
     add(1, 2, 10, 10, 120, 90)
     add(1, 0, 300, 180, 380, 250)
@@ -324,15 +325,15 @@ def ultra_terms(loss: Tensor) -> dict[str, float]:
     return dict(zip(("box", "cls", "dfl"), (float(v) for v in loss.detach())))
 
 
-def run_case(name: str, seed: int, epochs_checked: list[int]) -> Result:
+def run_case(name: str, seed: int, epochs_checked: list[int], num_classes: int = NUM_CLASSES) -> Result:
     family, scale = name[:-1], name[-1]
     res = Result()
     start = time.perf_counter()
-    ultra = random_ultralytics_model(name, seed)
+    ultra = random_ultralytics_model(name, seed, num_classes)
     state = convert(ultra, family, scale)
     images, ubatch = make_batch(seed)
     e2e = family == "yolo26"
-    ours = detkit_model(family, scale, state)
+    ours = detkit_model(family, scale, state, num_classes)
     names = key_map(ultra, ours)
     disagreements = converter_key_disagreements(names, family, scale)
     res.ok &= disagreements == 0
@@ -428,6 +429,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["yolov8s", "yolo11n", "yolo11s", "yolo26n", "yolo26s"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--classes", type=int, default=NUM_CLASSES, help="the heads' class count (at least 5)")
     args = parser.parse_args()
     try:
         import ultralytics
@@ -436,7 +438,8 @@ def main() -> int:
         return 2
     torch.set_num_threads(min(2, torch.get_num_threads()))
     print(f"## Loss and gradient parity with Ultralytics {ultralytics.__version__} (torch {torch.__version__}): "
-          f"{BATCH} images {HEIGHT}x{WIDTH}, {NUM_CLASSES} classes, training mode, tolerance {REL_TOL:g} relative\n")
+          f"{BATCH} images {HEIGHT}x{WIDTH}, {args.classes} classes (GTs of 0..4), training mode, tolerance "
+          f"{REL_TOL:g} relative\n")
     print("Ultralytics' terms are gain x loss x batch size; detkit's pipeline returns gain x loss and its trainer "
           "multiplies the backward by the batch size under train.loss_scale=\"batch\" (the YOLO schedules), so "
           "detkit's terms are shown x B. YOLO26: both sides' branch terms times the branch weight.\n")
@@ -447,7 +450,7 @@ def main() -> int:
     for name in args.models:
         epochs = [0, LATER_EPOCH] if name.startswith("yolo26") else [0]
         try:
-            res = run_case(name, args.seed, epochs)
+            res = run_case(name, args.seed, epochs, args.classes)
         except ImportError as e:
             print(f"| {name} | not available: {e} | | | | skipped |")
             continue
