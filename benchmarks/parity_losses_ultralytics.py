@@ -4,9 +4,10 @@
         [--classes 5]    (or `make parity`)
 
 For each model: a randomly initialised Ultralytics ``DetectionModel`` from its yaml (5 classes, ``--classes``)
-gets random BatchNorm statistics and affine parameters, random prediction biases (scores spread
-over 0..1 rather than the init's 1e-4; the one-to-one copies of YOLO26's branches drawn apart
-from the one-to-many ones) and is converted to detkit through ``detkit.models.convert.ultralytics``;
+gets random BatchNorm statistics and affine parameters, random prediction biases (class logits
+about -3 rather than the init's -9 or so, box distances about 3 strides so that every level gets
+positives; the one-to-one copies of YOLO26's branches moved off the one-to-many ones they copy)
+and is converted to detkit through ``detkit.models.convert.ultralytics``;
 detkit's model is built from its config (``configs/yolov8s_tal.py``, ``configs/yolo11{n,s}_tal.py``,
 ``configs/yolo26{n,s}.py``) and loads the converted weights with ``strict=True``. Both run in
 training mode (batch-statistics BatchNorm) on the same batch: 4 images of 256 x 384 (H x W: not
