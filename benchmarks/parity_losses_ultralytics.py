@@ -5,7 +5,7 @@
 
 For each model: a randomly initialised Ultralytics ``DetectionModel`` from its yaml (5 classes, ``--classes``)
 gets random BatchNorm statistics and affine parameters, random prediction biases (class logits
-about -3 rather than the init's -9 or so, box distances about 3 strides so that every level gets
+about -3 rather than the init's -6 .. -12, box distances about 3 strides so that every level gets
 positives; the one-to-one copies of YOLO26's branches moved off the one-to-many ones they copy)
 and is converted to detkit through ``detkit.models.convert.ultralytics``;
 detkit's model is built from its config (``configs/yolov8s_tal.py``, ``configs/yolo11{n,s}_tal.py``,
