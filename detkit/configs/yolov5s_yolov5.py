@@ -17,12 +17,11 @@ SGD lr 0.01 (nesterov, momentum 0.937, weight decay 5e-4 at nominal batch 64), 3
 
 Where it is not YOLOv5's training (measured by ``benchmarks/parity_losses_yolov5.py``): one label per
 prior (YOLOv5 trains box and class losses on every (GT, anchor, cell) claim, a prior claimed twice
-counting twice: 4% of coco128's claims at 640); YOLOv5 averages the box and class losses per level and
-sums the three levels, detkit's pipeline averages over all positives of the batch (box and class terms
-~1/3 of YOLOv5's); YOLOv5's objectness target is the CIoU, detkit's the IoU; the prediction biases start
-at 1% (YOLOv5 sets objectness from 8 objects per 640 image and classes at 0.6 / 79). As in YOLOv5,
-mosaic stays on to the last epoch (``schedule.no_mosaic_last_epochs=0``) and crowd regions are plain
-negatives (``ignore_iof_thr=None``).
+counting twice: 4% of coco128's claims at 640); the prediction biases start at 1% (YOLOv5 sets
+objectness from 8 objects per 640 image and classes at 0.6 / 79). YOLOv5's normalisation of the box and
+class terms (each level's mean, the levels summed: ``pos_normalize="level_sum"``) and its objectness
+target (the CIoU: ``obj_target="ciou"``) are set below. As in YOLOv5, mosaic stays on to the last epoch
+(``schedule.no_mosaic_last_epochs=0``) and crowd regions are plain negatives (``ignore_iof_thr=None``).
 
     python tools/train.py configs/yolov5s_yolov5.py
     python tools/compare_assigners.py configs/yolov5s_yolov5.py --assigners yolov5 atss --images 200
@@ -63,8 +62,9 @@ model = L(Detector)(
             loss_box=L(IoULoss)(mode="ciou"),
             loss_weights=dict(cls=0.5 / 80, obj=1.0, box=0.05),
             obj_level_weights=(4.0, 1.0, 0.4),
-            obj_target="iou",
+            obj_target="ciou",
             obj_normalize="level_mean",
+            pos_normalize="level_sum",
             ignore_iof_thr=None,
         ),
         score_thr=0.001,

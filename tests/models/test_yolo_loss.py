@@ -230,7 +230,7 @@ def test_half_precision_preds_give_fp32_losses():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(obj_target="ciou"), "obj_target"),
+        (dict(obj_target="giou"), "obj_target"),
         (dict(loss_weights=dict(bbox=1.0)), "loss_weights"),
         (dict(assigner=None), "assigner"),
         (dict(cls_target="soft"), "cls_target"),

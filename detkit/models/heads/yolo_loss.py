@@ -33,16 +33,20 @@ Normalisation happens once, here (the loss modules get ``avg_factor``):
   negatives with target 0, divided by ``max(sum of the targets, 1)``;
 * box losses (IoU family, DFL, L1) cover the positives, each weighted by 1 and divided by their
   number (``box_weight="uniform"``), or weighted by its classification target and divided by the
-  sum of the targets (``"cls_target"``, YOLOv8 / RTMDet).
+  sum of the targets (``"cls_target"``, YOLOv8 / RTMDet);
+* ``pos_normalize="level_sum"`` (YOLOv5) divides the box terms and, with objectness, the class term
+  per level instead: each level's positives by their own number, the levels' means summed (a level
+  with few positives weighs as much as one with many); ``"batch"`` (default) divides by all of them.
 
 Where a regression loss applies (its ``input_space``): decoded boxes (``"boxes"``: the IoU family), encoded
 targets (``"deltas"``: YOLOX's L1), DFL bin logits (``"distribution"``), or ltrb distances from the prior's
 centre in pixels divided by the input's width (l, r) and height (t, b), mean over the 4 sides
 (``"image_ltrb"``: YOLO26's DFL-free L1, :class:`~detkit.losses.ImageL1Loss`, Ultralytics' ``l1_loss``).
 
-With the coupled head's defaults ``loss_weights=dict(cls=0.5/80, obj=1.0, box=0.05)`` are
-YOLOv5's hyper-parameters (box 0.05, obj 1.0, cls 0.5 * C/80 on a mean over positives and
-classes) for 3 levels at 640 input; YOLOv5 also multiplies the total by the batch size, which here
+With ``pos_normalize="level_sum"`` and ``obj_target="ciou"``, the coupled head's defaults
+``loss_weights=dict(cls=0.5/80, obj=1.0, box=0.05)`` are YOLOv5's hyper-parameters (box 0.05, obj 1.0,
+cls 0.5 * C/80 on a mean over each level's positives and classes) for 3 levels at 640 input
+(``benchmarks/parity_losses_yolov5.py``); YOLOv5 also multiplies the total by the batch size, which here
 belongs to the learning rate (``train.loss_scale``).
 """
 
@@ -67,7 +71,8 @@ from detkit.samplers import PseudoSampler, SampleResult
 __all__ = ["CLS_TARGETS", "DEFAULT_LOSS_WEIGHTS", "ClsTarget", "YOLOLossPipeline", "rule_sets_score_target"]
 
 DEFAULT_LOSS_WEIGHTS = {"cls": 0.5 / 80, "obj": 1.0, "box": 0.05, "dfl": 1.0, "reg": 1.0}
-OBJ_TARGETS = ("iou", "one")
+OBJ_TARGETS = ("iou", "ciou", "one")
+POS_NORMALIZE = ("batch", "level_sum")
 OBJ_NORMALIZE = ("level_mean", "num_pos")
 ClsTarget = Literal["auto", "onehot", "iou", "assigner"]
 CLS_TARGETS: tuple[str, ...] = typing.get_args(ClsTarget)
@@ -146,6 +151,7 @@ class Positives:
     labels: Tensor
     pred_boxes: Tensor
     score: Tensor | None = None
+    level_weight: Tensor | None = None  # (P,) 1 / the positives on its level (pos_normalize="level_sum")
 
     @property
     def count(self) -> int:
@@ -184,8 +190,10 @@ class YOLOLossPipeline(nn.Module):
         box_weight: ``"uniform"`` | ``"cls_target"`` (see the module docstring).
         obj_level_weights: objectness weight per level (YOLOv5: 4.0, 1.0, 0.4); None for 1.
         obj_target: positives' objectness target: ``"iou"`` (detached IoU of the decoded
-            prediction with its GT, clamped at 0) or ``"one"``.
+            prediction with its GT, clamped at 0), ``"ciou"`` (the same with CIoU, YOLOv5's) or ``"one"``.
         obj_normalize: ``"level_mean"`` | ``"num_pos"`` (see the module docstring).
+        pos_normalize: ``"batch"`` | ``"level_sum"`` (YOLOv5; with ``box_weight="uniform"``; see the module
+            docstring).
         ignore_iof_thr: priors (not positive) whose area lies more than this fraction inside
             a valid ``batch["ignore_boxes"]`` box are left out of the negatives; None disables.
     """
@@ -207,13 +215,17 @@ class YOLOLossPipeline(nn.Module):
         obj_target: str = "iou",
         obj_normalize: str = "level_mean",
         ignore_iof_thr: float | None = 0.5,
+        pos_normalize: str = "batch",
     ) -> None:
         super().__init__()
         for name, value, accepted in (("cls_target", cls_target, CLS_TARGETS), ("box_weight", box_weight, BOX_WEIGHTS),
                                       ("obj_target", obj_target, OBJ_TARGETS),
-                                      ("obj_normalize", obj_normalize, OBJ_NORMALIZE)):
+                                      ("obj_normalize", obj_normalize, OBJ_NORMALIZE),
+                                      ("pos_normalize", pos_normalize, POS_NORMALIZE)):
             if value not in accepted:
                 raise ValueError(f"unknown {name} {value!r}; accepted: {', '.join(accepted)}")
+        if pos_normalize == "level_sum" and box_weight != "uniform":
+            raise ValueError(f"pos_normalize='level_sum' (YOLOv5) needs box_weight='uniform', got {box_weight!r}")
         unknown = set(loss_weights or {}) - set(DEFAULT_LOSS_WEIGHTS)
         if unknown:
             raise ValueError(f"unknown loss_weights keys {sorted(unknown)}; accepted: {sorted(DEFAULT_LOSS_WEIGHTS)}")
@@ -240,6 +252,7 @@ class YOLOLossPipeline(nn.Module):
         self.obj_target = obj_target
         self.obj_normalize = obj_normalize
         self.ignore_iof_thr = ignore_iof_thr
+        self.pos_normalize = pos_normalize
 
     @staticmethod
     def check_config_arguments(arguments: Mapping[str, Any], key: str) -> None:
@@ -342,11 +355,16 @@ class YOLOLossPipeline(nn.Module):
         gt_idx = assign_result.gt_index[batch_idx, prior_idx]
         box = preds.box[batch_idx, prior_idx]  # (P, R)
         priors, strides = preds.priors[prior_idx], preds.strides[prior_idx]
+        level_weight = None
+        if self.pos_normalize == "level_sum":
+            ends = torch.tensor(list(preds.num_level_priors), device=prior_idx.device).cumsum(0)
+            level = torch.bucketize(prior_idx, ends, right=True)  # (P,) level of each positive
+            level_weight = 1.0 / torch.bincount(level, minlength=len(ends)).float()[level]
         return Positives(
             batch_idx=batch_idx, prior_idx=prior_idx, box=box, cls=preds.cls[batch_idx, prior_idx],
             priors=priors, strides=strides, gt_boxes=batch["gt_boxes"][batch_idx, gt_idx].float(),
             labels=assign_result.labels[batch_idx, prior_idx],
-            pred_boxes=preds.coder.decode(priors, box, strides).float(),
+            pred_boxes=preds.coder.decode(priors, box, strides).float(), level_weight=level_weight,
         )
 
     @torch.no_grad()
@@ -368,6 +386,8 @@ class YOLOLossPipeline(nn.Module):
         if self.box_weight == "cls_target":
             score = _scores(pos)
             return score, score.sum().clamp(min=1.0)
+        if pos.level_weight is not None:  # pos_normalize="level_sum": sum over levels of each level's mean
+            return pos.level_weight, pos.box.new_tensor(1.0)
         return None, pos.box.new_tensor(float(max(pos.count, 1)))
 
     def _regression(self, loss: nn.Module, preds: DensePredictions, pos: Positives, weight: Tensor | None,
@@ -425,8 +445,11 @@ class YOLOLossPipeline(nn.Module):
         pos_target = F.one_hot(labels, num_classes).float() * score[:, None]  # (P, C)
         loss: Tensor
         if preds.obj is not None:
+            weight: Tensor | None = None
             avg_factor = pos.box.new_tensor(float(max(pos.count, 1)))
-            loss = self.loss_cls(pos.cls, pos_target, avg_factor=avg_factor, reduction_override="mean")
+            if pos.level_weight is not None:  # pos_normalize="level_sum"
+                weight, avg_factor = pos.level_weight[:, None], pos.box.new_tensor(1.0)
+            loss = self.loss_cls(pos.cls, pos_target, weight=weight, avg_factor=avg_factor, reduction_override="mean")
             return self.loss_weights["cls"] * loss
         target = torch.zeros_like(preds.cls)  # (B, N, C): negatives learn 0 on every class
         target[pos.batch_idx, pos.prior_idx] = pos_target
@@ -442,8 +465,8 @@ class YOLOLossPipeline(nn.Module):
             raise RuntimeError("objectness_loss on predictions without objectness")  # the pipeline checks first
         target = torch.zeros_like(obj)  # (B, N)
         if pos.count:
-            if self.obj_target == "iou":
-                value = aligned_iou(pos.pred_boxes.detach(), pos.gt_boxes).clamp(min=0)
+            if self.obj_target in ("iou", "ciou"):
+                value = aligned_iou(pos.pred_boxes.detach(), pos.gt_boxes, mode=self.obj_target).clamp(min=0)
             else:
                 value = torch.ones_like(pos.box[:, 0])
             target[pos.batch_idx, pos.prior_idx] = value
@@ -498,7 +521,8 @@ class YOLOLossPipeline(nn.Module):
             f"assigner={self.assigner!r}, sampler={self.sampler!r}, loss_weights={self.loss_weights}, "
             f"cls_target={self.cls_target!r}, box_weight={self.box_weight!r}, "
             f"obj_level_weights={self.obj_level_weights}, obj_target={self.obj_target!r}, "
-            f"obj_normalize={self.obj_normalize!r}, ignore_iof_thr={self.ignore_iof_thr}"
+            f"obj_normalize={self.obj_normalize!r}, ignore_iof_thr={self.ignore_iof_thr}, "
+            f"pos_normalize={self.pos_normalize!r}"
         )
 
 
