@@ -1,12 +1,14 @@
 """Converted Ultralytics YOLOv8, YOLO11 and YOLO26 checkpoints against Ultralytics' own inference, box for box.
 
     .venv-bench/bin/python benchmarks/parity_ultralytics_weights.py [--families yolov8 yolo11 yolo26]
-        [--scales n s] [--classes 80 3]
+        [--scales n s] [--classes 80 3] [--no-counts]
 
 For each family, scale and class count: a randomly initialised Ultralytics ``{family}{scale}.yaml``
-``DetectionModel`` gets random BatchNorm statistics and affine parameters and random prediction
-biases (so scores spread over 0..1 rather than sitting near the init's 1e-4; YOLO26's one-to-one
-branch, a copy of the one-to-many one at init, is perturbed so the two differ); it is saved as
+``DetectionModel`` gets random BatchNorm affine parameters, BatchNorm statistics measured on random
+images and prediction convs scaled to unit output spread (:func:`calibrate`: so the outputs depend on
+the image rather than only on the position, and scores do not tie by the hundred), and random
+prediction biases (so scores spread over 0..1 rather than sitting near the init's 1e-4); YOLO26's
+one-to-one branch, a copy of the one-to-many one at init, is perturbed so the two differ. It is saved as
 Ultralytics' trainer saves ``last.pt`` (``{"model": None, "ema": fp16 model, ...}``) and then
 stripped by Ultralytics' own ``strip_optimizer`` into the released form (``{"model": fp16 model,
 "ema": None}``). Each file goes through ``tools/convert_weights.py ultralytics`` (run as a user runs
