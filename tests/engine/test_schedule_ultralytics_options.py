@@ -85,3 +85,19 @@ def test_trainer_steps_at_the_ramps_window_ends(tmp_path):
     # and at each epoch's last iteration, 3 and 7: five steps (two without the ramp: 3 and 7)
     assert trainer.ema.updates == 5
     assert sorted(p.name for p in tmp_path.glob("iter_*.pth")) == ["iter_1.pth", "iter_3.pth", "iter_7.pth"]
+
+
+def test_decay_unit_refused_when_the_config_loads():
+    from detkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"schedule.lr.decay_unit: expected one of 'iteration', 'epoch', got 'step'"):
+        load_config(Path(__file__).parent / "configs" / "tiny.py", ["schedule.lr.decay_unit=step"])
+
+
+def test_yolov8_and_yolov5_recipes_warm_up_as_their_home_code():
+    v8 = load_config("configs/yolov8n_tal.py").schedule.lr
+    assert (v8.decay_unit, v8.warmup_accumulate, v8.warmup_spare_last_epoch, v8.min_warmup_iters) == (
+        "epoch", True, True, 0)
+    v5 = load_config("configs/yolov5s_yolov5.py").schedule.lr
+    assert (v5.decay_unit, v5.warmup_accumulate, v5.warmup_spare_last_epoch, v5.min_warmup_iters) == (
+        "epoch", True, False, 100)
