@@ -107,8 +107,10 @@ def test_every_tool_on_the_new_shapes_configs(tmp_path, capsys, name):
         found[kind] = json.loads((out / "detections.json").read_text())
     assert [r["file"] for r in found["pth"]] == [r["file"] for r in found["onnx"]] and len(found["pth"]) == 8
     for a, b in zip(found["pth"], found["onnx"]):
-        # the same classes found (an untrained model's near-equal scores may swap places between runtimes)
-        assert sorted(d["name"] for d in a["detections"]) == sorted(d["name"] for d in b["detections"])
+        # the same classes found above the threshold (an untrained model's near-equal scores may swap places
+        # between runtimes, and a score within 1e-3 of 0.05 may fall on either side of it)
+        assert (sorted(d["name"] for d in a["detections"] if d["score"] >= 0.051)
+                == sorted(d["name"] for d in b["detections"] if d["score"] >= 0.051))
 
     # compare_assigners with the trained weights: on YOLO26 each branch's rule, on YOLO11 the one branch
     out = tmp_path / "compare"
