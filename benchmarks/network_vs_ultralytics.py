@@ -20,7 +20,8 @@ detkit: ``model(images)``, ``model.head.loss(raw, batch)``, the ``loss_*`` sum x
 Inference at batch 1 and 8 (640 px): the network with its decoding, no NMS (Ultralytics' eval-mode
 forward, which for YOLO26 includes its top-300 one-to-one selection; detkit's ``forward_decoded``),
 unfused and fused on each side (Ultralytics' ``model.fuse()`` on a copy; detkit's
-``detkit.models.fuse.fused_copy``), under ``torch.inference_mode``.
+``detkit.models.fuse.fused_copy``), and detkit's fused model in channels-last memory format ("chlast",
+against Ultralytics' fused model), under ``torch.inference_mode``.
 
 Rounds alternate the two sides (each round times every case once on each side, detkit first in even rounds,
 Ultralytics first in odd ones), after one untimed warm-up of each. Printed: best of N and median in ms
@@ -72,7 +73,8 @@ def make_batches(batch: int, size: int, criterion: Any, seed: int = 0) -> tuple[
              "cls": torch.randint(NUM_CLASSES, (n, 1), generator=g).float(), "bboxes": xywh}
     targets = torch.cat((ultra["batch_idx"].view(-1, 1), ultra["cls"], xywh), 1)
     scale = torch.tensor([size, size, size, size], dtype=torch.float32)
-    padded = criterion.preprocess(targets, batch, scale_tensor=scale)  # (B, M, 5): class, xyxy pixels
+    loss = getattr(criterion, "one2many", criterion)  # YOLO26: E2ELoss holds a v8DetectionLoss per branch
+    padded = loss.preprocess(targets, batch, scale_tensor=scale)  # (B, M, 5): class, xyxy pixels
     boxes = padded[..., 1:5]
     ours = {"images": images, "gt_boxes": boxes, "gt_labels": padded[..., 0].long(), "gt_mask": boxes.sum(-1) > 0,
             "img_shape": torch.tensor([[size, size]] * batch)}
@@ -92,6 +94,7 @@ class Pair:
                     for side, m in (("detkit", self.ours), ("ultralytics", self.ultra))}
         self.fused_ultra = copy.deepcopy(self.ultra).eval().fuse()
         self.fused_ours = fused_copy(self.ours)
+        self.fused_cl_ours = fused_copy(self.ours).to(memory_format=torch.channels_last)
 
     def train_step(self, side: str, batches: tuple[dict[str, Tensor], dict[str, Tensor]]) -> dict[str, float]:
         """Seconds of each phase of one training step on ``side``."""
@@ -118,10 +121,13 @@ class Pair:
         t4 = time.perf_counter()
         return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
 
-    def infer(self, side: str, fused: bool, images: Tensor) -> float:
-        """Seconds of one inference forward (decoded outputs, no NMS)."""
+    def infer(self, side: str, fused: bool, images: Tensor, channels_last: bool = False) -> float:
+        """Seconds of one inference forward (decoded outputs, no NMS); ``channels_last``: detkit's fused model
+        and its input in channels-last memory format (Ultralytics' side as without)."""
         if side == "detkit":
             model = self.fused_ours if fused else self.ours.eval()
+            if channels_last:
+                model, images = self.fused_cl_ours, images.contiguous(memory_format=torch.channels_last)
             run: Callable[[], Any] = lambda: model.forward_decoded(images)  # noqa: E731
         else:
             umodel = self.fused_ultra if fused else self.ultra.eval()
@@ -196,14 +202,14 @@ def main() -> int:
             for batch in args.infer_batches:
                 images = torch.rand(batch, 3, args.infer_size, args.infer_size,
                                     generator=torch.Generator().manual_seed(batch))
-                for fused in (False, True):
+                for fused, cl in ((False, False), (True, False), (True, True)):
                     for side in ("detkit", "ultralytics"):
-                        pair.infer(side, fused, images)  # warm-up
+                        pair.infer(side, fused, images, cl)  # warm-up
                     runs: dict[str, list[float]] = {"detkit": [], "ultralytics": []}
                     for r in range(args.infer_rounds):
                         for side in (("detkit", "ultralytics") if r % 2 == 0 else ("ultralytics", "detkit")):
-                            runs[side].append(pair.infer(side, fused, images))
-                    label = f"{pair.name} b{batch} {'fused' if fused else 'unfused'}"
+                            runs[side].append(pair.infer(side, fused, images, cl))
+                    label = f"{pair.name} b{batch} {'fused' if fused else 'unfused'}{' chlast' if cl else ''}"
                     print(f"{label:26s} {summary(runs['detkit'], runs['ultralytics'])}")
     print(f"\nload average before {load_before}, after {load()}; {time.perf_counter() - start:.0f} s")
     return 0
