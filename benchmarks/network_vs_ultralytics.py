@@ -21,7 +21,9 @@ Inference at batch 1 and 8 (640 px): the network with its decoding, no NMS (Ultr
 forward, which for YOLO26 includes its top-300 one-to-one selection; detkit's ``forward_decoded``),
 unfused and fused on each side (Ultralytics' ``model.fuse()`` on a copy; detkit's
 ``detkit.models.fuse.fused_copy``), and detkit's fused model in channels-last memory format ("chlast",
-against Ultralytics' fused model), under ``torch.inference_mode``.
+against the same rounds of Ultralytics' fused model), under ``torch.inference_mode``. The default run
+takes about 4 minutes on a quiet 2-core machine (estimated from the step times; more rounds with
+``--train-rounds`` / ``--infer-rounds``).
 
 Rounds alternate the two sides (each round times every case once on each side, detkit first in even rounds,
 Ultralytics first in odd ones), after one untimed warm-up of each. Printed: best of N and median in ms
@@ -157,7 +159,7 @@ def main() -> int:
     p.add_argument("--infer-size", type=int, default=640)
     p.add_argument("--infer-batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--train-rounds", type=int, default=2)
-    p.add_argument("--infer-rounds", type=int, default=4)
+    p.add_argument("--infer-rounds", type=int, default=3)
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-infer", action="store_true")
     args = p.parse_args()
@@ -202,13 +204,17 @@ def main() -> int:
             for batch in args.infer_batches:
                 images = torch.rand(batch, 3, args.infer_size, args.infer_size,
                                     generator=torch.Generator().manual_seed(batch))
+                fused_ultra: list[float] = []
                 for fused, cl in ((False, False), (True, False), (True, True)):
-                    for side in ("detkit", "ultralytics"):
+                    sides = ("detkit",) if cl else ("detkit", "ultralytics")  # chlast: against the fused row's
+                    for side in sides:
                         pair.infer(side, fused, images, cl)  # warm-up
-                    runs: dict[str, list[float]] = {"detkit": [], "ultralytics": []}
+                    runs: dict[str, list[float]] = {"detkit": [], "ultralytics": fused_ultra if cl else []}
                     for r in range(args.infer_rounds):
-                        for side in (("detkit", "ultralytics") if r % 2 == 0 else ("ultralytics", "detkit")):
+                        for side in (sides if r % 2 == 0 else sides[::-1]):
                             runs[side].append(pair.infer(side, fused, images, cl))
+                    if fused and not cl:
+                        fused_ultra = runs["ultralytics"]
                     label = f"{pair.name} b{batch} {'fused' if fused else 'unfused'}{' chlast' if cl else ''}"
                     print(f"{label:26s} {summary(runs['detkit'], runs['ultralytics'])}")
     print(f"\nload average before {load_before}, after {load()}; {time.perf_counter() - start:.0f} s")
