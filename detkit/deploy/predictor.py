@@ -24,12 +24,13 @@ from detkit.errors import ConfigError
 __all__ = ["BACKENDS", "Predictor", "load_onnx_predictor", "load_predictor", "load_torch_predictor",
            "resolve_backend"]
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 ONNX_SUFFIXES = (".onnx",)
 
 
 def resolve_backend(model_path: str | os.PathLike, backend: str = "auto") -> str:
-    """``"torch"`` or ``"onnxruntime"``: ``backend`` when given, else from the file suffix.
+    """``"torch"``, ``"onnxruntime"`` or ``"openvino"``: ``backend`` when given, else from the file suffix
+    (``.onnx``: ONNX Runtime, ``.xml``: OpenVINO, anything else: a PyTorch checkpoint).
 
     Args:
         model_path: a checkpoint or an ``.onnx`` file (only its suffix is read).
@@ -42,7 +43,9 @@ def resolve_backend(model_path: str | os.PathLike, backend: str = "auto") -> str
         raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
-    return "onnxruntime" if Path(model_path).suffix.lower() in ONNX_SUFFIXES else "torch"
+    from detkit.deploy.runtimes import exported_backend
+
+    return exported_backend(model_path) or "torch"
 
 
 @dataclass
@@ -113,14 +116,18 @@ def load_torch_predictor(
 
 
 def load_onnx_predictor(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = None,
-                        img_size: int | Sequence[int] | None = None) -> Predictor:
-    """An exported model in ONNX Runtime; its metadata gives the letterbox and class names.
+                        img_size: int | Sequence[int] | None = None, backend: str = "onnxruntime",
+                        precision: str = "fp32") -> Predictor:
+    """An exported model in ONNX Runtime (or OpenVINO: ``backend="openvino"``, ``precision`` fp32 or
+    bf16); its metadata gives the letterbox and class names.
 
     ``img_size`` is accepted only when it equals the exported input size (the graph is fixed-size).
     """
     from detkit.deploy.onnx_runtime import OnnxDetector
 
     providers = ["CPUExecutionProvider"]
+    if backend == "openvino" and device not in ("auto", "cpu"):
+        raise ConfigError(f"device {device!r}: the OpenVINO backend runs on the CPU here; use device cpu")
     if device.startswith("cuda"):
         from detkit.extras import require
 
@@ -131,7 +138,12 @@ def load_onnx_predictor(path: str | os.PathLike, *, device: str = "cpu", threads
         providers.insert(0, "CUDAExecutionProvider")
     elif device not in ("auto", "cpu"):
         raise ValueError(f"unknown device {device!r}; accepted: auto, cpu, cuda")
-    model = OnnxDetector(path, providers=providers, threads=threads)
+    if backend == "openvino":
+        from detkit.deploy.runtimes import open_exported
+
+        model = open_exported(path, backend="openvino", precision=precision, threads=threads)
+    else:
+        model = OnnxDetector(path, providers=providers, threads=threads)
     size = model.metadata.input_size
     if img_size is not None:
         wanted = (img_size, img_size) if isinstance(img_size, int) else tuple(int(v) for v in img_size)
@@ -139,8 +151,7 @@ def load_onnx_predictor(path: str | os.PathLike, *, device: str = "cpu", threads
                 -(-wanted[1] // model.size_divisor) * model.size_divisor != size[1]:
             raise ConfigError(f"{Path(path).name} was exported for input {size[0]}x{size[1]} (HxW); "
                               f"an input size of {img_size} needs a new export")
-    return Predictor(model, model.metadata.letterbox, model.class_names or None, "onnxruntime",
-                     torch.device("cpu"))
+    return Predictor(model, model.metadata.letterbox, model.class_names or None, backend, torch.device("cpu"))
 
 
 def load_predictor(
@@ -154,6 +165,7 @@ def load_predictor(
     compile_mode: str | None = None,
     threads: int | None = None,
     fuse: bool = True,
+    precision: str = "fp32",
 ) -> Predictor:
     """A :class:`Predictor` for a checkpoint (with its ``config``, or the one stored inside it) or an
     ``.onnx`` model.
@@ -162,15 +174,16 @@ def load_predictor(
         model_path: a detkit checkpoint (``.pth``) or an exported ``.onnx`` file.
         config: the model's config for a checkpoint (None: the config the trainer stored in it);
             unused for ``.onnx``.
-        backend: ``"auto"`` (from the suffix), ``"torch"`` or ``"onnxruntime"``.
+        backend: ``"auto"`` (from the suffix), ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (``.xml``).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         img_size: network input size (an int or ``(H, W)``) instead of the config's; for ``.onnx`` it
             must equal the exported size.
         cfg_options: config overrides (PyTorch backend only), as ``--cfg-options``.
         compile_mode: ``torch.compile`` mode for the PyTorch backend (None: eager).
-        threads: ONNX Runtime intra-op threads (None: its default).
+        threads: ONNX Runtime / OpenVINO intra-op threads (None: its default).
         fuse: fold Conv + BatchNorm of the PyTorch model (:func:`detkit.models.fuse.fused_copy`); False: the
             model as trained.
+        precision: ``"fp32"`` or ``"bf16"`` (OpenVINO only: its ``INFERENCE_PRECISION_HINT``).
 
     Returns:
         A :class:`Predictor`: ``predictor([cv2.imread("a.jpg")])`` gives the detections.
@@ -181,11 +194,14 @@ def load_predictor(
         CheckpointError: a checkpoint that is missing, corrupt or unsafe to load.
     """
     kind = resolve_backend(model_path, backend)
-    if kind == "onnxruntime":
+    if precision != "fp32" and kind != "openvino":
+        raise ValueError(f"precision {precision!r} applies to the OpenVINO backend (a .xml model); {kind} runs fp32")
+    if kind != "torch":
         if compile_mode not in (None, "none"):
-            raise ValueError("compile_mode applies to the PyTorch backend, not to ONNX Runtime")
+            raise ValueError(f"compile_mode applies to the PyTorch backend, not to {kind}")
         if cfg_options:
-            raise ValueError("cfg_options apply to the PyTorch backend; an .onnx model carries its settings")
-        return load_onnx_predictor(model_path, device=device, threads=threads, img_size=img_size)
+            raise ValueError("cfg_options apply to the PyTorch backend; an exported model carries its settings")
+        return load_onnx_predictor(model_path, device=device, threads=threads, img_size=img_size, backend=kind,
+                                   precision=precision)
     return load_torch_predictor(config, model_path, device=device, img_size=img_size, cfg_options=cfg_options,
                                 compile_mode=compile_mode, fuse=fuse)

@@ -1,7 +1,14 @@
-"""Export a trained detector for deployment (ONNX), with a parity check against PyTorch.
+"""Export a trained detector for deployment (ONNX, OpenVINO), with a parity check against PyTorch.
 
-    python tools/export.py [CONFIG] CHECKPOINT [--format onnx] [--out PATH] [--opset 17]
+    python tools/export.py [CONFIG] CHECKPOINT [--format onnx|openvino] [--out PATH] [--opset 17]
         [--dynamic-batch] [--with-nms] [--img-size N | --img-size H W] [--cfg-options ...] [--no-verify]
+        [--int8 [--calib-images 300]]
+
+``--format openvino`` writes the ONNX graph converted to OpenVINO IR (``.xml`` + ``.bin``, the metadata
+in its ``rt_info``; needs ``pip install 'detkit[openvino]'``); ``--int8`` quantizes it with NNCF,
+calibrated on ``--calib-images`` images of the config's training split letterboxed as at inference
+(the int8 outputs are reported against PyTorch, not held to ``--tolerance``: ``tools/test.py MODEL.xml``
+measures the AP they cost). bf16 is chosen at inference (``tools/infer.py --precision bf16``).
 
 Without CONFIG the model is built from the config the trainer stored in the checkpoint (see
 ``tools/infer.py``); the class names written into the metadata are the checkpoint's.
@@ -34,7 +41,7 @@ from detkit.argtypes import nonnegative_float, positive_int
 from detkit.cli import ArgumentParser, run_cli
 from detkit.errors import CheckpointError, UsageError
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "openvino")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -52,6 +59,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     p.add_argument("--tolerance", type=nonnegative_float, default=1e-3,
                    help="largest accepted |ONNX - PyTorch| (default 1e-3)")
+    p.add_argument("--int8", action="store_true", help="--format openvino: int8 by NNCF post-training quantization")
+    p.add_argument("--calib-images", type=positive_int, default=300,
+                   help="--int8: training images to calibrate on (default 300)")
     args = p.parse_args(argv)
     if len(args.paths) > 2:
         p.error("expected [CONFIG] CHECKPOINT")
@@ -71,11 +81,12 @@ def verify(model: torch.nn.Module, path: Path, tolerance: float, seed: int = 0) 
     import tempfile
     from dataclasses import replace
 
-    from detkit.deploy import OnnxDetector, export_onnx
+    from detkit.deploy import export_onnx
     from detkit.deploy.graph_nms import padded_nms
     from detkit.deploy.onnx_export import export_module
+    from detkit.deploy.runtimes import open_exported
 
-    runtime = OnnxDetector(path)
+    runtime = open_exported(path)
     meta = runtime.metadata
     images = torch.rand(2 if meta.dynamic_batch else 1, 3, *meta.input_size,
                         generator=torch.Generator().manual_seed(seed))
@@ -86,7 +97,11 @@ def verify(model: torch.nn.Module, path: Path, tolerance: float, seed: int = 0) 
         plain_meta = replace(meta, with_nms=False)
         with tempfile.TemporaryDirectory() as tmp:
             plain = export_onnx(model, Path(tmp) / "decoded.onnx", plain_meta)
-            decoded = OnnxDetector(plain).run(images)
+            if path.suffix == ".xml":  # the same network through the same backend
+                from detkit.deploy.openvino_runtime import export_openvino
+
+                plain = export_openvino(plain, Path(tmp) / "decoded.xml")
+            decoded = open_exported(plain).run(images)
         with torch.no_grad():
             reference = export_module(model, plain_meta).eval()(images)
         diffs = _max_diffs(plain_meta.output_names, reference, decoded)
@@ -145,13 +160,24 @@ def run(args: argparse.Namespace) -> Path:
         raise UsageError(f"--img-size takes one side or H W, got {args.img_size}")
     if args.opset < MIN_OPSET:
         raise UsageError(f"--opset {args.opset} is not supported; use {MIN_OPSET} or newer")
-    out = Path(args.out) if args.out else ckpt.with_name(ckpt.stem + ("_nms" if args.with_nms else "") + ".onnx")
+    openvino = args.format == "openvino"
+    if args.int8 and not openvino:
+        raise UsageError("--int8 needs --format openvino (int8 runs through OpenVINO)")
+    suffix = ".xml" if openvino else ".onnx"
+    default_name = ckpt.stem + ("_nms" if args.with_nms else "") + ("_int8" if args.int8 else "") + suffix
+    out = Path(args.out) if args.out else ckpt.with_name(default_name)
     check_not_input(out, [ckpt, args.config], "--out")  # before any work
     check_output_file(out, "--out")
-    if out.suffix != ".onnx":
-        raise UsageError(f"--out {out}: ONNX output path must end in .onnx")
+    if out.suffix != suffix:
+        raise UsageError(f"--out {out}: {'OpenVINO' if openvino else 'ONNX'} output path must end in {suffix}")
+    if openvino:
+        check_output_file(out.with_suffix(".bin"), "--out (its .bin)")
     require("onnx", "ONNX export")  # a missing extra: one line, before the model is built
-    if not args.no_verify:
+    if openvino:
+        require("openvino", "OpenVINO export")
+        if args.int8:
+            require("nncf", "int8 quantization (NNCF)")
+    elif not args.no_verify:
         require("onnxruntime", "the ONNX Runtime parity check after export (or pass --no-verify)")
     # export only a model the checkpoint fills whole; its own class names, its own config when none is given
     loaded = load_checkpoint_model(ckpt, args.config, args.cfg_options)
@@ -161,7 +187,20 @@ def run(args: argparse.Namespace) -> Path:
     meta = build_metadata(model, letterbox, loaded.class_names, with_nms=args.with_nms,
                           dynamic_batch=args.dynamic_batch,
                           source={"config": loaded.config_source, "checkpoint": str(ckpt)})
-    export_onnx(model, out, meta, opset=args.opset)
+    if openvino:
+        import tempfile
+
+        from detkit.deploy.calibration import calibration_batches
+        from detkit.deploy.openvino_runtime import export_openvino
+
+        calib = calibration_batches(cfg, letterbox, args.calib_images) if args.int8 else None
+        with tempfile.TemporaryDirectory() as tmp:
+            graph = export_onnx(model, Path(tmp) / (out.stem + ".onnx"), meta, opset=args.opset)
+            export_openvino(graph, out, calibration=calib, calibration_size=args.calib_images)
+        if calib is not None:
+            print(f"int8 (NNCF) calibrated on {len(calib)} training images")
+    else:
+        export_onnx(model, out, meta, opset=args.opset)
     h, w = meta.input_size
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): input images (B, 3, {h}, {w}), "
           f"batch {'dynamic' if meta.dynamic_batch else 1}, outputs {', '.join(meta.output_names)}, opset {args.opset}")
@@ -171,8 +210,11 @@ def run(args: argparse.Namespace) -> Path:
     if not args.no_verify:
         diffs = verify(model, out, args.tolerance)
         print("parity with PyTorch (max |diff|): " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-        if any(v > args.tolerance for v in diffs.values()):
-            raise RuntimeError(f"ONNX Runtime outputs differ from PyTorch by more than {args.tolerance}: {diffs}")
+        if args.int8:
+            print(f"int8 outputs are not held to --tolerance; the AP they cost: tools/test.py CONFIG {out}")
+        elif any(v > args.tolerance for v in diffs.values()):
+            backend = "OpenVINO" if openvino else "ONNX Runtime"
+            raise RuntimeError(f"{backend} outputs differ from PyTorch by more than {args.tolerance}: {diffs}")
     return out
 
 

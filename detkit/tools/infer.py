@@ -3,10 +3,11 @@
     python tools/infer.py CHECKPOINT INPUT [--compile [MODE]]             # PyTorch, the config stored inside
     python tools/infer.py CONFIG CHECKPOINT INPUT [--compile [MODE]]      # PyTorch, the given config
     python tools/infer.py MODEL.onnx INPUT                                 # ONNX Runtime (tools/export.py)
+    python tools/infer.py MODEL.xml INPUT [--precision fp32|bf16]          # OpenVINO (export --format openvino)
         [--out DIR] [--device cpu|cuda] [--batch 8] [--score-thr 0.3] [--img-size 640]
-        [--backend auto|torch|onnxruntime] [--cfg-options ...]
+        [--backend auto|torch|onnxruntime|openvino] [--threads N] [--cfg-options ...]
 
-The backend follows the model file's suffix (``.onnx``: ONNX Runtime, else a PyTorch checkpoint)
+The backend follows the model file's suffix (``.onnx``: ONNX Runtime, ``.xml``: OpenVINO, else a PyTorch checkpoint)
 unless ``--backend`` says otherwise. A checkpoint alone is built from the config the trainer
 stored in it (read without running it; ``--cfg-options`` apply to it); one saved without a config
 is an error asking for CONFIG. Detections are labelled with the class names the checkpoint was
@@ -64,7 +65,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--score-thr", type=fraction, default=0.3, help="keep detections scoring at least this (0..1)")
     p.add_argument("--img-size", type=positive_int, default=None,
                    help="network input side (default data.img_size or 640)")
-    p.add_argument("--backend", default="auto", help="auto (from the model file suffix) | torch | onnxruntime")
+    p.add_argument("--backend", default="auto",
+                   help="auto (from the model file suffix) | torch | onnxruntime | openvino")
+    p.add_argument("--precision", default="fp32", help="fp32 | bf16 (OpenVINO: bf16 where the CPU has it)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="ONNX Runtime / OpenVINO intra-op threads (default: the runtime's choice)")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the PyTorch model, frozen for inference "
                         "(mode: default | reduce-overhead | max-autotune)")
@@ -169,14 +174,17 @@ def run(args: argparse.Namespace) -> list[dict]:
                         f"({', '.join(VIDEO_EXTS)})")
     if args.backend not in BACKENDS:
         raise UsageError(f"--backend: unknown backend {args.backend!r}; accepted: {', '.join(BACKENDS)}")
-    if resolve_backend(args.checkpoint, args.backend) == "onnxruntime":
+    kind = resolve_backend(args.checkpoint, args.backend)
+    if kind != "torch":
         if args.compile not in (None, "none"):
-            raise UsageError("--compile applies to the PyTorch backend, not to ONNX Runtime")
+            raise UsageError(f"--compile applies to the PyTorch backend, not to {kind}")
         if args.cfg_options:
-            raise UsageError("--cfg-options apply to the PyTorch backend; an .onnx model carries its settings")
+            raise UsageError("--cfg-options apply to the PyTorch backend; an exported model carries its settings")
+    if args.precision != "fp32" and kind != "openvino":
+        raise UsageError(f"--precision {args.precision}: only the OpenVINO backend (a .xml model) runs bf16")
     predictor = load_predictor(args.checkpoint, args.config, backend=args.backend, device=args.device,
                                img_size=args.img_size, cfg_options=args.cfg_options, compile_mode=args.compile,
-                               fuse=not args.no_fuse)
+                               fuse=not args.no_fuse, precision=args.precision, threads=args.threads)
     meta = getattr(predictor.model, "metadata", None)
     if meta is not None and not meta.dynamic_batch:
         args.batch = 1  # exported with a fixed batch of 1

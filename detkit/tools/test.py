@@ -1,11 +1,16 @@
 """Evaluate a checkpoint on the config's validation set (COCO box AP).
 
     python tools/test.py configs/yolov4_atss.py work_dirs/yolov4_atss/best.pth [--out results.json]
+    python tools/test.py configs/yolov4_atss.py best.onnx | best.xml [--precision fp32|bf16]   # an exported model
         [--cfg-options ...] [--device cuda] [--batch 16] [--backend auto|pycocotools|faster] [--pr-curve pr.png]
         [--analysis DIR [--analysis-score-thr 0.3]] [--data PATH [--img-size N]]
 
 ``--data`` evaluates on your own data's val split (as ``tools/train.py --data``: docs/custom_data.md),
 at the image size stored in the checkpoint unless ``--img-size`` says otherwise.
+
+An exported model (``.onnx``: ONNX Runtime, ``.xml``: OpenVINO, int8 included; ``tools/export.py``) is
+evaluated through its runtime at its exported input size (the config's val size must give it), with
+the class names stored in it; ``--precision bf16`` runs an OpenVINO model's float layers in bf16.
 
 Prints the standard 12-line COCO summary and a per-class AP table. Uses the checkpoint's EMA
 weights when it has them. Runs under torchrun too (each rank predicts a shard; rank 0 evaluates).
@@ -56,6 +61,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="detections scoring below this are left out of --analysis (default 0.3)")
     p.add_argument("--no-fuse", action="store_true",
                    help="evaluate the model as trained (default: Conv + BatchNorm fused, same outputs, faster)")
+    p.add_argument("--precision", default="fp32", help="fp32 | bf16: an OpenVINO (.xml) model's inference precision")
+    p.add_argument("--threads", type=positive_int, default=None, help="an exported model's runtime threads")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -82,7 +89,13 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             check_output_file(path, flag)
     if args.analysis:
         check_output_dir(args.analysis, "--analysis")
-    checkpoint = load_checkpoint(args.checkpoint)
+    from detkit.deploy.runtimes import exported_backend, open_exported
+    from detkit.errors import UsageError
+
+    exported = exported_backend(args.checkpoint)
+    if args.precision != "fp32" and exported != "openvino":
+        raise UsageError(f"--precision {args.precision}: only an OpenVINO (.xml) model runs bf16")
+    checkpoint = None if exported else load_checkpoint(args.checkpoint)
     trained_size = (checkpoint.get("meta") or {}).get("img_size") if isinstance(checkpoint, dict) else None
     if args.data and args.img_size is None and isinstance(trained_size, int):
         args.img_size = trained_size  # the data is new to the config: evaluate at the size the model learned
@@ -98,16 +111,21 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     setup_logger(None, rank)
     if device.type == "cuda":
         device = __import__("torch").device("cuda", local_rank)
-    model = instantiate(cfg.model)
-    load_weights(model, args.checkpoint, strict=True)  # a checkpoint of another model is refused
-    model.to(device).eval()
+    if exported:
+        from detkit.deploy.calibration import ExportedEvalModel
+
+        model = ExportedEvalModel(open_exported(args.checkpoint, precision=args.precision, threads=args.threads))
+    else:
+        model = instantiate(cfg.model)
+        load_weights(model, args.checkpoint, strict=True)  # a checkpoint of another model is refused
+        model.to(device).eval()
     val = build_val_data(cfg, backend=args.backend)
     # the names the checkpoint was trained with, label by label, before any work: other names are refused
-    ckpt_names = checkpoint_class_names(checkpoint, args.checkpoint,
+    ckpt_names = model.runtime.class_names if exported else checkpoint_class_names(checkpoint, args.checkpoint,
                                         getattr(model.head, "num_classes", None))
     check_class_names(ckpt_names, getattr(val.dataset, "class_names", None), f"{args.checkpoint} on data.val")
     run = evaluate(cfg, model, device, val=val, batch_size=args.batch, progress=not args.no_progress,
-                   fuse=not args.no_fuse)
+                   fuse=not (args.no_fuse or exported))
     metrics, results, evaluator = run.metrics, run.results, run.evaluator
     if is_main_process():
         assert evaluator is not None  # the main process evaluates

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,6 +16,7 @@ from detkit.data.shapes import make_shape_image
 from detkit.deploy import DecodedOutputs, OnnxDetector, letterbox_from_config, letterbox_images
 from detkit.errors import CheckpointError, ConfigError
 from detkit.extras import MissingExtraError
+from tests.fixtures.tools import load_tool
 
 pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino", reason="the openvino extra is not installed: pip install 'detkit[openvino]'")
@@ -160,3 +164,68 @@ def test_refusals(tmp_path, onnx_plain, xml_fp32):
         OpenVinoDetector(bare)
     with pytest.raises(ValueError, match="must end in .xml"):
         export_openvino(onnx_plain, tmp_path / "x.onnx")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# through the tools: export --format openvino, infer MODEL.xml, test MODEL.xml
+
+CFG = str(Path(__file__).resolve().parent / "configs" / "yolo_tiny.py")
+
+
+@pytest.fixture(scope="module")
+def xml_by_tool(tmp_path_factory, checkpoint):
+    """tools/export.py --format openvino (fp32, dynamic batch), which checks parity with PyTorch after writing."""
+    out = tmp_path_factory.mktemp("ov_tool") / "tiny.xml"
+    assert load_tool("export").main([CFG, str(checkpoint), "--format", "openvino", "--out", str(out),
+                                     "--dynamic-batch"]) == 0
+    assert out.with_suffix(".bin").is_file()
+    return out
+
+
+def test_infer_tool_on_the_xml_gives_pytorchs_json(tmp_path, checkpoint, xml_by_tool):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        img, _ = make_shape_image(50 + i, 128 + 32 * i)
+        cv2.imwrite(str(images / f"s{i}.png"), img[..., ::-1])
+    common = ["--score-thr", "0.03", "--device", "cpu", "--batch", "2"]
+    infer = load_tool("infer")
+    assert infer.main([CFG, str(checkpoint), str(images), "--out", str(tmp_path / "pt"), *common]) == 0
+    assert infer.main([str(xml_by_tool), str(images), "--out", str(tmp_path / "ov"), "--threads", "1", *common]) == 0
+    ref = json.loads((tmp_path / "pt" / "detections.json").read_text())
+    got = json.loads((tmp_path / "ov" / "detections.json").read_text())
+    assert sum(len(r["detections"]) for r in ref) > 10
+    for r, g in zip(ref, got, strict=True):
+        key = lambda d: (d["label"], round(d["score"], 4))  # noqa: E731
+        assert r["file"] == g["file"] and sorted(map(key, r["detections"])) == sorted(map(key, g["detections"]))
+
+
+def test_test_tool_on_the_xml_gives_the_checkpoints_results(tmp_path, checkpoint, xml_by_tool):
+    """The random model scores AP 0, so its COCO results (hundreds of detections) are compared, with the metrics."""
+    test = load_tool("test")
+    ref = test.run(test.parse_args([CFG, str(checkpoint), "--no-progress", "--out", str(tmp_path / "pt.json")]))
+    got = test.run(test.parse_args([CFG, str(xml_by_tool), "--no-progress", "--out", str(tmp_path / "ov.json")]))
+    assert got.keys() == ref.keys() and all(abs(got[k] - ref[k]) < 1e-3 for k in ref)
+    key = lambda d: (d["image_id"], d["category_id"], round(d["score"], 4))  # noqa: E731
+    pt, ov_ = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("pt", "ov"))
+    assert len(pt) > 100 and sorted(map(key, pt)) == sorted(map(key, ov_))
+
+
+def test_tool_refusals_in_one_line(tmp_path, checkpoint, xml_by_tool, onnx_plain, monkeypatch, capsys):
+    export, infer, test = load_tool("export"), load_tool("infer"), load_tool("test")
+    assert export.main([CFG, str(checkpoint), "--int8", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "--int8 needs --format openvino" in capsys.readouterr().err
+    assert export.main([CFG, str(checkpoint), "--format", "openvino", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "OpenVINO output path must end in .xml" in capsys.readouterr().err
+    assert infer.main([str(onnx_plain), str(tmp_path), "--precision", "bf16"]) == 2
+    assert "only the OpenVINO backend (a .xml model) runs bf16" in capsys.readouterr().err
+    assert test.main([CFG, str(onnx_plain), "--precision", "bf16"]) == 2
+    assert "only an OpenVINO (.xml) model runs bf16" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert export.main([CFG, str(checkpoint), "--format", "openvino", "--out", str(tmp_path / "m.xml")]) == 2
+    assert "OpenVINO export needs the openvino package: pip install 'detkit[openvino]'" in capsys.readouterr().err
+    assert not (tmp_path / "m.xml").exists()
+    assert infer.main([str(xml_by_tool), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "the OpenVINO backend needs the openvino package: pip install 'detkit[openvino]'" in err
+    assert len(err.strip().splitlines()) == 1
