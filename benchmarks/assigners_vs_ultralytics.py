@@ -17,7 +17,8 @@ beyond 1e-5). Peers are installed only in ``.venv-bench`` (``make bench-setup``,
 a missing one is reported and its rows left out.
 
 Contention (``--busy N``, issue 29): each round times every side quiet and then with N background processes
-spinning (``assigners_measure.busy``); the table gives both phases' medians and ratios.
+spinning (``assigners_measure.busy``); the table gives both phases' medians and ratios (memory is
+left to the run without ``--busy``).
 """
 
 from __future__ import annotations
@@ -229,9 +230,10 @@ def main() -> int:
         outs = {name: fn() for name, fn in fns.items()}
     print("\n".join(loads))
     print(f"{load_line()} after timing\n")
-    memory = {name: run_isolated(Path(__file__).name, [name, "--batch", str(args.batch), "--gts", str(args.gts),
-                                                       "--threads", str(args.threads)], sys.executable)
-              for name in fns}
+    no_memory = {"peak_growth_mib": float("nan")}  # --busy: timing only (memory: the run without it)
+    memory = {name: no_memory if args.busy else run_isolated(
+        Path(__file__).name, [name, "--batch", str(args.batch), "--gts", str(args.gts), "--threads", str(args.threads)],
+        sys.executable) for name in fns}
     print("| detkit | reference | detkit (ms) | reference (ms) | time ratio (target) | peak RSS growth detkit / "
           "reference (MiB) | disagreements: positive / GT / soft of the peer's positives |")
     print("|---|---|---:|---:|---:|---:|---|")
