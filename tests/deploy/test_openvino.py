@@ -133,8 +133,8 @@ def test_bf16_accepted_where_the_cpu_has_it_else_refused_in_one_line(xml_fp32, v
             OpenVinoDetector(xml_fp32, precision="bf16")
         return
     runtime = OpenVinoDetector(xml_fp32, precision="bf16")
-    assert str(runtime.session.compiled.get_property("INFERENCE_PRECISION_HINT")) == "bf16"
-    assert str(OpenVinoDetector(xml_fp32).session.compiled.get_property("INFERENCE_PRECISION_HINT")) == "f32"
+    assert runtime.session.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+    assert OpenVinoDetector(xml_fp32).session.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     images = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         _, scores = DecodedOutputs(varied_model)(images)
