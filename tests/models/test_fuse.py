@@ -106,6 +106,7 @@ def _batch() -> dict[str, Tensor]:
 
 def test_rtmdet_shared_conv_is_fused_per_level_without_touching_the_others():
     name = "rtmdet_s.py"
+    torch.manual_seed(0)
     model = _randomise_bn(instantiate(load_config(CONFIGS / name, SMALL[name]).model)).eval()
     convs = model.head.cls_convs
     assert convs[1][0].conv is convs[0][0].conv  # shared in the model
