@@ -32,10 +32,11 @@ with ``parity_losses_ultralytics.gradient_differences``: ``||g_detkit - g_mmdet|
 ||G_mmdet||)`` per parameter (the floor only for gradients that are 0 in exact arithmetic), worst printed.
 Pass: every loss term and every parameter within 1e-4 relative.
 
-The point priors differ by design: detkit's sit at cell centres (``(i + 0.5) * stride``, every detkit
-head), RTMDet's at cell corners (``MlvlPointGenerator(offset=0)``). The comparison above builds mmdet's
-head with ``offset=0.5``; a second row builds it as RTMDet ships (``offset=0``) and measures how far the
-terms then move (reported, not a failure).
+Priors: the passing case is mmdet's head as RTMDet ships it (``MlvlPointGenerator(offset=0)``: points on
+cell corners) against the config as it is (``PointGenerator(offset=0.0)``). A second check builds both
+sides at cell centres (mmdet ``offset=0.5``, detkit ``model.head.prior_generator.offset=0.5``, what every
+other detkit head uses) and must pass too; a last row measures how far detkit's terms at cell centres sit
+from RTMDet's own (the difference the config had before it used corner priors; reported, not a failure).
 
 mmdet, mmengine and mmcv-lite are installed only in the benchmark venv (``make bench-setup``); exit status
 2 without them, 1 when a check fails.
@@ -206,10 +207,15 @@ def key_map(name: str) -> str:
     return _SPP.sub(lambda m: f"{m.group(1)}.cv{m.group(2)}.", name)
 
 
-def detkit_model(mm_model: nn.Module, num_classes: int = NUM_CLASSES) -> tuple[nn.Module, dict[str, str]]:
-    """detkit's RTMDet-s from its config holding mmdet's weights (strict), and the parameter name map
-    detkit name -> mmdet name (one to one, shapes equal; raises otherwise)."""
-    model = instantiate(load_config(CONFIG, [f"model.head.num_classes={num_classes}"]).model)
+def detkit_model(mm_model: nn.Module, num_classes: int = NUM_CLASSES,
+                 offset: float | None = None) -> tuple[nn.Module, dict[str, str]]:
+    """detkit's RTMDet-s from its config (its priors moved to ``offset`` cells when given) holding mmdet's
+    weights (strict), and the parameter name map detkit name -> mmdet name (one to one, shapes equal;
+    raises otherwise)."""
+    overrides = [f"model.head.num_classes={num_classes}"]
+    if offset is not None:
+        overrides.append(f"model.head.prior_generator.offset={offset}")
+    model = instantiate(load_config(CONFIG, overrides).model)
     theirs = mm_model.state_dict()
     state = {key_map(k): v for k, v in theirs.items()}
     ours = model.state_dict()
@@ -327,9 +333,9 @@ def empty_batch(images: Tensor) -> tuple[dict[str, Tensor], list[Any]]:
 
 
 def compare(res: Result, label: str, mm_model: MMDetRTMDet, ours: nn.Module, names: dict[str, str],
-            dbatch: dict[str, Tensor], instances: list[Any], metas: list[dict[str, Any]]) -> dict[str, Tensor]:
+            dbatch: dict[str, Tensor], instances: list[Any], metas: list[dict[str, Any]]) -> dict[str, Any]:
     """One batch: the assignment, both loss terms and every gradient (rows appended to ``res``); returns
-    detkit's terms."""
+    detkit's terms (and the assignment's result), mmdet's under ``"mmdet"``."""
     for p in (*mm_model.parameters(), *ours.parameters()):
         p.grad = None
     terms_m, targets = mmdet_losses(mm_model, dbatch["images"], instances, metas)
@@ -359,33 +365,40 @@ def compare(res: Result, label: str, mm_model: MMDetRTMDet, ours: nn.Module, nam
         res.notes.append(f"{label}: {len(grads.below_floor)} gradients under the floor, measured against it "
                          f"(mmdet / detkit norms): {', '.join(grads.below_floor)}; worst difference / floor "
                          f"{grads.floored_rel:.1e}")
-    return {**terms_d, "result": result}
+    return {**terms_d, "result": result, "mmdet": {k: v.detach() for k, v in terms_m.items()}}
 
 
 def run(mm: types.SimpleNamespace, seed: int) -> Result:
     res = Result()
     start = time.perf_counter()
     images, dbatch, instances, metas = batches(seed)
-    # offset 0.5: detkit's priors; every term and gradient must agree
-    mm_model = random_mmdet_model(mm, seed, offset=0.5)
+    # offset 0: RTMDet's priors as it ships them, and the config's; every term and gradient must agree
+    mm_model = random_mmdet_model(mm, seed, offset=0.0)
     ours, names = detkit_model(mm_model)
+    if ours.head.prior_generator.offset != 0.0:
+        raise RuntimeError(f"{CONFIG.name} no longer puts its priors on cell corners (offset 0)")
     mm_model.train()
     ours.train()
-    terms_d = compare(res, "priors at cell centres", mm_model, ours, names, dbatch, instances, metas)
+    own = "RTMDet's priors (cell corners, offset 0)"
+    terms_own = compare(res, own, mm_model, ours, names, dbatch, instances, metas)
     empty_d, empty_m = empty_batch(images)
-    compare(res, "a batch without GTs", mm_model, ours, names, empty_d, empty_m, metas)
-    # offset 0: RTMDet's own priors; by design not detkit's, measured
-    mm_own = random_mmdet_model(mm, seed, offset=0.0)
-    mm_own.train()
-    with torch.no_grad():
-        own_terms, own_targets = mmdet_losses(mm_own, images, instances, metas)
-    pos_diff, _, _, npos = compare_assignment(own_targets, terms_d["result"], NUM_CLASSES)
-    res.rows.append(f"| RTMDet's priors at cell corners (by design) | DSL assignment: {npos} positives, {pos_diff} "
-                    f"priors differ from detkit's | | | | measured |")
+    compare(res, "a batch without GTs (offset 0)", mm_model, ours, names, empty_d, empty_m, metas)
+    # offset 0.5 on both sides: detkit's other heads' priors; must agree as well
+    mm_centre = random_mmdet_model(mm, seed, offset=0.5)
+    ours_centre, _ = detkit_model(mm_centre, offset=0.5)
+    mm_centre.train()
+    ours_centre.train()
+    terms_centre = compare(res, "priors at cell centres (offset 0.5 on both sides)", mm_centre, ours_centre, names,
+                           dbatch, instances, metas)
+    # what the config's corner priors changed: detkit at cell centres against RTMDet's own terms (measured)
+    label = "detkit at cell centres vs RTMDet's corners (before the config's offset 0)"
+    # detkit's corner assignment equals mmdet's (checked above), so its positives stand for RTMDet's
+    pos_diff = int((terms_own["result"].pos_mask != terms_centre["result"].pos_mask).sum())
+    res.rows.append(f"| {label} | DSL assignment: {int(terms_centre['result'].pos_mask.sum())} positives, "
+                    f"{pos_diff} priors differ from RTMDet's | | | | measured |")
     for term, key_m in (("cls", "loss_cls (QFL)"), ("box", "loss_bbox (2 x GIoU)")):
-        ref, got = float(own_terms[term]), float(terms_d[term].detach())
-        res.rows.append(f"| RTMDet's priors at cell corners (by design) | {key_m} | {ref:.6f} | {got:.6f} | "
-                        f"{relative(got, ref):.1e} | measured |")
+        ref, got = float(terms_own["mmdet"][term]), float(terms_centre[term].detach())
+        res.rows.append(f"| {label} | {key_m} | {ref:.6f} | {got:.6f} | {relative(got, ref):.1e} | measured |")
     res.notes.append(f"{time.perf_counter() - start:.1f} s")
     return res
 

@@ -3,7 +3,9 @@
 Both generators lay their priors out in the order the head flattens its raw maps
 (``(B, A*(5+C), H, W) -> (B, H, W, A, 5+C) -> (B, H*W*A, 5+C)``, levels concatenated):
 level, then location (row-major: y, then x), then anchor. A prior is an ``xyxy`` box in input
-pixels centred on its cell centre ``((x + 0.5) * stride, (y + 0.5) * stride)``.
+pixels centred on ``((x + offset) * stride, (y + offset) * stride)``: the cell centre (``offset=0.5``,
+every YOLO generator) or, for a :class:`PointGenerator` built with ``offset=0.0``, the cell's top-left
+corner (RTMDet's ``MlvlPointGenerator(offset=0)``).
 
 ``grid_priors`` returns a :class:`PriorGrid`: the prior boxes ``(N, 4)``, their strides ``(N,)`` and
 the levels (:class:`GridLevel`: start, height, width, anchors per cell, stride, offset, anchor sizes,
@@ -29,7 +31,7 @@ YOLOV4_COCO_ANCHORS: list[list[tuple[float, float]]] = [
     [(142, 110), (192, 243), (459, 401)],
 ]
 
-CELL_OFFSET = 0.5  # a cell's centre, in cells from its top-left corner
+CELL_OFFSET = 0.5  # a cell's centre, in cells from its top-left corner (the default prior position)
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,7 +46,7 @@ class GridLevel:
         height, width: ``H`` and ``W`` (either may be 0: an empty level).
         anchors: ``A``, priors per cell.
         stride: the level's stride (px).
-        offset: the cell centre in cells (0.5).
+        offset: where the priors sit in their cell, in cells from its top-left corner (0.5: the centre).
         anchor_sizes: ``Tensor[A, 2]`` fp32 (w, h) of each cell's priors (px).
         xs: ``Tensor[W]`` fp32 column centres, ascending, computed as the assigners compute a prior's
             centre, ``(x1 + x2) / 2`` of the first anchor's boxes (so window arithmetic and per-prior tests
@@ -165,23 +167,39 @@ def _check_featmap_sizes(featmap_sizes: Sequence[Sequence[int]], num_levels: int
     return sizes  # type: ignore[return-value]
 
 
-def cell_centres(height: int, width: int, stride: float, device: torch.device | str) -> Tensor:
-    """Centres of a ``height x width`` grid of cells of side ``stride``.
+def check_offset(offset: float) -> float:
+    """``offset`` as a float when it is in ``[0, 1)`` cells; ValueError naming it otherwise."""
+    value = float(offset)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"offset must be in [0, 1) cells from a cell's top-left corner (0.5: its centre), "
+                         f"got {offset!r}")
+    return value
+
+
+def cell_centres(height: int, width: int, stride: float, device: torch.device | str,
+                 offset: float = CELL_OFFSET) -> Tensor:
+    """Prior points of a ``height x width`` grid of cells of side ``stride``, ``offset`` cells from each
+    cell's top-left corner (0.5: the cell centres).
 
     Returns:
-        ``Tensor[H*W, 2]`` fp32 (cx, cy), row-major (y outer, x inner).
+        ``Tensor[H*W, 2]`` fp32 (cx, cy) = ``((x + offset) * stride, (y + offset) * stride)``, row-major
+        (y outer, x inner).
     """
-    ys = (torch.arange(height, device=device, dtype=torch.float32) + CELL_OFFSET) * stride
-    xs = (torch.arange(width, device=device, dtype=torch.float32) + CELL_OFFSET) * stride
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + offset) * stride
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + offset) * stride
     cy, cx = torch.meshgrid(ys, xs, indexing="ij")  # (H, W) each
     return torch.stack([cx, cy], dim=-1).reshape(-1, 2)  # (H, W, 2) -> (H*W, 2)
 
 
 class _GridPriorGenerator:
-    """Shared caching and concatenation; subclasses give each level's per-location box sizes."""
+    """Shared caching and concatenation; subclasses give each level's per-location box sizes.
 
-    def __init__(self, strides: Sequence[float]) -> None:
+    ``offset``: where the priors sit in their cell, in cells from its top-left corner (0.5: the centre).
+    """
+
+    def __init__(self, strides: Sequence[float], offset: float = CELL_OFFSET) -> None:
         self.strides = _check_strides(strides)
+        self.offset = check_offset(offset)
         self._cache: dict[tuple[tuple[tuple[int, int], ...], str], PriorGrid] = {}
 
     @property
@@ -217,7 +235,7 @@ class _GridPriorGenerator:
     def _build(self, sizes: list[tuple[int, int]], device: torch.device) -> PriorGrid:
         boxes, strides, levels = [], [], []
         for level, ((h, w), stride) in enumerate(zip(sizes, self.strides)):
-            centres = cell_centres(h, w, stride, device)  # (H*W, 2)
+            centres = cell_centres(h, w, stride, device, self.offset)  # (H*W, 2)
             anchor_sizes = self.level_sizes(level).to(device)  # (A, 2)
             half = anchor_sizes / 2
             lt = centres[:, None, :] - half[None]  # (H*W, A, 2)
@@ -225,7 +243,7 @@ class _GridPriorGenerator:
             level_boxes = torch.cat([lt, rb], dim=-1).reshape(-1, 4)  # (H*W, A, 4) -> (H*W*A, 4)
             boxes.append(level_boxes)
             strides.append(torch.full((level_boxes.shape[0],), stride, device=device))
-            levels.append((h, w, anchor_sizes.shape[0], stride, CELL_OFFSET, anchor_sizes))
+            levels.append((h, w, anchor_sizes.shape[0], stride, self.offset, anchor_sizes))
         return grid_from_levels(torch.cat(boxes), torch.cat(strides), levels)
 
 
@@ -275,13 +293,25 @@ class PointGenerator(_GridPriorGenerator):
     on points; centre-based assigners only read the centre. The default ``scale=8`` is ATSS's
     reference setting (one square anchor of side 8 * stride per location).
 
+    The point of cell ``(y, x)`` is ``((x + offset) * stride, (y + offset) * stride)``: ``offset=0.5``
+    (the default, every detkit head) puts it on the cell centre, ``offset=0.0`` on the cell's top-left
+    corner as RTMDet's ``MlvlPointGenerator(offset=0)`` does. The assigners' candidate windows and the
+    distance coders read the points from the boxes, so any offset is honoured there; the cell-relative
+    coders (``YOLOCoder``, ``YOLOXCoder``) recover a cell index as ``(cx - stride / 2) / stride``, which
+    assumes 0.5 (at another offset they stay each other's inverse, shifted by ``0.5 - offset`` cells).
+
     Args:
         strides: the stride of each level.
         scale: side of the square, in strides.
+        offset: the point's position in its cell, in cells from the top-left corner, in ``[0, 1)``.
+
+    Raises:
+        ValueError: a non-positive ``scale``, an ``offset`` outside ``[0, 1)``, bad ``strides``.
     """
 
-    def __init__(self, strides: Sequence[float] = (8, 16, 32), scale: float = 8.0) -> None:
-        super().__init__(strides)
+    def __init__(self, strides: Sequence[float] = (8, 16, 32), scale: float = 8.0,
+                 offset: float = CELL_OFFSET) -> None:
+        super().__init__(strides, offset)
         if not scale > 0:
             raise ValueError(f"scale must be a positive number of strides, got {scale}")
         self.scale = float(scale)
@@ -295,4 +325,4 @@ class PointGenerator(_GridPriorGenerator):
         return torch.tensor([[side, side]], dtype=torch.float32)
 
     def __repr__(self) -> str:
-        return f"PointGenerator(strides={self.strides}, scale={self.scale})"
+        return f"PointGenerator(strides={self.strides}, scale={self.scale}, offset={self.offset})"

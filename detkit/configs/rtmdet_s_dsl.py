@@ -9,7 +9,7 @@ parameter, 8,886,924 parameters; loss terms and gradients against ``RTMDetHead.l
 Differences from mmdet's recipe: its LR stays flat for 150 epochs before the cosine (here cosine from the
 warm-up on), its EMA is ``ExpMomentumEMA(momentum=0.0002)`` (here the runtime's EMA), its mosaic / mixup
 are cached versions with a random resize and crop, and its norm and bias parameters get no weight decay
-(``paramwise_cfg``); detkit's priors sit at cell centres, mmdet's at corners (see the model file).
+(``paramwise_cfg``). The priors sit at cell corners as RTMDet's do (see the model file).
 
     python tools/train.py configs/rtmdet_s_dsl.py
 """

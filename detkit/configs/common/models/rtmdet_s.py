@@ -12,9 +12,10 @@ GIoU weighted by it, weights 1 and 2, both divided by the sum of the IoU targets
 the head's class differs from that file's. Measured against ``RTMDetHead.loss_by_feat``:
 ``benchmarks/parity_losses_rtmdet.py``.
 
-Differences from mmdet kept on purpose: detkit's point priors sit at cell centres (``(i + 0.5) * stride``),
-mmdet's RTMDet at cell corners (``MlvlPointGenerator(offset=0)``); detkit's images enter the network as RGB in
-0..1, mmdet's as BGR minus its mean over its std (a pretrained mmdet checkpoint would need that input).
+The point priors sit at cell corners (``i * stride``), RTMDet's own ``MlvlPointGenerator(offset=0)``
+(``PointGenerator(offset=0.0)``; detkit's other heads and the shapes configs keep cell centres, 0.5).
+Difference from mmdet kept on purpose: detkit's images enter the network as RGB in 0..1, mmdet's as BGR
+minus its mean over its std (a pretrained mmdet checkpoint would need that input).
 """
 
 from detkit.anchors import PointGenerator
@@ -39,7 +40,7 @@ model = L(Detector)(
         act="silu",
         bias_init="prior_prob",
         prior_prob=0.01,
-        prior_generator=L(PointGenerator)(strides=[8, 16, 32]),
+        prior_generator=L(PointGenerator)(strides=[8, 16, 32], offset=0.0),  # RTMDet's corner points
         coder=L(DistanceCoder)(normalize=True),
         loss=L(YOLOLossPipeline)(
             assigner=L(DynamicSoftLabelAssigner)(topk=13, iou_weight=3.0, soft_center_radius=3.0),
