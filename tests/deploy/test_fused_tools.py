@@ -76,3 +76,10 @@ def test_test_tool_fuses_unless_no_fuse(checkpoint, monkeypatch):
     assert not fused_bn and plain_bn
     assert plain_n > 0 and fused_n == plain_n
     assert {k: round(v, 4) for k, v in fused.items()} == {k: round(v, 4) for k, v in plain.items()}
+
+
+def test_exported_graph_has_batchnorm_folded(onnx_plain):
+    """tools/export.py needs no fused copy: torch's ONNX export of an eval-mode model folds every BatchNorm."""
+    onnx = pytest.importorskip("onnx")
+    ops = [node.op_type for node in onnx.load(str(onnx_plain)).graph.node]
+    assert ops.count("Conv") > 50 and "BatchNormalization" not in ops
