@@ -20,12 +20,19 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -c "import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)"
 	touch $@
 
-test: setup
+# The OpenVINO backend's tests (and mypy's view of it) need the `openvino` extra (OpenVINO + NNCF, ~40 s to
+# install); the demo does not, so only `make test` and `make lint` install it.
+OPENVINO_STAMP := $(VENV)/.detkit-openvino-installed
+$(OPENVINO_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[openvino]'
+	touch $@
+
+test: setup $(OPENVINO_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # ruff (lint + import order) and mypy (strict on the typed core), as configured in pyproject.toml; both come with
 # the `dev` extra. `ruff format` is not enforced (see pyproject.toml).
-lint: setup
+lint: setup $(OPENVINO_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
@@ -53,7 +60,7 @@ $(BENCH_STAMP): setup.cfg pyproject.toml
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install -q torch torchvision
-	$(BENCH_VENV)/bin/python -m pip install -q -e . ultralytics faster-coco-eval
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[onnx,openvino]' ultralytics faster-coco-eval onnxslim
 	touch $@
 
 bench: setup bench-setup
@@ -77,7 +84,7 @@ $(PARITY_STAMP): $(BENCH_STAMP)
 	touch $@
 
 # Each script prints its figures and exits non-zero on a mismatch; all run, then the status is 1 if any failed.
-PARITY_SCRIPTS := parity_assigners parity_ultralytics_weights parity_losses_ultralytics parity_losses_rtmdet parity_losses_yolox parity_musgd parity_train_loop_ultralytics parity_losses_yolov5
+PARITY_SCRIPTS := parity_assigners parity_ultralytics_weights parity_yolo11_arch parity_losses_ultralytics parity_losses_rtmdet parity_losses_yolox parity_musgd parity_train_loop_ultralytics parity_losses_yolov5
 parity: setup $(PARITY_STAMP)
 	status=0; for s in $(PARITY_SCRIPTS); do $(BENCH_VENV)/bin/python benchmarks/$$s.py || status=1; done; exit $$status
 

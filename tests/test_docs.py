@@ -89,4 +89,5 @@ def test_readme_links_resolve():
 
 
 def test_readme_stays_short():
-    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 240
+    # 240 until the recipe table (one row per detector, with its parity figures) joined the configs section
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 260
