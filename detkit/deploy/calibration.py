@@ -66,7 +66,7 @@ class ExportedEvalModel(nn.Module):
         dets: list[dict[str, Tensor]] = []
         for start in range(0, images.shape[0], step):
             part = {k: v[start:start + step] if isinstance(v, Tensor | list) else v for k, v in batch.items()}
-            part["images"] = part["images"].cpu()
+            part["images"] = images[start:start + step].cpu()
             dets += self.runtime.predict(part, **overrides)
         return dets
 

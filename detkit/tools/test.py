@@ -121,8 +121,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         model.to(device).eval()
     val = build_val_data(cfg, backend=args.backend)
     # the names the checkpoint was trained with, label by label, before any work: other names are refused
-    ckpt_names = model.runtime.class_names if exported else checkpoint_class_names(checkpoint, args.checkpoint,
-                                        getattr(model.head, "num_classes", None))
+    if exported or checkpoint is None:
+        ckpt_names = model.runtime.class_names
+    else:
+        ckpt_names = checkpoint_class_names(checkpoint, args.checkpoint, getattr(model.head, "num_classes", None))
     check_class_names(ckpt_names, getattr(val.dataset, "class_names", None), f"{args.checkpoint} on data.val")
     run = evaluate(cfg, model, device, val=val, batch_size=args.batch, progress=not args.no_progress,
                    fuse=not (args.no_fuse or exported))
