@@ -64,6 +64,7 @@ import torch
 from torch import Tensor, nn
 
 from detkit.models.attention import C2PSA
+from detkit.models.backbones.freezing import FrozenStagesMixin
 from detkit.models.c3k2 import C3k2
 from detkit.models.layers import (
     C3,
@@ -73,8 +74,6 @@ from detkit.models.layers import (
     Focus,
     SPPFBlock,
     conv_unit,
-    freeze,
-    norm_to_eval,
     set_batchnorm,
 )
 
@@ -262,7 +261,7 @@ def _csp_block(spec: CSPArch, in_channels: int, channels: int, num_blocks: int, 
                      depthwise=depthwise)
 
 
-class CSPDarknet(nn.Module):
+class CSPDarknet(FrozenStagesMixin):
     """CSPDarknet backbone.
 
     Args:
@@ -359,18 +358,11 @@ class CSPDarknet(nn.Module):
         set_batchnorm(self, spec.norm_eps, spec.norm_momentum)
         self._freeze()
 
-    def _freeze(self) -> None:
+    def _frozen_modules(self) -> list[nn.Module]:
+        # frozen_stages 0: the stem; k: also stages 1..k (with a stride-2 stem, stages[0] is its Identity).
         if self.frozen_stages < 0:
-            return
-        freeze([self.stem, *self.stages[: self.frozen_stages]])
-
-    def train(self, mode: bool = True) -> CSPDarknet:
-        super().train(mode)
-        if mode:
-            self._freeze()
-            if self.norm_eval:
-                norm_to_eval(self)
-        return self
+            return []
+        return [self.stem, *self.stages[: self.frozen_stages]]
 
     def darknet_convs(self) -> list[nn.Module]:
         """The ConvBNAct modules in Darknet ``.cfg`` layer order (for ``.weights`` files)."""

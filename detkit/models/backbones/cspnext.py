@@ -28,8 +28,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from detkit.models.backbones.freezing import FrozenStagesMixin
 from detkit.models.cspnext_blocks import CSPNeXtLayer
-from detkit.models.layers import ConvBNAct, SPPFBlock, freeze, norm_to_eval, set_batchnorm
+from detkit.models.layers import ConvBNAct, SPPFBlock, set_batchnorm
 
 __all__ = ["CSPNEXT_SCALES", "CSPNeXt"]
 
@@ -45,7 +46,7 @@ _P5 = ((64, 128, 3, True, False), (128, 256, 6, True, False), (256, 512, 6, True
        (512, 1024, 3, False, True))
 
 
-class CSPNeXt(nn.Module):
+class CSPNeXt(FrozenStagesMixin):
     """RTMDet's backbone (see the module docstring).
 
     Args:
@@ -103,17 +104,11 @@ class CSPNeXt(nn.Module):
         set_batchnorm(self, norm_eps, norm_momentum)
         self._freeze()
 
-    def _freeze(self) -> None:
-        if self.frozen_stages >= 1:
-            freeze([self.stem, *self.stages[: self.frozen_stages - 1]])
-
-    def train(self, mode: bool = True) -> CSPNeXt:
-        super().train(mode)
-        if mode:
-            self._freeze()
-            if self.norm_eval:
-                norm_to_eval(self)
-        return self
+    def _frozen_modules(self) -> list[nn.Module]:
+        # Levels: the stem is level 1, so frozen_stages 0 freezes nothing (as -1); k >= 1: stem + stages[: k - 1].
+        if self.frozen_stages < 1:
+            return []
+        return [self.stem, *self.stages[: self.frozen_stages - 1]]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.stem(x)

@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from detkit.models.layers import SE, DeformConv, freeze, norm_to_eval
+from detkit.models.backbones.freezing import FrozenStagesMixin
+from detkit.models.layers import SE, DeformConv
 
 __all__ = ["RESNET_DEPTHS", "BasicBlock", "Bottleneck", "ResNet"]
 
@@ -95,7 +96,7 @@ RESNET_DEPTHS: dict[int, tuple[type[BasicBlock | Bottleneck], tuple[int, int, in
 }
 
 
-class ResNet(nn.Module):
+class ResNet(FrozenStagesMixin):
     """ResNet backbone returning C-level feature maps.
 
     Args:
@@ -187,17 +188,6 @@ class ResNet(nn.Module):
             return []
         mods: list[nn.Module] = [self.conv1, self.bn1]
         return mods + [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
-
-    def _freeze(self) -> None:
-        freeze(self._frozen_modules())
-
-    def train(self, mode: bool = True) -> ResNet:
-        super().train(mode)
-        if mode:
-            self._freeze()
-            if self.norm_eval:
-                norm_to_eval(self)
-        return self
 
     def load_torchvision(self, state_dict: Mapping[str, Tensor]) -> None:
         """Load a torchvision ResNet ``state_dict`` (``fc.*`` dropped); every backbone key that
