@@ -19,8 +19,7 @@ from detkit.data import SHAPE_CLASSES
 _base_ = [
     "common/models/yolo11.py",
     "common/data/shapes.py",
-    "common/schedules/shapes_short.py",
-    "common/runtime.py",
+    "common/schedules/shapes_14e.py",  # shapes_short.py + runtime.py: 14 epochs, lr 0.02, no mosaic in the last 3
 ]
 
 model = dict(
@@ -28,5 +27,3 @@ model = dict(
     head=dict(num_classes=len(SHAPE_CLASSES), cls_channels=32, box_channels=32, bias_init_size=320,
               nms_iou_thr=0.65),
 )
-train = dict(epochs=14, eval_interval=14, optimizer=dict(lr=0.02))  # merged into shapes_short's SGD call
-schedule = dict(no_mosaic_last_epochs=3)
