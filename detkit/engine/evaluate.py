@@ -117,8 +117,10 @@ def evaluate(cfg: Mapping[str, Any], model: nn.Module, device: torch.device, *, 
         val = build_val_data(cfg, backend=backend)
     options = val_loader_options(cfg)
     divisor = size_divisor(model)
+    # a copy: model untouched; the losses of a dual-branch head need both branches (fused_copy's prune_branches)
+    run_model = fused_copy(model, prune_branches=not val_losses) if fuse else model
     metrics, results = inference.evaluate_dataset(
-        fused_copy(model) if fuse else model, val.dataset, val.evaluator, device, collate_from_config(cfg, divisor),
+        run_model, val.dataset, val.evaluator, device, collate_from_config(cfg, divisor),
         batch_size or options["batch_size"], options["num_workers"], progress, size_divisor=divisor,
         val_losses=val_losses)
     return Evaluation(metrics, results, val.dataset, val.evaluator)

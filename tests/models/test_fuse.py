@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from detkit.config import instantiate, load_config
 from detkit.models.fuse import fuse_conv_bn_, fused_copy
 from detkit.models.layers import ConvBNAct, DepthwiseSeparableConv
 from tests.models.test_configs import CONFIGS, SMALL
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -63,12 +66,14 @@ def test_fused_copy_equals_the_model_and_leaves_it_untouched(name):
     before = _state(model)
     grads_before = {n: p.requires_grad for n, p in model.named_parameters()}
     x = torch.rand(2, 3, 64, 96)
-    fused = fused_copy(model)
-    assert model.training and not fused.training  # the original's mode kept
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    fused, pruned = fused_copy(model, prune_branches=False), fused_copy(model)
+    assert model.training and not fused.training and not pruned.training  # the original's mode kept
+    for copy_ in (fused, pruned):
+        assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in copy_.modules())
     model.eval()
     with torch.no_grad():
-        _assert_close(_tensors(fused(x)), _tensors(model(x)))
+        _assert_close(_tensors(fused(x)), _tensors(model(x)))  # every branch's raw maps
+        _assert_close(_tensors(pruned.forward_decoded(x)), _tensors(model.forward_decoded(x)))
     after = _state(model)  # parameters and BN buffers identical, still trainable
     assert after.keys() == before.keys()
     assert all(torch.equal(after[k], before[k]) for k in before)
@@ -159,3 +164,118 @@ def test_a_model_compiled_in_place_gives_an_eager_fused_copy():
     fused = fused_copy(unit)
     assert getattr(fused, "_compiled_call_impl", None) is None
     assert getattr(unit, "_compiled_call_impl", None) is not None
+
+
+# ----- the branch inference does not read (YOLOv10's and YOLO26's one-to-one heads) ------------------------------
+
+ONE2ONE = {  # a dual-branch head: YOLO26-n's network and a tiny YOLOv8 layout with YOLOv10's one-to-one branches
+    "yolo26": (CONFIGS / "yolo26.py", []),
+    "yolov10": (ROOT / "tests" / "engine" / "configs" / "shapes_tiny_one2one.py", []),
+}
+
+
+def _dual(name: str, options: list[str] | None = None) -> nn.Module:
+    path, base = ONE2ONE[name]
+    torch.manual_seed(0)
+    model = _randomise_bn(instantiate(load_config(path, base + (options or [])).model))
+    with torch.no_grad():  # class scores around 0.5 (not the initial ~1e-4), so detections pass a 0.3 threshold
+        for branch in model.head.branches:
+            for conv in model.head._branch_modules(branch)["cls_preds"]:
+                conv.bias.zero_()
+    return model.eval()
+
+
+def _conv_calls(model: nn.Module, x: Tensor) -> int:
+    """Conv2d forwards run by one ``forward_decoded`` of ``model``."""
+    calls = [0]
+
+    def count(*_: Any) -> None:
+        calls[0] += 1
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model.forward_decoded(x)
+    for h in hooks:
+        h.remove()
+    return calls[0]
+
+
+def _head_convs(head: nn.Module, branch: str) -> int:
+    return sum(isinstance(m, nn.Conv2d) for part in head._branch_modules(branch).values() for m in part.modules())
+
+
+@pytest.mark.parametrize("name", sorted(ONE2ONE))
+def test_one2one_copy_drops_the_one2many_branch_with_outputs_bit_identical(name):
+    model = _dual(name, ["model.head.score_thr=0.3"])
+    before = _state(model)
+    full, pruned = fused_copy(model, prune_branches=False), fused_copy(model)
+    assert model.head.branches == full.head.branches == ("one2many", "one2one")
+    assert pruned.head.branches == ("one2one",) and pruned.head.dropped_branches == ("one2many",)
+    k = model.head.level_channels
+    assert pruned.head.out_channels == [k] * 3 and full.head.out_channels == [2 * k] * 3
+    o2m = _head_convs(full.head, "one2many")
+    assert o2m > 0 and not any(p for p in pruned.head._branch_modules("one2many").values())
+    x = torch.rand(2, 3, 64, 96)
+    assert _conv_calls(pruned, x) == _conv_calls(full, x) - o2m  # the one-to-many convs no longer run
+    with torch.no_grad():
+        raw, raw_full = pruned(x), full(x)
+        for a, b in zip(raw, raw_full):  # the raw maps: the one-to-one channels, bit for bit
+            assert torch.equal(a, b[:, k:])
+        for a, b in zip(pruned.forward_decoded(x), full.forward_decoded(x)):
+            assert torch.equal(a, b)
+        dets, dets_full = pruned.predict({"images": x}), full.predict({"images": x})
+    assert sum(len(d["scores"]) for d in dets_full) > 0
+    for d, r in zip(dets, dets_full):
+        assert d.keys() == r.keys() and all(torch.equal(d[key], r[key]) for key in d)
+    after = _state(model)  # the training weights untouched, both branches kept
+    assert after.keys() == before.keys() and all(torch.equal(after[key], before[key]) for key in before)
+    with pytest.raises(ValueError, match="'one2many' branch was dropped.*prune_branches=False"):
+        pruned.predict({"images": x}, branch="one2many")
+    with pytest.raises(ValueError, match="'one2many' branch was dropped"):
+        pruned.head.loss(raw, _batch())
+
+
+def test_copy_of_a_one2many_reading_head_drops_the_one2one_branch():
+    """``--cfg-options model.head.branch=one2many model.head.nms=True``: the copy keeps what that branch needs."""
+    model = _dual("yolov10", ["model.head.branch=one2many", "model.head.nms=True", "model.head.score_thr=0.3"])
+    full, pruned = fused_copy(model, prune_branches=False), fused_copy(model)
+    assert pruned.head.branches == ("one2many",) and pruned.head.one2one_branch is None
+    x = torch.rand(2, 3, 64, 96)
+    assert _conv_calls(pruned, x) == _conv_calls(full, x) - _head_convs(full.head, "one2one")
+    with torch.no_grad():
+        k = model.head.level_channels
+        assert all(torch.equal(a, b[:, :k]) for a, b in zip(pruned(x), full(x)))
+        dets, dets_full = pruned.predict({"images": x}), full.predict({"images": x})
+    assert sum(len(d["scores"]) for d in dets_full) > 0
+    for d, r in zip(dets, dets_full):
+        assert all(torch.equal(d[key], r[key]) for key in d)
+
+
+def test_an_unpruned_copy_keeps_both_branches_losses():
+    model = _dual("yolov10")
+    full = fused_copy(model, prune_branches=False)
+    x = _batch()
+    with torch.no_grad():
+        losses, ref = full.head.loss(full(x["images"]), x), model.head.loss(model(x["images"]), x)
+    assert {"loss_cls", "loss_o2o_cls"} <= losses.keys() == ref.keys()
+    for key in ref:
+        if key.startswith("loss_"):
+            torch.testing.assert_close(losses[key], ref[key], atol=1e-4, rtol=1e-4)
+
+
+def test_keep_branches_refuses_to_drop_the_branch_inference_reads():
+    head = _dual("yolov10").head
+    with pytest.raises(ValueError, match="would drop 'one2one', the branch inference reads"):
+        head.keep_branches_(("one2many",))
+    with pytest.raises(ValueError, match="has no 'one2few' branch"):
+        head.keep_branches_(("one2one", "one2few"))
+    head.keep_branches_(("one2many", "one2one"))  # both kept: nothing changes
+    assert head.branches == ("one2many", "one2one") and head.dropped_branches == ()
+
+
+def test_single_branch_heads_are_not_pruned():
+    name = "yolov8s.py"
+    model = instantiate(load_config(CONFIGS / name, SMALL[name]).model).eval()
+    pruned = fused_copy(model)
+    assert pruned.head.branches == ("one2many",) and pruned.head.dropped_branches == ()
+    assert _state(pruned).keys() == _state(fused_copy(model, prune_branches=False)).keys()

@@ -289,10 +289,23 @@ class DecoupledHead(DenseHead):
         parts.append(m["cls_preds"][level](m["cls_convs"][level](x)))
         return torch.cat(parts, dim=1)
 
+    def _drop_branches(self, kept: tuple[str, ...]) -> None:
+        """The one-to-one branch set goes, or the one-to-many layers become empty lists (an inference
+        copy of a one-to-one head: YOLOv10, YOLO26); ``branches``, ``out_channels`` follow."""
+        self._check_bound()
+        if "one2one" not in kept:
+            self.one2one_branch = None
+        if "one2many" not in kept:
+            empty = [nn.ModuleList().train(self.training) for _ in range(5)]  # the head's mode kept
+            self.cls_convs, self.box_convs, self.cls_preds, self.box_preds = empty[:4]
+            self.obj_preds = empty[4] if self.objectness else None
+        self.branches = kept
+        self.out_channels = [self.level_channels * len(kept)] * len(self.stems)
+
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
         self._check_bound()
-        if len(feats) != len(self.cls_preds):
-            raise ValueError(f"DecoupledHead built for {len(self.cls_preds)} levels, got {len(feats)}")
+        if len(feats) != len(self.stems):
+            raise ValueError(f"DecoupledHead built for {len(self.stems)} levels, got {len(feats)}")
         branches = [self._branch_modules(b) for b in self.branches]
         outs = []
         for i, x in enumerate(feats):

@@ -44,6 +44,8 @@ class DenseHead(BindableModule):
 
     #: Prediction branches a head has; the first is the one-to-many branch every head has.
     branches: tuple[str, ...] = ("one2many",)
+    #: Branches :meth:`keep_branches_` removed (an inference copy's).
+    dropped_branches: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -137,8 +139,38 @@ class DenseHead(BindableModule):
         return grid
 
     def _check_branch(self, branch: str) -> None:
+        if branch in self.dropped_branches:
+            raise ValueError(f"this {type(self).__name__} is an inference copy whose {branch!r} branch was dropped "
+                             f"(detkit.models.fuse.fused_copy keeps head.branch only; prune_branches=False keeps all)")
         if branch not in self.branches:
             raise ValueError(f"{type(self).__name__} has no {branch!r} branch; it has {', '.join(self.branches)}")
+
+    def keep_branches_(self, keep: Sequence[str]) -> None:
+        """Drop the layers of every branch not in ``keep``, in place: an inference copy's forward then
+        computes only the branches read (:func:`detkit.models.fuse.fused_copy` keeps :attr:`branch`).
+
+        The raw maps hold the kept branches only (``out_channels`` shrinks); reading a dropped branch
+        (``flatten``, ``predict(branch=...)``, the losses of a dual-branch head) raises ValueError. A head
+        with one branch has nothing to drop.
+
+        Raises:
+            ValueError: ``keep`` is empty, names a branch the head does not have, or leaves out
+                :attr:`branch` (the branch inference reads).
+        """
+        for name in keep:
+            self._check_branch(name)
+        if self.branch not in keep:
+            raise ValueError(f"keep_branches_({list(keep)}) would drop {self.branch!r}, the branch inference reads "
+                             f"(head.branch)")
+        kept = tuple(b for b in self.branches if b in keep)
+        if kept != self.branches:
+            dropped = tuple(b for b in self.branches if b not in kept)
+            self._drop_branches(kept)
+            self.dropped_branches += dropped
+
+    def _drop_branches(self, kept: tuple[str, ...]) -> None:
+        """Subclasses with more than one branch: remove the others' layers, set ``branches = kept``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot drop branches")
 
     def flatten(self, raw: Sequence[Tensor], branch: str = "one2many") -> DensePredictions:
         """Raw maps (one per level) -> named predictions of ``branch`` over all ``N`` priors,
