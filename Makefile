@@ -30,8 +30,8 @@ $(OPENVINO_STAMP): $(STAMP)
 # The OpenVINO tests run in a pytest process of their own: OpenVINO's runtime state left in the process, together with
 # the data tests' loader workers, made the later torchrun test (tests/engine/test_distributed.py) die with SIGSEGV.
 test: setup $(OPENVINO_STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS) --ignore=tests/deploy/test_openvino.py
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests/deploy/test_openvino.py
+	$(PY) -m pytest -q $(PYTEST_ARGS) --ignore=tests/deploy/test_openvino.py --ignore=tests/deploy/test_int8_accuracy.py
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests/deploy/test_openvino.py tests/deploy/test_int8_accuracy.py
 
 # ruff (lint + import order) and mypy (strict on the typed core), as configured in pyproject.toml; both come with
 # the `dev` extra. `ruff format` is not enforced (see pyproject.toml).

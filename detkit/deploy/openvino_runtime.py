@@ -18,7 +18,8 @@ quantized convolutions in int8 whatever the hint; the hint applies to the layers
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,14 @@ from detkit.deploy.metadata import DeployMetadata
 from detkit.deploy.onnx_runtime import OnnxDetector
 from detkit.errors import CheckpointError, ConfigError
 
-__all__ = ["OPENVINO_PRECISIONS", "OpenVinoDetector", "check_precision", "decode_ignored_scope", "export_openvino",
-           "openvino_metadata"]
+__all__ = ["OPENVINO_PRECISIONS", "AccuracyControl", "OpenVinoDetector", "check_precision", "decode_ignored_scope",
+           "export_openvino", "float_convolutions", "openvino_metadata"]
 
 OPENVINO_PRECISIONS = ("fp32", "bf16")
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 _RT_KEY = "detkit"
 _PURPOSE = "the OpenVINO backend"
+_FP32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 def _openvino() -> Any:
@@ -105,12 +107,65 @@ def decode_ignored_scope(model: Any, last_convs: bool = False) -> list[str]:
     return out
 
 
+def float_convolutions(model: Any) -> list[str]:
+    """Names of the convolutions of an int8 IR that run in float: no FakeQuantize feeds their input
+    activations (NNCF quantizes a convolution by putting one there and one on its weights)."""
+    convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
+    return [op.get_friendly_name() for op in convs
+            if op.input_value(0).get_node().get_type_name() != "FakeQuantize"]
+
+
+@dataclass
+class AccuracyControl:
+    """int8 with accuracy control (``nncf.quantize_with_accuracy_control``): after post-training
+    quantization, NNCF ranks the quantized layers by what they cost ``validate`` and reverts the
+    worst to float until the metric is within ``max_drop`` of the float model's.
+
+    Args:
+        validate: ``validate(detector, items)``: the metric (higher is better; COCO AP in 0..1 for
+            detkit's :func:`~detkit.deploy.calibration.held_out_ap`) of an :class:`OpenVinoDetector`
+            on the held-out items (positions ``0..size-1``; None: all of them). These must not be
+            the images the reported metric is measured on.
+        size: number of held-out items.
+        max_drop: the largest accepted absolute drop of the metric (0.01: one AP point).
+
+    After :func:`export_openvino` the figures it measured are filled in: ``reference`` (float
+    model), ``quantized`` (the written int8 model), ``float_convs`` (its convolutions left in float,
+    :func:`float_convolutions`, the prediction convs included) and ``convs`` (all of them).
+    """
+
+    validate: Callable[[Any, Sequence[int] | None], float]
+    size: int
+    max_drop: float = 0.01
+    reference: float = float("nan")
+    quantized: float = float("nan")
+    float_convs: list[str] = field(default_factory=list)
+    convs: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"accuracy control needs at least one held-out item, got size={self.size}")
+        if not 0 <= self.max_drop < 1:
+            raise ValueError(f"max_drop is an absolute drop of the metric in [0, 1), got {self.max_drop}")
+
+    def validation_fn(self, metadata: DeployMetadata) -> Callable[[Any, Iterable[Any]], tuple[float, None]]:
+        """NNCF's ``validation_fn(compiled_model, items)`` for items ``0..size-1``."""
+
+        def validation_fn(compiled: Any, items: Iterable[Any]) -> tuple[float, None]:
+            chosen = [int(i) for i in items]
+            detector = OpenVinoDetector.from_compiled(compiled, metadata)
+            return self.validate(detector, None if chosen == list(range(self.size)) else chosen), None
+
+        return validation_fn
+
+
 def export_openvino(
     onnx_path: str | os.PathLike,
     xml_path: str | os.PathLike,
     *,
     calibration: Iterable[np.ndarray] | None = None,
     calibration_size: int = 300,
+    accuracy: AccuracyControl | None = None,
 ) -> Path:
     """Convert a detkit ``.onnx`` (:func:`detkit.deploy.export_onnx`) to OpenVINO IR, int8 when
     ``calibration`` is given.
@@ -122,6 +177,8 @@ def export_openvino(
             letterboxed batches, each ``(B, 3, H, W)`` float32 RGB 0..1 at the model's input size
             (B = 1 unless the graph has a dynamic batch); None: fp32 weights.
         calibration_size: images NNCF draws from ``calibration`` (its ``subset_size``).
+        accuracy: with ``calibration``: quantize with accuracy control (layers reverted to float
+            until the held-out metric drops at most ``accuracy.max_drop``); its figures are filled in.
 
     Returns:
         The written ``.xml`` path.
@@ -148,10 +205,28 @@ def export_openvino(
 
         logging.getLogger("nncf").setLevel(logging.WARNING)  # not its per-op notes
         dataset = nncf.Dataset(list(calibration))
-        model = nncf.quantize(model, dataset, subset_size=int(calibration_size),
-                              ignored_scope=nncf.IgnoredScope(names=decode_ignored_scope(model, last_convs=True),
-                                                                validate=False))
-        meta.source["quantization"] = f"int8 (nncf {nncf.__version__}, {int(calibration_size)} calibration images)"
+        ignored = nncf.IgnoredScope(names=decode_ignored_scope(model, last_convs=True), validate=False)
+        if accuracy is None:
+            model = nncf.quantize(model, dataset, subset_size=int(calibration_size), ignored_scope=ignored)
+            how = "int8"
+        else:
+            reference = accuracy.validation_fn(meta)(ov.Core().compile_model(model, "CPU", _FP32), range(accuracy.size))
+            model = nncf.quantize_with_accuracy_control(
+                model, dataset, nncf.Dataset(list(range(accuracy.size))), accuracy.validation_fn(meta),
+                max_drop=float(accuracy.max_drop), drop_type=nncf.DropType.ABSOLUTE,
+                subset_size=int(calibration_size), ignored_scope=ignored,
+                advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
+                    ranking_subset_size=accuracy.size))
+            accuracy.reference = reference[0]
+            accuracy.quantized = accuracy.validation_fn(meta)(ov.Core().compile_model(model, "CPU", _FP32),
+                                                              range(accuracy.size))[0]
+            accuracy.float_convs = float_convolutions(model)
+            accuracy.convs = sum(op.get_type_name() in ("Convolution", "GroupConvolution")
+                                 for op in model.get_ordered_ops())
+            how = (f"int8 with accuracy control (max drop {accuracy.max_drop:g} on {accuracy.size} held-out images: "
+                   f"{accuracy.reference:.4f} float, {accuracy.quantized:.4f} int8; "
+                   f"{len(accuracy.float_convs)} of {accuracy.convs} convolutions in float)")
+        meta.source["quantization"] = f"{how} (nncf {nncf.__version__}, {int(calibration_size)} calibration images)"
     meta.source["openvino"] = ov.__version__
     for key, value in meta.to_props().items():
         model.set_rt_info(value, [_RT_KEY, key])
@@ -205,3 +280,14 @@ class OpenVinoDetector(OnnxDetector):
         if tuple(self.output_names) != self.metadata.output_names:
             raise CheckpointError(f"{self.path}: outputs {self.output_names} differ from the metadata's "
                                   f"{list(self.metadata.output_names)}")
+
+    @classmethod
+    def from_compiled(cls, compiled: Any, metadata: DeployMetadata, precision: str = "fp32") -> OpenVinoDetector:
+        """A detector on an already compiled OpenVINO model (NNCF's accuracy control hands those
+        to its validation function) with the metadata of the model it was converted from."""
+        self = cls.__new__(cls)
+        self.path = Path("compiled_model")
+        self.metadata, self.precision = metadata, precision
+        self.session = _CompiledSession(compiled)  # type: ignore[assignment]
+        self.output_names = [o.get_any_name() for o in compiled.outputs]
+        return self

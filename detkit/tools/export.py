@@ -2,13 +2,16 @@
 
     python tools/export.py [CONFIG] CHECKPOINT [--format onnx|openvino] [--out PATH] [--opset 17]
         [--dynamic-batch] [--with-nms] [--img-size N | --img-size H W] [--cfg-options ...] [--no-verify]
-        [--int8 [--calib-images 300]]
+        [--int8 [--calib-images 300] [--int8-max-drop AP_POINTS [--accuracy-images 200]]]
 
 ``--format openvino`` writes the ONNX graph converted to OpenVINO IR (``.xml`` + ``.bin``, the metadata
 in its ``rt_info``; needs ``pip install 'detkit[openvino]'``); ``--int8`` quantizes it with NNCF,
 calibrated on ``--calib-images`` images of the config's training split letterboxed as at inference
 (the int8 outputs are reported against PyTorch, not held to ``--tolerance``: ``tools/test.py MODEL.xml``
-measures the AP they cost). bf16 is chosen at inference (``tools/infer.py --precision bf16``).
+measures the AP they cost). ``--int8-max-drop 1.0`` adds NNCF's accuracy control: layers are put back in
+float, the most harmful first, until the AP on ``--accuracy-images`` other training images (never the
+calibration ones, never the val split) is at most that many AP points under the float model's.
+bf16 is chosen at inference (``tools/infer.py --precision bf16``).
 
 Without CONFIG the model is built from the config the trainer stored in the checkpoint (see
 ``tools/infer.py``); the class names written into the metadata are the checkpoint's.
@@ -33,6 +36,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +46,7 @@ from detkit.cli import ArgumentParser, run_cli
 from detkit.errors import CheckpointError, UsageError
 
 FORMATS = ("onnx", "openvino")
+ACCURACY_IMAGES = 200
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -62,6 +67,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--int8", action="store_true", help="--format openvino: int8 by NNCF post-training quantization")
     p.add_argument("--calib-images", type=positive_int, default=300,
                    help="--int8: training images to calibrate on (default 300)")
+    p.add_argument("--int8-max-drop", type=nonnegative_float, default=None, metavar="AP_POINTS",
+                   help="--int8: accuracy control, the largest accepted AP drop in AP points (0-100 scale: 1.0 = "
+                        "one point) on held-out training images; layers go back to float until it holds")
+    p.add_argument("--accuracy-images", type=positive_int, default=None,
+                   help="--int8-max-drop: training images, none of the calibration ones, to measure the drop on "
+                        f"(default {ACCURACY_IMAGES})")
     args = p.parse_args(argv)
     if len(args.paths) > 2:
         p.error("expected [CONFIG] CHECKPOINT")
@@ -144,6 +155,18 @@ def _max_diffs(names: Sequence[str], expected: Sequence[torch.Tensor], got: dict
     return diffs
 
 
+def _accuracy_control(args: argparse.Namespace, cfg: Any, letterbox: Any, model: torch.nn.Module) -> Any:
+    """The :class:`~detkit.deploy.openvino_runtime.AccuracyControl` of ``--int8-max-drop``: COCO AP
+    on ``--accuracy-images`` training images that calibration does not read."""
+    from detkit.deploy.calibration import held_out_ap, held_out_set
+    from detkit.deploy.openvino_runtime import AccuracyControl
+
+    count = args.accuracy_images or ACCURACY_IMAGES
+    held = held_out_set(cfg, letterbox, count, args.calib_images, int(getattr(model, "size_divisor", 32)))
+    return AccuracyControl(lambda detector, items: held_out_ap(detector, held, items), len(held.indices),
+                           args.int8_max_drop / 100)
+
+
 def run(args: argparse.Namespace) -> Path:
     from detkit.deploy import build_metadata, export_onnx, letterbox_from_config
     from detkit.deploy.onnx_export import MIN_OPSET
@@ -163,6 +186,13 @@ def run(args: argparse.Namespace) -> Path:
     openvino = args.format == "openvino"
     if args.int8 and not openvino:
         raise UsageError("--int8 needs --format openvino (int8 runs through OpenVINO)")
+    if args.int8_max_drop is not None and not args.int8:
+        raise UsageError("--int8-max-drop needs --int8 (it controls the accuracy of int8 quantization)")
+    if args.int8_max_drop is not None and args.int8_max_drop >= 100:
+        raise UsageError(f"--int8-max-drop {args.int8_max_drop:g}: an AP drop in points must be under 100 "
+                         "(1.0 = one AP point)")
+    if args.accuracy_images is not None and args.int8_max_drop is None:
+        raise UsageError("--accuracy-images needs --int8-max-drop (the held-out images of accuracy control)")
     suffix = ".xml" if openvino else ".onnx"
     default_name = ckpt.stem + ("_nms" if args.with_nms else "") + ("_int8" if args.int8 else "") + suffix
     out = Path(args.out) if args.out else ckpt.with_name(default_name)
@@ -194,11 +224,18 @@ def run(args: argparse.Namespace) -> Path:
         from detkit.deploy.openvino_runtime import export_openvino
 
         calib = calibration_batches(cfg, letterbox, args.calib_images) if args.int8 else None
+        accuracy = None if args.int8_max_drop is None else _accuracy_control(args, cfg, letterbox, model)
         with tempfile.TemporaryDirectory() as tmp:
             graph = export_onnx(model, Path(tmp) / (out.stem + ".onnx"), meta, opset=args.opset)
-            export_openvino(graph, out, calibration=calib, calibration_size=args.calib_images)
+            export_openvino(graph, out, calibration=calib, calibration_size=args.calib_images, accuracy=accuracy)
         if calib is not None:
             print(f"int8 (NNCF) calibrated on {len(calib)} training images")
+        if accuracy is not None:
+            drop = 100 * (accuracy.reference - accuracy.quantized)
+            print(f"accuracy control on {accuracy.size} held-out training images: AP {100 * accuracy.reference:.2f} "
+                  f"float, {100 * accuracy.quantized:.2f} int8 (drop {drop:.2f}, limit {args.int8_max_drop:g}); "
+                  f"{len(accuracy.float_convs)} of {accuracy.convs} convolutions in float (the head's prediction "
+                  "convs always)")
     else:
         export_onnx(model, out, meta, opset=args.opset)
     h, w = meta.input_size
