@@ -394,22 +394,27 @@ def window_pairs(layout: PriorGrid, regions: Tensor) -> tuple[Tensor, Tensor]:
     if not spans or g == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty
-    # Per (GT, level) window, (G, L) each: priors per window row, priors skipped between two rows,
-    # first prior; a window's k-th pair is its prior  first + k + (k // row) * skip.
-    x0 = torch.stack([s[0] for s in spans], 1)
-    y0 = torch.stack([s[2] for s in spans], 1)
-    nx = torch.stack([(s[1] - s[0]).clamp(min=0) for s in spans], 1)
-    ny = torch.stack([(s[3] - s[2]).clamp(min=0) for s in spans], 1)
+    # Two expansions: windows (G*L, GT-major, then level) into their rows of cells, then rows into pairs. A
+    # window row is a run of consecutive priors (its cells' anchors); rows follow each other in y, so priors
+    # ascend within a (GT, level) and levels ascend in N: every GT's priors come out ascending.
+    x0 = torch.stack([s[0] for s in spans], 1).flatten()  # (G, L) -> (G*L,)
+    y0 = torch.stack([s[2] for s in spans], 1).flatten()
+    nx = torch.stack([(s[1] - s[0]).clamp(min=0) for s in spans], 1).flatten()
+    ny = torch.stack([(s[3] - s[2]).clamp(min=0) for s in spans], 1).flatten()
     per_level = torch.tensor([[lv.anchors, lv.width, lv.start] for lv in layout.levels], device=device)  # (L, 3)
-    a, w, start = (per_level[:, i].expand(g, num_levels) for i in range(3))
-    row = (nx * a).flatten()  # (G, L) -> (G*L,) GT-major, then level
-    counts = row * ny.flatten()
-    window = torch.repeat_interleave(torch.arange(g * num_levels, device=device), counts)  # (P,)
-    k = torch.arange(window.shape[0], device=device) - (torch.cumsum(counts, 0) - counts).index_select(0, window)
-    skip = ((w - nx) * a).flatten().index_select(0, window)
-    first = (start + (y0 * w + x0) * a).flatten().index_select(0, window)
-    prior = k.div(row.index_select(0, window), rounding_mode="floor").mul_(skip).add_(first).add_(k)
-    return window.div(num_levels, rounding_mode="floor"), prior
+    a, w, start = (per_level[:, i].repeat(g) for i in range(3))  # (G*L,) each
+    base, step = start + (y0 * w + x0) * a, w * a  # a window's first prior; priors from one row's start to the next
+    ny = torch.where(nx > 0, ny, 0)  # a window without columns has no rows
+    window = torch.repeat_interleave(torch.arange(g * num_levels, device=device), ny)  # (R,) window of each row
+    r = torch.arange(window.shape[0], device=device) - (torch.cumsum(ny, 0) - ny).index_select(0, window)
+    first = base.index_select(0, window) + r * step.index_select(0, window)  # (R,) the row's first prior
+    length = (nx * a).index_select(0, window)  # (R,) priors of the row
+    ends = torch.cumsum(length, 0)
+    total = int(ends[-1]) if ends.numel() else 0
+    offset = first - (ends - length)  # prior minus pair position, along each row
+    prior = torch.arange(total, device=device).add_(torch.repeat_interleave(offset, length, output_size=total))
+    gt = torch.repeat_interleave(window.div(num_levels, rounding_mode="floor"), length, output_size=total)  # (P,)
+    return gt, prior
 
 
 def ordered_bits(x: Tensor) -> Tensor:

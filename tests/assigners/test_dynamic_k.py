@@ -136,6 +136,39 @@ def test_fallbacks_are_taken_and_agree(name, monkeypatch):
     assert all(calls.values()), calls
 
 
+@pytest.mark.parametrize("name", ["simota", "dsl", "dsl_mmyolo"])
+def test_wide_predictions_of_some_images_only(name, monkeypatch):
+    # Image 0 has many wide predictions, image 1 none (and no valid GT), image 2 a single one: the wide block is
+    # padded to image 0's count, and every image's rows still equal their all-pairs rows.
+    merges = []
+    merge = dk._merge_rows
+    monkeypatch.setattr(dk, "_merge_rows", lambda *a: merges.append(a[2].shape[0]) or merge(*a))
+    grid = grid_of(False)
+    for seed in range(3):
+        case = random_case(300 + seed, grid, num_gts=10)
+        case["pred_boxes"][0, ::5] = torch.tensor([-30.0, -20.0, 150.0, 140.0])
+        case["pred_boxes"][2, 7] = torch.tensor([-50.0, -50.0, 180.0, 180.0])
+        case["gt_mask"][1] = False
+        case["gt_mask"][0, :3] = True
+        assert_same(on_grid(RULES[name](), grid, case), on_all_pairs(RULES[name](), grid, case))
+    assert merges and max(merges) > 0
+
+
+def test_wide_rows_are_padded_per_image():
+    centres = torch.arange(8.0).view(4, 2)  # (N=4, 2)
+    pred = torch.arange(32.0).view(8, 4)  # (B*N, 4)
+    x = PairInputs(centres=centres, strides=torch.ones(4), pred_boxes=pred, gt_boxes=torch.zeros(2, 4),
+                   labels=torch.zeros(2, dtype=torch.long), valid=torch.ones(2, dtype=torch.bool), scores={}, batch=2,
+                   num_gts=1, num_classes=1)
+    wide = torch.tensor([False, True, False, True, False, False, True, False])
+    prior, boxes, cents = dk._wide_rows(x, wide)
+    assert prior.tolist() == [[1, 3], [2, -1]]
+    assert torch.equal(boxes[0], pred[[1, 3]]) and torch.equal(boxes[1, 0], pred[6])
+    assert torch.equal(cents[0], centres[[1, 3]]) and torch.equal(cents[1, 0], centres[2])
+    prior, boxes, cents = dk._wide_rows(x, torch.zeros(8, dtype=torch.bool))
+    assert prior.shape == (2, 0) and boxes.shape == (2, 0, 4) and cents.shape == (2, 0, 2)
+
+
 def test_non_finite_predictions_use_all_pairs():
     grid = grid_of(False)
     case = random_case(9, grid)

@@ -153,6 +153,19 @@ def test_window_pairs_are_the_priors_with_centres_in_the_region(anchors):
     assert (gt.diff() >= 0).all() and len(set(zip(gt.tolist(), prior.tolist()))) == gt.shape[0]
 
 
+def test_window_pairs_hand_made():
+    # 32 px image, strides 8 and 16: centres 4, 12, 20, 28 (priors 0-15, row-major) and 8, 24 (priors 16-19).
+    layout = PointGenerator([8, 16]).grid_priors([(4, 4), (2, 2)])
+    regions = torch.tensor([[[0, 10, 14, 30], [30, 30, 31, 31]],  # cols 0-1 x rows 1-3; nothing
+                            [[13, 0, 14, 32], [0, 0, 32, 32]],  # no column (rows, but empty); all four
+                            [[27, 3, 29, 5], [7, 7, 9, 25]]], dtype=torch.float32)  # prior 3; col 0 x rows 0-1
+    gt, prior = window_pairs(layout, regions)
+    assert gt.tolist() == [0] * 6 + [1] * 4 + [2] * 3
+    assert prior.tolist() == [4, 5, 8, 9, 12, 13, 16, 17, 18, 19, 3, 16, 18]
+    gt, prior = window_pairs(layout, regions[:0])
+    assert gt.shape == prior.shape == (0,)
+
+
 # ATSS's window of cells against every distance: tests/assigners/test_box_rules_tables.py
 
 
