@@ -155,18 +155,12 @@ def test_wide_predictions_of_some_images_only(name, monkeypatch):
 
 
 def test_wide_rows_are_padded_per_image():
-    centres = torch.arange(8.0).view(4, 2)  # (N=4, 2)
-    pred = torch.arange(32.0).view(8, 4)  # (B*N, 4)
-    x = PairInputs(centres=centres, strides=torch.ones(4), pred_boxes=pred, gt_boxes=torch.zeros(2, 4),
-                   labels=torch.zeros(2, dtype=torch.long), valid=torch.ones(2, dtype=torch.bool), scores={}, batch=2,
-                   num_gts=1, num_classes=1)
+    x = PairInputs(centres=torch.zeros(4, 2), strides=torch.ones(4), pred_boxes=torch.zeros(8, 4),
+                   gt_boxes=torch.zeros(2, 4), labels=torch.zeros(2, dtype=torch.long),
+                   valid=torch.ones(2, dtype=torch.bool), scores={}, batch=2, num_gts=1, num_classes=1)
     wide = torch.tensor([False, True, False, True, False, False, True, False])
-    prior, boxes, cents = dk._wide_rows(x, wide)
-    assert prior.tolist() == [[1, 3], [2, -1]]
-    assert torch.equal(boxes[0], pred[[1, 3]]) and torch.equal(boxes[1, 0], pred[6])
-    assert torch.equal(cents[0], centres[[1, 3]]) and torch.equal(cents[1, 0], centres[2])
-    prior, boxes, cents = dk._wide_rows(x, torch.zeros(8, dtype=torch.bool))
-    assert prior.shape == (2, 0) and boxes.shape == (2, 0, 4) and cents.shape == (2, 0, 2)
+    assert dk._wide_rows(x, wide).tolist() == [[1, 3], [2, -1]]
+    assert dk._wide_rows(x, torch.zeros(8, dtype=torch.bool)).shape == (2, 0)
 
 
 def test_non_finite_predictions_use_all_pairs():
