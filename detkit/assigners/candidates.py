@@ -103,7 +103,8 @@ class CandidateTable:
 
     Derived ``Tensor[P]`` long columns (computed once): :attr:`gt_index` (``image * M + slot``, a row of
     ``gt_boxes.flatten(0, 1)``), :attr:`pred_index` (``image * N + prior``, a row of
-    ``pred_boxes.flatten(0, 1)`` and the prior's slot in a ``(B, N)`` result), :attr:`owner` (the slot).
+    ``pred_boxes.flatten(0, 1)`` and the prior's slot in a ``(B, N)`` result), :attr:`owner` (the slot);
+    and :attr:`blocks`, the rows' pairs in padded blocks.
     """
 
     image: Tensor
@@ -137,6 +138,11 @@ class CandidateTable:
     def gt_index(self) -> Tensor:
         """``Tensor[P]`` long: ``image * M + slot``, the pair's GT in a flattened ``(B*M, ...)`` table."""
         return self.pair_image * self.num_gts + self.owner
+
+    @cached_property
+    def blocks(self) -> list[tuple[Tensor, Tensor]]:
+        """The pairs of each GT row as the rows of padded blocks (:func:`segment_blocks`)."""
+        return segment_blocks(self.row, self.num_rows)
 
     @cached_property
     def pred_index(self) -> Tensor:
@@ -506,9 +512,22 @@ def paint_open_rects(layout: PriorGrid, image: Tensor, rects: Sequence[Tensor], 
     return torch.cat(out, 1).flatten() if out else torch.zeros(batch * layout.num_priors, dtype=torch.bool)
 
 
+TAKE_COLUMNS = 4  # take_rows gathers a 2-D table of at most this many columns column by column
+
+
 def take_rows(table: Tensor, index: Tensor) -> Tensor:
-    """``table[index]`` for one index tensor of any shape (through ``index_select``, which is faster)."""
-    return table.index_select(0, index.flatten()).view(*index.shape, *table.shape[1:])
+    """``table[index]`` for one index tensor of any shape (through ``index_select``, which is faster).
+
+    A 2-D table of a few columns (boxes, centres) is gathered column by column into a column-major result (the
+    same values; its columns are contiguous): on the tables' indices, runs of ascending priors, that is several
+    times faster than gathering rows, and so are the element-wise ops on its columns."""
+    flat = index.flatten()
+    if table.dim() == 2 and 1 < table.shape[1] <= TAKE_COLUMNS:
+        out = table.new_empty(table.shape[1], flat.shape[0])
+        for k, column in enumerate(table.unbind(1)):
+            torch.index_select(column, 0, flat, out=out[k])
+        return out.view(table.shape[1], *index.shape).movedim(0, -1)
+    return table.index_select(0, flat).view(*index.shape, *table.shape[1:])
 
 
 def first_valid(gt: GTBatch) -> Tensor:

@@ -56,7 +56,6 @@ from detkit.assigners.candidates import (
     gt_rows,
     level_window_counts,
     paint_open_rects,
-    segment_blocks,
     take_rows,
     topk_rows,
 )
@@ -315,8 +314,8 @@ def _dynamic_ks(t: CandidateTable, iou: Tensor, k: int) -> Tensor:
     """``Tensor[G]`` int: ``max(1, int(sum of each GT's k largest IoUs))``, unlisted IoUs being 0: the k largest
     summed in descending order, zeros last, as on an all-pairs row (equal values in any order: same sum)."""
     top = iou.new_zeros(t.num_rows, k)
-    for rows, pairs in segment_blocks(t.row, t.num_rows):
-        values = torch.where(pairs >= 0, iou[pairs.clamp(min=0)], 0.0)  # (S, W)
+    for rows, pairs in t.blocks:
+        values = torch.where(pairs >= 0, take_rows(iou, pairs.clamp(min=0)), 0.0)  # (S, W)
         kk = min(k, values.shape[1])
         top[rows, :kk] = values.topk(kk, dim=1).values
     return top.sum(-1).int().clamp(min=1)
@@ -337,8 +336,8 @@ def _take_lowest(rule: DynamicKRule, t: CandidateTable, cost: Tensor, k: Tensor,
     taken = torch.zeros_like(t.row, dtype=torch.bool)
     decided = torch.full((g,), bound is None, dtype=torch.bool, device=cost.device)
     by_sort = bound is None and rule.tie_order == "torch_sort"
-    for rows, pairs in segment_blocks(t.row, g):
-        values = torch.where(pairs >= 0, cost[pairs.clamp(min=0)], torch.inf)  # (S, W), padding last
+    for rows, pairs in t.blocks:
+        values = torch.where(pairs >= 0, take_rows(cost, pairs.clamp(min=0)), torch.inf)  # (S, W), padding last
         kk = min(rule.candidate_topk + 1, values.shape[1])
         order = values.sort(dim=1).indices[:, :kk] if by_sort else topk_rows(values, kk, largest=False)  # (S, kk)
         low = values.gather(1, order)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from detkit.anchors import PriorGrid
 from detkit.assigners.base import AssignResult, GTBatch, Priors, make_result, prepare
-from detkit.assigners.candidates import PriorBest, candidate_tables, first_valid, gt_rows, level_regions
+from detkit.assigners.candidates import PriorBest, candidate_tables, first_valid, gt_rows, level_regions, take_rows
 from detkit.assigners.threads import limit_assign_threads
 from detkit.boxes import aligned_iou
 
@@ -99,13 +99,13 @@ class MaxIoUAssigner:
         boxes = gt.boxes[image, slot]  # (G, 4)
         regions = None if p.grid is None else overlap_regions(p.grid, boxes)
         for table in candidate_tables(p, gt, regions, rows=(image, slot)):
-            pair_boxes = gt.boxes[table.image, table.slot].index_select(0, table.row)  # (Gc, 4) -> (P, 4)
-            iou = aligned_iou(pair_boxes, p.boxes.index_select(0, table.prior))  # (P,)
+            pair_boxes = take_rows(gt.boxes[table.image, table.slot], table.row)  # (Gc, 4) -> (P, 4)
+            iou = aligned_iou(pair_boxes, take_rows(p.boxes, table.prior))  # (P,)
             best.update(table.pred_index, iou, table.owner)
             if self.match_low_quality:
                 gt_best = iou.new_zeros(table.num_rows).scatter_reduce(0, table.row, iou, "amax")  # (Gc,)
                 claims = (gt_best > 0) & (gt_best >= self.min_pos_iou)
-                hits = claims[table.row] & (iou == gt_best[table.row])  # (P,)
+                hits = claims.index_select(0, table.row).logical_and_(iou == gt_best.index_select(0, table.row))
                 last = torch.full_like(lq_gt, -1).scatter_reduce(0, table.pred_index[hits], table.row[hits], "amax")
                 claimed = last >= 0  # rows ascend with the GT slot within an image; later chunks hold later GTs
                 lq_gt = torch.where(claimed, table.slot[last.clamp(min=0)], lq_gt)
