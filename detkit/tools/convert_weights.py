@@ -9,10 +9,12 @@ weights are used when present, else ``model``. The family and scale are read fro
 ``configs/yolov8{scale}_tal.py``, ``configs/yolo11{scale}_tal.py`` or ``configs/yolo26{scale}.py``
 unless ``--config`` names another (YOLO26 is evaluated from its one-to-one branch, without NMS). The
 result holds only tensors and plain values (it loads with ``torch.load(weights_only=True)``):
-``{"model": state_dict (fp32), "meta": {config, cfg_options, family, scale, num_classes, class_names,
-reg_max, source, source_entry, ultralytics_version}}``. Before it is
-written it is loaded, strictly, into the config's model. A class count other than 80 is converted
-as it is; the command to evaluate it (printed) adds ``--cfg-options model.head.num_classes=K``.
+``{"model": state_dict (fp32), "config": the merged config as a trainer stores it, "meta": {config,
+cfg_options, family, scale, num_classes, class_names, reg_max, source, source_entry, ultralytics_version}}``,
+so ``tools/infer.py``, ``tools/export.py`` and ``load_checkpoint_model`` take it with no config, as a
+trained checkpoint. Before it is written it is loaded, strictly, into the config's model. A class count
+other than 80 is converted as it is; the command to evaluate it (printed) adds
+``--cfg-options model.head.num_classes=K``.
 
 Unpickling an Ultralytics checkpoint needs ultralytics importable (``.venv-bench``; never a detkit
 dependency). It is read with Ultralytics' restricted loader (``weights_only=True`` with its
@@ -164,17 +166,21 @@ def write_checkpoint(source: UltralyticsModel, weights: ConvertedWeights, src: P
     Raises:
         ConversionError: the weights do not fill the config's model (shapes, missing or extra tensors).
     """
-    from detkit.config import instantiate, load_config
+    from detkit.config import format_config, instantiate, load_config
     from detkit.engine.checkpoint import atomic_save
     from detkit.engine.weights import load_weights, weights_differences
 
-    model = instantiate(load_config(config_path or config, cfg_options).model, "model")
+    cfg = load_config(config_path or config, cfg_options)
+    model = instantiate(cfg.model, "model")
     differences = weights_differences(model.state_dict(), weights.state_dict)
     if differences:
         raise ConversionError(f"the {weights.model_name} weights of {src} do not fit {config}: "
                               + "; ".join(differences))
+    if isinstance(cfg.get("data"), dict):  # the stored config names the weights' classes, as a trainer's does
+        cfg.data.update(num_classes=weights.num_classes, class_names=list(weights.class_names))
     ckpt = {
         "model": weights.state_dict,
+        "config": format_config(cfg),  # so infer / export / test need no config, as with a trained checkpoint
         "meta": {
             "config": config, "cfg_options": list(cfg_options), "family": weights.family, "scale": weights.scale,
             "num_classes": weights.num_classes, "class_names": list(weights.class_names),
@@ -227,7 +233,8 @@ def convert(source: UltralyticsModel, src: Path, dst: Path, config: str | None,
         print(f"{weights.num_classes} classes: its class names are in the checkpoint's meta.class_names; "
               "evaluate on a dataset with these classes")
     hint = f" --cfg-options {' '.join(options)}" if options else ""
-    print(f"evaluate: python tools/test.py {config} {dst}{hint}")
+    name = Path(config).name if config_path else config  # a packaged config by name, from any folder
+    print(f"evaluate: detkit test {name} {dst}{hint}   (detect: detkit infer {dst} IMAGES; the config is inside)")
     return dst
 
 

@@ -82,9 +82,9 @@ def test_converts_end_to_end_and_loads_with_weights_only(tool, tmp_path, capsys)
     out = capsys.readouterr().out
     assert "YOLOv8n (yolov8n.yaml, saved by ultralytics 8.4.190): 'ema' weights, float16 -> float32, 80 classes, " \
            "3,157,184 parameters" in out
-    assert "evaluate: python tools/test.py configs/yolov8n_tal.py " + str(dst) + "\n" in out
+    assert f"evaluate: detkit test yolov8n_tal.py {dst}   (detect: detkit infer {dst} IMAGES; " in out
     ckpt = torch.load(dst, weights_only=True)
-    assert set(ckpt) == {"model", "meta"}
+    assert set(ckpt) == {"model", "config", "meta"}
     assert ckpt["meta"]["config"] == "configs/yolov8n_tal.py" and ckpt["meta"]["scale"] == "n"
     assert ckpt["meta"]["num_classes"] == 80 and ckpt["meta"]["class_names"][:2] == ["k0", "k1"]
     assert ckpt["meta"]["source_entry"] == "ema" and ckpt["meta"]["source_dtype"] == "float16"
@@ -118,7 +118,8 @@ def test_yolo11_and_yolo26_convert_to_their_configs(tool, tmp_path, capsys, fami
     assert tool.main(["ultralytics", str(src), str(dst)]) == 0
     out = capsys.readouterr().out
     assert line in out
-    assert f"evaluate: python tools/test.py {config} {dst}{' --cfg-options ' + options[0] if options else ''}\n" in out
+    name = config.removeprefix("configs/")
+    assert f"evaluate: detkit test {name} {dst}{' --cfg-options ' + options[0] if options else ''}   " in out
     meta = torch.load(dst, weights_only=True)["meta"]
     assert (meta["family"], meta["scale"], meta["config"], meta["cfg_options"]) == (family, "n", config, options)
     assert meta["reg_max"] == (16 if family == "yolo11" else 1)
@@ -155,7 +156,7 @@ def test_other_class_count_converts_and_says_what_test_needs(tool, tmp_path, cap
     dst = tmp_path / "three.pth"
     assert tool.main(["ultralytics", str(src), str(dst)]) == 0
     out = capsys.readouterr().out
-    assert f"evaluate: python tools/test.py configs/yolov8n_tal.py {dst} --cfg-options model.head.num_classes=3" in out
+    assert f"evaluate: detkit test yolov8n_tal.py {dst} --cfg-options model.head.num_classes=3" in out
     meta = torch.load(dst, weights_only=True)["meta"]
     assert meta["num_classes"] == 3 and meta["class_names"] == ["k0", "k1", "k2"]
     assert meta["cfg_options"] == ["model.head.num_classes=3"]
@@ -240,3 +241,29 @@ def test_a_file_ultralytics_cannot_read_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == (f"error: {src}: not a PyTorch checkpoint, or a truncated one (torch.save writes a zip archive; "
                    "this file is not a complete one)\n")
+
+
+@pytest.mark.parametrize(("family", "config", "classes"), [("yolov8", "configs/yolov8n_tal.py", 3),
+                                                           ("yolo26", "configs/yolo26n.py", 80)])
+def test_converted_checkpoint_carries_its_config_for_infer_and_export(tool, tmp_path, family, config, classes):
+    """Before: the converted file held no ``config``, so ``detkit infer|export DST`` refused it ("has no config
+    inside"); now it loads alone, as a trained checkpoint, with the weights' class count and names."""
+    from detkit.engine.checkpoint_config import load_checkpoint_model
+
+    torch.manual_seed(0)
+    options = [] if classes == 80 else [f"model.head.num_classes={classes}"]
+    model = instantiate(load_config(ROOT / config, options).model).eval()
+    ckpt = ultralytics_checkpoint(model, layout=ultralytics_layout(family, "n"), yaml_file=f"{family}n.yaml")
+    src, dst = save(ckpt, tmp_path / "best.pt"), tmp_path / "converted.pth"
+    assert tool.main(["ultralytics", str(src), str(dst)]) == 0
+    loaded = load_checkpoint_model(dst)  # no config given
+    assert loaded.class_names == [f"k{i}" for i in range(classes)]
+    assert loaded.detector.head.num_classes == classes
+    assert (loaded.cfg.data.num_classes, list(loaded.cfg.data.class_names)) == (classes, loaded.class_names)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+        images = torch.rand(1, 3, 64, 96)
+        expected, got = model.forward_decoded(images), loaded.detector.eval().forward_decoded(images)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
