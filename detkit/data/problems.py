@@ -75,6 +75,9 @@ class ProblemLog:
         return [f"{n:>{width}}  {reason}" for reason, n in self.counts.most_common()]
 
     def log_summary(self) -> None:
-        """Log :meth:`summary` once as a warning (nothing when clean)."""
+        """Log :meth:`summary` once as a warning (nothing when clean), with the first file recorded, so
+        the warning says where to look (``detkit check`` lists every one)."""
         if self.counts:
-            logger.warning("%s", self.summary())
+            first = next((f"{path} ({reason})" for path, reason in self.records if path), None)
+            where = f"; first: {first}; 'detkit check' lists each one" if first else ""
+            logger.warning("%s%s", self.summary(), where)
