@@ -43,6 +43,7 @@ __all__ = [
     "DeformConv",
     "DepthwiseSeparableConv",
     "Mish",
+    "SiLU",
     "make_activation",
 ]
 
@@ -54,6 +55,18 @@ class Mish(nn.Module):
         return F.mish(x)
 
 
+class SiLU(nn.SiLU):
+    """``nn.SiLU`` that, with ``inplace=True``, works in place only where that is free: when autograd does
+    not record the call (eval under ``no_grad`` / ``inference_mode``, frozen parts). Recorded, an in-place
+    SiLU makes autograd copy its input for the backward on every call (``clone`` + ``copy_``: YOLOv8n's
+    training forward ran about 4 % slower than out of place), so there it runs out of place.
+    Same outputs either way."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        recorded = input.requires_grad and torch.is_grad_enabled()
+        return F.silu(input, inplace=self.inplace and not recorded)
+
+
 ACTIVATIONS = ("mish", "silu", "leaky", "relu", "none")
 
 
@@ -63,7 +76,7 @@ def make_activation(name: str) -> nn.Module:
     if name == "mish":
         return Mish()
     if name == "silu":
-        return nn.SiLU(inplace=True)
+        return SiLU(inplace=True)
     if name == "leaky":
         return nn.LeakyReLU(0.1, inplace=True)
     if name == "relu":
