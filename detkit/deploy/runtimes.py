@@ -25,7 +25,7 @@ def exported_backend(path: str | os.PathLike) -> str | None:
 
 
 def open_exported(path: str | os.PathLike, *, backend: str | None = None, precision: str = "fp32",
-                  threads: int | None = None, providers: Sequence[str] | None = None) -> Any:
+                  threads: int | None = None, providers: Sequence[str] | None = None, spin: bool = True) -> Any:
     """:class:`~detkit.deploy.onnx_runtime.OnnxDetector` or
     :class:`~detkit.deploy.openvino_runtime.OpenVinoDetector` for ``path``.
 
@@ -35,15 +35,20 @@ def open_exported(path: str | os.PathLike, *, backend: str | None = None, precis
         precision: "fp32" or "bf16" (OpenVINO only; ONNX Runtime runs the graph as exported, fp32).
         threads: intra-op threads (default: the runtime's choice).
         providers: ONNX Runtime execution providers.
+        spin: ONNX Runtime's idle threads spin-wait (its default); False: they sleep, faster on a busy
+            machine (:class:`~detkit.deploy.onnx_runtime.OnnxDetector`). ONNX Runtime only.
 
     Raises:
         CheckpointError: a suffix neither backend reads.
-        ConfigError: bf16 asked of ONNX Runtime, or of a CPU without bf16.
+        ConfigError: bf16 asked of ONNX Runtime, or of a CPU without bf16; ``spin=False`` asked of OpenVINO.
     """
     from detkit.errors import ConfigError
 
     kind = backend or exported_backend(path)
     if kind == "openvino":
+        if not spin:
+            raise ConfigError("spin=False (--no-spin) is an ONNX Runtime option (a .onnx model); OpenVINO has "
+                              "no such switch")
         from detkit.deploy.openvino_runtime import OpenVinoDetector
 
         return OpenVinoDetector(path, precision=precision, threads=threads)
@@ -53,5 +58,5 @@ def open_exported(path: str | os.PathLike, *, backend: str | None = None, precis
                               "OpenVINO option (export with --format openvino)")
         from detkit.deploy.onnx_runtime import OnnxDetector
 
-        return OnnxDetector(path, providers=providers, threads=threads)
+        return OnnxDetector(path, providers=providers, threads=threads, spin=spin)
     raise CheckpointError(f"{path}: not an exported model ({', '.join(EXPORTED_SUFFIXES)})")

@@ -5,7 +5,8 @@
     python tools/infer.py MODEL.onnx INPUT                                 # ONNX Runtime (tools/export.py)
     python tools/infer.py MODEL.xml INPUT [--precision fp32|bf16]          # OpenVINO (export --format openvino)
         [--out DIR] [--device cpu|cuda] [--batch 8] [--score-thr 0.3] [--img-size 640]
-        [--backend auto|torch|onnxruntime|openvino] [--threads N] [--cfg-options ...]
+        [--backend auto|torch|onnxruntime|openvino] [--threads N] [--no-spin] [--cfg-options ...]
+        [--no-fuse] [--no-channels-last]
 
 The backend follows the model file's suffix (``.onnx``: ONNX Runtime, ``.xml``: OpenVINO, else a PyTorch checkpoint)
 unless ``--backend`` says otherwise. A checkpoint alone is built from the config the trainer
@@ -15,7 +16,10 @@ trained with (its ``meta``, else its stored config's), not a given config's. Bot
 post-processing: frames are letterboxed as the config's evaluation pipeline does it (an ONNX
 model carries those settings in its metadata), predicted in batches, and mapped back to original
 pixels. ``--compile`` runs the PyTorch network through ``torch.compile`` (mode ``default``) with
-inductor's freezing (inference only; see docs/deployment.md).
+inductor's freezing (inference only; see docs/deployment.md). On the CPU the PyTorch model and its input
+run in channels_last (same outputs, faster; ``--no-channels-last`` keeps the contiguous layout).
+``--no-spin`` makes ONNX Runtime's idle threads sleep instead of spin-waiting: faster on a machine
+busy with other work (training, say), slower on a quiet one.
 ``DIR`` (default ``work_dirs/infer``) receives one drawn image per input (or ``<video name>.mp4``)
 and ``detections.json``:
 ``[{"file", "frame", "width", "height", "detections": [{"bbox": [x1, y1, x2, y2], "score", "label", "name"}]}]``.
@@ -70,11 +74,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 (OpenVINO: bf16 where the CPU has it)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="ONNX Runtime / OpenVINO intra-op threads (default: the runtime's choice)")
+    p.add_argument("--no-spin", action="store_true",
+                   help="ONNX Runtime (.onnx): idle threads sleep instead of spin-waiting (faster on a busy machine)")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the PyTorch model, frozen for inference "
                         "(mode: default | reduce-overhead | max-autotune)")
     p.add_argument("--no-fuse", action="store_true",
                    help="run the PyTorch model as trained (default: Conv + BatchNorm fused, same outputs, faster)")
+    p.add_argument("--no-channels-last", action="store_true",
+                   help="run the PyTorch model in the contiguous layout (default on the CPU: channels_last, "
+                        "same outputs, faster)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     if len(args.paths) == 3:
@@ -182,9 +191,14 @@ def run(args: argparse.Namespace) -> list[dict]:
             raise UsageError("--cfg-options apply to the PyTorch backend; an exported model carries its settings")
     if args.precision != "fp32" and kind != "openvino":
         raise UsageError(f"--precision {args.precision}: only the OpenVINO backend (a .xml model) runs bf16")
+    if args.no_spin and kind != "onnxruntime":
+        raise UsageError(f"--no-spin applies to the ONNX Runtime backend (a .onnx model), not to {kind}")
+    if args.no_channels_last and kind != "torch":
+        raise UsageError(f"--no-channels-last applies to the PyTorch backend, not to {kind}")
     predictor = load_predictor(args.checkpoint, args.config, backend=args.backend, device=args.device,
                                img_size=args.img_size, cfg_options=args.cfg_options, compile_mode=args.compile,
-                               fuse=not args.no_fuse, precision=args.precision, threads=args.threads)
+                               fuse=not args.no_fuse, precision=args.precision, threads=args.threads,
+                               spin=not args.no_spin, channels_last=not args.no_channels_last)
     meta = getattr(predictor.model, "metadata", None)
     if meta is not None and not meta.dynamic_batch:
         args.batch = 1  # exported with a fixed batch of 1

@@ -10,7 +10,9 @@ at the image size stored in the checkpoint unless ``--img-size`` says otherwise.
 
 An exported model (``.onnx``: ONNX Runtime, ``.xml``: OpenVINO, int8 included; ``tools/export.py``) is
 evaluated through its runtime at its exported input size (the config's val size must give it), with
-the class names stored in it; ``--precision bf16`` runs an OpenVINO model's float layers in bf16.
+the class names stored in it; ``--precision bf16`` runs an OpenVINO model's float layers in bf16;
+``--no-spin`` makes ONNX Runtime's idle threads sleep (faster on a machine busy with other work).
+A checkpoint is evaluated fused and, on the CPU, in channels_last (``--no-fuse``: the model as trained).
 
 Prints the standard 12-line COCO summary and a per-class AP table. Uses the checkpoint's EMA
 weights when it has them. Runs under torchrun too (each rank predicts a shard; rank 0 evaluates).
@@ -63,6 +65,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="evaluate the model as trained (default: Conv + BatchNorm fused, same outputs, faster)")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16: an OpenVINO (.xml) model's inference precision")
     p.add_argument("--threads", type=positive_int, default=None, help="an exported model's runtime threads")
+    p.add_argument("--no-spin", action="store_true",
+                   help="ONNX Runtime (.onnx): idle threads sleep instead of spin-waiting (faster on a busy machine)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -95,6 +99,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     exported = exported_backend(args.checkpoint)
     if args.precision != "fp32" and exported != "openvino":
         raise UsageError(f"--precision {args.precision}: only an OpenVINO (.xml) model runs bf16")
+    if args.no_spin and exported != "onnxruntime":
+        raise UsageError("--no-spin applies to an ONNX Runtime (.onnx) model")
     checkpoint = None if exported else load_checkpoint(args.checkpoint)
     trained_size = (checkpoint.get("meta") or {}).get("img_size") if isinstance(checkpoint, dict) else None
     if args.data and args.img_size is None and isinstance(trained_size, int):
@@ -114,7 +120,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     if exported:
         from detkit.deploy.calibration import ExportedEvalModel
 
-        model = ExportedEvalModel(open_exported(args.checkpoint, precision=args.precision, threads=args.threads))
+        model = ExportedEvalModel(open_exported(args.checkpoint, precision=args.precision, threads=args.threads,
+                                                 spin=not args.no_spin))
     else:
         model = instantiate(cfg.model)
         load_weights(model, args.checkpoint, strict=True)  # a checkpoint of another model is refused

@@ -10,6 +10,7 @@ from torch import nn
 from detkit.config import instantiate, load_config
 from detkit.engine import inference
 from detkit.engine.evaluate import evaluate
+from detkit.models.memory_format import is_channels_last
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = str(ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py")
@@ -39,11 +40,14 @@ def test_evaluation_fused_and_unfused_give_the_same_metrics_and_leave_the_model(
     plain = evaluate(cfg, model, torch.device("cpu"), progress=False, val_losses=True, fuse=False)
     assert seen[0] is not model and seen[1] is model
     assert not any(isinstance(m, nn.BatchNorm2d) for m in seen[0].modules())
+    assert is_channels_last(seen[0]) and not is_channels_last(model)  # on the CPU the fused copy runs NHWC
     assert plain.results  # detections to score
-    # an untrained model's scores nearly tie, so which of them a cap of 1 / 10 / 100 keeps may differ: the
-    # metrics agree closely, each image's best detection and the (continuous) losses within fp32 rounding
+    # an untrained model's scores nearly tie, so which of them a cap of 1 / 10 / 100 keeps may differ (the fused
+    # channels_last copy's outputs are within 4.3e-6 of the model's, of magnitude 4.6): AP agrees closely, recall
+    # at the caps within 2e-2 (AR100 measured 0.038 vs 0.051), each image's best detection and the (continuous)
+    # losses within fp32 rounding
     for key in COCO_KEYS:
-        assert abs(fused.metrics[key] - plain.metrics[key]) <= 5e-3, key
+        assert abs(fused.metrics[key] - plain.metrics[key]) <= (2e-2 if key.startswith("AR") else 5e-3), key
     for image in {r["image_id"] for r in plain.results}:
         best = max((r for r in plain.results if r["image_id"] == image), key=lambda r: r["score"])
         best_fused = max((r for r in fused.results if r["image_id"] == image), key=lambda r: r["score"])
