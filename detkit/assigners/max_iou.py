@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -9,11 +10,19 @@ from torch import Tensor
 
 from detkit.anchors import PriorGrid
 from detkit.assigners.base import AssignResult, GTBatch, Priors, make_result, prepare
-from detkit.assigners.candidates import PriorBest, candidate_tables, first_valid, gt_rows, level_regions, take_rows
+from detkit.assigners.candidates import (
+    CandidateTable,
+    PriorBest,
+    candidate_tables,
+    first_valid,
+    gt_rows,
+    level_regions,
+    take_rows,
+)
 from detkit.assigners.threads import limit_assign_threads
 from detkit.boxes import aligned_iou
 
-__all__ = ["MaxIoUAssigner", "overlap_regions"]
+__all__ = ["MaxIoUAssigner", "level_iou_bounds", "overlap_regions"]
 
 NO_GT_IOU = -1.0  # best IoU of a prior no pair reaches: below any real IoU, so never a maximum
 
@@ -90,26 +99,41 @@ class MaxIoUAssigner:
         return make_result(gt_index, iou_out, gt, ignore_mask=~neg)
 
     def _state(self, p: Priors, gt: GTBatch) -> State:
-        """Steps 1, 2 and 4 over the candidate table, chunk by chunk (chunks hold whole GTs)."""
+        """Steps 1, 2 and 4 over the candidate table, chunk by chunk (chunks hold whole GTs).
+
+        On a grid with ``neg_iou_thr > 0``, a GT's pairs on a level whose priors cannot reach ``neg_iou_thr`` with
+        it (:func:`level_iou_bounds`) decide nothing in steps 2-3, and none in step 4 once the GT's best IoU on its
+        other levels is above their bound: the table lists each GT's levels that can reach the threshold and its
+        likeliest level (the highest bound); the few GTs whose best IoU is not above the bound of a level left out
+        are taken again on all their levels for step 4."""
         b, n = gt.batch_size, p.num_priors
         best = PriorBest(b, n, p.device, NO_GT_IOU)
-        lq_iou = torch.zeros(b * n, dtype=torch.float32, device=p.device)
-        lq_gt = torch.full((b * n,), -1, dtype=torch.long, device=p.device)
+        lq = (torch.zeros(b * n, dtype=torch.float32, device=p.device),
+              torch.full((b * n,), -1, dtype=torch.long, device=p.device))  # low-quality IoU and GT slot
         image, slot = gt_rows(gt.valid)  # (G,) each
         boxes = gt.boxes[image, slot]  # (G, 4)
         regions = None if p.grid is None else overlap_regions(p.grid, boxes)
+        left_out = None  # (G,) the highest IoU bound of a GT's levels left out of the table
+        if p.grid is not None and regions is not None and self.neg_iou_thr > 0 and boxes.shape[0]:
+            bound = level_iou_bounds(p.grid, boxes)  # (G, L)
+            listed = (bound >= self.neg_iou_thr) | (bound == bound.amax(1, keepdim=True))
+            left_out = torch.where(listed, -1.0, bound).amax(1)  # -1: nothing left out
+            full_regions, regions = regions, torch.where(listed[..., None], regions, regions.new_tensor(EMPTY_REGION))
+        start, again = 0, []
         for table in candidate_tables(p, gt, regions, rows=(image, slot)):
-            pair_boxes = take_rows(gt.boxes[table.image, table.slot], table.row)  # (Gc, 4) -> (P, 4)
-            iou = aligned_iou(pair_boxes, take_rows(p.boxes, table.prior))  # (P,)
+            iou = self._pair_iou(p, gt, table)  # (P,)
             best.update(table.pred_index, iou, table.owner)
             if self.match_low_quality:
-                gt_best = iou.new_zeros(table.num_rows).scatter_reduce(0, table.row, iou, "amax")  # (Gc,)
-                claims = (gt_best > 0) & (gt_best >= self.min_pos_iou)
-                hits = claims.index_select(0, table.row).logical_and_(iou == gt_best.index_select(0, table.row))
-                last = torch.full_like(lq_gt, -1).scatter_reduce(0, table.pred_index[hits], table.row[hits], "amax")
-                claimed = last >= 0  # rows ascend with the GT slot within an image; later chunks hold later GTs
-                lq_gt = torch.where(claimed, table.slot[last.clamp(min=0)], lq_gt)
-                lq_iou = torch.where(claimed, gt_best[last.clamp(min=0)], lq_iou)
+                complete = None if left_out is None else left_out[start:start + table.num_rows]
+                done = self._low_quality(table, iou, lq, complete)
+                if done is not None:
+                    again.append((~done).nonzero().flatten() + start)
+            start += table.num_rows
+        redo = torch.cat(again) if again else image.new_zeros(0)
+        if redo.numel():  # their best IoU on all levels
+            for table in candidate_tables(p, gt, full_regions[redo], rows=(image[redo], slot[redo])):
+                self._low_quality(table, self._pair_iou(p, gt, table), lq, None)
+        lq_iou, lq_gt = lq
         best_iou, best_gt = best.result()
         # A prior no pair reaches (or reaching IoU 0 only) has IoU 0 with every valid GT: step 2 gives it the
         # image's first valid GT, as a maximum over all GTs does.
@@ -118,4 +142,62 @@ class MaxIoUAssigner:
         best_iou = torch.where(none, torch.zeros_like(best_iou), best_iou)
         best_gt = torch.where(none, first, best_gt)
         return best_iou, best_gt, lq_iou.view(b, n), lq_gt.view(b, n)
+
+    @staticmethod
+    def _pair_iou(p: Priors, gt: GTBatch, table: CandidateTable) -> Tensor:
+        """``Tensor[P]``: IoU of each listed (GT, prior) pair."""
+        pair_boxes = take_rows(gt.boxes[table.image, table.slot], table.row)  # (Gc, 4) -> (P, 4)
+        return aligned_iou(pair_boxes, take_rows(p.boxes, table.prior))
+
+    def _low_quality(self, table: CandidateTable, iou: Tensor, lq: tuple[Tensor, Tensor],
+                     left_out: Tensor | None) -> Tensor | None:
+        """Step 4 for the table's GTs, merged into ``lq`` (IoU and GT slot per prior, in place): of the GTs
+        claiming a prior the last (highest slot) wins, whatever the order the tables come in.
+
+        Args:
+            left_out: ``Tensor[Gc]`` per GT row the highest IoU bound of its levels left out of the table (None:
+                all listed).
+
+        Returns:
+            ``Tensor[Gc]`` bool, the rows decided here (their best IoU above ``left_out``); None when all listed.
+        """
+        lq_iou, lq_gt = lq
+        gt_best = iou.new_zeros(table.num_rows).scatter_reduce(0, table.row, iou, "amax")  # (Gc,)
+        claims = (gt_best > 0) & (gt_best >= self.min_pos_iou)
+        done = None if left_out is None else gt_best > left_out
+        if done is not None:
+            claims &= done
+        hits = claims.index_select(0, table.row).logical_and_(iou == gt_best.index_select(0, table.row))
+        at = hits.nonzero().flatten()
+        last = torch.full_like(lq_gt, -1).scatter_reduce(0, table.pred_index.index_select(0, at),
+                                                         table.row.index_select(0, at), "amax")
+        row = last.clamp(min=0)
+        claim = table.slot.index_select(0, row)
+        win = (last >= 0) & (claim > lq_gt)  # rows ascend with the GT slot within an image
+        lq_gt.copy_(torch.where(win, claim, lq_gt))
+        lq_iou.copy_(torch.where(win, gt_best.index_select(0, row), lq_iou))
+        return done
+
+
+EMPTY_REGION = (math.inf, math.inf, -math.inf, -math.inf)  # xyxy of a window of no prior
+
+
+def level_iou_bounds(grid: PriorGrid, boxes: Tensor) -> Tensor:
+    """``Tensor[G, L]`` float64: per GT box ``(G, 4)`` and level, a value no IoU of the box with a prior of the level
+    reaches (as :func:`~detkit.boxes.aligned_iou` computes it): ``IoU <= inter / max(area, prior area)``, the
+    intersection at most ``min(w, widest prior) * min(h, tallest prior)``; widened for fp32 rounding. 0 on an empty
+    level."""
+    b = boxes.double()
+    w, h = (b[:, 2] - b[:, 0]).clamp(min=0), (b[:, 3] - b[:, 1]).clamp(min=0)
+    out = []
+    for level in grid.levels:
+        if level.size == 0:
+            out.append(w.new_zeros(w.shape))
+            continue
+        prior = grid.boxes[level.start:level.stop].double()
+        pw, ph = (prior[:, 2] - prior[:, 0]).clamp(min=0), (prior[:, 3] - prior[:, 1]).clamp(min=0)
+        inter = torch.minimum(w, pw.max()) * torch.minimum(h, ph.max())
+        area = torch.maximum(w * h, (pw * ph).min())
+        out.append(torch.where(area > 0, inter / area, 1.0).clamp(max=1.0))
+    return torch.stack(out, 1) * (1 + 1e-4) + 1e-6
 

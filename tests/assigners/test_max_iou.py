@@ -80,3 +80,43 @@ def test_zero_area_gt_is_never_assigned():
 def test_bad_thresholds_raise(pos, neg):
     with pytest.raises(ValueError, match="neg_iou_thr"):
         MaxIoUAssigner(pos, neg)
+
+
+def _two_level_grid():
+    # 64 px: 5 x 5 priors every 8 px (centres 4, 12, ...; priors 0-63) and 10 x 10 priors at 16, 48 (64-67).
+    from detkit.anchors import YOLOAnchorGenerator
+
+    return YOLOAnchorGenerator([[(5, 5)], [(10, 10)]], [8, 32]).grid_priors([(8, 8), (2, 2)])
+
+
+def test_level_iou_bounds_hand_made_and_never_below_an_iou():
+    from detkit.assigners.max_iou import level_iou_bounds
+    from detkit.boxes import pairwise_iou
+
+    grid = _two_level_grid()
+    bound = level_iou_bounds(grid, torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 20.0, 5.0]]))
+    expected = torch.tensor([[16 / 25, 16 / 100], [25 / 100, 50 / 100]], dtype=torch.float64)
+    assert torch.allclose(bound, expected * (1 + 1e-4) + 1e-6, rtol=0, atol=1e-12)
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(200, 2, generator=g) * 64
+    boxes = torch.cat([xy, xy + torch.rand(200, 2, generator=g) * 20 + 0.5], 1)
+    iou = pairwise_iou(boxes, grid.boxes)  # (200, 68)
+    bound = level_iou_bounds(grid, boxes)
+    assert (iou[:, :64].amax(1) <= bound[:, 0]).all() and (iou[:, 64:].amax(1) <= bound[:, 1]).all()
+
+
+def test_low_quality_found_on_a_level_left_out():
+    # GT 0 (10 x 10 at 32, 32) overlaps no 10 x 10 prior (its likeliest level) and reaches 0.109 with four 5 x 5
+    # priors, a level that cannot reach neg_iou_thr: taken again on all levels, it gets them. GT 1 reaches 0.39
+    # with prior 67, above any 5 x 5 prior's bound (0.098): decided on its likeliest level alone.
+    grid = _two_level_grid()
+    gt = torch.tensor([[[27.0, 27.0, 37.0, 37.0], [40.0, 40.0, 56.0, 56.0]]])
+    labels, mask = torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.bool)
+    assigner = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)
+    on_grid = assigner.assign(grid, gt, labels, mask)
+    assert (on_grid.gt_index[0] == 0).nonzero().flatten().tolist() == [27, 28, 35, 36]
+    assert (on_grid.gt_index[0] == 1).nonzero().flatten().tolist() == [67]
+    assert torch.allclose(on_grid.iou[0, [27, 67]], torch.tensor([12.25 / 112.75, 100 / 256]))
+    all_pairs = assigner.assign(grid.boxes, gt, labels, mask, num_level_priors=[64, 4])
+    for field in ("gt_index", "pos_mask", "ignore_mask", "labels", "iou"):
+        assert torch.equal(getattr(on_grid, field), getattr(all_pairs, field)), field
