@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from detkit.data.base import DEFAULT_MAX_SIZE, DetDataset, ProblemLog
-from detkit.data.sources import YAML_FILES, coco_image_dirs, read_data_yaml, resolve_yaml_entry, voc_class_names
+from detkit.data.sources import (
+    YAML_FILES,
+    coco_image_dirs,
+    read_data_yaml,
+    resolve_yaml_entry,
+    voc_class_names,
+    yaml_class_names,
+)
 from detkit.errors import Argument, DataError
 
 __all__ = ["FORMATS", "DataSource", "check_dataset", "default_coco_images", "detect_format",
@@ -100,7 +107,9 @@ def _yolo_from_yaml(path: Path, names: str | None, labels: str | None) -> list[D
     data = read_data_yaml(path)
     root = Path(data.get("path") or ".")
     root = root if root.is_absolute() else path.parent / root
-    names = names or (str(path) if "names" in data else find_names_file(str(root)))
+    if not names:  # the yaml's own names, checked as --data checks them (present, nc agreeing)
+        yaml_class_names(path, data)
+        names = str(path)
     sources: list[tuple[str, Path]] = []
     seen: dict[str, list[str]] = {}
     for split in YAML_SPLITS:

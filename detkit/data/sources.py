@@ -49,7 +49,7 @@ from detkit.data.yolo import YoloDataset, load_class_names
 from detkit.errors import Argument, DataError
 
 __all__ = ["SPLITS", "DatasetSource", "SplitSource", "coco_class_names", "coco_image_dirs", "read_data_yaml",
-           "resolve_source", "resolve_yaml_entry", "voc_class_names"]
+           "resolve_source", "resolve_yaml_entry", "voc_class_names", "yaml_class_names"]
 
 logger = logging.getLogger("detkit")
 
@@ -191,19 +191,24 @@ def read_data_yaml(path: Path) -> dict[str, Any]:
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as e:  # one line: what the parser found, and where
+        parts = [f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else str(text)
+                 for text, mark in ((e.context, e.context_mark), (e.problem, e.problem_mark)) if text]
+        raise DataError(f"{path}: not valid YAML: {': '.join(parts) or type(e).__name__}") from e
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise DataError(f"{path}: cannot read the data file: {e}") from e
+        raise DataError(f"{path}: cannot read the data file: {' '.join(str(e).split())}") from e
     if not isinstance(data, dict):
         raise DataError(f"{path}: not a data.yaml (expected keys path, train, val, names)")
     return data
 
 
-def _from_yaml(path: Path) -> DatasetSource:
-    data = read_data_yaml(path)
+def yaml_class_names(path: Path, data: dict[str, Any]) -> list[str]:
+    """The class names of a data.yaml read by :func:`read_data_yaml`: its ``names`` (a list or an
+    ``{id: name}`` dict), checked against ``nc`` when given; DataError naming the file otherwise."""
     if "names" not in data:
         raise DataError(f"{path}: no 'names' (the class names, a list or {{id: name}} dict)")
     try:
-        names = load_class_names(data["names"])
+        names = list(load_class_names(data["names"]))
     except ValueError as e:
         raise DataError(f"{path}: names: {e}") from None
     if not names:
@@ -211,6 +216,12 @@ def _from_yaml(path: Path) -> DatasetSource:
     nc = data.get("nc")
     if nc is not None and nc != len(names):
         raise DataError(f"{path}: nc is {nc} but names has {len(names)} entries")
+    return names
+
+
+def _from_yaml(path: Path) -> DatasetSource:
+    data = read_data_yaml(path)
+    names = yaml_class_names(path, data)
     root = Path(str(data["path"])) if data.get("path") else Path(".")
     if not root.is_absolute():  # `path:` is relative to the yaml's folder, as is a yaml without one
         root = path.parent / root
