@@ -52,41 +52,18 @@ import sys
 import time
 import types
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the helpers beside this file
+import torch
+from parity_common import ROOT, Result, limit_threads, relative, table_header, table_row, verdict
+from parity_losses_ultralytics import BATCH, HEIGHT, NUM_CLASSES, REL_TOL, WIDTH, gradient_differences, make_batch
+from parity_yolov8_arch import randomise_batchnorm
+from torch import Tensor, nn
 
-import torch  # noqa: E402
-from parity_losses_ultralytics import (  # noqa: E402
-    BATCH,
-    HEIGHT,
-    NUM_CLASSES,
-    REL_TOL,
-    WIDTH,
-    gradient_differences,
-    make_batch,
-    relative,
-)
-from parity_yolov8_arch import randomise_batchnorm  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from detkit.config import instantiate, load_config  # noqa: E402
+from detkit.config import instantiate, load_config
 
 CONFIG = ROOT / "configs/rtmdet_s_dsl.py"
 STRIDES = (8, 16, 32)
-
-
-@dataclass
-class Result:
-    """Printed rows and whether every check passed."""
-
-    rows: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    ok: bool = True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -343,22 +320,18 @@ def compare(res: Result, label: str, mm_model: MMDetRTMDet, ours: nn.Module, nam
     pos_diff, cls_diff, soft, npos = compare_assignment(targets, result, NUM_CLASSES)
     passed = pos_diff == 0 and cls_diff == 0 and soft <= 1e-5
     res.ok &= passed
-    res.rows.append(f"| {label} | DSL assignment: {npos} positives, {pos_diff} differ, {cls_diff} other class, "
-                    f"worst IoU target difference {soft:.1e} | | | | {'ok' if passed else 'FAIL'} |")
+    res.rows.append(table_row(label, f"DSL assignment: {npos} positives, {pos_diff} differ, {cls_diff} other class, "
+                                     f"worst IoU target difference {soft:.1e}", "", "", "", verdict(passed)))
     for term, key_m, key_d in (("cls", "loss_cls (QFL)", "loss_cls"), ("box", "loss_bbox (2 x GIoU)", "loss_box")):
         ref, got = float(terms_m[term].detach()), float(terms_d[term].detach())
         rel = abs(got - ref) if ref == 0 else relative(got, ref)  # no positive: both 0, compared absolutely
         res.ok &= rel <= REL_TOL
-        res.rows.append(f"| {label} | {key_m} / {key_d} | {ref:.6f} | {got:.6f} | {rel:.1e} | "
-                        f"{'ok' if rel <= REL_TOL else 'FAIL'} |")
+        res.rows.append(table_row(label, f"{key_m} / {key_d}", f"{ref:.6f}", f"{got:.6f}", f"{rel:.1e}",
+                                  verdict(rel <= REL_TOL)))
     (terms_m["cls"] + terms_m["box"]).backward()
     (terms_d["cls"] + terms_d["box"]).backward()
     grads = gradient_differences(mm_model, ours, names)
-    passed = max(grads.norm_rel, grads.floored_rel) <= REL_TOL
-    res.ok &= passed
-    res.rows.append(f"| {label} | gradients of {len(names)} parameters, worst norm-relative: "
-                    f"{grads.norm_name} ({names[grads.norm_name] if grads.norm_name else '-'}) | | | "
-                    f"{grads.norm_rel:.1e} | {'ok' if passed else 'FAIL'} |")
+    res.gradients(label, len(names), grads, names, max(grads.norm_rel, grads.floored_rel) <= REL_TOL)
     res.notes.append(f"{label}: worst elementwise gradient difference (floor 1e-3 of the tensor's largest) "
                      f"{grads.elem:.1e} ({grads.elem_name}); norm floor {grads.floor:.1e}")
     if grads.below_floor:
@@ -394,11 +367,11 @@ def run(mm: types.SimpleNamespace, seed: int) -> Result:
     label = "detkit at cell centres vs RTMDet's corners (before the config's offset 0)"
     # detkit's corner assignment equals mmdet's (checked above), so its positives stand for RTMDet's
     pos_diff = int((terms_own["result"].pos_mask != terms_centre["result"].pos_mask).sum())
-    res.rows.append(f"| {label} | DSL assignment: {int(terms_centre['result'].pos_mask.sum())} positives, "
-                    f"{pos_diff} priors differ from RTMDet's | | | | measured |")
+    res.rows.append(table_row(label, f"DSL assignment: {int(terms_centre['result'].pos_mask.sum())} positives, "
+                                     f"{pos_diff} priors differ from RTMDet's", "", "", "", verdict(True, False)))
     for term, key_m in (("cls", "loss_cls (QFL)"), ("box", "loss_bbox (2 x GIoU)")):
-        ref, got = float(terms_own["mmdet"][term]), float(terms_centre[term].detach())
-        res.rows.append(f"| {label} | {key_m} | {ref:.6f} | {got:.6f} | {relative(got, ref):.1e} | measured |")
+        res.term(label, key_m, float(terms_own["mmdet"][term]), float(terms_centre[term].detach()), REL_TOL,
+                 check=False)
     res.notes.append(f"{time.perf_counter() - start:.1f} s")
     return res
 
@@ -415,18 +388,11 @@ def main() -> int:
     except ImportError as e:
         print(f"mmdet / mmengine / mmcv are not installed ({e}): run `make bench-setup` and use .venv-bench/bin/python")
         return 2
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    limit_threads()
     print(f"## RTMDet-s loss and gradient parity with mmdet {mm.version} (torch {torch.__version__}): {BATCH} images "
           f"{HEIGHT}x{WIDTH}, {NUM_CLASSES} classes, training mode, tolerance {REL_TOL:g} relative\n")
-    print("| case | term | mmdet | detkit | relative difference | |")
-    print("|---|---|---:|---:|---:|---|")
-    res = run(mm, args.seed)
-    for row in res.rows:
-        print(row, flush=True)
-    print()
-    for note in res.notes:
-        print(note)
-    return 0 if res.ok else 1
+    print(table_header("case", "term", "mmdet", "detkit", "relative difference", "", right=(2, 3, 4)))
+    return run(mm, args.seed).report(flush=True)
 
 
 if __name__ == "__main__":

@@ -55,20 +55,16 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("YOLO_VERBOSE", "False")
+import torch
+from parity_common import ROOT, Result, limit_threads, relative, table_header, table_row, verdict
+from parity_yolov8_arch import randomise_batchnorm
+from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the helpers beside this file
+from detkit.config import instantiate, load_config
 
-import torch  # noqa: E402
-from parity_yolov8_arch import randomise_batchnorm  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from detkit.config import instantiate, load_config  # noqa: E402
+os.environ.setdefault("YOLO_VERBOSE", "False")  # before ultralytics is imported (in the functions below)
 
 NUM_CLASSES = 5
 HEIGHT, WIDTH = 256, 384
@@ -81,15 +77,6 @@ EPOCHS = 10  # Ultralytics' hyp.epochs for the progressive weights; the later ep
 LATER_EPOCH = 6
 FAMILIES = {"yolov8": "configs/yolov8{scale}_tal.py", "yolo11": "configs/yolo11{scale}_tal.py",
             "yolo26": "configs/yolo26{scale}.py"}
-
-
-@dataclass
-class Result:
-    """One model's comparison: printed rows and whether every check passed."""
-
-    rows: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    ok: bool = True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -244,11 +231,6 @@ def detkit_batch(images: Tensor, batch: dict[str, Tensor], criterion: object) ->
 # ------------------------------------------------------------------------------------------------
 
 
-def relative(a: float, b: float) -> float:
-    """``|a - b| / max(|b|, 1e-12)``."""
-    return abs(a - b) / max(abs(b), 1e-12)
-
-
 @dataclass
 class GradientDifferences:
     """The worst per-parameter differences of two models' gradients (see the module docstring)."""
@@ -380,43 +362,30 @@ def run_case(name: str, seed: int, epochs_checked: list[int], num_classes: int =
             weights_d = (float(losses["stat_w_o2m"]), float(losses["stat_w_o2o"]))
             rel = max(relative(d, u) for d, u in zip(weights_d, weights_u))
             res.ok &= rel <= REL_TOL
-            res.rows.append(f"| {label} | branch weights o2m / o2o | {weights_u[0]:.6f} / {weights_u[1]:.6f} | "
-                            f"{weights_d[0]:.6f} / {weights_d[1]:.6f} | {rel:.1e} | "
-                            f"{'ok' if rel <= REL_TOL else 'FAIL'} |")
+            res.rows.append(table_row(label, "branch weights o2m / o2o", f"{weights_u[0]:.6f} / {weights_u[1]:.6f}",
+                                      f"{weights_d[0]:.6f} / {weights_d[1]:.6f}", f"{rel:.1e}",
+                                      verdict(rel <= REL_TOL)))
         for branch, count in positives_u.items():
             prefix = "stat_o2o_" if branch == "o2o" else "stat_"
             ours_count = round(float(losses[f"{prefix}pos_per_gt"]) * float(losses["stat_num_gt"]))
             res.ok &= ours_count == count
-            res.rows.append(f"| {label} | {branch + ' ' if e2e else ''}positives | {count} | {ours_count} | "
-                            f"{abs(ours_count - count)} | {'ok' if ours_count == count else 'FAIL'} |")
+            res.rows.append(table_row(label, f"{branch + ' ' if e2e else ''}positives", str(count), str(ours_count),
+                                      str(abs(ours_count - count)), verdict(ours_count == count)))
         loss_names = dict(zip(("box", "cls", "dfl"), one2many.loss_names))  # box_loss, cls_loss, dfl_loss | l1_loss
         for branch, terms in branches_u.items():
             for term, ref in terms.items():
                 key, got = branches_d[branch].get(term, ("missing", float("nan")))
-                rel = relative(got, ref)
-                passed = rel <= REL_TOL
-                res.ok &= passed
-                res.rows.append(f"| {label} | {branch + ' ' if e2e else ''}{loss_names[term]} = {key} | {ref:.6f} | "
-                                f"{got:.6f} | {rel:.1e} | {'ok' if passed else 'FAIL'} |")
-        total_ref, total_got = float(total_u.sum().detach()), float(total_d.detach())
-        rel = relative(total_got, total_ref)
-        res.ok &= rel <= REL_TOL
-        res.rows.append(f"| {label} | total | {total_ref:.6f} | {total_got:.6f} | "
-                        f"{rel:.1e} | {'ok' if rel <= REL_TOL else 'FAIL'} |")
+                res.term(label, f"{branch + ' ' if e2e else ''}{loss_names[term]} = {key}", ref, got, REL_TOL)
+        res.term(label, "total", float(total_u.sum().detach()), float(total_d.detach()), REL_TOL)
         grads = gradient_differences(ultra_m, ours, names)
-        passed = grads.norm_rel <= REL_TOL
-        res.ok &= passed
-        count = len(names) - len(grads.below_floor)
-        res.rows.append(f"| {label} | gradients of {count} parameters, worst norm-relative: {grads.norm_name} "
-                        f"({names[grads.norm_name] if grads.norm_name else '-'}) | | | {grads.norm_rel:.1e} | "
-                        f"{'ok' if passed else 'FAIL'} |")
+        res.gradients(label, len(names) - len(grads.below_floor), grads, names, grads.norm_rel <= REL_TOL)
         if grads.below_floor:
             passed = grads.floored_ours < 1.0
             res.ok &= passed
-            res.rows.append(f"| {label} | gradients of {len(grads.below_floor)} parameters under the floor "
-                            f"{grads.floor:.1e} (0 in exact arithmetic): largest detkit norm / floor "
-                            f"{grads.floored_ours:.1e} (< 1), difference / floor | | | {grads.floored_rel:.1e} | "
-                            f"{'ok' if passed else 'FAIL'} |")
+            res.rows.append(table_row(label, f"gradients of {len(grads.below_floor)} parameters under the floor "
+                                             f"{grads.floor:.1e} (0 in exact arithmetic): largest detkit norm / floor "
+                                             f"{grads.floored_ours:.1e} (< 1), difference / floor", "", "",
+                                      f"{grads.floored_rel:.1e}", verdict(passed)))
         res.notes.append(f"{label}: worst elementwise gradient difference (floor 1e-3 of the tensor's largest) "
                          f"{grads.elem:.1e} ({grads.elem_name})")
         if grads.below_floor:
@@ -437,32 +406,27 @@ def main() -> int:
     except ImportError:
         print("ultralytics is not installed: run `make bench-setup` and use .venv-bench/bin/python")
         return 2
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    limit_threads()
     print(f"## Loss and gradient parity with Ultralytics {ultralytics.__version__} (torch {torch.__version__}): "
           f"{BATCH} images {HEIGHT}x{WIDTH}, {args.classes} classes (GTs of 0..4), training mode, tolerance "
           f"{REL_TOL:g} relative\n")
     print("Ultralytics' terms are gain x loss x batch size; detkit's pipeline returns gain x loss and its trainer "
           "multiplies the backward by the batch size under train.loss_scale=\"batch\" (the YOLO schedules), so "
           "detkit's terms are shown x B. YOLO26: both sides' branch terms times the branch weight.\n")
-    print("| model | term | Ultralytics | detkit (x B) | relative difference | |")
-    print("|---|---|---:|---:|---:|---|")
-    ok = True
-    notes = []
+    print(table_header("model", "term", "Ultralytics", "detkit (x B)", "relative difference", "", right=(2, 3, 4)))
+    every = Result()
     for name in args.models:
         epochs = [0, LATER_EPOCH] if name.startswith("yolo26") else [0]
         try:
             res = run_case(name, args.seed, epochs, args.classes)
         except ImportError as e:
-            print(f"| {name} | not available: {e} | | | | skipped |")
+            print(table_row(name, f"not available: {e}", "", "", "", "skipped"))
             continue
         for row in res.rows:
             print(row, flush=True)
-        notes += res.notes
-        ok &= res.ok
-    print()
-    for note in notes:
-        print(note)
-    return 0 if ok else 1
+        every.notes += res.notes
+        every.ok &= res.ok
+    return every.report()
 
 
 if __name__ == "__main__":

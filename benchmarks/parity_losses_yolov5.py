@@ -56,30 +56,17 @@ import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the helpers beside this file
+import torch
+import torch.nn.functional as F
+from parity_common import ROOT, Result, limit_threads, table_header
+from parity_losses_ultralytics import BATCH, HEIGHT, QUANTUM, REL_TOL, WIDTH, gradient_differences, make_batch
+from parity_losses_yolox import pixel_boxes
+from parity_yolov8_arch import randomise_batchnorm
+from torch import Tensor, nn
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from parity_losses_ultralytics import (  # noqa: E402
-    BATCH,
-    HEIGHT,
-    QUANTUM,
-    REL_TOL,
-    WIDTH,
-    Result,
-    gradient_differences,
-    make_batch,
-    relative,
-)
-from parity_losses_yolox import pixel_boxes  # noqa: E402
-from parity_yolov8_arch import randomise_batchnorm  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from detkit.boxes import aligned_iou  # noqa: E402
-from detkit.config import instantiate, load_config  # noqa: E402
-from detkit.models import YOLOLossPipeline  # noqa: E402
+from detkit.boxes import aligned_iou
+from detkit.config import instantiate, load_config
+from detkit.models import YOLOLossPipeline
 
 CONFIG = ROOT / "configs" / "yolov5s_yolov5.py"
 COCO128 = Path(os.environ.get("DETKIT_COCO128", "/work/shared/data/coco128"))
@@ -265,23 +252,10 @@ def compare(res: Result, label: str, seed: int, images: Tensor, boxes: Tensor, l
     total_d.backward()
     label += " (as configured)" if not fixed or fixes_in_config() else " (fixes 1, 2)"
     for term, ref_t in zip(TERMS, items):
-        ref, got = float(ref_t) * b, float(losses[f"loss_{term}"].detach()) * b
-        rel = relative(got, ref)
-        passed = rel <= REL_TOL
-        res.ok &= passed or not check
-        res.rows.append(f"| {label} | {term} | {ref:.6f} | {got:.6f} | {rel:.1e} | "
-                        f"{('ok' if passed else 'FAIL') if check else 'measured'} |")
-    ref, got = float(total_u.detach()), float(total_d.detach())
-    rel = relative(got, ref)
-    res.ok &= rel <= REL_TOL or not check
-    res.rows.append(f"| {label} | total | {ref:.6f} | {got:.6f} | {rel:.1e} | "
-                    f"{('ok' if rel <= REL_TOL else 'FAIL') if check else 'measured'} |")
+        res.term(label, term, float(ref_t) * b, float(losses[f"loss_{term}"].detach()) * b, REL_TOL, check)
+    res.term(label, "total", float(total_u.detach()), float(total_d.detach()), REL_TOL, check)
     grads = gradient_differences(yolo, ours, names)
-    worst = max(grads.norm_rel, grads.floored_rel)
-    res.ok &= worst <= REL_TOL or not check
-    res.rows.append(f"| {label} | gradients of {len(names)} parameters, worst norm-relative: {grads.norm_name} "
-                    f"({names[grads.norm_name] if grads.norm_name else '-'}) | | | {grads.norm_rel:.1e} | "
-                    f"{('ok' if worst <= REL_TOL else 'FAIL') if check else 'measured'} |")
+    res.gradients(label, len(names), grads, names, max(grads.norm_rel, grads.floored_rel) <= REL_TOL, check)
     uparams = dict(yolo.named_parameters())
     diff = torch.cat([(p.grad - uparams[names[n]].grad).flatten() for n, p in ours.named_parameters()]).norm()
     whole = torch.cat([p.grad.flatten() for p in yolo.parameters()]).norm()
@@ -356,13 +330,13 @@ def main() -> int:
         return 2
     warnings.filterwarnings("ignore")  # yolov5's deprecated-API warnings
     logging.getLogger("yolov5").setLevel(logging.ERROR)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    limit_threads()
     start = time.perf_counter()
     print(f"## Loss and gradient parity with yolov5 {yolov5.__version__} ComputeLoss (torch {torch.__version__}): "
           f"YOLOv5s, {BATCH} images {HEIGHT}x{WIDTH}, {NUM_CLASSES} classes, training mode, "
           f"tolerance {REL_TOL:g} relative\n")
-    print("| batch (detkit's normalisation) | term | yolov5 (x B) | detkit (x B) | relative difference | |")
-    print("|---|---|---:|---:|---:|---|")
+    print(table_header("batch (detkit's normalisation)", "term", "yolov5 (x B)", "detkit (x B)", "relative difference",
+                       "", right=(2, 3, 4)))
     res = Result()
     images, ubatch = make_batch(args.seed)
     boxes, labels, mask = pixel_boxes(ubatch)
@@ -396,13 +370,9 @@ def main() -> int:
         res.notes.append(describe(f"coco128's 2 most crowded images ({', '.join(x[0] for x in crowded)})", c))
         compare(res, "coco128 crowded", args.seed, letterboxed_images([x[0] for x in crowded]), b_, l_, m_,
                 True, check=False)
-    for row in res.rows:
-        print(row)
-    print()
-    for note in res.notes:
-        print(note)
+    status = res.report()
     print(f"{time.perf_counter() - start:.1f} s")
-    return 0 if res.ok else 1
+    return status
 
 
 if __name__ == "__main__":

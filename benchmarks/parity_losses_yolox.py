@@ -41,28 +41,14 @@ import re
 import sys
 import time
 import warnings
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the helpers beside this file
+import torch
+from parity_common import ROOT, Result, limit_threads, table_header
+from parity_losses_ultralytics import BATCH, HEIGHT, QUANTUM, REL_TOL, WIDTH, gradient_differences, make_batch
+from parity_yolov8_arch import randomise_batchnorm
+from torch import Tensor, nn
 
-import torch  # noqa: E402
-from parity_losses_ultralytics import (  # noqa: E402
-    BATCH,
-    HEIGHT,
-    QUANTUM,
-    REL_TOL,
-    WIDTH,
-    Result,
-    gradient_differences,
-    make_batch,
-    relative,
-)
-from parity_yolov8_arch import randomise_batchnorm  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from detkit.config import instantiate, load_config  # noqa: E402
+from detkit.config import instantiate, load_config
 
 CONFIG = ROOT / "configs" / "yolox_s_simota.py"
 NUM_CLASSES = 80
@@ -181,27 +167,15 @@ def run(seed: int) -> Result:
         total_d = sum(v for k, v in losses.items() if k.startswith("loss_"))
         total_d.backward()
         label = "YOLOX-s" + (" + L1" if use_l1 else "")
-        for yname, dname in TERMS:
-            ref, got = float(torch.as_tensor(out[yname]).detach()), float(losses[dname].detach())
-            rel = relative(got, ref) if ref != 0 or got != 0 else 0.0
-            passed = rel <= REL_TOL
-            res.ok &= passed
-            res.rows.append(f"| {label} | {yname} / {dname} | {ref:.6f} | {got:.6f} | {rel:.1e} | "
-                            f"{'ok' if passed else 'FAIL'} |")
-        ref, got = float(out["total_loss"].detach()), float(total_d.detach())
-        rel = relative(got, ref)
-        res.ok &= rel <= REL_TOL
-        res.rows.append(f"| {label} | total | {ref:.6f} | {got:.6f} | {rel:.1e} | "
-                        f"{'ok' if rel <= REL_TOL else 'FAIL'} |")
+        for yname, dname in TERMS:  # relative(0, 0) is 0: l1_loss / loss_reg without L1
+            res.term(label, f"{yname} / {dname}", float(torch.as_tensor(out[yname]).detach()),
+                     float(losses[dname].detach()), REL_TOL)
+        res.term(label, "total", float(out["total_loss"].detach()), float(total_d.detach()), REL_TOL)
         num_fg = float(out["num_fg"]) * int(mask.sum())  # YOLOX reports positives per GT
         num_pos = float(losses["stat_pos_per_gt"]) * int(mask.sum())
         res.notes.append(f"{label}: positives YOLOX {num_fg:.0f}, detkit {num_pos:.0f}")
         grads = gradient_differences(yolox, ours, names)
-        passed = max(grads.norm_rel, grads.floored_rel) <= REL_TOL
-        res.ok &= passed
-        res.rows.append(f"| {label} | gradients of {len(names)} parameters, worst norm-relative: {grads.norm_name} "
-                        f"({names[grads.norm_name] if grads.norm_name else '-'}) | | | {grads.norm_rel:.1e} | "
-                        f"{'ok' if passed else 'FAIL'} |")
+        res.gradients(label, len(names), grads, names, max(grads.norm_rel, grads.floored_rel) <= REL_TOL)
         res.notes.append(f"{label}: worst elementwise gradient difference (floor 1e-3 of the tensor's largest) "
                          f"{grads.elem:.1e} ({grads.elem_name}); norm floor {grads.floor:.1e}"
                          + (f"; {len(grads.below_floor)} gradients under it, worst difference / floor "
@@ -220,19 +194,12 @@ def main() -> int:
         print("yolox is not installed: run `make parity` (it installs the peers) and use .venv-bench/bin/python")
         return 2
     warnings.filterwarnings("ignore", message=".*torch.cuda.amp.autocast.*")  # YOLOX's CPU-irrelevant autocast
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    limit_threads()
     print(f"## Loss and gradient parity with yolox {yolox.__version__} YOLOXHead.get_losses (torch "
           f"{torch.__version__}): YOLOX-s, {BATCH} images {HEIGHT}x{WIDTH}, {NUM_CLASSES} classes, training mode, "
           f"tolerance {REL_TOL:g} relative\n")
-    print("| model | term (yolox / detkit) | yolox | detkit | relative difference | |")
-    print("|---|---|---:|---:|---:|---|")
-    res = run(args.seed)
-    for row in res.rows:
-        print(row)
-    print()
-    for note in res.notes:
-        print(note)
-    return 0 if res.ok else 1
+    print(table_header("model", "term (yolox / detkit)", "yolox", "detkit", "relative difference", "", right=(2, 3, 4)))
+    return run(args.seed).report()
 
 
 if __name__ == "__main__":

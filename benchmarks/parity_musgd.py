@@ -33,18 +33,14 @@ import copy
 import os
 import sys
 import types
-from pathlib import Path
 
-os.environ.setdefault("YOLO_VERBOSE", "False")
+import torch
+from parity_common import limit_threads, table_header
+from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the helpers beside this file
+from detkit.lazy import L
 
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from detkit.lazy import L  # noqa: E402
+os.environ.setdefault("YOLO_VERBOSE", "False")  # before ultralytics is imported (in the functions below)
 
 TOL = 1e-5
 LR, MOMENTUM, DECAY = 0.01, 0.9, 5e-4
@@ -219,7 +215,7 @@ def main() -> int:
     except ImportError:
         print("ultralytics is not installed: run `make bench-setup` and use .venv-bench/bin/python")
         return 2
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    limit_threads()
     print(f"## MuSGD parity with Ultralytics {ultralytics.__version__} (torch {torch.__version__}): lr {LR}, "
           f"momentum {MOMENTUM}, decay {DECAY}, tolerance {TOL:g}\n")
     cases = [("toy", lambda: check_toy(args.steps))]
@@ -232,8 +228,8 @@ def main() -> int:
             print(f"{name}: not available ({e})\n")
             continue
         print(f"### {name}: groups (per distinct setting: Ultralytics' and whether detkit's is the same)\n")
-        print("| update | lr | weight decay | momentum | nesterov | muon / sgd lr factors | parameters | detkit |")
-        print("|---|---:|---:|---:|---|---|---:|---|")
+        print(table_header("update", "lr", "weight decay", "momentum", "nesterov", "muon / sgd lr factors",
+                           "parameters", "detkit", right=(1, 2, 3, 6)))
         for row in rows:
             print(row if row.startswith("|") else f"\n{row}")
         print()

@@ -55,27 +55,23 @@ import os
 import sys
 import time
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-os.environ.setdefault("YOLO_VERBOSE", "False")
+import numpy as np
+import torch
+from parity_common import ROOT, limit_threads, table_header
+from parity_losses_ultralytics import detkit_model, key_map, random_ultralytics_model
+from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the helpers beside this file
+from detkit.config import instantiate, load_config
+from detkit.engine import builders
+from detkit.engine.guards import NonFiniteGuard
+from detkit.engine.optim import build_optimizer
+from detkit.engine.settings import ScheduleSettings, TrainSettings
+from detkit.engine.stepping import GuardedStep
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from parity_losses_ultralytics import detkit_model, key_map, random_ultralytics_model  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from detkit.config import instantiate, load_config  # noqa: E402
-from detkit.engine import builders  # noqa: E402
-from detkit.engine.guards import NonFiniteGuard  # noqa: E402
-from detkit.engine.optim import build_optimizer  # noqa: E402
-from detkit.engine.settings import ScheduleSettings, TrainSettings  # noqa: E402
-from detkit.engine.stepping import GuardedStep  # noqa: E402
+os.environ.setdefault("YOLO_VERBOSE", "False")  # before ultralytics is imported (in the functions below)
 
 NUM_CLASSES = 5
 BATCH, HEIGHT, WIDTH = 16, 96, 128
@@ -396,13 +392,12 @@ def main() -> int:
     except ImportError:
         print("ultralytics is not installed: run `make bench-setup` and use .venv-bench/bin/python")
         return 2
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    limit_threads()
     start = time.perf_counter()
     print(f"## Training-loop parity with Ultralytics {ultralytics.__version__} (torch {torch.__version__}): "
           f"{CONFIG.format(scale=args.model[-1])}, batch {BATCH} (nominal 64), {ITERS_PER_EPOCH} iterations/epoch, "
           f"{EPOCHS} epochs\n")
-    print("| where | what | value | |")
-    print("|---|---|---:|---|")
+    print(table_header("where", "what", "value", "", right=(2,)))
     ok = True
     for cos_lr in (False, True):
         rows, passed = check_schedule(cos_lr, args.model[-1])

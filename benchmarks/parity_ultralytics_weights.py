@@ -42,20 +42,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+from parity_common import ROOT, table_header
+from parity_yolov8_arch import randomise_batchnorm
+from torch import nn
+
+from detkit.boxes import cxcywh_to_xyxy
+from detkit.config import instantiate, load_config
+from detkit.engine.weights import load_weights
+from detkit.models.convert.ultralytics import ultralytics_config
+
 os.environ.setdefault("YOLO_VERBOSE", "False")  # Ultralytics' per-load summaries would bury the tables
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the helpers beside this file
-
-import torch  # noqa: E402
-from parity_yolov8_arch import randomise_batchnorm  # noqa: E402
-from torch import nn  # noqa: E402
-
-from detkit.boxes import cxcywh_to_xyxy  # noqa: E402
-from detkit.config import instantiate, load_config  # noqa: E402
-from detkit.engine.weights import load_weights  # noqa: E402
-from detkit.models.convert.ultralytics import ultralytics_config  # noqa: E402
 
 SCALES = ("n", "s", "m", "l", "x")
 FAMILIES = {"yolov8": "YOLOv8", "yolo11": "YOLO11", "yolo26": "YOLO26"}
@@ -266,8 +263,7 @@ def check(family: str, scale: str, num_classes: int, folder: Path) -> bool:
 def parameter_counts(families: list[str]) -> bool:
     from ultralytics.nn.tasks import DetectionModel
 
-    print("| model | Ultralytics params | detkit config | detkit params | difference |")
-    print("|---|---|---|---|---|")
+    print(table_header("model", "Ultralytics params", "detkit config", "detkit params", "difference"))
     ok = True
     for family in families:
         for scale in SCALES:
@@ -296,10 +292,10 @@ def main() -> int:
           f"ultralytics {ultralytics.__version__}, torch {torch.__version__}, CPU fp32 (weights saved fp16)")
     ok = True if args.no_counts else parameter_counts(args.families)
     print()
-    print("| model | classes | checkpoint entry | input (H x W), priors | branch | max box px / score diff vs "
-          "Ultralytics | same, Ultralytics fused | top-300 disagreements (swaps tied at the cut) / max box px / "
-          "score diff vs Ultralytics' end-to-end output | detkit score range | result |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(table_header("model", "classes", "checkpoint entry", "input (H x W), priors", "branch",
+                       "max box px / score diff vs Ultralytics", "same, Ultralytics fused",
+                       "top-300 disagreements (swaps tied at the cut) / max box px / score diff vs Ultralytics' "
+                       "end-to-end output", "detkit score range", "result"))
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families:
             for scale in args.scales:

@@ -21,15 +21,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
+import torch
+from parity_common import ROOT, table_header
+from torch import Tensor, nn
 
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from detkit.config import instantiate, load_config  # noqa: E402
+from detkit.config import instantiate, load_config
 
 CONFIGS = {"yolo11": "yolo11{}_tal.py", "yolo26": "yolo26{}.py"}
 NECK_OUTPUTS = (16, 19, 22)
@@ -131,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# YOLO11 / YOLO26 layout parity, eval mode, input 2x3x{args.size}x{args.size}, "
           f"ultralytics {ultralytics.__version__}, torch {torch.__version__}")
-    print("| model | params (Ultralytics / detkit) | neck max abs diff | head max abs diff | result |")
-    print("|---|---|---|---|---|")
+    print(table_header("model", "params (Ultralytics / detkit)", "neck max abs diff", "head max abs diff", "result"))
     results = [check(family, scale, args.size, (DetectionModel, Bottleneck))
                for family in CONFIGS for scale in args.scales]
     print("(Ultralytics' YOLO11 count includes its 16 fixed DFL projection weights, which detkit holds as a constant.)")

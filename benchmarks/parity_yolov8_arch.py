@@ -21,16 +21,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+import torch
+from parity_common import table_header
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from detkit.models.backbones import CSPDarknet  # noqa: E402
-from detkit.models.convert.ultralytics import ultralytics_to_detkit_key  # noqa: E402
-from detkit.models.necks import CSPPAN  # noqa: E402
+from detkit.models.backbones import CSPDarknet
+from detkit.models.convert.ultralytics import ultralytics_to_detkit_key
+from detkit.models.necks import CSPPAN
 
 YOLOV8_NECK_OUTPUTS = (15, 18, 21)
 YOLOV8_NUM_BLOCKS = {"n": 1, "s": 1, "m": 2, "l": 3, "x": 3}
@@ -165,9 +163,8 @@ def main() -> int:
     x = torch.rand(1, 3, args.size, args.size)
     print(f"# backbone + neck parity, eval mode, input 1x3x{args.size}x{args.size} uniform 0..1, "
           f"ultralytics {ultralytics.__version__}, torch {torch.__version__}")
-    print("| model | backbone params (ref / detkit) | neck params (ref / detkit) "
-          "| max abs diff per level (P3 P4 P5) | max abs output | result |")
-    print("|---|---|---|---|---|---|")
+    print(table_header("model", "backbone params (ref / detkit)", "neck params (ref / detkit)",
+                       "max abs diff per level (P3 P4 P5)", "max abs output", "result"))
     results = [check_yolov8(s, x, args.tol) for s in args.scales]
     results.append(check_yolox_s(x, args.tol))
     return 0 if all(r is not False for r in results) else 1
