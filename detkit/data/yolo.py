@@ -178,7 +178,8 @@ class YoloDataset(DetDataset):
         if self.records and missing is not None:
             raise DataError(
                 f"{self.img_dir}: labels folder not found: {missing} (every image would be background); "
-                "pass label_dir, or create that folder, empty, if these images are background on purpose"
+                "put each image's <name>.txt there, or create that folder, empty, if these images are background "
+                "on purpose (a config's YoloDataset may name another folder: label_dir)"
             )
         if check_images:
             from detkit.data.base import check_images as _check

@@ -47,3 +47,15 @@ def test_dict_names_agreeing_with_nc_check_clean(tmp_path, write_img, capsys):
     assert load_tool("check_dataset").main([str(path)]) == 0
     assert "1 usable images, 1 boxes" in capsys.readouterr().out
     assert resolve_source(str(path)).class_names == ("cat", "dog")
+
+
+def test_missing_labels_folder_of_an_export_says_what_to_put_there(tmp_path, write_img, capsys):
+    """A data.yaml user cannot pass label_dir: the one line says what the folder must hold (before: "pass
+    label_dir, or create that folder ...")."""
+    path = export(tmp_path, write_img, GOOD.replace("val: ../train/images", "val: ../valid/images"))
+    write_img(tmp_path / "valid" / "images" / "b.jpg")
+    assert load_tool("check_dataset").main([str(path)]) == 1
+    out = capsys.readouterr().out
+    assert (f"{tmp_path / 'valid' / 'images'}: labels folder not found: {tmp_path / 'valid' / 'labels'} (every image "
+            "would be background); put each image's <name>.txt there, or create that folder, empty, if these images "
+            "are background on purpose (a config's YoloDataset may name another folder: label_dir)\n") in out
