@@ -1,7 +1,8 @@
 """CPU inference of YOLOv8n at 640 px, every deployment path, detkit's and Ultralytics' on the same weights.
 
     .venv-bench/bin/python benchmarks/cpu_inference.py [--threads 2] [--rounds 12] [--batches 1 8]
-        [--calib-images 128] [--no-ultralytics-int8] [--out FILE.md]
+        [--calib-images 128] [--no-ultralytics-int8] [--no-ultralytics] [--paths REGEX]
+        [--int8-keep-float REGEX] [--out FILE.md]
 
 A randomly initialised Ultralytics ``yolov8n.yaml`` (80 classes; BatchNorm statistics measured on random
 images, as ``parity_ultralytics_weights.py`` makes it) is saved as Ultralytics releases a checkpoint and
@@ -23,6 +24,11 @@ a change of machine load hits all of them; ms/image best-of-N and median are pri
 average. Achieved GFLOP/s = the model's FLOPs (``torch.utils.flop_counter`` on detkit's eager forward,
 2 per multiply-add) / time, as a fraction of this machine's fp32 GEMM rate (``torch.mm`` 2048^3) and, for
 int8 paths, of its int8 GEMM rate (``torch._int_mm`` 2048^3), both measured here with the same threads.
+
+``--int8-keep-float REGEX`` adds "detkit OV int8 float-kept": int8 with the convolutions whose OpenVINO
+names match REGEX left in float too (what accuracy control keeps, e.g. ``KEEP_FLOAT_DEMO_KINDS``: the
+kinds of layers ``export --int8-max-drop 1`` put back in float on the demo model), to price them.
+``--paths REGEX`` times only the paths whose names match; ``--no-ultralytics`` leaves Ultralytics out.
 """
 
 from __future__ import annotations
@@ -48,6 +54,10 @@ import torch  # noqa: E402
 
 COCO128 = ROOT.parent / "shared" / "data" / "coco128"
 SIZE = 640
+# YOLOv8n's convolutions of the kinds accuracy control (export --int8-max-drop 1) put back in float on the demo
+# model (shapes_yolov8_tal, YOLOv5 layout: its P3 top-down block's late conv, the first stride-2 neck conv, the
+# two P3 head stems; 4 convs besides the prediction convs)
+KEEP_FLOAT_DEMO_KINDS = r"td_blocks\.1/cv2/|neck/down\.0/|box_convs\.0\.0/|cls_convs\.0\.0/"
 
 
 def gemm_rates(threads: int, n: int = 2048, repeats: int = 5) -> tuple[float, float]:
@@ -115,6 +125,19 @@ def build_detkit(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Call
     xml8 = export_openvino(onnx_path, folder / "detkit_int8.xml", calibration=calibration_images(args.calib_images),
                            calibration_size=args.calib_images)
     print(f"detkit int8 export (NNCF, {args.calib_images} images): {time.perf_counter() - t:.0f} s", flush=True)
+    xml8k = None
+    if args.int8_keep_float:
+        import re
+
+        import openvino as ov
+
+        pattern = re.compile(args.int8_keep_float)
+        names = [op.get_friendly_name() for op in ov.Core().read_model(str(xml)).get_ordered_ops()
+                 if op.get_type_name() == "Convolution" and pattern.search(op.get_friendly_name())]
+        print(f"int8 float-kept: {len(names)} convolutions match {args.int8_keep_float!r}", flush=True)
+        xml8k = export_openvino(onnx_path, folder / "detkit_int8_kept.xml",
+                                calibration=calibration_images(args.calib_images),
+                                calibration_size=args.calib_images, keep_float=names)
     fns: dict[str, Callable] = {
         "detkit eager": lambda x: model.forward_decoded(torch.from_numpy(x)),
         "detkit fused eager": lambda x: fused.forward_decoded(torch.from_numpy(x)),
@@ -135,6 +158,8 @@ def build_detkit(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Call
     if "BF16" in __import__("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         fns["detkit OV bf16"] = OpenVinoDetector(xml, precision="bf16", threads=args.threads).run
     fns["detkit OV int8"] = OpenVinoDetector(xml8, threads=args.threads).run
+    if xml8k is not None:
+        fns["detkit OV int8 float-kept"] = OpenVinoDetector(xml8k, threads=args.threads).run
     return fns, model_flops(model), paths["model (stripped)"]
 
 
@@ -207,8 +232,15 @@ def main() -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--calib-images", type=int, default=128)
     p.add_argument("--no-ultralytics-int8", dest="ultralytics_int8", action="store_false")
+    p.add_argument("--no-ultralytics", dest="ultralytics", action="store_false", help="detkit's paths only")
+    p.add_argument("--paths", default=None, metavar="REGEX", help="time only the paths whose names match")
+    p.add_argument("--int8-keep-float", default=None, metavar="REGEX",
+                   help="add an int8 path with the matching convolutions in float (demo: KEEP_FLOAT_DEMO_KINDS; "
+                        "pass 'demo' for it)")
     p.add_argument("--out", default=None, help="also write the tables (markdown) here")
     args = p.parse_args()
+    if args.int8_keep_float == "demo":
+        args.int8_keep_float = KEEP_FLOAT_DEMO_KINDS
     torch.set_num_threads(args.threads)
     fp32_rate, int8_rate = gemm_rates(args.threads)
     lines = [f"machine: {os.cpu_count()} CPUs, {args.threads} threads; fp32 GEMM {fp32_rate:.0f} GFLOP/s "
@@ -216,7 +248,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         fns, flops, weights = build_detkit(folder, args)
-        fns.update(build_ultralytics(Path(str(weights)), folder, args))
+        if args.ultralytics:
+            fns.update(build_ultralytics(Path(str(weights)), folder, args))
+        if args.paths:
+            import re
+
+            fns = {k: v for k, v in fns.items() if re.search(args.paths, k)}
         torch.set_num_threads(args.threads)  # an exporter may have changed it
         lines.append(f"YOLOv8n at {SIZE}: {flops / 1e9:.2f} GFLOPs per image (torch.utils.flop_counter)")
         for batch in args.batches:

@@ -107,12 +107,28 @@ def decode_ignored_scope(model: Any, last_convs: bool = False) -> list[str]:
     return out
 
 
+_PRECISION_KEEPING = ("Concat", "MaxPool", "Interpolate", "Split", "VariadicSplit", "Reshape", "Transpose",
+                      "StridedSlice")
+
+
+def _quantized_input(node: Any) -> bool:
+    """Whether ``node``'s output is an int8 activation: a FakeQuantize, or ops that only move values
+    (concat, max pooling, nearest upsampling, splits, reshapes) over int8 activations only."""
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    inputs = [v.get_node() for v in node.input_values() if v.get_node().get_type_name() != "Constant"]
+    return kind in _PRECISION_KEEPING and bool(inputs) and all(_quantized_input(n) for n in inputs)
+
+
 def float_convolutions(model: Any) -> list[str]:
-    """Names of the convolutions of an int8 IR that run in float: no FakeQuantize feeds their input
-    activations (NNCF quantizes a convolution by putting one there and one on its weights)."""
+    """Names of the convolutions of an int8 IR (NNCF's) that run in float: their weights are not
+    quantized (a plain constant), or their input activations are not int8 (no FakeQuantize before
+    them, directly or through ops that only move values, such as a concat of quantized tensors)."""
     convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
     return [op.get_friendly_name() for op in convs
-            if op.input_value(0).get_node().get_type_name() != "FakeQuantize"]
+            if op.input_value(1).get_node().get_type_name() == "Constant"
+            or not _quantized_input(op.input_value(0).get_node())]
 
 
 @dataclass
@@ -128,6 +144,8 @@ class AccuracyControl:
             the images the reported metric is measured on.
         size: number of held-out items.
         max_drop: the largest accepted absolute drop of the metric (0.01: one AP point).
+        ranking_size: held-out items NNCF ranks the quantized layers on (one ``validate`` per layer
+            group; default all ``size``): the largest share of the time accuracy control takes.
 
     After :func:`export_openvino` the figures it measured are filled in: ``reference`` (float
     model), ``quantized`` (the written int8 model), ``float_convs`` (its convolutions left in float,
@@ -137,6 +155,7 @@ class AccuracyControl:
     validate: Callable[[Any, Sequence[int] | None], float]
     size: int
     max_drop: float = 0.01
+    ranking_size: int | None = None
     reference: float = float("nan")
     quantized: float = float("nan")
     float_convs: list[str] = field(default_factory=list)
@@ -166,6 +185,7 @@ def export_openvino(
     calibration: Iterable[np.ndarray] | None = None,
     calibration_size: int = 300,
     accuracy: AccuracyControl | None = None,
+    keep_float: Sequence[str] = (),
 ) -> Path:
     """Convert a detkit ``.onnx`` (:func:`detkit.deploy.export_onnx`) to OpenVINO IR, int8 when
     ``calibration`` is given.
@@ -179,6 +199,8 @@ def export_openvino(
         calibration_size: images NNCF draws from ``calibration`` (its ``subset_size``).
         accuracy: with ``calibration``: quantize with accuracy control (layers reverted to float
             until the held-out metric drops at most ``accuracy.max_drop``); its figures are filled in.
+        keep_float: with ``calibration``: further op names (OpenVINO friendly names) left in float,
+            besides the decode ops and prediction convs (:func:`decode_ignored_scope`).
 
     Returns:
         The written ``.xml`` path.
@@ -205,7 +227,8 @@ def export_openvino(
 
         logging.getLogger("nncf").setLevel(logging.WARNING)  # not its per-op notes
         dataset = nncf.Dataset(list(calibration))
-        ignored = nncf.IgnoredScope(names=decode_ignored_scope(model, last_convs=True), validate=False)
+        ignored = nncf.IgnoredScope(names=decode_ignored_scope(model, last_convs=True) + list(keep_float),
+                                    validate=False)
         if accuracy is None:
             model = nncf.quantize(model, dataset, subset_size=int(calibration_size), ignored_scope=ignored)
             how = "int8"
@@ -216,7 +239,7 @@ def export_openvino(
                 max_drop=float(accuracy.max_drop), drop_type=nncf.DropType.ABSOLUTE,
                 subset_size=int(calibration_size), ignored_scope=ignored,
                 advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
-                    ranking_subset_size=accuracy.size))
+                    ranking_subset_size=min(accuracy.ranking_size or accuracy.size, accuracy.size)))
             accuracy.reference = reference[0]
             accuracy.quantized = accuracy.validation_fn(meta)(ov.Core().compile_model(model, "CPU", _FP32),
                                                               range(accuracy.size))[0]

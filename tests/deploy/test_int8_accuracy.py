@@ -149,3 +149,26 @@ def test_accuracy_controlled_ir_round_trip(tmp_path, int8_cfg, checkpoint, capsy
     test = load_tool("test")
     metrics = test.run(test.parse_args([str(int8_cfg), str(out), "--no-progress"]))
     assert set(metrics) >= {"AP", "AP50"} and 0.0 <= metrics["AP"] <= 1.0
+
+
+@pytest.mark.slow
+def test_keep_float_and_float_convolutions(tmp_path, onnx_plain, deploy_cfg):
+    """Plain int8: the prediction convs alone are float; keep_float adds the named one, exactly."""
+    pytest.importorskip("nncf")
+    ov = pytest.importorskip("openvino")
+    from detkit.data.shapes import make_shape_image
+    from detkit.deploy import letterbox_images
+    from detkit.deploy.openvino_runtime import export_openvino, float_convolutions
+
+    letterbox = letterbox_from_config(deploy_cfg, 32)
+    calib = [letterbox_images([make_shape_image(100 + i, 256)[0]], letterbox, bgr=False)["images"].numpy()
+             for i in range(4)]
+    convs = [op.get_friendly_name() for op in ov.convert_model(str(onnx_plain)).get_ordered_ops()
+             if op.get_type_name() == "Convolution"]
+    preds = [c for c in convs if "/head/" in c and "preds" in c]
+    assert len(preds) == 3
+    plain = export_openvino(onnx_plain, tmp_path / "plain.xml", calibration=calib, calibration_size=4)
+    assert sorted(float_convolutions(ov.Core().read_model(str(plain)))) == sorted(preds)
+    kept = export_openvino(onnx_plain, tmp_path / "kept.xml", calibration=calib, calibration_size=4,
+                           keep_float=[convs[0]])
+    assert sorted(float_convolutions(ov.Core().read_model(str(kept)))) == sorted(preds + [convs[0]])
