@@ -20,13 +20,15 @@ detkit: ``model(images)``, ``model.head.loss(raw, batch)``, the ``loss_*`` sum x
 Inference at batch 1 and 8 (640 px): the network with its decoding, no NMS (Ultralytics' eval-mode
 forward, which for YOLO26 includes its top-300 one-to-one selection; detkit's ``forward_decoded``),
 unfused and fused on each side (Ultralytics' ``model.fuse()`` on a copy; detkit's
-``detkit.models.fuse.fused_copy``), and detkit's fused model in channels-last memory format ("chlast",
+``detkit.models.fuse.fused_copy``; both drop YOLO26's one-to-many branch, which its inference does not read,
+while the unfused models compute both branches), and detkit's fused model in channels-last memory format ("chlast",
 against the same rounds of Ultralytics' fused model), under ``torch.inference_mode``. The default run
 takes about 4 minutes on a quiet 2-core machine (estimated from the step times; more rounds with
 ``--train-rounds`` / ``--infer-rounds``).
 
 Rounds alternate the two sides (each round times every case once on each side, detkit first in even rounds,
-Ultralytics first in odd ones), after one untimed warm-up of each. Printed: best of N and median in ms
+Ultralytics first in odd ones), after one untimed warm-up of each (training: a full step of each side per model,
+the first model's included). Printed: best of N and median in ms
 and the ratio detkit / Ultralytics of each, with the load average before and after: on a shared machine
 medians swing 2-4x under load while minima hold. Threads: 2 (``torch.set_num_threads(2)``).
 """
