@@ -24,7 +24,8 @@ def test_yolo_split_without_labels_folder_is_an_error(tmp_path, write_img):
     img_dir = images(tmp_path, write_img, "train")
     with pytest.raises(ValueError, match=rf"^{re.escape(str(img_dir))}: labels folder not found: "
                                          rf"{re.escape(str(tmp_path / 'labels' / 'train'))} "
-                                         r"\(every image would be background\); put each image's <name>.txt there, or create"):
+                                         r"\(every image would be background\); put each image's <name>.txt "
+                                         r"there, or create"):
         YoloDataset(str(img_dir), ["a"])
 
 
