@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 TieOrder = Literal["index", "torch"]
+Spans = tuple[Tensor, Tensor, Tensor, Tensor]  # a window's first and past-the-last column and row, (G,) each
 PAIR_BUDGET = 1 << 23  # pairs of a table chunk (~8.4 M; a rule's per-pair temporaries take ~100-300 bytes each)
 _BUDGET: ContextVar[int | None] = ContextVar("detkit_pair_budget", default=None)
 
@@ -170,10 +171,11 @@ class CandidateTable:
         return CandidateTable(image=image, slot=slot, row=row, prior=prior, num_gts=num_gts, num_priors=num_priors)
 
     @staticmethod
-    def from_windows(grid: PriorGrid, image: Tensor, slot: Tensor, regions: Tensor, num_gts: int) -> CandidateTable:
+    def from_windows(grid: PriorGrid, image: Tensor, slot: Tensor, regions: Tensor, num_gts: int,
+                     spans: Sequence[Spans] | None = None) -> CandidateTable:
         """The priors whose centre lies in each GT row's region on their level, ``regions (G, L, 4)`` xyxy
         (widened by ``WINDOW_TOL`` strides: a superset of "strictly inside"; see :func:`window_pairs`)."""
-        row, prior = window_pairs(grid, regions)
+        row, prior = window_pairs(grid, regions, spans)
         return CandidateTable(image=image, slot=slot, row=row, prior=prior, num_gts=num_gts,
                               num_priors=grid.num_priors)
 
@@ -220,13 +222,15 @@ def candidate_tables(priors: Priors, gt: GTBatch, regions: Tensor | None = None,
     n, m = priors.num_priors, gt.num_gts
     grid = priors.grid if regions is not None else None
     if grid is not None and regions is not None:
-        counts = torch.stack([level_window_counts(lv, regions[:, i]) for i, lv in enumerate(grid.levels)], 1).sum(1)
+        spans = [_spans(lv, regions[:, i]) for i, lv in enumerate(grid.levels)]  # once: counts and pairs
+        counts = torch.stack([_span_count(lv, sp) for lv, sp in zip(grid.levels, spans)], 1).sum(1)
     else:
         counts = torch.full((image.shape[0],), n, dtype=torch.long, device=image.device)
     for start, stop in _chunk_bounds(counts, current_pair_budget()):
         part = slice(start, stop)
         if grid is not None and regions is not None:
-            yield CandidateTable.from_windows(grid, image[part], slot[part], regions[part], m)
+            yield CandidateTable.from_windows(grid, image[part], slot[part], regions[part], m,
+                                              [(x0[part], x1[part], y0[part], y1[part]) for x0, x1, y0, y1 in spans])
         else:
             yield CandidateTable.all_pairs(image[part], slot[part], m, n)
 
@@ -367,7 +371,7 @@ class PriorBest:
 WINDOW_TOL = 1e-3  # windows are widened by this many strides: far above rounding, far below a cell
 
 
-def _spans(level: GridLevel, regions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _spans(level: GridLevel, regions: Tensor) -> Spans:
     """First and past-the-last column and row whose centres lie in ``regions (G, 4)`` (widened by
     ``WINDOW_TOL`` strides): ``(x0, x1, y0, y1)``, ``Tensor[G]`` long each."""
     tol = WINDOW_TOL * level.stride
@@ -380,15 +384,21 @@ def _spans(level: GridLevel, regions: Tensor) -> tuple[Tensor, Tensor, Tensor, T
 
 def level_window_counts(level: GridLevel, regions: Tensor) -> Tensor:
     """``Tensor[G]`` long: priors of ``level`` whose centres lie in each of ``regions (G, 4)``."""
-    x0, x1, y0, y1 = _spans(level, regions)
+    return _span_count(level, _spans(level, regions))
+
+
+def _span_count(level: GridLevel, spans: Spans) -> Tensor:
+    """``Tensor[G]`` long: priors of ``level`` in the windows ``spans`` (:func:`_spans`)."""
+    x0, x1, y0, y1 = spans
     return (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0) * level.anchors
 
 
-def window_pairs(layout: PriorGrid, regions: Tensor) -> tuple[Tensor, Tensor]:
+def window_pairs(layout: PriorGrid, regions: Tensor, spans: Sequence[Spans] | None = None) -> tuple[Tensor, Tensor]:
     """The (GT, prior) pairs whose prior centre lies in the GT's region on the prior's level.
 
     Args:
         regions: ``Tensor[G, L, 4]`` xyxy, one region per GT and level (empty regions list nothing).
+        spans: the regions' column and row spans per level if the caller has them (``_spans``).
 
     Returns:
         ``(gt, prior)``, ``Tensor[P]`` long each: GT row in ``[0, G)`` (ascending) and prior index
@@ -396,7 +406,8 @@ def window_pairs(layout: PriorGrid, regions: Tensor) -> tuple[Tensor, Tensor]:
     """
     g, num_levels = regions.shape[0], len(layout.levels)
     device = regions.device
-    spans = [_spans(level, regions[:, i]) for i, level in enumerate(layout.levels)]
+    if spans is None:
+        spans = [_spans(level, regions[:, i]) for i, level in enumerate(layout.levels)]
     if not spans or g == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty

@@ -187,17 +187,15 @@ def level_iou_bounds(grid: PriorGrid, boxes: Tensor) -> Tensor:
     reaches (as :func:`~detkit.boxes.aligned_iou` computes it): ``IoU <= inter / max(area, prior area)``, the
     intersection at most ``min(w, widest prior) * min(h, tallest prior)``; widened for fp32 rounding. 0 on an empty
     level."""
-    b = boxes.double()
-    w, h = (b[:, 2] - b[:, 0]).clamp(min=0), (b[:, 3] - b[:, 1]).clamp(min=0)
-    out = []
-    for level in grid.levels:
-        if level.size == 0:
-            out.append(w.new_zeros(w.shape))
-            continue
-        prior = grid.boxes[level.start:level.stop].double()
-        pw, ph = (prior[:, 2] - prior[:, 0]).clamp(min=0), (prior[:, 3] - prior[:, 1]).clamp(min=0)
-        inter = torch.minimum(w, pw.max()) * torch.minimum(h, ph.max())
-        area = torch.maximum(w * h, (pw * ph).min())
-        out.append(torch.where(area > 0, inter / area, 1.0).clamp(max=1.0))
-    return torch.stack(out, 1) * (1 + 1e-4) + 1e-6
+    b, prior = boxes.double(), grid.boxes.double()
+    w, h = (b[:, 2] - b[:, 0]).clamp(min=0)[:, None], (b[:, 3] - b[:, 1]).clamp(min=0)[:, None]  # (G, 1)
+    pw, ph = (prior[:, 2] - prior[:, 0]).clamp(min=0), (prior[:, 3] - prior[:, 1]).clamp(min=0)  # (N,)
+    sizes = torch.tensor([level.size for level in grid.levels], device=boxes.device)
+    level = torch.repeat_interleave(torch.arange(sizes.shape[0], device=boxes.device), sizes)  # (N,)
+    per_level = torch.zeros(3, sizes.shape[0], dtype=torch.float64, device=boxes.device)  # 0 on an empty level
+    for row, (value, how) in enumerate(((pw, "amax"), (ph, "amax"), (pw * ph, "amin"))):
+        per_level[row].scatter_reduce_(0, level, value, how, include_self=False)
+    inter = torch.minimum(w, per_level[0]) * torch.minimum(h, per_level[1])  # (G, L)
+    area = torch.maximum(w * h, per_level[2])
+    return torch.where(area > 0, inter / area, 1.0).clamp(max=1.0) * (1 + 1e-4) + 1e-6
 

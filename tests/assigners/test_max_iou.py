@@ -120,3 +120,30 @@ def test_low_quality_found_on_a_level_left_out():
     all_pairs = assigner.assign(grid.boxes, gt, labels, mask, num_level_priors=[64, 4])
     for field in ("gt_index", "pos_mask", "ignore_mask", "labels", "iou"):
         assert torch.equal(getattr(on_grid, field), getattr(all_pairs, field)), field
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_levels_left_out_change_nothing(seed, monkeypatch):
+    # YOLO's anchors on three levels, GTs from 1 to 200 px: the grid's table (levels left out, some GTs taken again
+    # on all levels) against all pairs of the bare priors, which leaves nothing out.
+    import detkit.assigners.max_iou as mi
+    from detkit.anchors import YOLOAnchorGenerator
+
+    tables = mi.candidate_tables
+    calls = []
+    monkeypatch.setattr(mi, "candidate_tables", lambda *a, **k: calls.append(1) or tables(*a, **k))
+    anchors = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)], [(116, 90), (156, 198), (373, 326)]]
+    grid = YOLOAnchorGenerator(anchors, [8, 16, 32]).grid_priors([(16, 16), (8, 8), (4, 4)])
+    g = torch.Generator().manual_seed(seed)
+    side = torch.exp(torch.empty(2, 40, 2).uniform_(0, 5.3, generator=g))
+    centre = torch.rand(2, 40, 2, generator=g) * 128
+    gt = torch.cat([centre - side / 2, centre + side / 2], -1)
+    if seed == 2:
+        gt = gt.round()  # exact ties of IoU
+    labels, mask = torch.randint(0, 3, (2, 40), generator=g), torch.rand(2, 40, generator=g) > 0.1
+    for assigner in (MaxIoUAssigner(0.5, 0.4), MaxIoUAssigner(0.6, 0.3, min_pos_iou=0.1)):
+        on_grid = assigner.assign(grid, gt, labels, mask)
+        all_pairs = assigner.assign(grid.boxes, gt, labels, mask, num_level_priors=grid.num_level_priors)
+        for field in ("gt_index", "pos_mask", "ignore_mask", "labels", "iou"):
+            assert torch.equal(getattr(on_grid, field), getattr(all_pairs, field)), field
+    assert len(calls) > 4  # some GTs were taken again on all levels
