@@ -70,7 +70,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--int8-max-drop", type=nonnegative_float, default=None, metavar="AP_POINTS",
                    help="--int8: accuracy control, the largest accepted AP drop in AP points (0-100 scale: 1.0 = "
                         "one point) on held-out training images; layers go back to float until it holds (slow: "
-                        "the held-out images are evaluated once per group of layers, 10x plain --int8 or more)")
+                        "the held-out images are evaluated once per group of layers: 6x plain --int8 on the demo)")
     p.add_argument("--accuracy-images", type=positive_int, default=None,
                    help="--int8-max-drop: training images, none of the calibration ones, to measure the drop on "
                         f"(default {ACCURACY_IMAGES})")
