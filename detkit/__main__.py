@@ -17,7 +17,7 @@ import runpy
 import sys
 from collections.abc import Sequence
 
-from detkit.cli import debugging
+from detkit.cli import debugging, run_cli
 
 # subcommand -> (module in detkit.tools, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,8 +50,25 @@ def usage() -> str:
             + "\n".join(rows))
 
 
+def _print_configs() -> None:
+    from detkit.config_files import config_dir, list_configs
+
+    print(f"# {config_dir()}  (load one by name: detkit train NAME.py, or detkit://NAME.py)")
+    print("\n".join(list_configs()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``detkit COMMAND ARGS``; returns the exit status (0, 2 for an unknown command)."""
+    """Run ``detkit COMMAND ARGS``; returns the exit status (0, 2 for an unknown command, 141 when
+    the reader of its output closed it early: ``detkit configs | head -2``, :func:`detkit.cli.run_cli`)."""
+    status = [0]
+
+    def job() -> None:
+        status[0] = _main(argv)
+
+    return run_cli(job) or status[0]
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = bool(args) and args[0] == "--debug"  # detkit --debug COMMAND ...: the command's --debug
     if debug:
@@ -66,10 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     name, rest = args[0], args[1:]
     if name == "configs":
-        from detkit.config_files import config_dir, list_configs
-
-        print(f"# {config_dir()}  (load one by name: detkit train NAME.py, or detkit://NAME.py)")
-        print("\n".join(list_configs()))
+        _print_configs()
         return 0
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; commands: {', '.join([*COMMANDS, 'configs'])}", file=sys.stderr)

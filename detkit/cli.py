@@ -18,6 +18,12 @@ Argument parsing may run inside the job: argparse's own exit (2 for a usage mist
 ``--help``) becomes the returned status, so ``main(argv)`` returns instead of raising
 ``SystemExit``. A tool with statuses of its own (training: 1 diverged, 128 + signal when stopped)
 maps its exceptions with ``handlers``.
+
+A reader that stops early (``detkit configs | head -2``) closes the pipe the tool writes to: the
+tool stops quietly with status 141 (128 + SIGPIPE, what a shell reports for a Unix tool the pipe
+ended), its standard output pointed at ``os.devnull`` as Python's ``signal`` documentation advises
+(so the flush at exit raises nothing). A ``BrokenPipeError`` from anything but standard output
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,10 +39,12 @@ from typing import Any
 
 from detkit.errors import Argument, ArgumentMessage, DetkitError
 
-__all__ = ["DEBUG_ENV", "ArgumentParser", "cli_message", "debug_enabled", "debugging", "flag_of", "run_cli"]
+__all__ = ["CLOSED_STDOUT_STATUS", "DEBUG_ENV", "ArgumentParser", "cli_message", "debug_enabled", "debugging",
+           "flag_of", "run_cli"]
 
 DEBUG_ENV = "DETKIT_DEBUG"  # set to 1 for --debug in every tool (and in processes they start)
 _debug = [False]  # set by --debug while a tool runs (run_cli restores it when the tool returns)
+CLOSED_STDOUT_STATUS = 141  # 128 + SIGPIPE: the reader of the tool's output closed it (| head)
 
 
 def debug_enabled() -> bool:
@@ -93,6 +102,29 @@ def _report(error: BaseException, flags: Mapping[str, str] | None = None) -> Non
     print(f"error: {cli_message(error, flags)}", file=sys.stderr)
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (POLLERR on its write end); where
+    ``poll`` is missing (Windows) any ``BrokenPipeError`` counts as that."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor
+        return False
+    if not hasattr(select, "poll"):
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _leave_closed_stdout() -> int:
+    """Point standard output at ``os.devnull`` (Python's flush at exit then writes nowhere) and
+    return :data:`CLOSED_STDOUT_STATUS`."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return CLOSED_STDOUT_STATUS
+
+
 def run_cli(job: Callable[[], Any], failures: tuple[type[BaseException], ...] = (),
             handlers: Mapping[type[BaseException], Callable[[Any], int]] | None = None,
             flags: Mapping[str, str] | None = None) -> int:
@@ -109,26 +141,41 @@ def run_cli(job: Callable[[], Any], failures: tuple[type[BaseException], ...] = 
     Returns:
         0 done; 2 a :class:`~detkit.errors.DetkitError` (``error: <message>`` on stderr) or
         argparse's usage exit; 1 a declared failure; a handler's status; the code of a
-        ``SystemExit`` raised inside the job. Any other exception propagates with its traceback
-        (a bug, not a user mistake).
+        ``SystemExit`` raised inside the job; 141 when the reader of standard output closed it
+        (nothing printed). Any other exception propagates with its traceback (a bug, not a user
+        mistake).
     """
     with debugging(_debug[0]):  # a --debug parsed inside the job ends with it
         try:
-            job()
-        except SystemExit as e:  # argparse: usage mistake (2) or --help (0); its message is already printed
-            if e.code is None or isinstance(e.code, int):
-                return int(e.code or 0)
-            print(f"error: {e.code}", file=sys.stderr)
-            return 1
-        except DetkitError as e:
+            status = _run(job, failures, handlers, flags)
+            sys.stdout.flush()  # inside the try: a closed pipe shows here, not at Python's exit
+        except BrokenPipeError:
+            if not _stdout_closed():
+                raise
+            return _leave_closed_stdout()
+    return status
+
+
+def _run(job: Callable[[], Any], failures: tuple[type[BaseException], ...],
+         handlers: Mapping[type[BaseException], Callable[[Any], int]] | None,
+         flags: Mapping[str, str] | None) -> int:
+    """:func:`run_cli`'s statuses, a closed standard output aside."""
+    try:
+        job()
+    except SystemExit as e:  # argparse: usage mistake (2) or --help (0); its message is already printed
+        if e.code is None or isinstance(e.code, int):
+            return int(e.code or 0)
+        print(f"error: {e.code}", file=sys.stderr)
+        return 1
+    except DetkitError as e:
+        _report(e, flags)
+        return 2
+    except BaseException as e:
+        for kind, handle in (handlers or {}).items():
+            if isinstance(e, kind):
+                return handle(e)
+        if isinstance(e, failures):
             _report(e, flags)
-            return 2
-        except BaseException as e:
-            for kind, handle in (handlers or {}).items():
-                if isinstance(e, kind):
-                    return handle(e)
-            if isinstance(e, failures):
-                _report(e, flags)
-                return 1
-            raise
+            return 1
+        raise
     return 0
