@@ -13,6 +13,11 @@ the model). The result is a plain config: its dump loads back and trains the sam
 (every ``size`` of a pipeline transform equals ``data.img_size``, and each pipeline brings images
 to that size) and one class count (the datasets', the model's, ``data.num_classes``,
 ``data.class_names``'s). :func:`check_dataset_classes` checks a built dataset the same way.
+
+:func:`load_data_config` is what a tool with ``--cfg-options`` and ``--data`` does: with ``--data``,
+an override of a split's dataset argument (``data.train.dataset.filter_empty=False``) is applied
+to the dataset reading the user's data, after it replaced the config's (checked against that
+class, not the config's own: :func:`split_dataset_overrides`).
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from detkit.cli import cli_message
-from detkit.config import TARGET_KEY, ConfigDict, ConfigError, L
+from detkit.config import TARGET_KEY, ConfigDict, ConfigError, L, apply_overrides, check_signatures, load_config
 from detkit.config_checks import DATA_ARGUMENT, check_call_arguments, check_typed_sections
 from detkit.data.sources import SPLITS, DatasetSource, coco_class_names, resolve_source
 from detkit.errors import Argument, DataError, UsageError
 
 __all__ = ["DEFAULT_IMG_SIZE", "adopt_dataset", "add_data_arguments", "apply_data_arguments", "check_data_config",
-           "check_dataset_classes", "check_img_size", "declared_class_names", "default_pipeline", "set_img_size"]
+           "check_dataset_classes", "check_img_size", "declared_class_names", "default_pipeline", "load_data_config",
+           "set_img_size", "split_dataset_overrides"]
 
 logger = logging.getLogger("detkit")
 
@@ -337,14 +343,50 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image side in pixels: data.img_size and every transform size (default the config's)")
 
 
-def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool = False) -> ConfigDict:
+def split_dataset_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``key=value`` overrides split into ``(the others, those setting a split's dataset argument)``:
+    the second list holds every ``data.<split>.dataset.<...>=...`` (``train``, ``val``, ``test``), in
+    their order. With ``--data`` those go to the dataset reading the user's data."""
+    splits = tuple(f"data.{split}.dataset." for split in SPLITS)
+    others, dataset = [], []
+    for item in overrides:
+        (dataset if item.partition("=")[0].strip().startswith(splits) else others).append(item)
+    return others, dataset
+
+
+def load_data_config(path: str | os.PathLike, overrides: Sequence[str], args: argparse.Namespace,
+                     quiet: bool = False) -> ConfigDict:
+    """A tool's config: ``load_config(path, overrides)`` then ``--data`` / ``--img-size``
+    (:func:`apply_data_arguments`). With ``--data``, the overrides of a split's dataset
+    (:func:`split_dataset_overrides`) are applied after the user's data replaced the config's
+    dataset, so they are checked against (and kept in) the dataset reading it.
+
+    Args:
+        path: the config (a file or a packaged name).
+        overrides: the tool's ``--cfg-options``.
+        args: a tool's parsed arguments with ``data``, ``img_size`` and ``img_dir``.
+        quiet: print nothing.
+
+    Raises:
+        what :func:`~detkit.config.load_config` and :func:`apply_data_arguments` raise.
+    """
+    others, dataset = split_dataset_overrides(overrides) if args.data else (list(overrides), [])
+    return apply_data_arguments(load_config(path, others), args, quiet=quiet, overrides=dataset)
+
+
+def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool = False,
+                         overrides: Sequence[str] = ()) -> ConfigDict:
     """``--data`` / ``--img-size`` applied to a loaded config (in place; returned), then
-    :func:`check_data_config`. Prints one line describing the adopted data unless ``quiet``.
+    ``overrides``, then :func:`check_data_config`. Prints one line describing the adopted data
+    unless ``quiet``.
 
     Args:
         cfg: a loaded config.
         args: a tool's parsed arguments with ``data``, ``img_size`` and ``img_dir`` (None when not given).
         quiet: print nothing.
+        overrides: ``key=value`` overrides applied after the data was adopted (the ones of
+            :func:`split_dataset_overrides` with ``--data``; a call in a value may use detkit's
+            names only, not the config file's imports).
 
     Raises:
         UsageError: ``--img-dir`` without ``--data``, an ``--img-size`` below 1.
@@ -370,7 +412,10 @@ def apply_data_arguments(cfg: ConfigDict, args: argparse.Namespace, quiet: bool 
         set_img_size(cfg, args.img_size)
     # what was rebuilt is checked as a loaded config is: arguments against annotations, typed sections
     where = getattr(cfg, "_filename", "<config>") + (f" with --data {args.data}" if args.data else "")
-    check_call_arguments(cfg, source=where)
+    if overrides:
+        apply_overrides(cfg, overrides, source=where)
+        check_signatures(cfg, source=where)
+    check_call_arguments(cfg, source=where, overrides=overrides)
     check_typed_sections(cfg, source=where)
     check_data_config(cfg)  # its remedies name img_size / data: run_cli prints them as --img-size N / --data PATH
     return cfg

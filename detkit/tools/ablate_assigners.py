@@ -91,7 +91,7 @@ from detkit.assigners.branches import (
 )
 from detkit.cli import ArgumentParser, run_cli
 from detkit.config import ConfigError, instantiate, load_config
-from detkit.data.adopt import add_data_arguments, apply_data_arguments
+from detkit.data.adopt import add_data_arguments, apply_data_arguments, split_dataset_overrides
 from detkit.engine.evaluate import evaluate
 from detkit.io import atomic_write_text
 from detkit.lazy import TARGET_KEY, call_text
@@ -183,11 +183,13 @@ def run_config(row: AblationRow, seed: int, common: Sequence[str], data: argpars
     then ``--data`` / ``--img-size`` from ``data`` (:func:`detkit.data.adopt.apply_data_arguments`)."""
     rules = branch_rules(row.assigner, row.branch)
     if rules.one2one is not None:  # the head must have the branch before an override names it
-        check_branches(row, load_config(row.config, [*common, *row.cfg_options]))
+        check_branches(row, load_config(row.config, split_dataset_overrides([*common, *row.cfg_options])[0]))
     overrides = ["train.eval_interval=0", *common, *rules.overrides(), *row.cfg_options, f"train.seed={seed}"]
+    # with --data, the dataset's overrides go to the dataset reading the user's data (after it is swapped in)
+    overrides, dataset = split_dataset_overrides(overrides) if data is not None and data.data else (overrides, [])
     cfg = load_config(row.config, overrides)
     if data is not None:
-        apply_data_arguments(cfg, data, quiet=True)
+        apply_data_arguments(cfg, data, quiet=True, overrides=dataset)
     check_branches(row, cfg)
     return cfg
 

@@ -41,8 +41,8 @@ from detkit.assigners import Assigner
 from detkit.assigners.branches import ASSIGNER_KEYS, BRANCH_CHOICES, branch_rules, has_one2one, one_to_one_problem
 from detkit.assigners.presets import ASSIGNER_PRESETS, assigner_call
 from detkit.cli import ArgumentParser, run_cli
-from detkit.config import ConfigDict, ConfigError, instantiate, load_config, parse_value
-from detkit.data.adopt import add_data_arguments, apply_data_arguments
+from detkit.config import ConfigDict, ConfigError, instantiate, parse_value
+from detkit.data.adopt import add_data_arguments, load_data_config
 from detkit.engine.output_paths import check_not_input, check_output_dir, config_input_paths
 from detkit.viz import draw_assignment, tensor_to_bgr
 
@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> None:
-    cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args)
+    cfg = load_data_config(args.config, args.cfg_options, args)
     assigners = build_assigners(args.assigners, cfg, args.branch, args.config)
     if args.split not in (cfg.get("data") or {}):
         raise ConfigError(f"{args.config}: no data.{args.split} to compare on")

@@ -41,8 +41,8 @@ from pathlib import Path
 
 from detkit.argtypes import fraction, positive_int
 from detkit.cli import ArgumentParser, run_cli
-from detkit.config import instantiate, load_config
-from detkit.data.adopt import add_data_arguments, apply_data_arguments
+from detkit.config import instantiate
+from detkit.data.adopt import add_data_arguments, load_data_config
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     if args.data and args.img_size is None and isinstance(trained_size, int):
         args.img_size = trained_size  # the data is new to the config: evaluate at the size the model learned
         print(f"--img-size {trained_size}: the size {args.checkpoint} was trained at (its meta)", flush=True)
-    cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args)
+    cfg = load_data_config(args.config, args.cfg_options, args)
     # --data itself, then the annotation files and image (and derived label) folders the val set reads
     data_inputs = [*config_input_paths(args.data), *config_input_paths((cfg.get("data") or {}).get("val"))]
     for flag, path in outputs:

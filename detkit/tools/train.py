@@ -40,8 +40,7 @@ from collections.abc import Sequence
 
 from detkit.argtypes import nonnegative_int
 from detkit.cli import ArgumentParser, cli_message, run_cli
-from detkit.config import load_config
-from detkit.data.adopt import add_data_arguments, apply_data_arguments
+from detkit.data.adopt import add_data_arguments, load_data_config
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -71,8 +70,8 @@ def train(args: argparse.Namespace) -> None:
     from detkit.engine.trainer import Trainer
 
     # under torchrun only the first process describes --data (the process group is not up yet)
-    cfg = apply_data_arguments(load_config(args.config, args.cfg_options), args,
-                               quiet=os.environ.get("RANK", "0") != "0")
+    cfg = load_data_config(args.config, args.cfg_options, args,
+                           quiet=os.environ.get("RANK", "0") != "0")
     if args.work_dir:  # never a data set's folder or inside one (a config in the work dir is kept: config.dump.py)
         inputs = [args.load_from, *config_input_paths(args.data), *config_input_paths(cfg.get("data"))]
         check_not_input(args.work_dir, inputs, "--work-dir")
