@@ -12,6 +12,8 @@
   an input folder (resolved through symlinks), and an output folder that holds an input file a
   tool would replace by name; :func:`config_input_paths` lists the existing paths a config's
   dataset entries name, so a tool can pass them as inputs.
+- :func:`numbered_dir` picks a default output folder per run (``work_dirs/infer``, then
+  ``work_dirs/infer2``, ``infer3``, ...): a run the user did not name never replaces another's files.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any
 
 from detkit.errors import Argument, OutputError
 
-__all__ = ["OutputPathError", "check_not_input", "check_output_dir", "check_output_file", "config_input_paths"]
+__all__ = ["OutputPathError", "check_not_input", "check_output_dir", "check_output_file", "config_input_paths",
+           "numbered_dir"]
 
 
 class OutputPathError(OutputError):
@@ -88,6 +91,17 @@ def check_output_file(path: str | os.PathLike, what: str | Argument = "output fi
     if path.exists() and not os.access(path, os.W_OK):
         raise _refuse("{what} {path}: no permission to overwrite it", what, path)
     _check_creatable(path.parent, what, path)
+    return path
+
+
+def numbered_dir(base: str | os.PathLike) -> Path:
+    """The first of ``base``, ``base2``, ``base3``, ... that does not exist (nothing is created):
+    the default output folder of one run, so that a later run never replaces its files."""
+    base = Path(base)
+    path, n = base, 1
+    while os.path.lexists(path):
+        n += 1
+        path = base.with_name(f"{base.name}{n}")
     return path
 
 

@@ -20,8 +20,11 @@ inductor's freezing (inference only; see docs/deployment.md). On the CPU the PyT
 run in channels_last (same outputs, faster; ``--no-channels-last`` keeps the contiguous layout).
 ``--no-spin`` makes ONNX Runtime's idle threads sleep instead of spin-waiting: faster on a machine
 busy with other work (training, say), slower on a quiet one.
-``DIR`` (default ``work_dirs/infer``) receives one drawn image per input (or ``<video name>.mp4``)
-and ``detections.json``:
+``DIR`` receives one drawn image per input (or ``<video name>.mp4``) and ``detections.json``.
+Without ``--out`` each run gets a new folder, ``work_dirs/infer``, then ``work_dirs/infer2``,
+``infer3``, ... (printed at the end): an earlier run's results are never replaced. A named ``--out``
+that holds files is refused (exit status 2) unless ``--overwrite`` (files of the same name are
+replaced). ``detections.json``:
 ``[{"file", "frame", "width", "height", "detections": [{"bbox": [x1, y1, x2, y2], "score", "label", "name"}]}]``.
 
 Images are decoded as training reads them (EXIF orientation, 16-bit, alpha; docs/reliability.md).
@@ -58,12 +61,18 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
+DEFAULT_OUT = Path("work_dirs") / "infer"  # without --out: this, else infer2, infer3, ... (numbered_dir)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="[CONFIG] CHECKPOINT INPUT, or MODEL.onnx INPUT; INPUT: an image, a folder of images, "
                         "a video")
-    p.add_argument("--out", default="work_dirs/infer")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: a new one per run, work_dirs/infer, work_dirs/infer2, ...)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a named --out that holds files (files of the same name are replaced)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--score-thr", type=fraction, default=0.3, help="keep detections scoring at least this (0..1)")
@@ -169,14 +178,20 @@ def run(args: argparse.Namespace) -> list[dict]:
     from detkit.data.problems import ProblemLog
     from detkit.deploy import load_predictor
     from detkit.deploy.predictor import BACKENDS, resolve_backend
-    from detkit.engine.output_paths import check_not_input, check_output_dir
+    from detkit.engine.output_paths import OutputPathError, check_not_input, check_output_dir, numbered_dir
     from detkit.io import atomic_write_bytes, atomic_write_text
     from detkit.viz import draw_detections
 
+    named = args.out is not None
+    if not named:  # a new folder per run: an earlier run's detections are never replaced
+        args.out = str(numbered_dir(DEFAULT_OUT))
     # --out never replaces an input: not the input folder, not the folder holding the input image or video
     check_not_input(args.out, [args.input], "--out", names_from_inputs=True)
     check_not_input(args.out, [args.checkpoint, args.config], "--out")
     check_output_dir(args.out, "--out")
+    if named and not args.overwrite and Path(args.out).is_dir() and any(Path(args.out).iterdir()):
+        raise OutputPathError("--out {path}: holds files (an earlier run's?); pass --overwrite to write into it "
+                              "(files of the same name are replaced), or name another --out", values={"path": args.out})
     src = Path(args.input)
     if not src.exists():
         raise DataError(f"input not found: {src}; give an image, a folder of images or a video "
