@@ -25,7 +25,9 @@ graph keeps the top ``max_per_img`` (prior, class) scores above ``score_thr`` (O
 ``tools/test.py`` and Ultralytics' end-to-end output select them. Class names,
 input size, letterbox, stride and the post-processing settings (``model.head.score_thr``, ...;
 change them with ``--cfg-options``) are stored as ONNX metadata, which ``tools/infer.py model.onnx
-INPUT`` reads. Default output: the checkpoint's path with ``.onnx`` (``_nms.onnx`` with NMS).
+INPUT`` reads. Default output: the checkpoint's path with ``.onnx`` (``_nms.onnx`` with NMS); when
+that file (or the ``.xml`` / ``.bin``) exists already the export is refused (exit status 2) unless
+``--overwrite``: a file the user did not name is never replaced (a named ``--out`` is written over).
 After writing, ONNX Runtime runs the model on a random batch and the outputs are compared with
 PyTorch's (exit status 1 when they differ by more than ``--tolerance``).
 """
@@ -33,6 +35,7 @@ PyTorch's (exit status 1 when they differ by more than ``--tolerance``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +58,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                                               "in the checkpoint)")
     p.add_argument("--format", default="onnx", help=f"export format: {' | '.join(FORMATS)}")
     p.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the default output next to the checkpoint when it exists (a named --out is "
+                        "written over anyway)")
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")
     p.add_argument("--with-nms", action="store_true", help="end the graph with NonMaxSuppression")
@@ -172,7 +178,7 @@ def run(args: argparse.Namespace) -> Path:
     from detkit.deploy import build_metadata, export_onnx, letterbox_from_config
     from detkit.deploy.onnx_export import MIN_OPSET
     from detkit.engine.checkpoint_config import load_checkpoint_model
-    from detkit.engine.output_paths import check_not_input, check_output_file
+    from detkit.engine.output_paths import OutputPathError, check_not_input, check_output_file
     from detkit.extras import require
 
     if args.format not in FORMATS:
@@ -197,6 +203,10 @@ def run(args: argparse.Namespace) -> Path:
     suffix = ".xml" if openvino else ".onnx"
     default_name = ckpt.stem + ("_nms" if args.with_nms else "") + ("_int8" if args.int8 else "") + suffix
     out = Path(args.out) if args.out else ckpt.with_name(default_name)
+    existing = [p for p in (out, *([out.with_suffix(".bin")] if openvino else [])) if os.path.lexists(p)]
+    if not args.out and existing and not args.overwrite:  # a file the user did not name is never replaced
+        raise OutputPathError("{path} exists (an earlier export?); pass --overwrite to replace it, or name the "
+                              "output with --out PATH", values={"path": existing[0]})
     check_not_input(out, [ckpt, args.config], "--out")  # before any work
     check_output_file(out, "--out")
     if out.suffix != suffix:

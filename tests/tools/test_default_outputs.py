@@ -1,6 +1,6 @@
 """Outputs the user did not name never replace an earlier run's: ``detkit infer`` without ``--out``
 writes a new numbered folder per run (``work_dirs/infer``, ``infer2``, ...); a named ``--out``
-holding files is refused unless ``--overwrite``."""
+holding files is refused unless ``--overwrite``. (Export: tests/deploy/test_export_default_out.py.)"""
 
 from __future__ import annotations
 
