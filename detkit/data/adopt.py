@@ -348,7 +348,8 @@ def split_dataset_overrides(overrides: Sequence[str]) -> tuple[list[str], list[s
     the second list holds every ``data.<split>.dataset.<...>=...`` (``train``, ``val``, ``test``), in
     their order. With ``--data`` those go to the dataset reading the user's data."""
     splits = tuple(f"data.{split}.dataset." for split in SPLITS)
-    others, dataset = [], []
+    others: list[str] = []
+    dataset: list[str] = []
     for item in overrides:
         (dataset if item.partition("=")[0].strip().startswith(splits) else others).append(item)
     return others, dataset
