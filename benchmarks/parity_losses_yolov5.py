@@ -69,7 +69,7 @@ from detkit.config import instantiate, load_config
 from detkit.models import YOLOLossPipeline
 
 CONFIG = ROOT / "configs" / "yolov5s_yolov5.py"
-COCO128 = Path(os.environ.get("DETKIT_COCO128", "/work/shared/data/coco128"))
+COCO128 = Path(os.environ.get("DETKIT_COCO128", ROOT.parent / "shared" / "data" / "coco128"))
 NUM_CLASSES = 80
 REAL_SIZE = 640
 TERMS = ("box", "obj", "cls")
