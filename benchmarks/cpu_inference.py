@@ -100,6 +100,17 @@ def calibration_images(count: int) -> list[np.ndarray]:
     return [letterbox_images([cv2.imread(str(f))], LetterboxSettings((SIZE, SIZE)))["images"].numpy() for f in files]
 
 
+class _Decoded(torch.nn.Module):
+    """A detector whose forward is its ``forward_decoded`` (what torch.compile compiles for inference)."""
+
+    def __init__(self, detector: torch.nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor) -> object:
+        return self.detector.forward_decoded(images)
+
+
 def build_detkit(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Callable], float, object]:
     """detkit's paths on the converted weights: name -> fn(images np (B,3,H,W)); the FLOPs per image."""
     from parity_ultralytics_weights import convert_like_a_user, random_ultralytics_model, save_like_ultralytics
@@ -109,7 +120,9 @@ def build_detkit(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Call
     from detkit.deploy.openvino_runtime import OpenVinoDetector, export_openvino
     from detkit.deploy.preprocess import LetterboxSettings
     from detkit.engine.checkpoint_config import load_checkpoint_model
+    from detkit.engine.compile import maybe_compile
     from detkit.models.fuse import fused_copy
+    from detkit.models.memory_format import images_to_channels_last, to_inference_memory_format
 
     ul = random_ultralytics_model("yolov8", "n", 80, seed=0)
     paths = save_like_ultralytics(ul, folder)
@@ -138,9 +151,19 @@ def build_detkit(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Call
         xml8k = export_openvino(onnx_path, folder / "detkit_int8_kept.xml",
                                 calibration=calibration_images(args.calib_images),
                                 calibration_size=args.calib_images, keep_float=names)
+    fused_cl = to_inference_memory_format(fused_copy(model), "cpu")  # detkit's torch default on the CPU
+    compiled = maybe_compile(_Decoded(fused_copy(model)), "default", freeze=True)  # `infer --compile`
+
+    def run_compiled(x: np.ndarray) -> object:
+        with torch.no_grad():  # inductor's freezing applies under no_grad
+            return compiled(torch.from_numpy(x))
+
     fns: dict[str, Callable] = {
         "detkit eager": lambda x: model.forward_decoded(torch.from_numpy(x)),
         "detkit fused eager": lambda x: fused.forward_decoded(torch.from_numpy(x)),
+        "detkit fused eager channels_last": lambda x: fused_cl.forward_decoded(
+            images_to_channels_last(torch.from_numpy(x))),
+        "detkit compiled (freeze)": run_compiled,
         "detkit ORT": OnnxDetector(onnx_path, threads=args.threads).run,
         "detkit ORT no spin": OnnxDetector(onnx_path, threads=args.threads,
                                            session_config={"session.intra_op.allow_spinning": "0"}).run,
