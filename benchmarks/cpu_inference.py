@@ -8,7 +8,8 @@ A randomly initialised Ultralytics ``yolov8n.yaml`` (80 classes; BatchNorm stati
 images, as ``parity_ultralytics_weights.py`` makes it) is saved as Ultralytics releases a checkpoint and
 converted by ``tools/convert_weights.py``. From the same weights:
 
-* detkit: eager (``Detector.forward_decoded``), fused eager (:func:`detkit.models.fuse.fused_copy`),
+* detkit: eager (``Detector.forward_decoded``), fused eager (:func:`detkit.models.fuse.fused_copy`), fused in
+  channels_last (``detkit infer``'s CPU default), fused and compiled with freezing (``--compile``),
   ONNX Runtime on ``export_onnx``'s graph (as exported, with idle threads not spinning, and after
   ``onnxslim``), OpenVINO fp32 / bf16 / int8
   (:func:`detkit.deploy.openvino_runtime.export_openvino`; int8 calibrated on ``--calib-images`` coco128
