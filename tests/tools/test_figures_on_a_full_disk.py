@@ -85,7 +85,8 @@ def test_infer_on_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsy
     (out / name).write_bytes(b"old")
     ckpt = tiny_checkpoint(tmp_path / "m.pth")
     disk_full_for(monkeypatch, name)
-    argv = [CFG, str(ckpt), str(photos), "--out", str(out), "--img-size", "64", "--device", "cpu"]
+    # the folder holds an earlier run's file: writing into it is asked for by name (--overwrite)
+    argv = [CFG, str(ckpt), str(photos), "--out", str(out), "--overwrite", "--img-size", "64", "--device", "cpu"]
     assert load_tool("infer").main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith(f"error: cannot write {out / name}: disk full"), err
