@@ -37,7 +37,7 @@ from detkit.errors import Argument, DataError, UsageError
 
 __all__ = ["DEFAULT_IMG_SIZE", "adopt_dataset", "add_data_arguments", "apply_data_arguments", "check_data_config",
            "check_dataset_classes", "check_img_size", "declared_class_names", "default_pipeline", "load_data_config",
-           "set_img_size", "split_dataset_overrides"]
+           "refuse_replaced_overrides", "set_img_size", "split_dataset_overrides"]
 
 logger = logging.getLogger("detkit")
 
@@ -355,6 +355,21 @@ def split_dataset_overrides(overrides: Sequence[str]) -> tuple[list[str], list[s
     return others, dataset
 
 
+def refuse_replaced_overrides(overrides: Sequence[str], data: str) -> None:
+    """Refuse the overrides ``--data`` would replace without a word: the classes (``data.num_classes``,
+    ``data.class_names``, a ``num_classes`` under ``model``), which come from the data.
+
+    Raises:
+        UsageError: naming the first such key and ``--data``.
+    """
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in ("data.num_classes", "data.class_names") or (key.startswith("model.") and key.endswith(
+                ".num_classes")):
+            raise UsageError(f"--cfg-options {key}: --data {data} sets the classes (their count and names) from "
+                             f"the data; change them there (its class names), or leave out --data")
+
+
 def load_data_config(path: str | os.PathLike, overrides: Sequence[str], args: argparse.Namespace,
                      quiet: bool = False) -> ConfigDict:
     """A tool's config: ``load_config(path, overrides)`` then ``--data`` / ``--img-size``
@@ -369,8 +384,11 @@ def load_data_config(path: str | os.PathLike, overrides: Sequence[str], args: ar
         quiet: print nothing.
 
     Raises:
+        UsageError: with ``--data``, an override of the classes (:func:`refuse_replaced_overrides`).
         what :func:`~detkit.config.load_config` and :func:`apply_data_arguments` raise.
     """
+    if args.data:
+        refuse_replaced_overrides(overrides, args.data)
     others, dataset = split_dataset_overrides(overrides) if args.data else (list(overrides), [])
     return apply_data_arguments(load_config(path, others), args, quiet=quiet, overrides=dataset)
 

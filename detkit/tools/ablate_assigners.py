@@ -91,7 +91,12 @@ from detkit.assigners.branches import (
 )
 from detkit.cli import ArgumentParser, run_cli
 from detkit.config import ConfigError, instantiate, load_config
-from detkit.data.adopt import add_data_arguments, apply_data_arguments, split_dataset_overrides
+from detkit.data.adopt import (
+    add_data_arguments,
+    apply_data_arguments,
+    refuse_replaced_overrides,
+    split_dataset_overrides,
+)
 from detkit.engine.evaluate import evaluate
 from detkit.io import atomic_write_text
 from detkit.lazy import TARGET_KEY, call_text
@@ -186,6 +191,8 @@ def run_config(row: AblationRow, seed: int, common: Sequence[str], data: argpars
         check_branches(row, load_config(row.config, split_dataset_overrides([*common, *row.cfg_options])[0]))
     overrides = ["train.eval_interval=0", *common, *rules.overrides(), *row.cfg_options, f"train.seed={seed}"]
     # with --data, the dataset's overrides go to the dataset reading the user's data (after it is swapped in)
+    if data is not None and data.data:
+        refuse_replaced_overrides(overrides, data.data)
     overrides, dataset = split_dataset_overrides(overrides) if data is not None and data.data else (overrides, [])
     cfg = load_config(row.config, overrides)
     if data is not None:

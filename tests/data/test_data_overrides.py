@@ -5,12 +5,14 @@ that takes both (train, test, compare, ablate: :func:`detkit.data.adopt.load_dat
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
 
 from detkit.config import ConfigError
-from detkit.data.adopt import load_data_config, split_dataset_overrides
+from detkit.data.adopt import load_data_config, refuse_replaced_overrides, split_dataset_overrides
+from detkit.errors import UsageError
 from tests.data.test_sources import roboflow_export
 from tests.fixtures.tools import load_tool
 
@@ -65,3 +67,27 @@ def test_ablate_gives_the_dataset_overrides_to_the_users_data(tmp_path: Path) ->
                            cfg_options=("data.train.dataset.check_images=True",))
     cfg = tool.run_config(row, 0, ["data.val.dataset.max_size=100"], data=_args(data))
     assert cfg.data.train.dataset.check_images is True and cfg.data.val.dataset.max_size == 100
+
+
+@pytest.mark.parametrize("override", ["data.class_names=['a','b','c']", "data.num_classes=5",
+                                      "model.head.num_classes=5"])
+def test_an_override_of_the_classes_with_data_is_refused_not_dropped(override: str, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]):
+    """--data sets the classes from the data; an override of them used to be replaced without a word."""
+    data = roboflow_export(tmp_path / "rf")
+    key = override.partition("=")[0]
+    with pytest.raises(UsageError, match=rf"--cfg-options {re.escape(key)}: --data .* sets the classes"):
+        load_data_config(SHAPES, [override], _args(data), quiet=True)
+    work = tmp_path / "run"
+    rc = load_tool("train").main([SHAPES, "--data", str(data), "--work-dir", str(work), "--device", "cpu",
+                                  "--cfg-options", override])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"error: --cfg-options {key}:"), err
+    assert not work.exists()
+
+
+def test_refuse_replaced_overrides_leaves_other_keys_alone() -> None:
+    refuse_replaced_overrides(["data.img_size=64", "data.train.batch_size=2", "model.head.reg_max=16",
+                               "train.epochs=1", "data.train.dataset.check_images=True"], "d.yaml")
+    with pytest.raises(UsageError, match="model.neck.num_classes"):
+        refuse_replaced_overrides(["train.epochs=1", "model.neck.num_classes = 3"], "d.yaml")
