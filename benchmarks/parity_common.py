@@ -13,10 +13,12 @@ its exit status (0 when every check passed, 1 otherwise; 2 is left to a missing 
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Protocol
 
 import torch
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without install
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the helpers beside this file
 
-__all__ = ["ROOT", "Result", "limit_threads", "relative", "table_header", "table_row", "verdict"]
+__all__ = ["ROOT", "Result", "import_peer", "limit_threads", "relative", "table_header", "table_row", "verdict"]
 
 
 def relative(a: float, b: float) -> float:
@@ -47,6 +49,16 @@ def table_header(*columns: str, right: Iterable[int] = ()) -> str:
     """A Markdown table's header and separator lines; ``right``: the (0-based) columns aligned right (numbers)."""
     right = set(right)
     return table_row(*columns) + "\n|" + "".join("---:|" if i in right else "---|" for i in range(len(columns)))
+
+
+def import_peer(name: str, setup: str = "`make bench-setup`") -> ModuleType | None:
+    """The peer's package ``name`` (``ultralytics``, ``yolox``, ``yolov5``), or None after one printed line
+    saying how to get it (``setup``: the make target that installs it); the script then exits with status 2."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        print(f"{name} is not installed: run {setup} and use .venv-bench/bin/python")
+        return None
 
 
 def limit_threads(threads: int = 2) -> None:

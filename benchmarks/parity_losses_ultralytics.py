@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from parity_common import ROOT, Result, limit_threads, relative, table_header, table_row, verdict
+from parity_common import ROOT, Result, import_peer, limit_threads, relative, table_header, table_row, verdict
 from parity_yolov8_arch import randomise_batchnorm
 from torch import Tensor, nn
 
@@ -401,10 +401,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classes", type=int, default=NUM_CLASSES, help="the heads' class count (at least 5)")
     args = parser.parse_args()
-    try:
-        import ultralytics
-    except ImportError:
-        print("ultralytics is not installed: run `make bench-setup` and use .venv-bench/bin/python")
+    ultralytics = import_peer("ultralytics")
+    if ultralytics is None:
         return 2
     limit_threads()
     print(f"## Loss and gradient parity with Ultralytics {ultralytics.__version__} (torch {torch.__version__}): "

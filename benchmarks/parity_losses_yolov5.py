@@ -58,7 +58,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from parity_common import ROOT, Result, limit_threads, table_header
+from parity_common import ROOT, Result, import_peer, limit_threads, table_header
 from parity_losses_ultralytics import BATCH, HEIGHT, QUANTUM, REL_TOL, WIDTH, gradient_differences, make_batch
 from parity_losses_yolox import pixel_boxes
 from parity_yolov8_arch import randomise_batchnorm
@@ -323,10 +323,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-real", action="store_true", help="skip the coco128 measurements")
     args = parser.parse_args()
-    try:
-        import yolov5
-    except ImportError:
-        print("yolov5 is not installed: run `make parity` (it installs the peers) and use .venv-bench/bin/python")
+    yolov5 = import_peer("yolov5", "`make parity` (it installs the peers)")
+    if yolov5 is None:
         return 2
     warnings.filterwarnings("ignore")  # yolov5's deprecated-API warnings
     logging.getLogger("yolov5").setLevel(logging.ERROR)

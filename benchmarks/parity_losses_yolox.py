@@ -43,7 +43,7 @@ import time
 import warnings
 
 import torch
-from parity_common import ROOT, Result, limit_threads, table_header
+from parity_common import ROOT, Result, import_peer, limit_threads, table_header
 from parity_losses_ultralytics import BATCH, HEIGHT, QUANTUM, REL_TOL, WIDTH, gradient_differences, make_batch
 from parity_yolov8_arch import randomise_batchnorm
 from torch import Tensor, nn
@@ -188,10 +188,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    try:
-        import yolox
-    except ImportError:
-        print("yolox is not installed: run `make parity` (it installs the peers) and use .venv-bench/bin/python")
+    yolox = import_peer("yolox", "`make parity` (it installs the peers)")
+    if yolox is None:
         return 2
     warnings.filterwarnings("ignore", message=".*torch.cuda.amp.autocast.*")  # YOLOX's CPU-irrelevant autocast
     limit_threads()

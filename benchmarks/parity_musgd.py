@@ -35,7 +35,7 @@ import sys
 import types
 
 import torch
-from parity_common import limit_threads, table_header
+from parity_common import import_peer, limit_threads, table_header
 from torch import Tensor, nn
 
 from detkit.lazy import L
@@ -210,10 +210,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--scales", nargs="*", default=["n"])
     args = parser.parse_args()
-    try:
-        import ultralytics
-    except ImportError:
-        print("ultralytics is not installed: run `make bench-setup` and use .venv-bench/bin/python")
+    ultralytics = import_peer("ultralytics")
+    if ultralytics is None:
         return 2
     limit_threads()
     print(f"## MuSGD parity with Ultralytics {ultralytics.__version__} (torch {torch.__version__}): lr {LR}, "

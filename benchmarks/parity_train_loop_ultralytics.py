@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from parity_common import ROOT, limit_threads, table_header
+from parity_common import ROOT, import_peer, limit_threads, table_header
 from parity_losses_ultralytics import detkit_model, key_map, random_ultralytics_model
 from torch import Tensor, nn
 
@@ -387,10 +387,8 @@ def main() -> int:
     parser.add_argument("--checked", type=int, default=5, help="steps held to the 1e-5 target (the others shown)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    try:
-        import ultralytics
-    except ImportError:
-        print("ultralytics is not installed: run `make bench-setup` and use .venv-bench/bin/python")
+    ultralytics = import_peer("ultralytics")
+    if ultralytics is None:
         return 2
     limit_threads()
     start = time.perf_counter()

@@ -1,5 +1,6 @@
 """benchmarks/parity_common.py: the rows, verdicts and exit status every parity script prints (exact strings)."""
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -52,3 +53,14 @@ def test_result_rows_and_exit_status(common, capsys):
     assert res.report() == 1
     assert capsys.readouterr().out == "\n".join(res.rows) + "\n\na note\n"
     assert common.Result().report() == 0
+
+
+def test_import_peer_gives_the_module_or_one_line_and_none(common, capsys):
+    assert common.import_peer("json") is importlib.import_module("json")
+    assert capsys.readouterr().out == ""
+    assert common.import_peer("no_such_peer_pkg") is None
+    assert capsys.readouterr().out == (
+        "no_such_peer_pkg is not installed: run `make bench-setup` and use .venv-bench/bin/python\n")
+    assert common.import_peer("no_such_peer_pkg", "`make parity` (it installs the peers)") is None
+    assert capsys.readouterr().out == ("no_such_peer_pkg is not installed: run `make parity` (it installs the peers) "
+                                       "and use .venv-bench/bin/python\n")
