@@ -5,6 +5,11 @@ Every coder has the same two calls (priors are shared by the batch):
 * ``encode(priors (N, 4), gt (..., N, 4), strides (N,)) -> (..., N, 4)`` regression targets;
 * ``decode(priors (N, 4), deltas (..., N, 4), strides (N,)) -> (..., N, 4)`` xyxy boxes.
 
+The distance coders (:class:`DistanceCoder`, :class:`DFLCoder`) also decode channel-first maps,
+``decode_channels(priors (N, 4), deltas (B, R, N), strides (N,)) -> (B, 4, N)``: the same values
+with the parameters on dim 1, the layout of a head's raw maps, so an exported graph decodes
+without transposing them (:meth:`detkit.models.heads.dense_head.DenseHead.decode_outputs`).
+
 Both compute in at least fp32 (half-precision inputs are promoted, fp64 stays fp64), so AMP
 training decodes boxes at full precision. Exponents are clamped with named constants (see
 each constant's comment) so an untrained head cannot overflow to ``inf``.
@@ -73,6 +78,19 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
 def _check_last_dim(name: str, t: Tensor) -> None:
     if t.shape[-1] != 4:
         raise ValueError(f"{name} must have shape (..., 4), got {tuple(t.shape)}")
+
+
+def _check_channels(name: str, t: Tensor, params: int) -> None:
+    if t.dim() != 3 or t.shape[1] != params:
+        raise ValueError(f"{name} must have shape (B, {params}, N) (channel-first), got {tuple(t.shape)}")
+
+
+def _ltrb_channels_to_xyxy(priors: Tensor, d: Tensor) -> Tensor:
+    """``priors (N, 4)``, scaled ltrb distances ``d (B, 4, N)`` -> ``(B, 4, N)`` xyxy around the priors' centres."""
+    dtype = _compute_dtype(priors, d)
+    centre = xyxy_to_cxcywh(priors.to(dtype))[:, :2].T  # (N, 2) -> (2, N)
+    d = d.to(dtype)
+    return torch.cat([centre - d[:, :2], centre + d[:, 2:]], dim=1)
 
 
 def _logit(p: Tensor) -> Tensor:
@@ -270,6 +288,17 @@ class DistanceCoder:
         d = d * self._scale(strides, dtype)
         return torch.cat([centre - d[..., :2], centre + d[..., 2:]], dim=-1)
 
+    def decode_channels(self, priors: Tensor, deltas: Tensor, strides: Tensor) -> Tensor:
+        """``priors (N, 4)``, channel-first ``deltas (B, 4, N)`` ltrb -> ``(B, 4, N)`` xyxy (fp32 at least):
+        :meth:`decode` with the sides on dim 1."""
+        _check_channels("deltas", deltas, 4)
+        d = deltas.to(_compute_dtype(priors, deltas))
+        if self.log_scale:
+            d = torch.exp(d.clamp(max=MAX_LOG_DISTANCE))
+        if self.normalize:
+            d = d * strides.to(d.dtype)  # (N,) broadcasts over the last dim
+        return _ltrb_channels_to_xyxy(priors, d)
+
     def __repr__(self) -> str:
         return (
             f"DistanceCoder(normalize={self.normalize}, log_scale={self.log_scale}, "
@@ -319,6 +348,18 @@ class DFLCoder:
         centre = xyxy_to_cxcywh(priors.to(dtype))[:, :2]
         d = d.to(dtype) * strides.to(dtype)[:, None]  # (N,) -> (N, 1)
         return torch.cat([centre - d[..., :2], centre + d[..., 2:]], dim=-1)
+
+    def decode_channels(self, priors: Tensor, deltas: Tensor, strides: Tensor) -> Tensor:
+        """``priors (N, 4)``, channel-first bin logits ``deltas (B, 4 * reg_max, N)`` -> ``(B, 4, N)`` xyxy
+        (fp32 at least): :meth:`decode` with the sides on dim 1. The softmax runs over an outer axis of
+        ``(B, 4, reg_max, N)`` and the expectation is a weighted sum over it, which an exported graph
+        computes without a transpose (the values equal :meth:`decode`'s within fp32 rounding)."""
+        _check_channels("deltas", deltas, self.num_params)
+        dtype = _compute_dtype(priors, deltas)
+        bins = torch.unflatten(deltas.to(dtype), 1, (4, self.reg_max))  # (B, 4 * reg_max, N) -> (B, 4, reg_max, N)
+        proj = torch.arange(self.reg_max, dtype=dtype, device=deltas.device)[:, None]  # (reg_max, 1)
+        d = (bins.softmax(dim=2) * proj).sum(dim=2)  # (B, 4, N) distances in strides
+        return _ltrb_channels_to_xyxy(priors, d * strides.to(dtype))
 
     def encode(self, priors: Tensor, gt: Tensor, strides: Tensor) -> Tensor:
         """``priors (N, 4)``, ``gt (..., N, 4)`` xyxy -> ``(..., N, 4)`` ltrb distances in strides,

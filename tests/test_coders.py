@@ -204,3 +204,40 @@ def test_dfl_coder_rejects_bad_settings_and_shapes():
         DFLCoder(reg_max=1)
     with pytest.raises(ValueError, match="4 \\* reg_max"):
         DFLCoder(reg_max=16).decode(torch.zeros(1, 4), torch.zeros(1, 4), torch.ones(1))
+
+
+CHANNEL_CODERS = {
+    "dfl": (DFLCoder(reg_max=16), 64),
+    "dfl_4": (DFLCoder(reg_max=4), 16),
+    "distance": (DistanceCoder(), 4),
+    "distance_log": (DistanceCoder(log_scale=True), 4),
+    "distance_pixels": (DistanceCoder(normalize=False), 4),
+}
+
+
+@pytest.mark.parametrize("name", list(CHANNEL_CODERS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_decode_channels_is_decode_with_the_sides_on_dim_1(name, dtype):
+    """The exported graph's channel-first decode gives decode's boxes, transposed (fp64 stays fp64)."""
+    coder, params = CHANNEL_CODERS[name]
+    priors, strides = priors_and_strides(dtype)
+    deltas = torch.randn(3, priors.shape[0], params, generator=torch.Generator().manual_seed(1), dtype=dtype) * 3
+    expected = coder.decode(priors, deltas, strides)
+    got = coder.decode_channels(priors, deltas.transpose(1, 2).contiguous(), strides)
+    assert got.shape == (3, 4, priors.shape[0]) and got.dtype == dtype
+    torch.testing.assert_close(got.transpose(1, 2), expected, rtol=0, atol=1e-4 if dtype == torch.float32 else 1e-10)
+
+
+def test_decode_channels_hand_computed_and_shape_errors():
+    priors = torch.tensor([[0.0, 0.0, 16.0, 16.0], [16.0, 0.0, 48.0, 32.0]])  # centres (8, 8), (32, 16)
+    strides = torch.tensor([8.0, 16.0])
+    uniform = torch.zeros(1, 16, 2)  # DFL reg_max 4, uniform bins: 1.5 strides per side
+    assert DFLCoder(reg_max=4).decode_channels(priors, uniform, strides).tolist() == [
+        [[-4.0, 8.0], [-4.0, -8.0], [20.0, 56.0], [20.0, 40.0]]]
+    ltrb = torch.tensor([[[1.0, 0.5], [2.0, 0.0], [0.0, 1.0], [1.0, 2.0]]])  # (1, 4, 2): l, t, r, b per prior
+    assert DistanceCoder().decode_channels(priors, ltrb, strides).tolist() == [
+        [[0.0, 24.0], [-8.0, 16.0], [8.0, 48.0], [16.0, 48.0]]]
+    with pytest.raises(ValueError, match=r"\(B, 16, N\)"):
+        DFLCoder(reg_max=4).decode_channels(priors, torch.zeros(1, 2, 16), strides)  # priors-first by mistake
+    with pytest.raises(ValueError, match=r"\(B, 4, N\)"):
+        DistanceCoder().decode_channels(priors, torch.zeros(4, 2), strides)

@@ -91,15 +91,19 @@ class Detector(nn.Module):
         """
         return self.head(self.extract(images))
 
-    def forward_decoded(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_decoded(self, images: Tensor, channels_first: bool = False) -> tuple[Tensor, Tensor]:
         """The network up to decoded boxes and scores, before any filtering (what is exported).
 
         Args:
             images: ``(B, 3, H, W)`` float, H and W multiples of :attr:`size_divisor`.
+            channels_first: ``boxes (B, 4, N)``, ``scores (B, C, N)`` (an exported graph's layout without NMS:
+                ``head.decode_channels``).
 
         Returns:
             ``boxes (B, N, 4)`` xyxy in input pixels and ``scores (B, N, C)`` (``obj * cls``), fp32.
         """
+        if channels_first:
+            return self.head.decode_channels(self.extract(images))
         return self.head.decode_outputs(self(images))
 
     def loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:

@@ -81,20 +81,21 @@ def postprocess_setting_problem(name: str, value: float) -> str | None:
     return None
 
 
-def class_scores(cls: Tensor, obj: Tensor | None = None) -> Tensor:
+def class_scores(cls: Tensor, obj: Tensor | None = None, class_dim: int = -1) -> Tensor:
     """Detection scores ``sigmoid(cls) * sigmoid(obj)``, or ``sigmoid(cls)`` without objectness.
 
     Args:
-        cls: ``Tensor[..., C]`` class logits.
-        obj: ``Tensor[...]`` objectness logits, or None.
+        cls: ``Tensor[..., C]`` class logits (``class_dim=1``: channel-first ``Tensor[B, C, N]``).
+        obj: ``Tensor[...]`` objectness logits (``cls``'s shape without the class axis), or None.
+        class_dim: the class axis of ``cls``.
 
     Returns:
-        ``Tensor[..., C]`` fp32 scores in (0, 1).
+        fp32 scores in (0, 1), ``cls``'s shape.
     """
     # Contiguous inputs take torch's vectorised sigmoid whatever the caller's layout, so scores of
     # a subset of priors equal those of the whole set bit for bit (the raw and decoded paths agree).
     scores = cls.float().contiguous().sigmoid()
-    return scores if obj is None else scores * obj.float().contiguous().sigmoid()[..., None]
+    return scores if obj is None else scores * obj.float().contiguous().sigmoid().unsqueeze(class_dim)
 
 
 def select_candidates(

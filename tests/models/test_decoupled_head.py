@@ -286,3 +286,45 @@ def test_predict_without_nms_keeps_duplicates_and_branch_override():
     assert nms["labels"].tolist() == [1]
     with pytest.raises(ValueError, match="unknown post-processing"):
         head.predict(raw, nms_thr=0.5)
+
+
+@pytest.mark.parametrize("kind", ["yolov8", "yolox", "yolov10_pruned"])
+def test_channel_first_decode_from_features_is_the_transposed_default(kind):
+    """decode_channels (the exported graph: box and class maps kept apart, decoded channel-first) holds
+    decode_outputs' values, transposed: DFL, objectness, and a one-to-one inference copy without its
+    one-to-many layers."""
+    from detkit.models.fuse import fused_copy
+
+    torch.manual_seed(0)
+    levels = ((16, 8), (32, 4), (64, 2))  # (channels, side) per level
+    if kind == "yolox":
+        head = DecoupledHead(3, prior_generator=PointGenerator([8, 16, 32]), coder=YOLOXCoder(), objectness=True,
+                             stem_channels=16)
+        head.bind([c for c, _ in levels])
+    elif kind == "yolov8":
+        head = yolov8_like()
+        head.bind([c for c, _ in levels])
+    else:
+        levels = ((8, 8), (16, 4))
+        head = yolov10_like()
+        head.branch = "one2one"
+        head = fused_copy(head)
+        assert head.dropped_branches == ("one2many",)
+    head.eval()
+    feats = [torch.randn(2, c, side, side + 2) for c, side in levels]
+    with torch.no_grad():
+        boxes, scores = head.decode_outputs(head(feats))
+        cf_boxes, cf_scores = head.decode_channels(feats)
+    n = sum(side * (side + 2) for _, side in levels)
+    assert cf_boxes.shape == (2, 4, n) and cf_scores.shape == (2, 3, n)
+    torch.testing.assert_close(cf_boxes, boxes.transpose(1, 2), rtol=0, atol=1e-4)
+    torch.testing.assert_close(cf_scores, scores.transpose(1, 2), rtol=0, atol=0)
+
+
+def test_class_scores_channel_first_hand_computed():
+    from detkit.models.postprocess import class_scores
+
+    cls = torch.tensor([[[0.0, math.log(3.0)], [math.log(3.0), 0.0]]])  # (B=1, C=2, N=2)
+    obj = torch.tensor([[math.log(3.0), 0.0]])  # (B, N): 0.75, 0.5
+    torch.testing.assert_close(class_scores(cls, obj, class_dim=1), torch.tensor([[[0.375, 0.375], [0.5625, 0.25]]]))
+    torch.testing.assert_close(class_scores(cls.transpose(1, 2), obj), torch.tensor([[[0.375, 0.5625], [0.375, 0.25]]]))

@@ -105,3 +105,16 @@ def test_predict_maps_each_image_with_its_own_letterbox(detector):
     assert torch.allclose(d0["boxes"], box)
     assert torch.allclose(d1["boxes"], torch.tensor([[56.0, 32.0, 104.0, 128.0]]))
     assert d0["labels"].tolist() == d1["labels"].tolist() == [0]
+
+
+def test_channel_first_decode_of_an_anchor_head_is_the_transposed_default(detector):
+    """YOLOHead (three anchors per location, a coder without a channel-first form): the exported layout
+    holds the default's values, transposed."""
+    detector.eval()
+    images = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        boxes, scores = detector.forward_decoded(images)
+        cf_boxes, cf_scores = detector.forward_decoded(images, channels_first=True)
+    n = 3 * (12 * 16 + 6 * 8 + 3 * 4)
+    assert boxes.shape == (2, n, 4) and cf_boxes.shape == (2, 4, n) and cf_scores.shape == (2, 3, n)
+    assert torch.equal(cf_boxes, boxes.transpose(1, 2)) and torch.equal(cf_scores, scores.transpose(1, 2))

@@ -280,14 +280,19 @@ class DecoupledHead(DenseHead):
             for obj_pred in m.get("obj_preds", []):
                 _bias(obj_pred).fill_(prior_logit)
 
-    def _run_branch(self, m: dict[str, nn.ModuleList], level: int, x: Tensor) -> Tensor:
-        """One branch at one level: ``(B, c, H, W) -> (B, K, H, W)`` = ``[box, obj?, cls]``."""
+    def _branch_parts(self, m: dict[str, nn.ModuleList], level: int, x: Tensor) -> list[Tensor]:
+        """One branch at one level: ``(B, c, H, W) ->`` its maps ``[box (B, R, H, W), obj (B, 1, H, W)?,
+        cls (B, C, H, W)]``."""
         box_feat = m["box_convs"][level](x)
         parts = [m["box_preds"][level](box_feat)]
         if "obj_preds" in m:
             parts.append(m["obj_preds"][level](box_feat))
         parts.append(m["cls_preds"][level](m["cls_convs"][level](x)))
-        return torch.cat(parts, dim=1)
+        return parts
+
+    def _run_branch(self, m: dict[str, nn.ModuleList], level: int, x: Tensor) -> Tensor:
+        """One branch at one level: ``(B, c, H, W) -> (B, K, H, W)`` = ``[box, obj?, cls]``."""
+        return torch.cat(self._branch_parts(m, level, x), dim=1)
 
     def _drop_branches(self, kept: tuple[str, ...]) -> None:
         """The one-to-one branch set goes, or the one-to-many layers become empty lists (an inference
@@ -326,6 +331,20 @@ class DecoupledHead(DenseHead):
         r = self.num_box_params
         obj = x[..., r] if self.objectness else None
         return x[..., :r], x[..., r + int(self.objectness):], obj
+
+    def forward_channels(self, feats: Sequence[Tensor], branch: str = "one2many") -> tuple[Tensor, Tensor,
+                                                                                          Tensor | None]:
+        """``branch``'s predictions from the neck's features, channel-first: ``box (B, R, N)``, ``cls (B, C, N)``,
+        ``obj (B, N)`` or None. Each part's maps are flattened and concatenated over the levels on their own,
+        never joined into the raw maps' ``[box, obj, cls]`` (an exported graph then has no copy to split)."""
+        self._check_bound()
+        self._check_branch(branch)
+        if len(feats) != len(self.stems):
+            raise ValueError(f"DecoupledHead built for {len(self.stems)} levels, got {len(feats)}")
+        modules = self._branch_modules(branch)
+        levels = [[p.flatten(2) for p in self._branch_parts(modules, i, self.stems[i](x))] for i, x in enumerate(feats)]
+        parts = [torch.cat(maps, dim=2) for maps in zip(*levels)]  # [box (B, R, N), obj (B, 1, N)?, cls (B, C, N)]
+        return parts[0], parts[-1], parts[1][:, 0] if self.objectness else None
 
     def set_epoch(self, epoch: int, epochs: int) -> None:
         """Called by the trainer at each epoch start (0-based, of ``epochs``): the branch weights of the

@@ -20,7 +20,12 @@ from torch import Tensor, nn
 from detkit.anchors import PriorGrid
 from detkit.models.heads.predictions import DensePredictions
 from detkit.models.necks.base import BindableModule
-from detkit.models.postprocess import check_postprocess_args, postprocess, postprocess_setting_problem
+from detkit.models.postprocess import (
+    check_postprocess_args,
+    class_scores,
+    postprocess,
+    postprocess_setting_problem,
+)
 
 __all__ = ["DenseHead"]
 
@@ -185,8 +190,23 @@ class DenseHead(BindableModule):
             priors=priors, strides=strides, num_level_priors=list(counts), coder=self.coder, grid=grid,
         )
 
+    def flatten_channels(self, raw: Sequence[Tensor], branch: str = "one2many") -> tuple[Tensor, Tensor, Tensor | None]:
+        """:meth:`flatten` channel-first, without priors: ``box (B, R, N)``, ``cls (B, C, N)``, ``obj (B, N)`` or
+        None of ``branch`` (:meth:`split_level`'s, transposed)."""
+        self._check_branch(branch)
+        box, cls, obj = zip(*(self.split_level(x, branch) for x in raw))
+        return (torch.cat(box, dim=1).transpose(1, 2), torch.cat(cls, dim=1).transpose(1, 2),
+                torch.cat(obj, dim=1) if self.has_objectness else None)
+
+    def forward_channels(self, feats: Sequence[Tensor], branch: str = "one2many") -> tuple[Tensor, Tensor,
+                                                                                          Tensor | None]:
+        """``branch``'s predictions from the neck's features, channel-first: ``box (B, R, N)``, ``cls (B, C, N)``,
+        ``obj (B, N)`` or None. This default flattens the raw maps (:meth:`flatten_channels`); a head that
+        joins several prediction maps per level overrides it to keep them apart."""
+        return self.flatten_channels(self(feats), branch)
+
     def decode_outputs(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """Every prior's decoded box and class scores, unfiltered (the exported outputs).
+        """Every prior's decoded box and class scores, unfiltered.
 
         Returns:
             ``boxes (B, N, 4)`` xyxy input pixels, ``scores (B, N, C)`` (``obj * cls`` with
@@ -194,6 +214,24 @@ class DenseHead(BindableModule):
         """
         preds = self.flatten(raw, self.branch)
         return preds.decode(), preds.scores()
+
+    def decode_channels(self, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """:meth:`decode_outputs` from the neck's features, channel-first (an exported graph's outputs without
+        NMS): the predictions are flattened and decoded with their channels on dim 1 (:meth:`forward_channels`,
+        the coder's ``decode_channels`` where it has one), so the graph has no transposes. The values equal
+        :meth:`decode_outputs`' within fp32 rounding.
+
+        Returns:
+            ``boxes (B, 4, N)`` xyxy input pixels, ``scores (B, C, N)``, fp32.
+        """
+        box, cls, obj = self.forward_channels(feats, self.branch)
+        grid = self.priors(feats)  # the raw maps' sizes: one prior set per feature location
+        decode = getattr(self.coder, "decode_channels", None)
+        if decode is not None:
+            boxes = decode(grid.boxes, box, grid.strides)
+        else:  # a coder without a channel-first form decodes priors-first, then the result is transposed
+            boxes = self.coder.decode(grid.boxes, box.transpose(1, 2), grid.strides).transpose(1, 2)
+        return boxes.float(), class_scores(cls, obj, class_dim=1)
 
     def loss(self, raw: Sequence[Tensor], batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """Training losses (``loss_*``) and detached ``stat_*`` from the loss pipeline."""
