@@ -10,7 +10,7 @@ tool) can read them without detkit::
     size_divisor      32                        strides          [8, 16, 32]
     score_thr 0.001   nms_iou_thr 0.65          nms_pre 30000    max_per_img 300  multi_label true
     with_nms          false                     outputs          ["boxes", "scores"]
-    dynamic_batch     true
+    channels_first    true                      dynamic_batch    true
     source            {"config": ..., "checkpoint": ..., "detkit": ..., "torch": ...}
 """
 
@@ -27,10 +27,14 @@ from detkit.errors import CheckpointError
 __all__ = ["DECODED_OUTPUTS", "FORMAT", "FORMAT_VERSION", "NMS_OUTPUTS", "DeployMetadata"]
 
 FORMAT = "detkit-onnx"
-FORMAT_VERSION = 1
+# 2: ``channels_first`` outputs (written only by such models, so a detkit that predates the layout
+# refuses them instead of reading (B, 4, N) as (B, N, 4)); 1: every model before it.
+FORMAT_VERSION = 2
+CHANNELS_FIRST_VERSION = 2
 INPUT_NAME = "images"
 INPUT_FORMAT = "RGB float32 0..1, (B, 3, H, W)"
-# Without NMS: boxes (B, N, 4) xyxy input pixels, scores (B, N, C) = obj * cls.
+# Without NMS: boxes (B, N, 4) xyxy input pixels, scores (B, N, C) = obj * cls; with channels_first
+# (detkit's exports since format_version 2) boxes (B, 4, N), scores (B, C, N).
 DECODED_OUTPUTS = ("boxes", "scores")
 # With NMS: num_dets (B,) int64, det_boxes (B, D, 4), det_scores (B, D), det_labels (B, D) int64
 # (rows past num_dets are padding: zero boxes and scores, label -1).
@@ -52,6 +56,9 @@ class DeployMetadata:
         postprocess: ``score_thr``, ``nms_iou_thr``, ``nms_pre``, ``max_per_img``, ``multi_label``,
             ``nms`` (False for one-to-one heads: the "NMS" graph then only keeps the best).
         with_nms: the graph ends with NMS (outputs :data:`NMS_OUTPUTS`, else :data:`DECODED_OUTPUTS`).
+        channels_first: the decoded outputs are ``boxes (B, 4, N)``, ``scores (B, C, N)`` (a graph without
+            transposes; the runtimes read them through transposed views), else ``(B, N, 4)``, ``(B, N, C)``.
+            Only without NMS.
         dynamic_batch: the batch dimension is free (else fixed to 1).
         source: provenance (config, checkpoint, versions), informative only.
     """
@@ -63,6 +70,7 @@ class DeployMetadata:
     postprocess: dict[str, Any]
     with_nms: bool = False
     dynamic_batch: bool = False
+    channels_first: bool = False
     source: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,6 +79,8 @@ class DeployMetadata:
         if missing:
             raise ValueError(f"postprocess settings miss {missing}; expected {list(POSTPROCESS_KEYS)}")
         self.postprocess = {k: self.postprocess[k] for k in POSTPROCESS_KEYS}
+        if self.with_nms and self.channels_first:
+            raise ValueError("channels_first describes decoded outputs; a graph with NMS has none")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -85,7 +95,7 @@ class DeployMetadata:
         """``{key: JSON string}`` for ONNX ``metadata_props``."""
         values: dict[str, Any] = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": CHANNELS_FIRST_VERSION if self.channels_first else 1,
             "class_names": list(self.class_names),
             "input_size": list(self.input_size),
             "input_name": INPUT_NAME,
@@ -97,6 +107,7 @@ class DeployMetadata:
             "with_nms": bool(self.with_nms),
             "outputs": list(self.output_names),
             "dynamic_batch": bool(self.dynamic_batch),
+            **({"channels_first": True} if self.channels_first else {}),
             "source": dict(self.source),
         }
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
@@ -121,6 +132,7 @@ class DeployMetadata:
                 postprocess={k: v[k] for k in POSTPROCESS_KEYS if k in v},
                 with_nms=bool(v["with_nms"]),
                 dynamic_batch=bool(v.get("dynamic_batch", False)),
+                channels_first=bool(v.get("channels_first", False)),
                 source=dict(v.get("source", {})),
             )
         except (KeyError, ValueError, TypeError) as e:

@@ -22,9 +22,18 @@ from detkit.deploy.metadata import INPUT_NAME, DeployMetadata
 from detkit.errors import CheckpointError, ConfigError
 from detkit.models.postprocess import check_postprocess_args, postprocess_decoded, undo_letterbox_batch
 
-__all__ = ["SPIN_KEY", "OnnxDetector"]
+__all__ = ["SPIN_KEY", "OnnxDetector", "decoded_priors_first"]
 
 SPIN_KEY = "session.intra_op.allow_spinning"  # "0": idle intra-op threads sleep instead of spin-waiting
+
+
+def decoded_priors_first(outputs: Mapping[str, np.ndarray], metadata: DeployMetadata) -> tuple[Tensor, Tensor]:
+    """A decoded graph's ``boxes`` and ``scores`` as ``(B, N, 4)``, ``(B, N, C)`` tensors: channel-first outputs
+    (``metadata.channels_first``) as transposed views, without a copy."""
+    boxes, scores = torch.from_numpy(outputs["boxes"]), torch.from_numpy(outputs["scores"])
+    if metadata.channels_first:
+        return boxes.transpose(1, 2), scores.transpose(1, 2)
+    return boxes, scores
 
 
 class OnnxDetector:
@@ -110,7 +119,8 @@ class OnnxDetector:
         if self.metadata.with_nms:
             dets = self._nms_outputs(out, settings)
         else:
-            dets = postprocess_decoded(torch.from_numpy(out["boxes"]), torch.from_numpy(out["scores"]), **settings)
+            boxes, scores = decoded_priors_first(out, self.metadata)
+            dets = postprocess_decoded(boxes, scores, **settings)
         return undo_letterbox_batch(dets, batch, self.metadata.input_size)
 
     def _nms_outputs(self, out: dict[str, np.ndarray], settings: dict[str, Any]) -> list[dict[str, Tensor]]:

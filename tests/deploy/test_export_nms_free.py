@@ -83,9 +83,9 @@ def test_decoded_graph_is_the_one_to_one_branch(exported, model_and_images):
     model, images = model_and_images
     out = OnnxDetector(exported[0]).run(images)
     with torch.no_grad():
-        boxes, scores = model.forward_decoded(images)
+        boxes, scores = model.forward_decoded(images, channels_first=True)  # the exported layout
         model.head.branch = "one2many"
-        other = model.forward_decoded(images)[1]
+        other = model.forward_decoded(images, channels_first=True)[1]
         model.head.branch = "one2one"
     assert torch.allclose(torch.from_numpy(out["boxes"]), boxes, atol=1e-3, rtol=0)
     assert torch.allclose(torch.from_numpy(out["scores"]), scores, atol=1e-5, rtol=0)

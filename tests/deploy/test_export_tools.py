@@ -29,7 +29,8 @@ def test_metadata_props_round_trip(onnx_plain):
     assert json.loads(props["nms_pre"]) == 1000 and json.loads(props["max_per_img"]) == 100
     assert json.loads(props["score_thr"]) == 0.001 and json.loads(props["multi_label"]) is True
     assert json.loads(props["outputs"]) == ["boxes", "scores"] and json.loads(props["with_nms"]) is False
-    assert json.loads(props["dynamic_batch"]) is True
+    assert json.loads(props["dynamic_batch"]) is True and json.loads(props["channels_first"]) is True
+    assert props["format_version"] == "2"  # a detkit older than the channel-first layout refuses the file
     assert json.loads(props["source"])["config"].endswith("yolo_tiny.py")
     meta = DeployMetadata.from_props(props)
     assert meta.to_props() == props and meta.letterbox == LetterboxSettings((256, 256))

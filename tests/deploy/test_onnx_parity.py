@@ -12,6 +12,7 @@ import torch
 
 from detkit.data import LetterBox, ShapesDataset, collate
 from detkit.deploy import DecodedOutputs, OnnxDetector, letterbox_from_config, letterbox_images
+from detkit.deploy.onnx_runtime import decoded_priors_first
 from detkit.models.postprocess import postprocess_decoded, undo_letterbox_batch
 
 pytest.importorskip("onnxruntime")
@@ -25,9 +26,9 @@ def test_raw_outputs_match_pytorch_with_dynamic_batch(onnx_plain, varied_model, 
     runtime = OnnxDetector(onnx_plain)
     images = torch.rand(batch, 3, 256, 256, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
-        boxes, scores = DecodedOutputs(varied_model)(images)
+        boxes, scores = DecodedOutputs(varied_model, channels_first=True)(images)
     got = runtime.run(images)
-    assert got["boxes"].shape == (batch, 4032, 4) and got["scores"].shape == (batch, 4032, 5)
+    assert got["boxes"].shape == (batch, 4, 4032) and got["scores"].shape == (batch, 5, 4032)
     np.testing.assert_allclose(got["boxes"], boxes.numpy(), rtol=0, atol=TOL)
     np.testing.assert_allclose(got["scores"], scores.numpy(), rtol=0, atol=TOL)
 
@@ -35,7 +36,7 @@ def test_raw_outputs_match_pytorch_with_dynamic_batch(onnx_plain, varied_model, 
 def test_raw_outputs_match_pytorch_on_sample_photos(onnx_plain, varied_model, deploy_cfg, sample_photos):
     batch = letterbox_images(sample_photos, letterbox_from_config(deploy_cfg, 32))
     with torch.no_grad():
-        boxes, scores = DecodedOutputs(varied_model)(batch["images"])
+        boxes, scores = DecodedOutputs(varied_model, channels_first=True)(batch["images"])
     got = OnnxDetector(onnx_plain).run(batch["images"])
     np.testing.assert_allclose(got["boxes"], boxes.numpy(), rtol=0, atol=TOL)
     np.testing.assert_allclose(got["scores"], scores.numpy(), rtol=0, atol=TOL)
@@ -71,7 +72,7 @@ def test_nms_graph_gives_the_batched_nms_boxes(onnx_plain, onnx_nms, sample_phot
     batch = letterbox_images(sample_photos, letterbox_from_config(deploy_cfg, 32))
     raw = plain.run(batch["images"])
     settings = {**plain.metadata.postprocess, "score_thr": NMS_THR}
-    reference = postprocess_decoded(torch.from_numpy(raw["boxes"]), torch.from_numpy(raw["scores"]), **settings)
+    reference = postprocess_decoded(*decoded_priors_first(raw, plain.metadata), **settings)
     reference = undo_letterbox_batch(reference, batch, (256, 256))
     same_detections(nms.predict(batch), reference, box_atol=1e-4, score_atol=1e-6)
     fewer = nms.predict(batch, score_thr=0.05)

@@ -120,3 +120,43 @@ def test_metadata_of_models_exported_before_the_nms_setting_runs_nms():
                           postprocess=dict(score_thr=0.1, nms_iou_thr=0.5, nms_pre=10, max_per_img=5, multi_label=True))
     old = {k: v for k, v in meta.to_props().items() if k != "nms"}  # as written before the setting existed
     assert DeployMetadata.from_props(old).postprocess["nms"] is True
+
+
+def test_channel_first_metadata_versions_and_older_files():
+    """Channel-first outputs are written as format_version 2 (a detkit without the layout refuses them); files
+    without the key (format_version 1, every export before it) read as (B, N, 4) / (B, N, C); NMS graphs have
+    no decoded outputs to lay out."""
+    from detkit.deploy.metadata import DeployMetadata
+
+    settings = dict(score_thr=0.1, nms_iou_thr=0.5, nms_pre=10, max_per_img=5, multi_label=True)
+    common = dict(class_names=["a"], letterbox=LetterboxSettings((32, 32)), size_divisor=32, strides=[32],
+                  postprocess=settings)
+    new = DeployMetadata(**common, channels_first=True).to_props()
+    assert new["format_version"] == "2" and new["channels_first"] == "true"
+    assert DeployMetadata.from_props(new).channels_first is True
+    old = DeployMetadata(**common).to_props()
+    assert old["format_version"] == "1" and "channels_first" not in old
+    assert DeployMetadata.from_props(old).channels_first is False
+    with pytest.raises(ValueError, match="channels_first describes decoded outputs"):
+        DeployMetadata(**common, with_nms=True, channels_first=True)
+
+
+def test_channel_first_outputs_give_the_same_detections_as_priors_first(varied_model, deploy_cfg, sample_photos,
+                                                                         tmp_path, same_detections):
+    """One model exported in both layouts: OnnxDetector.predict reads either and returns the same detections."""
+    from detkit.deploy import OnnxDetector, build_metadata, export_onnx, letterbox_from_config, letterbox_images
+
+    pytest.importorskip("onnxruntime")
+    letterbox = letterbox_from_config(deploy_cfg, 32)
+    paths = {}
+    for layout in (True, False):
+        meta = build_metadata(varied_model, letterbox, dynamic_batch=True, channels_first=layout)
+        paths[layout] = export_onnx(varied_model, tmp_path / f"cf_{layout}.onnx", meta)
+    batch = letterbox_images(sample_photos, letterbox)
+    first, flat = OnnxDetector(paths[True]), OnnxDetector(paths[False])
+    assert first.run(batch["images"])["scores"].shape[1:] == (5, 4032)
+    assert flat.run(batch["images"])["scores"].shape[1:] == (4032, 5)
+    expected = varied_model.predict(batch)
+    assert sum(len(d["scores"]) for d in expected) > 0
+    same_detections(first.predict(batch), expected)
+    same_detections(flat.predict(batch), expected)
