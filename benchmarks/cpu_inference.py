@@ -11,20 +11,22 @@ converted by ``tools/convert_weights.py``. From the same weights:
 * detkit: eager (``Detector.forward_decoded``), fused eager (:func:`detkit.models.fuse.fused_copy`), fused in
   channels_last (``detkit infer``'s CPU default), fused and compiled with freezing (``--compile``),
   ONNX Runtime on ``export_onnx``'s graph (as exported, with idle threads not spinning, and after
-  ``onnxslim``), OpenVINO fp32 / bf16 / int8
-  (:func:`detkit.deploy.openvino_runtime.export_openvino`; int8 calibrated on ``--calib-images`` coco128
-  images letterboxed by detkit);
+  ``onnxslim``), OpenVINO fp32 / bf16 / int8 and int8 with the head's prediction convs quantized too
+  (``export --int8-head``, Ultralytics' choice) (:func:`detkit.deploy.openvino_runtime.export_openvino`;
+  int8 calibrated on ``--calib-images`` coco128 images letterboxed by detkit);
 * Ultralytics: eager and fused ``DetectionModel``, and its own exports (``YOLO.export(format="onnx")``,
   ``format="openvino"``, ``format="openvino", int8=True`` calibrated on coco128 through a data yaml)
   run by the same ONNX Runtime / OpenVINO settings.
 
 Each path runs the network only (a letterboxed float32 batch in, decoded boxes and scores out; no
-pre/post-processing, which both sides do alike), ``--threads`` threads everywhere (torch, ORT intra-op,
-``INFERENCE_NUM_THREADS``). The paths alternate within each round (one call each, round after round), so
-a change of machine load hits all of them; ms/image best-of-N and median are printed with the load
-average. Achieved GFLOP/s = the model's FLOPs (``torch.utils.flop_counter`` on detkit's eager forward,
-2 per multiply-add) / time, as a fraction of this machine's fp32 GEMM rate (``torch.mm`` 2048^3) and, for
-int8 paths, of its int8 GEMM rate (``torch._int_mm`` 2048^3), both measured here with the same threads.
+pre/post-processing, which both sides do alike: both exported graphs end channel-first, detkit's in ``(B, 4,
+N)`` / ``(B, C, N)``, Ultralytics' in ``(B, 4 + C, N)``, which each side's NMS transposes), ``--threads``
+threads everywhere (torch, ORT intra-op, ``INFERENCE_NUM_THREADS``). The paths alternate within each round
+(one call each, round after round), so a change of machine load hits all of them; ms/image best-of-N and
+median are printed with the load average. Achieved GFLOP/s = the model's FLOPs (``torch.utils.flop_counter``
+on detkit's eager forward, 2 per multiply-add) / time, as a fraction of this machine's fp32 GEMM rate
+(``torch.mm`` 2048^3) and, for int8 paths, of its int8 GEMM rate (``torch._int_mm`` 2048^3), both measured
+here with the same threads.
 
 ``--int8-keep-float REGEX`` adds "detkit OV int8 float-kept": int8 with the convolutions whose OpenVINO
 names match REGEX left in float too (what accuracy control keeps, e.g. ``KEEP_FLOAT_DEMO_KINDS``: the
@@ -139,6 +141,9 @@ def build_detkit(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Call
     xml8 = export_openvino(onnx_path, folder / "detkit_int8.xml", calibration=calibration_images(args.calib_images),
                            calibration_size=args.calib_images)
     print(f"detkit int8 export (NNCF, {args.calib_images} images): {time.perf_counter() - t:.0f} s", flush=True)
+    xml8h = export_openvino(onnx_path, folder / "detkit_int8_head.xml",
+                            calibration=calibration_images(args.calib_images), calibration_size=args.calib_images,
+                            quantize_head=True)
     xml8k = None
     if args.int8_keep_float:
         import re
@@ -182,6 +187,7 @@ def build_detkit(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Call
     if "BF16" in __import__("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         fns["detkit OV bf16"] = OpenVinoDetector(xml, precision="bf16", threads=args.threads).run
     fns["detkit OV int8"] = OpenVinoDetector(xml8, threads=args.threads).run
+    fns["detkit OV int8 --int8-head"] = OpenVinoDetector(xml8h, threads=args.threads).run
     if xml8k is not None:
         fns["detkit OV int8 float-kept"] = OpenVinoDetector(xml8k, threads=args.threads).run
     return fns, model_flops(model), paths["model (stripped)"]

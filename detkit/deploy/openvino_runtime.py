@@ -186,6 +186,7 @@ def export_openvino(
     calibration_size: int = 300,
     accuracy: AccuracyControl | None = None,
     keep_float: Sequence[str] = (),
+    quantize_head: bool = False,
 ) -> Path:
     """Convert a detkit ``.onnx`` (:func:`detkit.deploy.export_onnx`) to OpenVINO IR, int8 when
     ``calibration`` is given.
@@ -193,7 +194,8 @@ def export_openvino(
     Args:
         onnx_path: the exported ONNX model (its detkit metadata is copied into the IR).
         xml_path: output ``.xml`` (the weights go to the ``.bin`` beside it; parents are created).
-        calibration: int8 post-training quantization (NNCF, ``nncf.quantize``) calibrated on these
+        calibration: int8 post-training quantization (NNCF, ``nncf.quantize``, mixed preset:
+            symmetric weights, asymmetric activations) calibrated on these
             letterboxed batches, each ``(B, 3, H, W)`` float32 RGB 0..1 at the model's input size
             (B = 1 unless the graph has a dynamic batch); None: fp32 weights.
         calibration_size: images NNCF draws from ``calibration`` (its ``subset_size``).
@@ -201,6 +203,9 @@ def export_openvino(
             until the held-out metric drops at most ``accuracy.max_drop``); its figures are filled in.
         keep_float: with ``calibration``: further op names (OpenVINO friendly names) left in float,
             besides the decode ops and prediction convs (:func:`decode_ignored_scope`).
+        quantize_head: with ``calibration``: quantize the head's prediction convs too (Ultralytics' choice;
+            only the decode ops stay in float): the fastest int8 graph (YOLOv8n at 640: about 1 ms of 19
+            per image), at an accuracy cost (the demo model: 0.5 AP more).
 
     Returns:
         The written ``.xml`` path.
@@ -227,17 +232,21 @@ def export_openvino(
 
         logging.getLogger("nncf").setLevel(logging.WARNING)  # not its per-op notes
         dataset = nncf.Dataset(list(calibration))
-        ignored = nncf.IgnoredScope(names=decode_ignored_scope(model, last_convs=True) + list(keep_float),
+        # Asymmetric activations (NNCF's mixed preset; weights stay symmetric): the same accuracy on the
+        # demo model and a faster graph (YOLOv8n at 640: about 0.4 ms of 20 per image) than symmetric ones.
+        preset = nncf.QuantizationPreset.MIXED
+        ignored = nncf.IgnoredScope(names=decode_ignored_scope(model, last_convs=not quantize_head) + list(keep_float),
                                     validate=False)
         if accuracy is None:
-            model = nncf.quantize(model, dataset, subset_size=int(calibration_size), ignored_scope=ignored)
+            model = nncf.quantize(model, dataset, subset_size=int(calibration_size), ignored_scope=ignored,
+                                  preset=preset)
             how = "int8"
         else:
             reference = accuracy.validation_fn(meta)(ov.Core().compile_model(model, "CPU", _FP32), range(accuracy.size))
             model = nncf.quantize_with_accuracy_control(
                 model, dataset, nncf.Dataset(list(range(accuracy.size))), accuracy.validation_fn(meta),
                 max_drop=float(accuracy.max_drop), drop_type=nncf.DropType.ABSOLUTE,
-                subset_size=int(calibration_size), ignored_scope=ignored,
+                subset_size=int(calibration_size), ignored_scope=ignored, preset=preset,
                 advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
                     ranking_subset_size=min(accuracy.ranking_size or accuracy.size, accuracy.size)))
             accuracy.reference = reference[0]

@@ -2,7 +2,7 @@
 
     python tools/export.py [CONFIG] CHECKPOINT [--format onnx|openvino] [--out PATH] [--opset 17]
         [--dynamic-batch] [--with-nms] [--img-size N | --img-size H W] [--cfg-options ...] [--no-verify]
-        [--int8 [--calib-images 300] [--int8-max-drop AP_POINTS [--accuracy-images 200]]]
+        [--int8 [--calib-images 300] [--int8-head] [--int8-max-drop AP_POINTS [--accuracy-images 200]]]
 
 ``--format openvino`` writes the ONNX graph converted to OpenVINO IR (``.xml`` + ``.bin``, the metadata
 in its ``rt_info``; needs ``pip install 'detkit[openvino]'``); ``--int8`` quantizes it with NNCF,
@@ -11,14 +11,17 @@ calibrated on ``--calib-images`` images of the config's training split letterbox
 measures the AP they cost). ``--int8-max-drop 1.0`` adds NNCF's accuracy control: layers are put back in
 float, the most harmful first, until the AP on ``--accuracy-images`` other training images (never the
 calibration ones, never the val split) is at most that many AP points under the float model's.
-bf16 is chosen at inference (``tools/infer.py --precision bf16``).
+``--int8-head`` quantizes the head's prediction convolutions too (by default they stay in float, with
+the decoding: more accurate, about 1 ms per 640 px image slower on YOLOv8n). bf16 is chosen at inference
+(``tools/infer.py --precision bf16``).
 
 Without CONFIG the model is built from the config the trainer stored in the checkpoint (see
 ``tools/infer.py``); the class names written into the metadata are the checkpoint's.
 
 The graph takes ``images (B, 3, H, W)`` float32 RGB in 0..1, letterboxed as the config's
-evaluation pipeline does it, and returns decoded ``boxes (B, N, 4)`` (xyxy, input pixels) and
-``scores (B, N, C)``; with ``--with-nms`` it ends in ONNX ``NonMaxSuppression`` and returns
+evaluation pipeline does it, and returns decoded ``boxes (B, 4, N)`` (xyxy, input pixels) and
+``scores (B, C, N)``, channel-first as the network computes them (metadata ``channels_first``; detkit's
+runtimes read them through transposed views); with ``--with-nms`` it ends in ONNX ``NonMaxSuppression`` and returns
 ``num_dets, det_boxes, det_scores, det_labels`` (at most ``max_per_img`` per image). A one-to-one head
 (``model.head.nms=False``: YOLOv10's, YOLO26's) is exported without any NMS op: its ``--with-nms``
 graph keeps the top ``max_per_img`` (prior, class) scores above ``score_thr`` (ONNX ``TopK``), as
@@ -73,6 +76,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--int8", action="store_true", help="--format openvino: int8 by NNCF post-training quantization")
     p.add_argument("--calib-images", type=positive_int, default=300,
                    help="--int8: training images to calibrate on (default 300)")
+    p.add_argument("--int8-head", action="store_true",
+                   help="--int8: quantize the head's prediction convolutions too (Ultralytics' choice): faster, "
+                        "less accurate (default: they stay in float)")
     p.add_argument("--int8-max-drop", type=nonnegative_float, default=None, metavar="AP_POINTS",
                    help="--int8: accuracy control, the largest accepted AP drop in AP points (0-100 scale: 1.0 = "
                         "one point) on held-out training images; layers go back to float until it holds (slow: "
@@ -193,6 +199,8 @@ def run(args: argparse.Namespace) -> Path:
     openvino = args.format == "openvino"
     if args.int8 and not openvino:
         raise UsageError("--int8 needs --format openvino (int8 runs through OpenVINO)")
+    if args.int8_head and not args.int8:
+        raise UsageError("--int8-head needs --int8 (it chooses which convolutions int8 quantizes)")
     if args.int8_max_drop is not None and not args.int8:
         raise UsageError("--int8-max-drop needs --int8 (it controls the accuracy of int8 quantization)")
     if args.int8_max_drop is not None and args.int8_max_drop >= 100:
@@ -238,7 +246,8 @@ def run(args: argparse.Namespace) -> Path:
         accuracy = None if args.int8_max_drop is None else _accuracy_control(args, cfg, letterbox, model)
         with tempfile.TemporaryDirectory() as tmp:
             graph = export_onnx(model, Path(tmp) / (out.stem + ".onnx"), meta, opset=args.opset)
-            export_openvino(graph, out, calibration=calib, calibration_size=args.calib_images, accuracy=accuracy)
+            export_openvino(graph, out, calibration=calib, calibration_size=args.calib_images, accuracy=accuracy,
+                            quantize_head=args.int8_head)
         if calib is not None:
             print(f"int8 (NNCF) calibrated on {len(calib)} training images")
         if calib is not None and accuracy is None:
@@ -248,8 +257,8 @@ def run(args: argparse.Namespace) -> Path:
             drop = 100 * (accuracy.reference - accuracy.quantized)
             print(f"accuracy control on {accuracy.size} held-out training images: AP {100 * accuracy.reference:.2f} "
                   f"float, {100 * accuracy.quantized:.2f} int8 (drop {drop:.2f}, limit {args.int8_max_drop:g}); "
-                  f"{len(accuracy.float_convs)} of {accuracy.convs} convolutions in float (the head's prediction "
-                  "convs always)")
+                  f"{len(accuracy.float_convs)} of {accuracy.convs} convolutions in float"
+                  + ("" if args.int8_head else " (the head's prediction convs always)"))
     else:
         export_onnx(model, out, meta, opset=args.opset)
     h, w = meta.input_size

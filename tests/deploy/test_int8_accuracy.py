@@ -99,6 +99,7 @@ def test_accuracy_control_arguments_refused():
 
 @pytest.mark.parametrize("args, message", [
     (["--int8-max-drop", "1"], "--int8-max-drop needs --int8"),
+    (["--int8-head"], "--int8-head needs --int8"),
     (["--int8", "--int8-max-drop", "100"], "--int8-max-drop 100: an AP drop in points must be under 100"),
     (["--int8", "--int8-max-drop", "-1"], "must be a number >= 0, got '-1'"),
     (["--int8", "--accuracy-images", "10"], "--accuracy-images needs --int8-max-drop"),

@@ -27,6 +27,7 @@ from detkit.deploy.openvino_runtime import (  # noqa: E402
     check_precision,
     decode_ignored_scope,
     export_openvino,
+    float_convolutions,
 )
 
 TOL = 1e-4  # fp32: as ONNX Runtime's parity (boxes in pixels, scores in (0, 1))
@@ -46,9 +47,9 @@ def shape_batch(deploy_cfg, count: int, first: int = 0):
 def test_fp32_ir_outputs_equal_pytorch(xml_fp32, varied_model, batch):
     images = torch.rand(batch, 3, 256, 256, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
-        boxes, scores = DecodedOutputs(varied_model)(images)
+        boxes, scores = DecodedOutputs(varied_model, channels_first=True)(images)
     got = OpenVinoDetector(xml_fp32).run(images)
-    assert got["boxes"].shape == (batch, 4032, 4) and got["scores"].shape == (batch, 4032, 5)
+    assert got["boxes"].shape == (batch, 4, 4032) and got["scores"].shape == (batch, 5, 4032)
     np.testing.assert_allclose(got["boxes"], boxes.numpy(), rtol=0, atol=TOL)
     np.testing.assert_allclose(got["scores"], scores.numpy(), rtol=0, atol=TOL)
 
@@ -121,6 +122,21 @@ def test_int8_detections_overlap_fp32(tmp_path, onnx_plain, xml_fp32, deploy_cfg
     assert "FakeQuantize" in ops or "FakeConvert" in ops
 
 
+def test_int8_head_quantizes_the_prediction_convs_too(tmp_path, onnx_plain, xml_fp32, deploy_cfg):
+    """By default the head's 3 prediction convs stay in float (float_convolutions names exactly them);
+    quantize_head (``export --int8-head``) quantizes them as well, and only them changes."""
+    calib = [shape_batch(deploy_cfg, 1, first=100 + i)["images"].numpy() for i in range(4)]
+    default = export_openvino(onnx_plain, tmp_path / "int8.xml", calibration=calib, calibration_size=4)
+    head = export_openvino(onnx_plain, tmp_path / "int8_head.xml", calibration=calib, calibration_size=4,
+                           quantize_head=True)
+    core = ov.Core()
+    fp32 = core.read_model(str(xml_fp32))
+    predictions = set(decode_ignored_scope(fp32, last_convs=True)) - set(decode_ignored_scope(fp32))
+    assert len(predictions) == 3
+    assert set(float_convolutions(core.read_model(str(default)))) == predictions
+    assert float_convolutions(core.read_model(str(head))) == []
+
+
 def test_bf16_accepted_where_the_cpu_has_it_else_refused_in_one_line(xml_fp32, varied_model):
     assert check_precision("fp32", ["FP32"]) == "f32" and check_precision("bf16", ["FP32", "BF16"]) == "bf16"
     with pytest.raises(ConfigError, match=r"^precision bf16: this CPU has no bf16 instructions .*use precision fp32$"):
@@ -137,7 +153,7 @@ def test_bf16_accepted_where_the_cpu_has_it_else_refused_in_one_line(xml_fp32, v
     assert OpenVinoDetector(xml_fp32).session.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     images = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        _, scores = DecodedOutputs(varied_model)(images)
+        _, scores = DecodedOutputs(varied_model, channels_first=True)(images)
     got = runtime.run(images)["scores"]
     err = np.abs(got - scores.numpy()).max()
     assert 0 < err < 0.05  # bf16 keeps 8 mantissa bits: not fp32's result, close to it
