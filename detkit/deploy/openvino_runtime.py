@@ -234,9 +234,9 @@ def export_openvino(
         logging.getLogger("nncf").setLevel(logging.WARNING)  # not its per-op notes
         dataset = nncf.Dataset(list(calibration))
         # Plain int8: asymmetric activations (NNCF's mixed preset; weights stay symmetric), a faster graph
-        # (YOLOv8n at 640: about 0.3 ms of 19 per image) at about the same AP on the demo model (-1.40 against
-        # -1.25). Accuracy control keeps NNCF's default (symmetric) preset: with it the demo model's val AP
-        # met the 1-point limit (-0.72), with the mixed one it did not (-1.20; held-out drops 0.96 and 0.79).
+        # (YOLOv8n at 640: 0.2-0.4 ms of 19 per image) for 0.19 AP on the demo model (-1.44 against -1.25).
+        # Accuracy control keeps NNCF's default (symmetric) preset: with it the demo model's val AP met the
+        # 1-point limit (-0.72), with the mixed one it did not (-1.20; held-out drops 0.96 and 0.79).
         preset = nncf.QuantizationPreset.MIXED if accuracy is None else nncf.QuantizationPreset.PERFORMANCE
         ignored = nncf.IgnoredScope(names=decode_ignored_scope(model, last_convs=not quantize_head) + list(keep_float),
                                     validate=False)
