@@ -1,7 +1,7 @@
 """CPU inference of YOLOv8n at 640 px, every deployment path, detkit's and Ultralytics' on the same weights.
 
     .venv-bench/bin/python benchmarks/cpu_inference.py [--threads 2] [--rounds 12] [--batches 1 8]
-        [--calib-images 128] [--no-ultralytics-int8] [--no-ultralytics] [--paths REGEX]
+        [--calib-images 128] [--settle 0.2] [--no-ultralytics-int8] [--no-ultralytics] [--paths REGEX]
         [--int8-keep-float REGEX] [--out FILE.md]
 
 A randomly initialised Ultralytics ``yolov8n.yaml`` (80 classes; BatchNorm statistics measured on random
@@ -27,6 +27,10 @@ median are printed with the load average. Achieved GFLOP/s = the model's FLOPs (
 on detkit's eager forward, 2 per multiply-add) / time, as a fraction of this machine's fp32 GEMM rate
 (``torch.mm`` 2048^3) and, for int8 paths, of its int8 GEMM rate (``torch._int_mm`` 2048^3), both measured
 here with the same threads.
+
+Each timed call waits ``--settle`` seconds (default 0.2) first: a path run right after ONNX Runtime (whose idle
+threads spin-wait after a call) or eager PyTorch (OpenMP's threads likewise) otherwise shares the two cores with
+those threads (OpenVINO fp32 at batch 1 took 66 ms after ONNX Runtime, 46-51 ms after a pause).
 
 ``--int8-keep-float REGEX`` adds "detkit OV int8 float-kept": int8 with the convolutions whose OpenVINO
 names match REGEX left in float too (what accuracy control keeps, e.g. ``KEEP_FLOAT_DEMO_KINDS``: the
@@ -242,8 +246,10 @@ def build_ultralytics(weights: Path, folder: Path, args: argparse.Namespace) -> 
     return fns
 
 
-def measure(fns: dict[str, Callable], batch: int, rounds: int) -> dict[str, list[float]]:
-    """ms/image of every path, ``rounds`` alternated calls each (after 2 warm-up calls)."""
+def measure(fns: dict[str, Callable], batch: int, rounds: int, settle: float = 0.0) -> dict[str, list[float]]:
+    """ms/image of every path, ``rounds`` alternated calls each (after 2 warm-up calls), each call ``settle``
+    seconds after the previous one: the threads of the path before (ONNX Runtime's and OpenMP's spin-wait after
+    a call) are asleep by then instead of competing with the next path for the two cores."""
     x = np.random.default_rng(0).random((batch, 3, SIZE, SIZE), dtype=np.float32)
     with torch.no_grad():
         for fn in fns.values():
@@ -251,6 +257,7 @@ def measure(fns: dict[str, Callable], batch: int, rounds: int) -> dict[str, list
         times: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(rounds):
             for name, fn in fns.items():
+                time.sleep(settle)
                 times[name].append(_timed(fn, x) * 1000 / batch)
     return times
 
@@ -261,6 +268,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--calib-images", type=int, default=128)
+    p.add_argument("--settle", type=float, default=0.2, metavar="SECONDS",
+                   help="pause before each timed call: the previous path's spinning threads fall asleep (default 0.2)")
     p.add_argument("--no-ultralytics-int8", dest="ultralytics_int8", action="store_false")
     p.add_argument("--no-ultralytics", dest="ultralytics", action="store_false", help="detkit's paths only")
     p.add_argument("--paths", default=None, metavar="REGEX", help="time only the paths whose names match")
@@ -288,7 +297,7 @@ def main() -> int:
         lines.append(f"YOLOv8n at {SIZE}: {flops / 1e9:.2f} GFLOPs per image (torch.utils.flop_counter)")
         for batch in args.batches:
             load0 = os.getloadavg()[0]
-            times = measure(fns, batch, args.rounds)
+            times = measure(fns, batch, args.rounds, args.settle)
             load1 = os.getloadavg()[0]
             lines += ["", f"batch {batch}: {args.rounds} alternated rounds, load average {load0:.1f} -> {load1:.1f}",
                       "", "| path | best ms/img | median ms/img | GFLOP/s (best) | of fp32 GEMM | of int8 GEMM |",
