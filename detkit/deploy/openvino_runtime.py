@@ -205,7 +205,7 @@ def export_openvino(
         keep_float: with ``calibration``: further op names (OpenVINO friendly names) left in float,
             besides the decode ops and prediction convs (:func:`decode_ignored_scope`).
         quantize_head: with ``calibration``: quantize the head's prediction convs too (Ultralytics' choice;
-            only the decode ops stay in float): the fastest int8 graph (YOLOv8n at 640: about 1 ms of 19
+            only the decode ops stay in float): the fastest int8 graph (YOLOv8n at 640: 0.3-0.8 ms of 18-19
             per image), at an accuracy cost (the demo model: 0.5 AP more).
 
     Returns:

@@ -12,7 +12,7 @@ measures the AP they cost). ``--int8-max-drop 1.0`` adds NNCF's accuracy control
 float, the most harmful first, until the AP on ``--accuracy-images`` other training images (never the
 calibration ones, never the val split) is at most that many AP points under the float model's.
 ``--int8-head`` quantizes the head's prediction convolutions too (by default they stay in float, with
-the decoding: more accurate, about 1 ms per 640 px image slower on YOLOv8n). bf16 is chosen at inference
+the decoding: more accurate, 0.3-0.8 ms per 640 px image slower on YOLOv8n). bf16 is chosen at inference
 (``tools/infer.py --precision bf16``).
 
 Without CONFIG the model is built from the config the trainer stored in the checkpoint (see
