@@ -262,8 +262,10 @@ def run(args: argparse.Namespace) -> Path:
     else:
         export_onnx(model, out, meta, opset=args.opset)
     h, w = meta.input_size
+    outputs = ("boxes (B, 4, N), scores (B, C, N) (channel-first)" if meta.channels_first
+               else ", ".join(meta.output_names))
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): input images (B, 3, {h}, {w}), "
-          f"batch {'dynamic' if meta.dynamic_batch else 1}, outputs {', '.join(meta.output_names)}, opset {args.opset}")
+          f"batch {'dynamic' if meta.dynamic_batch else 1}, outputs {outputs}, opset {args.opset}")
     if meta.with_nms and not meta.postprocess["nms"]:
         print(f"no NonMaxSuppression op: the head is one-to-one (nms=False); the graph keeps the top "
               f"{meta.postprocess['max_per_img']} (prior, class) scores above {meta.postprocess['score_thr']}")
