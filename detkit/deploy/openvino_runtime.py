@@ -243,7 +243,7 @@ def export_openvino(
         if accuracy is None:
             model = nncf.quantize(model, dataset, subset_size=int(calibration_size), ignored_scope=ignored,
                                   preset=preset)
-            how = "int8"
+            how = "int8, prediction convs included" if quantize_head else "int8"
         else:
             reference = accuracy.validation_fn(meta)(ov.Core().compile_model(model, "CPU", _FP32), range(accuracy.size))
             model = nncf.quantize_with_accuracy_control(

@@ -135,6 +135,7 @@ def test_int8_head_quantizes_the_prediction_convs_too(tmp_path, onnx_plain, xml_
     assert len(predictions) == 3
     assert set(float_convolutions(core.read_model(str(default)))) == predictions
     assert float_convolutions(core.read_model(str(head))) == []
+    assert OpenVinoDetector(head).metadata.source["quantization"].startswith("int8, prediction convs included (nncf")
 
 
 def test_bf16_accepted_where_the_cpu_has_it_else_refused_in_one_line(xml_fp32, varied_model):
