@@ -13,7 +13,8 @@
   tool would replace by name; :func:`config_input_paths` lists the existing paths a config's
   dataset entries name, so a tool can pass them as inputs.
 - :func:`numbered_dir` picks a default output folder per run (``work_dirs/infer``, then
-  ``work_dirs/infer2``, ``infer3``, ...): a run the user did not name never replaces another's files.
+  ``work_dirs/infer2``, ``infer3``, ...): a run the user did not name never replaces another's files,
+  and with ``create`` two runs started together never share one.
 """
 
 from __future__ import annotations
@@ -94,15 +95,30 @@ def check_output_file(path: str | os.PathLike, what: str | Argument = "output fi
     return path
 
 
-def numbered_dir(base: str | os.PathLike) -> Path:
-    """The first of ``base``, ``base2``, ``base3``, ... that does not exist (nothing is created):
-    the default output folder of one run, so that a later run never replaces its files."""
+def numbered_dir(base: str | os.PathLike, *, create: bool = False) -> Path:
+    """The first of ``base``, ``base2``, ``base3``, ... that does not exist: the default output folder of
+    one run, so that a later run never replaces its files.
+
+    Args:
+        base: the first name (``work_dirs/infer``).
+        create: make the folder (and its parents), atomically: when another run made the same name
+            first (two runs started together), the next free one is taken. Without it nothing is created.
+    """
     base = Path(base)
-    path, n = base, 1
-    while os.path.lexists(path):
+    n = 1
+    while True:
+        path = base if n == 1 else base.with_name(f"{base.name}{n}")
         n += 1
-        path = base.with_name(f"{base.name}{n}")
-    return path
+        if os.path.lexists(path):
+            continue
+        if not create:
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()  # one run wins a name; the loser goes on to the next
+        except FileExistsError:
+            continue
+        return path
 
 
 def _shown(path: str | os.PathLike) -> str:

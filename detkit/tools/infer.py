@@ -219,7 +219,16 @@ def run(args: argparse.Namespace) -> list[dict]:
         args.batch = 1  # exported with a fixed batch of 1
     names = predictor.class_names
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if named:
+        out.mkdir(parents=True, exist_ok=True)
+    else:  # taken now, atomically: a run started beside this one may have made the folder chosen above
+        out = numbered_dir(DEFAULT_OUT, create=True)
+        args.out = str(out)
+        try:
+            check_not_input(out, [args.input], "--out", names_from_inputs=True)
+        except OutputPathError:
+            out.rmdir()
+            raise
     is_video = src.is_file() and src.suffix.lower() in VIDEO_EXTS
     writer = None
     records: list[dict] = []

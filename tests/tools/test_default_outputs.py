@@ -26,6 +26,27 @@ def test_numbered_dir_is_the_first_free_name(tmp_path: Path) -> None:
     assert numbered_dir(base) == base.with_name("infer3")
 
 
+def test_numbered_dir_create_skips_a_name_another_run_took(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs started together: both saw infer2 free, the other made it first; this one takes infer3."""
+    import os
+
+    base = tmp_path / "work_dirs" / "infer"
+    assert numbered_dir(base, create=True) == base and base.is_dir()  # parents made too
+    other = base.with_name("infer2")
+    real_lexists = os.path.lexists
+
+    def racing_lexists(path: object) -> bool:
+        if Path(str(path)) == other and not other.exists():
+            exists = real_lexists(path)
+            other.mkdir()  # the other run makes it right after this one looked
+            return exists
+        return real_lexists(path)
+
+    monkeypatch.setattr(os.path, "lexists", racing_lexists)
+    assert numbered_dir(base, create=True) == base.with_name("infer3")
+    assert other.is_dir() and not any(other.iterdir()) and base.with_name("infer3").is_dir()
+
+
 def test_infer_without_out_writes_a_new_folder_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     write_images(tmp_path / "images", 1)
