@@ -8,7 +8,7 @@ Every coder has the same two calls (priors are shared by the batch):
 The distance coders (:class:`DistanceCoder`, :class:`DFLCoder`) also decode channel-first maps,
 ``decode_channels(priors (N, 4), deltas (B, R, N), strides (N,)) -> (B, 4, N)``: the same values
 with the parameters on dim 1, the layout of a head's raw maps, so an exported graph decodes
-without transposing them (:meth:`detkit.models.heads.dense_head.DenseHead.decode_outputs`).
+without transposing them (:meth:`detkit.models.heads.dense_head.DenseHead.decode_channels`).
 
 Both compute in at least fp32 (half-precision inputs are promoted, fp64 stays fp64), so AMP
 training decodes boxes at full precision. Exponents are clamped with named constants (see

@@ -30,7 +30,6 @@ FORMAT = "detkit-onnx"
 # 2: ``channels_first`` outputs (written only by such models, so a detkit that predates the layout
 # refuses them instead of reading (B, 4, N) as (B, N, 4)); 1: every model before it.
 FORMAT_VERSION = 2
-CHANNELS_FIRST_VERSION = 2
 INPUT_NAME = "images"
 INPUT_FORMAT = "RGB float32 0..1, (B, 3, H, W)"
 # Without NMS: boxes (B, N, 4) xyxy input pixels, scores (B, N, C) = obj * cls; with channels_first
@@ -95,7 +94,7 @@ class DeployMetadata:
         """``{key: JSON string}`` for ONNX ``metadata_props``."""
         values: dict[str, Any] = {
             "format": FORMAT,
-            "format_version": CHANNELS_FIRST_VERSION if self.channels_first else 1,
+            "format_version": FORMAT_VERSION if self.channels_first else 1,
             "class_names": list(self.class_names),
             "input_size": list(self.input_size),
             "input_name": INPUT_NAME,

@@ -307,10 +307,14 @@ class DecoupledHead(DenseHead):
         self.branches = kept
         self.out_channels = [self.level_channels * len(kept)] * len(self.stems)
 
-    def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
+    def _check_feats(self, feats: Sequence[Tensor]) -> None:
+        """The layers exist and ``feats`` has one map per level they were built for."""
         self._check_bound()
         if len(feats) != len(self.stems):
             raise ValueError(f"DecoupledHead built for {len(self.stems)} levels, got {len(feats)}")
+
+    def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
+        self._check_feats(feats)
         branches = [self._branch_modules(b) for b in self.branches]
         outs = []
         for i, x in enumerate(feats):
@@ -337,10 +341,8 @@ class DecoupledHead(DenseHead):
         """``branch``'s predictions from the neck's features, channel-first: ``box (B, R, N)``, ``cls (B, C, N)``,
         ``obj (B, N)`` or None. Each part's maps are flattened and concatenated over the levels on their own,
         never joined into the raw maps' ``[box, obj, cls]`` (an exported graph then has no copy to split)."""
-        self._check_bound()
+        self._check_feats(feats)
         self._check_branch(branch)
-        if len(feats) != len(self.stems):
-            raise ValueError(f"DecoupledHead built for {len(self.stems)} levels, got {len(feats)}")
         modules = self._branch_modules(branch)
         levels = [[p.flatten(2) for p in self._branch_parts(modules, i, self.stems[i](x))] for i, x in enumerate(feats)]
         parts = [torch.cat(maps, dim=2) for maps in zip(*levels)]  # [box (B, R, N), obj (B, 1, N)?, cls (B, C, N)]

@@ -190,20 +190,13 @@ class DenseHead(BindableModule):
             priors=priors, strides=strides, num_level_priors=list(counts), coder=self.coder, grid=grid,
         )
 
-    def flatten_channels(self, raw: Sequence[Tensor], branch: str = "one2many") -> tuple[Tensor, Tensor, Tensor | None]:
-        """:meth:`flatten` channel-first, without priors: ``box (B, R, N)``, ``cls (B, C, N)``, ``obj (B, N)`` or
-        None of ``branch`` (:meth:`split_level`'s, transposed)."""
-        self._check_branch(branch)
-        box, cls, obj = zip(*(self.split_level(x, branch) for x in raw))
-        return (torch.cat(box, dim=1).transpose(1, 2), torch.cat(cls, dim=1).transpose(1, 2),
-                torch.cat(obj, dim=1) if self.has_objectness else None)
-
     def forward_channels(self, feats: Sequence[Tensor], branch: str = "one2many") -> tuple[Tensor, Tensor,
                                                                                           Tensor | None]:
         """``branch``'s predictions from the neck's features, channel-first: ``box (B, R, N)``, ``cls (B, C, N)``,
-        ``obj (B, N)`` or None. This default flattens the raw maps (:meth:`flatten_channels`); a head that
-        joins several prediction maps per level overrides it to keep them apart."""
-        return self.flatten_channels(self(feats), branch)
+        ``obj (B, N)`` or None. This default transposes :meth:`flatten`'s; a head that joins several prediction
+        maps per level overrides it to keep them apart."""
+        preds = self.flatten(self(feats), branch)
+        return preds.box.transpose(1, 2), preds.cls.transpose(1, 2), preds.obj
 
     def decode_outputs(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """Every prior's decoded box and class scores, unfiltered.
