@@ -11,6 +11,7 @@ from detkit.data.shapes import make_shape_image
 from detkit.deploy import load_predictor
 from detkit.engine import inference
 from tests.deploy.conftest import CFG
+from tests.fixtures.spies import record_calls
 from tests.fixtures.tools import load_tool
 
 
@@ -35,22 +36,14 @@ def test_infer_tool_fuses_unless_no_fuse(tmp_path, checkpoint, monkeypatch):
     cv2.imwrite(str(image), make_shape_image(3, 200)[0][:, :, ::-1])
     import detkit.deploy as deploy
 
-    seen = []
-    real = deploy.load_predictor
-
-    def spy(*args, **kwargs):
-        predictor = real(*args, **kwargs)
-        seen.append(_has_bn(predictor.model))
-        return predictor
-
-    monkeypatch.setattr(deploy, "load_predictor", spy)
+    calls = record_calls(monkeypatch, deploy, "load_predictor")
     infer = load_tool("infer")
     runs = []
     for flags in ([], ["--no-fuse"]):
         args = infer.parse_args([str(CFG), str(checkpoint), str(image), "--out", str(tmp_path / f"out{len(runs)}"),
                                  "--device", "cpu", "--score-thr", "0.001", *flags])
         runs.append(infer.run(args))
-    assert seen == [False, True]
+    assert [_has_bn(c.result.model) for c in calls] == [False, True]
     (fused,), (plain,) = runs
     assert plain["detections"] and len(fused["detections"]) == len(plain["detections"])
     best = max(plain["detections"], key=lambda d: d["score"])
@@ -60,19 +53,13 @@ def test_infer_tool_fuses_unless_no_fuse(tmp_path, checkpoint, monkeypatch):
 
 
 def test_test_tool_fuses_unless_no_fuse(checkpoint, monkeypatch):
-    seen = []
-    real = inference.evaluate_dataset
-
-    def spy(model, *args, **kwargs):
-        metrics, results = real(model, *args, **kwargs)
-        seen.append((_has_bn(model), metrics, len(results)))
-        return metrics, results
-
-    monkeypatch.setattr(inference, "evaluate_dataset", spy)
+    calls = record_calls(monkeypatch, inference, "evaluate_dataset")
     test = load_tool("test")
     for flags in ([], ["--no-fuse"]):
         assert test.main([str(CFG), str(checkpoint), "--device", "cpu", "--no-progress", *flags]) == 0
-    (fused_bn, fused, fused_n), (plain_bn, plain, plain_n) = seen
+    # evaluate_dataset(model, ...) -> (metrics, results), once per run
+    (fused_bn, fused, fused_n), (plain_bn, plain, plain_n) = [(_has_bn(c.args[0]), c.result[0], len(c.result[1]))
+                                                               for c in calls]
     assert not fused_bn and plain_bn
     assert plain_n > 0 and fused_n == plain_n
     assert {k: round(v, 4) for k, v in fused.items()} == {k: round(v, 4) for k, v in plain.items()}

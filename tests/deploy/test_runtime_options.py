@@ -22,6 +22,7 @@ from detkit.engine import inference
 from detkit.errors import ConfigError
 from detkit.models.memory_format import is_channels_last, to_inference_memory_format
 from tests.deploy.conftest import CFG
+from tests.fixtures.spies import record_calls
 from tests.fixtures.tools import load_tool
 
 
@@ -87,20 +88,12 @@ def _image(tmp_path):
 
 
 def test_infer_no_spin_reaches_the_session(tmp_path, onnx_plain, monkeypatch):
-    seen = []
-    real = predictor_module.load_onnx_predictor
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        seen.append(_spin_entry(out.model))
-        return out
-
-    monkeypatch.setattr(predictor_module, "load_onnx_predictor", spy)
+    calls = record_calls(monkeypatch, predictor_module, "load_onnx_predictor")
     infer = load_tool("infer")
     image = _image(tmp_path)
     for i, flags in enumerate(([], ["--no-spin"])):
         assert infer.main([str(onnx_plain), str(image), "--out", str(tmp_path / f"o{i}"), *flags]) == 0
-    assert seen == [None, "0"]
+    assert [_spin_entry(c.result.model) for c in calls] == [None, "0"]
 
 
 def test_test_no_spin_reaches_the_session(onnx_plain, monkeypatch):

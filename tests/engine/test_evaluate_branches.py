@@ -10,6 +10,7 @@ import torch
 from detkit.config import instantiate, load_config
 from detkit.engine import inference
 from detkit.engine.evaluate import evaluate
+from tests.fixtures.spies import record_calls
 
 ROOT = Path(__file__).resolve().parents[2]
 ONE2ONE = str(ROOT / "tests" / "engine" / "configs" / "shapes_tiny_one2one.py")
@@ -19,16 +20,10 @@ def test_evaluation_prunes_the_unread_branch_only_without_val_losses(monkeypatch
     cfg = load_config(ONE2ONE, ["model.head.score_thr=0.0"])
     torch.manual_seed(0)
     model = instantiate(cfg.model)
-    seen = []
-    real = inference.evaluate_dataset
-
-    def spy(evaluated, *args, **kwargs):
-        seen.append(evaluated)
-        return real(evaluated, *args, **kwargs)
-
-    monkeypatch.setattr(inference, "evaluate_dataset", spy)
+    calls = record_calls(monkeypatch, inference, "evaluate_dataset")
     pruned = evaluate(cfg, model, torch.device("cpu"), progress=False)
     with_losses = evaluate(cfg, model, torch.device("cpu"), progress=False, val_losses=True)
+    seen = [c.args[0] for c in calls]  # the model each evaluation ran
     assert seen[0].head.branches == ("one2one",) and seen[0].head.dropped_branches == ("one2many",)
     assert seen[1].head.branches == ("one2many", "one2one")
     assert {"val/loss_cls", "val/loss_o2o_cls"} <= with_losses.metrics.keys()

@@ -11,6 +11,7 @@ from detkit.config import instantiate, load_config
 from detkit.engine import inference
 from detkit.engine.evaluate import evaluate
 from detkit.models.memory_format import is_channels_last
+from tests.fixtures.spies import record_calls
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = str(ROOT / "tests" / "engine" / "configs" / "shapes_tiny.py")
@@ -28,16 +29,10 @@ def test_evaluation_fused_and_unfused_give_the_same_metrics_and_leave_the_model(
                 m.running_mean.uniform_(-0.1, 0.1)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    seen = []
-    real = inference.evaluate_dataset
-
-    def spy(evaluated, *args, **kwargs):
-        seen.append(evaluated)
-        return real(evaluated, *args, **kwargs)
-
-    monkeypatch.setattr(inference, "evaluate_dataset", spy)
+    calls = record_calls(monkeypatch, inference, "evaluate_dataset")
     fused = evaluate(cfg, model, torch.device("cpu"), progress=False, val_losses=True)
     plain = evaluate(cfg, model, torch.device("cpu"), progress=False, val_losses=True, fuse=False)
+    seen = [c.args[0] for c in calls]  # the model each evaluation ran
     assert seen[0] is not model and seen[1] is model
     assert not any(isinstance(m, nn.BatchNorm2d) for m in seen[0].modules())
     assert is_channels_last(seen[0]) and not is_channels_last(model)  # on the CPU the fused copy runs NHWC
